@@ -1,0 +1,159 @@
+"""Every error the platform itself returns, as types, and the one mapping to Anthropic's envelope.
+
+    GatewayError                      (base: status, Anthropic error type, error code, headers)
+    ├── InvalidRequest                400 invalid_request_error
+    ├── RequestTooLarge               413 request_too_large
+    ├── AuthenticationFailed          401 authentication_error   (x-should-retry: false)
+    │   ├── TokenExpired              401 token_expired          (retryable: clients refresh first)
+    │   └── TokenRevoked              401 token_revoked
+    ├── PermissionDenied              403 permission_error
+    │   ├── DevicePendingApproval     403 device_pending_approval
+    │   ├── DeviceBlocked             403 device_blocked
+    │   └── ModelNotAllowed           403 model_not_allowed
+    ├── NotFound                      404 not_found_error
+    ├── RateLimited                   429 rate_limit_error       (retry-after)
+    │   └── EnrollmentRateLimited     429 enrollment_rate_limited
+    ├── SpendCapReached               429 rate_limit_error       (x-should-retry: false)
+    ├── UpstreamUnreachable           502 api_error
+    ├── CircuitOpen                   503 api_error              (retry-after)
+    └── UpstreamTimeout               504 timeout_error
+
+SDKs retry 408/409/429/5xx unless `x-should-retry: false`; the headers here decide which refusals a
+client may retry, so a revoked or capped device does not hammer the gateway.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+
+import orjson
+from django.http import HttpResponse
+
+
+class GatewayError(Exception):
+    status: int = 500
+    error_type: str = "api_error"
+    error_code: str = "internal_error"
+    default_message: str = "Internal error"
+    should_retry: bool | None = None
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None, headers: dict[str, str] | None = None) -> None:
+        self.message = message or self.default_message
+        self.retry_after = retry_after
+        self.extra_headers = headers or {}
+        super().__init__(self.message)
+
+    def response_headers(self) -> dict[str, str]:
+        headers = dict(self.extra_headers)
+        if self.retry_after is not None:
+            headers["retry-after"] = str(max(1, math.ceil(self.retry_after)))
+        if self.should_retry is not None:
+            headers["x-should-retry"] = "true" if self.should_retry else "false"
+        return headers
+
+
+class InvalidRequest(GatewayError):
+    status, error_type, error_code = 400, "invalid_request_error", "invalid_request"
+    default_message = "Invalid request"
+
+
+class RequestTooLarge(GatewayError):
+    status, error_type, error_code = 413, "request_too_large", "request_too_large"
+    default_message = "Request exceeds the maximum allowed size"
+
+
+class AuthenticationFailed(GatewayError):
+    status, error_type, error_code = 401, "authentication_error", "invalid_token"
+    default_message = "Invalid authentication credentials"
+    should_retry = False
+
+
+class TokenExpired(AuthenticationFailed):
+    error_code = "token_expired"
+    default_message = "Token expired. Please refresh your token."
+    should_retry = None
+
+
+class TokenRevoked(AuthenticationFailed):
+    error_code = "token_revoked"
+    default_message = "Token has been revoked. Bootstrap again to get a new token."
+
+
+class PermissionDenied(GatewayError):
+    status, error_type, error_code = 403, "permission_error", "permission_denied"
+    default_message = "Permission denied"
+
+
+class DevicePendingApproval(PermissionDenied):
+    error_code = "device_pending_approval"
+    default_message = "This device is waiting for an operator's approval."
+
+
+class DeviceBlocked(PermissionDenied):
+    error_code = "device_blocked"
+    default_message = "This device has been blocked by an operator."
+    should_retry = False
+
+
+class ModelNotAllowed(PermissionDenied):
+    error_code = "model_not_allowed"
+    default_message = "This device is not allowed to use this model."
+
+
+class NotFound(GatewayError):
+    status, error_type, error_code = 404, "not_found_error", "not_found"
+    default_message = "Not found"
+
+
+class RateLimited(GatewayError):
+    status, error_type, error_code = 429, "rate_limit_error", "device_rate_limited"
+    default_message = "Rate limit exceeded for this device."
+
+
+class EnrollmentRateLimited(RateLimited):
+    error_code = "enrollment_rate_limited"
+    default_message = "Too many enrollment requests from this address."
+
+
+class SpendCapReached(GatewayError):
+    status, error_type, error_code = 429, "rate_limit_error", "spend_cap_reached"
+    default_message = "Spend cap reached for this device."
+    should_retry = False
+
+
+class UpstreamUnreachable(GatewayError):
+    status, error_type, error_code = 502, "api_error", "upstream_unreachable"
+    default_message = "The upstream API could not be reached."
+
+
+class CircuitOpen(GatewayError):
+    status, error_type, error_code = 503, "api_error", "circuit_open"
+    default_message = "Circuit breaker is open"
+
+
+class UpstreamTimeout(GatewayError):
+    status, error_type, error_code = 504, "timeout_error", "upstream_timeout"
+    default_message = "The upstream API did not answer in time."
+
+
+def new_request_id() -> str:
+    return "req_gw_" + secrets.token_hex(12)
+
+
+def error_body(error: GatewayError, request_id: str | None) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "error",
+            "error": {"type": error.error_type, "message": error.message, "details": {"error_code": error.error_code}},
+            "request_id": request_id,
+        }
+    )
+
+
+def error_response(error: GatewayError, request_id: str | None = None) -> HttpResponse:
+    request_id = request_id or new_request_id()
+    response = HttpResponse(error_body(error, request_id), status=error.status, content_type="application/json")
+    response["request-id"] = request_id
+    for name, value in error.response_headers().items():
+        response[name] = value
+    return response

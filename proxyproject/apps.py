@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ProxyProjectConfig(AppConfig):
+    name = "proxyproject"
+    verbose_name = "Platform"

@@ -1,0 +1,45 @@
+"""ASGI lifespan: apps register start-up and shut-down hooks here (the usage writer's final flush,
+closing the upstream connection pool), and the ASGI server runs them once per worker process."""
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable
+
+from proxyproject.logging import log_event
+
+Hook = Callable[[], Awaitable[None]]
+_startup_hooks: list[Hook] = []
+_shutdown_hooks: list[Hook] = []
+logger = logging.getLogger("proxyproject.lifespan")
+
+
+def on_startup(hook: Hook) -> Hook:
+    _startup_hooks.append(hook)
+    return hook
+
+
+def on_shutdown(hook: Hook) -> Hook:
+    _shutdown_hooks.append(hook)
+    return hook
+
+
+async def run_hooks(hooks: list[Hook], phase: str) -> None:
+    for hook in hooks:
+        try:
+            await hook()
+        except Exception:
+            logger.exception("lifespan hook failed", extra={"event_fields": {"phase": phase, "hook": hook.__qualname__}})
+
+
+async def lifespan_app(scope: dict, receive: Callable, send: Callable) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await run_hooks(_startup_hooks, "startup")
+            log_event(logger, "Worker started", hooks=len(_startup_hooks))
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await run_hooks(_shutdown_hooks, "shutdown")
+            log_event(logger, "Worker stopped", hooks=len(_shutdown_hooks))
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,16 @@
+from django.core.management.base import BaseCommand
+
+from proxyproject.operators import ensure_operator_login
+
+
+class Command(BaseCommand):
+    help = "Create the first operator login if none exists (password printed once)."
+
+    def handle(self, *args, **options):
+        login = ensure_operator_login()
+        if not login.created:
+            self.stdout.write(f"An operator login already exists: {login.username}")
+        elif login.password:
+            self.stdout.write(f"Operator login created (shown once): {login.username} / {login.password}")
+        else:
+            self.stdout.write(f"Operator login created: {login.username}")

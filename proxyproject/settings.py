@@ -1,0 +1,300 @@
+"""Every setting of the platform, read from the environment (and `.env` when present) in this one module.
+
+Code reads `django.conf.settings`, never `os.environ`. Names from the seed guide keep their exact
+spelling and defaults (PORT, JWT_EXPIRATION_HOURS, RATE_LIMIT_MAX, RATE_LIMIT_WINDOW, ...).
+With debug off the process refuses to start on a missing or weak secret, so a production deploy
+can never run on the development fallbacks below.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+load_dotenv(BASE_DIR / ".env", override=False)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use true or false.")
+
+
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+    return value
+
+
+def env_float(name: str, default: float, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+    return value
+
+
+def env_secret(name: str, default: str = "") -> str:
+    """A secret from NAME, or from the file named by NAME_FILE (Docker/Kubernetes secrets)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={path!r} cannot be read: {exc}") from None
+    return env_str(name, default)
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} must be one of: {', '.join(choices)}.")
+    return value
+
+
+# --- Core -----------------------------------------------------------------------------------
+DEBUG = env_bool("DJANGO_DEBUG", False)
+VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
+
+_DEV_SECRET_KEY = "dev-insecure-secret-key-change-me-for-production-0123456789"
+_DEV_JWT_SECRET = "dev-insecure-jwt-secret-change-me-0123456789"
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY", _DEV_SECRET_KEY if DEBUG else "")
+JWT_SECRET = env_secret("JWT_SECRET", _DEV_JWT_SECRET if DEBUG else "")
+
+
+def refuse_weak_secrets(debug: bool, secret_key: str, jwt_secret: str) -> None:
+    """Production must never run on a guessable key: fail at start-up, saying how to make one."""
+    if debug:
+        return
+    if len(jwt_secret.encode()) < 32 or jwt_secret == _DEV_JWT_SECRET:
+        raise ImproperlyConfigured(
+            "JWT_SECRET is missing or weaker than 32 bytes. Make one with: "
+            "openssl rand -base64 32  (or set DJANGO_DEBUG=true for local development)."
+        )
+    if len(secret_key) < 50 or secret_key == _DEV_SECRET_KEY or secret_key.startswith("django-insecure"):
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is missing, a default, or shorter than 50 characters. Make one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+
+
+refuse_weak_secrets(DEBUG, SECRET_KEY, JWT_SECRET)
+
+PORT = env_int("PORT", 3001, minimum=1)
+PROXY_BASE_URL = env_str("PROXY_BASE_URL", f"http://localhost:{PORT}").rstrip("/")
+LOG_LEVEL = env_str("LOG_LEVEL", "debug" if DEBUG else "info").upper()
+
+_proxy_host = urlparse(PROXY_BASE_URL).hostname or "localhost"
+ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", f"localhost,127.0.0.1,[::1],{_proxy_host}").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "proxyproject",
+    "tokens",
+    "gateway",
+    "usage",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "proxyproject.urls"
+ASGI_APPLICATION = "proxyproject.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so servers started by tests in other processes see the same test data.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache, channels, Celery: Redis when REDIS_URL is set, embedded otherwise ---------------
+REDIS_URL = env_str("REDIS_URL")
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "gw")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_KEY_PREFIX,
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+        }
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}:asgi"}}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
+if CELERY_BROKER_URL == "filesystem://":
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_BROKER_DIR / "out"),
+        "data_folder_out": str(CELERY_BROKER_DIR / "out"),
+        "processed_folder": str(CELERY_BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_KEY_PREFIX}:celery:"} if CELERY_BROKER_URL.startswith("redis") else {}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE_FILE = str(VAR_DIR / "celerybeat-schedule")
+CELERY_TIMEZONE = "UTC"
+
+# --- Sessions, auth, security ---------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_HTTPS_PROXY", False) else None
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", SECURE_HSTS_SECONDS > 0)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+DATA_UPLOAD_MAX_MEMORY_SIZE = None
+FIELD_ENCRYPTION_KEY = env_secret("FIELD_ENCRYPTION_KEY")
+ADMIN_USERNAME = env_str("ADMIN_USERNAME")
+ADMIN_PASSWORD = env_secret("ADMIN_PASSWORD")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Upstream (Anthropic) -------------------------------------------------------------------
+ANTHROPIC_API_KEY = env_secret("ANTHROPIC_API_KEY")
+ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "https://api.anthropic.com").rstrip("/")
+UPSTREAM_AUTH_HEADER = env_choice("UPSTREAM_AUTH_HEADER", "x-api-key", ("x-api-key", "authorization"))
+UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+UPSTREAM_READ_TIMEOUT = env_float("UPSTREAM_READ_TIMEOUT", 600.0, minimum=300.0)
+UPSTREAM_MAX_CONNECTIONS = env_int("UPSTREAM_MAX_CONNECTIONS", 4096, minimum=1)
+UPSTREAM_KEY_ROTATION_DAYS = env_int("UPSTREAM_KEY_ROTATION_DAYS", 30, minimum=1)
+UPSTREAM_KEY_DRAIN_GRACE_SECONDS = env_int("UPSTREAM_KEY_DRAIN_GRACE_SECONDS", 900, minimum=0)
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
+
+# --- Tokens ---------------------------------------------------------------------------------
+JWT_EXPIRATION_HOURS = env_float("JWT_EXPIRATION_HOURS", 24.0, minimum=0.0001)
+REFRESH_TOKEN_DAYS = env_float("REFRESH_TOKEN_DAYS", 30.0, minimum=0.0001)
+SIGNING_KEY_ROTATION_DAYS = env_int("SIGNING_KEY_ROTATION_DAYS", 30, minimum=1)
+ENROLLMENT_MODE = env_choice("ENROLLMENT_MODE", "open" if DEBUG else "secret", ("open", "secret", "approval"))
+BOOTSTRAP_SECRET = env_secret("BOOTSTRAP_SECRET")
+ENROLLMENT_RATE_LIMIT_MAX = env_int("ENROLLMENT_RATE_LIMIT_MAX", 30, minimum=1)
+ENROLLMENT_RATE_LIMIT_WINDOW = env_int("ENROLLMENT_RATE_LIMIT_WINDOW", 60000, minimum=1000)
+REVOCATION_CACHE_SECONDS = env_float("REVOCATION_CACHE_SECONDS", 2.0, minimum=0.0)
+if not DEBUG and ENROLLMENT_MODE == "secret" and len(BOOTSTRAP_SECRET) < 16:
+    raise ImproperlyConfigured(
+        "ENROLLMENT_MODE=secret needs BOOTSTRAP_SECRET of at least 16 characters "
+        "(openssl rand -base64 24), or choose ENROLLMENT_MODE=approval or open."
+    )
+
+# --- Policy: rate limits, spend, breaker ----------------------------------------------------
+RATE_LIMIT_MAX = env_int("RATE_LIMIT_MAX", 100, minimum=1)
+RATE_LIMIT_WINDOW = env_int("RATE_LIMIT_WINDOW", 60000, minimum=1000)
+TOKENS_PER_MINUTE_MAX = env_int("TOKENS_PER_MINUTE_MAX", 0, minimum=0)
+DAILY_SPEND_CAP_USD = env_str("DAILY_SPEND_CAP_USD")
+MONTHLY_SPEND_CAP_USD = env_str("MONTHLY_SPEND_CAP_USD")
+CIRCUIT_BREAKER_FAILURE_THRESHOLD = env_int("CIRCUIT_BREAKER_FAILURE_THRESHOLD", 5, minimum=1)
+CIRCUIT_BREAKER_RESET_TIMEOUT = env_float("CIRCUIT_BREAKER_RESET_TIMEOUT", 30.0, minimum=0.1)
+CIRCUIT_BREAKER_SUCCESS_THRESHOLD = env_int("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", 2, minimum=1)
+POLICY_CACHE_SECONDS = env_float("POLICY_CACHE_SECONDS", 5.0, minimum=0.0)
+
+# --- Usage ----------------------------------------------------------------------------------
+USAGE_FLUSH_INTERVAL = env_float("USAGE_FLUSH_INTERVAL", 1.0, minimum=0.01)
+USAGE_BATCH_SIZE = env_int("USAGE_BATCH_SIZE", 500, minimum=1)
+USAGE_SPOOL_DIR = VAR_DIR / "usage-spool"
+USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
+
+# --- Operations -----------------------------------------------------------------------------
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+SHUTDOWN_GRACE_SECONDS = env_float("SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0)
+ASGI_SERVER = env_choice("ASGI_SERVER", "daphne", ("daphne", "uvicorn"))
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)
+FAKE_UPSTREAM_PORT = env_int("FAKE_UPSTREAM_PORT", 4010, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "structured": {"()": "proxyproject.logging.StructuredFormatter", "as_json": not DEBUG},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "daphne": {"level": "WARNING"},
+        "asyncio": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,36 @@
+"""The shared cast of tests: real servers and the services CI provides."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connections
+
+from tests.servers import gateway_process
+
+
+@pytest.fixture
+def redis_required() -> str:
+    """Tests of shared state run on real Redis; on the embedded defaults they are skipped."""
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL (CI's second pass)")
+    return settings.REDIS_URL
+
+
+@pytest.fixture
+def live_gateway(transactional_db):
+    """The gateway as a real server process (uvicorn) sharing the test database."""
+    server = gateway_process().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_async_thread_connections(django_db_setup, django_db_blocker):
+    """Async tests reach the database from asgiref's shared sync thread; close that thread's
+    connections before the test database is dropped (PostgreSQL refuses to drop a database in use)."""
+    yield
+    with django_db_blocker.unblock():
+        asyncio.run(sync_to_async(connections.close_all, thread_sensitive=True)())
