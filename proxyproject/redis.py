@@ -1,0 +1,47 @@
+"""The shared async Redis client for hot-path state (rate limits, spend, breaker, revocation).
+
+One client per event loop: redis.asyncio connections belong to the loop that opened them, and test
+servers, Celery tasks and ASGI workers each run their own loop. `None` means no REDIS_URL: callers
+fall back to their per-process backend.
+"""
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = weakref.WeakKeyDictionary()
+_sync_client: redis.Redis | None = None
+
+
+def redis_configured() -> bool:
+    return bool(settings.REDIS_URL)
+
+
+def get_async_redis() -> aioredis.Redis | None:
+    if not settings.REDIS_URL:
+        return None
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+        _clients[loop] = client
+    return client
+
+
+def get_sync_redis() -> redis.Redis | None:
+    """For admin actions, commands and Celery tasks, which run outside an event loop."""
+    global _sync_client
+    if not settings.REDIS_URL:
+        return None
+    if _sync_client is None:
+        _sync_client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+    return _sync_client
+
+
+def redis_key(*parts: object) -> str:
+    """Every key carries REDIS_KEY_PREFIX, so deployments (and test runs) sharing a server never collide."""
+    return ":".join([settings.REDIS_KEY_PREFIX, *(str(part) for part in parts)])

@@ -1,0 +1,35 @@
+"""What the gateway knows about the caller after authentication: the contract between `tokens`
+(which builds it) and `gateway`/`usage` (which enforce it). Built from the verified token's claims
+and the device's cached policy, so an ordinary request needs no database query."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePolicy:
+    """A device's effective policy: its own fields, else its organization's, else the settings.
+
+    `allowed_models` holds fnmatch-style patterns (`claude-sonnet-*`); empty means every model.
+    Caps are USD; None means no cap. `tokens_per_minute` 0 means no limit.
+    """
+
+    requests_per_window: int
+    window_ms: int
+    tokens_per_minute: int
+    allowed_models: tuple[str, ...]
+    device_daily_cap_usd: Decimal | None
+    device_monthly_cap_usd: Decimal | None
+    org_daily_cap_usd: Decimal | None
+    org_monthly_cap_usd: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    device_id: str
+    device_pk: int
+    org_id: int | None
+    jti: str
+    expires_at: float
+    policy: DevicePolicy
