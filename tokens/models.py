@@ -1,0 +1,177 @@
+"""Who a device is and what credentials it holds: organizations, devices, issued tokens, signing keys,
+operator API keys and the audit trail. Rules live in the service modules, not here."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class PolicyFields(models.Model):
+    """Per-device or per-organization overrides; an empty field inherits (device → org → settings)."""
+
+    allowed_models = models.TextField(
+        blank=True,
+        help_text="Model id patterns, one per line or comma-separated (claude-sonnet-*). Empty: inherit. * allows all.",
+    )
+    requests_per_window = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per window. Empty: inherit.")
+    window_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Rate-limit window in milliseconds. Empty: inherit.")
+    tokens_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Input+output tokens per minute; 0 = no limit. Empty: inherit."
+    )
+    daily_spend_cap_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True, help_text="Empty: inherit.")
+    monthly_spend_cap_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True, help_text="Empty: inherit.")
+
+    class Meta:
+        abstract = True
+
+
+class Organization(PolicyFields):
+    name = models.CharField(max_length=200, unique=True)
+    tokens_revoked_before = models.DateTimeField(
+        null=True, blank=True, help_text="Tokens of this organization's devices issued before this time are refused."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeviceStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    PENDING = "pending", "Pending approval"
+    BLOCKED = "blocked", "Blocked"
+
+
+class Device(PolicyFields):
+    device_id = models.CharField(max_length=128, unique=True)
+    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="devices")
+    user_label = models.CharField(max_length=200, blank=True)
+    app_version = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=DeviceStatus.choices, default=DeviceStatus.ACTIVE, db_index=True)
+    secret_hash = models.CharField(
+        max_length=128, blank=True, editable=False, help_text="Empty: the next bootstrap sets a new device secret."
+    )
+    tokens_revoked_before = models.DateTimeField(
+        null=True, blank=True, help_text="Tokens of this device issued before this time are refused."
+    )
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.device_id
+
+
+class TokenKind(models.TextChoices):
+    ACCESS = "access", "Access (wrapper)"
+    REFRESH = "refresh", "Refresh"
+
+
+class IssuedToken(models.Model):
+    """One row per JWT issued; refresh tokens of one bootstrap share a family, so a reused one can
+    take down every token descended from the same enrollment."""
+
+    jti = models.CharField(max_length=64, unique=True)
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="tokens")
+    kind = models.CharField(max_length=16, choices=TokenKind.choices)
+    family = models.CharField(max_length=64, db_index=True)
+    kid = models.CharField(max_length=64)
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True, help_text="When a refresh token was exchanged (single use).")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+
+    class Meta:
+        ordering = ["-issued_at"]
+        indexes = [models.Index(fields=["device", "kind", "revoked_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.jti}"
+
+
+class SigningKeyState(models.TextChoices):
+    ACTIVE = "active", "Active (signs and verifies)"
+    VERIFY_ONLY = "verify_only", "Verify only"
+    RETIRED = "retired", "Retired"
+
+
+class SigningKey(models.Model):
+    kid = models.CharField(max_length=64, unique=True)
+    encrypted_secret = models.TextField(editable=False)
+    state = models.CharField(max_length=16, choices=SigningKeyState.choices, db_index=True)
+    created_at = models.DateTimeField()
+    verify_until = models.DateTimeField(
+        null=True, blank=True, help_text="Set when the key stops signing: the expiry of the last token it can have signed."
+    )
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.kid
+
+
+class OperatorApiKey(models.Model):
+    """A bearer key for operator endpoints (/admin/usage, /admin/circuit-breaker, /metrics)."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, editable=False, help_text="The key's first characters, to recognise it.")
+    secret_sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "operator API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AuditKind(models.TextChoices):
+    BOOTSTRAP = "bootstrap", "Bootstrap"
+    REFRESH = "refresh", "Refresh"
+    REUSE_DETECTED = "reuse_detected", "Refresh token reuse detected"
+    TOKEN_REVOKED = "token_revoked", "Token revoked"
+    DEVICE_REVOKED = "device_revoked", "Device tokens revoked"
+    ORG_REVOKED = "org_revoked", "Organization tokens revoked"
+    DEVICE_APPROVED = "device_approved", "Device approved"
+    DEVICE_BLOCKED = "device_blocked", "Device blocked"
+    DEVICE_SECRET_RESET = "device_secret_reset", "Device secret reset"
+    ENROLLMENT_REFUSED = "enrollment_refused", "Enrollment refused"
+    SIGNING_KEY_ROTATED = "signing_key_rotated", "Signing key rotated"
+    SIGNING_KEY_RETIRED = "signing_key_retired", "Signing key retired"
+
+
+class AuditEvent(models.Model):
+    """Append-only; `device_ref` keeps the device id readable after the device row is deleted."""
+
+    occurred_at = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=32, choices=AuditKind.choices, db_index=True)
+    device = models.ForeignKey(Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
+    device_ref = models.CharField(max_length=128, blank=True, db_index=True)
+    organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    jti = models.CharField(max_length=64, blank=True, db_index=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    actor = models.CharField(max_length=150, blank=True, help_text="Operator who acted, or empty for the device itself.")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.device_ref} {self.occurred_at:%Y-%m-%d %H:%M:%S}"
