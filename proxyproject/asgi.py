@@ -2,10 +2,13 @@
 lifespan hooks of the apps."""
 import os
 
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proxyproject.settings")
-django_asgi_app = get_asgi_application()
+# The admin's static files are served by the same process (a prefix check for every other path),
+# so a single container needs no separate web server.
+django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry loaded above)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
