@@ -5,7 +5,10 @@
     ├── RequestTooLarge               413 request_too_large
     ├── AuthenticationFailed          401 authentication_error   (x-should-retry: false)
     │   ├── TokenExpired              401 token_expired          (retryable: clients refresh first)
-    │   └── TokenRevoked              401 token_revoked
+    │   ├── TokenRevoked              401 token_revoked
+    │   ├── RefreshTokenReused        401 refresh_token_reused   (the token's whole family is revoked)
+    │   ├── BootstrapSecretInvalid    401 bootstrap_secret_invalid
+    │   └── DeviceSecretInvalid       401 device_secret_invalid
     ├── PermissionDenied              403 permission_error
     │   ├── DevicePendingApproval     403 device_pending_approval
     │   ├── DeviceBlocked             403 device_blocked
@@ -77,6 +80,21 @@ class TokenExpired(AuthenticationFailed):
 class TokenRevoked(AuthenticationFailed):
     error_code = "token_revoked"
     default_message = "Token has been revoked. Bootstrap again to get a new token."
+
+
+class RefreshTokenReused(AuthenticationFailed):
+    error_code = "refresh_token_reused"
+    default_message = "This refresh token was already used; every token descended from it is now revoked. Bootstrap again."
+
+
+class BootstrapSecretInvalid(AuthenticationFailed):
+    error_code = "bootstrap_secret_invalid"
+    default_message = "Missing or wrong X-Bootstrap-Secret header."
+
+
+class DeviceSecretInvalid(AuthenticationFailed):
+    error_code = "device_secret_invalid"
+    default_message = "device_secret is missing or does not match this device."
 
 
 class PermissionDenied(GatewayError):
