@@ -279,6 +279,12 @@ USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 
 # --- Operations -----------------------------------------------------------------------------
 METRICS_TOKEN = env_secret("METRICS_TOKEN")
+# Prometheus multiprocess mode: every worker process writes its samples to files in this folder and
+# /metrics sums them, so the figures are right whichever worker answers the scrape. prometheus_client
+# reads this variable at import time, hence it is exported to the environment here.
+METRICS_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics" / str(PORT))))
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 SHUTDOWN_GRACE_SECONDS = env_float("SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0)
 ASGI_SERVER = env_choice("ASGI_SERVER", "daphne", ("daphne", "uvicorn"))
 WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)
