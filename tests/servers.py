@@ -37,6 +37,7 @@ def test_database_url() -> str:
 
 def server_environment(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each server instance keeps its own metrics files
     env["DATABASE_URL"] = test_database_url()
     env.setdefault("REDIS_KEY_PREFIX", settings.REDIS_KEY_PREFIX)
     env.update({key: str(value) for key, value in overrides.items()})
