@@ -1,0 +1,77 @@
+"""A minimal Files API (upload, list, metadata) so a gateway can be tested on multipart bodies.
+
+The multipart body is parsed from the bytes already read for the request log, with the standard
+library's MIME parser: the fake never needs a second pass over the socket.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Any
+
+from .errors import invalid_request, not_found
+from .ids import new_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    id: str
+    filename: str
+    mime_type: str
+    size_bytes: int
+    created_at: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "file",
+            "filename": self.filename,
+            "mime_type": self.mime_type,
+            "size_bytes": self.size_bytes,
+            "created_at": self.created_at,
+            "downloadable": False,
+        }
+
+
+def uploaded_file_part(content_type: str, body: bytes) -> EmailMessage:
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise invalid_request("Expected a multipart/form-data body with a `file` part")
+    document = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    if not isinstance(document, EmailMessage) or not document.is_multipart():
+        raise invalid_request("Malformed multipart body")
+    for part in document.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            return part
+    raise invalid_request("file: Field required")
+
+
+class FileStore:
+    """Uploaded files' metadata (the content is not kept); used only from the event-loop thread."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, StoredFile] = {}
+
+    def upload(self, content_type: str, body: bytes) -> StoredFile:
+        part = uploaded_file_part(content_type, body)
+        content = part.get_payload(decode=True)
+        stored = StoredFile(
+            id=new_id("file_011C"),
+            filename=part.get_filename() or "upload",
+            mime_type=part.get_content_type(),
+            size_bytes=len(content) if isinstance(content, bytes) else 0,
+            created_at=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        )
+        self._files[stored.id] = stored
+        return stored
+
+    def get(self, file_id: str) -> StoredFile:
+        stored = self._files.get(file_id)
+        if stored is None:
+            raise not_found(f"File not found: {file_id}")
+        return stored
+
+    def newest_first(self) -> list[StoredFile]:
+        return list(reversed(self._files.values()))
