@@ -9,6 +9,7 @@ from ninja.renderers import BaseRenderer
 
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound, error_response
 from proxyproject.health import run_health_checks
+from tokens.api import router as tokens_router
 
 
 class OrjsonRenderer(BaseRenderer):
@@ -38,6 +39,7 @@ async def healthz(request: HttpRequest, deep: bool = False) -> HttpResponse:
 
 
 api.add_router("", health_router)
+api.add_router("", tokens_router)
 
 
 @api.exception_handler(GatewayError)

@@ -8,6 +8,7 @@ can never run on the development fallbacks below.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -259,6 +260,22 @@ if not DEBUG and ENROLLMENT_MODE == "secret" and len(BOOTSTRAP_SECRET) < 16:
         "ENROLLMENT_MODE=secret needs BOOTSTRAP_SECRET of at least 16 characters "
         "(openssl rand -base64 24), or choose ENROLLMENT_MODE=approval or open."
     )
+# simplejwt builds and verifies the tokens; the signing key per `kid` comes from tokens.SigningKey
+# (seeded from JWT_SECRET), so SIGNING_KEY here only satisfies simplejwt's own defaults.
+SIMPLE_JWT = {
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": JWT_SECRET,
+    "ACCESS_TOKEN_LIFETIME": timedelta(hours=JWT_EXPIRATION_HOURS),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=REFRESH_TOKEN_DAYS),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": False,
+    "UPDATE_LAST_LOGIN": False,
+    "USER_ID_CLAIM": "sub",
+    "TOKEN_TYPE_CLAIM": "token_type",
+    "JTI_CLAIM": "jti",
+    "LEEWAY": 0,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
 
 # --- Policy: rate limits, spend, breaker ----------------------------------------------------
 RATE_LIMIT_MAX = env_int("RATE_LIMIT_MAX", 100, minimum=1)

@@ -1,0 +1,76 @@
+"""POST /bootstrap and POST /refresh, at the seed's exact paths."""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from ninja import Router
+
+from gateway.errors import AuthenticationFailed, DevicePendingApproval, error_response
+from tokens.audit import ClientInfo
+from tokens.authentication import extract_bearer_token
+from tokens.enrollment import Enrollment, bootstrap_device
+from tokens.enrollment_limits import enforce_enrollment_limit
+from tokens.issuance import TokenPair, format_timestamp
+from tokens.payloads import parse_bootstrap_request, parse_refresh_token
+from tokens.refresh import refresh_token_pair
+
+router = Router(tags=["tokens"])
+
+
+def _token_response(pair: TokenPair, extra: dict[str, Any] | None = None) -> HttpResponse:
+    body = {
+        "wrapper_token": pair.wrapper_token,
+        "refresh_token": pair.refresh_token,
+        "proxy_base_url": settings.PROXY_BASE_URL,
+        "expires_at": format_timestamp(pair.expires_at),
+        "refresh_expires_at": format_timestamp(pair.refresh_expires_at),
+        **(extra or {}),
+    }
+    response = HttpResponse(orjson.dumps(body), content_type="application/json")
+    response["cache-control"] = "no-store"
+    return response
+
+
+def _pending_response(enrollment: Enrollment) -> HttpResponse:
+    """403 device_pending_approval; when this call set the device's secret, it rides in
+    `details.device_secret`, since the client will never be shown it again."""
+    response = error_response(DevicePendingApproval())
+    if enrollment.device_secret is not None:
+        body = orjson.loads(response.content)
+        body["error"]["details"]["device_secret"] = enrollment.device_secret
+        response.content = orjson.dumps(body)
+    response["cache-control"] = "no-store"
+    return response
+
+
+@router.post("/bootstrap", auth=None, summary="Enroll a device (or re-enroll with its device_secret) and get a token pair")
+async def bootstrap(request: HttpRequest) -> HttpResponse:
+    client = ClientInfo.from_request(request)
+    await enforce_enrollment_limit("bootstrap", client.ip)
+    payload = parse_bootstrap_request(request)
+    enrollment = await sync_to_async(bootstrap_device)(
+        device_id=payload.device_id,
+        app_version=payload.app_version,
+        device_secret=payload.device_secret,
+        bootstrap_secret=request.headers.get("x-bootstrap-secret"),
+        client=client,
+    )
+    if enrollment.pair is None:
+        return _pending_response(enrollment)
+    extra = {"device_secret": enrollment.device_secret} if enrollment.device_secret is not None else None
+    return _token_response(enrollment.pair, extra)
+
+
+@router.post("/refresh", auth=None, summary="Exchange a refresh token (or a still-valid wrapper token) for a new pair")
+async def refresh(request: HttpRequest) -> HttpResponse:
+    client = ClientInfo.from_request(request)
+    await enforce_enrollment_limit("refresh", client.ip)
+    raw_token = parse_refresh_token(request) or extract_bearer_token(request.headers)
+    if not raw_token:
+        raise AuthenticationFailed('Missing token: send {"refresh_token": ...} or Authorization: Bearer <token>.')
+    pair = await sync_to_async(refresh_token_pair)(raw_token=raw_token, client=client)
+    return _token_response(pair)

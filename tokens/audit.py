@@ -1,0 +1,82 @@
+"""The audit trail: one row per issue, refresh, reuse detection, revocation and operator action on a
+device, and the same facts as one structured log line (for log shippers and alerting)."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any, Union
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest
+from django.utils import timezone
+
+from proxyproject.logging import log_event
+from tokens.models import AuditEvent, AuditKind, Device, Organization
+
+logger = logging.getLogger("tokens.audit")
+
+_WARNING_KINDS = {AuditKind.REUSE_DETECTED, AuditKind.ENROLLMENT_REFUSED}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Who is calling, as far as the network can tell: for the audit row and the abuse limits."""
+
+    ip: str | None = None
+    user_agent: str = ""
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> "ClientInfo":
+        # REMOTE_ADDR is the peer the ASGI server reports; behind a load balancer, run the server
+        # with --proxy-headers (uvicorn/daphne) so it is the client's address, not the balancer's.
+        return cls(ip=request.META.get("REMOTE_ADDR") or None, user_agent=request.headers.get("user-agent", "")[:512])
+
+
+SYSTEM = ClientInfo()
+
+Actor = Union[str, AbstractBaseUser]
+
+
+def actor_label(actor: Actor) -> str:
+    """Operators act as themselves (admin: `request.user`); commands and tasks pass a label."""
+    return actor if isinstance(actor, str) else f"user:{actor.get_username()}"
+
+
+def record_audit_event(
+    kind: AuditKind,
+    *,
+    device: Device | None = None,
+    device_ref: str = "",
+    organization: Organization | None = None,
+    jti: str = "",
+    client: ClientInfo = SYSTEM,
+    actor: Actor = "",
+    now: dt.datetime | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    actor = actor_label(actor)
+    event = AuditEvent.objects.create(
+        occurred_at=now or timezone.now(),
+        kind=kind,
+        device=device,
+        device_ref=device.device_id if device is not None else device_ref,
+        organization_id=device.organization_id if device is not None else (organization.pk if organization else None),
+        jti=jti,
+        ip=client.ip,
+        user_agent=client.user_agent,
+        actor=actor,
+        detail=detail or {},
+    )
+    log_event(
+        logger,
+        f"Token audit: {kind.label}",
+        logging.WARNING if kind in _WARNING_KINDS else logging.INFO,
+        kind=str(kind),
+        device_id=event.device_ref,
+        jti=jti,
+        ip=client.ip,
+        actor=actor,
+        detail=event.detail,
+    )
+    return event

@@ -1,0 +1,112 @@
+"""Bootstrap: a device enrolls (or comes back) and gets a token pair.
+
+Modes (ENROLLMENT_MODE): `open` lets any device enroll; `secret` needs BOOTSTRAP_SECRET in the
+X-Bootstrap-Secret header; `approval` creates new devices pending until an operator approves them.
+Whatever the mode, an enrolled device must prove itself with its device secret, so knowing a device
+id is not enough to take it over.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from gateway.errors import BootstrapSecretInvalid, DeviceBlocked, DeviceSecretInvalid, GatewayError
+from proxyproject.logging import log_event
+from tokens.audit import ClientInfo, record_audit_event
+from tokens.device_secrets import device_secret_matches, generate_device_secret, hash_device_secret
+from tokens.device_state import invalidate_devices
+from tokens.issuance import TokenPair, issue_token_pair
+from tokens.models import AuditKind, Device, DeviceStatus
+
+logger = logging.getLogger("tokens.enrollment")
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """`pair` is None while the device waits for approval. `device_secret` is set only when this
+    call set the device's secret (first enrollment, or the first after an operator reset it): the
+    one time the client can learn it."""
+
+    device_id: str
+    status: str
+    pair: TokenPair | None
+    device_secret: str | None
+
+
+def check_bootstrap_secret(presented: str | None) -> None:
+    expected = settings.BOOTSTRAP_SECRET
+    if not expected or not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise BootstrapSecretInvalid()
+
+
+def _refusal(device: Device, created: bool, device_secret: str | None) -> GatewayError | None:
+    if device.status == DeviceStatus.BLOCKED:
+        return DeviceBlocked()
+    if not created and device.secret_hash and not device_secret_matches(device_secret, device.secret_hash):
+        return DeviceSecretInvalid()
+    return None
+
+
+def bootstrap_device(
+    *,
+    device_id: str,
+    app_version: str,
+    device_secret: str | None,
+    bootstrap_secret: str | None,
+    client: ClientInfo,
+    now: dt.datetime | None = None,
+) -> Enrollment:
+    """Enroll or re-enroll a device. Raises BootstrapSecretInvalid, DeviceSecretInvalid or
+    DeviceBlocked (after recording the refusal); returns a pending Enrollment in approval mode."""
+    now = now or timezone.now()
+    if settings.ENROLLMENT_MODE == "secret":
+        try:
+            check_bootstrap_secret(bootstrap_secret)
+        except BootstrapSecretInvalid:
+            log_event(logger, "Bootstrap refused: bootstrap secret", logging.WARNING, device_id=device_id, ip=client.ip)
+            raise
+    initial_status = DeviceStatus.PENDING if settings.ENROLLMENT_MODE == "approval" else DeviceStatus.ACTIVE
+    with transaction.atomic():
+        device, created = Device.objects.select_for_update().get_or_create(
+            device_id=device_id, defaults={"status": initial_status, "app_version": app_version}
+        )
+        refusal = _refusal(device, created, device_secret)
+        if refusal is not None:
+            record_audit_event(AuditKind.ENROLLMENT_REFUSED, device=device, client=client, now=now, detail={"reason": refusal.error_code})
+            enrollment = None
+        else:
+            enrollment = _enroll(device, created, app_version, device_secret, client, now)
+        if created:
+            transaction.on_commit(lambda: invalidate_devices([device_id]))
+    if refusal is not None:
+        raise refusal
+    return enrollment
+
+
+def _enroll(device: Device, created: bool, app_version: str, device_secret: str | None, client: ClientInfo, now: dt.datetime) -> Enrollment:
+    new_secret = None
+    if not device.secret_hash:
+        new_secret = device_secret or generate_device_secret()
+        device.secret_hash = hash_device_secret(new_secret)
+    device.app_version = app_version or device.app_version
+    device.last_seen_at = now
+    device.last_ip = client.ip
+    device.save(update_fields=["secret_hash", "app_version", "last_seen_at", "last_ip", "updated_at"])
+    if device.status == DeviceStatus.PENDING:
+        record_audit_event(
+            AuditKind.ENROLLMENT_REFUSED, device=device, client=client, now=now,
+            detail={"reason": "device_pending_approval", "created": created},
+        )
+        return Enrollment(device.device_id, device.status, None, new_secret)
+    pair = issue_token_pair(device=device, client=client, now=now)
+    record_audit_event(
+        AuditKind.BOOTSTRAP, device=device, jti=pair.access_jti, client=client, now=now,
+        detail={"family": pair.family, "created": created, "app_version": device.app_version, "secret_set": new_secret is not None},
+    )
+    return Enrollment(device.device_id, device.status, pair, new_secret)

@@ -1,0 +1,77 @@
+"""Operator credentials for the operator endpoints (/admin/usage across devices,
+/admin/circuit-breaker, /metrics): an API key created in the admin, or a logged-in staff session.
+
+A key is `gwop_` plus 256 random bits, shown once at creation; only its SHA-256 is stored (a slow
+hash buys nothing for a random key, and this runs per request).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest
+from django.utils import timezone
+
+from gateway.errors import AuthenticationFailed, PermissionDenied
+from tokens.models import OperatorApiKey
+
+__all__ = ["OperatorApiKey", "authenticate_operator", "create_operator_api_key", "revoke_operator_api_key"]
+
+KEY_PREFIX = "gwop_"
+_SHOWN_PREFIX_LENGTH = 12
+# last_used_at is for humans; writing it at most once a minute keeps a scraper from writing a row
+# on every scrape.
+_LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_operator_api_key(*, name: str, created_by: AbstractBaseUser | None) -> tuple[OperatorApiKey, str]:
+    """The new key and its secret, which is never retrievable again."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = OperatorApiKey.objects.create(
+        name=name, prefix=secret[:_SHOWN_PREFIX_LENGTH], secret_sha256=_sha256(secret), created_by=created_by
+    )
+    return key, secret
+
+
+def revoke_operator_api_key(*, key: OperatorApiKey) -> OperatorApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key
+
+
+def _authenticate_key(secret: str) -> str:
+    key = OperatorApiKey.objects.filter(secret_sha256=_sha256(secret), revoked_at__isnull=True).first()
+    if key is None:
+        raise AuthenticationFailed("Invalid or revoked operator API key.")
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION:
+        OperatorApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return f"operator-key:{key.name}"
+
+
+async def authenticate_operator(request: HttpRequest) -> str:
+    """An actor label (`operator-key:<name>` or `user:<username>`) for audit and logs.
+
+    Raises AuthenticationFailed without credentials or with a bad key, PermissionDenied for a
+    logged-in user who is not active staff."""
+    authorization = request.headers.get("authorization", "")
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        secret = value.strip()
+        if not secret.startswith(KEY_PREFIX):
+            raise AuthenticationFailed("Not an operator API key.")
+        return await sync_to_async(_authenticate_key)(secret)
+    user = await request.auser() if hasattr(request, "auser") else None
+    if user is None or not user.is_authenticated:
+        raise AuthenticationFailed("Operator credentials required: Authorization: Bearer <operator API key>, or log in.")
+    if not (user.is_active and user.is_staff):
+        raise PermissionDenied("Operator access needs a staff account.")
+    return f"user:{user.get_username()}"

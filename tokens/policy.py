@@ -1,0 +1,98 @@
+"""A device's effective policy: its own fields, else its organization's, else the settings.
+
+The organization's spend caps are also carried separately (`org_*_cap_usd`), because they bound the
+organization's total spend, while `device_*_cap_usd` bounds one device's.
+"""
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from tokens.identity import DevicePolicy
+from tokens.models import Device, Organization
+
+T = TypeVar("T")
+_ALL_MODELS = "*"
+
+
+def parse_model_patterns(text: str) -> tuple[str, ...]:
+    """Patterns from the admin's text field: one per line or comma-separated; `*` alone means all."""
+    patterns = tuple(dict.fromkeys(part.strip() for part in re.split(r"[,\n]", text) if part.strip()))
+    return () if _ALL_MODELS in patterns else patterns
+
+
+def _settings_cap(name: str) -> Decimal | None:
+    raw = getattr(settings, name)
+    if raw in ("", None):
+        return None
+    try:
+        return Decimal(str(raw))
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a USD amount.") from None
+
+
+def _first(*values: T | None) -> T | None:
+    return next((value for value in values if value is not None), None)
+
+
+def resolve_policy(device: Device, organization: Organization | None) -> DevicePolicy:
+    org_value = (lambda field: getattr(organization, field)) if organization is not None else (lambda field: None)
+    device_models = parse_model_patterns(device.allowed_models) if device.allowed_models.strip() else None
+    org_models = parse_model_patterns(organization.allowed_models) if organization and organization.allowed_models.strip() else None
+    return DevicePolicy(
+        requests_per_window=_first(device.requests_per_window, org_value("requests_per_window"), settings.RATE_LIMIT_MAX),
+        window_ms=_first(device.window_ms, org_value("window_ms"), settings.RATE_LIMIT_WINDOW),
+        tokens_per_minute=_first(device.tokens_per_minute, org_value("tokens_per_minute"), settings.TOKENS_PER_MINUTE_MAX),
+        allowed_models=_first(device_models, org_models, ()),
+        device_daily_cap_usd=_first(device.daily_spend_cap_usd, org_value("daily_spend_cap_usd"), _settings_cap("DAILY_SPEND_CAP_USD")),
+        device_monthly_cap_usd=_first(
+            device.monthly_spend_cap_usd, org_value("monthly_spend_cap_usd"), _settings_cap("MONTHLY_SPEND_CAP_USD")
+        ),
+        org_daily_cap_usd=org_value("daily_spend_cap_usd"),
+        org_monthly_cap_usd=org_value("monthly_spend_cap_usd"),
+    )
+
+
+def policy_claims(policy: DevicePolicy) -> dict[str, Any]:
+    """The per-token policy the seed says can ride in the wrapper token, for clients to read."""
+    return {
+        "rate_limit": {"max": policy.requests_per_window, "window_ms": policy.window_ms},
+        "tokens_per_minute": policy.tokens_per_minute,
+        "allowed_models": list(policy.allowed_models),
+    }
+
+
+def policy_to_json(policy: DevicePolicy) -> dict[str, Any]:
+    def money(value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "requests_per_window": policy.requests_per_window,
+        "window_ms": policy.window_ms,
+        "tokens_per_minute": policy.tokens_per_minute,
+        "allowed_models": list(policy.allowed_models),
+        "device_daily_cap_usd": money(policy.device_daily_cap_usd),
+        "device_monthly_cap_usd": money(policy.device_monthly_cap_usd),
+        "org_daily_cap_usd": money(policy.org_daily_cap_usd),
+        "org_monthly_cap_usd": money(policy.org_monthly_cap_usd),
+    }
+
+
+def policy_from_json(data: dict[str, Any]) -> DevicePolicy:
+    def money(value: str | None) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+    return DevicePolicy(
+        requests_per_window=int(data["requests_per_window"]),
+        window_ms=int(data["window_ms"]),
+        tokens_per_minute=int(data["tokens_per_minute"]),
+        allowed_models=tuple(data["allowed_models"]),
+        device_daily_cap_usd=money(data["device_daily_cap_usd"]),
+        device_monthly_cap_usd=money(data["device_monthly_cap_usd"]),
+        org_daily_cap_usd=money(data["org_daily_cap_usd"]),
+        org_monthly_cap_usd=money(data["org_monthly_cap_usd"]),
+    )

@@ -1,0 +1,127 @@
+"""Revocation per token, per device and per organization, and the operator actions on a device
+(approve, block, reset its secret). The admin, the commands and the API all call these.
+
+Each writes the database (the authority) and, once committed, invalidates the hot-path caches
+(`device_state`), so every gateway process refuses the revoked tokens within
+REVOCATION_CACHE_SECONDS. Device and organization revocations set a "tokens issued before" cutoff
+as well as marking the rows, so they hold even for a token whose row is gone.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from tokens.audit import SYSTEM, Actor, ClientInfo, record_audit_event
+from tokens.device_state import invalidate_all_devices, invalidate_devices
+from tokens.models import AuditKind, Device, DeviceStatus, IssuedToken, Organization
+
+
+class TokenNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationResult:
+    revoked_tokens: int
+    devices: int
+
+
+def _revoke_rows(tokens, now: dt.datetime) -> int:
+    return tokens.filter(revoked_at__isnull=True, expires_at__gt=now).update(revoked_at=now)
+
+
+def revoke_token(*, jti: str, actor: Actor, client: ClientInfo = SYSTEM, now: dt.datetime | None = None) -> IssuedToken:
+    now = now or timezone.now()
+    with transaction.atomic():
+        issued = IssuedToken.objects.select_for_update().select_related("device").filter(jti=jti).first()
+        if issued is None:
+            raise TokenNotFound(jti)
+        if issued.revoked_at is None:
+            issued.revoked_at = now
+            issued.save(update_fields=["revoked_at"])
+        record_audit_event(AuditKind.TOKEN_REVOKED, device=issued.device, jti=jti, client=client, actor=actor, now=now,
+                           detail={"kind": issued.kind})
+        transaction.on_commit(lambda: invalidate_devices([issued.device.device_id]))
+    return issued
+
+
+def _revoke_device_in_transaction(device: Device, now: dt.datetime) -> int:
+    device.tokens_revoked_before = now
+    device.save(update_fields=["tokens_revoked_before", "updated_at"])
+    return _revoke_rows(IssuedToken.objects.filter(device=device), now)
+
+
+def revoke_device_tokens(*, device: Device, actor: Actor, client: ClientInfo = SYSTEM, now: dt.datetime | None = None) -> RevocationResult:
+    """Every token the device holds stops working; it must bootstrap again (with its secret)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        count = _revoke_device_in_transaction(device, now)
+        record_audit_event(AuditKind.DEVICE_REVOKED, device=device, client=client, actor=actor, now=now, detail={"revoked_tokens": count})
+        transaction.on_commit(lambda: invalidate_devices([device.device_id]))
+    return RevocationResult(revoked_tokens=count, devices=1)
+
+
+def revoke_organization_tokens(
+    *, organization: Organization, actor: Actor, client: ClientInfo = SYSTEM, now: dt.datetime | None = None
+) -> RevocationResult:
+    now = now or timezone.now()
+    with transaction.atomic():
+        organization.tokens_revoked_before = now
+        organization.save(update_fields=["tokens_revoked_before", "updated_at"])
+        count = _revoke_rows(IssuedToken.objects.filter(device__organization=organization), now)
+        devices = organization.devices.count()
+        record_audit_event(
+            AuditKind.ORG_REVOKED, organization=organization, device_ref="", client=client, actor=actor, now=now,
+            detail={"organization": organization.name, "revoked_tokens": count, "devices": devices},
+        )
+        transaction.on_commit(invalidate_all_devices)
+    return RevocationResult(revoked_tokens=count, devices=devices)
+
+
+def approve_device(*, device: Device, actor: Actor, now: dt.datetime | None = None) -> Device:
+    """Pending (or blocked) → active. The device's next bootstrap gets tokens."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        previous = device.status
+        device.status = DeviceStatus.ACTIVE
+        device.save(update_fields=["status", "updated_at"])
+        record_audit_event(AuditKind.DEVICE_APPROVED, device=device, actor=actor, now=now, detail={"previous_status": previous})
+        transaction.on_commit(lambda: invalidate_devices([device.device_id]))
+    return device
+
+
+def block_device(*, device: Device, actor: Actor, now: dt.datetime | None = None) -> Device:
+    """Refused on every endpoint from now on; its tokens are revoked too, so unblocking later does
+    not bring old tokens back to life."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        device.status = DeviceStatus.BLOCKED
+        count = _revoke_device_in_transaction(device, now)
+        device.save(update_fields=["status", "updated_at"])
+        record_audit_event(AuditKind.DEVICE_BLOCKED, device=device, actor=actor, now=now, detail={"revoked_tokens": count})
+        transaction.on_commit(lambda: invalidate_devices([device.device_id]))
+    return device
+
+
+def reset_device_secret(*, device: Device, actor: Actor, now: dt.datetime | None = None) -> Device:
+    """For a device that lost its secret (reinstall): its next bootstrap sets a new one, as on first
+    enrollment. Its current tokens keep working; revoke them too if the device was compromised."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        device.secret_hash = ""
+        device.save(update_fields=["secret_hash", "updated_at"])
+        record_audit_event(AuditKind.DEVICE_SECRET_RESET, device=device, actor=actor, now=now)
+    return device
+
+
+def policy_changed(*, device: Device | None = None, organization: Organization | None = None) -> None:
+    """After an operator edits a device's or organization's policy: drop the cached copies once the
+    change is committed."""
+    if organization is not None:
+        transaction.on_commit(invalidate_all_devices)
+    if device is not None:
+        device_id = device.device_id
+        transaction.on_commit(lambda: invalidate_devices([device_id]))
