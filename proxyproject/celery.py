@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proxyproject.settings")
 
@@ -11,4 +12,8 @@ app = Celery("proxyproject")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    # Rotates the signing key every SIGNING_KEY_ROTATION_DAYS and retires keys whose tokens expired.
+    "tokens-maintain-signing-keys": {"task": "tokens.maintain_signing_keys", "schedule": crontab(minute=7)},
+    "tokens-purge-expired-tokens": {"task": "tokens.purge_expired_tokens", "schedule": crontab(hour=3, minute=17)},
+}
