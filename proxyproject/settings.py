@@ -291,8 +291,11 @@ POLICY_CACHE_SECONDS = env_float("POLICY_CACHE_SECONDS", 5.0, minimum=0.0)
 # --- Usage ----------------------------------------------------------------------------------
 USAGE_FLUSH_INTERVAL = env_float("USAGE_FLUSH_INTERVAL", 1.0, minimum=0.01)
 USAGE_BATCH_SIZE = env_int("USAGE_BATCH_SIZE", 500, minimum=1)
-USAGE_SPOOL_DIR = VAR_DIR / "usage-spool"
+USAGE_SPOOL_DIR = Path(env_str("USAGE_SPOOL_DIR", str(VAR_DIR / "usage-spool")))
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
+USAGE_WRITER_LEASE_SECONDS = env_float("USAGE_WRITER_LEASE_SECONDS", 60.0, minimum=0.1)
+USAGE_PRICE_CACHE_SECONDS = env_float("USAGE_PRICE_CACHE_SECONDS", 60.0, minimum=0.0)
+SPEND_RESERVATION_TTL_SECONDS = env_int("SPEND_RESERVATION_TTL_SECONDS", 1800, minimum=1)
 
 # --- Operations -----------------------------------------------------------------------------
 METRICS_TOKEN = env_secret("METRICS_TOKEN")

@@ -4,3 +4,14 @@ from django.apps import AppConfig
 class UsageConfig(AppConfig):
     name = "usage"
     verbose_name = "Usage and spend"
+
+    def ready(self) -> None:
+        """Price-table invalidation signals, and each ASGI worker's usage writer and spend counters."""
+        from proxyproject.lifespan import on_shutdown, on_startup
+        from usage import pricing  # noqa: F401  (registers the ModelPrice signal receivers)
+        from usage.spend import load_spend_counters
+        from usage.writer import start_usage_writer, stop_usage_writer
+
+        on_startup(start_usage_writer)
+        on_startup(load_spend_counters)
+        on_shutdown(stop_usage_writer)

@@ -1,0 +1,46 @@
+"""Fixtures of the usage tests: the seeded price table, a private spool, an empty Redis queue."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from proxyproject.redis import get_sync_redis, redis_key
+from usage.models import ModelPrice
+from usage.pricing import invalidate_price_table
+
+seed_migration = importlib.import_module("usage.migrations.0002_seed_model_prices")
+
+
+def ensure_seeded_prices() -> None:
+    """Transactional tests flush the tables, migration data included: put the seed back."""
+    if not ModelPrice.objects.exists():
+        ModelPrice.objects.bulk_create(ModelPrice(**row) for row in seed_migration.seed_rows())
+    invalidate_price_table()
+
+
+@pytest.fixture
+def prices(db):
+    ensure_seeded_prices()
+    yield
+    invalidate_price_table()
+
+
+@pytest.fixture
+def live_prices(transactional_db):
+    ensure_seeded_prices()
+    yield
+    invalidate_price_table()
+
+
+@pytest.fixture(autouse=True)
+def private_usage_queues(settings, tmp_path):
+    """Each test gets its own spool directory and an empty Redis queue."""
+    settings.USAGE_SPOOL_DIR = tmp_path / "spool"
+    client = get_sync_redis()
+    if client is not None:
+        for key in client.scan_iter(redis_key("usage", "*")):
+            client.delete(key)
+        for key in client.scan_iter(redis_key("spend", "*")):
+            client.delete(key)
+    yield

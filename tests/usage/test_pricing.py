@@ -1,0 +1,176 @@
+"""Costs to the micro-dollar (exactly, in fact) against hand-computed cases, one per pricing rule,
+on the price table the data migration seeds from docs/anthropic-api.md."""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from tests.usage.cast import NOV_25, usage_event
+from usage.models import ModelPrice
+from usage.pricing import get_price_table, price_usage, worst_case_cost
+
+pytestmark = pytest.mark.usefixtures("prices")
+UTC = dt.timezone.utc
+
+
+def test_every_category_at_its_own_rate():
+    # Sonnet 4.5: 1000*3 + 500*15 + 2000*3.75 + 1000*6 + 3000*0.30 = 24,900 per million
+    event = usage_event(input_tokens=1000, output_tokens=500, cache_write_5m_tokens=2000, cache_write_1h_tokens=1000, cache_read_tokens=3000)
+    assert price_usage(event) == Decimal("0.0249")
+
+
+def test_most_specific_pattern_wins():
+    # Fable 5.1 reads cache at 0.25, Fable 5 (the broader pattern) at 1.00
+    assert price_usage(usage_event(model="claude-fable-5-1", cache_read_tokens=1_000_000)) == Decimal("0.25")
+    assert price_usage(usage_event(model="claude-fable-5", cache_read_tokens=1_000_000)) == Decimal("1")
+    assert price_usage(usage_event(model="claude-mythos-5-1-20261001", cache_read_tokens=1_000_000)) == Decimal("0.25")
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "claude-sonnet-4-5-20250929", "claude-sonnet-4-5[1m]", "Claude-Sonnet-4-5-20250929[1m]"])
+def test_dated_undated_and_suffixed_ids_price_alike(model):
+    assert price_usage(usage_event(model=model, input_tokens=1000, output_tokens=1000)) == Decimal("0.018")
+
+
+def test_price_change_applies_from_its_effective_date():
+    # Sonnet 5.5 cache reads: 0.20 until 2026-10-07, then 0.10
+    before = usage_event(model="claude-sonnet-5-5", occurred_at=dt.datetime(2026, 10, 6, 23, 59, 59, tzinfo=UTC), cache_read_tokens=1_000_000)
+    after = usage_event(model="claude-sonnet-5-5", occurred_at=dt.datetime(2026, 10, 7, tzinfo=UTC), cache_read_tokens=1_000_000)
+    assert price_usage(before) == Decimal("0.2")
+    assert price_usage(after) == Decimal("0.1")
+    # Sonnet 5 (no change) keeps 0.20 after the date
+    assert price_usage(usage_event(model="claude-sonnet-5", cache_read_tokens=1_000_000)) == Decimal("0.2")
+
+
+def test_long_prompt_tier_prices_every_token_including_output():
+    # prompt = 150,000 input + 40,000 cache read + 10,001 cache write = 200,001 > 200k: all at long-context rates
+    # 150000*6 + 40000*0.60 + 10001*7.50 + 1000*22.50 = 1,021,507.5 per million
+    event = usage_event(input_tokens=150_000, cache_read_tokens=40_000, cache_write_5m_tokens=10_001, output_tokens=1000)
+    assert price_usage(event) == Decimal("1.0215075")
+
+
+def test_prompt_of_exactly_the_threshold_stays_in_the_base_tier():
+    # 200,000 is not more than 200k: 150000*3 + 40000*0.30 + 10000*3.75 + 1000*15 = 514,500
+    event = usage_event(input_tokens=150_000, cache_read_tokens=40_000, cache_write_5m_tokens=10_000, output_tokens=1000)
+    assert price_usage(event) == Decimal("0.5145")
+
+
+def test_long_prompt_tier_only_for_the_models_that_have_it():
+    # Sonnet 4 (dated id) has it: 250000*6 + 100*22.50; Sonnet 4.6 does not: 250000*3 + 100*15
+    assert price_usage(usage_event(model="claude-sonnet-4-20250514", input_tokens=250_000, output_tokens=100)) == Decimal("1.50225")
+    assert price_usage(usage_event(model="claude-sonnet-4-6", input_tokens=250_000, output_tokens=100)) == Decimal("0.7515")
+
+
+def test_haiku_5_5_tier_above_100k():
+    # 100,001 input: 100001*0.50 + 2000*2.50 = 55,000.5; 100,000 input: 100000*0.10 + 2000*0.50 = 11,000
+    assert price_usage(usage_event(model="claude-haiku-5-5", input_tokens=100_001, output_tokens=2000)) == Decimal("0.0550005")
+    assert price_usage(usage_event(model="claude-haiku-5-5", input_tokens=100_000, output_tokens=2000)) == Decimal("0.011")
+
+
+def test_batch_halves_input_and_output():
+    # 10000*3*0.5 + 2000*15*0.5 + 10000*0.30 (cache read not halved) = 33,000
+    event = usage_event(service_tier="batch", input_tokens=10_000, output_tokens=2000, cache_read_tokens=10_000)
+    assert price_usage(event) == Decimal("0.033")
+
+
+def test_fast_speed_has_its_own_rates():
+    fast = usage_event(model="claude-opus-5-5", speed="fast", input_tokens=1000, output_tokens=1000)
+    standard = usage_event(model="claude-opus-5-5", speed="standard", input_tokens=1000, output_tokens=1000)
+    assert price_usage(fast) == Decimal("0.048")  # 1000*8 + 1000*40
+    assert price_usage(standard) == Decimal("0.024")  # 1000*4 + 1000*20
+
+
+def test_us_only_inference_costs_1_1x_for_opus_4_6_and_newer_only():
+    tokens = {"input_tokens": 1000, "output_tokens": 1000, "cache_read_tokens": 1000, "cache_write_1h_tokens": 1000}
+    # (1000*5 + 1000*25 + 1000*0.50 + 1000*10) = 40,500; x1.1 = 44,550
+    assert price_usage(usage_event(model="claude-opus-4-6", inference_geo="us", **tokens)) == Decimal("0.04455")
+    assert price_usage(usage_event(model="claude-opus-4-6", inference_geo="global", **tokens)) == Decimal("0.0405")
+    assert price_usage(usage_event(model="claude-opus-4-5-20251101", inference_geo="us", **tokens)) == Decimal("0.0405")
+
+
+def test_batch_and_geo_combine():
+    # Haiku 5.5: (1000*0.10*0.5 + 1000*0.50*0.5) * 1.1 = 330
+    event = usage_event(model="claude-haiku-5-5", service_tier="batch", inference_geo="us", input_tokens=1000, output_tokens=1000)
+    assert price_usage(event) == Decimal("0.00033")
+
+
+def test_cache_writes_split_by_ttl():
+    # Opus 5.5: 1000*5 (5m) + 1000*8 (1h) = 13,000
+    assert price_usage(usage_event(model="claude-opus-5-5", cache_write_5m_tokens=1000, cache_write_1h_tokens=1000)) == Decimal("0.013")
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_cache_reads_are_priced_as_cache_reads_streamed_or_not(streamed):
+    # Sonnet 5: 50,000 cache reads at 0.20 = 0.01, never at the 2.00 input rate (0.10)
+    event = usage_event(model="claude-sonnet-5", streamed=streamed, input_tokens=10, cache_read_tokens=50_000, output_tokens=20)
+    assert price_usage(event) == Decimal("0.01022")  # 10*2 + 50000*0.20 + 20*10
+
+
+def test_unknown_model_has_no_price_rather_than_zero():
+    assert price_usage(usage_event(model="gpt-4o", input_tokens=1000, output_tokens=10)) is None
+    assert price_usage(usage_event(model=None, input_tokens=1000)) is None
+
+
+def test_requests_without_tokens_and_count_tokens_cost_nothing():
+    assert price_usage(usage_event(model="gpt-4o", status=401)) == Decimal(0)
+    assert price_usage(usage_event(endpoint="/v1/messages/count_tokens", input_tokens=5000)) == Decimal(0)
+
+
+def test_costs_are_exact_decimals_to_ten_places():
+    # Haiku 5.5 with US geo: 1 cache-write token at 0.125*1.1 per million = 0.0000001375
+    cost = price_usage(usage_event(model="claude-haiku-5-5", inference_geo="us", cache_write_5m_tokens=1))
+    assert cost == Decimal("0.0000001375")
+    assert cost.as_tuple().exponent == -10
+
+
+def test_price_lookups_do_not_query_the_database(django_assert_num_queries):
+    get_price_table()
+    with django_assert_num_queries(0):
+        for _ in range(100):
+            price_usage(usage_event(input_tokens=10, output_tokens=10))
+
+
+def test_saving_a_price_takes_effect_at_once():
+    event = usage_event(model="claude-haiku-4-5", output_tokens=1_000_000)
+    assert price_usage(event) == Decimal("5")
+    row = ModelPrice.objects.get(model_pattern="claude-haiku-4-5*")
+    row.output_per_mtok = Decimal("4.5")
+    row.save()
+    assert price_usage(event) == Decimal("4.5")
+
+
+def test_an_operator_can_schedule_a_new_price():
+    ModelPrice.objects.create(
+        model_pattern="claude-haiku-4-5*", effective_from=dt.datetime(2026, 12, 1, tzinfo=UTC),
+        input_per_mtok=1, output_per_mtok=4, cache_write_5m_per_mtok="1.25", cache_write_1h_per_mtok=2, cache_read_per_mtok="0.1",
+    )
+    assert price_usage(usage_event(model="claude-haiku-4-5", output_tokens=1_000_000)) == Decimal("5")
+    later = usage_event(model="claude-haiku-4-5", output_tokens=1_000_000, occurred_at=dt.datetime(2026, 12, 1, tzinfo=UTC))
+    assert price_usage(later) == Decimal("4")
+
+
+def test_worst_case_bounds_every_body_byte_at_the_dearest_prompt_rate():
+    # Sonnet 4.5, 1000-byte body (no long tier reachable): 1000*6 (1h write) + 100*15 = 7,500
+    assert worst_case_cost("claude-sonnet-4-5-20250929", 1000, 100, NOV_25) == Decimal("0.0075")
+    # a body above 200k bytes can reach the long tier: 300000*12 + 100*22.50
+    assert worst_case_cost("claude-sonnet-4-5-20250929", 300_000, 100, NOV_25) == Decimal("3.60225")
+
+
+def test_worst_case_assumes_fast_speed_and_us_geo():
+    # Opus 5.5 fast, US: 1000*16*1.1 + 100*40*1.1 = 22,000
+    assert worst_case_cost("claude-opus-5-5", 1000, 100, NOV_25) == Decimal("0.022")
+
+
+def test_worst_case_of_an_unknown_model_uses_the_dearest_known_prices():
+    # prompt: Opus 4.1's 1h write at 30 (above Fable's 20*1.1); output: Opus 4.1 at 75 (above Fable's 50*1.1)
+    assert worst_case_cost("some-new-model", 1000, 100, NOV_25) == Decimal("0.0375")
+
+
+def test_worst_case_is_never_below_the_actual_cost():
+    body_bytes, max_tokens = 4000, 500
+    actual = price_usage(usage_event(
+        model="claude-opus-5-5", speed="fast", inference_geo="us",
+        cache_write_1h_tokens=body_bytes, output_tokens=max_tokens,
+    ))
+    assert worst_case_cost("claude-opus-5-5", body_bytes, max_tokens, NOV_25) == actual == Decimal("0.0924")

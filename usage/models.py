@@ -1,0 +1,157 @@
+"""Usage records, model prices and rollups. The rules (pricing, rollups, spend) live in their own
+modules; these are the tables they read and write."""
+from __future__ import annotations
+
+from django.db import models
+
+COST_DECIMAL_PLACES = 10
+"""Every seeded price times every multiplier (geo 1.1, batch 0.5) stays exact at 1e-10 USD per token."""
+
+
+class Speed(models.TextChoices):
+    STANDARD = "standard", "Standard"
+    FAST = "fast", "Fast"
+
+
+class ModelPrice(models.Model):
+    """USD per million tokens for the models whose id matches `model_pattern`, from `effective_from` on.
+
+    One pattern may have several rows: a later `effective_from` replaces an earlier one; a row with
+    `prompt_tokens_above` is a long-prompt tier that prices every token of a request whose prompt
+    (input + cache reads + cache writes) is larger; a `fast` row prices `speed: fast` requests.
+    """
+
+    model_pattern = models.CharField(
+        max_length=200,
+        help_text="fnmatch pattern on the model id, e.g. claude-sonnet-4-5*. The most specific matching pattern wins.",
+    )
+    label = models.CharField(max_length=100, blank=True, help_text="Human name, e.g. Sonnet 4.5.")
+    speed = models.CharField(max_length=16, choices=Speed.choices, default=Speed.STANDARD)
+    prompt_tokens_above = models.PositiveIntegerField(
+        default=0, help_text="Long-prompt tier: applies when the prompt has more tokens than this. 0 = the base tier."
+    )
+    effective_from = models.DateTimeField(help_text="Requests made at or after this time (UTC) use this row.")
+    input_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    output_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    cache_write_5m_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, verbose_name="5m cache write per MTok")
+    cache_write_1h_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, verbose_name="1h cache write per MTok")
+    cache_read_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    us_geo_multiplier = models.DecimalField(
+        max_digits=6, decimal_places=3, default=1, help_text="Applied to every category when inference_geo is US-only (1.1 for Opus 4.6 and newer)."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model_pattern", "speed", "prompt_tokens_above", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_pattern", "speed", "prompt_tokens_above", "effective_from"], name="usage_modelprice_unique_rate"
+            )
+        ]
+
+    def __str__(self) -> str:
+        tier = f" >{self.prompt_tokens_above:,}" if self.prompt_tokens_above else ""
+        speed = " fast" if self.speed == Speed.FAST else ""
+        return f"{self.model_pattern}{speed}{tier} from {self.effective_from:%Y-%m-%d}"
+
+
+class UsageRecord(models.Model):
+    """One proxied request. `device_ref`, `device_pk` and `org_pk` keep who made it after the device
+    or organization row is deleted; `priced` is False when no price matched the model (cost NULL)."""
+
+    request_id = models.CharField(max_length=128, unique=True)
+    upstream_request_id = models.CharField(max_length=128, blank=True)
+    occurred_at = models.DateTimeField(db_index=True)
+    endpoint = models.CharField(max_length=300)
+    method = models.CharField(max_length=10)
+    device = models.ForeignKey("tokens.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records")
+    organization = models.ForeignKey(
+        "tokens.Organization", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    device_ref = models.CharField(max_length=128, blank=True, verbose_name="device id")
+    device_pk = models.BigIntegerField(null=True, blank=True)
+    org_pk = models.BigIntegerField(null=True, blank=True)
+    session_id = models.CharField(max_length=128, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    status = models.PositiveSmallIntegerField(default=0)
+    error_type = models.CharField(max_length=100, blank=True)
+    is_error = models.BooleanField(default=False)
+    streamed = models.BooleanField(default=False)
+    client_disconnected = models.BooleanField(default=False)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cache_write_5m_tokens = models.PositiveIntegerField(default=0)
+    cache_write_1h_tokens = models.PositiveIntegerField(default=0)
+    cache_read_tokens = models.PositiveIntegerField(default=0)
+    web_search_requests = models.PositiveIntegerField(default=0)
+    web_fetch_requests = models.PositiveIntegerField(default=0)
+    service_tier = models.CharField(max_length=32, blank=True)
+    speed = models.CharField(max_length=32, blank=True)
+    inference_geo = models.CharField(max_length=32, blank=True)
+    latency_ms = models.FloatField(default=0)
+    ttfb_ms = models.FloatField(null=True, blank=True, verbose_name="time to first byte (ms)")
+    upstream_key_name = models.CharField(max_length=100, blank=True)
+    cost = models.DecimalField(max_digits=20, decimal_places=COST_DECIMAL_PLACES, null=True, blank=True, verbose_name="cost (USD)")
+    priced = models.BooleanField(default=True, help_text="False: no price matched the model, so the cost is unknown.")
+    extra = models.JSONField(default=dict, blank=True)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        indexes = [
+            models.Index(fields=["device_pk", "occurred_at"], name="usage_rec_device_time"),
+            models.Index(fields=["org_pk", "occurred_at"], name="usage_rec_org_time"),
+            models.Index(fields=["device_ref", "occurred_at"], name="usage_rec_devref_time"),
+            models.Index(fields=["priced", "occurred_at"], name="usage_rec_priced_time"),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens + self.output_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens + self.cache_read_tokens
+        )
+
+
+class RollupPeriod(models.TextChoices):
+    HOUR = "hour", "Hour"
+    DAY = "day", "Day"
+
+
+class UsageRollup(models.Model):
+    """One hour or UTC day of one device's use of one model; rebuilt from raw records by `rollups`."""
+
+    period = models.CharField(max_length=8, choices=RollupPeriod.choices)
+    bucket_start = models.DateTimeField()
+    device = models.ForeignKey("tokens.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_rollups")
+    device_ref = models.CharField(max_length=128, blank=True, verbose_name="device id")
+    device_pk = models.BigIntegerField(null=True, blank=True)
+    org_pk = models.BigIntegerField(null=True, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    unpriced_requests = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_5m_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_1h_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    web_search_requests = models.PositiveBigIntegerField(default=0)
+    web_fetch_requests = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=20, decimal_places=COST_DECIMAL_PLACES, default=0, verbose_name="cost (USD)")
+    latency_p50_ms = models.FloatField(default=0)
+    latency_p95_ms = models.FloatField(default=0)
+    latency_p99_ms = models.FloatField(default=0)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-bucket_start", "device_ref", "model"]
+        constraints = [
+            models.UniqueConstraint(fields=["period", "bucket_start", "device_ref", "model"], name="usage_rollup_unique_bucket")
+        ]
+        indexes = [models.Index(fields=["period", "bucket_start"], name="usage_rollup_period_start")]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} {self.device_ref or '-'} {self.model or '-'}"

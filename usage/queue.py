@@ -1,0 +1,136 @@
+"""Usage records on their way to the database: the wire format, and the Redis queue (when REDIS_URL
+is set) that every gateway process pushes to and any writer drains.
+
+A writer claims a batch by moving it, in one script, from the shared list to its own processing
+list and refreshing its lease; it deletes that list only after the batch is committed. A writer that
+dies leaves its list behind with an expired lease, and the next writer to look returns it to the
+queue. Replays are harmless because records are inserted idempotently by request id.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import secrets
+import socket
+from typing import Any
+
+import orjson
+import redis
+from django.conf import settings
+
+from proxyproject.redis import redis_key
+from usage.events import UsageEvent
+
+_EVENT_FIELDS = {f.name for f in dataclasses.fields(UsageEvent)}
+
+CLAIM_SCRIPT = """
+-- KEYS: queue, processing list, lease, writers set. ARGV: batch size, lease ms, writer id.
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[3])
+local held = redis.call('LRANGE', KEYS[2], 0, -1)
+if #held > 0 then
+  return held
+end
+local n = tonumber(ARGV[1])
+local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
+if #items == 0 then
+  return items
+end
+redis.call('LTRIM', KEYS[1], #items, -1)
+for i = 1, #items, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(items, i, math.min(i + 999, #items)))
+end
+return items
+"""
+
+RECOVER_SCRIPT = """
+-- KEYS: queue, writers set. ARGV: key prefix for processing lists and leases, this writer's id.
+local recovered = 0
+for _, writer in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if writer ~= ARGV[2] and redis.call('EXISTS', ARGV[1] .. 'lease:' .. writer) == 0 then
+    local list = ARGV[1] .. 'processing:' .. writer
+    local items = redis.call('LRANGE', list, 0, -1)
+    for i = 1, #items, 1000 do
+      redis.call('LPUSH', KEYS[1], unpack(items, i, math.min(i + 999, #items)))
+    end
+    recovered = recovered + #items
+    redis.call('DEL', list)
+    redis.call('SREM', KEYS[2], writer)
+  end
+end
+return recovered
+"""
+
+
+def encode_event(event: UsageEvent) -> bytes:
+    return orjson.dumps({name: getattr(event, name) for name in _EVENT_FIELDS}, default=str)
+
+
+def decode_event(payload: bytes | str) -> UsageEvent:
+    """Fields this version does not know (a newer gateway's) are dropped rather than failing the batch."""
+    data: dict[str, Any] = orjson.loads(payload)
+    fields = {name: value for name, value in data.items() if name in _EVENT_FIELDS}
+    fields["occurred_at"] = dt.datetime.fromisoformat(fields["occurred_at"])
+    return UsageEvent(**fields)
+
+
+def queue_key() -> str:
+    return redis_key("usage", "queue")
+
+
+def writers_key() -> str:
+    return redis_key("usage", "writers")
+
+
+def _writer_key_prefix() -> str:
+    return redis_key("usage", "")
+
+
+class _WriterIdentity:
+    def __init__(self) -> None:
+        self.pid = -1
+        self.value = ""
+
+    def get(self) -> str:
+        if self.pid != os.getpid():
+            self.pid = os.getpid()
+            self.value = f"{socket.gethostname()}-{self.pid}-{secrets.token_hex(4)}"
+        return self.value
+
+
+_identity = _WriterIdentity()
+
+
+def writer_id() -> str:
+    """Unique per process (and per fork), so two processes never share a processing list."""
+    return _identity.get()
+
+
+def processing_key(writer: str) -> str:
+    return redis_key("usage", "processing", writer)
+
+
+def lease_key(writer: str) -> str:
+    return redis_key("usage", "lease", writer)
+
+
+def claim_batch(client: redis.Redis, size: int) -> list[bytes]:
+    """This writer's unacknowledged batch if it has one, else up to `size` records from the queue."""
+    me = writer_id()
+    lease_ms = int(settings.USAGE_WRITER_LEASE_SECONDS * 1000)
+    keys = [queue_key(), processing_key(me), lease_key(me), writers_key()]
+    return client.eval(CLAIM_SCRIPT, len(keys), *keys, size, lease_ms, me)
+
+
+def acknowledge_batch(client: redis.Redis) -> None:
+    client.delete(processing_key(writer_id()))
+
+
+def recover_abandoned_batches(client: redis.Redis) -> int:
+    """Return the batches of writers whose lease expired (they died) to the queue."""
+    return int(client.eval(RECOVER_SCRIPT, 2, queue_key(), writers_key(), _writer_key_prefix(), writer_id()))
+
+
+def queued_count(client: redis.Redis) -> int:
+    return int(client.llen(queue_key()))

@@ -1,0 +1,231 @@
+"""Usage off the request path: `submit_usage` persists a record at once (Redis list, or the local
+spool), and a writer batches queued records into the database.
+
+Each ASGI worker runs one writer task, started by the lifespan hook or by the first submit (daphne
+has no lifespan). It wakes every USAGE_FLUSH_INTERVAL seconds, or as soon as USAGE_BATCH_SIZE records
+are waiting, and drains in a thread of its own so the event loop never waits on the database.
+Records leave the queue only after their batch commits; while the database is unreachable they stay
+queued and the writer backs off. Celery (`drain_usage_queue_task`) and `manage.py drain_usage` drain
+the same queues, which picks up what a dead process left behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import close_old_connections
+
+from proxyproject.logging import log_event
+from proxyproject.redis import get_async_redis, get_sync_redis
+from usage import queue, spool
+from usage.events import UsageEvent
+from usage.live import MAX_ROWS_PER_MESSAGE, broadcast_records, live_row
+from usage.models import UsageRecord
+from usage.records import store_payloads
+
+logger = logging.getLogger("usage.writer")
+MAX_BACKOFF_SECONDS = 30.0
+_drain_lock = threading.Lock()
+_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
+
+
+@dataclass
+class DrainResult:
+    stored: int = 0
+    live: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, records: list[UsageRecord]) -> None:
+        self.stored += len(records)
+        self.live = (self.live + [live_row(record) for record in records[-MAX_ROWS_PER_MESSAGE:]])[-MAX_ROWS_PER_MESSAGE:]
+
+
+def _chunks(items: list[bytes], size: int) -> list[list[bytes]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _drain_spool(result: DrainResult) -> None:
+    spool.seal_active_segment()
+    for segment in spool.claim_segments():
+        try:
+            for chunk in _chunks(segment.lines, settings.USAGE_BATCH_SIZE):
+                result.add(store_payloads(chunk))
+            segment.acknowledge()
+        finally:
+            segment.release()
+
+
+def _drain_redis(result: DrainResult) -> None:
+    client = get_sync_redis()
+    if client is None:
+        return
+    queue.recover_abandoned_batches(client)
+    while payloads := queue.claim_batch(client, settings.USAGE_BATCH_SIZE):
+        result.add(store_payloads(payloads))
+        queue.acknowledge_batch(client)
+
+
+def drain_once() -> DrainResult:
+    """Store everything queued now, spool first (it needs no Redis), batch by batch."""
+    with _drain_lock:
+        result = DrainResult()
+        _drain_spool(result)
+        _drain_redis(result)
+        return result
+
+
+def _drain_in_writer_thread() -> DrainResult:
+    close_old_connections()
+    try:
+        return drain_once()
+    finally:
+        close_old_connections()
+
+
+def drain_usage_queue() -> int:
+    """Synchronous drain for commands, Celery and tests; returns the records stored."""
+    result = drain_once()
+    if result.live:
+        async_to_sync(broadcast_records)(result.live)
+    return result.stored
+
+
+def _spool_or_log(payloads: list[bytes], reason: str) -> None:
+    spool.append_to_spool(payloads)
+    log_event(logger, "Usage records spooled locally", logging.WARNING, records=len(payloads), reason=reason)
+
+
+class _LoopWriter:
+    """The writer of one event loop: an outbox for Redis pushes and the periodic drain task."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.wake = asyncio.Event()
+        self.outbox: list[bytes] = []
+        self.pushing: asyncio.Task | None = None
+        self.pending = 0
+        self.stopping = False
+        self.task = loop.create_task(self.run(), name="usage-writer", context=contextvars.Context())
+
+    def submit(self, payload: bytes) -> None:
+        if settings.REDIS_URL:
+            self.outbox.append(payload)
+            if self.pushing is None or self.pushing.done():
+                self.pushing = self.loop.create_task(self.push_outbox(), context=contextvars.Context())
+        else:
+            spool.append_to_spool([payload])
+        self.pending += 1
+        if self.pending >= settings.USAGE_BATCH_SIZE:
+            self.wake.set()
+
+    async def push_outbox(self) -> None:
+        """One RPUSH for every record submitted meanwhile; the spool takes them if Redis will not."""
+        while self.outbox:
+            batch, self.outbox = self.outbox, []
+            try:
+                await get_async_redis().rpush(queue.queue_key(), *batch)
+            except Exception as exc:  # Redis down: the local spool keeps them, the writer still drains it
+                _spool_or_log(batch, f"{type(exc).__name__}: {exc}")
+
+    async def push_pending(self) -> None:
+        if self.pushing is not None:
+            await self.pushing
+        await self.push_outbox()
+
+    async def flush(self) -> int:
+        await self.push_pending()
+        self.pending = 0
+        result = await self.loop.run_in_executor(_executor, _drain_in_writer_thread)
+        await broadcast_records(result.live)
+        return result.stored
+
+    async def run(self) -> None:
+        delay = settings.USAGE_FLUSH_INTERVAL
+        while not self.stopping:
+            try:
+                await asyncio.wait_for(self.wake.wait(), delay)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            if self.stopping:
+                return
+            try:
+                await self.flush()
+                delay = settings.USAGE_FLUSH_INTERVAL
+            except Exception as exc:  # database or Redis away: records stay queued; retry with backoff
+                delay = min(max(delay, settings.USAGE_FLUSH_INTERVAL) * 2, MAX_BACKOFF_SECONDS)
+                log_event(logger, "Usage flush failed; records stay queued", logging.WARNING,
+                          error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+
+
+_writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWriter]" = weakref.WeakKeyDictionary()
+
+
+def _writer_for(loop: asyncio.AbstractEventLoop) -> _LoopWriter:
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = _LoopWriter(loop)
+    return writer
+
+
+def submit_usage(event: UsageEvent) -> None:
+    """Queue one request's usage durably and return at once; never waits on the database.
+
+    From async code the record goes to this loop's writer (a Redis push is started now; the spool
+    write happens now). From sync code it is pushed or spooled synchronously.
+    """
+    payload = queue.encode_event(event)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        _writer_for(loop).submit(payload)
+        return
+    client = get_sync_redis()
+    if client is None:
+        spool.append_to_spool([payload])
+        return
+    try:
+        client.rpush(queue.queue_key(), payload)
+    except Exception as exc:  # Redis down: the spool keeps it
+        _spool_or_log([payload], f"{type(exc).__name__}: {exc}")
+
+
+async def flush_usage() -> int:
+    """Write everything queued now, this loop's unsent records included; returns the records stored."""
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is not None:
+        await writer.push_pending()
+    result = await loop.run_in_executor(_executor, _drain_in_writer_thread)
+    await broadcast_records(result.live)
+    return result.stored
+
+
+async def start_usage_writer() -> None:
+    _writer_for(asyncio.get_running_loop())
+
+
+async def stop_usage_writer() -> None:
+    """Stop this loop's writer and flush what it holds (lifespan shutdown). What cannot be written
+    now stays queued for the next writer."""
+    writer = _writers.pop(asyncio.get_running_loop(), None)
+    if writer is None:
+        return
+    writer.stopping = True
+    writer.wake.set()
+    await writer.task
+    try:
+        stored = await writer.flush()
+    except Exception as exc:
+        log_event(logger, "Final usage flush failed; records stay queued", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+        return
+    log_event(logger, "Usage writer stopped", stored=stored)
