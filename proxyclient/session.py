@@ -1,0 +1,160 @@
+"""The current wrapper token of one device, and the one path that renews it: adopt the cache,
+refresh when due, fall back to bootstrap when the refresh is refused.
+
+Every caller (the app's first launch, the refresh service, the SDK before a request or after a
+401, the CLI) goes through `_renew`, which holds a thread lock and the state directory's file lock
+and re-reads the cache first: whoever renews first wins and everyone else adopts its token, so no
+refresh token is ever sent twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .config import ProxyConfig
+from .errors import ClockSkewError, EnrollmentRateLimited, GatewayUnreachable, ProxyClientError
+from .grant import TokenGrant, format_timestamp
+from .keystore import KeyringBackend, system_keyring
+from .locking import state_lock
+from .state import StateStore
+from .wire import GatewayApi
+
+log = logging.getLogger("proxyclient")
+
+# Refusals that bootstrap would meet as well: falling back cannot help, backing off can.
+NOT_WORTH_A_BOOTSTRAP = (GatewayUnreachable, ClockSkewError, EnrollmentRateLimited)
+
+
+class TokenSource(enum.Enum):
+    CURRENT = "current"  # the token in memory was still good
+    CACHE = "cache"  # adopted from the encrypted cache (an earlier launch or another process)
+    REFRESH = "refresh"
+    BOOTSTRAP = "bootstrap"
+
+
+class ProxySession:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        keyring: KeyringBackend | None = None,
+    ) -> None:
+        """`keyring` replaces the system keyring (tests); with `config.use_keyring` off none is used."""
+        self.config = config
+        self._clock = clock
+        self._store = StateStore(config, keyring=(keyring or system_keyring()) if config.use_keyring else None)
+        self._api = GatewayApi(config, clock=clock)
+        self._lock = threading.Lock()
+        self._grant: TokenGrant | None = None
+
+    @property
+    def device_id(self) -> str:
+        return self._store.device_id
+
+    @property
+    def state_dir(self) -> str:
+        return str(self._store.directory)
+
+    @property
+    def grant(self) -> TokenGrant | None:
+        return self._grant
+
+    @property
+    def base_url(self) -> str:
+        """The gateway root for ANTHROPIC_BASE_URL; obtains a token first if there is none."""
+        grant = self._grant or self.renew_if_due()
+        return grant.proxy_base_url
+
+    def close(self) -> None:
+        self._api.close()
+
+    def cached_grant(self) -> TokenGrant | None:
+        """What the cache holds now, without renewing anything (for `status`)."""
+        with state_lock(self._store.directory):
+            return self._store.load_tokens()
+
+    def check_health(self) -> None:
+        self._api.check_health()
+
+    def refresh_due_in(self) -> float | None:
+        """Seconds until the current token should be refreshed; None when there is no token yet."""
+        grant = self._grant
+        return None if grant is None else grant.refresh_due_in(self._clock(), self.config.refresh_margin)
+
+    def token(self) -> str:
+        """A wrapper token to send now. Renews when due; if renewing fails while the current token
+        is still valid, that token is used (the refresh service keeps trying)."""
+        grant = self._grant
+        if grant is not None and grant.refresh_due_in(self._clock(), self.config.refresh_margin) > 0:
+            return grant.wrapper_token
+        try:
+            return self.renew_if_due().wrapper_token
+        except ProxyClientError as exc:
+            if grant is None or grant.is_expired(self._clock()):
+                raise
+            log.warning("proxyclient.renewal_deferred: %s; the current token is valid until %s", exc, format_timestamp(grant.expires_at))
+            return grant.wrapper_token
+
+    async def atoken(self) -> str:
+        """`token` for asyncio apps: no I/O while the token is fresh, else renews in a worker thread."""
+        grant = self._grant
+        if grant is not None and grant.refresh_due_in(self._clock(), self.config.refresh_margin) > 0:
+            return grant.wrapper_token
+        return await asyncio.to_thread(self.token)
+
+    def ensure_token(self) -> TokenSource:
+        """At launch: adopt the cached token, refreshing it if due, or bootstrap."""
+        return self._renew(rejected_token=None)[1]
+
+    def renew_if_due(self) -> TokenGrant:
+        return self._renew(rejected_token=None)[0]
+
+    def renew_rejected(self, rejected_token: str) -> TokenGrant:
+        """After the gateway refused `rejected_token` as expired or revoked: a new token, unless
+        another caller already replaced it."""
+        return self._renew(rejected_token=rejected_token)[0]
+
+    async def arenew_rejected(self, rejected_token: str) -> TokenGrant:
+        return await asyncio.to_thread(self.renew_rejected, rejected_token)
+
+    def _renew(self, *, rejected_token: str | None) -> tuple[TokenGrant, TokenSource]:
+        with self._lock, state_lock(self._store.directory):
+            source = TokenSource.CURRENT
+            stored = self._store.load_tokens()
+            if stored is None and self._grant is not None:
+                self._store.save_tokens(self._grant)  # the cache was deleted or discarded under us
+            elif stored is not None and (self._grant is None or stored.received_at > self._grant.received_at):
+                self._grant, source = stored, TokenSource.CACHE
+            grant = self._grant
+            if (
+                grant is not None
+                and grant.wrapper_token != rejected_token
+                and grant.refresh_due_in(self._clock(), self.config.refresh_margin) > 0
+            ):
+                return grant, source
+            grant, source = self._refresh_or_bootstrap(grant)
+            self._store.save_tokens(grant)
+            self._grant = grant
+            return grant, source
+
+    def _refresh_or_bootstrap(self, grant: TokenGrant | None) -> tuple[TokenGrant, TokenSource]:
+        if grant is not None and grant.refresh_token_usable(self._clock()):
+            try:
+                fresh = self._api.refresh(grant)
+            except NOT_WORTH_A_BOOTSTRAP:
+                raise
+            except ProxyClientError as exc:  # refused or unreadable: the device secret may still do
+                log.warning("proxyclient.refresh_failed: %s; bootstrapping again", exc)
+            else:
+                log.info("proxyclient.token_refreshed: device %s, expires %s", self.device_id, format_timestamp(fresh.expires_at))
+                return fresh, TokenSource.REFRESH
+        fresh, generated_secret = self._api.bootstrap(device_id=self.device_id, device_secret=self._store.load_device_secret())
+        if generated_secret:
+            self._store.save_device_secret(generated_secret)
+        log.info("proxyclient.token_bootstrapped: device %s, expires %s", self.device_id, format_timestamp(fresh.expires_at))
+        return fresh, TokenSource.BOOTSTRAP
