@@ -20,7 +20,7 @@ import datetime as dt
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from asgiref.sync import sync_to_async
@@ -126,23 +126,25 @@ return 0
 """
 
 
-class _LocalCache:
-    """device_id -> (state or None for "no such device", monotonic time fetched)."""
+class DeviceStateCache:
+    """This process's copies: device_id -> (state, or None for "no such device"; when fetched).
+    `clock` is injectable so tests can move time across REVOCATION_CACHE_SECONDS."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.entries: dict[str, tuple[DeviceState | None, float]] = {}
 
     def get(self, device_id: str) -> tuple[bool, DeviceState | None]:
         entry = self.entries.get(device_id)
-        if entry is None or time.monotonic() - entry[1] >= settings.REVOCATION_CACHE_SECONDS:
+        if entry is None or self.clock() - entry[1] >= settings.REVOCATION_CACHE_SECONDS:
             return False, None
         return True, entry[0]
 
     def put(self, device_id: str, state: DeviceState | None) -> None:
-        self.entries[device_id] = (state, time.monotonic())
+        self.entries[device_id] = (state, self.clock())
 
 
-_local = _LocalCache()
+device_state_cache = DeviceStateCache()
 _inflight: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future]]" = weakref.WeakKeyDictionary()
 
 
@@ -169,7 +171,7 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
 async def get_device_state(device_id: str) -> DeviceState | None:
     """The device's current state, or None when no such device exists. Concurrent callers for one
     device share one fetch, so a cache expiry under load costs one round trip, not one per request."""
-    hit, state = _local.get(device_id)
+    hit, state = device_state_cache.get(device_id)
     if hit:
         return state
     loop = asyncio.get_running_loop()
@@ -187,7 +189,7 @@ async def get_device_state(device_id: str) -> DeviceState | None:
         raise
     else:
         future.set_result(state)
-        _local.put(device_id, state)
+        device_state_cache.put(device_id, state)
         return state
     finally:
         pending.pop(device_id, None)
@@ -197,7 +199,7 @@ def invalidate_devices(device_ids: list[str]) -> None:
     """Call after the change is committed: every process re-reads these devices within
     REVOCATION_CACHE_SECONDS, this one at once."""
     for device_id in device_ids:
-        _local.entries.pop(device_id, None)
+        device_state_cache.entries.pop(device_id, None)
     client = get_sync_redis()
     if client is None or not device_ids:
         return
@@ -208,10 +210,15 @@ def invalidate_devices(device_ids: list[str]) -> None:
         pipe.execute()
 
 
+def forget_device_states() -> None:
+    """Drop this process's copies only (test isolation, where the database is rolled back under it)."""
+    device_state_cache.entries.clear()
+
+
 def invalidate_all_devices() -> None:
     """After an organization changes: organizations are few and change rarely, so one global
     counter is simpler than tracking which devices belong to which organization in Redis."""
-    _local.entries.clear()
+    device_state_cache.entries.clear()
     client = get_sync_redis()
     if client is not None:
         client.incr(_org_generation_key())

@@ -18,7 +18,7 @@ from django.utils import timezone
 from gateway.errors import AuthenticationFailed, PermissionDenied
 from tokens.models import OperatorApiKey
 
-__all__ = ["OperatorApiKey", "authenticate_operator", "create_operator_api_key", "revoke_operator_api_key"]
+__all__ = ["OperatorApiKey", "authenticate_operator", "create_operator_api_key", "issue_operator_api_key", "revoke_operator_api_key"]
 
 KEY_PREFIX = "gwop_"
 _SHOWN_PREFIX_LENGTH = 12
@@ -31,13 +31,18 @@ def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_operator_api_key(*, name: str, created_by: AbstractBaseUser | None) -> tuple[OperatorApiKey, str]:
-    """The new key and its secret, which is never retrievable again."""
+def issue_operator_api_key(key: OperatorApiKey) -> str:
+    """Give a new (unsaved) key its secret and save it; returns the secret, never retrievable again."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = OperatorApiKey.objects.create(
-        name=name, prefix=secret[:_SHOWN_PREFIX_LENGTH], secret_sha256=_sha256(secret), created_by=created_by
-    )
-    return key, secret
+    key.prefix = secret[:_SHOWN_PREFIX_LENGTH]
+    key.secret_sha256 = _sha256(secret)
+    key.save()
+    return secret
+
+
+def create_operator_api_key(*, name: str, created_by: AbstractBaseUser | None) -> tuple[OperatorApiKey, str]:
+    key = OperatorApiKey(name=name, created_by=created_by)
+    return key, issue_operator_api_key(key)
 
 
 def revoke_operator_api_key(*, key: OperatorApiKey) -> OperatorApiKey:

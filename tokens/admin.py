@@ -1,0 +1,257 @@
+"""Operators' view of devices, organizations, tokens, signing keys, operator keys and the audit trail.
+
+Every state change goes through the services (`tokens.revocation`, `tokens.operators`) with
+`actor=request.user`, so the admin writes the same audit rows and invalidates the same caches as
+the commands do. Status is changed by actions only, never by editing the field.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from tokens.device_state import invalidate_all_devices, invalidate_devices
+from tokens.models import AuditEvent, Device, DeviceStatus, IssuedToken, OperatorApiKey, Organization, SigningKey
+from tokens.operators import issue_operator_api_key, revoke_operator_api_key
+from tokens.revocation import (
+    approve_device,
+    block_device,
+    policy_changed,
+    reset_device_secret,
+    revoke_device_tokens,
+    revoke_organization_tokens,
+    revoke_token,
+)
+
+POLICY_FIELDSET = (
+    "Policy (empty inherits: device → organization → settings)",
+    {
+        "fields": (
+            "allowed_models",
+            ("requests_per_window", "window_ms"),
+            "tokens_per_minute",
+            ("daily_spend_cap_usd", "monthly_spend_cap_usd"),
+        )
+    },
+)
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most CAP rows: an exact count of millions of tokens or audit rows is a full scan
+    on PostgreSQL, paid on every page view."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.values("pk")[: self.CAP + 1].count()
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ("name", "device_count", "requests_per_window", "daily_spend_cap_usd", "monthly_spend_cap_usd", "tokens_revoked_before")
+    search_fields = ("name",)
+    readonly_fields = ("tokens_revoked_before", "created_at", "updated_at")
+    fieldsets = ((None, {"fields": ("name",)}), POLICY_FIELDSET, ("State", {"fields": readonly_fields}))
+    actions = ["revoke_tokens"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(device_total=Count("devices"))
+
+    @admin.display(description="Devices", ordering="device_total")
+    def device_count(self, obj: Organization) -> int:
+        return obj.device_total
+
+    def save_model(self, request: HttpRequest, obj: Organization, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        policy_changed(organization=obj)
+
+    def delete_model(self, request: HttpRequest, obj: Organization) -> None:
+        super().delete_model(request, obj)
+        transaction.on_commit(invalidate_all_devices)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        super().delete_queryset(request, queryset)
+        transaction.on_commit(invalidate_all_devices)
+
+    @admin.action(description="Revoke every token of the selected organizations' devices")
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for organization in queryset:
+            result = revoke_organization_tokens(organization=organization, actor=request.user)
+            self.message_user(request, f"{organization}: {result.revoked_tokens} tokens of {result.devices} devices revoked.", messages.SUCCESS)
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = ("device_id", "status", "organization", "user_label", "app_version", "last_seen_at", "created_at")
+    list_filter = ("status", "organization", "app_version")
+    list_select_related = ("organization",)
+    search_fields = ("device_id", "user_label", "organization__name", "last_ip")
+    autocomplete_fields = ("organization",)
+    readonly_fields = ("status", "secret_state", "tokens_revoked_before", "last_seen_at", "last_ip", "tokens_link", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("device_id", "organization", "user_label", "app_version")}),
+        POLICY_FIELDSET,
+        ("State (change with the actions on the device list)", {"fields": readonly_fields}),
+    )
+    actions = ["approve", "block", "revoke_tokens", "reset_secret"]
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+    @admin.display(description="Device secret")
+    def secret_state(self, obj: Device) -> str:
+        return "set (only its hash is stored)" if obj.secret_hash else "not set: the next bootstrap sets a new one"
+
+    @admin.display(description="Tokens")
+    def tokens_link(self, obj: Device) -> str:
+        if obj.pk is None:
+            return "-"
+        url = reverse("admin:tokens_issuedtoken_changelist") + f"?device__id__exact={obj.pk}"
+        return format_html('<a href="{}">Issued tokens</a>', url)
+
+    def save_model(self, request: HttpRequest, obj: Device, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        policy_changed(device=obj)
+
+    def delete_model(self, request: HttpRequest, obj: Device) -> None:
+        device_id = obj.device_id
+        super().delete_model(request, obj)
+        transaction.on_commit(lambda: invalidate_devices([device_id]))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        device_ids = list(queryset.values_list("device_id", flat=True))
+        super().delete_queryset(request, queryset)
+        transaction.on_commit(lambda: invalidate_devices(device_ids))
+
+    @admin.action(description="Approve selected devices")
+    def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
+        devices = [device for device in queryset if device.status != DeviceStatus.ACTIVE]
+        for device in devices:
+            approve_device(device=device, actor=request.user)
+        self.message_user(request, f"{len(devices)} devices approved.", messages.SUCCESS)
+
+    @admin.action(description="Block selected devices (and revoke their tokens)")
+    def block(self, request: HttpRequest, queryset: QuerySet) -> None:
+        devices = list(queryset)
+        for device in devices:
+            block_device(device=device, actor=request.user)
+        self.message_user(request, f"{len(devices)} devices blocked.", messages.SUCCESS)
+
+    @admin.action(description="Revoke all tokens of selected devices")
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+        total = sum(revoke_device_tokens(device=device, actor=request.user).revoked_tokens for device in queryset)
+        self.message_user(request, f"{total} tokens revoked.", messages.SUCCESS)
+
+    @admin.action(description="Reset device secret (next bootstrap sets a new one)")
+    def reset_secret(self, request: HttpRequest, queryset: QuerySet) -> None:
+        devices = list(queryset)
+        for device in devices:
+            reset_device_secret(device=device, actor=request.user)
+        self.message_user(request, f"Secret reset for {len(devices)} devices.", messages.SUCCESS)
+
+
+@admin.register(IssuedToken)
+class IssuedTokenAdmin(ReadOnlyAdmin):
+    list_display = ("jti", "kind", "device", "issued_at", "expires_at", "used_at", "revoked_at", "ip")
+    list_filter = ("kind",)
+    list_select_related = ("device",)
+    search_fields = ("=jti", "=family", "device__device_id")
+    raw_id_fields = ("device",)
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    actions = ["revoke"]
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("tokens.change_device")
+
+    @admin.action(description="Revoke selected tokens", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+        jtis = list(queryset.values_list("jti", flat=True))
+        for jti in jtis:
+            revoke_token(jti=jti, actor=request.user)
+        self.message_user(request, f"{len(jtis)} tokens revoked.", messages.SUCCESS)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("occurred_at", "kind", "device_ref", "organization", "jti", "ip", "actor")
+    list_filter = ("kind",)
+    list_select_related = ("organization",)
+    search_fields = ("=device_ref", "=jti", "actor", "ip")
+    date_hierarchy = "occurred_at"
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+
+@admin.register(SigningKey)
+class SigningKeyAdmin(ReadOnlyAdmin):
+    """Rotation is `manage.py rotate_signing_key` (and the schedule); secrets are never shown."""
+
+    list_display = ("kid", "state", "created_at", "verify_until", "retired_at")
+    list_filter = ("state",)
+    fields = ("kid", "state", "created_at", "verify_until", "retired_at")
+
+
+@admin.register(OperatorApiKey)
+class OperatorApiKeyAdmin(admin.ModelAdmin):
+    """The secret is shown once, on the page right after creation; only its SHA-256 is stored."""
+
+    list_display = ("name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "created_by", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def get_fields(self, request: HttpRequest, obj: OperatorApiKey | None = None) -> tuple[str, ...]:
+        return ("name",) if obj is None else ("name", *self.readonly_fields)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: OperatorApiKey | None = None) -> tuple[str, ...]:
+        return () if obj is None else self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: OperatorApiKey, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        obj.created_by = request.user
+        request._operator_key_secret = issue_operator_api_key(obj)
+
+    def response_add(self, request: HttpRequest, obj: OperatorApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "key": obj,
+            "secret": request._operator_key_secret,
+            "title": "Operator API key created",
+        }
+        response = TemplateResponse(request, "admin/tokens/operatorapikey/created.html", context)
+        response["cache-control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+        keys = list(queryset)
+        for key in keys:
+            revoke_operator_api_key(key=key)
+        self.message_user(request, f"{len(keys)} keys revoked.", messages.SUCCESS)

@@ -1,0 +1,24 @@
+"""Revoke every token of every device of one organization."""
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tokens.management.confirm import add_yes_argument, confirm_or_abort
+from tokens.models import Organization
+from tokens.revocation import revoke_organization_tokens
+
+
+class Command(BaseCommand):
+    help = "Revoke all tokens of an organization's devices."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("name", help="The organization's name.")
+        add_yes_argument(parser)
+
+    def handle(self, *args, name: str, yes: bool, **options) -> None:
+        organization = Organization.objects.filter(name=name).first()
+        if organization is None:
+            raise CommandError(f"No organization named {name!r}.")
+        confirm_or_abort(self, f"Revoke every token of the {organization.devices.count()} devices of organization {name!r}.", yes)
+        result = revoke_organization_tokens(organization=organization, actor="command:revoke_org")
+        self.stdout.write(self.style.SUCCESS(f"Revoked {result.revoked_tokens} tokens of {result.devices} devices."))

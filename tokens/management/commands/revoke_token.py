@@ -1,0 +1,24 @@
+"""Revoke one token by its jti (from the admin's issued tokens or the audit trail)."""
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tokens.management.confirm import add_yes_argument, confirm_or_abort
+from tokens.models import IssuedToken
+from tokens.revocation import revoke_token
+
+
+class Command(BaseCommand):
+    help = "Revoke one token by jti."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("jti")
+        add_yes_argument(parser)
+
+    def handle(self, *args, jti: str, yes: bool, **options) -> None:
+        issued = IssuedToken.objects.select_related("device").filter(jti=jti).first()
+        if issued is None:
+            raise CommandError(f"No token with jti {jti!r}.")
+        confirm_or_abort(self, f"Revoke {issued.kind} token {jti} of device {issued.device.device_id!r} (expires {issued.expires_at:%Y-%m-%d %H:%M}Z).", yes)
+        revoke_token(jti=jti, actor="command:revoke_token")
+        self.stdout.write(self.style.SUCCESS(f"Token {jti} revoked."))

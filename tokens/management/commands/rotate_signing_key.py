@@ -1,0 +1,21 @@
+"""Make a new signing key the signer. Nobody is logged out: older keys keep verifying until the
+tokens they signed have expired, then the scheduled task retires them."""
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from tokens.signing_keys import rotate_signing_key, retire_expired_signing_keys
+
+
+class Command(BaseCommand):
+    help = "Rotate the JWT signing key (older keys keep verifying until their tokens expire)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--retire-expired", action="store_true", help="Also retire verify-only keys whose tokens have all expired.")
+
+    def handle(self, *args, retire_expired: bool, **options) -> None:
+        key = rotate_signing_key(actor="command:rotate_signing_key")
+        self.stdout.write(self.style.SUCCESS(f"New signing key {key.kid} is active."))
+        if retire_expired:
+            retired = retire_expired_signing_keys()
+            self.stdout.write(f"Retired: {', '.join(retired) if retired else 'none'}.")
