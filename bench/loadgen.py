@@ -1,0 +1,392 @@
+"""The load generator: raw HTTP/1.1 keep-alive over asyncio protocols on uvloop.
+
+Every connection is a closed loop driven from `data_received`: when a response ends, the next
+request is written at once, with no task switch in between, so one Python process drives far more
+requests per second than any proxy under test (the run measures and reports that ceiling against
+the direct upstream). Responses are parsed only as far as framing needs (status, Content-Length or
+chunked), the first body byte is timed, and a stream counts as good only when it reached
+`message_stop` without an `event: error`.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+
+import uvloop
+
+STREAM_END_MARK = b"event: message_stop"
+STREAM_ERROR_MARK = b"event: error"
+MARK_OVERLAP = max(len(STREAM_END_MARK), len(STREAM_ERROR_MARK))
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A closed loop: `concurrency` connections send `request` back to back for `duration`
+    seconds after `warmup` seconds, at most `max_requests` in all."""
+
+    request: bytes
+    concurrency: int
+    duration: float
+    warmup: float = 0.3
+    max_requests: int = 1_000_000
+    streaming: bool = False
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityWorkload:
+    """`held` slow streams opened (at most `open_parallel` connecting at once) and held open while
+    `probe` runs; then the held streams are closed."""
+
+    slow_request: bytes
+    held: int
+    probe: Workload
+    open_parallel: int = 64
+    open_timeout: float = 30.0
+    settle: float = 0.5
+
+
+@dataclass(slots=True)
+class Samples:
+    """What a workload measured. Times in seconds; `window` is the measured span."""
+
+    latencies: list[float] = field(default_factory=list)
+    first_bytes: list[float] = field(default_factory=list)
+    completed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    window: float = 0.0
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def as_json(self) -> dict:
+        return {
+            "latencies": self.latencies,
+            "first_bytes": self.first_bytes,
+            "completed": self.completed,
+            "errors": self.errors,
+            "window": self.window,
+        }
+
+
+@dataclass(slots=True)
+class CapacitySamples:
+    held_opened: int = 0
+    held_errors: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # time.monotonic() of each phase start
+    probe: Samples = field(default_factory=Samples)
+
+    def as_json(self) -> dict:
+        return {"held_opened": self.held_opened, "held_errors": self.held_errors, "phases": self.phases,
+                "probe": self.probe.as_json()}
+
+
+class ResponseParser:
+    """Incremental HTTP/1.1 response framing; `feed` returns True when the response is complete."""
+
+    __slots__ = ("status", "body_started", "ended_well", "errored", "_buffer", "_in_body", "_remaining",
+                 "_chunked", "_chunk_left", "_final", "_tail", "_watch_stream")
+
+    def __init__(self, watch_stream: bool) -> None:
+        self._watch_stream = watch_stream
+        self.reset()
+
+    def reset(self) -> None:
+        self.status = 0
+        self.body_started = False
+        self.ended_well = not self._watch_stream
+        self.errored = False
+        self._buffer = b""
+        self._in_body = False
+        self._remaining = 0
+        self._chunked = False
+        self._chunk_left = 0
+        self._final = False
+        self._tail = b""
+
+    def feed(self, data: bytes) -> bool:
+        if not self._in_body:
+            self._buffer += data
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            head = self._buffer[:end].lower()
+            data = self._buffer[end + 4:]
+            self._buffer = b""
+            self._in_body = True
+            self.status = int(head[9:12])
+            if b"\r\ntransfer-encoding: chunked" in head:
+                self._chunked = True
+            else:
+                at = head.find(b"\r\ncontent-length:")
+                if at < 0:
+                    raise ValueError("response has neither Content-Length nor chunked encoding")
+                line_end = head.find(b"\r\n", at + 2)
+                self._remaining = int(head[at + 17:line_end if line_end > 0 else None])
+                if self._remaining == 0:
+                    return True
+            if not data:
+                return False
+        self.body_started = True
+        if self._watch_stream:
+            self._watch(data)
+        if not self._chunked:
+            self._remaining -= len(data)
+            return self._remaining <= 0
+        return self._feed_chunked(data)
+
+    def _watch(self, data: bytes) -> None:
+        window = self._tail + data
+        if STREAM_ERROR_MARK in window:
+            self.errored = True
+        if STREAM_END_MARK in window:
+            self.ended_well = True
+        self._tail = window[-MARK_OVERLAP:]
+
+    def _feed_chunked(self, data: bytes) -> bool:
+        buffer = self._buffer + data if self._buffer else data
+        position = 0
+        size = len(buffer)
+        while position < size:
+            if self._chunk_left:
+                step = min(self._chunk_left, size - position)
+                self._chunk_left -= step
+                position += step
+                continue
+            line_end = buffer.find(b"\r\n", position)
+            if line_end < 0:
+                break
+            if self._final:  # the blank line after the last chunk (trailers are not expected)
+                self._buffer = b""
+                return True
+            chunk_size = int(buffer[position:line_end].split(b";", 1)[0], 16)
+            position = line_end + 2
+            if chunk_size == 0:
+                self._final = True
+            else:
+                self._chunk_left = chunk_size + 2  # data and its CRLF
+        self._buffer = buffer[position:]
+        return False
+
+
+class LoopConnection(asyncio.Protocol):
+    """One keep-alive connection that sends `request` again as soon as a response ends."""
+
+    def __init__(self, run: "ClosedLoop") -> None:
+        self.run = run
+        self.parser = ResponseParser(run.workload.streaming)
+        self.transport: asyncio.Transport | None = None
+        self.sent_at = 0.0
+        self.first_byte_at = 0.0
+        self.busy = False
+        self.done: asyncio.Future = run.loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.send_next()
+
+    def send_next(self) -> None:
+        if not self.run.may_start():
+            self.finish()
+            return
+        self.parser.reset()
+        self.busy = True
+        self.first_byte_at = 0.0
+        self.sent_at = time.perf_counter()
+        self.transport.write(self.run.workload.request)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:
+            return
+        try:
+            complete = self.parser.feed(data)
+        except ValueError:
+            self.run.record_error("bad-response")
+            self.busy = False
+            self.transport.abort()
+            return
+        if not self.first_byte_at and self.parser.body_started:
+            self.first_byte_at = time.perf_counter()
+        if complete:
+            self.busy = False
+            self.run.record(self, time.perf_counter())
+            self.send_next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.busy:
+            self.busy = False
+            self.run.record_error("connection-lost")
+        self.finish()
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def close(self) -> None:
+        if self.busy:
+            self.busy = False
+            self.run.record_error("timeout")
+        if self.transport is not None:
+            self.transport.abort()
+        self.finish()
+
+
+class ClosedLoop:
+    """The shared state of one workload run: the clock, the request budget and the samples."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, workload: Workload) -> None:
+        self.loop = loop
+        self.workload = workload
+        self.samples = Samples()
+        self.started = 0
+        now = time.perf_counter()
+        self.measure_from = now + workload.warmup
+        self.stop_at = self.measure_from + workload.duration
+
+    def may_start(self) -> bool:
+        if self.started >= self.workload.max_requests or time.perf_counter() >= self.stop_at:
+            return False
+        self.started += 1
+        return True
+
+    def record(self, connection: LoopConnection, ended_at: float) -> None:
+        parser = connection.parser
+        if parser.status != 200:
+            self.record_error(f"http-{parser.status}")
+            return
+        if parser.errored or not parser.ended_well:
+            self.record_error("stream-error" if parser.errored else "stream-truncated")
+            return
+        if ended_at < self.measure_from or ended_at > self.stop_at:
+            return
+        samples = self.samples
+        samples.completed += 1
+        samples.latencies.append(ended_at - connection.sent_at)
+        if self.workload.streaming:
+            samples.first_bytes.append(connection.first_byte_at - connection.sent_at)
+
+    def record_error(self, kind: str) -> None:
+        self.samples.count_error(kind)
+
+
+async def open_connection(loop: asyncio.AbstractEventLoop, endpoint: Endpoint, factory) -> asyncio.Protocol:
+    _, protocol = await loop.create_connection(factory, endpoint.host, endpoint.port)
+    return protocol
+
+
+async def run_closed_loop(endpoint: Endpoint, workload: Workload) -> Samples:
+    """Run `workload` against `endpoint`; connection failures count as errors, never raise."""
+    loop = asyncio.get_running_loop()
+    run = ClosedLoop(loop, workload)
+    connections: list[LoopConnection] = []
+    attempts = [open_connection(loop, endpoint, lambda: LoopConnection(run)) for _ in range(workload.concurrency)]
+    for result in await asyncio.gather(*attempts, return_exceptions=True):
+        if isinstance(result, BaseException):
+            run.record_error("connect-failed")
+        else:
+            connections.append(result)
+    if connections:
+        remaining = run.stop_at - time.perf_counter() + workload.timeout
+        await asyncio.wait([connection.done for connection in connections], timeout=max(remaining, 0.1))
+    for connection in connections:
+        connection.close()
+    run.samples.window = workload.duration
+    return run.samples
+
+
+class HeldStream(asyncio.Protocol):
+    """A slow stream kept open: only its first byte is awaited; the rest is read and dropped."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, request: bytes) -> None:
+        self.request = request
+        self.first_byte: asyncio.Future = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.status = b""
+        self._head = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.first_byte.done():
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end >= 0 and len(self._head) > end + 4:
+            self.status = self._head[9:12]
+            self.first_byte.set_result(self.status == b"200")
+            self._head = b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.first_byte.done():
+            self.first_byte.set_result(False)
+
+
+async def open_held_stream(endpoint: Endpoint, request: bytes, gate: asyncio.Semaphore, timeout: float) -> HeldStream:
+    loop = asyncio.get_running_loop()
+    async with gate:
+        _, stream = await asyncio.wait_for(
+            loop.create_connection(lambda: HeldStream(loop, request), endpoint.host, endpoint.port), timeout)
+        if not await asyncio.wait_for(asyncio.shield(stream.first_byte), timeout):
+            raise ConnectionError(f"held stream answered {stream.status.decode() or 'nothing'}")
+        return stream
+
+
+async def run_capacity(endpoint: Endpoint, workload: CapacityWorkload) -> CapacitySamples:
+    """Open the held streams, pause `settle` seconds (memory is read then), run the probe, close."""
+    result = CapacitySamples()
+    result.phases["open"] = time.monotonic()
+    gate = asyncio.Semaphore(workload.open_parallel)
+    attempts = [open_held_stream(endpoint, workload.slow_request, gate, workload.open_timeout) for _ in range(workload.held)]
+    held: list[HeldStream] = []
+    for outcome in await asyncio.gather(*attempts, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            kind = type(outcome).__name__
+            result.held_errors[kind] = result.held_errors.get(kind, 0) + 1
+        else:
+            held.append(outcome)
+    result.held_opened = len(held)
+    result.phases["held"] = time.monotonic()
+    await asyncio.sleep(workload.settle)
+    result.phases["probe"] = time.monotonic()
+    result.probe = await run_closed_loop(endpoint, workload.probe)
+    result.phases["close"] = time.monotonic()
+    for stream in held:
+        if stream.transport is not None:
+            stream.transport.abort()
+    return result
+
+
+def build_request(endpoint: Endpoint, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """A complete HTTP/1.1 POST, built once and sent as is for every request of a workload."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {endpoint.host}:{endpoint.port}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def serve_workloads(connection, cpus: set[int]) -> None:
+    """The load generator process: run each (endpoint, workload) received, send back its samples;
+    None ends it. Pinned to `cpus`, on uvloop."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        while (job := connection.recv()) is not None:
+            endpoint, workload = job
+            if isinstance(workload, CapacityWorkload):
+                connection.send(loop.run_until_complete(run_capacity(endpoint, workload)).as_json())
+            else:
+                connection.send(loop.run_until_complete(run_closed_loop(endpoint, workload)).as_json())
+    finally:
+        loop.close()

@@ -1,0 +1,13 @@
+"""Settings of the bare pass-through: the project's settings, its own URLconf, no middleware.
+
+No middleware on purpose: the pass-through is the framework's floor (Django's ASGI handler, URL
+resolution and one ninja operation), the least any view of this project can cost, so the gateway's
+own work (auth, policy, usage) shows as the difference. `BENCH_PASSTHROUGH_TRANSPORT` picks the
+upstream client: httpx (its default transport) or aiohttp; the benchmark sets it per server.
+"""
+from proxyproject.settings import *  # noqa: F401,F403  (the project's settings, then the overrides below)
+from proxyproject.settings import env_choice
+
+ROOT_URLCONF = "bench.passthrough"
+MIDDLEWARE: list[str] = []
+BENCH_PASSTHROUGH_TRANSPORT = env_choice("BENCH_PASSTHROUGH_TRANSPORT", "httpx", ("httpx", "aiohttp"))

@@ -1,0 +1,137 @@
+"""The run's one table (printed, and pasted into the README) and its JSON file."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.run import RunRecord
+from bench.stats import CellFigures, Comparison, combine, compare
+from bench.targets import DIRECT, PASSTHROUGH, SCENARIOS, Scenario, Target
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+COLUMNS = ("workload", "target", "rate /s", "p50 ms", "p99 ms", "added p50 ms", "× direct", "× pass-through", "errors",
+           "peak RSS MB", "KB per held stream")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    scenario: Scenario
+    target: Target
+    comparison: Comparison
+
+
+def build_rows(record: RunRecord) -> list[Row]:
+    """Median figures per (scenario, target), compared with direct and the pass-through of the same run."""
+    combined: dict[tuple[str, str], CellFigures] = {}
+    for scenario in SCENARIOS:
+        for target in record.targets:
+            cells = [cell.figures for cell in record.cells if cell.scenario == scenario.key and cell.target == target.key]
+            if cells:
+                combined[scenario.key, target.key] = combine(cells)
+    rows = []
+    for scenario in SCENARIOS:
+        direct = combined.get((scenario.key, DIRECT))
+        passthrough = combined.get((scenario.key, PASSTHROUGH))
+        for target in record.targets:
+            figures = combined.get((scenario.key, target.key))
+            if figures is not None:
+                rows.append(Row(scenario, target, compare(figures, direct, passthrough if target.role != PASSTHROUGH else None)))
+    return rows
+
+
+def number(value: float, *, decimals: int | None = None) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    if decimals is None:
+        decimals = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
+    return f"{value:,.{decimals}f}"
+
+
+def format_cells(row: Row) -> list[str]:
+    figures, comparison = row.comparison.figures, row.comparison
+    proxy = row.target.role != DIRECT
+    return [
+        row.scenario.label,
+        row.target.label,
+        number(figures.rate),
+        number(figures.p50_ms),
+        number(figures.p99_ms),
+        number(comparison.added_p50_ms) if proxy else "",
+        f"{number(comparison.vs_direct, decimals=3)}" if proxy else "",
+        f"{number(comparison.vs_passthrough, decimals=2)}" if proxy and row.target.role != PASSTHROUGH else "",
+        str(figures.errors),
+        number(figures.peak_rss / 2**20, decimals=0) if proxy and not math.isnan(figures.peak_rss) else "",
+        number(figures.bytes_per_stream / 1024, decimals=1) if proxy and not math.isnan(figures.bytes_per_stream) else "",
+    ]
+
+
+def format_table(rows: list[Row]) -> str:
+    """A Markdown table; latencies of SSE rows are first-byte latencies."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(format_cells(row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def load_generator_ceiling(rows: list[Row]) -> dict[str, float]:
+    """What the load generator reached against the direct upstream (sharing its core), per workload."""
+    return {row.scenario.key: row.comparison.figures.rate for row in rows if row.target.role == DIRECT}
+
+
+def unmeasured(record: RunRecord) -> dict[str, str]:
+    return {target.label: target.unavailable for target in record.targets if target.unavailable}
+
+
+def describe(record: RunRecord, rows: list[Row]) -> str:
+    config = record.config
+    ceiling = load_generator_ceiling(rows)
+    lines = [
+        f"{config.repetitions} repetition(s) of {config.duration:g} s per cell (after {config.warmup:g} s warm-up); medians; "
+        f"proxy on core(s) {sorted(record.cores.proxy)}, upstream and load generator on {sorted(record.cores.load)}; "
+        f"stream shape {config.stream_shape}; {config.held_streams} held slow streams (one event a second); "
+        f"{record.seconds:.0f} s in all.",
+        "Latencies: whole response for JSON, first body byte for SSE. 'added p50' is against direct in the same run; "
+        "'× pass-through' compares with the bare ninja pass-through (b).",
+    ]
+    if ceiling:
+        lines.append("Load generator ceiling against the direct upstream (one shared core): "
+                     + ", ".join(f"{key} {number(rate)}/s" for key, rate in ceiling.items()) + ".")
+    lines += [f"NOT MEASURED: {label}: {reason}" for label, reason in unmeasured(record).items()]
+    return "\n".join(lines)
+
+
+def clean(value: object) -> object:
+    """JSON without NaN (null instead)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): clean(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(item) for item in value]
+    return value
+
+
+def report_json(record: RunRecord, rows: list[Row]) -> dict:
+    return clean({
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started_at)),
+        "seconds": record.seconds,
+        "config": asdict(record.config),
+        "cores": {"proxy": sorted(record.cores.proxy), "load": sorted(record.cores.load), "pinned": record.cores.pinned},
+        "targets": [{"key": target.key, "role": target.role, "label": target.label, "argv": target.service.argv[1:],
+                     "unavailable": target.unavailable or None} for target in record.targets],
+        "load_generator_ceiling": load_generator_ceiling(rows),
+        "combined": [{"scenario": row.scenario.key, "target": row.target.key, **row.comparison.figures.as_json(),
+                      "added_p50_ms": row.comparison.added_p50_ms, "vs_direct": row.comparison.vs_direct,
+                      "vs_passthrough": row.comparison.vs_passthrough} for row in rows],
+        "cells": [{"scenario": cell.scenario, "target": cell.target, "repetition": cell.repetition,
+                   **cell.figures.as_json(), "error_kinds": cell.error_kinds} for cell in record.cells],
+    })
+
+
+def write_json(data: dict, directory: Path = RESULTS_DIR) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + ".json")
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path

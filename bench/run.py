@@ -1,0 +1,283 @@
+"""One benchmark run: start the upstream, the pass-throughs and the gateway, enroll a device, run
+every scenario against every target, interleaved, for each repetition, and collect the figures.
+
+Interleaving (all targets of a scenario back to back, in an order that rotates every repetition)
+spreads the machine's noise over the targets instead of handing it to whichever ran last.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.loadgen import CapacityWorkload, Endpoint, Workload, build_request, serve_workloads
+from bench.processes import BASE_DIR, CorePlan, free_port, plan_cores, raise_open_file_limit, resident_bytes, wait_until_idle
+from bench.stats import CellFigures, percentile, summarize
+from bench.targets import (
+    MESSAGES_PATH,
+    PASSTHROUGH,
+    REALISTIC_STREAM,
+    SCENARIOS,
+    SERVERS,
+    TRANSPORTS,
+    VARIANT,
+    Scenario,
+    Secrets,
+    Target,
+    gateway_target,
+    message_body,
+    passthrough_target,
+    production_environment,
+    slow_stream_shape,
+    upstream_target,
+)
+
+STREAM_SHAPE_HEADER = "x-fake-stream"
+RSS_SAMPLE_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    repetitions: int = 3
+    duration: float = 2.5  # measured seconds per cell
+    warmup: float = 0.5  # seconds per cell before measuring
+    held_streams: int = 1000
+    server: str = "uvicorn"  # ASGI server of the gateway and of the pass-through (b)
+    transport: str = "aiohttp"  # upstream client of the pass-through (b)
+    upstream: str = "lean"  # "lean" or "bundled" (the full fake Anthropic API)
+    variants: bool = True  # also every server x transport pass-through
+    stream_shape: str = REALISTIC_STREAM
+    request_timeout: float = 15.0
+
+
+@dataclass
+class CellResult:
+    scenario: str
+    target: str
+    repetition: int
+    figures: CellFigures
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RunRecord:
+    config: BenchConfig
+    cores: CorePlan
+    targets: list[Target]
+    cells: list[CellResult] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    seconds: float = 0.0
+
+
+class LoadGenerator:
+    """The load generator in its own process, pinned to the load cores; one workload at a time."""
+
+    def __init__(self, cpus: frozenset[int]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=serve_workloads, args=(child, set(cpus)), name="bench-loadgen", daemon=True)
+        self._process.start()
+
+    def run(self, endpoint: Endpoint, workload: Workload | CapacityWorkload) -> dict:
+        self._connection.send((endpoint, workload))
+        return self._connection.recv()
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._connection.send(None)
+            self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+class RssSampler:
+    """Samples the resident memory of a proxy's processes in a thread while a cell runs."""
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self._pids = pids
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), resident_bytes(self._pids())))
+            self._stop.wait(RSS_SAMPLE_SECONDS)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def memory_figures(samples: list[tuple[float, int]], phases: dict[str, float], held: int) -> dict[str, float]:
+    """Peak RSS over the cell, and (RSS while the streams are held - RSS before they opened) / held."""
+    if not samples:
+        return {}
+    before = [rss for moment, rss in samples if moment <= phases["open"]] or [samples[0][1]]
+    holding = [rss for moment, rss in samples if phases["held"] <= moment <= phases["probe"]]
+    if not holding:
+        holding = [rss for moment, rss in samples if moment >= phases["held"]][:1]
+    figures = {"peak_rss": float(max(rss for _, rss in samples))}
+    if holding and held:
+        figures["bytes_per_stream"] = (percentile(holding, 0.5) - before[-1]) / held
+    return figures
+
+
+def enroll_device(base_url: str) -> str:
+    """A fresh device through POST /bootstrap; its wrapper token authenticates the gateway's load."""
+    response = httpx.post(base_url + "/bootstrap", json={"device_id": f"bench-{uuid.uuid4().hex[:12]}", "app_version": "bench"},
+                          timeout=30)
+    if response.status_code not in (200, 201):
+        raise RuntimeError(f"POST /bootstrap answered {response.status_code}: {response.text[:300]}")
+    return response.json()["wrapper_token"]
+
+
+def preflight(target: Target, shape: str) -> str:
+    """One JSON request and one stream through the target: '' when both come back whole, else why not."""
+    url = f"http://127.0.0.1:{target.service.port}{MESSAGES_PATH}"
+    headers = {"anthropic-version": "2023-06-01", "content-type": "application/json", **target.headers}
+    try:
+        plain = httpx.post(url, content=message_body(stream=False), headers=headers, timeout=30)
+        if plain.status_code != 200 or plain.json().get("type") != "message":
+            return f"JSON request answered {plain.status_code}: {plain.text[:200]}"
+        streamed = httpx.post(url, content=message_body(stream=True), headers={**headers, STREAM_SHAPE_HEADER: shape}, timeout=30)
+        if streamed.status_code != 200 or "event: message_stop" not in streamed.text:
+            return f"stream answered {streamed.status_code}: {streamed.text[:200]}"
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def start_targets(config: BenchConfig, cores: CorePlan, var_dir: Path, log: Callable[[str], None]) -> list[Target]:
+    """Start every server; a proxy that fails to start is kept, marked unavailable with the reason."""
+    keys = Secrets.fresh()
+    gateway_port = free_port()
+    direct = upstream_target(config.upstream, keys, cores, dict(os.environ))
+    upstream_url = f"http://127.0.0.1:{direct.service.port}"
+    env = production_environment(dict(os.environ), var_dir, upstream_url, keys, gateway_port)
+    targets = [direct, passthrough_target(config.server, config.transport, PASSTHROUGH, cores, env)]
+    if config.variants:
+        targets += [passthrough_target(server, transport, VARIANT, cores, env) for server in SERVERS for transport in TRANSPORTS
+                    if (server, transport) != (config.server, config.transport)]
+    gateway = gateway_target(config.server, cores, env, gateway_port)
+    targets.append(gateway)
+    direct.service.start().wait_listening()
+    log(f"upstream ({config.upstream}) on {upstream_url}")
+    migrated = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=BASE_DIR, env=gateway.service.env,
+                              capture_output=True, text=True)
+    if migrated.returncode != 0:
+        gateway.unavailable = f"migrate failed: {migrated.stderr.strip()[-300:]}"
+    for target in targets[1:]:
+        if target.unavailable:
+            continue
+        try:
+            target.service.start().wait_listening()
+        except RuntimeError as exc:
+            target.unavailable = str(exc).splitlines()[0]
+    if not gateway.unavailable:
+        try:
+            gateway.headers = {"authorization": f"Bearer {enroll_device(f'http://127.0.0.1:{gateway_port}')}"}
+        except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:
+            gateway.unavailable = f"enrollment failed: {exc}"
+    for target in targets:
+        if not target.unavailable:
+            target.unavailable = preflight(target, config.stream_shape)
+        log(f"{target.label}: " + (f"NOT MEASURED ({target.unavailable})" if target.unavailable else f"ready on port {target.service.port}"))
+    return targets
+
+
+def targets_for(scenario: Scenario, targets: list[Target], repetition: int) -> list[Target]:
+    chosen = [target for target in targets if not target.unavailable and (target.role != VARIANT or scenario.with_variants)]
+    shift = repetition % len(chosen) if chosen else 0
+    return chosen[shift:] + chosen[:shift]
+
+
+def plain_workload(target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, duration: float | None = None) -> Workload:
+    request = build_request(endpoint, MESSAGES_PATH, message_body(stream=False), {"anthropic-version": "2023-06-01", **target.headers})
+    return Workload(request, concurrency, duration or config.duration, config.warmup, timeout=config.request_timeout)
+
+
+def stream_workload(target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, shape: str) -> Workload:
+    headers = {"anthropic-version": "2023-06-01", STREAM_SHAPE_HEADER: shape, **target.headers}
+    request = build_request(endpoint, MESSAGES_PATH, message_body(stream=True), headers)
+    return Workload(request, concurrency, config.duration, config.warmup, streaming=True, timeout=config.request_timeout)
+
+
+def run_cell(load: LoadGenerator, target: Target, scenario: Scenario, config: BenchConfig) -> tuple[CellFigures, dict[str, int]]:
+    endpoint = Endpoint("127.0.0.1", target.service.port)
+    if scenario.kind == "plain":
+        samples = load.run(endpoint, plain_workload(target, endpoint, config, scenario.concurrency))
+        errors = samples["errors"]
+        figures = summarize(samples["latencies"], samples["completed"], sum(errors.values()), samples["window"])
+        return figures, errors
+    probe = stream_workload(target, endpoint, config, scenario.concurrency, config.stream_shape)
+    if scenario.kind == "stream":
+        samples = load.run(endpoint, probe)
+        errors = samples["errors"]
+        return summarize(samples["first_bytes"], samples["completed"], sum(errors.values()), samples["window"]), errors
+    hold_seconds = 30 + config.warmup + config.duration + config.request_timeout
+    slow = stream_workload(target, endpoint, config, 1, slow_stream_shape(hold_seconds)).request
+    workload = CapacityWorkload(slow, config.held_streams, probe, open_timeout=30.0, settle=1.0)
+    with RssSampler(target.service.pids if target.is_proxy else list) as sampler:
+        time.sleep(2 * RSS_SAMPLE_SECONDS)
+        result = load.run(endpoint, workload)
+    probe_samples = result["probe"]
+    errors = {**probe_samples["errors"], **{f"held-{kind}": count for kind, count in result["held_errors"].items()}}
+    memory = memory_figures(sampler.samples, result["phases"], result["held_opened"]) if target.is_proxy else {}
+    figures = summarize(probe_samples["first_bytes"], probe_samples["completed"], sum(errors.values()), probe_samples["window"],
+                        held_streams=result["held_opened"], **memory)
+    return figures, errors
+
+
+def warm_up(load: LoadGenerator, targets: list[Target], config: BenchConfig) -> None:
+    """Fill connection pools and caches, and let every process reach its working size, unmeasured."""
+    for target in targets:
+        if target.unavailable:
+            continue
+        endpoint = Endpoint("127.0.0.1", target.service.port)
+        load.run(endpoint, plain_workload(target, endpoint, config, 64, duration=min(config.duration, 1.0)))
+        load.run(endpoint, stream_workload(target, endpoint, config, 64, config.stream_shape))
+
+
+def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
+    raise_open_file_limit()
+    cores = plan_cores(os.sched_getaffinity(0))
+    if cores.pinned:
+        os.sched_setaffinity(0, set(cores.load))
+    log(f"cores: proxy on {sorted(cores.proxy)}, upstream and load generator on {sorted(cores.load)}"
+        + ("" if cores.pinned else " (one core: nothing pinned)"))
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir:
+        targets = start_targets(config, cores, Path(var_dir), log)
+        record = RunRecord(config, cores, targets)
+        load = LoadGenerator(cores.load)
+        try:
+            warm_up(load, targets, config)
+            for repetition in range(config.repetitions):
+                for scenario in SCENARIOS:
+                    for target in targets_for(scenario, targets, repetition):
+                        wait_until_idle(target.service.pids() + targets[0].service.pids())
+                        figures, error_kinds = run_cell(load, target, scenario, config)
+                        record.cells.append(CellResult(scenario.key, target.key, repetition, figures, error_kinds))
+                        log(f"[{repetition + 1}/{config.repetitions}] {scenario.label:<58} {target.label:<32} "
+                            f"{figures.rate:9.1f}/s  p50 {figures.p50_ms:8.2f} ms  errors {figures.errors}")
+        finally:
+            load.close()
+            for target in reversed(targets):
+                target.service.stop()
+    record.seconds = time.monotonic() - started
+    return record

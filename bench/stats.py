@@ -1,0 +1,107 @@
+"""Figures from samples: percentiles, per-cell summaries, medians over repetitions, ratios.
+
+A cell is one workload against one target in one repetition; the table quotes the median of each
+figure over the repetitions, and ratios between medians measured in the same run.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Linear interpolation between the two nearest ranks (numpy's default); NaN when empty."""
+    if not values:
+        return math.nan
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction {fraction} is not within [0, 1]")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    below = math.floor(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+def median_of(values: Iterable[float]) -> float:
+    """The median of the finite values; NaN when there are none (a cell that measured nothing)."""
+    finite = [value for value in values if not math.isnan(value)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def ratio(value: float, baseline: float) -> float:
+    if math.isnan(value) or math.isnan(baseline) or baseline == 0:
+        return math.nan
+    return value / baseline
+
+
+def difference(value: float, baseline: float) -> float:
+    if math.isnan(value) or math.isnan(baseline):
+        return math.nan
+    return value - baseline
+
+
+@dataclass(frozen=True, slots=True)
+class CellFigures:
+    """One cell's figures. `rate` is responses (or streams) per second; latencies in milliseconds:
+    whole response for plain requests, first body byte for streams. Memory in bytes."""
+
+    rate: float = math.nan
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    completed: int = 0
+    errors: int = 0
+    peak_rss: float = math.nan
+    bytes_per_stream: float = math.nan
+    held_streams: int = 0
+
+    def as_json(self) -> dict:
+        return {name: (None if isinstance(value, float) and math.isnan(value) else value) for name, value in asdict(self).items()}
+
+
+def summarize(latencies: Sequence[float], completed: int, errors: int, window: float, **memory: float) -> CellFigures:
+    """Figures of one cell from its samples (latencies in seconds, `window` the measured span)."""
+    return CellFigures(
+        rate=completed / window if window > 0 else math.nan,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        completed=completed,
+        errors=errors,
+        **memory,
+    )
+
+
+def combine(repetitions: Sequence[CellFigures]) -> CellFigures:
+    """The median of every figure over the repetitions; errors are summed (one is one too many)."""
+    if not repetitions:
+        return CellFigures()
+    values = {}
+    for spec in fields(CellFigures):
+        column = [getattr(cell, spec.name) for cell in repetitions]
+        if spec.name == "errors":
+            values[spec.name] = sum(column)
+        elif spec.type == "int":
+            values[spec.name] = int(statistics.median(column))
+        else:
+            values[spec.name] = median_of(column)
+    return CellFigures(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A target's combined figures against the direct baseline and the bare pass-through."""
+
+    figures: CellFigures
+    added_p50_ms: float = math.nan  # p50 minus the direct p50
+    vs_direct: float = math.nan  # rate / direct rate
+    vs_passthrough: float = math.nan  # rate / pass-through rate
+
+
+def compare(figures: CellFigures, direct: CellFigures | None, passthrough: CellFigures | None) -> Comparison:
+    return Comparison(
+        figures=figures,
+        added_p50_ms=difference(figures.p50_ms, direct.p50_ms) if direct else math.nan,
+        vs_direct=ratio(figures.rate, direct.rate) if direct else math.nan,
+        vs_passthrough=ratio(figures.rate, passthrough.rate) if passthrough else math.nan,
+    )

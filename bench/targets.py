@@ -1,0 +1,143 @@
+"""What the benchmark runs: the targets (servers under test) and the scenarios (workloads).
+
+Targets: (a) the upstream directly, (b) the bare Django + ninja pass-through, (c) the gateway,
+and the pass-through on every ASGI server x upstream client pair, for choosing them.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.processes import CorePlan, Service, free_port
+
+DIRECT, PASSTHROUGH, GATEWAY, VARIANT = "direct", "passthrough", "gateway", "variant"
+SERVERS = ("uvicorn", "daphne")
+TRANSPORTS = ("httpx", "aiohttp")
+MESSAGES_PATH = "/v1/messages"
+MODEL = "claude-sonnet-5-5"
+PROMPT = "Summarize the plot of a short story about a lighthouse keeper in three sentences."
+REALISTIC_STREAM = "events=30,interval_ms=10,first_byte_ms=50"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    key: str
+    kind: str  # "plain", "stream" or "capacity"
+    concurrency: int
+    with_variants: bool  # also run against every server x transport pass-through
+
+    @property
+    def label(self) -> str:
+        if self.kind == "plain":
+            return f"JSON, {self.concurrency} conn"
+        if self.kind == "stream":
+            return f"SSE, {self.concurrency} streams"
+        return f"SSE, {self.concurrency} new streams while slow streams are held"
+
+
+SCENARIOS = (
+    Scenario("plain-1", "plain", 1, True),
+    Scenario("plain-16", "plain", 16, False),
+    Scenario("plain-64", "plain", 64, True),
+    Scenario("stream-16", "stream", 16, False),
+    Scenario("stream-256", "stream", 256, True),
+    Scenario("capacity", "capacity", 16, False),
+)
+
+
+@dataclass
+class Target:
+    key: str
+    role: str  # DIRECT, PASSTHROUGH, GATEWAY or VARIANT
+    label: str
+    service: Service
+    headers: dict[str, str] = field(default_factory=dict)  # the credential this target expects
+    unavailable: str = ""  # why it was not measured, when it could not be
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.role != DIRECT
+
+
+def message_body(*, stream: bool, max_tokens: int = 256) -> bytes:
+    stream_field = '"stream":true,' if stream else ""
+    return (f'{{"model":"{MODEL}","max_tokens":{max_tokens},{stream_field}'
+            f'"messages":[{{"role":"user","content":"{PROMPT}"}}]}}').encode()
+
+
+def slow_stream_shape(hold_seconds: float) -> str:
+    """One event a second for longer than the capacity phase lasts (it is closed before the end)."""
+    return f"events={math.ceil(hold_seconds) + 10},interval_ms=1000,first_byte_ms=0"
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    api_key: str
+    jwt_secret: str
+    django_secret_key: str
+
+    @classmethod
+    def fresh(cls) -> "Secrets":
+        return cls("sk-ant-bench-" + secrets.token_hex(16), secrets.token_urlsafe(48), secrets.token_urlsafe(64))
+
+
+def production_environment(base: dict[str, str], var_dir: Path, upstream_url: str, keys: Secrets, port: int) -> dict[str, str]:
+    """The project in production mode (debug off) against the benchmark upstream.
+
+    RATE_LIMIT_MAX is raised to 10**9: the benchmark sends tens of thousands of requests a minute
+    from one device, and the point is to measure the limiter's cost, not to be refused by it.
+    DATABASE_URL and REDIS_URL pass through from `base` when set (PostgreSQL and Redis); otherwise
+    SQLite and the per-process backends in a temporary VAR_DIR.
+    """
+    env = {name: value for name, value in base.items() if name not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")}
+    env.update({
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SETTINGS_MODULE": "proxyproject.settings",
+        "JWT_SECRET": keys.jwt_secret,
+        "DJANGO_SECRET_KEY": keys.django_secret_key,
+        "ENROLLMENT_MODE": "open",
+        "ANTHROPIC_BASE_URL": upstream_url,
+        "ANTHROPIC_API_KEY": keys.api_key,
+        "VAR_DIR": str(var_dir),
+        "RATE_LIMIT_MAX": str(10**9),
+        "PORT": str(port),
+        "PROXY_BASE_URL": f"http://127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def server_argv(server: str, application: str, port: int) -> list[str]:
+    """One worker process, no access log, uvloop and httptools for uvicorn (as the launcher runs it)."""
+    if server == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", application]
+    return [sys.executable, "-m", "uvicorn", application, "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+            "--http", "httptools", "--lifespan", "on", "--no-access-log", "--backlog", "4096", "--log-level", "warning"]
+
+
+def upstream_target(upstream_server: str, keys: Secrets, cores: CorePlan, env: dict[str, str]) -> Target:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.upstream", "--port", str(port), "--api-key", keys.api_key, "--server", upstream_server]
+    service = Service("upstream", argv, env, port, cores.load)
+    return Target(DIRECT, DIRECT, f"direct ({upstream_server} upstream)", service, {"x-api-key": keys.api_key})
+
+
+def passthrough_target(server: str, transport: str, role: str, cores: CorePlan, env: dict[str, str]) -> Target:
+    port = free_port()
+    service_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.passthrough_settings", "BENCH_PASSTHROUGH_TRANSPORT": transport,
+                   "PORT": str(port)}
+    service = Service(f"pass-through {server}+{transport}", server_argv(server, "bench.passthrough:application", port),
+                      service_env, port, cores.proxy)
+    key = PASSTHROUGH if role == PASSTHROUGH else f"{VARIANT}:{server}+{transport}"
+    label = f"bare ninja, {server} + {transport}"
+    return Target(key, role, label, service)
+
+
+def gateway_target(server: str, cores: CorePlan, env: dict[str, str], port: int) -> Target:
+    service = Service(f"gateway ({server})", server_argv(server, "proxyproject.asgi:application", port),
+                      {**env, "ASGI_SERVER": server}, port, cores.proxy)
+    return Target(GATEWAY, GATEWAY, f"gateway, {server}", service)
