@@ -63,6 +63,17 @@ return recovered
 """
 
 
+RETURN_SCRIPT = """
+-- KEYS: queue, this writer's processing list.
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = 1, #items, 1000 do
+  redis.call('LPUSH', KEYS[1], unpack(items, i, math.min(i + 999, #items)))
+end
+redis.call('DEL', KEYS[2])
+return #items
+"""
+
+
 def encode_event(event: UsageEvent) -> bytes:
     return orjson.dumps({name: getattr(event, name) for name in _EVENT_FIELDS}, default=str)
 
@@ -125,6 +136,12 @@ def claim_batch(client: redis.Redis, size: int) -> list[bytes]:
 
 def acknowledge_batch(client: redis.Redis) -> None:
     client.delete(processing_key(writer_id()))
+
+
+def return_batch(client: redis.Redis) -> int:
+    """Give this writer's unacknowledged batch back to the queue (its write failed), so no other
+    writer has to wait for this one's lease to run out."""
+    return int(client.eval(RETURN_SCRIPT, 2, queue_key(), processing_key(writer_id())))
 
 
 def recover_abandoned_batches(client: redis.Redis) -> int:

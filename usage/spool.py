@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
 
 from proxyproject.logging import log_event
 
@@ -33,8 +32,10 @@ SEGMENT_SUFFIX = ".jsonl"
 
 
 def spool_directory() -> Path:
-    db = connection.settings_dict
-    identity = "|".join(str(db.get(part) or "") for part in ("ENGINE", "HOST", "PORT", "NAME"))
+    """Keyed by engine and database name only: processes reaching the same database by another
+    host or port (a pooler, a replica's primary) share the spool."""
+    db = settings.DATABASES["default"]
+    identity = f"{db['ENGINE']}|{db['NAME']}"
     return Path(settings.USAGE_SPOOL_DIR) / hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 

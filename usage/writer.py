@@ -11,6 +11,7 @@ the same queues, which picks up what a dead process left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import close_old_connections
+from redis.exceptions import RedisError
 
 from proxyproject.logging import log_event
 from proxyproject.redis import get_async_redis, get_sync_redis
@@ -68,8 +70,14 @@ def _drain_redis(result: DrainResult) -> None:
         return
     queue.recover_abandoned_batches(client)
     while payloads := queue.claim_batch(client, settings.USAGE_BATCH_SIZE):
-        result.add(store_payloads(payloads))
-        queue.acknowledge_batch(client)
+        try:
+            records = store_payloads(payloads)
+            queue.acknowledge_batch(client)
+        except Exception:
+            with contextlib.suppress(RedisError):  # Redis away too: the lease returns the batch later
+                queue.return_batch(client)
+            raise
+        result.add(records)
 
 
 def drain_once() -> DrainResult:
