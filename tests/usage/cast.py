@@ -1,9 +1,11 @@
-"""Usage events for tests: one function with the defaults of an ordinary successful request."""
+"""The usage tests' cast: an ordinary successful request's usage event, and a capped caller."""
 from __future__ import annotations
 
 import datetime as dt
 import secrets
+from decimal import Decimal
 
+from tokens.identity import DeviceIdentity, DevicePolicy
 from usage.events import UsageEvent
 
 NOV_25 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
@@ -20,3 +22,21 @@ def usage_event(**fields: object) -> UsageEvent:
     }
     values.update(fields)
     return UsageEvent(**values)
+
+
+def identity_with(
+    *,
+    device_pk: int,
+    org_id: int | None = None,
+    device_daily: Decimal | None = None,
+    device_monthly: Decimal | None = None,
+    org_daily: Decimal | None = None,
+    org_monthly: Decimal | None = None,
+) -> DeviceIdentity:
+    """A caller as the gateway sees it after authentication, with the given caps (USD)."""
+    policy = DevicePolicy(
+        requests_per_window=100, window_ms=60000, tokens_per_minute=0, allowed_models=(),
+        device_daily_cap_usd=device_daily, device_monthly_cap_usd=device_monthly,
+        org_daily_cap_usd=org_daily, org_monthly_cap_usd=org_monthly,
+    )
+    return DeviceIdentity(f"device-{device_pk}", device_pk, org_id, f"jti-{device_pk}", 2_000_000_000.0, policy)

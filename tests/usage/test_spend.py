@@ -1,0 +1,221 @@
+"""Spend caps are never exceeded: worst-case reservations checked and taken atomically, settled to
+the actual cost, released on failure, expired when abandoned; per device and organization, per UTC
+day and month; on the in-process backend and on real Redis, within a process and across two."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+from django.conf import settings as django_settings
+
+from gateway.errors import SpendCapReached, error_response
+from proxyproject.redis import get_sync_redis, redis_key
+from tests import servers
+from tests.usage.cast import identity_with, usage_event
+from usage.spend import (
+    LocalSpendBackend,
+    RedisSpendBackend,
+    SpendLedger,
+    cap_checks,
+    current_spend,
+    reconcile_spend_counters,
+    reserve_spend,
+    settle_spend,
+)
+from usage.writer import drain_usage_queue, submit_usage
+
+UTC = dt.timezone.utc
+NOON = dt.datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["local", "redis"])
+def ledger(request):
+    if request.param == "redis":
+        if not django_settings.REDIS_URL:
+            pytest.skip("needs REDIS_URL (CI's second pass)")
+        backend = RedisSpendBackend()
+    else:
+        backend = LocalSpendBackend()
+    return SpendLedger(backend=backend, clock=FakeClock(NOON))
+
+
+def fresh_pk() -> int:
+    return random.randrange(10**6, 10**9)
+
+
+async def test_no_caps_means_no_reservation_and_no_state(ledger):
+    assert await ledger.reserve(identity_with(device_pk=fresh_pk(), org_id=3), Decimal("5"), "req-1") is None
+    if isinstance(ledger.backend, RedisSpendBackend):
+        assert list(get_sync_redis().scan_iter(redis_key("spend", "*"))) == []
+
+
+async def test_fifty_concurrent_requests_fit_only_what_the_cap_allows(ledger):
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("1.00"))
+
+    async def request(index: int) -> bool:
+        try:
+            reservation = await ledger.reserve(identity, Decimal("0.095"), f"req-{index}")
+        except SpendCapReached:
+            return False
+        await asyncio.sleep(0)
+        await ledger.settle(reservation, Decimal("0.09"))
+        return True
+
+    outcomes = await asyncio.gather(*(request(index) for index in range(50)))
+    admitted = sum(outcomes)
+    # 10 reservations of 0.095 fill the cap; an 11th fits only after ten have settled at 0.09
+    assert admitted in (10, 11)
+    counter = cap_checks(identity, NOON)[0].counter
+    assert ledger.backend.snapshot(counter, NOON) == (90_000_000 * admitted, 0)  # settled <= 1.00, nothing left reserved
+
+
+async def test_settling_replaces_the_reservation_with_the_actual_cost(ledger):
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("1.00"))
+    first = await ledger.reserve(identity, Decimal("0.90"), "req-a")
+    with pytest.raises(SpendCapReached):
+        await ledger.reserve(identity, Decimal("0.90"), "req-b")
+    await ledger.settle(first, Decimal("0.10"))
+    await ledger.reserve(identity, Decimal("0.90"), "req-c")  # 0.10 settled + 0.90 reserved = the cap exactly
+    with pytest.raises(SpendCapReached):
+        await ledger.reserve(identity, Decimal("0.000000001"), "req-d")
+
+
+async def test_release_frees_the_reservation(ledger):
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("1.00"))
+    first = await ledger.reserve(identity, Decimal("0.60"), "req-a")
+    with pytest.raises(SpendCapReached):
+        await ledger.reserve(identity, Decimal("0.60"), "req-b")
+    await ledger.release(first)
+    assert await ledger.reserve(identity, Decimal("0.60"), "req-c") is not None
+
+
+async def test_an_unpriced_request_keeps_its_worst_case_as_spent(ledger):
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("1.00"))
+    await ledger.settle(await ledger.reserve(identity, Decimal("0.70"), "req-a"), None)
+    with pytest.raises(SpendCapReached):
+        await ledger.reserve(identity, Decimal("0.40"), "req-b")
+
+
+async def test_an_abandoned_reservation_expires(ledger, settings):
+    settings.SPEND_RESERVATION_TTL_SECONDS = 600
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("1.00"))
+    await ledger.reserve(identity, Decimal("0.90"), "req-crashed")
+    ledger.clock.now = NOON + 599
+    with pytest.raises(SpendCapReached):
+        await ledger.reserve(identity, Decimal("0.20"), "req-b")
+    ledger.clock.now = NOON + 600
+    assert await ledger.reserve(identity, Decimal("0.20"), "req-c") is not None
+
+
+async def test_the_organization_cap_binds_all_its_devices(ledger):
+    org = fresh_pk()
+    first = identity_with(device_pk=fresh_pk(), org_id=org, org_daily=Decimal("1.00"))
+    second = identity_with(device_pk=fresh_pk(), org_id=org, org_daily=Decimal("1.00"))
+    await ledger.settle(await ledger.reserve(first, Decimal("0.70"), "req-a"), Decimal("0.70"))
+    with pytest.raises(SpendCapReached) as refused:
+        await ledger.reserve(second, Decimal("0.40"), "req-b")
+    assert refused.value.message == "Daily spend cap of $1.00 reached for this organization."
+    assert await ledger.reserve(second, Decimal("0.30"), "req-c") is not None
+
+
+async def test_the_monthly_cap_spans_days_and_the_daily_cap_resets_at_utc_midnight(ledger):
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("1.00"), device_monthly=Decimal("1.50"))
+    ledger.clock.now = dt.datetime(2026, 11, 24, 23, 59, 59, tzinfo=UTC).timestamp()
+    await ledger.settle(await ledger.reserve(identity, Decimal("0.90"), "req-a"), Decimal("0.90"))
+    with pytest.raises(SpendCapReached):
+        await ledger.reserve(identity, Decimal("0.20"), "req-b")
+    ledger.clock.now = dt.datetime(2026, 11, 25, tzinfo=UTC).timestamp()
+    await ledger.settle(await ledger.reserve(identity, Decimal("0.50"), "req-c"), Decimal("0.50"))
+    with pytest.raises(SpendCapReached) as refused:
+        await ledger.reserve(identity, Decimal("0.20"), "req-d")
+    assert refused.value.message == "Monthly spend cap of $1.50 reached for this device."
+    ledger.clock.now = dt.datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    assert await ledger.reserve(identity, Decimal("0.90"), "req-e") is not None
+
+
+def test_a_refusal_is_a_429_that_clients_must_not_retry():
+    response = error_response(SpendCapReached("Daily spend cap of $1.00 reached for this device."), "req_x")
+    assert response.status_code == 429
+    assert response["x-should-retry"] == "false"
+    assert b'"error_code":"spend_cap_reached"' in response.content
+    assert b'"type":"rate_limit_error"' in response.content
+
+
+async def test_module_functions_reserve_against_the_configured_backend():
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("0.50"))
+    outcomes = []
+    for index in range(3):
+        try:
+            await settle_spend(await reserve_spend(identity, Decimal("0.20"), f"req-{index}"), Decimal("0.20"))
+            outcomes.append(True)
+        except SpendCapReached:
+            outcomes.append(False)
+    assert outcomes == [True, True, False]
+    assert current_spend("device", identity.device_pk, "day") == (Decimal("0.4"), Decimal(0))
+
+
+@pytest.mark.django_db
+def test_counters_are_reconciled_from_the_database(prices):
+    device_pk, org_pk = fresh_pk(), fresh_pk()
+    today = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for index in range(3):
+        # Sonnet 4.5: 10,000 output tokens at 15 = 0.15 each
+        submit_usage(usage_event(request_id=f"req-rec-{index}", occurred_at=today, device_pk=device_pk, org_id=org_pk, output_tokens=10_000))
+    drain_usage_queue()
+    assert current_spend("device", device_pk, "day") == (Decimal(0), Decimal(0))
+    assert reconcile_spend_counters() >= 4
+    assert current_spend("device", device_pk, "day")[0] == Decimal("0.45")
+    assert current_spend("org", org_pk, "month")[0] == Decimal("0.45")
+
+
+@pytest.mark.django_db
+def test_reconciliation_never_lowers_a_counter(prices):
+    device_pk = fresh_pk()
+    identity = identity_with(device_pk=device_pk, device_daily=Decimal("10"))
+    asyncio.run(settle_spend(asyncio.run(reserve_spend(identity, Decimal("1"), "req-a")), Decimal("0.75")))
+    reconcile_spend_counters()
+    assert current_spend("device", device_pk, "day")[0] == Decimal("0.75")
+
+
+def test_caps_hold_across_two_processes_on_one_redis(redis_required):
+    device_pk = fresh_pk()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.usage.spend_process", str(device_pk), "1.00", "0.095", "25", "0.09"],
+            cwd=servers.BASE_DIR, env=servers.server_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout.readline().strip() == "ready"
+        for process in processes:
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        results = [process.stdout.readline().strip() for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    counts = [dict(part.split("=") for part in result.split()) for result in results]
+    admitted = sum(int(count["reserved"]) for count in counts)
+    assert admitted + sum(int(count["refused"]) for count in counts) == 50
+    # Ten 0.095 reservations fill the 1.00 cap; each settles 0.005 lower, so once ten have settled
+    # (0.90) an eleventh fits (0.995), a twelfth never does (0.99 + 0.095).
+    assert admitted in (10, 11)
+    settled, reserved = current_spend("device", device_pk, "day")
+    assert (settled, reserved) == (Decimal("0.09") * admitted, Decimal(0))
+    assert settled <= Decimal("1.00")
