@@ -1,0 +1,89 @@
+"""manage.py revoke_device / revoke_token / revoke_org / rotate_signing_key, and the token purge task."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from gateway.errors import DeviceBlocked, TokenRevoked
+from tests.tokens.client import bootstrap, jwt_parts
+from tokens.authentication import authenticate_wrapper_token
+from tokens.models import AuditEvent, AuditKind, Device, DeviceStatus, IssuedToken, Organization
+from tokens.tasks import purge_expired_tokens
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+authenticate = async_to_sync(authenticate_wrapper_token)
+
+
+def _run(*args, answer: str | None = None, monkeypatch=None) -> str:
+    if answer is not None:
+        monkeypatch.setattr("builtins.input", lambda prompt: answer)
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_revoke_device_with_yes_revokes_and_says_what_it_did(enrolled):
+    output = _run("revoke_device", "laptop-ada", "--yes")
+    assert output == (
+        "Revoke all tokens of device 'laptop-ada' (active, 2 unrevoked tokens).\n"
+        "Revoked 2 tokens of device 'laptop-ada'.\n"
+    )
+    with pytest.raises(TokenRevoked):
+        authenticate(enrolled["wrapper_token"])
+    assert AuditEvent.objects.get(kind=AuditKind.DEVICE_REVOKED).actor == "command:revoke_device"
+
+
+def test_revoke_device_asks_and_does_nothing_unless_confirmed(enrolled, monkeypatch):
+    with pytest.raises(CommandError, match="Aborted"):
+        _run("revoke_device", "laptop-ada", answer="no", monkeypatch=monkeypatch)
+    assert IssuedToken.objects.filter(revoked_at__isnull=False).count() == 0
+    assert authenticate(enrolled["wrapper_token"]).device_id == "laptop-ada"
+
+
+def test_revoke_device_acts_on_a_typed_yes(enrolled, monkeypatch):
+    _run("revoke_device", "laptop-ada", answer="yes", monkeypatch=monkeypatch)
+    assert IssuedToken.objects.filter(revoked_at__isnull=True).count() == 0
+
+
+def test_revoke_device_with_block_blocks_it(enrolled):
+    _run("revoke_device", "laptop-ada", "--block", "--yes")
+    assert Device.objects.get(device_id="laptop-ada").status == DeviceStatus.BLOCKED
+    with pytest.raises(DeviceBlocked):
+        authenticate(enrolled["wrapper_token"])
+
+
+def test_revoke_device_names_an_unknown_device():
+    with pytest.raises(CommandError, match="No device with device_id 'nope'"):
+        _run("revoke_device", "nope", "--yes")
+
+
+def test_revoke_token_revokes_one_token(client, enrolled):
+    jti = jwt_parts(enrolled["wrapper_token"])[1]["jti"]
+    _run("revoke_token", jti, "--yes")
+    with pytest.raises(TokenRevoked):
+        authenticate(enrolled["wrapper_token"])
+    assert IssuedToken.objects.get(jti=jwt_parts(enrolled["refresh_token"])[1]["jti"]).revoked_at is None
+
+
+def test_revoke_org_revokes_every_device_of_the_organization(client):
+    organization = Organization.objects.create(name="Acme")
+    for device_id in ("a-1", "a-2"):
+        Device.objects.create(device_id=device_id, organization=organization)
+    tokens = [bootstrap(client, device_id).json()["wrapper_token"] for device_id in ("a-1", "a-2")]
+    output = _run("revoke_org", "Acme", "--yes")
+    assert output.endswith("Revoked 4 tokens of 2 devices.\n")
+    for token in tokens:
+        with pytest.raises(TokenRevoked):
+            authenticate(token)
+
+
+def test_purge_task_drops_rows_expired_for_over_a_week(enrolled):
+    IssuedToken.objects.filter(kind="access").update(expires_at=timezone.now() - dt.timedelta(days=8))
+    assert purge_expired_tokens() == 1
+    assert list(IssuedToken.objects.values_list("kind", flat=True)) == ["refresh"]
