@@ -16,4 +16,10 @@ app.conf.beat_schedule = {
     # Rotates the signing key every SIGNING_KEY_ROTATION_DAYS and retires keys whose tokens expired.
     "tokens-maintain-signing-keys": {"task": "tokens.maintain_signing_keys", "schedule": crontab(minute=7)},
     "tokens-purge-expired-tokens": {"task": "tokens.purge_expired_tokens", "schedule": crontab(hour=3, minute=17)},
+    # Writes usage records a dead gateway process left queued (live processes drain their own).
+    "usage-drain-queue": {"task": "usage.drain_usage_queue", "schedule": 60.0},
+    # Rebuilds the recent hour and day rollups and reconciles spend counters from the database.
+    "usage-rollup-recent": {"task": "usage.rollup_recent_usage", "schedule": crontab(minute="*/10")},
+    # Deletes raw usage records older than USAGE_RETENTION_DAYS (rollups stay).
+    "usage-prune-records": {"task": "usage.prune_usage_records", "schedule": crontab(hour=4, minute=23)},
 }

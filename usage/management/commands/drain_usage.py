@@ -1,0 +1,14 @@
+"""Write every queued usage record now (Redis queue and local spool), e.g. after a database outage."""
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from usage.writer import drain_usage_queue
+
+
+class Command(BaseCommand):
+    help = "Write all queued usage records to the database now."
+
+    def handle(self, *args, **options) -> None:
+        stored = drain_usage_queue()
+        self.stdout.write(self.style.SUCCESS(f"Stored {stored:,} usage records."))
