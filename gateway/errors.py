@@ -19,6 +19,7 @@
     ├── SpendCapReached               429 rate_limit_error       (x-should-retry: false)
     ├── UpstreamUnreachable           502 api_error
     ├── CircuitOpen                   503 api_error              (retry-after)
+    ├── NoUpstreamKey                 503 api_error              (no master key configured)
     └── UpstreamTimeout               504 timeout_error
 
 SDKs retry 408/409/429/5xx unless `x-should-retry: false`; the headers here decide which refusals a
@@ -147,6 +148,11 @@ class UpstreamUnreachable(GatewayError):
 class CircuitOpen(GatewayError):
     status, error_type, error_code = 503, "api_error", "circuit_open"
     default_message = "Circuit breaker is open"
+
+
+class NoUpstreamKey(GatewayError):
+    status, error_type, error_code = 503, "api_error", "no_upstream_key"
+    default_message = "The gateway has no upstream API key configured."
 
 
 class UpstreamTimeout(GatewayError):

@@ -1,0 +1,62 @@
+"""GET /admin/circuit-breaker and POST /admin/circuit-breaker/reset (operator credential).
+
+The /v1/* proxy itself is not a ninja route: it is mounted in front of Django (gateway/asgi.py).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from ninja import Router
+
+from gateway.breaker import get_circuit_breaker
+from gateway.breaker_state import BreakerSnapshot
+from tokens.operators import authenticate_operator
+
+router = Router(tags=["gateway"])
+
+
+def _timestamp(epoch_seconds: float) -> str | None:
+    if not epoch_seconds:
+        return None
+    moment = dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def breaker_body(snapshot: BreakerSnapshot) -> dict[str, Any]:
+    config = get_circuit_breaker().config
+    return {
+        "state": snapshot.state.value,
+        "consecutive_failures": snapshot.failures,
+        "half_open_successes": snapshot.successes,
+        "opened_at": _timestamp(snapshot.opened_at),
+        "last_change_at": _timestamp(snapshot.changed_at),
+        "retry_after_seconds": round(snapshot.retry_after(time.time(), config), 3),
+        "times_opened": snapshot.opens,
+        "failure_threshold": config.failure_threshold,
+        "reset_timeout_seconds": config.reset_timeout,
+        "success_threshold": config.success_threshold,
+        "shared": bool(settings.REDIS_URL),
+    }
+
+
+def _json(body: dict[str, Any]) -> HttpResponse:
+    response = HttpResponse(orjson.dumps(body), content_type="application/json")
+    response["cache-control"] = "no-store"
+    return response
+
+
+@router.get("/admin/circuit-breaker", auth=None, summary="Circuit breaker state, counts and last change")
+async def circuit_breaker_state(request: HttpRequest) -> HttpResponse:
+    await authenticate_operator(request)
+    return _json(breaker_body(await get_circuit_breaker().snapshot()))
+
+
+@router.post("/admin/circuit-breaker/reset", auth=None, summary="Close the circuit breaker now")
+async def reset_circuit_breaker(request: HttpRequest) -> HttpResponse:
+    actor = await authenticate_operator(request)
+    return _json(breaker_body(await get_circuit_breaker().reset(actor=actor)))

@@ -1,0 +1,121 @@
+"""The request body: read within the size limit, and the few fields policy needs.
+
+The body is forwarded byte for byte; only `model`, `stream` and `max_tokens` are read from it (and
+each request's `params.model` in a batch), with orjson. Malformed JSON on an endpoint that takes
+JSON is refused here, before anything goes upstream.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.errors import InvalidRequest, RequestTooLarge
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+MESSAGES_PATH = "/v1/messages"
+JSON_ENDPOINTS = frozenset({MESSAGES_PATH, "/v1/messages/count_tokens", "/v1/messages/batches"})
+BATCHES_PATH = "/v1/messages/batches"
+
+
+class ClientDisconnected(Exception):
+    """The client went away while its request body was still arriving."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSummary:
+    """What policy needs from a body: the models it names, whether it streams, its output bound."""
+
+    model: str | None = None
+    stream: bool = False
+    max_tokens: int = 0
+    batch_models: tuple[str, ...] = ()
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.model, *self.batch_models) if self.model else self.batch_models
+
+
+NO_SUMMARY = RequestSummary()
+
+
+def too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"Request body exceeds the maximum of {limit} bytes.")
+
+
+def check_declared_length(content_length: bytes | None, limit: int) -> None:
+    """Refuse before reading when the client announces a body over the limit."""
+    if content_length is None:
+        return
+    try:
+        declared = int(content_length)
+    except ValueError:
+        raise InvalidRequest("content-length is not a number.") from None
+    if declared > limit:
+        raise too_large(limit)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole body, refusing it as soon as it grows past `limit` (chunked uploads included)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
+
+
+def _parse_object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("There was an error parsing the body of your request. Please check that it is valid JSON.") from None
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("body: Input should be a valid dictionary")
+    return parsed
+
+
+def _max_tokens(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def summarize_body(method: str, path: str, body: bytes) -> RequestSummary:
+    """Read what policy needs; raises InvalidRequest for a body the API would refuse as unreadable."""
+    if method != "POST" or path not in JSON_ENDPOINTS:
+        return NO_SUMMARY
+    parsed = _parse_object(body)
+    if path == BATCHES_PATH:
+        return _summarize_batch(parsed)
+    model = parsed.get("model")
+    if model is None and path == MESSAGES_PATH:
+        raise InvalidRequest("model: Field required")
+    if model is not None and not isinstance(model, str):
+        raise InvalidRequest("model: Input should be a valid string")
+    return RequestSummary(model=model, stream=parsed.get("stream") is True, max_tokens=_max_tokens(parsed.get("max_tokens")))
+
+
+def _summarize_batch(parsed: dict[str, Any]) -> RequestSummary:
+    requests = parsed.get("requests")
+    if not isinstance(requests, list):
+        return NO_SUMMARY
+    models: list[str] = []
+    for item in requests:
+        params = item.get("params") if isinstance(item, dict) else None
+        model = params.get("model") if isinstance(params, dict) else None
+        if isinstance(model, str) and model not in models:
+            models.append(model)
+    return RequestSummary(batch_models=tuple(models))

@@ -1,0 +1,34 @@
+"""System checks for the gateway (ids asserted by tests)."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Warning, register
+
+from gateway.keypool import available_credentials
+
+
+@register()
+def check_upstream_key(app_configs, **kwargs) -> list[CheckMessage]:
+    if not available_credentials():
+        return [
+            Warning(
+                "No upstream API key: every /v1 request will be refused with 503 no_upstream_key.",
+                hint="Set ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY_FILE), or point ANTHROPIC_BASE_URL at the fake upstream for a demo.",
+                id="gateway.W001",
+            )
+        ]
+    return []
+
+
+@register()
+def check_shared_limits(app_configs, **kwargs) -> list[CheckMessage]:
+    if not settings.REDIS_URL:
+        return [
+            Warning(
+                "No REDIS_URL: rate limits and the circuit breaker are kept per process, so each gateway process "
+                "enforces its own limits and opens its own breaker.",
+                hint="Set REDIS_URL when running more than one gateway process or host.",
+                id="gateway.W002",
+            )
+        ]
+    return []

@@ -1,0 +1,217 @@
+"""The request flow of every /v1/* request, in the order of ARCHITECTURE.md:
+
+    authenticate ▶ read the body (size limit; model/stream/max_tokens) ▶ policy (model, rate, spend)
+    ▶ circuit breaker ▶ upstream (one retry on another key if the connection failed before any
+    response) ▶ relay the answer ▶ bookkeeping (breaker outcome, spend, tokens per minute, usage
+    event, the seed's log lines)
+
+A usage event is submitted for every request that got past authentication, whatever happened next.
+While the upstream is working, a second task listens for the client leaving: the upstream exchange
+is then cancelled at once (which closes its connection) and the usage seen so far still recorded.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+
+import httpx
+from django.conf import settings
+
+from gateway import relay
+from gateway.body import ClientDisconnected, RequestSummary, check_declared_length, read_body, summarize_body
+from gateway.breaker import get_circuit_breaker, is_failure_status
+from gateway.breaker_state import Admission
+from gateway.channel import ClientChannel, Receive, Scope, Send
+from gateway.errors import CircuitOpen, GatewayError, new_request_id
+from gateway.headers import header_value, upstream_request_headers
+from gateway.keypool import choose_upstream_key, report_upstream_result
+from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
+from gateway.ratelimit import get_rate_limiter
+from gateway.upstream import build_upstream_request, gateway_error_for, get_upstream_client, retryable_before_response
+from gateway.usage_tally import UsageTally
+from proxyproject.logging import log_event
+from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
+from tokens.identity import DeviceIdentity
+from usage.events import UsageEvent
+from usage.pricing import price_usage
+from usage.spend import release_spend, settle_spend
+from usage.writer import submit_usage
+
+logger = logging.getLogger("gateway.proxy")
+CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+SESSION_HEADER = b"x-claude-code-session-id"
+CLIENT_CLOSED_REQUEST = 499  # status recorded when the client left before any response
+
+
+class ProxiedRequest:
+    """One /v1 request's state from arrival to bookkeeping."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.receive = receive
+        self.client = ClientChannel(send)
+        self.request_id = new_request_id()
+        self.started = time.perf_counter()
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.raw_path: str = (scope.get("raw_path") or self.path.encode()).decode("latin-1")
+        self.query: bytes = scope.get("query_string", b"")
+        self.headers: list[tuple[bytes, bytes]] = scope["headers"]
+        self.tally = UsageTally()
+        self.event: UsageEvent | None = None
+        self.grant: PolicyGrant | None = None
+        self.admission: Admission | None = None
+        self.upstream_ok: bool | None = None  # the breaker's view of the outcome, once known
+        self.status = 0
+        self.client_gone = False
+
+    async def run(self) -> None:
+        log_event(logger, "Incoming request", requestId=self.request_id, method=self.method, path=self.path)
+        try:
+            identity = await authenticate_wrapper_token(self._credential())
+            self.event = self._new_event(identity)
+            check_declared_length(header_value(self.headers, b"content-length"), settings.MAX_REQUEST_BODY_BYTES)
+            body = await read_body(self.receive, settings.MAX_REQUEST_BODY_BYTES)
+            summary = summarize_body(self.method, self.path, body)
+            self.event.model = summary.model
+            self.grant = await enforce_policy(identity, summary, path=self.path, body_bytes=len(body), request_id=self.request_id)
+            self.admission = await get_circuit_breaker().admit()
+            if not self.admission.allowed:
+                raise CircuitOpen(retry_after=self.admission.retry_after)
+            await self._forward_until_done_or_gone(body, summary, identity)
+        except GatewayError as error:
+            await self._refuse(error)
+        except ClientDisconnected:
+            self.client_gone = True
+        except Exception:  # a bug must still answer in the envelope, never crash the worker
+            logger.exception("Unexpected error in the proxy", extra={"event_fields": {"requestId": self.request_id}})
+            await self._refuse(GatewayError())
+        finally:
+            await self._bookkeep()
+
+    def _credential(self) -> str:
+        found = {name.decode(): value.decode("latin-1") for name, value in self.headers if name in CREDENTIAL_HEADERS}
+        return extract_bearer_token(found) or ""
+
+    def _new_event(self, identity: DeviceIdentity) -> UsageEvent:
+        session = header_value(self.headers, SESSION_HEADER)
+        return UsageEvent(
+            request_id=self.request_id,
+            occurred_at=dt.datetime.now(dt.timezone.utc),
+            endpoint=self.path,
+            method=self.method,
+            device_id=identity.device_id,
+            device_pk=identity.device_pk,
+            org_id=identity.org_id,
+            session_id=session.decode("latin-1")[:200] if session else None,
+        )
+
+    async def _forward_until_done_or_gone(self, body: bytes, summary: RequestSummary, identity: DeviceIdentity) -> None:
+        exchange = asyncio.ensure_future(self._forward(body, summary, identity))
+        watcher = asyncio.ensure_future(self._wait_for_disconnect())
+        try:
+            await asyncio.wait((exchange, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not exchange.done():
+                self.client_gone = watcher.done()
+                exchange.cancel()
+                await asyncio.gather(exchange, return_exceptions=True)
+            watcher.cancel()
+        if not exchange.cancelled():
+            exchange.result()
+
+    async def _wait_for_disconnect(self) -> None:
+        """After the body, the only message left to receive is the client going away."""
+        while (await self.receive())["type"] != "http.disconnect":
+            continue
+
+    async def _forward(self, body: bytes, summary: RequestSummary, identity: DeviceIdentity) -> None:
+        response = await self._open_upstream(body, summary, identity)
+        try:
+            self.status = response.status_code
+            self.upstream_ok = not is_failure_status(self.status)
+            await relay.relay_response(self, response)
+        finally:
+            await response.aclose()
+
+    async def _open_upstream(self, body: bytes, summary: RequestSummary, identity: DeviceIdentity) -> httpx.Response:
+        """Send upstream; a connection that failed before any response is tried once more on
+        another key. Nothing has reached the client yet, so the retry is invisible to it."""
+        client = get_upstream_client()
+        tried: list[str] = []
+        while True:
+            credential = choose_upstream_key(exclude=tried)
+            tried.append(credential.name)
+            log_event(logger, "Proxying request to Anthropic", requestId=self.request_id, deviceId=identity.device_id,
+                      model=summary.model, stream=summary.stream, upstreamKey=credential.name, attempt=len(tried))
+            request = build_upstream_request(self.method, self.raw_path, self.query, upstream_request_headers(self.headers, credential), body)
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                report_upstream_result(credential, exception=exc)
+                if len(tried) == 1 and retryable_before_response(exc):
+                    continue
+                self.upstream_ok = False
+                raise gateway_error_for(exc) from exc
+            report_upstream_result(credential, status=response.status_code)
+            if self.event is not None:
+                self.event.upstream_key_name = credential.name
+            return response
+
+    async def _refuse(self, error: GatewayError) -> None:
+        self.status = error.status
+        if self.event is not None:
+            self.event.error_type = error.error_code
+        if not self.client.started:
+            await self.client.send_error(error, self.request_id, self.grant.rate_limit_headers if self.grant else ())
+
+    async def _bookkeep(self) -> None:
+        """After the response: nothing here may fail the request or delay what the client got."""
+        finished = time.perf_counter()
+        latency_ms = (finished - self.started) * 1000
+        ttfb_ms = (self.client.first_byte_at - self.started) * 1000 if self.client.first_byte_at is not None else None
+        if self.client_gone and not self.client.started:
+            self.status = CLIENT_CLOSED_REQUEST
+        try:
+            await self._record_breaker_outcome()
+            if self.event is not None:
+                await self._account(latency_ms, ttfb_ms)
+        except Exception:  # bookkeeping must never turn a served request into a crash
+            logger.exception("Bookkeeping failed", extra={"event_fields": {"requestId": self.request_id}})
+        log_event(logger, "Request completed", requestId=self.request_id, status=self.status, latencyMs=round(latency_ms, 2),
+                  ttfbMs=round(ttfb_ms, 2) if ttfb_ms is not None else None, clientDisconnected=self.client_gone)
+
+    async def _record_breaker_outcome(self) -> None:
+        if self.admission is not None and self.admission.allowed and self.upstream_ok is not None:
+            await get_circuit_breaker().record(self.admission, success=self.upstream_ok)
+
+    async def _account(self, latency_ms: float, ttfb_ms: float | None) -> None:
+        event = self.event
+        assert event is not None
+        event.status = self.status
+        event.latency_ms = round(latency_ms, 3)
+        event.ttfb_ms = round(ttfb_ms, 3) if ttfb_ms is not None else None
+        event.client_disconnected = self.client_gone
+        self.tally.apply_to(event)
+        if self.tally.error_type and not event.error_type:
+            event.error_type = self.tally.error_type
+        grant = self.grant
+        if grant is not None and grant.reservation is not None:
+            if self.tally.seen:
+                await settle_spend(grant.reservation, price_usage(event))
+            else:
+                await release_spend(grant.reservation)
+        used_tokens = event.input_tokens + event.cache_write_5m_tokens + event.cache_write_1h_tokens + event.output_tokens
+        if grant is not None and grant.tokens_key is not None and used_tokens:
+            await get_rate_limiter().add(grant.tokens_key, TOKENS_WINDOW_MS, used_tokens)
+        submit_usage(event)
+        log_event(logger, "Usage tracked", requestId=self.request_id, deviceId=event.device_id, model=event.model,
+                  inputTokens=event.input_tokens, outputTokens=event.output_tokens, cacheReadTokens=event.cache_read_tokens,
+                  cacheWriteTokens=event.cache_write_5m_tokens + event.cache_write_1h_tokens, streamed=event.streamed,
+                  clientDisconnected=self.client_gone)
+
+
+async def proxy_request(scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI entry point of /v1/*."""
+    await ProxiedRequest(scope, receive, send).run()

@@ -1,0 +1,96 @@
+"""Usage as the upstream reports it, gathered from a JSON message or from the events of a stream.
+
+Streams report usage twice or more: `message_start` carries the prompt side (and `output_tokens: 1`),
+each `message_delta` carries cumulative counts that may also restate input and cache fields. The
+rule (anthropic-api.md) is: the last value seen for each field wins, falling back to
+`message_start`. Fields may be absent or null; anything that is not a non-negative integer is
+ignored rather than trusted, since a malformed upstream body must not crash a worker.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from usage.events import UsageEvent
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class UsageTally:
+    """The merged usage of one response, plus the model and message id the upstream named."""
+
+    __slots__ = ("fields", "model", "message_id", "error_type", "seen")
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = {}
+        self.model: str | None = None
+        self.message_id: str | None = None
+        self.error_type: str | None = None
+        self.seen = False
+
+    def merge(self, usage: object) -> None:
+        """Fold one `usage` object in: every non-null field overrides what was seen before."""
+        if not isinstance(usage, Mapping):
+            return
+        self.seen = True
+        _merge_into(self.fields, usage)
+
+    def observe_message(self, message: object) -> None:
+        """A whole message object (a non-streaming reply, or `message_start.message`)."""
+        if not isinstance(message, Mapping):
+            return
+        self.model = _text(message.get("model")) or self.model
+        self.message_id = _text(message.get("id")) or self.message_id
+        self.merge(message.get("usage"))
+
+    def observe_error(self, envelope: object) -> None:
+        if isinstance(envelope, Mapping) and isinstance(envelope.get("error"), Mapping):
+            self.error_type = _text(envelope["error"].get("type")) or "api_error"
+
+    def apply_to(self, event: UsageEvent) -> None:
+        """Copy the counts into the usage event (cache writes split by TTL when the upstream says)."""
+        fields = self.fields
+        event.input_tokens = _count(fields.get("input_tokens")) or 0
+        event.output_tokens = _count(fields.get("output_tokens")) or 0
+        event.cache_read_tokens = _count(fields.get("cache_read_input_tokens")) or 0
+        split = fields.get("cache_creation")
+        five_minutes = _count(split.get("ephemeral_5m_input_tokens")) if isinstance(split, Mapping) else None
+        one_hour = _count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else None
+        if five_minutes is None and one_hour is None:
+            event.cache_write_5m_tokens = _count(fields.get("cache_creation_input_tokens")) or 0
+            event.cache_write_1h_tokens = 0
+        else:
+            event.cache_write_5m_tokens = five_minutes or 0
+            event.cache_write_1h_tokens = one_hour or 0
+        tools = fields.get("server_tool_use")
+        if isinstance(tools, Mapping):
+            event.web_search_requests = _count(tools.get("web_search_requests")) or 0
+            event.web_fetch_requests = _count(tools.get("web_fetch_requests")) or 0
+        event.service_tier = _text(fields.get("service_tier"))
+        event.speed = _text(fields.get("speed"))
+        event.inference_geo = _text(fields.get("inference_geo"))
+        if self.model:
+            event.model = self.model
+        if self.message_id:
+            event.extra["message_id"] = self.message_id
+
+
+def _merge_into(target: dict[str, Any], update: Mapping[str, Any]) -> None:
+    for key, value in update.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            nested = target.get(key)
+            if not isinstance(nested, dict):
+                nested = target[key] = {}
+            _merge_into(nested, value)
+        else:
+            target[key] = value

@@ -1,0 +1,129 @@
+"""The circuit breaker's rules, run against the per-process backend and (CI's second pass) Redis,
+with an injected clock."""
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from gateway.breaker import CircuitBreaker, is_failure_status
+from gateway.breaker_redis import RedisBreakerBackend
+from gateway.breaker_state import BreakerConfig, BreakerState, LocalBreakerBackend
+
+CONFIG = BreakerConfig(failure_threshold=5, reset_timeout=30.0, success_threshold=2)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend(request):
+    if request.param == "local":
+        return LocalBreakerBackend()
+    request.getfixturevalue("redis_required")
+    return RedisBreakerBackend(name=f"test-{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def breaker(backend, clock) -> CircuitBreaker:
+    return CircuitBreaker(backend, clock=clock, cache_seconds=0.0, config=CONFIG)
+
+
+async def fail(breaker: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        admission = await breaker.admit()
+        await breaker.record(admission, success=False)
+
+
+async def test_opens_after_five_consecutive_failures_and_fails_fast_for_thirty_seconds(breaker, clock):
+    await fail(breaker, 4)
+    assert (await breaker.snapshot()).state is BreakerState.CLOSED
+    await fail(breaker, 1)
+    snapshot = await breaker.snapshot()
+    assert (snapshot.state, snapshot.failures, snapshot.opens) == (BreakerState.OPEN, 5, 1)
+    clock.now += 29.5
+    refused = await breaker.admit()
+    assert (refused.allowed, refused.retry_after) == (False, pytest.approx(0.5))
+
+
+async def test_a_success_resets_the_consecutive_count(breaker):
+    await fail(breaker, 4)
+    await breaker.record(await breaker.admit(), success=True)
+    await fail(breaker, 4)
+    snapshot = await breaker.snapshot()
+    assert (snapshot.state, snapshot.failures) == (BreakerState.CLOSED, 4)
+
+
+async def test_half_open_admits_one_trial_at_a_time_and_closes_after_two_successes(breaker, clock):
+    await fail(breaker, 5)
+    clock.now += 30.0
+    trial = await breaker.admit()
+    assert (trial.allowed, trial.trial) == (True, True)
+    assert (await breaker.snapshot()).state is BreakerState.HALF_OPEN
+    assert (await breaker.admit()).allowed is False
+    await breaker.record(trial, success=True)
+    second = await breaker.admit()
+    assert second.trial is True
+    await breaker.record(second, success=True)
+    snapshot = await breaker.snapshot()
+    assert (snapshot.state, snapshot.failures, snapshot.successes) == (BreakerState.CLOSED, 0, 0)
+    assert (await breaker.admit()).allowed is True
+
+
+async def test_a_failed_trial_opens_the_breaker_again_for_a_full_timeout(breaker, clock):
+    await fail(breaker, 5)
+    clock.now += 31.0
+    trial = await breaker.admit()
+    await breaker.record(trial, success=False)
+    snapshot = await breaker.snapshot()
+    assert (snapshot.state, snapshot.opens, snapshot.opened_at) == (BreakerState.OPEN, 2, clock.now)
+    clock.now += 29.0
+    assert (await breaker.admit()).allowed is False
+
+
+async def test_an_abandoned_trial_lease_expires(breaker, clock):
+    await fail(breaker, 5)
+    clock.now += 30.0
+    assert (await breaker.admit()).trial is True
+    clock.now += 29.0
+    assert (await breaker.admit()).allowed is False
+    clock.now += 1.5
+    assert (await breaker.admit()).trial is True
+
+
+async def test_late_outcomes_of_requests_admitted_while_closed_do_not_move_an_open_breaker(breaker, clock):
+    await fail(breaker, 5)
+    late = await breaker.backend.record(clock.now, True, False, CONFIG)
+    assert late[1].state is BreakerState.OPEN
+
+
+async def test_reset_closes_at_once_and_keeps_the_count_of_openings(breaker):
+    await fail(breaker, 5)
+    snapshot = await breaker.reset(actor="user:ops")
+    assert (snapshot.state, snapshot.failures, snapshot.opens) == (BreakerState.CLOSED, 0, 1)
+    assert (await breaker.admit()).allowed is True
+
+
+async def test_a_process_trusts_the_state_it_saw_for_the_cache_time(backend, clock):
+    watcher = CircuitBreaker(backend, clock=clock, cache_seconds=1.0, config=CONFIG)
+    other = CircuitBreaker(backend, clock=clock, cache_seconds=0.0, config=CONFIG)
+    assert (await watcher.admit()).allowed is True
+    await fail(other, 5)
+    assert (await watcher.admit()).allowed is True
+    clock.now += 1.0
+    assert (await watcher.admit()).allowed is False
+
+
+def test_only_server_errors_count_as_failures():
+    assert [is_failure_status(status) for status in (200, 400, 401, 404, 413, 429, 500, 502, 529)] == [
+        False, False, False, False, False, False, True, True, True]
