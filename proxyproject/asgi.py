@@ -14,12 +14,14 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app regi
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from gateway.asgi import mount_proxy  # noqa: E402
 from proxyproject.lifespan import lifespan_app  # noqa: E402
 from proxyproject.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # /v1/* goes straight to the proxy, without Django's handler and middleware (gateway/asgi.py).
+        "http": mount_proxy(django_asgi_app),
         "lifespan": lifespan_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

@@ -63,16 +63,17 @@ def _check_broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=2)
 
 
-async def _timed(check: Callable[[], Awaitable[None]]) -> CheckResult:
+async def _timed(check: Callable[[], Awaitable[str | None]]) -> CheckResult:
+    """A check raises when its dependency is down; it may return a short state to report when up."""
     started = time.perf_counter()
     try:
-        await check()
+        detail = await check()
     except Exception as exc:  # a health check reports any failure instead of raising it
         return CheckResult(False, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}")
-    return CheckResult(True, (time.perf_counter() - started) * 1000)
+    return CheckResult(True, (time.perf_counter() - started) * 1000, detail or "")
 
 
-DEEP_CHECKS: dict[str, Callable[[], Awaitable[None]]] = {
+DEEP_CHECKS: dict[str, Callable[[], Awaitable[str | None]]] = {
     "database": sync_to_async(_check_database, thread_sensitive=True),
     "cache": sync_to_async(_check_cache, thread_sensitive=False),
     "broker": sync_to_async(_check_broker, thread_sensitive=False),
