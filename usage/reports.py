@@ -1,0 +1,122 @@
+"""Usage totals and breakdowns over raw records, for GET /admin/usage and the admin dashboard alike."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.functions import TruncDay, TruncHour
+
+from usage.models import UsageRecord
+from usage.pricing import COST_QUANTUM
+
+GroupBy = Literal["day", "hour", "model", "device"]
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
+COUNT_FIELDS = (*TOKEN_FIELDS, "web_search_requests", "web_fetch_requests")
+UTC = dt.timezone.utc
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    since: dt.datetime
+    until: dt.datetime
+    device_pk: int | None = None
+    device_ref: str | None = None
+    org_pk: int | None = None
+    model: str | None = None
+
+    def apply(self, records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
+        records = records.filter(occurred_at__gte=self.since, occurred_at__lt=self.until)
+        if self.device_pk is not None:
+            records = records.filter(device_pk=self.device_pk)
+        if self.device_ref is not None:
+            records = records.filter(device_ref=self.device_ref)
+        if self.org_pk is not None:
+            records = records.filter(org_pk=self.org_pk)
+        if self.model is not None:
+            records = records.filter(model=self.model)
+        return records
+
+
+@dataclass
+class UsageTotals:
+    requests: int = 0
+    errors: int = 0
+    unpriced_requests: int = 0
+    cost: Decimal = Decimal(0)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_FIELDS, 0))
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.counts[name] for name in TOKEN_FIELDS)
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "unpriced_requests": self.unpriced_requests,
+            **self.counts,
+            "cost": format(self.cost.quantize(COST_QUANTUM), "f"),
+        }
+
+
+@dataclass
+class UsageGroup:
+    key: str
+    totals: UsageTotals
+
+
+_AGGREGATES = {
+    "requests": Count("id"),
+    "errors": Count("id", filter=Q(is_error=True)),
+    "unpriced_requests": Count("id", filter=Q(priced=False)),
+    "cost_sum": Sum("cost"),
+    **{f"{name}_sum": Sum(name) for name in COUNT_FIELDS},
+}
+
+
+def _totals(row: dict) -> UsageTotals:
+    return UsageTotals(
+        requests=row["requests"],
+        errors=row["errors"],
+        unpriced_requests=row["unpriced_requests"],
+        cost=row["cost_sum"] or Decimal(0),
+        counts={name: row[f"{name}_sum"] or 0 for name in COUNT_FIELDS},
+    )
+
+
+def _group_key(group_by: GroupBy, value: object) -> str:
+    if group_by == "day":
+        return value.astimezone(UTC).strftime("%Y-%m-%d")
+    if group_by == "hour":
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
+    return str(value)
+
+
+def usage_totals(usage_filter: UsageFilter) -> UsageTotals:
+    return _totals(usage_filter.apply(UsageRecord.objects.all()).aggregate(**_AGGREGATES))
+
+
+def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | None = None) -> list[UsageGroup]:
+    """Time groups in time order; model and device groups by cost, dearest first."""
+    records = usage_filter.apply(UsageRecord.objects.all())
+    expression = {
+        "day": TruncDay("occurred_at", tzinfo=UTC),
+        "hour": TruncHour("occurred_at", tzinfo=UTC),
+        "model": F("model"),
+        "device": F("device_ref"),
+    }[group_by]
+    rows = records.annotate(group_key=expression).values("group_key").annotate(**_AGGREGATES)
+    if group_by in ("day", "hour"):
+        rows = rows.order_by("group_key")
+    else:
+        rows = rows.order_by(F("cost_sum").desc(nulls_last=True), "-requests", "group_key")
+    if limit is not None:
+        rows = rows[:limit]
+    return [UsageGroup(_group_key(group_by, row["group_key"]), _totals(row)) for row in rows]
