@@ -11,6 +11,7 @@ from gateway.api import router as gateway_router
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound, error_response
 from proxyproject.health import run_health_checks
 from tokens.api import router as tokens_router
+from usage.api import router as usage_router
 
 
 class OrjsonRenderer(BaseRenderer):
@@ -41,6 +42,7 @@ async def healthz(request: HttpRequest, deep: bool = False) -> HttpResponse:
 
 api.add_router("", health_router)
 api.add_router("", tokens_router)
+api.add_router("", usage_router)
 api.add_router("", gateway_router)
 
 
