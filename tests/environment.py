@@ -12,3 +12,5 @@ os.environ.setdefault("ANTHROPIC_API_KEY", "sk-ant-test-master-key-0001")
 os.environ.setdefault("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
 os.environ.setdefault("REDIS_KEY_PREFIX", f"test-{os.getpid()}-{os.urandom(3).hex()}")
 os.environ.setdefault("DB_CONN_MAX_AGE", "0")
+# Many tests enroll devices from 127.0.0.1; the abuse-limit tests set their own small limits.
+os.environ.setdefault("ENROLLMENT_RATE_LIMIT_MAX", "1000000")
