@@ -1,0 +1,34 @@
+"""System checks of the tokens app, by id."""
+from __future__ import annotations
+
+import pytest
+from django.core.checks import run_checks
+from django.utils import timezone
+
+from tokens.models import SigningKey, SigningKeyState
+
+
+def _ids(**kwargs) -> set[str]:
+    return {message.id for message in run_checks(**kwargs) if message.id.startswith("tokens.")}
+
+
+def test_open_enrollment_without_debug_is_warned_on_deploy(settings):
+    settings.DEBUG = False
+    settings.ENROLLMENT_MODE = "open"
+    assert "tokens.W001" in _ids(include_deployment_checks=True)
+    settings.ENROLLMENT_MODE = "approval"
+    assert "tokens.W001" not in _ids(include_deployment_checks=True)
+
+
+def test_slow_revocation_is_warned(settings):
+    settings.REVOCATION_CACHE_SECONDS = 6
+    assert "tokens.W002" in _ids()
+    settings.REVOCATION_CACHE_SECONDS = 5
+    assert "tokens.W002" not in _ids()
+
+
+@pytest.mark.django_db
+def test_signing_key_unreadable_with_the_current_encryption_key_is_an_error(settings):
+    SigningKey.objects.create(kid="k-lost", encrypted_secret="gAAAAAB-not-decryptable", state=SigningKeyState.ACTIVE, created_at=timezone.now())
+    assert "tokens.E001" in _ids(databases=["default"])
+    assert "tokens.E001" not in _ids()
