@@ -3,7 +3,6 @@ GET /healthz. Transport failures and the gateway's error envelope become the typ
 here and nowhere else."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -192,7 +191,7 @@ def origin_of(url: str) -> str:
 
 
 def describe_duration(seconds: float) -> str:
-    minutes = math.floor(seconds / 60)
+    minutes = round(seconds / 60)  # an HTTP date drops the fraction: 599.2 s is "10 min"
     if minutes < 1:
         return f"{seconds:.0f} s"
     hours, minutes = divmod(minutes, 60)

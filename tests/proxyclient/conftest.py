@@ -21,18 +21,31 @@ def start_gateway(**env: str) -> ServerProcess:
     return gateway_process(**{**GATEWAY_ENV, **env}).start()
 
 
-@pytest.fixture
-def gateway(transactional_db) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module")
+def module_gateway(django_db_setup) -> Iterator[ServerProcess]:
+    """One gateway process per test module (starting one costs seconds). It survives the flush
+    between transactional tests: it reseeds its signing key from JWT_SECRET with the same kid, and
+    every test enrolls devices of its own."""
     server = start_gateway()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def short_lived_gateway(transactional_db) -> Iterator[ServerProcess]:
+def gateway(module_gateway, transactional_db) -> ServerProcess:
+    return module_gateway
+
+
+@pytest.fixture(scope="module")
+def module_short_lived_gateway(django_db_setup) -> Iterator[ServerProcess]:
     server = start_gateway(JWT_EXPIRATION_HOURS=SHORT_LIVED_HOURS)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def short_lived_gateway(module_short_lived_gateway, transactional_db) -> ServerProcess:
+    return module_short_lived_gateway
 
 
 def client_config(server_url: str, state_dir: Path, **overrides: object) -> ProxyConfig:

@@ -70,7 +70,7 @@ def test_refresh_service_refreshes_before_expiry(short_lived_gateway, tmp_path):
     proxy = launch(short_lived_gateway.url, tmp_path)
     try:
         first = proxy.session.grant
-        assert 3.0 <= first.lifetime <= 3.7
+        assert 2.5 <= first.lifetime <= 3.6  # the JWT exp has whole seconds
         deadline = time.monotonic() + 10
         while proxy.session.grant.wrapper_token == first.wrapper_token and time.monotonic() < deadline:
             time.sleep(0.05)

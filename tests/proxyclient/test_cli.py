@@ -1,0 +1,143 @@
+"""`python -m proxyclient token | env | status` as Claude Code and a shell run them."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+
+import pytest
+
+from proxyclient.cli import main
+from tests.servers import BASE_DIR, free_port
+from tokens.models import AuditEvent, AuditKind, Device
+from tokens.revocation import block_device, revoke_device_tokens
+
+
+def cli_environment(server_url: str, home) -> dict[str, str]:
+    return {
+        "ENABLE_PROXY": "true",
+        "PROXY_BOOTSTRAP_URL": f"{server_url}/bootstrap",
+        "PROXYCLIENT_HOME": str(home),
+        "PROXYCLIENT_KEYRING": "off",
+    }
+
+
+def run_cli(argv: list[str], environ: dict[str, str], **kwargs) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, environ=environ, stdout=out, stderr=err, **kwargs)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def empty_working_directory(tmp_path, monkeypatch):
+    """The CLI reads .env from the working directory; the repository's must not leak in."""
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+
+
+def test_token_prints_only_the_token_and_reuses_it(gateway, tmp_path):
+    environ = cli_environment(gateway.url, tmp_path / "home") | {"CLAUDE_CODE_API_KEY_HELPER_TTL_MS": "0"}
+    command = [sys.executable, "-m", "proxyclient", "token"]
+    subprocess_env = environ | {"PYTHONPATH": str(BASE_DIR), "PATH": "/usr/bin:/bin"}
+    first = subprocess.run(command, env=subprocess_env, cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    assert (first.returncode, first.stderr) == (0, "")
+    token = first.stdout.removesuffix("\n")
+    assert first.stdout == token + "\n" and token.count(".") == 2 and "\n" not in token
+    code, out, err = run_cli(["token"], environ)
+    assert (code, out, err) == (0, token + "\n", "")
+    device_id = (tmp_path / "home" / "device_id").read_text().strip()
+    assert list(AuditEvent.objects.filter(device_ref=device_id).values_list("kind", flat=True)) == [AuditKind.BOOTSTRAP]
+    assert Device.objects.get(device_id=device_id).app_version == "proxyclient-cli/1.0.0"
+
+
+def test_token_asked_again_within_the_helper_ttl_renews_a_revoked_token(gateway, tmp_path):
+    """Claude Code re-runs its apiKeyHelper early only after a 401."""
+    environ = cli_environment(gateway.url, tmp_path)
+    revoked = run_cli(["token"], environ)[1].strip()
+    device = Device.objects.get(device_id=(tmp_path / "device_id").read_text().strip())
+    revoke_device_tokens(device=device, actor="test")
+    code, out, err = run_cli(["token"], environ)
+    assert (code, err) == (0, "")
+    assert out.strip() != revoked
+    assert list(AuditEvent.objects.filter(device_ref=device.device_id).order_by("occurred_at", "id").values_list("kind", flat=True)) == [
+        AuditKind.BOOTSTRAP, AuditKind.DEVICE_REVOKED, AuditKind.BOOTSTRAP
+    ]
+
+
+def test_token_asked_again_after_the_helper_ttl_is_the_cached_one(gateway, tmp_path):
+    environ = cli_environment(gateway.url, tmp_path) | {"CLAUDE_CODE_API_KEY_HELPER_TTL_MS": "60000"}
+    first = run_cli(["token"], environ)[1]
+    assert run_cli(["token"], environ, clock=lambda: time.time() + 61)[1] == first
+
+
+def test_env_prints_base_url_and_auth_token_lines(gateway, tmp_path):
+    environ = cli_environment(gateway.url, tmp_path)
+    code, out, err = run_cli(["env"], environ)
+    token = run_cli(["token"], environ)[1].strip()
+    assert (code, err) == (0, "")
+    assert out == f"ANTHROPIC_BASE_URL={gateway.url}\nANTHROPIC_AUTH_TOKEN={token}\n"
+
+
+def test_status_shows_device_gateway_expiry_and_health(gateway, tmp_path):
+    environ = cli_environment(gateway.url, tmp_path)
+    code, out, _ = run_cli(["status"], environ)
+    device_id = (tmp_path / "device_id").read_text().strip()
+    assert code == 0
+    assert out.splitlines() == [
+        f"device:  {device_id}",
+        f"state:   {tmp_path}",
+        f"gateway: {gateway.url}/bootstrap",
+        "proxy:   (not enrolled yet: run `python -m proxyclient token`)",
+        "token:   none",
+        "refresh: none",
+        f"health:  ok ({gateway.url}/healthz)",
+    ]
+    run_cli(["token"], environ)
+    code, out, _ = run_cli(["status"], environ)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[3] == f"proxy:   {gateway.url}"
+    assert lines[4].startswith("token:   valid until ") and lines[4].endswith("(in 24 h 00 min)")
+    assert lines[5].startswith("refresh: refresh token valid until ")
+
+
+def test_gateway_down_exits_3_with_what_to_do(tmp_path):
+    code, out, err = run_cli(["token"], cli_environment(f"http://127.0.0.1:{free_port()}", tmp_path))
+    assert (code, out) == (3, "")
+    message, hint = err.splitlines()
+    assert message.startswith("proxyclient: Cannot reach the gateway at http://127.0.0.1:")
+    assert hint.startswith("What to do: Check that the gateway is running (curl its /healthz)")
+
+
+def test_proxy_mode_off_exits_2(tmp_path):
+    code, out, err = run_cli(["token"], cli_environment("http://127.0.0.1:9", tmp_path) | {"ENABLE_PROXY": "false"})
+    assert (code, out) == (2, "")
+    assert err == (
+        "proxyclient: Proxy mode is off.\n"
+        "What to do: Set ENABLE_PROXY=true in the environment or in .env to route through the gateway.\n"
+    )
+
+
+def test_blocked_device_exits_4(gateway, tmp_path):
+    environ = cli_environment(gateway.url, tmp_path)
+    run_cli(["token"], environ)
+    device = Device.objects.get(device_id=(tmp_path / "device_id").read_text().strip())
+    block_device(device=device, actor="test")
+    code, out, err = run_cli(["token"], environ)
+    assert (code, out) == (4, "")
+    assert "(device_blocked, HTTP 403)" in err
+
+
+def test_clock_skew_exits_5(gateway, tmp_path):
+    code, out, err = run_cli(["token"], cli_environment(gateway.url, tmp_path), clock=lambda: time.time() - 3 * 3600)
+    assert (code, out) == (5, "")
+    assert err.startswith("proxyclient: This computer's clock is 3 h 00 min behind the gateway's")
+    assert err.endswith("What to do: Turn on automatic date and time (network time) in your system settings, then try again.\n")
+
+
+def test_unknown_command_is_a_usage_error():
+    with pytest.raises(SystemExit) as usage:
+        main(["frobnicate"], environ={}, stderr=io.StringIO())
+    assert usage.value.code == 2
