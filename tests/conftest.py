@@ -34,3 +34,18 @@ def close_async_thread_connections(django_db_setup, django_db_blocker):
     yield
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all, thread_sensitive=True)())
+
+
+@pytest.fixture(autouse=True)
+def fresh_token_caches():
+    """Every test starts with empty per-process token caches (signing keyring, device states): the
+    database is rolled back between tests, and a device id reused by the next test must not be
+    answered from the previous test's copy."""
+    from tokens.device_state import forget_device_states
+    from tokens.signing_keys import forget_keyring
+
+    forget_keyring()
+    forget_device_states()
+    yield
+    forget_keyring()
+    forget_device_states()
