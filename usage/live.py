@@ -31,7 +31,7 @@ def live_row(record: UsageRecord) -> dict[str, Any]:
         "output_tokens": record.output_tokens,
         "cache_read_tokens": record.cache_read_tokens,
         "cache_write_tokens": record.cache_write_5m_tokens + record.cache_write_1h_tokens,
-        "cost": None if record.cost is None else str(record.cost),
+        "cost": None if record.cost is None else format(record.cost, "f"),
         "latency_ms": round(record.latency_ms, 1),
     }
 

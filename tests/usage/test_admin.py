@@ -1,0 +1,154 @@
+"""The operators' usage pages in the Django admin: the dashboard with its SVG charts, prices edited
+in the admin, unpriced records flagged, CSV exports, and the device list's spend summary."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+from tests.usage.cast import usage_event
+from usage.models import ModelPrice, UsageRecord, UsageRollup
+from usage.pricing import price_usage
+from usage.reports import DeviceSpend, spend_summary_for_devices
+from usage.writer import drain_usage_queue, submit_usage
+
+pytestmark = pytest.mark.usefixtures("prices")
+DASHBOARD = "/admin/usage/usagerecord/dashboard/"
+
+
+@pytest.fixture
+def operator() -> Client:
+    client = Client()
+    client.force_login(get_user_model().objects.create(username="ops", is_staff=True, is_superuser=True))
+    return client
+
+
+@pytest.fixture
+def recent_usage():
+    now = timezone.now()
+    rows = [
+        ("req_a1", "ada", "claude-sonnet-4-5", 200, 1000, 500),  # 0.0105
+        ("req_a2", "ada", "claude-sonnet-4-5", 529, 0, 0),
+        ("req_b1", "bob", "claude-haiku-4-5", 200, 2000, 100),  # 0.0025
+        ("req_c1", "cy", "=HYPERLINK(\"x\")", 200, 10, 1),  # unknown model, unpriced
+    ]
+    for index, (request_id, device, model, status, tokens_in, tokens_out) in enumerate(rows):
+        submit_usage(usage_event(
+            request_id=request_id, occurred_at=now - dt.timedelta(minutes=10 + index), device_id=device, device_pk=index + 1,
+            model=model, status=status, input_tokens=tokens_in, output_tokens=tokens_out, latency_ms=100.0 * (index + 1),
+        ))
+    drain_usage_queue()
+    return now
+
+
+def test_the_dashboard_draws_real_charts_and_numbers(operator, recent_usage):
+    response = operator.get(DASHBOARD)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="usage-chart"') == 3
+    assert '<title>Requests</title>' in html and '<title>Tokens</title>' in html and '<title>Spend (USD)</title>' in html
+    assert '<div class="value" id="tile-requests">4</div>' in html
+    assert '<div class="value" id="tile-errors">25.0%</div>' in html
+    assert '<div class="value" id="tile-tokens">3,611</div>' in html
+    assert '<div class="value" id="tile-spend">$0.0130</div>' in html
+    assert '<div class="value" id="tile-unpriced">1</div>' in html
+    assert 'class="breaker-closed">closed</span>' in html
+    top_devices = html.split('id="top-devices"')[1].split("</table>")[0]
+    assert top_devices.index("<td>ada</td>") < top_devices.index("<td>bob</td>")
+    assert "<td>0.010500</td>" in top_devices
+
+
+def test_the_dashboard_escapes_what_clients_send(operator, recent_usage):
+    html = operator.get(DASHBOARD).content.decode()
+    assert "=HYPERLINK(&quot;x&quot;)" in html
+    assert '=HYPERLINK("x")' not in html
+
+
+def test_the_dashboard_periods(operator, recent_usage):
+    week = operator.get(DASHBOARD, {"period": "7d"}).content.decode()
+    assert "<strong>7d</strong>" in week
+    assert week.split("<h2>Requests</h2>")[1].split("</svg>")[0].count("<rect") >= 2
+
+
+def test_the_dashboard_is_for_staff_only(recent_usage):
+    client = Client()
+    assert client.get(DASHBOARD).status_code == 302
+    client.force_login(get_user_model().objects.create(username="visitor"))
+    assert client.get(DASHBOARD).status_code == 302
+
+
+def test_a_price_edited_in_the_admin_applies_to_the_next_record(operator):
+    price = ModelPrice.objects.get(model_pattern="claude-haiku-4-5*")
+    page = operator.get(f"/admin/usage/modelprice/{price.pk}/change/")
+    assert page.status_code == 200
+    form = {
+        "model_pattern": "claude-haiku-4-5*", "label": "Haiku 4.5", "speed": "standard", "prompt_tokens_above": "0",
+        "effective_from_0": "2020-01-01", "effective_from_1": "00:00:00", "input_per_mtok": "1", "output_per_mtok": "4.5",
+        "cache_write_5m_per_mtok": "1.25", "cache_write_1h_per_mtok": "2", "cache_read_per_mtok": "0.1", "us_geo_multiplier": "1",
+    }
+    response = operator.post(f"/admin/usage/modelprice/{price.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert price_usage(usage_event(model="claude-haiku-4-5-20251001", output_tokens=1_000_000)) == Decimal("4.5")
+
+
+def test_unpriced_records_are_flagged_and_filterable(operator, recent_usage):
+    html = operator.get("/admin/usage/usagerecord/", {"priced": "no"}).content.decode()
+    assert "req_c1" in html and "req_a1" not in html
+    assert "unknown model" in html
+
+
+def csv_rows(response) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+def test_records_export_as_csv(operator, recent_usage):
+    ids = list(UsageRecord.objects.order_by("occurred_at").values_list("pk", flat=True))
+    response = operator.post("/admin/usage/usagerecord/", {"action": "export_csv", "_selected_action": ids})
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    rows = csv_rows(response)
+    header = rows[0]
+    assert header[:3] == ["occurred_at", "request_id", "upstream_request_id"]
+    by_id = {row[1]: dict(zip(header, row)) for row in rows[1:]}
+    assert list(by_id) == ["req_c1", "req_b1", "req_a2", "req_a1"]
+    assert (by_id["req_a1"]["cost"], by_id["req_a1"]["priced"], by_id["req_a1"]["input_tokens"]) == ("0.0105000000", "True", "1000")
+    assert (by_id["req_c1"]["cost"], by_id["req_c1"]["priced"]) == ("", "False")
+    assert by_id["req_c1"]["model"] == "'=HYPERLINK(\"x\")"  # a formula is never live in a spreadsheet
+
+
+def test_rollups_export_as_csv(operator, recent_usage):
+    since = (recent_usage - dt.timedelta(hours=1)).isoformat()
+    call_command("rollup_usage", since=since, until=recent_usage.isoformat(), stdout=io.StringIO(), stderr=io.StringIO())
+    ids = list(UsageRollup.objects.filter(period="hour").values_list("pk", flat=True))
+    rows = csv_rows(operator.post("/admin/usage/usagerollup/", {"action": "export_csv", "_selected_action": ids}))
+    assert rows[0][:7] == ["period", "bucket_start", "device_ref", "device_pk", "org_pk", "model", "requests"]
+    assert rows[0][16] == "cost"
+    per_device: dict[str, tuple[int, Decimal]] = {}
+    for row in rows[1:]:
+        requests, cost = per_device.get(row[2], (0, Decimal(0)))
+        per_device[row[2]] = (requests + int(row[6]), cost + Decimal(row[16]))
+    assert per_device == {"ada": (2, Decimal("0.0105")), "bob": (1, Decimal("0.0025")), "cy": (1, Decimal(0))}
+    assert all(len(row[16].split(".")[1]) == 10 for row in rows[1:])
+
+
+def test_spend_summary_for_the_device_list():
+    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+    for request_id, at, pk, tokens_out in (
+        ("req_today", now - dt.timedelta(hours=1), 41, 100_000),  # 1.50
+        ("req_earlier", now - dt.timedelta(days=3), 41, 20_000),  # 0.30
+        ("req_last_month", now - dt.timedelta(days=30), 41, 20_000),
+        ("req_other", now - dt.timedelta(hours=2), 42, 10_000),  # 0.15
+    ):
+        submit_usage(usage_event(request_id=request_id, occurred_at=at, device_pk=pk, output_tokens=tokens_out))
+    drain_usage_queue()
+    assert spend_summary_for_devices([41, 42, 43], now=now) == {
+        41: DeviceSpend(Decimal("1.5"), Decimal("1.8")),
+        42: DeviceSpend(Decimal("0.15"), Decimal("0.15")),
+        43: DeviceSpend(Decimal(0), Decimal(0)),
+    }

@@ -1,0 +1,127 @@
+"""Operators' view of usage: prices (editable: saving one reprices from the next record on), records
+and rollups (read-only, CSV export), the dashboard and the live feed."""
+from __future__ import annotations
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
+from django.utils.html import format_html
+
+from tokens.admin import CappedCountPaginator
+from usage.dashboard import PERIODS, build_dashboard
+from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
+from usage.models import ModelPrice, UsageRecord, UsageRollup
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = (
+        "model_pattern", "label", "speed", "prompt_tokens_above", "effective_from", "input_per_mtok", "output_per_mtok",
+        "cache_write_5m_per_mtok", "cache_write_1h_per_mtok", "cache_read_per_mtok", "us_geo_multiplier",
+    )
+    list_filter = ("speed",)
+    search_fields = ("model_pattern", "label")
+    readonly_fields = ("updated_at",)
+    fieldsets = (
+        (None, {"fields": ("model_pattern", "label", "speed", "prompt_tokens_above", "effective_from")}),
+        ("USD per million tokens", {"fields": (
+            ("input_per_mtok", "output_per_mtok"), ("cache_write_5m_per_mtok", "cache_write_1h_per_mtok"), "cache_read_per_mtok",
+        )}),
+        ("Multipliers", {"fields": ("us_geo_multiplier", "updated_at")}),
+    )
+
+
+class PricedFilter(admin.SimpleListFilter):
+    title = "price"
+    parameter_name = "priced"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Priced"), ("no", "Unknown model (unpriced)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(priced=self.value() == "yes")
+        return queryset
+
+
+class ReadOnlyUsageAdmin(admin.ModelAdmin):
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyUsageAdmin):
+    list_display = (
+        "occurred_at", "request_id", "device_ref", "model", "endpoint", "status", "total_tokens", "cost_display", "latency_ms", "streamed",
+    )
+    list_filter = (PricedFilter, "is_error", "streamed", "client_disconnected", "service_tier", "status")
+    search_fields = ("=request_id", "=upstream_request_id", "=device_ref", "model")
+    raw_id_fields = ("device", "organization")
+    actions = ["export_csv"]
+
+    @admin.display(description="Tokens")
+    def total_tokens(self, record: UsageRecord) -> str:
+        return f"{record.total_tokens:,}"
+
+    @admin.display(description="Cost (USD)", ordering="cost")
+    def cost_display(self, record: UsageRecord) -> str:
+        if not record.priced:
+            return format_html('<span class="usage-unpriced" title="{}">unknown model</span>', "No ModelPrice matches this model")
+        return f"{record.cost:.6f}"
+
+    @admin.action(description="Export selected records as CSV")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+        return csv_export(queryset.order_by("occurred_at"), RECORD_COLUMNS, f"usage-records-{timezone.now():%Y%m%d-%H%M}.csv")
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="usage_dashboard"),
+            path("live/", self.admin_site.admin_view(self.live_view), name="usage_live"),
+            *super().get_urls(),
+        ]
+
+    def _require_view(self, request: HttpRequest) -> None:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+
+    def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
+        self._require_view(request)
+        dashboard = build_dashboard(request.GET.get("period", ""), timezone.now())
+        context = {**self.admin_site.each_context(request), "title": "Usage dashboard", "dashboard": dashboard,
+                   "periods": list(PERIODS), "opts": self.model._meta}
+        return TemplateResponse(request, "admin/usage/dashboard.html", context)
+
+    def live_view(self, request: HttpRequest) -> TemplateResponse:
+        self._require_view(request)
+        context = {**self.admin_site.each_context(request), "title": "Live requests", "opts": self.model._meta}
+        return TemplateResponse(request, "admin/usage/live.html", context)
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(ReadOnlyUsageAdmin):
+    list_display = (
+        "bucket_start", "period", "device_ref", "model", "requests", "errors", "unpriced_requests", "input_tokens", "output_tokens",
+        "cache_read_tokens", "cost", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+    )
+    list_filter = ("period",)
+    search_fields = ("=device_ref", "model")
+    raw_id_fields = ("device",)
+    actions = ["export_csv"]
+
+    @admin.action(description="Export selected rollups as CSV")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+        return csv_export(queryset.order_by("bucket_start", "device_ref", "model"), ROLLUP_COLUMNS,
+                          f"usage-rollups-{timezone.now():%Y%m%d-%H%M}.csv")

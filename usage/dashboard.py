@@ -1,0 +1,156 @@
+"""What the admin's usage dashboard shows: totals, series over time drawn as SVG, top devices and
+models, spend today and this month, and the circuit breaker's state."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.utils.safestring import SafeString
+
+from gateway.api import breaker_body
+from gateway.breaker import get_circuit_breaker
+from usage.charts import Series, stacked_bar_chart
+from usage.reports import GroupBy, UsageFilter, UsageGroup, UsageTotals, usage_groups, usage_totals
+
+UTC = dt.timezone.utc
+PERIODS: dict[str, tuple[dt.timedelta, GroupBy]] = {
+    "24h": (dt.timedelta(hours=24), "hour"),
+    "7d": (dt.timedelta(days=7), "day"),
+    "30d": (dt.timedelta(days=30), "day"),
+}
+DEFAULT_PERIOD = "24h"
+TOP = 10
+
+
+@dataclass
+class Dashboard:
+    period: str
+    since: dt.datetime
+    until: dt.datetime
+    totals: UsageTotals
+    charts: dict[str, SafeString]
+    top_devices: list[UsageGroup]
+    top_models: list[UsageGroup]
+    spend_today: Decimal
+    spend_month: Decimal
+    breaker: dict[str, Any] | None
+    breaker_error: str | None
+
+    @property
+    def tiles(self) -> list[tuple[str, str, str]]:
+        """(id, value, label) of each headline number."""
+        totals = self.totals
+        return [
+            ("requests", f"{totals.requests:,}", "requests"),
+            ("errors", f"{totals.error_rate:.1%}", f"error rate ({totals.errors:,} errors)"),
+            ("tokens", f"{totals.total_tokens:,}", "tokens"),
+            ("spend", f"${totals.cost:,.4f}", "spend in period"),
+            ("today", f"${self.spend_today:,.4f}", "spend today (UTC)"),
+            ("month", f"${self.spend_month:,.4f}", "spend this month"),
+            ("unpriced", f"{totals.unpriced_requests:,}", "unpriced: unknown model"),
+        ]
+
+    @property
+    def device_rows(self) -> list[TableRow]:
+        return table_rows(self.top_devices)
+
+    @property
+    def model_rows(self) -> list[TableRow]:
+        return table_rows(self.top_models)
+
+
+@dataclass(frozen=True)
+class TableRow:
+    key: str
+    requests: str
+    errors: str
+    tokens: str
+    cost: str
+
+
+def table_rows(groups: list[UsageGroup]) -> list[TableRow]:
+    return [
+        TableRow(
+            key=group.key or "(none)",
+            requests=f"{group.totals.requests:,}",
+            errors=f"{group.totals.errors:,}",
+            tokens=f"{group.totals.total_tokens:,}",
+            cost=f"{group.totals.cost:.6f}" + (f" (+{group.totals.unpriced_requests:,} unpriced)" if group.totals.unpriced_requests else ""),
+        )
+        for group in groups
+    ]
+
+
+def bucket_keys(since: dt.datetime, until: dt.datetime, group_by: GroupBy) -> list[str]:
+    """Every bucket of the period in order, so quiet hours show as empty bars rather than vanish."""
+    step = dt.timedelta(hours=1) if group_by == "hour" else dt.timedelta(days=1)
+    moment = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if group_by == "day":
+        moment = moment.replace(hour=0)
+    keys = []
+    while moment < until:
+        keys.append(moment.strftime("%Y-%m-%dT%H:00:00Z" if group_by == "hour" else "%Y-%m-%d"))
+        moment += step
+    return keys
+
+
+def _short(key: str, group_by: GroupBy) -> str:
+    return key[11:16] if group_by == "hour" else key[5:]
+
+
+def _charts(since: dt.datetime, until: dt.datetime, group_by: GroupBy, groups: list[UsageGroup]) -> dict[str, SafeString]:
+    by_key = {group.key: group.totals for group in groups}
+    keys = bucket_keys(since, until, group_by)
+    rows = [by_key.get(key, UsageTotals()) for key in keys]
+    labels = [_short(key, group_by) for key in keys]
+    return {
+        "requests": stacked_bar_chart(labels, [
+            Series("ok", "#417690", [r.requests - r.errors for r in rows]),
+            Series("errors", "#ba2121", [r.errors for r in rows]),
+        ], title="Requests"),
+        "tokens": stacked_bar_chart(labels, [
+            Series("input", "#79aec8", [r.counts["input_tokens"] for r in rows]),
+            Series("cache read", "#9ccc65", [r.counts["cache_read_tokens"] for r in rows]),
+            Series("cache write", "#ffb74d", [r.counts["cache_write_5m_tokens"] + r.counts["cache_write_1h_tokens"] for r in rows]),
+            Series("output", "#264b5d", [r.counts["output_tokens"] for r in rows]),
+        ], title="Tokens"),
+        "spend": stacked_bar_chart(labels, [Series("USD", "#8e6bb8", [float(r.cost) for r in rows])],
+                                   title="Spend (USD)", value_format=lambda value: f"${value:,.4f}"),
+    }
+
+
+async def _breaker_state() -> dict[str, Any]:
+    return breaker_body(await get_circuit_breaker().snapshot())
+
+
+def _breaker() -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        return async_to_sync(_breaker_state)(), None
+    except Exception as exc:  # Redis away: the rest of the dashboard is still worth showing
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def build_dashboard(period: str, now: dt.datetime) -> Dashboard:
+    period = period if period in PERIODS else DEFAULT_PERIOD
+    length, group_by = PERIODS[period]
+    until = now.astimezone(UTC)
+    since = until - length
+    usage_filter = UsageFilter(since, until)
+    day_start = until.replace(hour=0, minute=0, second=0, microsecond=0)
+    breaker, breaker_error = _breaker()
+    return Dashboard(
+        period=period,
+        since=since,
+        until=until,
+        totals=usage_totals(usage_filter),
+        charts=_charts(since, until, group_by, usage_groups(usage_filter, group_by)),
+        top_devices=usage_groups(usage_filter, "device", limit=TOP),
+        top_models=usage_groups(usage_filter, "model", limit=TOP),
+        spend_today=usage_totals(UsageFilter(day_start, until)).cost,
+        spend_month=usage_totals(UsageFilter(day_start.replace(day=1), until)).cost,
+        breaker=breaker,
+        breaker_error=breaker_error,
+    )

@@ -1,0 +1,52 @@
+"""CSV exports of usage records and rollups, streamed so an export of a month of traffic never
+sits in memory."""
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+
+RECORD_COLUMNS = (
+    "occurred_at", "request_id", "upstream_request_id", "device_ref", "device_pk", "org_pk", "session_id", "model",
+    "endpoint", "method", "status", "error_type", "is_error", "streamed", "client_disconnected", "input_tokens",
+    "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "web_search_requests",
+    "web_fetch_requests", "service_tier", "speed", "inference_geo", "latency_ms", "ttfb_ms", "upstream_key_name",
+    "cost", "priced",
+)
+ROLLUP_COLUMNS = (
+    "period", "bucket_start", "device_ref", "device_pk", "org_pk", "model", "requests", "errors", "unpriced_requests",
+    "input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
+    "web_search_requests", "web_fetch_requests", "cost", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _cell(value: object) -> object:
+    """Neutralise a leading =, +, - or @ in text so a spreadsheet never runs a cell as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return "" if value is None else value
+
+
+def _lines(queryset: QuerySet, columns: Sequence[str]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(columns)
+    for row in queryset.values_list(*columns).iterator(chunk_size=2000):
+        yield writer.writerow([_cell(value) for value in row])
+
+
+def csv_export(queryset: QuerySet, columns: Sequence[str], filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_lines(queryset, columns), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
