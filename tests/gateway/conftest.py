@@ -1,0 +1,132 @@
+"""The gateway's test cast: the fake Anthropic upstream on a real socket, devices enrolled through
+POST /bootstrap, and a driver that speaks raw ASGI to the gateway in this process."""
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient
+
+from gateway import breaker as breaker_module
+from gateway.fake_anthropic import FakeAnthropic
+from gateway.upstream import close_upstream_client
+from tokens.models import Device
+from tokens.revocation import policy_changed
+
+MASTER_KEY = "sk-ant-test-master-" + "k" * 20 + "MK42"
+MESSAGE_BODY = b'{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}'
+STREAM_BODY = b'{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
+
+
+@pytest.fixture
+def fake_upstream(settings):
+    """A fresh fake upstream per test, and this process's gateway pointed at it."""
+    with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
+        settings.ANTHROPIC_BASE_URL = fake.base_url
+        settings.ANTHROPIC_API_KEY = MASTER_KEY
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+async def fresh_breaker_and_pool():
+    """Each test starts with a closed breaker, and leaves no upstream pool open on its loop."""
+    breaker_module._local_breaker = None
+    breaker_module._redis_breaker = None
+    if breaker_module.get_async_redis() is not None:
+        await breaker_module.get_circuit_breaker().reset(actor="test")
+    yield
+    await close_upstream_client()
+
+
+async def enroll_device(**policy: object) -> str:
+    """A wrapper token for a new device, enrolled through POST /bootstrap; `policy` fields are set
+    on the device afterwards, as an operator would."""
+    device_id = f"dev-{secrets.token_hex(6)}"
+    response = await AsyncClient().post("/bootstrap", {"device_id": device_id, "app_version": "1.0.0"}, content_type="application/json")
+    assert response.status_code == 200, response.content
+    if policy:
+        await sync_to_async(_set_policy)(device_id, policy)
+    return response.json()["wrapper_token"]
+
+
+def _set_policy(device_id: str, policy: dict[str, object]) -> None:
+    from django.db import transaction
+
+    with transaction.atomic():
+        device = Device.objects.get(device_id=device_id)
+        for name, value in policy.items():
+            setattr(device, name, value)
+        device.save()
+        policy_changed(device=device)
+
+
+@pytest.fixture
+async def token(transactional_db) -> str:
+    return await enroll_device()
+
+
+@dataclass
+class Answer:
+    status: int
+    raw_headers: list[tuple[bytes, bytes]]
+    chunks: list[bytes] = field(default_factory=list)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {name.decode(): value.decode() for name, value in self.raw_headers}
+
+    def all(self, name: str) -> list[str]:
+        return [value.decode() for key, value in self.raw_headers if key.decode() == name]
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+async def call_gateway(
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | list[tuple[str, str]] = (),
+    body: bytes | list[bytes] = b"",
+    query: bytes = b"",
+    leave_after_first_chunk: bool = False,
+) -> Answer:
+    """One request through the project's ASGI application, in this process."""
+    from proxyproject.asgi import application
+
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in pairs],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+    }
+    parts = body if isinstance(body, list) else [body]
+    incoming = [{"type": "http.request", "body": part, "more_body": index < len(parts) - 1} for index, part in enumerate(parts)]
+    gone = asyncio.Event()
+    answer = Answer(0, [])
+
+    async def receive():
+        if incoming:
+            return incoming.pop(0)
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer.status, answer.raw_headers = message["status"], list(message["headers"])
+        elif message.get("body"):
+            answer.chunks.append(message["body"])
+            if leave_after_first_chunk:
+                gone.set()
+
+    await asyncio.wait_for(application(scope, receive, send), timeout=20)
+    return answer
+
+
+def bearer(token: str, **extra: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}", "content-type": "application/json", "anthropic-version": "2023-06-01", **extra}
