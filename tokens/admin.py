@@ -200,9 +200,6 @@ class AuditEventAdmin(ReadOnlyAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False
 
-    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return request.user.is_active and request.user.is_staff
-
 
 @admin.register(SigningKey)
 class SigningKeyAdmin(ReadOnlyAdmin):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 import weakref
 from dataclasses import dataclass
@@ -25,17 +26,20 @@ from typing import Any, Callable
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
+from proxyproject.logging import log_event
 from proxyproject.redis import get_async_redis, get_sync_redis, redis_key
 from tokens.identity import DevicePolicy
 from tokens.models import Device, DeviceStatus, IssuedToken, TokenKind
 from tokens.policy import policy_from_json, policy_to_json, resolve_policy
 
-# Snapshots are invalidated explicitly; the TTL only bounds how long an edit made outside the
-# services (a shell, raw SQL) can go unnoticed.
-SNAPSHOT_TTL_SECONDS = 300
+logger = logging.getLogger("tokens.device_state")
+
+# Snapshots are invalidated explicitly; the TTL only bounds how long a change can go unnoticed when
+# its invalidation could not reach Redis, or was made outside the services (a shell, raw SQL).
+SNAPSHOT_TTL_SECONDS = 120
 GENERATION_TTL_SECONDS = 2 * 24 * 3600
 
 
@@ -89,7 +93,7 @@ def load_device_state(device_id: str) -> DeviceState | None:
         return None
     organization = device.organization
     revoked_jtis = IssuedToken.objects.filter(
-        Q(device=device, kind=TokenKind.ACCESS, revoked_at__isnull=False, expires_at__gt=timezone.now())
+        device=device, kind=TokenKind.ACCESS, revoked_at__isnull=False, expires_at__gt=timezone.now()
     ).values_list("jti", flat=True)
     return DeviceState(
         device_pk=device.pk,
@@ -152,7 +156,12 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
     client = get_async_redis()
     if client is None:
         return await sync_to_async(load_device_state)(device_id)
-    raw, device_gen, orgs_gen = await client.mget(_snapshot_key(device_id), _generation_key(device_id), _org_generation_key())
+    try:
+        raw, device_gen, orgs_gen = await client.mget(_snapshot_key(device_id), _generation_key(device_id), _org_generation_key())
+    except RedisError as exc:
+        # Availability over sharing: the database is the authority, so answer from it.
+        log_event(logger, "Device state: Redis unavailable, reading the database", logging.WARNING, device_id=device_id, error=str(exc))
+        return await sync_to_async(load_device_state)(device_id)
     device_gen = (device_gen or b"0").decode()
     orgs_gen = (orgs_gen or b"0").decode()
     if raw is not None:
@@ -161,10 +170,13 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
             return None if snapshot["state"] is None else DeviceState.from_json(snapshot["state"])
     state = await sync_to_async(load_device_state)(device_id)
     payload = orjson.dumps({"gen": device_gen, "orgs_gen": orgs_gen, "state": state.as_json() if state else None})
-    await client.eval(
-        _STORE_IF_CURRENT, 3, _snapshot_key(device_id), _generation_key(device_id), _org_generation_key(),
-        payload, device_gen, orgs_gen, SNAPSHOT_TTL_SECONDS,
-    )
+    try:
+        await client.eval(
+            _STORE_IF_CURRENT, 3, _snapshot_key(device_id), _generation_key(device_id), _org_generation_key(),
+            payload, device_gen, orgs_gen, SNAPSHOT_TTL_SECONDS,
+        )
+    except RedisError as exc:
+        log_event(logger, "Device state: snapshot not shared", logging.WARNING, device_id=device_id, error=str(exc))
     return state
 
 
@@ -203,11 +215,15 @@ def invalidate_devices(device_ids: list[str]) -> None:
     client = get_sync_redis()
     if client is None or not device_ids:
         return
-    with client.pipeline(transaction=False) as pipe:
-        for device_id in device_ids:
-            pipe.incr(_generation_key(device_id))
-            pipe.expire(_generation_key(device_id), GENERATION_TTL_SECONDS)
-        pipe.execute()
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for device_id in device_ids:
+                pipe.incr(_generation_key(device_id))
+                pipe.expire(_generation_key(device_id), GENERATION_TTL_SECONDS)
+            pipe.execute()
+    except RedisError as exc:
+        # The change is committed; shared snapshots now age out within SNAPSHOT_TTL_SECONDS instead.
+        log_event(logger, "Device state: invalidation not shared", logging.ERROR, devices=len(device_ids), error=str(exc))
 
 
 def forget_device_states() -> None:
@@ -220,5 +236,9 @@ def invalidate_all_devices() -> None:
     counter is simpler than tracking which devices belong to which organization in Redis."""
     device_state_cache.entries.clear()
     client = get_sync_redis()
-    if client is not None:
+    if client is None:
+        return
+    try:
         client.incr(_org_generation_key())
+    except RedisError as exc:
+        log_event(logger, "Device state: invalidation not shared", logging.ERROR, devices="all", error=str(exc))

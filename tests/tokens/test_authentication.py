@@ -4,11 +4,17 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from asgiref.sync import async_to_sync
 
 from gateway.errors import AuthenticationFailed, DeviceBlocked, DevicePendingApproval, TokenExpired, TokenRevoked
 from tests.tokens.client import bootstrap, jwt_parts
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
+from tokens import device_state
 from tokens.device_state import device_state_cache, forget_device_states
 from tokens.identity import DeviceIdentity, DevicePolicy
 from tokens.models import Device, DeviceStatus, Organization
@@ -178,4 +184,14 @@ def test_another_process_revocation_is_seen_once_the_cache_ages_out(enrolled, se
     assert authenticate(enrolled["wrapper_token"]).device_id == "laptop-ada"
     clock.now += 0.1
     with pytest.raises(TokenRevoked):
+        authenticate(enrolled["wrapper_token"])
+
+
+def test_with_redis_down_the_state_comes_from_the_database(enrolled, monkeypatch):
+    unreachable = {"host": "127.0.0.1", "port": 9, "socket_connect_timeout": 0.5}
+    monkeypatch.setattr(device_state, "get_async_redis", lambda: redis.asyncio.Redis(**unreachable, retry=AsyncRetry(NoBackoff(), 0)))
+    monkeypatch.setattr(device_state, "get_sync_redis", lambda: redis.Redis(**unreachable, retry=Retry(NoBackoff(), 0)))
+    assert authenticate(enrolled["wrapper_token"]).device_id == "laptop-ada"
+    block_device(device=Device.objects.get(device_id="laptop-ada"), actor="test")
+    with pytest.raises(DeviceBlocked):
         authenticate(enrolled["wrapper_token"])
