@@ -1,0 +1,176 @@
+"""Usage and spend through the real surface: gateway server processes relaying to the fake
+Anthropic upstream on a real socket, records landing in the shared test database, and spend caps
+holding for 50 concurrent requests spread over two gateway processes on one Redis."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import httpx
+import orjson
+import pytest
+
+from gateway.fake_anthropic import FakeAnthropic
+from tests.servers import ServerProcess, gateway_process
+from django.utils import timezone
+
+from tokens.models import Device
+from tokens.revocation import policy_changed
+from usage.models import UsageRecord
+from usage.pricing import worst_case_cost
+
+pytestmark = pytest.mark.usefixtures("live_prices")
+MASTER_KEY = "sk-ant-test-master-usage-0001"
+SONNET = "claude-sonnet-4-5-20250929"
+# Sonnet 4.5: 1000*3 + 200*15 + 5000*0.30 (cache reads) + 300*3.75 (5m writes) + 100*6 (1h writes) = 9,225 per million
+FAKE_USAGE = {
+    "input_tokens": 1000, "output_tokens": 200, "cache_read_input_tokens": 5000,
+    "cache_creation": {"ephemeral_5m_input_tokens": 300, "ephemeral_1h_input_tokens": 100},
+}
+
+
+@pytest.fixture(scope="module")
+def fake_upstream() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
+        yield fake
+
+
+def start_gateway(fake: FakeAnthropic, **env: str) -> ServerProcess:
+    return gateway_process(
+        ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, ENROLLMENT_MODE="open", ENROLLMENT_RATE_LIMIT_MAX="100000",
+        USAGE_FLUSH_INTERVAL="0.05", USAGE_PRICE_CACHE_SECONDS="3600", **env,
+    ).start()
+
+
+@pytest.fixture(scope="module")
+def module_gateway(django_db_setup, fake_upstream) -> Iterator[ServerProcess]:
+    server = start_gateway(fake_upstream)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateway(module_gateway, live_prices) -> ServerProcess:
+    return module_gateway
+
+
+def enroll(server: ServerProcess, device_id: str, **policy: object) -> str:
+    response = httpx.post(server.url + "/bootstrap", json={"device_id": device_id, "app_version": "1.0"}, timeout=10)
+    assert response.status_code == 200, response.text
+    if policy:
+        Device.objects.filter(device_id=device_id).update(**policy)
+    return response.json()["wrapper_token"]
+
+
+def message(server: ServerProcess, token: str, *, stream: bool = False, model: str = SONNET, max_tokens: int = 64,
+            usage: dict | None = None, fault: str | None = None) -> httpx.Response:
+    headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01"}
+    if usage is not None:
+        headers["x-fake-usage"] = orjson.dumps(usage).decode()
+    if fault is not None:
+        headers["x-fake-fault"] = fault
+    body = {"model": model, "max_tokens": max_tokens, "stream": stream, "messages": [{"role": "user", "content": "Say hello"}]}
+    return httpx.post(server.url + "/v1/messages", json=body, headers=headers, timeout=30)
+
+
+def records_of(device_id: str, count: int, timeout: float = 15.0) -> list[UsageRecord]:
+    """The device's records once `count` have landed (the gateway writes them about 50 ms later)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(UsageRecord.objects.filter(device_ref=device_id).order_by("occurred_at"))
+        if len(records) >= count or time.monotonic() > deadline:
+            assert len(records) == count, f"{len(records)} records of {device_id}, expected {count}"
+            return records
+        time.sleep(0.05)
+
+
+def test_streamed_and_plain_replies_are_recorded_and_priced_alike(gateway):
+    token = enroll(gateway, "usage-live-ada")
+    plain = message(gateway, token, usage=FAKE_USAGE)
+    assert plain.status_code == 200, plain.text
+    streamed = message(gateway, token, stream=True, usage=FAKE_USAGE)
+    assert streamed.status_code == 200 and "event: message_stop" in streamed.text
+    first, second = records_of("usage-live-ada", 2)
+    for record, was_streamed in ((first, False), (second, True)):
+        assert record.streamed is was_streamed
+        assert (record.input_tokens, record.output_tokens, record.cache_read_tokens) == (1000, 200, 5000)
+        assert (record.cache_write_5m_tokens, record.cache_write_1h_tokens) == (300, 100)
+        assert (record.cost, record.priced, record.status, record.model) == (Decimal("0.009225"), True, 200, SONNET)
+        assert record.device_id == Device.objects.get(device_id="usage-live-ada").pk
+
+
+def test_refusals_upstream_errors_and_broken_streams_are_recorded(gateway):
+    token = enroll(gateway, "usage-live-bob", allowed_models="claude-haiku-*")
+    assert message(gateway, token).status_code == 403
+    Device.objects.filter(device_id="usage-live-bob").update(allowed_models="")
+    enroll_again = enroll(gateway, "usage-live-bob-2")
+    assert message(gateway, enroll_again, fault="529").status_code == 529
+    broken = message(gateway, enroll_again, stream=True, fault="error-mid-stream", usage={"input_tokens": 40, "output_tokens": 9})
+    assert broken.status_code == 200 and "event: error" in broken.text
+    (refused,) = records_of("usage-live-bob", 1)
+    assert (refused.status, refused.is_error, refused.error_type, refused.cost) == (403, True, "model_not_allowed", Decimal(0))
+    overloaded, mid_stream = records_of("usage-live-bob-2", 2)
+    assert (overloaded.status, overloaded.is_error, overloaded.error_type) == (529, True, "overloaded_error")
+    # the stream broke before its message_delta: the output is what message_start reported (1)
+    assert (mid_stream.status, mid_stream.is_error, mid_stream.streamed, mid_stream.input_tokens, mid_stream.output_tokens) == (
+        200, True, True, 40, 1)
+    assert mid_stream.cost == Decimal("0.000135")  # 40*3 + 1*15
+
+
+def test_an_unknown_model_is_recorded_with_its_tokens_and_no_price(gateway):
+    token = enroll(gateway, "usage-live-cy")
+    assert message(gateway, token, model="claude-nonesuch-9", usage={"input_tokens": 321, "output_tokens": 12}).status_code == 200
+    (record,) = records_of("usage-live-cy", 1)
+    assert (record.model, record.input_tokens, record.output_tokens, record.cost, record.priced) == ("claude-nonesuch-9", 321, 12, None, False)
+
+
+@pytest.fixture
+def two_gateways(redis_required, live_prices, fake_upstream) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    first = start_gateway(fake_upstream)
+    try:
+        second = start_gateway(fake_upstream)
+    except Exception:
+        first.stop()
+        raise
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+CAPPED_BODY = orjson.dumps({"model": "claude-haiku-4-5", "max_tokens": 160, "messages": [{"role": "user", "content": "hi"}]})
+
+
+async def fire(servers: tuple[ServerProcess, ServerProcess], token: str, count: int, usage: dict) -> list[int]:
+    headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01", "content-type": "application/json",
+               "x-fake-usage": orjson.dumps(usage).decode()}
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=count)) as client:
+        responses = await asyncio.gather(*(
+            client.post(servers[index % 2].url + "/v1/messages", content=CAPPED_BODY, headers=headers) for index in range(count)
+        ))
+    return [response.status_code for response in responses]
+
+
+def test_fifty_concurrent_requests_through_two_gateways_never_pass_the_cap(two_gateways):
+    first, _ = two_gateways
+    token = enroll(first, "usage-live-capped")
+    worst = worst_case_cost("claude-haiku-4-5", len(CAPPED_BODY), 160, timezone.now())
+    assert worst == Decimal(len(CAPPED_BODY) * 2 + 160 * 5) / 1_000_000  # every body byte at the 1h write rate, output at 5
+    cap = Decimal("0.01")  # ten worst cases fit (0.000978 each), an eleventh does not
+    device = Device.objects.get(device_id="usage-live-capped")
+    device.daily_spend_cap_usd = cap
+    device.save()
+    policy_changed(device=device)
+    usage = {"input_tokens": 50, "output_tokens": 150}
+    actual = Decimal("0.0008")  # 50*1 + 150*5 per million
+
+    statuses = asyncio.run(fire(two_gateways, token, 50, usage))
+    admitted = statuses.count(200)
+    assert statuses.count(429) == 50 - admitted
+    records = records_of("usage-live-capped", 50)
+    settled = sum((record.cost for record in records), Decimal(0))
+    assert settled == actual * admitted <= cap
+    # at least the ten the worst cases allow; more only as settled actual costs free room (at most 12)
+    assert 10 <= admitted <= int((cap - worst) / actual) + 1 == 12
+    assert {record.error_type for record in records if record.status == 429} == {"spend_cap_reached"}
