@@ -32,12 +32,16 @@ def fake_upstream(settings):
 
 @pytest.fixture(autouse=True)
 async def fresh_breaker_and_pool():
-    """Each test starts with a closed breaker, and leaves no upstream pool open on its loop."""
+    """Each test starts and ends with a closed breaker (on Redis it is shared with every process of
+    this run), and leaves no upstream pool open on its loop."""
     breaker_module._local_breaker = None
     breaker_module._redis_breaker = None
-    if breaker_module.get_async_redis() is not None:
+    shared = breaker_module.get_async_redis() is not None
+    if shared:
         await breaker_module.get_circuit_breaker().reset(actor="test")
     yield
+    if shared:
+        await breaker_module.get_circuit_breaker().reset(actor="test")
     await close_upstream_client()
 
 

@@ -1,0 +1,54 @@
+"""Two gateway processes sharing Redis enforce one rate limit and one circuit breaker."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from gateway.fake_anthropic import FakeAnthropic
+from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
+from tests.gateway.test_sdk import enroll
+from tests.servers import gateway_process
+
+
+@pytest.fixture
+def two_gateways(redis_required, transactional_db, settings):
+    with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
+        env = {"REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "ANTHROPIC_BASE_URL": fake.base_url, "ANTHROPIC_API_KEY": MASTER_KEY}
+        first = gateway_process(**env).start()
+        try:
+            second = gateway_process(**env).start()
+        except Exception:
+            first.stop()
+            raise
+        yield fake, first, second
+        first.stop()
+        second.stop()
+
+
+def post_message(server, token: str, **headers: str) -> httpx.Response:
+    return httpx.post(server.url + "/v1/messages", content=MESSAGE_BODY, timeout=10,
+                      headers={"authorization": f"Bearer {token}", "content-type": "application/json", **headers})
+
+
+def test_requests_through_either_process_count_against_one_limit(two_gateways):
+    fake, first, second = two_gateways
+    token = enroll(first, requests_per_window=3, window_ms=60_000)
+    statuses = [post_message(server, token).status_code for server in (first, second, first, second)]
+    assert statuses == [200, 200, 200, 429]
+    assert len(fake.requests) == 3
+
+
+def test_a_breaker_opened_through_one_process_refuses_on_the_other(two_gateways):
+    fake, first, second = two_gateways
+    token = enroll(first)
+    assert [post_message(first, token, **{"x-fake-fault": "500"}).status_code for _ in range(5)] == [500] * 5
+    deadline = time.monotonic() + 5
+    while (answer := post_message(second, token)).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["details"]["error_code"] == "circuit_open"
+    upstream_calls = len(fake.requests)
+    assert post_message(first, token).status_code == 503
+    assert len(fake.requests) == upstream_calls
