@@ -11,10 +11,12 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from ninja import Router
 
 from gateway.breaker import get_circuit_breaker
 from gateway.breaker_state import BreakerSnapshot
+from gateway.errors import PermissionDenied
 from tokens.operators import authenticate_operator
 
 router = Router(tags=["gateway"])
@@ -56,7 +58,17 @@ async def circuit_breaker_state(request: HttpRequest) -> HttpResponse:
     return _json(breaker_body(await get_circuit_breaker().snapshot()))
 
 
+def check_csrf_for_session(request: HttpRequest) -> None:
+    """A reset by a logged-in operator's browser session needs the CSRF token, or any page the
+    operator visits could reset the breaker; an API key in a header cannot be sent cross-site."""
+    if request.headers.get("authorization"):
+        return
+    if CsrfViewMiddleware(lambda _: HttpResponse()).process_view(request, None, (), {}) is not None:
+        raise PermissionDenied("CSRF verification failed.")
+
+
 @router.post("/admin/circuit-breaker/reset", auth=None, summary="Close the circuit breaker now")
 async def reset_circuit_breaker(request: HttpRequest) -> HttpResponse:
+    check_csrf_for_session(request)
     actor = await authenticate_operator(request)
     return _json(breaker_body(await get_circuit_breaker().reset(actor=actor)))

@@ -2,8 +2,12 @@
 envelope with the error code and headers that tell a client whether to retry."""
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+
 import orjson
 import pytest
+from asgiref.sync import sync_to_async
 
 from tests.gateway.conftest import MESSAGE_BODY, bearer, call_gateway, enroll_device
 
@@ -87,3 +91,26 @@ async def test_upstream_errors_pass_through_unchanged(fake_upstream, token):
     assert (answer.status, answer.headers["retry-after"], answer.headers["request-id"]) == (429, "1", seen.request_id)
     assert orjson.loads(answer.body)["error"]["type"] == "rate_limit_error"
     assert "details" not in orjson.loads(answer.body)["error"]
+
+
+def _price_sonnet() -> None:
+    from usage.models import ModelPrice
+    from usage.pricing import invalidate_price_table
+
+    ModelPrice.objects.update_or_create(
+        model_pattern="claude-sonnet-4-5*", speed="standard", prompt_tokens_above=0, effective_from=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
+        defaults={"input_per_mtok": Decimal(3), "output_per_mtok": Decimal(15), "cache_write_5m_per_mtok": Decimal("3.75"),
+                  "cache_write_1h_per_mtok": Decimal(6), "cache_read_per_mtok": Decimal("0.30")},
+    )
+    invalidate_price_table()
+
+
+async def test_a_request_that_could_pass_the_spend_cap_gets_429_that_clients_must_not_retry(fake_upstream, transactional_db):
+    await sync_to_async(_price_sonnet)()
+    token = await enroll_device(daily_spend_cap_usd=Decimal("0.01"))
+    cheap = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+    dear = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY.replace(b'"max_tokens":64', b'"max_tokens":4000'))
+    assert cheap.status == 200
+    assert error_of(dear) == (429, "rate_limit_error", "spend_cap_reached")
+    assert dear.headers["x-should-retry"] == "false"
+    assert len(fake_upstream.requests) == 1

@@ -119,3 +119,14 @@ async def test_a_warm_ordinary_request_makes_no_database_query(fake_upstream, to
     monkeypatch.setattr(CursorWrapper, "execute", counting_execute)
     assert (await call_gateway("POST", "/v1/messages", headers=bearer(token), body=STREAM_BODY)).status == 200
     assert queries == []
+
+
+async def test_a_staff_session_needs_the_csrf_token_to_reset_the_breaker(transactional_db):
+    from django.contrib.auth import get_user_model
+
+    await sync_to_async(get_user_model().objects.create_user)(username="ops", password="correct-horse-9", is_staff=True)
+    browser = AsyncClient(enforce_csrf_checks=True)
+    await sync_to_async(browser.login)(username="ops", password="correct-horse-9")
+    assert (await browser.get("/admin/circuit-breaker")).json()["state"] == "closed"
+    refused = await browser.post("/admin/circuit-breaker/reset")
+    assert (refused.status_code, refused.json()["error"]["message"]) == (403, "CSRF verification failed.")
