@@ -14,13 +14,13 @@ from bench.report import RESULTS_DIR, build_rows, describe, format_table, report
 from bench.run import BenchConfig, run_benchmark
 from bench.targets import SERVERS, TRANSPORTS
 
-QUICK = {"repetitions": 1, "duration": 1.0, "warmup": 0.2, "held_streams": 200}
+QUICK = {"repetitions": 1, "duration": 1.0, "warmup": 0.2, "held_streams": 200}  # about a minute
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[BenchConfig, Path]:
     defaults = BenchConfig()
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one short repetition and 200 held streams (~1 minute)")
+    parser.add_argument("--quick", action="store_true", help="one short repetition, 200 held streams, no matrix (~1 minute)")
     parser.add_argument("--repetitions", type=int, help=f"default {defaults.repetitions}")
     parser.add_argument("--duration", type=float, help=f"measured seconds per cell, default {defaults.duration}")
     parser.add_argument("--held-streams", type=int, help=f"slow streams held open for the capacity cell, default {defaults.held_streams}")
@@ -28,14 +28,15 @@ def parse_config(argv: list[str] | None = None) -> tuple[BenchConfig, Path]:
     parser.add_argument("--transport", choices=TRANSPORTS, default=defaults.transport, help="upstream client of the pass-through (b)")
     parser.add_argument("--upstream", choices=("lean", "bundled"), default=defaults.upstream,
                         help="lean: the fake's replies from a lean server (default); bundled: the full fake Anthropic API")
-    parser.add_argument("--no-variants", action="store_true", help="skip the server x transport pass-through matrix")
+    parser.add_argument("--variants", action=argparse.BooleanOptionalAction, default=None,
+                        help="also the pass-through on every server x transport (default: on, off with --quick)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="directory of the JSON results")
     arguments = parser.parse_args(argv)
     config = replace(defaults, **QUICK) if arguments.quick else defaults
     overrides = {"repetitions": arguments.repetitions, "duration": arguments.duration, "held_streams": arguments.held_streams}
     config = replace(config, **{name: value for name, value in overrides.items() if value is not None},
                      server=arguments.server, transport=arguments.transport, upstream=arguments.upstream,
-                     variants=not arguments.no_variants)
+                     variants=arguments.variants if arguments.variants is not None else not arguments.quick)
     return config, arguments.output
 
 

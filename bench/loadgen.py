@@ -30,7 +30,11 @@ class Endpoint:
 @dataclass(frozen=True, slots=True)
 class Workload:
     """A closed loop: `concurrency` connections send `request` back to back for `duration`
-    seconds after `warmup` seconds, at most `max_requests` in all."""
+    seconds after `warmup` seconds, at most `max_requests` in all.
+
+    The measured window stretches past `duration` (up to `max_duration`) until `min_completed`
+    responses ended in it: a proxy whose streams take longer than the window would otherwise
+    show no throughput at all, rather than a low one."""
 
     request: bytes
     concurrency: int
@@ -39,6 +43,8 @@ class Workload:
     max_requests: int = 1_000_000
     streaming: bool = False
     timeout: float = 10.0
+    min_completed: int = 0
+    max_duration: float = 0.0  # 0: `duration`
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,9 +256,16 @@ class ClosedLoop:
         now = time.perf_counter()
         self.measure_from = now + workload.warmup
         self.stop_at = self.measure_from + workload.duration
+        self.hard_stop = self.measure_from + max(workload.max_duration, workload.duration)
+
+    def window_is_short(self) -> bool:
+        return self.samples.completed < self.workload.min_completed
 
     def may_start(self) -> bool:
-        if self.started >= self.workload.max_requests or time.perf_counter() >= self.stop_at:
+        if self.started >= self.workload.max_requests:
+            return False
+        now = time.perf_counter()
+        if now >= self.stop_at and (now >= self.hard_stop or not self.window_is_short()):
             return False
         self.started += 1
         return True
@@ -265,8 +278,12 @@ class ClosedLoop:
         if parser.errored or not parser.ended_well:
             self.record_error("stream-error" if parser.errored else "stream-truncated")
             return
-        if ended_at < self.measure_from or ended_at > self.stop_at:
+        if ended_at < self.measure_from:
             return
+        if ended_at > self.stop_at:
+            if ended_at > self.hard_stop or not self.window_is_short():
+                return
+            self.stop_at = ended_at
         samples = self.samples
         samples.completed += 1
         samples.latencies.append(ended_at - connection.sent_at)
@@ -294,11 +311,11 @@ async def run_closed_loop(endpoint: Endpoint, workload: Workload) -> Samples:
         else:
             connections.append(result)
     if connections:
-        remaining = run.stop_at - time.perf_counter() + workload.timeout
+        remaining = run.hard_stop - time.perf_counter() + workload.timeout
         await asyncio.wait([connection.done for connection in connections], timeout=max(remaining, 0.1))
     for connection in connections:
         connection.close()
-    run.samples.window = workload.duration
+    run.samples.window = run.stop_at - run.measure_from
     return run.samples
 
 

@@ -25,6 +25,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse  # noqa
 from django.urls import path  # noqa: E402
 from ninja import NinjaAPI  # noqa: E402
 
+from gateway.upstream import get_upstream_client  # noqa: E402
+
 # Never forwarded: hop-by-hop, recomputed, or the client's own credentials.
 DROPPED_REQUEST_HEADERS = frozenset({
     "host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
@@ -44,14 +46,23 @@ class Upstream:
     chunks: AsyncIterator[bytes] | None
 
 
+def default_httpx_client() -> httpx.AsyncClient:
+    """httpx with its own transport (httpcore), pooled as widely as the gateway's client."""
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT),
+        limits=httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
+                            max_keepalive_connections=settings.UPSTREAM_MAX_CONNECTIONS),
+    )
+    del client.headers["accept-encoding"]  # relay the client's encoding, never ask for our own
+    return client
+
+
 class HttpxForwarder:
-    def __init__(self) -> None:
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT),
-            limits=httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
-                                max_keepalive_connections=settings.UPSTREAM_MAX_CONNECTIONS),
-        )
-        del self.client.headers["accept-encoding"]  # relay the client's encoding, never ask for our own
+    """Through an httpx client: its default transport, or the gateway's own client (httpx over
+    the gateway's aiohttp transport, `gateway.upstream.get_upstream_client`)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
 
     async def forward(self, url: str, headers: dict[str, str], body: bytes) -> Upstream:
         response = await self.client.send(self.client.build_request("POST", url, headers=headers, content=body), stream=True)
@@ -116,7 +127,13 @@ def shared_forwarder() -> Forwarder:
     """One client per process, made on first use inside the server's event loop."""
     global _forwarder
     if _forwarder is None:
-        _forwarder = AiohttpForwarder() if settings.BENCH_PASSTHROUGH_TRANSPORT == "aiohttp" else HttpxForwarder()
+        transport = settings.BENCH_PASSTHROUGH_TRANSPORT
+        if transport == "aiohttp":
+            _forwarder = AiohttpForwarder()
+        elif transport == "gateway":
+            _forwarder = HttpxForwarder(get_upstream_client())
+        else:
+            _forwarder = HttpxForwarder(default_httpx_client())
     return _forwarder
 
 

@@ -3,11 +3,12 @@
 No middleware on purpose: the pass-through is the framework's floor (Django's ASGI handler, URL
 resolution and one ninja operation), the least any view of this project can cost, so the gateway's
 own work (auth, policy, usage) shows as the difference. `BENCH_PASSTHROUGH_TRANSPORT` picks the
-upstream client: httpx (its default transport) or aiohttp; the benchmark sets it per server.
+upstream client: `gateway` (the gateway's own: httpx over its aiohttp transport), `httpx` (httpx's
+default transport) or `aiohttp` (aiohttp's client directly); the benchmark sets it per server.
 """
 from proxyproject.settings import *  # noqa: F401,F403  (the project's settings, then the overrides below)
 from proxyproject.settings import env_choice
 
 ROOT_URLCONF = "bench.passthrough"
 MIDDLEWARE: list[str] = []
-BENCH_PASSTHROUGH_TRANSPORT = env_choice("BENCH_PASSTHROUGH_TRANSPORT", "httpx", ("httpx", "aiohttp"))
+BENCH_PASSTHROUGH_TRANSPORT = env_choice("BENCH_PASSTHROUGH_TRANSPORT", "gateway", ("gateway", "httpx", "aiohttp"))

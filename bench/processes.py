@@ -97,6 +97,10 @@ class Service:
             return []
         return process_tree(self.process.pid)
 
+    def restart(self) -> None:
+        self.stop()
+        self.start().wait_listening()
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return

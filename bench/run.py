@@ -49,11 +49,11 @@ RSS_SAMPLE_SECONDS = 0.05
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
     repetitions: int = 3
-    duration: float = 2.5  # measured seconds per cell
+    duration: float = 2.0  # measured seconds per cell
     warmup: float = 0.5  # seconds per cell before measuring
     held_streams: int = 1000
     server: str = "uvicorn"  # ASGI server of the gateway and of the pass-through (b)
-    transport: str = "aiohttp"  # upstream client of the pass-through (b)
+    transport: str = "gateway"  # upstream client of the pass-through (b): the gateway's own
     upstream: str = "lean"  # "lean" or "bundled" (the full fake Anthropic API)
     variants: bool = True  # also every server x transport pass-through
     stream_shape: str = REALISTIC_STREAM
@@ -94,7 +94,10 @@ class LoadGenerator:
 
     def close(self) -> None:
         if self._process.is_alive():
-            self._connection.send(None)
+            try:
+                self._connection.send(None)
+            except OSError:
+                pass
             self._process.join(timeout=10)
         if self._process.is_alive():
             self._process.kill()
@@ -146,6 +149,10 @@ def enroll_device(base_url: str) -> str:
     return response.json()["wrapper_token"]
 
 
+def one_line(text: str, limit: int = 160) -> str:
+    return " ".join(text.split())[:limit]
+
+
 def preflight(target: Target, shape: str) -> str:
     """One JSON request and one stream through the target: '' when both come back whole, else why not."""
     url = f"http://127.0.0.1:{target.service.port}{MESSAGES_PATH}"
@@ -153,10 +160,10 @@ def preflight(target: Target, shape: str) -> str:
     try:
         plain = httpx.post(url, content=message_body(stream=False), headers=headers, timeout=30)
         if plain.status_code != 200 or plain.json().get("type") != "message":
-            return f"JSON request answered {plain.status_code}: {plain.text[:200]}"
+            return f"JSON request answered {plain.status_code}: {one_line(plain.text)}"
         streamed = httpx.post(url, content=message_body(stream=True), headers={**headers, STREAM_SHAPE_HEADER: shape}, timeout=30)
         if streamed.status_code != 200 or "event: message_stop" not in streamed.text:
-            return f"stream answered {streamed.status_code}: {streamed.text[:200]}"
+            return f"stream answered {streamed.status_code}: {one_line(streamed.text)}"
     except (httpx.HTTPError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return ""
@@ -208,13 +215,20 @@ def targets_for(scenario: Scenario, targets: list[Target], repetition: int) -> l
 
 def plain_workload(target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, duration: float | None = None) -> Workload:
     request = build_request(endpoint, MESSAGES_PATH, message_body(stream=False), {"anthropic-version": "2023-06-01", **target.headers})
-    return Workload(request, concurrency, duration or config.duration, config.warmup, timeout=config.request_timeout)
+    return closed_loop(request, concurrency, duration or config.duration, config, streaming=False)
 
 
-def stream_workload(target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, shape: str) -> Workload:
+def stream_workload(target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, shape: str,
+                    duration: float | None = None) -> Workload:
     headers = {"anthropic-version": "2023-06-01", STREAM_SHAPE_HEADER: shape, **target.headers}
     request = build_request(endpoint, MESSAGES_PATH, message_body(stream=True), headers)
-    return Workload(request, concurrency, config.duration, config.warmup, streaming=True, timeout=config.request_timeout)
+    return closed_loop(request, concurrency, duration or config.duration, config, streaming=True)
+
+
+def closed_loop(request: bytes, concurrency: int, duration: float, config: BenchConfig, *, streaming: bool) -> Workload:
+    """Every connection completes about two responses in the window, stretched up to 5x for that."""
+    return Workload(request, concurrency, duration, config.warmup, streaming=streaming, timeout=config.request_timeout,
+                    min_completed=2 * concurrency, max_duration=5 * duration)
 
 
 def run_cell(load: LoadGenerator, target: Target, scenario: Scenario, config: BenchConfig) -> tuple[CellFigures, dict[str, int]]:
@@ -232,6 +246,11 @@ def run_cell(load: LoadGenerator, target: Target, scenario: Scenario, config: Be
     hold_seconds = 30 + config.warmup + config.duration + config.request_timeout
     slow = stream_workload(target, endpoint, config, 1, slow_stream_shape(hold_seconds)).request
     workload = CapacityWorkload(slow, config.held_streams, probe, open_timeout=30.0, settle=1.0)
+    if target.is_proxy:
+        # A fresh process: one that already carried the 256-stream cells keeps that memory mapped
+        # and reuses it, which would hide what the held streams cost.
+        target.service.restart()
+        warm_up(load, [target], config, concurrency=scenario.concurrency)
     with RssSampler(target.service.pids if target.is_proxy else list) as sampler:
         time.sleep(2 * RSS_SAMPLE_SECONDS)
         result = load.run(endpoint, workload)
@@ -243,14 +262,14 @@ def run_cell(load: LoadGenerator, target: Target, scenario: Scenario, config: Be
     return figures, errors
 
 
-def warm_up(load: LoadGenerator, targets: list[Target], config: BenchConfig) -> None:
+def warm_up(load: LoadGenerator, targets: list[Target], config: BenchConfig, concurrency: int = 64) -> None:
     """Fill connection pools and caches, and let every process reach its working size, unmeasured."""
     for target in targets:
         if target.unavailable:
             continue
         endpoint = Endpoint("127.0.0.1", target.service.port)
-        load.run(endpoint, plain_workload(target, endpoint, config, 64, duration=min(config.duration, 1.0)))
-        load.run(endpoint, stream_workload(target, endpoint, config, 64, config.stream_shape))
+        load.run(endpoint, plain_workload(target, endpoint, config, concurrency, duration=2 * config.warmup))
+        load.run(endpoint, stream_workload(target, endpoint, config, concurrency, config.stream_shape, duration=2 * config.warmup))
 
 
 def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:

@@ -15,7 +15,8 @@ from bench.processes import CorePlan, Service, free_port
 
 DIRECT, PASSTHROUGH, GATEWAY, VARIANT = "direct", "passthrough", "gateway", "variant"
 SERVERS = ("uvicorn", "daphne")
-TRANSPORTS = ("httpx", "aiohttp")
+TRANSPORTS = ("gateway", "httpx", "aiohttp")  # see bench/passthrough_settings.py
+TRANSPORT_LABELS = {"gateway": "gateway's client (httpx over aiohttp)", "httpx": "httpx default transport", "aiohttp": "aiohttp client"}
 MESSAGES_PATH = "/v1/messages"
 MODEL = "claude-sonnet-5-5"
 PROMPT = "Summarize the plot of a short story about a lighthouse keeper in three sentences."
@@ -133,7 +134,7 @@ def passthrough_target(server: str, transport: str, role: str, cores: CorePlan, 
     service = Service(f"pass-through {server}+{transport}", server_argv(server, "bench.passthrough:application", port),
                       service_env, port, cores.proxy)
     key = PASSTHROUGH if role == PASSTHROUGH else f"{VARIANT}:{server}+{transport}"
-    label = f"bare ninja, {server} + {transport}"
+    label = f"bare ninja, {server}, {TRANSPORT_LABELS[transport]}"
     return Target(key, role, label, service)
 
 
