@@ -18,7 +18,8 @@ def isolated_token_state(settings):
 
 
 @pytest.fixture
-def enrolled(client, transactional_db) -> dict:
-    """A device enrolled through /bootstrap: the response body, with its device_id."""
+def enrolled(client) -> dict:
+    """A device enrolled through /bootstrap: the response body, with its device_id. (The test
+    module's django_db mark chooses the database mode.)"""
     body = bootstrap(client, "laptop-ada").json()
     return {**body, "device_id": "laptop-ada"}

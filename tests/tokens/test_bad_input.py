@@ -42,7 +42,7 @@ def test_bootstrap_field_errors_name_the_field(client, body, message):
     assert not Device.objects.exists()
 
 
-def test_device_id_of_exactly_128_characters_is_accepted(client, transactional_db):
+def test_device_id_of_exactly_128_characters_is_accepted(client):
     assert _post_json(client, "/bootstrap", {"device_id": "d" * 128}).status_code == 200
 
 

@@ -10,7 +10,7 @@ from tests.tokens.client import bootstrap, error_of, jwt_parts
 from tokens.device_secrets import hash_device_secret
 from tokens.models import AuditEvent, AuditKind, Device, IssuedToken, Organization, SigningKey, SigningKeyState
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

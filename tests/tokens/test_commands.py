@@ -15,7 +15,7 @@ from tokens.authentication import authenticate_wrapper_token
 from tokens.models import AuditEvent, AuditKind, Device, DeviceStatus, IssuedToken, Organization
 from tokens.tasks import purge_expired_tokens
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 authenticate = async_to_sync(authenticate_wrapper_token)
 

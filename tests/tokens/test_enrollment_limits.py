@@ -16,7 +16,7 @@ def _bootstrap_from(client, ip: str, device_id: str):
     return client.post("/bootstrap", data={"device_id": device_id}, content_type="application/json", REMOTE_ADDR=ip)
 
 
-def test_bootstrap_over_the_limit_gets_429_with_retry_after(client, settings, transactional_db):
+def test_bootstrap_over_the_limit_gets_429_with_retry_after(client, settings):
     settings.ENROLLMENT_RATE_LIMIT_MAX = 3
     settings.ENROLLMENT_RATE_LIMIT_WINDOW = 60_000
     statuses = [_bootstrap_from(client, "203.0.113.7", f"dev-{n}").status_code for n in range(3)]

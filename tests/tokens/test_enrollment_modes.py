@@ -8,7 +8,7 @@ from tests.tokens.client import bootstrap, error_of, refresh
 from tokens.models import AuditEvent, AuditKind, Device, DeviceStatus
 from tokens.revocation import block_device
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 BOOTSTRAP_SECRET = "enroll-secret-for-tests-0123456789"
 

@@ -16,7 +16,7 @@ from tokens.encryption import decrypt_secret
 from tokens.models import SigningKey, SigningKeyState
 
 pytestmark = [
-    pytest.mark.django_db(transaction=True),
+    pytest.mark.django_db,
     # The HS512 forgery uses the real (HS256-sized) key on purpose.
     pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
 ]

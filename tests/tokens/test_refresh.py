@@ -11,7 +11,7 @@ from tokens.audit import ClientInfo
 from tokens.issuance import issue_token_pair
 from tokens.models import AuditEvent, AuditKind, Device, IssuedToken
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def test_refresh_token_in_body_returns_a_new_pair_in_the_same_family(client, enrolled):

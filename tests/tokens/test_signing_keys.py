@@ -26,7 +26,7 @@ from tokens.signing_keys import (
 )
 from tokens.tasks import maintain_signing_keys
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 authenticate = async_to_sync(authenticate_wrapper_token)
 
