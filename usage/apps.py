@@ -6,12 +6,15 @@ class UsageConfig(AppConfig):
     verbose_name = "Usage and spend"
 
     def ready(self) -> None:
-        """Price-table invalidation signals, and each ASGI worker's usage writer and spend counters."""
+        """System checks, price-table invalidation signals, and each ASGI worker's price table,
+        usage writer and spend counters."""
         from proxyproject.lifespan import on_shutdown, on_startup
-        from usage import pricing  # noqa: F401  (registers the ModelPrice signal receivers)
+        from usage import checks  # noqa: F401  (registers the system checks)
+        from usage.pricing import preload_price_table  # importing registers the ModelPrice signal receivers
         from usage.spend import load_spend_counters
         from usage.writer import start_usage_writer, stop_usage_writer
 
+        on_startup(preload_price_table)
         on_startup(start_usage_writer)
         on_startup(load_spend_counters)
         on_shutdown(stop_usage_writer)

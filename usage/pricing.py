@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import fnmatch
+import logging
 import re
 import threading
 import time
@@ -27,6 +28,7 @@ from django.db import close_old_connections
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from proxyproject.logging import log_event
 from usage.events import UsageEvent
 from usage.models import COST_DECIMAL_PLACES, ModelPrice, Speed
 
@@ -35,6 +37,7 @@ PER_MILLION = Decimal(1_000_000)
 BATCH_MULTIPLIER = Decimal("0.5")
 FREE_ENDPOINT_SUFFIXES = ("/count_tokens",)
 _SUFFIX = re.compile(r"\[[^\]]*\]$")
+logger = logging.getLogger("usage.pricing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,7 @@ class _PriceCache:
                 self.table, self.loaded_at = table, time.monotonic()
         return table
 
-    def _load_in_this_thread(self) -> PriceTable:
+    def load_in_this_thread(self) -> PriceTable:
         try:
             return self.load_now()
         finally:
@@ -173,14 +176,14 @@ class _PriceCache:
 
     def load_in_helper_thread(self) -> PriceTable:
         """For event-loop threads, where Django refuses synchronous queries."""
-        return self.executor.submit(self._load_in_this_thread).result()
+        return self.executor.submit(self.load_in_this_thread).result()
 
     def refresh_in_background(self) -> None:
         with self.lock:
             if self.refreshing:
                 return
             self.refreshing = True
-        self.executor.submit(self._load_in_this_thread).add_done_callback(self._refresh_done)
+        self.executor.submit(self.load_in_this_thread).add_done_callback(self._refresh_done)
 
     def _refresh_done(self, _future: object) -> None:
         with self.lock:
@@ -209,6 +212,14 @@ def get_price_table() -> PriceTable:
         return _cache.load_in_helper_thread()
     _cache.refresh_in_background()
     return table
+
+
+async def preload_price_table() -> None:
+    """Start-up: the first request of a worker prices from memory, without waiting for the database."""
+    try:
+        await asyncio.get_running_loop().run_in_executor(_cache.executor, _cache.load_in_this_thread)
+    except Exception as exc:  # database away at start-up: the first pricing loads it instead
+        log_event(logger, "Price table not preloaded", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
 
 
 def invalidate_price_table() -> None:

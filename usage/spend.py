@@ -14,6 +14,7 @@ in the write queue are never forgotten.
 """
 from __future__ import annotations
 
+import asyncio
 import calendar
 import datetime as dt
 import logging
@@ -236,13 +237,50 @@ class _LocalCounter:
         return sum(amount for amount, _ in self.reservations.values())
 
 
+TotalsLoader = Callable[[], dict[Counter, int]]
+LOCAL_RECONCILE_SECONDS = 60.0
+
+
+def _load_totals_and_close(loader: TotalsLoader) -> dict[Counter, int]:
+    try:
+        return loader()
+    finally:
+        close_old_connections()
+
+
 class LocalSpendBackend:
     """Per process. Each operation is one critical section of dict work with no await inside, so it
-    is atomic for the event loop; the lock only guards against the threads of commands and Celery."""
+    is atomic for the event loop; the lock only guards against the threads of commands and Celery.
 
-    def __init__(self) -> None:
+    Nothing outside this process can reach its counters (the rollup task runs in Celery's), so with
+    a `totals_loader` it raises them to the database's figures itself: before its first reservation
+    (a restarted process does not start from zero), then in the background once a minute (what
+    other processes spent arrives that way). One query per minute per process, never per request.
+    """
+
+    def __init__(self, totals_loader: TotalsLoader | None = None) -> None:
         self.lock = threading.Lock()
         self.counters: dict[str, _LocalCounter] = {}
+        self.totals_loader = totals_loader
+        self.loaded_at: float | None = None
+        self.refresh: asyncio.Task | None = None
+
+    async def _load_from_database(self) -> None:
+        try:
+            totals = await sync_to_async(_load_totals_and_close, thread_sensitive=False)(self.totals_loader)
+        except Exception as exc:  # database away: enforce on what this process knows, retry in a minute
+            log_event(logger, "Spend counters not refreshed from the database", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+        else:
+            self.raise_settled_to(totals)
+        self.loaded_at = time.monotonic()
+
+    async def keep_in_step_with_database(self) -> None:
+        if self.totals_loader is None:
+            return
+        if self.loaded_at is None:
+            await self._load_from_database()
+        elif time.monotonic() - self.loaded_at >= LOCAL_RECONCILE_SECONDS and (self.refresh is None or self.refresh.done()):
+            self.refresh = asyncio.get_running_loop().create_task(self._load_from_database())
 
     def _counter(self, counter: Counter, now: float) -> _LocalCounter:
         if len(self.counters) > 10_000:
@@ -251,6 +289,7 @@ class LocalSpendBackend:
         return self.counters.setdefault(counter.name, _LocalCounter(counter.expires_at))
 
     async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float) -> int | None:
+        await self.keep_in_step_with_database()
         with self.lock:
             states = [self._counter(check.counter, now) for check in checks]
             if request_id in states[0].reservations:
@@ -276,6 +315,7 @@ class LocalSpendBackend:
             for counter, total in totals.items():
                 state = self._counter(counter, now)
                 state.settled = max(state.settled, total)
+        self.loaded_at = time.monotonic()
 
     def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
         with self.lock:
@@ -283,7 +323,7 @@ class LocalSpendBackend:
             return (0, 0) if state is None else (state.settled, state.live_reserved(now))
 
 
-_local_backend = LocalSpendBackend()
+_local_backend = LocalSpendBackend(totals_loader=lambda: database_totals())
 _redis_backend = RedisSpendBackend()
 
 

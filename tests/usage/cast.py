@@ -1,12 +1,18 @@
-"""The usage tests' cast: an ordinary successful request's usage event, and a capped caller."""
+"""The usage tests' cast: an ordinary successful request's usage event, a capped caller, and the
+seeded price table."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import secrets
 from decimal import Decimal
 
 from tokens.identity import DeviceIdentity, DevicePolicy
 from usage.events import UsageEvent
+from usage.models import ModelPrice
+from usage.pricing import invalidate_price_table
+
+seed_migration = importlib.import_module("usage.migrations.0002_seed_model_prices")
 
 NOV_25 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -40,3 +46,10 @@ def identity_with(
         org_daily_cap_usd=org_daily, org_monthly_cap_usd=org_monthly,
     )
     return DeviceIdentity(f"device-{device_pk}", device_pk, org_id, f"jti-{device_pk}", 2_000_000_000.0, policy)
+
+
+def ensure_seeded_prices() -> None:
+    """Transactional tests flush the tables, migration data included: put the seed back."""
+    if not ModelPrice.objects.exists():
+        ModelPrice.objects.bulk_create(ModelPrice(**row) for row in seed_migration.seed_rows())
+    invalidate_price_table()

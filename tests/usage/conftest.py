@@ -1,22 +1,11 @@
 """Fixtures of the usage tests: the seeded price table, a private spool, an empty Redis queue."""
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
 from proxyproject.redis import get_sync_redis, redis_key
-from usage.models import ModelPrice
+from tests.usage.cast import ensure_seeded_prices
 from usage.pricing import invalidate_price_table
-
-seed_migration = importlib.import_module("usage.migrations.0002_seed_model_prices")
-
-
-def ensure_seeded_prices() -> None:
-    """Transactional tests flush the tables, migration data included: put the seed back."""
-    if not ModelPrice.objects.exists():
-        ModelPrice.objects.bulk_create(ModelPrice(**row) for row in seed_migration.seed_rows())
-    invalidate_price_table()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.fake_anthropic import FakeAnthropic
 from tests.servers import ServerProcess, gateway_process
+from tests.usage.cast import ensure_seeded_prices
 from django.utils import timezone
 
 from tokens.models import Device
@@ -45,7 +46,11 @@ def start_gateway(fake: FakeAnthropic, **env: str) -> ServerProcess:
 
 
 @pytest.fixture(scope="module")
-def module_gateway(django_db_setup, fake_upstream) -> Iterator[ServerProcess]:
+def module_gateway(django_db_setup, django_db_blocker, fake_upstream) -> Iterator[ServerProcess]:
+    """One server for the module; it loads the price table at start-up and keeps it (the flush
+    between transactional tests empties the table, so the seed goes in first)."""
+    with django_db_blocker.unblock():
+        ensure_seeded_prices()
     server = start_gateway(fake_upstream)
     yield server
     server.stop()

@@ -23,11 +23,12 @@ from usage.spend import (
     SpendLedger,
     cap_checks,
     current_spend,
+    database_totals,
     reconcile_spend_counters,
     reserve_spend,
     settle_spend,
 )
-from usage.writer import drain_usage_queue, submit_usage
+from usage.writer import drain_usage_queue, flush_usage, stop_usage_writer, submit_usage
 
 UTC = dt.timezone.utc
 NOON = dt.datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
@@ -154,7 +155,7 @@ def test_a_refusal_is_a_429_that_clients_must_not_retry():
     assert b'"type":"rate_limit_error"' in response.content
 
 
-async def test_module_functions_reserve_against_the_configured_backend():
+async def test_module_functions_reserve_against_the_configured_backend(transactional_db):
     identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("0.50"))
     outcomes = []
     for index in range(3):
@@ -179,6 +180,20 @@ def test_counters_are_reconciled_from_the_database(prices):
     assert reconcile_spend_counters() >= 4
     assert current_spend("device", device_pk, "day")[0] == Decimal("0.45")
     assert current_spend("org", org_pk, "month")[0] == Decimal("0.45")
+
+
+async def test_a_fresh_process_starts_from_what_the_database_recorded(live_prices):
+    device_pk = fresh_pk()
+    today = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    # Sonnet 4.5: 63,000 output tokens at 15 = 0.945
+    submit_usage(usage_event(request_id="req-spent", occurred_at=today, device_pk=device_pk, output_tokens=63_000))
+    await flush_usage()
+    await stop_usage_writer()
+    ledger = SpendLedger(backend=LocalSpendBackend(totals_loader=database_totals))
+    identity = identity_with(device_pk=device_pk, device_daily=Decimal("1.00"))
+    with pytest.raises(SpendCapReached):
+        await ledger.reserve(identity, Decimal("0.06"), "req-after-restart")
+    assert await ledger.reserve(identity, Decimal("0.055"), "req-fits") is not None
 
 
 @pytest.mark.django_db
