@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -49,3 +50,13 @@ def fresh_token_caches():
     yield
     forget_keyring()
     forget_device_states()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def usage_spool_of_this_session(tmp_path_factory):
+    """Usage records that tests (and the servers they start) queue on local disk go to this session's
+    temporary directory, not under var/ where they would outlive the test database they belong to."""
+    spool = tmp_path_factory.mktemp("usage-spool")
+    os.environ["USAGE_SPOOL_DIR"] = str(spool)
+    settings.USAGE_SPOOL_DIR = spool
+    return spool
