@@ -1,4 +1,9 @@
-"""A wrapper/refresh token pair as the gateway granted it, and the arithmetic of when to renew it."""
+"""A wrapper/refresh token pair as the gateway granted it, and the arithmetic of when to renew it.
+
+Times are on the local clock: when the gateway's Date header shows the clocks disagree, the
+gateway's expiry times are shifted by the difference on arrival (`clock_offset`), so a skewed clock
+still refreshes on time instead of looping or letting the token lapse.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -13,9 +18,10 @@ class TokenGrant:
     wrapper_token: str
     refresh_token: str
     proxy_base_url: str  # the gateway root: ANTHROPIC_BASE_URL, without /v1
-    expires_at: float  # unix seconds, from the gateway's expires_at
+    expires_at: float  # unix seconds on the local clock
     refresh_expires_at: float | None
-    received_at: float  # unix seconds by the local clock when the gateway answered
+    received_at: float  # unix seconds on the local clock when the gateway answered
+    clock_offset: float | None = None  # the gateway's clock minus ours on arrival; None: no Date header
 
     @property
     def lifetime(self) -> float:
@@ -53,6 +59,7 @@ class TokenGrant:
                 expires_at=float(data["expires_at"]),
                 refresh_expires_at=None if data["refresh_expires_at"] is None else float(data["refresh_expires_at"]),
                 received_at=float(data["received_at"]),
+                clock_offset=None if data.get("clock_offset") is None else float(data["clock_offset"]),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a cached token grant: {exc}") from exc
@@ -61,8 +68,8 @@ class TokenGrant:
         return grant
 
 
-def grant_from_response(body: Any, *, received_at: float) -> TokenGrant:
-    """The 200 body of /bootstrap or /refresh."""
+def grant_from_response(body: Any, *, received_at: float, clock_offset: float | None) -> TokenGrant:
+    """The 200 body of /bootstrap or /refresh, its times moved onto the local clock."""
     if not isinstance(body, dict):
         raise UnexpectedResponse("The gateway's token response is not a JSON object.")
     try:
@@ -79,9 +86,10 @@ def grant_from_response(body: Any, *, received_at: float) -> TokenGrant:
         wrapper_token=wrapper_token,
         refresh_token=refresh_token,
         proxy_base_url=proxy_base_url.rstrip("/"),
-        expires_at=expires_at,
-        refresh_expires_at=refresh_expires_at,
+        expires_at=expires_at - (clock_offset or 0.0),
+        refresh_expires_at=None if refresh_expires_at is None else refresh_expires_at - (clock_offset or 0.0),
         received_at=received_at,
+        clock_offset=clock_offset,
     )
 
 

@@ -14,9 +14,7 @@ import json
 from typing import Any
 
 import anthropic
-from anthropic import Middleware
-from anthropic._request import APIRequest
-from anthropic._response import APIResponse, AsyncAPIResponse
+from anthropic import APIRequest, APIResponse, AsyncAPIResponse, AsyncCallNext, CallNext, Middleware
 
 from .session import ProxySession
 
@@ -29,7 +27,7 @@ class WrapperTokenMiddleware(Middleware):
     def __init__(self, session: ProxySession) -> None:
         self.session = session
 
-    def handle(self, request: APIRequest, call_next: Any) -> APIResponse[Any]:
+    def handle(self, request: APIRequest, call_next: CallNext) -> APIResponse[Any]:
         token = self.session.token()
         response = call_next(with_token(request, token))
         if response.status_code != 401:
@@ -39,7 +37,7 @@ class WrapperTokenMiddleware(Middleware):
         fresh = self.session.renew_rejected(token)
         return call_next(with_token(request, fresh.wrapper_token))
 
-    async def handle_async(self, request: APIRequest, call_next: Any) -> AsyncAPIResponse[Any]:
+    async def handle_async(self, request: APIRequest, call_next: AsyncCallNext) -> AsyncAPIResponse[Any]:
         token = await self.session.atoken()
         response = await call_next(with_token(request, token))
         if response.status_code != 401:

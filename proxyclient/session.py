@@ -21,7 +21,7 @@ from .grant import TokenGrant, format_timestamp
 from .keystore import KeyringBackend, system_keyring
 from .locking import state_lock
 from .state import StateStore
-from .wire import GatewayApi
+from .wire import GatewayApi, check_grant_fresh
 
 log = logging.getLogger("proxyclient")
 
@@ -51,6 +51,7 @@ class ProxySession:
         self._api = GatewayApi(config, clock=clock)
         self._lock = threading.Lock()
         self._grant: TokenGrant | None = None
+        self._inline_renewal_after = 0.0  # after a failed renewal, requests use the valid token until then
 
     @property
     def device_id(self) -> str:
@@ -88,24 +89,33 @@ class ProxySession:
 
     def token(self) -> str:
         """A wrapper token to send now. Renews when due; if renewing fails while the current token
-        is still valid, that token is used (the refresh service keeps trying)."""
+        is still valid, that token is used and requests stop trying to renew for `retry_max`
+        (the refresh service keeps trying), so a failing /refresh does not slow every request."""
         grant = self._grant
-        if grant is not None and grant.refresh_due_in(self._clock(), self.config.refresh_margin) > 0:
-            return grant.wrapper_token
+        if self._usable_as_is(grant):
+            return grant.wrapper_token  # type: ignore[union-attr]
         try:
             return self.renew_if_due().wrapper_token
         except ProxyClientError as exc:
-            if grant is None or grant.is_expired(self._clock()):
+            now = self._clock()
+            if grant is None or grant.is_expired(now):
                 raise
+            self._inline_renewal_after = now + self.config.retry_max
             log.warning("proxyclient.renewal_deferred: %s; the current token is valid until %s", exc, format_timestamp(grant.expires_at))
             return grant.wrapper_token
 
     async def atoken(self) -> str:
         """`token` for asyncio apps: no I/O while the token is fresh, else renews in a worker thread."""
         grant = self._grant
-        if grant is not None and grant.refresh_due_in(self._clock(), self.config.refresh_margin) > 0:
-            return grant.wrapper_token
+        if self._usable_as_is(grant):
+            return grant.wrapper_token  # type: ignore[union-attr]
         return await asyncio.to_thread(self.token)
+
+    def _usable_as_is(self, grant: TokenGrant | None) -> bool:
+        now = self._clock()
+        if grant is None or grant.is_expired(now):
+            return False
+        return grant.refresh_due_in(now, self.config.refresh_margin) > 0 or now < self._inline_renewal_after
 
     def ensure_token(self) -> TokenSource:
         """At launch: adopt the cached token, refreshing it if due, or bootstrap."""
@@ -140,7 +150,11 @@ class ProxySession:
             grant, source = self._refresh_or_bootstrap(grant)
             self._store.save_tokens(grant)
             self._grant = grant
-            return grant, source
+        if grant.clock_offset is None:
+            check_grant_fresh(grant, now=self._clock())
+        elif abs(grant.clock_offset) > self.config.max_clock_skew:
+            log.warning("proxyclient.clock_skew: the gateway's clock is %+.0f s from this computer's", grant.clock_offset)
+        return grant, source
 
     def _refresh_or_bootstrap(self, grant: TokenGrant | None) -> tuple[TokenGrant, TokenSource]:
         if grant is not None and grant.refresh_token_usable(self._clock()):

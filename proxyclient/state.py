@@ -82,9 +82,6 @@ class StateStore:
         payload = json.dumps(grant.to_dict(), separators=(",", ":")).encode()
         write_private(self.directory / TOKENS_FILE, self._seal(payload, b"tokens" + self._tokens_context))
 
-    def clear_tokens(self) -> None:
-        (self.directory / TOKENS_FILE).unlink(missing_ok=True)
-
     def _seal(self, plaintext: bytes, purpose: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         return SEALED_PREFIX + nonce + self._aead.encrypt(nonce, plaintext, self._associated_data(purpose))

@@ -96,31 +96,39 @@ class GatewayApi:
         return response
 
     def _grant_from(self, response: httpx.Response, body: Any) -> TokenGrant:
+        """Never refuses a 200: the gateway has already spent the old refresh token, so dropping
+        the new pair over a clock problem would cost the device its token family."""
         received_at = self._clock()
-        grant = grant_from_response(body, received_at=received_at)
-        check_server_date(response, now=received_at, tolerance=self._config.max_clock_skew)
-        check_grant_fresh(grant, now=received_at)
-        return grant
+        return grant_from_response(body, received_at=received_at, clock_offset=clock_offset(response, now=received_at))
+
+
+def clock_offset(response: httpx.Response, *, now: float) -> float | None:
+    """The gateway's clock minus ours, by the Date header (None without one); 0 within the
+    header's one-second resolution. The header drops the fraction, hence the half second."""
+    server_time = response_date(response)
+    if server_time is None:
+        return None
+    offset = server_time + DATE_HEADER_RESOLUTION / 2 - now
+    return offset if abs(offset) > DATE_HEADER_RESOLUTION else 0.0
 
 
 def check_server_date(response: httpx.Response, *, now: float, tolerance: float) -> None:
     """Refuse to go on when this computer's clock disagrees with the gateway's Date header by more
-    than `tolerance`: token lifetimes and refresh times would be wrong by as much."""
-    server_time = response_date(response)
-    if server_time is not None:
-        skew = now - server_time
-        if abs(skew) > tolerance + DATE_HEADER_RESOLUTION:
-            direction = "ahead of" if skew > 0 else "behind"
-            raise ClockSkewError(
-                f"This computer's clock is {describe_duration(abs(skew))} {direction} the gateway's "
-                f"(local {format_timestamp(now)}, gateway {format_timestamp(server_time)}).",
-                skew_seconds=skew,
-            )
+    than `tolerance`: the refresh times are corrected, but the clock is still wrong for everything
+    else on this computer (certificates, logs, Claude Code), and the user should fix it."""
+    offset = clock_offset(response, now=now)
+    if offset is not None and abs(offset) > tolerance:
+        direction = "behind" if offset > 0 else "ahead of"
+        raise ClockSkewError(
+            f"This computer's clock is {describe_duration(abs(offset))} {direction} the gateway's "
+            f"(local {format_timestamp(now)}, gateway {format_timestamp(now + offset)}).",
+            skew_seconds=-offset,
+        )
 
 
 def check_grant_fresh(grant: TokenGrant, *, now: float) -> None:
-    """A token the gateway just issued cannot be expired unless the local clock is ahead (this
-    catches skew when no Date header made it through a proxy)."""
+    """A token the gateway just issued cannot look expired unless the local clock is ahead and no
+    Date header told us by how much (a proxy dropped it)."""
     if grant.is_expired(now):
         raise ClockSkewError(
             f"The gateway's new token expires at {format_timestamp(grant.expires_at)}, which this computer's "

@@ -7,12 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from gateway.fake_anthropic import FakeAnthropic
 from proxyclient import ProxyConfig
 from tests.servers import ServerProcess, gateway_process
+from tokens.models import AuditEvent
 
 # Enrollment is rate limited per client IP and every test enrolls from 127.0.0.1; on Redis the
-# limit is shared by all the gateways of the test run.
-GATEWAY_ENV = {"ENROLLMENT_RATE_LIMIT_MAX": "100000", "ENROLLMENT_MODE": "open"}
+# limit is shared by all the gateways of the test run. Revocation is checked on every /v1 request.
+GATEWAY_ENV = {
+    "ENROLLMENT_RATE_LIMIT_MAX": "100000",
+    "ENROLLMENT_MODE": "open",
+    "RATE_LIMIT_MAX": "100000",
+    "REVOCATION_CACHE_SECONDS": "0",
+}
 SHORT_LIVED_HOURS = "0.001"  # 3.6 s wrapper tokens: the refresh falls due 1.8 s after issue
 FAKE_UPSTREAM_KEY = "sk-ant-test-master-key-0001"
 
@@ -21,31 +28,45 @@ def start_gateway(**env: str) -> ServerProcess:
     return gateway_process(**{**GATEWAY_ENV, **env}).start()
 
 
-@pytest.fixture(scope="module")
-def module_gateway(django_db_setup) -> Iterator[ServerProcess]:
-    """One gateway process per test module (starting one costs seconds). It survives the flush
-    between transactional tests: it reseeds its signing key from JWT_SECRET with the same kid, and
-    every test enrolls devices of its own."""
-    server = start_gateway()
+@pytest.fixture(scope="package")
+def package_upstream() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(api_keys={FAKE_UPSTREAM_KEY}) as fake:
+        yield fake
+
+
+@pytest.fixture
+def upstream(package_upstream) -> FakeAnthropic:
+    package_upstream.clear_requests()
+    return package_upstream
+
+
+def gateway_to(upstream: FakeAnthropic, **env: str) -> Iterator[ServerProcess]:
+    server = start_gateway(ANTHROPIC_BASE_URL=upstream.base_url, ANTHROPIC_API_KEY=FAKE_UPSTREAM_KEY, **env)
     yield server
     server.stop()
 
 
+@pytest.fixture(scope="package")
+def package_gateway(django_db_setup, package_upstream) -> Iterator[ServerProcess]:
+    """One gateway process for all of this package's tests (starting one costs seconds). It
+    survives the flush between transactional tests: it reseeds its signing key from JWT_SECRET
+    with the same kid, and every test enrolls devices of its own."""
+    yield from gateway_to(package_upstream)
+
+
+@pytest.fixture(scope="package")
+def package_short_lived_gateway(django_db_setup, package_upstream) -> Iterator[ServerProcess]:
+    yield from gateway_to(package_upstream, JWT_EXPIRATION_HOURS=SHORT_LIVED_HOURS)
+
+
 @pytest.fixture
-def gateway(module_gateway, transactional_db) -> ServerProcess:
-    return module_gateway
-
-
-@pytest.fixture(scope="module")
-def module_short_lived_gateway(django_db_setup) -> Iterator[ServerProcess]:
-    server = start_gateway(JWT_EXPIRATION_HOURS=SHORT_LIVED_HOURS)
-    yield server
-    server.stop()
+def gateway(package_gateway, transactional_db) -> ServerProcess:
+    return package_gateway
 
 
 @pytest.fixture
-def short_lived_gateway(module_short_lived_gateway, transactional_db) -> ServerProcess:
-    return module_short_lived_gateway
+def short_lived_gateway(package_short_lived_gateway, transactional_db) -> ServerProcess:
+    return package_short_lived_gateway
 
 
 def client_config(server_url: str, state_dir: Path, **overrides: object) -> ProxyConfig:
@@ -73,3 +94,9 @@ class ConsoleLines(list):
 @pytest.fixture
 def console() -> ConsoleLines:
     return ConsoleLines()
+
+
+def audit_kinds(device_id: str) -> list[str]:
+    """What the device did on the gateway, in order, from the audit trail in the shared test
+    database: one row per bootstrap, refresh, detected reuse and operator action."""
+    return list(AuditEvent.objects.filter(device_ref=device_id).order_by("occurred_at", "id").values_list("kind", flat=True))

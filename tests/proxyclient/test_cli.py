@@ -9,8 +9,9 @@ import time
 import pytest
 
 from proxyclient.cli import main
+from tests.proxyclient.conftest import audit_kinds
 from tests.servers import BASE_DIR, free_port
-from tokens.models import AuditEvent, AuditKind, Device
+from tokens.models import AuditKind, Device
 from tokens.revocation import block_device, revoke_device_tokens
 
 
@@ -48,7 +49,7 @@ def test_token_prints_only_the_token_and_reuses_it(gateway, tmp_path):
     code, out, err = run_cli(["token"], environ)
     assert (code, out, err) == (0, token + "\n", "")
     device_id = (tmp_path / "home" / "device_id").read_text().strip()
-    assert list(AuditEvent.objects.filter(device_ref=device_id).values_list("kind", flat=True)) == [AuditKind.BOOTSTRAP]
+    assert audit_kinds(device_id) == [AuditKind.BOOTSTRAP]
     assert Device.objects.get(device_id=device_id).app_version == "proxyclient-cli/1.0.0"
 
 
@@ -61,9 +62,7 @@ def test_token_asked_again_within_the_helper_ttl_renews_a_revoked_token(gateway,
     code, out, err = run_cli(["token"], environ)
     assert (code, err) == (0, "")
     assert out.strip() != revoked
-    assert list(AuditEvent.objects.filter(device_ref=device.device_id).order_by("occurred_at", "id").values_list("kind", flat=True)) == [
-        AuditKind.BOOTSTRAP, AuditKind.DEVICE_REVOKED, AuditKind.BOOTSTRAP
-    ]
+    assert audit_kinds(device.device_id) == [AuditKind.BOOTSTRAP, AuditKind.DEVICE_REVOKED, AuditKind.BOOTSTRAP]
 
 
 def test_token_asked_again_after_the_helper_ttl_is_the_cached_one(gateway, tmp_path):
@@ -130,11 +129,16 @@ def test_blocked_device_exits_4(gateway, tmp_path):
     assert "(device_blocked, HTTP 403)" in err
 
 
-def test_clock_skew_exits_5(gateway, tmp_path):
-    code, out, err = run_cli(["token"], cli_environment(gateway.url, tmp_path), clock=lambda: time.time() - 3 * 3600)
-    assert (code, out) == (5, "")
-    assert err.startswith("proxyclient: This computer's clock is 3 h 00 min behind the gateway's")
-    assert err.endswith("What to do: Turn on automatic date and time (network time) in your system settings, then try again.\n")
+def test_clock_skew_fails_status_with_exit_5_while_token_still_works(gateway, tmp_path):
+    environ = cli_environment(gateway.url, tmp_path)
+    late = lambda: time.time() - 3 * 3600  # noqa: E731
+    code, out, err = run_cli(["token"], environ, clock=late)
+    assert (code, err) == (0, "")
+    code, out, err = run_cli(["status"], environ, clock=late)
+    assert code == 5
+    assert out.splitlines()[4].endswith("(in 24 h 00 min)")
+    assert out.splitlines()[6].startswith("health:  FAILED: This computer's clock is 3 h 00 min behind the gateway's")
+    assert out.splitlines()[6].endswith("Turn on automatic date and time (network time) in your system settings, then try again.")
 
 
 def test_unknown_command_is_a_usage_error():

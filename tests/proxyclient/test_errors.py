@@ -97,14 +97,20 @@ def test_lost_device_secret_is_refused_until_the_operator_resets_it(gateway, tmp
     assert reinstalled.device_id == session.device_id
 
 
-def test_clock_ahead_of_the_gateway_is_reported_with_the_fix(gateway, tmp_path):
-    session = ProxySession(client_config(gateway.url, tmp_path), clock=lambda: time.time() + 2 * 3600 + 5 * 60)
+def test_clock_ahead_of_the_gateway_stops_the_launch_with_the_fix_but_keeps_the_token(gateway, tmp_path, console):
+    """The token pair is kept, its times moved onto the local clock: the gateway has already
+    spent the refresh token that produced it."""
+    skewed_clock = lambda: time.time() + 2 * 3600 + 5 * 60  # noqa: E731
+    proxy = ProxyClient(client_config(gateway.url, tmp_path), clock=skewed_clock, announce=console)
     with pytest.raises(ClockSkewError) as skewed:
-        session.ensure_token()
-    session.close()
+        proxy.start()
+    proxy.stop()
+    assert console == ["Bootstrapping proxy configuration...", "Proxy token bootstrapped successfully"]
     assert skewed.value.message.startswith("This computer's clock is 2 h 05 min ahead of the gateway's (local ")
     assert skewed.value.hint == "Turn on automatic date and time (network time) in your system settings, then try again."
     assert skewed.value.exit_code == 5
+    grant = proxy.session.grant
+    assert 24 * 3600 - 60 < grant.seconds_left(skewed_clock()) <= 24 * 3600 + 1  # the Date header has whole seconds
 
 
 def test_clock_behind_is_caught_by_the_health_check_too(gateway, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from proxyclient import DeviceBlocked, ProxyClient, ProxySession, TokenSource
 from proxyclient.state import TOKENS_FILE
-from tests.proxyclient.conftest import client_config
+from tests.proxyclient.conftest import audit_kinds, client_config
 from tokens.models import AuditEvent, AuditKind, Device
 from tokens.revocation import block_device, revoke_device_tokens
 
@@ -30,10 +30,6 @@ RESTART_FROM_CACHE = [
     "Proxy is healthy and ready",
     "Starting proxy token refresh service",
 ]
-
-
-def audit_kinds(device_id: str) -> list[str]:
-    return list(AuditEvent.objects.filter(device_ref=device_id).order_by("occurred_at", "id").values_list("kind", flat=True))
 
 
 def launch(server_url, state_dir, console=None, **overrides) -> ProxyClient:

@@ -4,49 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from gateway.fake_anthropic import FakeAnthropic
 from gateway.fake_anthropic.request_log import last_four
 from proxyclient import ProxyClient, ProxySession
 from proxyclient.sdk import anthropic_client
-from tests.proxyclient.conftest import FAKE_UPSTREAM_KEY, SHORT_LIVED_HOURS, client_config, start_gateway
-from tests.proxyclient.test_lifecycle import audit_kinds
+from tests.proxyclient.conftest import FAKE_UPSTREAM_KEY, audit_kinds, client_config
 from tokens.models import AuditKind, Device
 from tokens.revocation import revoke_device_tokens
 
 MODEL = "claude-sonnet-5-5"
 REPLY = "Hello! This is the fake Anthropic API answering your request with a short fixed reply."
 QUESTION = [{"role": "user", "content": "Say hello"}]
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic(api_keys={FAKE_UPSTREAM_KEY}) as fake:
-        yield fake
-
-
-def sdk_gateway(upstream: FakeAnthropic, **env: str):
-    return start_gateway(
-        ANTHROPIC_BASE_URL=upstream.base_url, ANTHROPIC_API_KEY=FAKE_UPSTREAM_KEY, RATE_LIMIT_MAX="100000",
-        REVOCATION_CACHE_SECONDS="0", **env,
-    )
-
-
-@pytest.fixture
-def short_lived_sdk_gateway(transactional_db, upstream):
-    server = sdk_gateway(upstream, JWT_EXPIRATION_HOURS=SHORT_LIVED_HOURS)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def sdk_gateway_fixture(transactional_db, upstream):
-    server = sdk_gateway(upstream)
-    yield server
-    server.stop()
 
 
 class PresentedTokens(list):
@@ -63,9 +31,9 @@ class AsyncPresentedTokens(list):
         return await call_next(request)
 
 
-def test_long_sdk_session_crosses_refreshes(short_lived_sdk_gateway, upstream, tmp_path):
+def test_long_sdk_session_crosses_refreshes(short_lived_gateway, upstream, tmp_path):
     presented = PresentedTokens()
-    proxy = ProxyClient(client_config(short_lived_sdk_gateway.url, tmp_path), announce=None).start()
+    proxy = ProxyClient(client_config(short_lived_gateway.url, tmp_path), announce=None).start()
     try:
         claude = proxy.anthropic(middleware=[presented], max_retries=0)
         deadline = time.monotonic() + 15
@@ -85,9 +53,9 @@ def test_long_sdk_session_crosses_refreshes(short_lived_sdk_gateway, upstream, t
     assert len(upstream.requests) == len(presented)
 
 
-async def test_async_sdk_session_crosses_a_refresh(short_lived_sdk_gateway, upstream, tmp_path):
+async def test_async_sdk_session_crosses_a_refresh(short_lived_gateway, upstream, tmp_path):
     presented = AsyncPresentedTokens()
-    proxy = await ProxyClient(client_config(short_lived_sdk_gateway.url, tmp_path), announce=None).astart()
+    proxy = await ProxyClient(client_config(short_lived_gateway.url, tmp_path), announce=None).astart()
     try:
         claude = proxy.async_anthropic(middleware=[presented], max_retries=0)
         deadline = time.monotonic() + 10
@@ -100,31 +68,30 @@ async def test_async_sdk_session_crosses_a_refresh(short_lived_sdk_gateway, upst
     assert len(set(presented)) >= 2
 
 
-def test_token_the_gateway_calls_expired_is_renewed_once_and_the_request_retried(transactional_db, upstream, tmp_path):
-    """The local clock runs 100 s late, so the client believes a 0.7 s token is still good."""
-    server = sdk_gateway(upstream, JWT_EXPIRATION_HOURS="0.0002")
-    try:
-        session = ProxySession(client_config(server.url, tmp_path), clock=lambda: time.time() - 100)
-        session.ensure_token()
-        stale = session.grant
-        deadline = time.monotonic() + 5
-        while time.time() < stale.expires_at + 0.5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        presented = PresentedTokens()
-        claude = anthropic_client(session, middleware=[presented], max_retries=0)
-        message = claude.messages.create(model=MODEL, max_tokens=32, messages=QUESTION)
-        session.close()
-    finally:
-        server.stop()
+def test_token_the_gateway_calls_expired_is_renewed_once_and_the_request_retried(short_lived_gateway, upstream, tmp_path):
+    """The local clock is set back 100 s after the token arrived, so the client believes the
+    expired token is still good."""
+    clock_change = [0.0]
+    session = ProxySession(client_config(short_lived_gateway.url, tmp_path), clock=lambda: time.time() + clock_change[0])
+    session.ensure_token()
+    clock_change[0] = -100.0
+    stale = session.grant
+    deadline = time.monotonic() + 10
+    while time.time() < stale.expires_at + 1.0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    presented = PresentedTokens()
+    claude = anthropic_client(session, middleware=[presented], max_retries=0)
+    message = claude.messages.create(model=MODEL, max_tokens=32, messages=QUESTION)
+    session.close()
     assert message.content[0].text == REPLY
     assert presented == [stale.wrapper_token, session.grant.wrapper_token]
     assert presented[0] != presented[1]
     assert audit_kinds(session.device_id) == [AuditKind.BOOTSTRAP, AuditKind.REFRESH]
 
 
-def test_revoked_token_mid_session_bootstraps_again_and_retries(sdk_gateway_fixture, upstream, tmp_path):
+def test_revoked_token_mid_session_bootstraps_again_and_retries(gateway, upstream, tmp_path):
     presented = PresentedTokens()
-    proxy = ProxyClient(client_config(sdk_gateway_fixture.url, tmp_path), announce=None).start()
+    proxy = ProxyClient(client_config(gateway.url, tmp_path), announce=None).start()
     try:
         claude = proxy.anthropic(middleware=[presented], max_retries=0)
         assert claude.messages.create(model=MODEL, max_tokens=32, messages=QUESTION).content[0].text == REPLY
