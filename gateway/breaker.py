@@ -82,7 +82,10 @@ class CircuitBreaker:
 
     async def record(self, admission: Admission, *, success: bool) -> None:
         now = self._clock()
-        seen = self._fresh(now)
+        seen = self._seen
+        # A success changes nothing in a closed breaker with no failures to forget. The last state
+        # seen is trusted here even past the cache time: a failure counted elsewhere meanwhile is
+        # forgotten one success later, after this process's next admit re-reads the state.
         if success and not admission.trial and seen is not None and seen.state is BreakerState.CLOSED and not seen.failures:
             return
         before, after = await self.backend.record(now, success, admission.trial, self.config)
