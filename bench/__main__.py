@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -40,8 +41,14 @@ def parse_config(argv: list[str] | None = None) -> tuple[BenchConfig, Path]:
     return config, arguments.output
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """Unwind like Ctrl-C, so the servers the run started are stopped on the way out."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     config, output = parse_config(argv)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

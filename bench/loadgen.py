@@ -19,6 +19,7 @@ import uvloop
 STREAM_END_MARK = b"event: message_stop"
 STREAM_ERROR_MARK = b"event: error"
 MARK_OVERLAP = max(len(STREAM_END_MARK), len(STREAM_ERROR_MARK))
+END_CHECK_SECONDS = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,10 +237,13 @@ class LoopConnection(asyncio.Protocol):
         if not self.done.done():
             self.done.set_result(None)
 
-    def close(self) -> None:
+    def cut(self, now: float, overdue_after: float) -> None:
+        """Close at the end of the run; a response still awaited then is dropped unmeasured, and
+        counts as an error only if it was already overdue."""
         if self.busy:
             self.busy = False
-            self.run.record_error("timeout")
+            if now - self.sent_at >= overdue_after:
+                self.run.record_error("timeout")
         if self.transport is not None:
             self.transport.abort()
         self.finish()
@@ -261,11 +265,11 @@ class ClosedLoop:
     def window_is_short(self) -> bool:
         return self.samples.completed < self.workload.min_completed
 
+    def is_over(self, now: float) -> bool:
+        return now >= self.stop_at and (now >= self.hard_stop or not self.window_is_short())
+
     def may_start(self) -> bool:
-        if self.started >= self.workload.max_requests:
-            return False
-        now = time.perf_counter()
-        if now >= self.stop_at and (now >= self.hard_stop or not self.window_is_short()):
+        if self.started >= self.workload.max_requests or self.is_over(time.perf_counter()):
             return False
         self.started += 1
         return True
@@ -310,11 +314,17 @@ async def run_closed_loop(endpoint: Endpoint, workload: Workload) -> Samples:
             run.record_error("connect-failed")
         else:
             connections.append(result)
-    if connections:
-        remaining = run.hard_stop - time.perf_counter() + workload.timeout
-        await asyncio.wait([connection.done for connection in connections], timeout=max(remaining, 0.1))
+    pending = [connection.done for connection in connections]
+    # Responses still in flight when the window closes are cut rather than awaited: a slow proxy
+    # with hundreds of streams open would otherwise take longer to drain than to measure.
+    while pending and not run.is_over(time.perf_counter()):
+        _, still = await asyncio.wait(pending, timeout=END_CHECK_SECONDS)
+        pending = list(still)
+    now = time.perf_counter()
+    # With nothing completed at all, whatever is still in flight is a hang, not a slow tail.
+    overdue_after = workload.timeout if run.samples.completed else 0.0
     for connection in connections:
-        connection.close()
+        connection.cut(now, overdue_after)
     run.samples.window = run.stop_at - run.measure_from
     return run.samples
 

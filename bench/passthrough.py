@@ -1,15 +1,18 @@
-"""The bare Django + ninja async pass-through: the framework's floor that the gateway is compared to.
+"""The bare pass-throughs the gateway is compared to: the framework's floor.
 
-One ninja operation forwards POST /v1/messages to the upstream with the master key and relays the
-answer (JSON, or SSE chunk by chunk as it arrives), with one shared keep-alive client per process.
-No authentication, policy, metrics or usage: whatever the gateway costs beyond this is its own.
+`application`: one ninja operation, behind Django's ASGI handler, forwards POST /v1/messages to the
+upstream with the master key and relays the answer (JSON, or SSE chunk by chunk as it arrives).
+`asgi_application`: the same forwarding as a raw ASGI app, without Django's handler (the gateway
+routes /v1 that way). One shared keep-alive client per process; no authentication, policy,
+metrics or usage: whatever the gateway costs beyond these is its own.
 
     DJANGO_SETTINGS_MODULE=bench.passthrough_settings uvicorn bench.passthrough:application
 """
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.passthrough_settings")
@@ -43,7 +46,7 @@ class Upstream:
     content_type: str
     headers: dict[str, str]
     body: bytes | None
-    chunks: AsyncIterator[bytes] | None
+    chunks: AsyncGenerator[bytes, None] | None
 
 
 def default_httpx_client() -> httpx.AsyncClient:
@@ -74,7 +77,7 @@ class HttpxForwarder:
             finally:
                 await response.aclose()
 
-        async def chunks() -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncGenerator[bytes, None]:
             try:
                 async for chunk in response.aiter_raw():
                     yield chunk
@@ -106,7 +109,7 @@ class AiohttpForwarder:
             finally:
                 response.release()
 
-        async def chunks() -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncGenerator[bytes, None]:
             try:
                 async for chunk in response.content.iter_any():
                     yield chunk
@@ -137,12 +140,21 @@ def shared_forwarder() -> Forwarder:
     return _forwarder
 
 
-def upstream_headers(request: HttpRequest) -> dict[str, str]:
-    headers = {name.lower(): value for name, value in request.headers.items() if name.lower() not in DROPPED_REQUEST_HEADERS}
-    headers[settings.UPSTREAM_AUTH_HEADER] = (
-        settings.ANTHROPIC_API_KEY if settings.UPSTREAM_AUTH_HEADER == "x-api-key" else f"Bearer {settings.ANTHROPIC_API_KEY}"
-    )
+def master_key_header() -> tuple[str, str]:
+    if settings.UPSTREAM_AUTH_HEADER == "x-api-key":
+        return "x-api-key", settings.ANTHROPIC_API_KEY
+    return "authorization", f"Bearer {settings.ANTHROPIC_API_KEY}"
+
+
+def upstream_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    headers = {name.lower(): value for name, value in pairs if name.lower() not in DROPPED_REQUEST_HEADERS}
+    name, value = master_key_header()
+    headers[name] = value
     return headers
+
+
+def messages_url() -> str:
+    return settings.ANTHROPIC_BASE_URL + "/v1/messages"
 
 
 api = NinjaAPI(title="bench pass-through", urls_namespace="bench-passthrough", docs_url=None, openapi_url=None)
@@ -150,7 +162,7 @@ api = NinjaAPI(title="bench pass-through", urls_namespace="bench-passthrough", d
 
 @api.post("/v1/messages", auth=None)
 async def messages(request: HttpRequest) -> HttpResponse:
-    upstream = await shared_forwarder().forward(settings.ANTHROPIC_BASE_URL + "/v1/messages", upstream_headers(request), request.body)
+    upstream = await shared_forwarder().forward(messages_url(), upstream_headers(request.headers.items()), request.body)
     if upstream.chunks is None:
         response: HttpResponse | StreamingHttpResponse = HttpResponse(upstream.body, status=upstream.status, content_type=upstream.content_type)
         response["content-length"] = str(len(upstream.body))
@@ -167,11 +179,8 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 
-async def application(scope: dict, receive: Receive, send: Send) -> None:
-    """Django for HTTP; the lifespan closes the shared client (uvicorn; daphne has no lifespan)."""
-    if scope["type"] != "lifespan":
-        await django_application(scope, receive, send)
-        return
+async def serve_lifespan(receive: Receive, send: Send) -> None:
+    """Startup does nothing (the client is made on first use); shutdown closes the client."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -181,3 +190,63 @@ async def application(scope: dict, receive: Receive, send: Send) -> None:
                 await _forwarder.close()
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+async def application(scope: dict, receive: Receive, send: Send) -> None:
+    """The ninja pass-through: Django for HTTP (uvicorn's lifespan closes the client; daphne has none)."""
+    if scope["type"] == "lifespan":
+        await serve_lifespan(receive, send)
+    else:
+        await django_application(scope, receive, send)
+
+
+async def asgi_application(scope: dict, receive: Receive, send: Send) -> None:
+    """The bare ASGI pass-through: the same forwarding without Django's handler or ninja, the
+    floor of a proxy that, like the gateway, routes /v1 around Django."""
+    if scope["type"] == "lifespan":
+        await serve_lifespan(receive, send)
+    elif scope["method"] == "POST" and scope["path"] == "/v1/messages":
+        await forward_asgi(receive, send, scope["headers"])
+    else:
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def forward_asgi(receive: Receive, send: Send, raw_headers: list[tuple[bytes, bytes]]) -> None:
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    headers = upstream_headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers)
+    upstream = await shared_forwarder().forward(messages_url(), headers, body)
+    response_headers = [(b"content-type", upstream.content_type.encode("latin-1"))]
+    response_headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in upstream.headers.items()]
+    if upstream.chunks is None:
+        response_headers.append((b"content-length", str(len(upstream.body)).encode()))
+        await send({"type": "http.response.start", "status": upstream.status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": upstream.body})
+        return
+    await send({"type": "http.response.start", "status": upstream.status, "headers": response_headers})
+    # A client that leaves mid-stream must close the upstream stream too, as Django's handler does.
+    relay = asyncio.ensure_future(relay_chunks(upstream.chunks, send))
+    disconnect = asyncio.ensure_future(wait_for_disconnect(receive))
+    await asyncio.wait({relay, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (relay, disconnect):
+        task.cancel()
+    await asyncio.gather(relay, disconnect, return_exceptions=True)
+    await upstream.chunks.aclose()
+
+
+async def relay_chunks(chunks: AsyncGenerator[bytes, None], send: Send) -> None:
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        continue

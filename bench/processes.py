@@ -112,6 +112,20 @@ class Service:
             self.process.wait()
 
 
+def stop_all(services: list[Service], timeout: float = 10.0) -> None:
+    """SIGTERM to all at once, then wait (daphne takes seconds to close): teardown in one wait."""
+    running = [service for service in services if service.process is not None and service.process.poll() is None]
+    for service in running:
+        service.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for service in running:
+        try:
+            service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+
+
 def process_tree(pid: int) -> list[int]:
     found = [pid]
     index = 0

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from bench.run import RunRecord
 from bench.stats import CellFigures, Comparison, combine, compare
-from bench.targets import DIRECT, PASSTHROUGH, SCENARIOS, Scenario, Target
+from bench.targets import ASGI, DIRECT, GATEWAY, PASSTHROUGH, SCENARIOS, VARIANT, Scenario, Target
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-COLUMNS = ("workload", "target", "rate /s", "p50 ms", "p99 ms", "added p50 ms", "× direct", "× pass-through", "errors",
+COLUMNS = ("workload", "target", "rate /s", "p50 ms", "p99 ms", "added p50 ms", "× direct", "× ninja", "× ASGI", "errors",
            "peak RSS MB", "KB per held stream")
 
 
@@ -35,10 +35,11 @@ def build_rows(record: RunRecord) -> list[Row]:
     for scenario in SCENARIOS:
         direct = combined.get((scenario.key, DIRECT))
         passthrough = combined.get((scenario.key, PASSTHROUGH))
+        asgi = combined.get((scenario.key, ASGI))
         for target in record.targets:
             figures = combined.get((scenario.key, target.key))
             if figures is not None:
-                rows.append(Row(scenario, target, compare(figures, direct, passthrough if target.role != PASSTHROUGH else None)))
+                rows.append(Row(scenario, target, compare(figures, direct, passthrough, asgi)))
     return rows
 
 
@@ -60,8 +61,9 @@ def format_cells(row: Row) -> list[str]:
         number(figures.p50_ms),
         number(figures.p99_ms),
         number(comparison.added_p50_ms) if proxy else "",
-        f"{number(comparison.vs_direct, decimals=3)}" if proxy else "",
-        f"{number(comparison.vs_passthrough, decimals=2)}" if proxy and row.target.role != PASSTHROUGH else "",
+        number(comparison.vs_direct, decimals=3) if proxy else "",
+        number(comparison.vs_passthrough, decimals=2) if row.target.role in (VARIANT, GATEWAY) else "",
+        number(comparison.vs_asgi, decimals=2) if row.target.role in (PASSTHROUGH, VARIANT, GATEWAY) else "",
         str(figures.errors),
         number(figures.peak_rss / 2**20, decimals=0) if proxy and not math.isnan(figures.peak_rss) else "",
         number(figures.bytes_per_stream / 1024, decimals=1) if proxy and not math.isnan(figures.bytes_per_stream) else "",
@@ -91,9 +93,10 @@ def describe(record: RunRecord, rows: list[Row]) -> str:
         f"{config.repetitions} repetition(s) of {config.duration:g} s per cell (after {config.warmup:g} s warm-up); medians; "
         f"proxy on core(s) {sorted(record.cores.proxy)}, upstream and load generator on {sorted(record.cores.load)}; "
         f"stream shape {config.stream_shape}; {config.held_streams} held slow streams (one event a second); "
-        f"{record.seconds:.0f} s in all.",
+        f"{record.seconds:.0f} s in all; load average {record.load_average.get('before', math.nan):.1f} before, "
+        f"{record.load_average.get('after', math.nan):.1f} after (2 cores: above ~2, other work shared the machine).",
         "Latencies: whole response for JSON, first body byte for SSE. 'added p50' is against direct in the same run; "
-        "'× pass-through' compares with the bare ninja pass-through (b).",
+        "'× ninja' and '× ASGI' compare rates with the bare ninja pass-through (b) and the bare ASGI one.",
     ]
     if ceiling:
         lines.append("Load generator ceiling against the direct upstream (one shared core): "
@@ -119,12 +122,13 @@ def report_json(record: RunRecord, rows: list[Row]) -> dict:
         "seconds": record.seconds,
         "config": asdict(record.config),
         "cores": {"proxy": sorted(record.cores.proxy), "load": sorted(record.cores.load), "pinned": record.cores.pinned},
+        "load_average": record.load_average,
         "targets": [{"key": target.key, "role": target.role, "label": target.label, "argv": target.service.argv[1:],
                      "unavailable": target.unavailable or None} for target in record.targets],
         "load_generator_ceiling": load_generator_ceiling(rows),
         "combined": [{"scenario": row.scenario.key, "target": row.target.key, **row.comparison.figures.as_json(),
                       "added_p50_ms": row.comparison.added_p50_ms, "vs_direct": row.comparison.vs_direct,
-                      "vs_passthrough": row.comparison.vs_passthrough} for row in rows],
+                      "vs_passthrough": row.comparison.vs_passthrough, "vs_asgi": row.comparison.vs_asgi} for row in rows],
         "cells": [{"scenario": cell.scenario, "target": cell.target, "repetition": cell.repetition,
                    **cell.figures.as_json(), "error_kinds": cell.error_kinds} for cell in record.cells],
     })

@@ -21,9 +21,19 @@ from pathlib import Path
 import httpx
 
 from bench.loadgen import CapacityWorkload, Endpoint, Workload, build_request, serve_workloads
-from bench.processes import BASE_DIR, CorePlan, free_port, plan_cores, raise_open_file_limit, resident_bytes, wait_until_idle
+from bench.processes import (
+    BASE_DIR,
+    CorePlan,
+    free_port,
+    plan_cores,
+    raise_open_file_limit,
+    resident_bytes,
+    stop_all,
+    wait_until_idle,
+)
 from bench.stats import CellFigures, percentile, summarize
 from bench.targets import (
+    ASGI,
     MESSAGES_PATH,
     PASSTHROUGH,
     REALISTIC_STREAM,
@@ -77,6 +87,7 @@ class RunRecord:
     cells: list[CellResult] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     seconds: float = 0.0
+    load_average: dict[str, float] = field(default_factory=dict)  # the machine's, before and after: others' work skews a run
 
 
 class LoadGenerator:
@@ -169,42 +180,47 @@ def preflight(target: Target, shape: str) -> str:
     return ""
 
 
-def start_targets(config: BenchConfig, cores: CorePlan, var_dir: Path, log: Callable[[str], None]) -> list[Target]:
-    """Start every server; a proxy that fails to start is kept, marked unavailable with the reason."""
+def plan_targets(config: BenchConfig, cores: CorePlan, var_dir: Path) -> list[Target]:
+    """Every server of the run, not started yet: direct first, the gateway last."""
     keys = Secrets.fresh()
     gateway_port = free_port()
     direct = upstream_target(config.upstream, keys, cores, dict(os.environ))
-    upstream_url = f"http://127.0.0.1:{direct.service.port}"
-    env = production_environment(dict(os.environ), var_dir, upstream_url, keys, gateway_port)
-    targets = [direct, passthrough_target(config.server, config.transport, PASSTHROUGH, cores, env)]
+    env = production_environment(dict(os.environ), var_dir, f"http://127.0.0.1:{direct.service.port}", keys, gateway_port)
+    targets = [direct, passthrough_target(config.server, config.transport, ASGI, cores, env),
+               passthrough_target(config.server, config.transport, PASSTHROUGH, cores, env)]
     if config.variants:
         targets += [passthrough_target(server, transport, VARIANT, cores, env) for server in SERVERS for transport in TRANSPORTS
                     if (server, transport) != (config.server, config.transport)]
-    gateway = gateway_target(config.server, cores, env, gateway_port)
-    targets.append(gateway)
+    return [*targets, gateway_target(config.server, cores, env, gateway_port)]
+
+
+def start_targets(config: BenchConfig, targets: list[Target], log: Callable[[str], None]) -> None:
+    """Start every server; a proxy that fails to start (or to answer) is kept, marked unavailable."""
+    direct, proxies, gateway = targets[0], targets[1:], targets[-1]
     direct.service.start().wait_listening()
-    log(f"upstream ({config.upstream}) on {upstream_url}")
     migrated = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=BASE_DIR, env=gateway.service.env,
                               capture_output=True, text=True)
     if migrated.returncode != 0:
-        gateway.unavailable = f"migrate failed: {migrated.stderr.strip()[-300:]}"
-    for target in targets[1:]:
+        gateway.unavailable = f"migrate failed: {one_line(migrated.stderr[-600:], 300)}"
+    for target in proxies:
+        if not target.unavailable:
+            target.service.start()
+    for target in proxies:
         if target.unavailable:
             continue
         try:
-            target.service.start().wait_listening()
+            target.service.wait_listening(timeout=60)
         except RuntimeError as exc:
-            target.unavailable = str(exc).splitlines()[0]
+            target.unavailable = one_line(str(exc), 300)
     if not gateway.unavailable:
         try:
-            gateway.headers = {"authorization": f"Bearer {enroll_device(f'http://127.0.0.1:{gateway_port}')}"}
+            gateway.headers = {"authorization": f"Bearer {enroll_device(f'http://127.0.0.1:{gateway.service.port}')}"}
         except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:
             gateway.unavailable = f"enrollment failed: {exc}"
     for target in targets:
         if not target.unavailable:
             target.unavailable = preflight(target, config.stream_shape)
         log(f"{target.label}: " + (f"NOT MEASURED ({target.unavailable})" if target.unavailable else f"ready on port {target.service.port}"))
-    return targets
 
 
 def targets_for(scenario: Scenario, targets: list[Target], repetition: int) -> list[Target]:
@@ -281,10 +297,12 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
         + ("" if cores.pinned else " (one core: nothing pinned)"))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir:
-        targets = start_targets(config, cores, Path(var_dir), log)
-        record = RunRecord(config, cores, targets)
-        load = LoadGenerator(cores.load)
+        targets = plan_targets(config, cores, Path(var_dir))
+        record = RunRecord(config, cores, targets, load_average={"before": os.getloadavg()[0]})
+        load: LoadGenerator | None = None
         try:
+            start_targets(config, targets, log)
+            load = LoadGenerator(cores.load)
             warm_up(load, targets, config)
             for repetition in range(config.repetitions):
                 for scenario in SCENARIOS:
@@ -295,8 +313,9 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
                         log(f"[{repetition + 1}/{config.repetitions}] {scenario.label:<58} {target.label:<32} "
                             f"{figures.rate:9.1f}/s  p50 {figures.p50_ms:8.2f} ms  errors {figures.errors}")
         finally:
-            load.close()
-            for target in reversed(targets):
-                target.service.stop()
+            if load is not None:
+                load.close()
+            stop_all([target.service for target in targets])
     record.seconds = time.monotonic() - started
+    record.load_average["after"] = os.getloadavg()[0]
     return record

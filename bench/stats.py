@@ -90,18 +90,21 @@ def combine(repetitions: Sequence[CellFigures]) -> CellFigures:
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """A target's combined figures against the direct baseline and the bare pass-through."""
+    """A target's combined figures against the direct baseline and the bare pass-throughs."""
 
     figures: CellFigures
     added_p50_ms: float = math.nan  # p50 minus the direct p50
     vs_direct: float = math.nan  # rate / direct rate
-    vs_passthrough: float = math.nan  # rate / pass-through rate
+    vs_passthrough: float = math.nan  # rate / bare ninja pass-through rate
+    vs_asgi: float = math.nan  # rate / bare ASGI pass-through rate
 
 
-def compare(figures: CellFigures, direct: CellFigures | None, passthrough: CellFigures | None) -> Comparison:
+def compare(figures: CellFigures, direct: CellFigures | None, passthrough: CellFigures | None = None,
+            asgi: CellFigures | None = None) -> Comparison:
     return Comparison(
         figures=figures,
         added_p50_ms=difference(figures.p50_ms, direct.p50_ms) if direct else math.nan,
         vs_direct=ratio(figures.rate, direct.rate) if direct else math.nan,
         vs_passthrough=ratio(figures.rate, passthrough.rate) if passthrough else math.nan,
+        vs_asgi=ratio(figures.rate, asgi.rate) if asgi else math.nan,
     )

@@ -1,7 +1,8 @@
 """What the benchmark runs: the targets (servers under test) and the scenarios (workloads).
 
-Targets: (a) the upstream directly, (b) the bare Django + ninja pass-through, (c) the gateway,
-and the pass-through on every ASGI server x upstream client pair, for choosing them.
+Targets: (a) the upstream directly, (b) the bare Django + ninja pass-through, (c) the gateway;
+besides, the bare ASGI pass-through (the floor of a proxy that routes /v1 around Django, as the
+gateway does) and the ninja pass-through on every ASGI server x upstream client pair.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from bench.processes import CorePlan, Service, free_port
 
-DIRECT, PASSTHROUGH, GATEWAY, VARIANT = "direct", "passthrough", "gateway", "variant"
+DIRECT, ASGI, PASSTHROUGH, GATEWAY, VARIANT = "direct", "asgi", "passthrough", "gateway", "variant"
 SERVERS = ("uvicorn", "daphne")
 TRANSPORTS = ("gateway", "httpx", "aiohttp")  # see bench/passthrough_settings.py
 TRANSPORT_LABELS = {"gateway": "gateway's client (httpx over aiohttp)", "httpx": "httpx default transport", "aiohttp": "aiohttp client"}
@@ -128,14 +129,15 @@ def upstream_target(upstream_server: str, keys: Secrets, cores: CorePlan, env: d
 
 
 def passthrough_target(server: str, transport: str, role: str, cores: CorePlan, env: dict[str, str]) -> Target:
+    """The ninja pass-through (role PASSTHROUGH or VARIANT) or the bare ASGI one (role ASGI)."""
     port = free_port()
     service_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.passthrough_settings", "BENCH_PASSTHROUGH_TRANSPORT": transport,
                    "PORT": str(port)}
-    service = Service(f"pass-through {server}+{transport}", server_argv(server, "bench.passthrough:application", port),
-                      service_env, port, cores.proxy)
-    key = PASSTHROUGH if role == PASSTHROUGH else f"{VARIANT}:{server}+{transport}"
-    label = f"bare ninja, {server}, {TRANSPORT_LABELS[transport]}"
-    return Target(key, role, label, service)
+    application = "bench.passthrough:asgi_application" if role == ASGI else "bench.passthrough:application"
+    service = Service(f"{role} {server}+{transport}", server_argv(server, application, port), service_env, port, cores.proxy)
+    key = f"{VARIANT}:{server}+{transport}" if role == VARIANT else role
+    framework = "bare ASGI" if role == ASGI else "bare ninja"
+    return Target(key, role, f"{framework}, {server}, {TRANSPORT_LABELS[transport]}", service)
 
 
 def gateway_target(server: str, cores: CorePlan, env: dict[str, str], port: int) -> Target:

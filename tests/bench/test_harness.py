@@ -60,7 +60,8 @@ def test_compare_gives_added_latency_and_ratios():
     assert comparison.added_p50_ms == pytest.approx(1.2)
     assert comparison.vs_direct == 0.04
     assert comparison.vs_passthrough == 0.8
-    assert math.isnan(compare(gateway, None, None).vs_direct)
+    assert math.isnan(compare(gateway, None).vs_direct)
+    assert compare(gateway, direct, passthrough, CellFigures(rate=1_600.0)).vs_asgi == 0.5
 
 
 def test_memory_per_stream_is_the_rise_while_held_over_the_streams_held():
@@ -96,11 +97,12 @@ def test_table_shows_ratios_only_for_proxies():
     gateway = Target("gateway", "gateway", "gateway, uvicorn", Service("g", [], {}, 0, frozenset()))
     direct_figures = CellFigures(rate=20_000.0, p50_ms=0.05, p99_ms=0.1)
     gateway_figures = CellFigures(rate=900.0, p50_ms=1.05, p99_ms=2.5, errors=0, peak_rss=120 * 2**20, bytes_per_stream=30 * 1024)
-    rows = [Row(scenario, direct, compare(direct_figures, direct_figures, None)),
-            Row(scenario, gateway, compare(gateway_figures, direct_figures, CellFigures(rate=1_200.0, p50_ms=0.8)))]
+    ninja, asgi = CellFigures(rate=1_200.0, p50_ms=0.8), CellFigures(rate=3_000.0, p50_ms=0.3)
+    rows = [Row(scenario, direct, compare(direct_figures, direct_figures, ninja, asgi)),
+            Row(scenario, gateway, compare(gateway_figures, direct_figures, ninja, asgi))]
     lines = format_table(rows).splitlines()
-    assert lines[2] == "| JSON, 1 conn | direct | 20,000 | 0.05 | 0.10 |  |  |  | 0 |  |  |"
-    assert lines[3] == "| JSON, 1 conn | gateway, uvicorn | 900 | 1.05 | 2.50 | 1.00 | 0.045 | 0.75 | 0 | 120 | 30.0 |"
+    assert lines[2] == "| JSON, 1 conn | direct | 20,000 | 0.05 | 0.10 |  |  |  |  | 0 |  |  |"
+    assert lines[3] == "| JSON, 1 conn | gateway, uvicorn | 900 | 1.05 | 2.50 | 1.00 | 0.045 | 0.75 | 0.30 | 0 | 120 | 30.0 |"
 
 
 @pytest.mark.parametrize("cut", [1, 7, 40, 70, -3, -1])
