@@ -176,3 +176,19 @@ def test_operator_key_is_shown_once_and_only_its_hash_stored(admin_client):
 def test_admin_needs_a_login(client):
     assert client.get("/admin/tokens/device/").status_code == 302
     assert error_of(bootstrap(client, "x" * 129))[0] == 400
+
+
+def test_admin_pages_render(admin_client, enrolled):
+    device = Device.objects.get(device_id="laptop-ada")
+    for url in (
+        "/admin/tokens/device/add/",
+        f"/admin/tokens/device/{device.pk}/change/",
+        "/admin/tokens/organization/",
+        "/admin/tokens/organization/add/",
+        "/admin/tokens/operatorapikey/add/",
+        "/admin/tokens/signingkey/",
+        f"/admin/tokens/issuedtoken/?device__id__exact={device.pk}",
+    ):
+        assert admin_client.get(url).status_code == 200, url
+    tokens_page = admin_client.get(f"/admin/tokens/issuedtoken/?device__id__exact={device.pk}").content.decode()
+    assert tokens_page.count("laptop-ada") >= 2
