@@ -27,7 +27,13 @@ def get_async_redis() -> aioredis.Redis | None:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+        # A blocking pool: under a burst of thousands of streams a request waits briefly for a free
+        # connection instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS, timeout=settings.REDIS_POOL_TIMEOUT,
+            socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
+        )
+        client = aioredis.Redis(connection_pool=pool)
         _clients[loop] = client
     return client
 

@@ -178,6 +178,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache, channels, Celery: Redis when REDIS_URL is set, embedded otherwise ---------------
 REDIS_URL = env_str("REDIS_URL")
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "gw")
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 512, minimum=1)
+REDIS_POOL_TIMEOUT = env_float("REDIS_POOL_TIMEOUT", 5.0, minimum=0.01)
 if REDIS_URL:
     CACHES = {
         "default": {
