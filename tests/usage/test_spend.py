@@ -18,8 +18,6 @@ from proxyproject.redis import get_sync_redis, redis_key
 from tests import servers
 from tests.usage.cast import identity_with, usage_event
 from usage.spend import (
-    LocalSpendBackend,
-    RedisSpendBackend,
     SpendLedger,
     cap_checks,
     current_spend,
@@ -28,6 +26,8 @@ from usage.spend import (
     reserve_spend,
     settle_spend,
 )
+from usage.spend_counters import LocalSpendBackend
+from usage.spend_redis import RedisSpendBackend
 from usage.writer import drain_usage_queue, flush_usage, stop_usage_writer, submit_usage
 
 UTC = dt.timezone.utc

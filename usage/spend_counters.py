@@ -1,0 +1,157 @@
+"""Spend counters and the two places they live: the interface both backends implement, and the
+in-process backend (Redis's is `spend_redis`). Amounts are integer nano-dollars, rounded up, so
+neither Redis nor Lua ever sees a float."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
+from typing import Callable, Protocol
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from proxyproject.logging import log_event
+
+logger = logging.getLogger("usage.spend")
+NANO = Decimal("1e-9")
+
+
+def to_nanos(amount: Decimal) -> int:
+    return int((Decimal(amount) / NANO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def from_nanos(units: int) -> Decimal:
+    return (Decimal(units) * NANO).quantize(NANO)
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One cap's running total, e.g. `device:12:day:2026-11-25`; it lives until `expires_at` (epoch s)."""
+
+    name: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CapCheck:
+    counter: Counter
+    cap_nanos: int
+    description: str
+
+
+class SpendBackend(Protocol):
+    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float) -> int | None:
+        """Reserve in every counter, or in none and return the index of the first cap it would exceed."""
+
+    async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
+        """Drop the reservation; add `actual_nanos` to the settled totals unless None (released)."""
+
+    def raise_settled_to(self, totals: dict[Counter, int]) -> None:
+        """Reconciliation: each counter's settled total becomes at least the database's figure."""
+
+    def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
+        """(settled, live reserved) nanos."""
+
+
+@dataclass
+class _LocalCounter:
+    expires_at: float
+    settled: int = 0
+    reservations: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def live_reserved(self, now: float) -> int:
+        expired = [rid for rid, (_, until) in self.reservations.items() if until <= now]
+        for rid in expired:
+            del self.reservations[rid]
+        return sum(amount for amount, _ in self.reservations.values())
+
+
+TotalsLoader = Callable[[], dict[Counter, int]]
+LOCAL_RECONCILE_SECONDS = 60.0
+
+
+def _load_totals_and_close(loader: TotalsLoader) -> dict[Counter, int]:
+    try:
+        return loader()
+    finally:
+        close_old_connections()
+
+
+class LocalSpendBackend:
+    """Per process. Each operation is one critical section of dict work with no await inside, so it
+    is atomic for the event loop; the lock only guards against the threads of commands and Celery.
+
+    Nothing outside this process can reach its counters (the rollup task runs in Celery's), so with
+    a `totals_loader` it raises them to the database's figures itself: before its first reservation
+    (a restarted process does not start from zero), then in the background once a minute (what
+    other processes spent arrives that way). One query per minute per process, never per request.
+    """
+
+    def __init__(self, totals_loader: TotalsLoader | None = None) -> None:
+        self.lock = threading.Lock()
+        self.counters: dict[str, _LocalCounter] = {}
+        self.totals_loader = totals_loader
+        self.loaded_at: float | None = None
+        self.refresh: asyncio.Task | None = None
+
+    async def _load_from_database(self) -> None:
+        try:
+            totals = await sync_to_async(_load_totals_and_close, thread_sensitive=False)(self.totals_loader)
+        except Exception as exc:  # database away: enforce on what this process knows, retry in a minute
+            log_event(logger, "Spend counters not refreshed from the database", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+        else:
+            self.raise_settled_to(totals)
+        self.loaded_at = time.monotonic()
+
+    async def keep_in_step_with_database(self) -> None:
+        if self.totals_loader is None:
+            return
+        if self.loaded_at is None:
+            await self._load_from_database()
+        elif time.monotonic() - self.loaded_at >= LOCAL_RECONCILE_SECONDS and (self.refresh is None or self.refresh.done()):
+            self.refresh = asyncio.get_running_loop().create_task(self._load_from_database())
+
+    def _counter(self, counter: Counter, now: float) -> _LocalCounter:
+        if len(self.counters) > 10_000:
+            for name in [name for name, c in self.counters.items() if c.expires_at <= now]:
+                del self.counters[name]
+        return self.counters.setdefault(counter.name, _LocalCounter(counter.expires_at))
+
+    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float) -> int | None:
+        await self.keep_in_step_with_database()
+        with self.lock:
+            states = [self._counter(check.counter, now) for check in checks]
+            if request_id in states[0].reservations:
+                return None
+            for index, (check, state) in enumerate(zip(checks, states)):
+                if state.settled + state.live_reserved(now) + nanos > check.cap_nanos:
+                    return index
+            for state in states:
+                state.reservations[request_id] = (nanos, now + settings.SPEND_RESERVATION_TTL_SECONDS)
+            return None
+
+    async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
+        with self.lock:
+            for counter in counters:
+                state = self._counter(counter, now)
+                state.reservations.pop(request_id, None)
+                if actual_nanos is not None:
+                    state.settled += actual_nanos
+
+    def raise_settled_to(self, totals: dict[Counter, int]) -> None:
+        now = time.time()
+        with self.lock:
+            for counter, total in totals.items():
+                state = self._counter(counter, now)
+                state.settled = max(state.settled, total)
+        self.loaded_at = time.monotonic()
+
+    def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
+        with self.lock:
+            state = self.counters.get(counter.name)
+            return (0, 0) if state is None else (state.settled, state.live_reserved(now))

@@ -1,0 +1,111 @@
+"""The Redis spend backend: every check-and-reserve, settle and reconciliation is one Lua script,
+so all gateway processes sharing the Redis see one set of counters and no race can slip between a
+check and its reservation."""
+from __future__ import annotations
+
+from django.conf import settings
+
+from proxyproject.redis import get_async_redis, get_sync_redis, redis_key
+from usage.spend_counters import CapCheck, Counter
+
+RESERVE_SCRIPT = """
+-- KEYS: one hash per counter. ARGV: nanos, request id, now ms, reservation expiry ms, then per
+-- counter: cap nanos, counter expiry (epoch s). A hash holds `settled`, `reserved`, `r:<id>` amounts
+-- and `x:<id>` expiries; expired reservations are dropped before the check.
+local nanos, id, now, expires = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+for i, key in ipairs(KEYS) do
+  local fields = redis.call('HGETALL', key)
+  for j = 1, #fields, 2 do
+    local name = fields[j]
+    if string.sub(name, 1, 2) == 'x:' and tonumber(fields[j + 1]) <= now then
+      local rid = string.sub(name, 3)
+      local amount = redis.call('HGET', key, 'r:' .. rid)
+      if amount then redis.call('HINCRBY', key, 'reserved', -tonumber(amount)) end
+      redis.call('HDEL', key, 'r:' .. rid, name)
+    end
+  end
+end
+if redis.call('HEXISTS', KEYS[1], 'r:' .. id) == 1 then
+  return 0
+end
+for i, key in ipairs(KEYS) do
+  local cap = tonumber(ARGV[3 + 2 * i])
+  local used = tonumber(redis.call('HGET', key, 'settled') or '0') + tonumber(redis.call('HGET', key, 'reserved') or '0')
+  if used + tonumber(nanos) > cap then
+    return i
+  end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, 'reserved', nanos)
+  redis.call('HSET', key, 'r:' .. id, nanos, 'x:' .. id, expires)
+  redis.call('EXPIREAT', key, ARGV[4 + 2 * i])
+end
+return 0
+"""
+
+FINISH_SCRIPT = """
+-- KEYS: the reservation's counters. ARGV: request id, actual nanos or '' (release), then per counter its expiry.
+for i, key in ipairs(KEYS) do
+  local amount = redis.call('HGET', key, 'r:' .. ARGV[1])
+  if amount then
+    redis.call('HINCRBY', key, 'reserved', -tonumber(amount))
+    redis.call('HDEL', key, 'r:' .. ARGV[1], 'x:' .. ARGV[1])
+  end
+  if ARGV[2] ~= '' then
+    redis.call('HINCRBY', key, 'settled', ARGV[2])
+    redis.call('EXPIREAT', key, ARGV[2 + i])
+  end
+end
+return 0
+"""
+
+RAISE_SCRIPT = """
+-- KEYS: counters. ARGV: per counter, database total nanos and expiry.
+for i, key in ipairs(KEYS) do
+  local total = tonumber(ARGV[2 * i - 1])
+  if tonumber(redis.call('HGET', key, 'settled') or '0') < total then
+    redis.call('HSET', key, 'settled', ARGV[2 * i - 1])
+    redis.call('EXPIREAT', key, ARGV[2 * i])
+  end
+end
+return 0
+"""
+
+
+def _key(counter: Counter) -> str:
+    return redis_key("spend", counter.name)
+
+
+class RedisSpendBackend:
+    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float) -> int | None:
+        client = get_async_redis()
+        expires_ms = int((now + settings.SPEND_RESERVATION_TTL_SECONDS) * 1000)
+        argv: list[object] = [nanos, request_id, int(now * 1000), expires_ms]
+        for check in checks:
+            argv += [check.cap_nanos, int(check.counter.expires_at)]
+        failed = int(await client.eval(RESERVE_SCRIPT, len(checks), *[_key(c.counter) for c in checks], *argv))
+        return failed - 1 if failed else None
+
+    async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
+        client = get_async_redis()
+        argv: list[object] = [request_id, "" if actual_nanos is None else actual_nanos, *[int(c.expires_at) for c in counters]]
+        await client.eval(FINISH_SCRIPT, len(counters), *[_key(c) for c in counters], *argv)
+
+    def raise_settled_to(self, totals: dict[Counter, int]) -> None:
+        client = get_sync_redis()
+        items = list(totals.items())
+        for start in range(0, len(items), 200):
+            chunk = items[start : start + 200]
+            argv: list[object] = []
+            for counter, total in chunk:
+                argv += [total, int(counter.expires_at)]
+            client.eval(RAISE_SCRIPT, len(chunk), *[_key(counter) for counter, _ in chunk], *argv)
+
+    def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
+        fields = {k.decode(): v.decode() for k, v in get_sync_redis().hgetall(_key(counter)).items()}
+        now_ms = now * 1000
+        live = sum(
+            int(value) for name, value in fields.items()
+            if name.startswith("r:") and float(fields.get("x:" + name[2:], "0")) > now_ms
+        )
+        return int(fields.get("settled", 0)), live
