@@ -67,7 +67,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ("name", "device_count", "requests_per_window", "daily_spend_cap_usd", "monthly_spend_cap_usd", "tokens_revoked_before")
+    list_display = (
+        "name", "device_count", "requests_per_window", "daily_spend_cap_usd", "monthly_spend_cap_usd", "tokens_revoked_before",
+    )
     search_fields = ("name",)
     readonly_fields = ("tokens_revoked_before", "created_at", "updated_at")
     fieldsets = ((None, {"fields": ("name",)}), POLICY_FIELDSET, ("State", {"fields": readonly_fields}))
@@ -96,7 +98,8 @@ class OrganizationAdmin(admin.ModelAdmin):
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         for organization in queryset:
             result = revoke_organization_tokens(organization=organization, actor=request.user)
-            self.message_user(request, f"{organization}: {result.revoked_tokens} tokens of {result.devices} devices revoked.", messages.SUCCESS)
+            message = f"{organization}: {result.revoked_tokens} tokens of {result.devices} devices revoked."
+            self.message_user(request, message, messages.SUCCESS)
 
 
 @admin.register(Device)
@@ -106,7 +109,9 @@ class DeviceAdmin(admin.ModelAdmin):
     list_select_related = ("organization",)
     search_fields = ("device_id", "user_label", "organization__name", "last_ip")
     autocomplete_fields = ("organization",)
-    readonly_fields = ("status", "secret_state", "tokens_revoked_before", "last_seen_at", "last_ip", "tokens_link", "created_at", "updated_at")
+    readonly_fields = (
+        "status", "secret_state", "tokens_revoked_before", "last_seen_at", "last_ip", "tokens_link", "created_at", "updated_at",
+    )
     fieldsets = (
         (None, {"fields": ("device_id", "organization", "user_label", "app_version")}),
         POLICY_FIELDSET,

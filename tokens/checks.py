@@ -24,7 +24,8 @@ def check_revocation_delay(app_configs, **kwargs) -> list[CheckMessage]:
     if settings.REVOCATION_CACHE_SECONDS > 5:
         return [
             Warning(
-                f"REVOCATION_CACHE_SECONDS={settings.REVOCATION_CACHE_SECONDS}: a revoked token keeps working that long on other processes.",
+                f"REVOCATION_CACHE_SECONDS={settings.REVOCATION_CACHE_SECONDS}: "
+                "a revoked token keeps working that long on other processes.",
                 hint="Keep it at 5 seconds or less (default 2).",
                 id="tokens.W002",
             )

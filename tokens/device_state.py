@@ -100,7 +100,9 @@ def load_device_state(device_id: str) -> DeviceState | None:
         device_id=device.device_id,
         org_id=device.organization_id,
         status=device.status,
-        revoked_before=_latest_timestamp(device.tokens_revoked_before, organization.tokens_revoked_before if organization else None),
+        revoked_before=_latest_timestamp(
+            device.tokens_revoked_before, organization.tokens_revoked_before if organization else None
+        ),
         revoked_jtis=frozenset(revoked_jtis),
         policy=resolve_policy(device, organization),
     )
@@ -160,7 +162,9 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
         raw, device_gen, orgs_gen = await client.mget(_snapshot_key(device_id), _generation_key(device_id), _org_generation_key())
     except RedisError as exc:
         # Availability over sharing: the database is the authority, so answer from it.
-        log_event(logger, "Device state: Redis unavailable, reading the database", logging.WARNING, device_id=device_id, error=str(exc))
+        log_event(
+            logger, "Device state: Redis unavailable, reading the database", logging.WARNING, device_id=device_id, error=str(exc)
+        )
         return await sync_to_async(load_device_state)(device_id)
     device_gen = (device_gen or b"0").decode()
     orgs_gen = (orgs_gen or b"0").decode()

@@ -23,7 +23,8 @@ class SecretDecryptionFailed(Exception):
 
 
 def _derive_fernet_key(material: str) -> bytes:
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"llm-gateway field encryption v1").derive(material.encode())
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"llm-gateway field encryption v1")
+    derived = hkdf.derive(material.encode())
     return base64.urlsafe_b64encode(derived)
 
 

@@ -78,7 +78,9 @@ def bootstrap_device(
         )
         refusal = _refusal(device, created, device_secret)
         if refusal is not None:
-            record_audit_event(AuditKind.ENROLLMENT_REFUSED, device=device, client=client, now=now, detail={"reason": refusal.error_code})
+            record_audit_event(
+                AuditKind.ENROLLMENT_REFUSED, device=device, client=client, now=now, detail={"reason": refusal.error_code}
+            )
             enrollment = None
         else:
             enrollment = _enroll(device, created, app_version, device_secret, client, now)
@@ -89,7 +91,9 @@ def bootstrap_device(
     return enrollment
 
 
-def _enroll(device: Device, created: bool, app_version: str, device_secret: str | None, client: ClientInfo, now: dt.datetime) -> Enrollment:
+def _enroll(
+    device: Device, created: bool, app_version: str, device_secret: str | None, client: ClientInfo, now: dt.datetime
+) -> Enrollment:
     new_secret = None
     if not device.secret_hash:
         new_secret = device_secret or generate_device_secret()
@@ -107,6 +111,8 @@ def _enroll(device: Device, created: bool, app_version: str, device_secret: str 
     pair = issue_token_pair(device=device, client=client, now=now)
     record_audit_event(
         AuditKind.BOOTSTRAP, device=device, jti=pair.access_jti, client=client, now=now,
-        detail={"family": pair.family, "created": created, "app_version": device.app_version, "secret_set": new_secret is not None},
+        detail={
+            "family": pair.family, "created": created, "app_version": device.app_version, "secret_set": new_secret is not None,
+        },
     )
     return Enrollment(device.device_id, device.status, pair, new_secret)

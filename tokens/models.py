@@ -19,7 +19,9 @@ class PolicyFields(models.Model):
         null=True, blank=True, help_text="Input+output tokens per minute; 0 = no limit. Empty: inherit."
     )
     daily_spend_cap_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True, help_text="Empty: inherit.")
-    monthly_spend_cap_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True, help_text="Empty: inherit.")
+    monthly_spend_cap_usd = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, help_text="Empty: inherit."
+    )
 
     class Meta:
         abstract = True

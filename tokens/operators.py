@@ -18,7 +18,9 @@ from django.utils import timezone
 from gateway.errors import AuthenticationFailed, PermissionDenied
 from tokens.models import OperatorApiKey
 
-__all__ = ["OperatorApiKey", "authenticate_operator", "create_operator_api_key", "issue_operator_api_key", "revoke_operator_api_key"]
+__all__ = [
+    "OperatorApiKey", "authenticate_operator", "create_operator_api_key", "issue_operator_api_key", "revoke_operator_api_key",
+]
 
 KEY_PREFIX = "gwop_"
 _SHOWN_PREFIX_LENGTH = 12

@@ -42,13 +42,16 @@ def _first(*values: T | None) -> T | None:
 def resolve_policy(device: Device, organization: Organization | None) -> DevicePolicy:
     org_value = (lambda field: getattr(organization, field)) if organization is not None else (lambda field: None)
     device_models = parse_model_patterns(device.allowed_models) if device.allowed_models.strip() else None
-    org_models = parse_model_patterns(organization.allowed_models) if organization and organization.allowed_models.strip() else None
+    org_text = organization.allowed_models if organization is not None else ""
+    org_models = parse_model_patterns(org_text) if org_text.strip() else None
     return DevicePolicy(
         requests_per_window=_first(device.requests_per_window, org_value("requests_per_window"), settings.RATE_LIMIT_MAX),
         window_ms=_first(device.window_ms, org_value("window_ms"), settings.RATE_LIMIT_WINDOW),
         tokens_per_minute=_first(device.tokens_per_minute, org_value("tokens_per_minute"), settings.TOKENS_PER_MINUTE_MAX),
         allowed_models=_first(device_models, org_models, ()),
-        device_daily_cap_usd=_first(device.daily_spend_cap_usd, org_value("daily_spend_cap_usd"), _settings_cap("DAILY_SPEND_CAP_USD")),
+        device_daily_cap_usd=_first(
+            device.daily_spend_cap_usd, org_value("daily_spend_cap_usd"), _settings_cap("DAILY_SPEND_CAP_USD")
+        ),
         device_monthly_cap_usd=_first(
             device.monthly_spend_cap_usd, org_value("monthly_spend_cap_usd"), _settings_cap("MONTHLY_SPEND_CAP_USD")
         ),

@@ -54,12 +54,16 @@ def _revoke_device_in_transaction(device: Device, now: dt.datetime) -> int:
     return _revoke_rows(IssuedToken.objects.filter(device=device), now)
 
 
-def revoke_device_tokens(*, device: Device, actor: Actor, client: ClientInfo = SYSTEM, now: dt.datetime | None = None) -> RevocationResult:
+def revoke_device_tokens(
+    *, device: Device, actor: Actor, client: ClientInfo = SYSTEM, now: dt.datetime | None = None
+) -> RevocationResult:
     """Every token the device holds stops working; it must bootstrap again (with its secret)."""
     now = now or timezone.now()
     with transaction.atomic():
         count = _revoke_device_in_transaction(device, now)
-        record_audit_event(AuditKind.DEVICE_REVOKED, device=device, client=client, actor=actor, now=now, detail={"revoked_tokens": count})
+        record_audit_event(
+            AuditKind.DEVICE_REVOKED, device=device, client=client, actor=actor, now=now, detail={"revoked_tokens": count}
+        )
         transaction.on_commit(lambda: invalidate_devices([device.device_id]))
     return RevocationResult(revoked_tokens=count, devices=1)
 

@@ -70,7 +70,11 @@ def ensure_active_signing_key() -> SigningKey:
         with transaction.atomic():
             key, _ = SigningKey.objects.get_or_create(
                 kid=_seed_kid(settings.JWT_SECRET),
-                defaults={"encrypted_secret": encrypt_secret(settings.JWT_SECRET), "state": SigningKeyState.ACTIVE, "created_at": timezone.now()},
+                defaults={
+                    "encrypted_secret": encrypt_secret(settings.JWT_SECRET),
+                    "state": SigningKeyState.ACTIVE,
+                    "created_at": timezone.now(),
+                },
             )
     except IntegrityError:
         key = SigningKey.objects.get(kid=_seed_kid(settings.JWT_SECRET))

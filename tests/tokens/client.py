@@ -5,9 +5,8 @@ import base64
 from typing import Any
 
 import orjson
-from django.test import Client
-from django.test.client import AsyncClient
 from django.http import HttpResponse
+from django.test import Client
 
 
 def bootstrap(client: Client, device_id: str, app_version: str = "1.0.0", **fields: Any) -> HttpResponse:
@@ -23,11 +22,6 @@ def refresh(client: Client, refresh_token: str) -> HttpResponse:
 def refresh_with_bearer(client: Client, token: str) -> HttpResponse:
     """As the seed's client does: no body, the token in the Authorization header."""
     return client.generic("POST", "/refresh", headers={"authorization": f"Bearer {token}"})
-
-
-async def abootstrap(client: AsyncClient, device_id: str, **fields: Any) -> HttpResponse:
-    body = {"device_id": device_id, "app_version": "1.0.0", **fields}
-    return await client.post("/bootstrap", data=body, content_type="application/json")
 
 
 def error_of(response: HttpResponse) -> tuple[int, str, str]:

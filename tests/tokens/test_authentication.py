@@ -31,7 +31,8 @@ def test_valid_wrapper_token_gives_the_device_identity_and_effective_policy(clie
     settings.DAILY_SPEND_CAP_USD = "5.00"
     settings.MONTHLY_SPEND_CAP_USD = ""
     organization = Organization.objects.create(name="Acme", monthly_spend_cap_usd=Decimal("900.00"), tokens_per_minute=20_000)
-    device = Device.objects.create(device_id="dev-id", organization=organization, allowed_models="claude-sonnet-*\nclaude-haiku-*")
+    models = "claude-sonnet-*\nclaude-haiku-*"
+    device = Device.objects.create(device_id="dev-id", organization=organization, allowed_models=models)
     token = bootstrap(client, "dev-id").json()["wrapper_token"]
     claims = jwt_parts(token)[1]
 
@@ -189,7 +190,8 @@ def test_another_process_revocation_is_seen_once_the_cache_ages_out(enrolled, se
 
 def test_with_redis_down_the_state_comes_from_the_database(enrolled, monkeypatch):
     unreachable = {"host": "127.0.0.1", "port": 9, "socket_connect_timeout": 0.5}
-    monkeypatch.setattr(device_state, "get_async_redis", lambda: redis.asyncio.Redis(**unreachable, retry=AsyncRetry(NoBackoff(), 0)))
+    async_client = redis.asyncio.Redis(**unreachable, retry=AsyncRetry(NoBackoff(), 0))
+    monkeypatch.setattr(device_state, "get_async_redis", lambda: async_client)
     monkeypatch.setattr(device_state, "get_sync_redis", lambda: redis.Redis(**unreachable, retry=Retry(NoBackoff(), 0)))
     assert authenticate(enrolled["wrapper_token"]).device_id == "laptop-ada"
     block_device(device=Device.objects.get(device_id="laptop-ada"), actor="test")

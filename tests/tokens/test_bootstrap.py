@@ -44,8 +44,11 @@ def test_wrapper_token_carries_device_kid_type_and_policy_claims(client, setting
     assert header == {"alg": "HS256", "kid": active.kid, "typ": "JWT"}
     assert claims["sub"] == "dev-claims"
     assert claims["token_type"] == "access"
-    assert claims["policy"] == {"rate_limit": {"max": 40, "window_ms": 30_000}, "tokens_per_minute": 5000, "allowed_models": ["claude-haiku-*"]}
-    assert dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc) == dt.datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
+    assert claims["policy"] == {
+        "rate_limit": {"max": 40, "window_ms": 30_000}, "tokens_per_minute": 5000, "allowed_models": ["claude-haiku-*"],
+    }
+    expires_at = dt.datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
+    assert dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc) == expires_at
     _, refresh_claims = jwt_parts(body["refresh_token"])
     assert refresh_claims["token_type"] == "refresh"
     assert refresh_claims["fam"] == claims["fam"]
@@ -112,6 +115,7 @@ def test_bootstrap_is_audited(client):
     body = bootstrap(client, "dev-audit", headers={"user-agent": "desktop/1.0"}).json()
     _, claims = jwt_parts(body["wrapper_token"])
     event = AuditEvent.objects.get(kind=AuditKind.BOOTSTRAP)
-    assert (event.device_ref, event.jti, event.ip, event.user_agent, event.actor) == ("dev-audit", claims["jti"], "127.0.0.1", "desktop/1.0", "")
+    seen = (event.device_ref, event.jti, event.ip, event.user_agent, event.actor)
+    assert seen == ("dev-audit", claims["jti"], "127.0.0.1", "desktop/1.0", "")
     assert event.detail["created"] is True
     assert event.detail["family"] == claims["fam"]

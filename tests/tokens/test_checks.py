@@ -29,6 +29,8 @@ def test_slow_revocation_is_warned(settings):
 
 @pytest.mark.django_db
 def test_signing_key_unreadable_with_the_current_encryption_key_is_an_error(settings):
-    SigningKey.objects.create(kid="k-lost", encrypted_secret="gAAAAAB-not-decryptable", state=SigningKeyState.ACTIVE, created_at=timezone.now())
+    SigningKey.objects.create(
+        kid="k-lost", encrypted_secret="gAAAAAB-not-decryptable", state=SigningKeyState.ACTIVE, created_at=timezone.now()
+    )
     assert "tokens.E001" in _ids(databases=["default"])
     assert "tokens.E001" not in _ids()

@@ -56,7 +56,9 @@ def test_other_algorithms_are_refused_even_with_the_right_key():
             verify_hs256(_token(algorithm=algorithm), KEYS, now=1_000)
 
 
-@pytest.mark.parametrize("mangle", [lambda t: t + "=", lambda t: t[:-2] + "*" + t[-1], lambda t: t + ".", lambda t: t.replace(".", "", 1)])
+@pytest.mark.parametrize(
+    "mangle", [lambda t: t + "=", lambda t: t[:-2] + "*" + t[-1], lambda t: t + ".", lambda t: t.replace(".", "", 1)]
+)
 def test_malformed_segments_are_refused(mangle):
     with pytest.raises(TokenBackendError):
         verify_hs256(mangle(_token()), KEYS, now=1_000)

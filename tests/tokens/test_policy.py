@@ -31,7 +31,10 @@ def test_organization_overrides_settings_and_device_overrides_organization(defau
         name="Acme", requests_per_window=50, window_ms=10_000, tokens_per_minute=9_000, allowed_models="claude-haiku-*",
         daily_spend_cap_usd=Decimal("20.00"), monthly_spend_cap_usd=Decimal("300.00"),
     )
-    device = Device(device_id="d", requests_per_window=5, allowed_models="claude-sonnet-*, claude-opus-4-5*", monthly_spend_cap_usd=Decimal("50.00"))
+    device = Device(
+        device_id="d", requests_per_window=5, allowed_models="claude-sonnet-*, claude-opus-4-5*",
+        monthly_spend_cap_usd=Decimal("50.00"),
+    )
     assert resolve_policy(device, organization) == DevicePolicy(
         requests_per_window=5, window_ms=10_000, tokens_per_minute=9_000, allowed_models=("claude-sonnet-*", "claude-opus-4-5*"),
         device_daily_cap_usd=Decimal("20.00"), device_monthly_cap_usd=Decimal("50.00"),

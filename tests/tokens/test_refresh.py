@@ -35,7 +35,8 @@ def test_refresh_token_as_bearer_header_works(client, enrolled):
 
 def test_still_valid_wrapper_token_as_bearer_refreshes_once(client, enrolled):
     assert refresh_with_bearer(client, enrolled["wrapper_token"]).status_code == 200
-    assert error_of(refresh_with_bearer(client, enrolled["wrapper_token"])) == (401, "authentication_error", "refresh_token_reused")
+    reused = refresh_with_bearer(client, enrolled["wrapper_token"])
+    assert error_of(reused) == (401, "authentication_error", "refresh_token_reused")
 
 
 def test_a_refresh_token_is_single_use_and_reuse_revokes_the_family(client, enrolled):

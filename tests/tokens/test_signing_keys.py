@@ -112,7 +112,8 @@ def test_scheduled_rotation_happens_every_rotation_period(settings):
 def test_maintenance_task_retires_expired_keys_and_rotates_when_due(settings):
     settings.SIGNING_KEY_ROTATION_DAYS = 30
     old = SigningKey.objects.create(
-        kid="k-old", encrypted_secret="gone-anyway", state=SigningKeyState.VERIFY_ONLY, created_at=timezone.now() - dt.timedelta(days=90),
+        kid="k-old", encrypted_secret="gone-anyway", state=SigningKeyState.VERIFY_ONLY,
+        created_at=timezone.now() - dt.timedelta(days=90),
         verify_until=timezone.now() - dt.timedelta(minutes=1),
     )
     aged = ensure_active_signing_key()

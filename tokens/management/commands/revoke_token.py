@@ -19,6 +19,8 @@ class Command(BaseCommand):
         issued = IssuedToken.objects.select_related("device").filter(jti=jti).first()
         if issued is None:
             raise CommandError(f"No token with jti {jti!r}.")
-        confirm_or_abort(self, f"Revoke {issued.kind} token {jti} of device {issued.device.device_id!r} (expires {issued.expires_at:%Y-%m-%d %H:%M}Z).", yes)
+        expires = f"{issued.expires_at:%Y-%m-%d %H:%M}Z"
+        plan = f"Revoke {issued.kind} token {jti} of device {issued.device.device_id!r} (expires {expires})."
+        confirm_or_abort(self, plan, yes)
         revoke_token(jti=jti, actor="command:revoke_token")
         self.stdout.write(self.style.SUCCESS(f"Token {jti} revoked."))

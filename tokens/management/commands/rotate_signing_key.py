@@ -11,7 +11,9 @@ class Command(BaseCommand):
     help = "Rotate the JWT signing key (older keys keep verifying until their tokens expire)."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--retire-expired", action="store_true", help="Also retire verify-only keys whose tokens have all expired.")
+        parser.add_argument(
+            "--retire-expired", action="store_true", help="Also retire verify-only keys whose tokens have all expired."
+        )
 
     def handle(self, *args, retire_expired: bool, **options) -> None:
         key = rotate_signing_key(actor="command:rotate_signing_key")
