@@ -229,3 +229,21 @@ async def test_shutdown_flushes_what_the_worker_holds(settings):
     await asyncio.wait_for(server, 30)
     assert [message["type"] for message in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert await sync_to_async(stored_ids)() == [f"req_shutdown_{index}" for index in range(4)]
+
+
+async def test_records_go_to_the_spool_when_the_redis_push_fails(settings):
+    original_url = settings.REDIS_URL
+    settings.USAGE_FLUSH_INTERVAL = 3600
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # this test's event loop gets a client for a closed port
+    for index in range(3):
+        submit_usage(usage_event(request_id=f"req_push_failed_{index}"))
+    deadline = time.monotonic() + 10
+    while spool.spooled_segment_count() == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    settings.REDIS_URL = original_url
+    assert spool.spooled_segment_count() == 1
+    try:
+        assert await flush_usage() == 3
+    finally:
+        await stop_usage_writer()
+    assert await sync_to_async(stored_ids)() == [f"req_push_failed_{index}" for index in range(3)]
