@@ -1,22 +1,28 @@
-"""GET /admin/circuit-breaker and POST /admin/circuit-breaker/reset (operator credential).
+"""GET /admin/circuit-breaker and POST /admin/circuit-breaker/reset (operator credential), and
+GET /metrics (Prometheus).
 
 The /v1/* proxy itself is not a ninja route: it is mounted in front of Django (gateway/asgi.py).
 """
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import time
 from typing import Any
 
 import orjson
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from ninja import Router
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway import platform_metrics  # noqa: F401  (registers the scrape-time gauges)
 from gateway.breaker import get_circuit_breaker
 from gateway.breaker_state import BreakerSnapshot
 from gateway.errors import PermissionDenied
+from gateway.metrics import render_metrics
 from tokens.operators import authenticate_operator
 
 router = Router(tags=["gateway"])
@@ -72,3 +78,18 @@ async def reset_circuit_breaker(request: HttpRequest) -> HttpResponse:
     check_csrf_for_session(request)
     actor = await authenticate_operator(request)
     return _json(breaker_body(await get_circuit_breaker().reset(actor=actor)))
+
+
+async def authenticate_scrape(request: HttpRequest) -> str:
+    """A scraper may present METRICS_TOKEN; anyone else needs an operator credential."""
+    scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
+    if settings.METRICS_TOKEN and scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), settings.METRICS_TOKEN):
+        return "metrics-token"
+    return await authenticate_operator(request)
+
+
+@router.get("/metrics", auth=None, summary="Prometheus metrics (METRICS_TOKEN, operator API key or staff session)")
+async def metrics(request: HttpRequest) -> HttpResponse:
+    await authenticate_scrape(request)
+    body = await sync_to_async(render_metrics, thread_sensitive=True)()
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -27,7 +27,7 @@ from gateway.breaker_redis import RedisBreakerBackend
 from gateway.breaker_state import ADMITTED, Admission, BreakerBackend, BreakerConfig, BreakerSnapshot, BreakerState, LocalBreakerBackend
 from gateway.metrics import count_breaker_transition
 from proxyproject.logging import log_event
-from proxyproject.redis import get_async_redis
+from proxyproject.redis import get_async_redis, redis_configured
 
 logger = logging.getLogger("gateway.breaker")
 Clock = Callable[[], float]
@@ -115,7 +115,7 @@ _redis_breaker: CircuitBreaker | None = None
 def get_circuit_breaker() -> CircuitBreaker:
     """The Redis-backed breaker when REDIS_URL is set (one for every process), else this process's."""
     global _local_breaker, _redis_breaker
-    if get_async_redis() is not None:
+    if redis_configured():
         if _redis_breaker is None:
             _redis_breaker = CircuitBreaker(RedisBreakerBackend())
         return _redis_breaker

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from decimal import Decimal
 
 import httpx
 from django.conf import settings
@@ -27,6 +28,7 @@ from gateway.channel import ClientChannel, Receive, Scope, Send
 from gateway.errors import CircuitOpen, GatewayError, new_request_id
 from gateway.headers import header_value, upstream_request_headers
 from gateway.keypool import choose_upstream_key, report_upstream_result
+from gateway.metrics import observe_request
 from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
 from gateway.ratelimit import get_rate_limiter
 from gateway.upstream import build_upstream_request, gateway_error_for, get_upstream_client, retryable_before_response
@@ -65,6 +67,7 @@ class ProxiedRequest:
         self.upstream_ok: bool | None = None  # the breaker's view of the outcome, once known
         self.status = 0
         self.client_gone = False
+        self.upstream_latency_ms: float | None = None
 
     async def run(self) -> None:
         log_event(logger, "Incoming request", requestId=self.request_id, method=self.method, path=self.path)
@@ -146,8 +149,10 @@ class ProxiedRequest:
             log_event(logger, "Proxying request to Anthropic", requestId=self.request_id, deviceId=identity.device_id,
                       model=summary.model, stream=summary.stream, upstreamKey=credential.name, attempt=len(tried))
             request = build_upstream_request(self.method, self.raw_path, self.query, upstream_request_headers(self.headers, credential), body)
+            sent_at = time.perf_counter()
             try:
                 response = await client.send(request, stream=True)
+                self.upstream_latency_ms = (time.perf_counter() - sent_at) * 1000
             except httpx.TransportError as exc:
                 report_upstream_result(credential, exception=exc)
                 if len(tried) == 1 and retryable_before_response(exc):
@@ -175,18 +180,26 @@ class ProxiedRequest:
             self.status = CLIENT_CLOSED_REQUEST
         try:
             await self._record_breaker_outcome()
-            if self.event is not None:
-                await self._account(latency_ms, ttfb_ms)
+            cost = await self._account(latency_ms, ttfb_ms) if self.event is not None else None
+            observe_request(self.event or self._unauthenticated_event(latency_ms, ttfb_ms), cost, self.upstream_latency_ms)
         except Exception:  # bookkeeping must never turn a served request into a crash
             logger.exception("Bookkeeping failed", extra={"event_fields": {"requestId": self.request_id}})
         log_event(logger, "Request completed", requestId=self.request_id, status=self.status, latencyMs=round(latency_ms, 2),
                   ttfbMs=round(ttfb_ms, 2) if ttfb_ms is not None else None, clientDisconnected=self.client_gone)
 
+    def _unauthenticated_event(self, latency_ms: float, ttfb_ms: float | None) -> UsageEvent:
+        """Refused before we knew the device: not a usage record, but still a request to count."""
+        return UsageEvent(
+            request_id=self.request_id, occurred_at=dt.datetime.now(dt.timezone.utc), endpoint=self.path, method=self.method,
+            status=self.status, latency_ms=latency_ms, ttfb_ms=ttfb_ms, error_type="authentication_error" if self.status == 401 else None,
+        )
+
     async def _record_breaker_outcome(self) -> None:
         if self.admission is not None and self.admission.allowed and self.upstream_ok is not None:
             await get_circuit_breaker().record(self.admission, success=self.upstream_ok)
 
-    async def _account(self, latency_ms: float, ttfb_ms: float | None) -> None:
+    async def _account(self, latency_ms: float, ttfb_ms: float | None) -> Decimal | None:
+        """Settle spend and token counters, submit the usage event; return the request's cost."""
         event = self.event
         assert event is not None
         event.status = self.status
@@ -196,10 +209,11 @@ class ProxiedRequest:
         self.tally.apply_to(event)
         if self.tally.error_type and not event.error_type:
             event.error_type = self.tally.error_type
+        cost = price_usage(event) if self.tally.seen else None
         grant = self.grant
         if grant is not None and grant.reservation is not None:
             if self.tally.seen:
-                await settle_spend(grant.reservation, price_usage(event))
+                await settle_spend(grant.reservation, cost)
             else:
                 await release_spend(grant.reservation)
         used_tokens = event.input_tokens + event.cache_write_5m_tokens + event.cache_write_1h_tokens + event.output_tokens
@@ -210,6 +224,7 @@ class ProxiedRequest:
                   inputTokens=event.input_tokens, outputTokens=event.output_tokens, cacheReadTokens=event.cache_read_tokens,
                   cacheWriteTokens=event.cache_write_5m_tokens + event.cache_write_1h_tokens, streamed=event.streamed,
                   clientDisconnected=self.client_gone)
+        return cost
 
 
 async def proxy_request(scope: Scope, receive: Receive, send: Send) -> None:

@@ -21,7 +21,7 @@ from typing import Callable, Protocol, Sequence
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from proxyproject.redis import get_async_redis, redis_key
+from proxyproject.redis import get_async_redis, redis_configured, redis_key
 
 Clock = Callable[[], float]
 
@@ -215,4 +215,4 @@ _redis_limiter = RedisRateLimiter()
 
 def get_rate_limiter() -> RateLimiter:
     """The Redis backend when REDIS_URL is set, else this process's local one."""
-    return _redis_limiter if get_async_redis() is not None else _local_limiter
+    return _redis_limiter if redis_configured() else _local_limiter

@@ -27,7 +27,14 @@ def sample(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name}{{{wanted}}}")
 
 
-def test_observed_request_is_counted_with_tokens_and_spend():
+def gauge(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no gauge {name}")
+
+
+def test_observed_request_is_counted_with_tokens_and_spend(db):
     model = f"claude-test-{uuid.uuid4().hex[:8]}"
     event = UsageEvent(
         request_id="req_1", occurred_at=dt.datetime.now(dt.timezone.utc), endpoint="/v1/messages", method="POST",
@@ -41,3 +48,42 @@ def test_observed_request_is_counted_with_tokens_and_spend():
     assert sample(text, "gateway_tokens_total", model=model, kind="cache_read") == 2000.0
     assert sample(text, "gateway_spend_usd_total", model=model) == 0.0246
     assert 'gateway_request_duration_seconds_bucket{endpoint="/v1/messages",le="0.25"}' in text
+
+
+async def scrape(headers: dict[str, str]) -> tuple[int, str]:
+    from django.test import AsyncClient
+
+    response = await AsyncClient().get("/metrics", headers=headers)
+    return response.status_code, response.content.decode()
+
+
+async def test_metrics_need_a_credential(transactional_db):
+    status, body = await scrape({})
+    assert status == 401
+    assert '"error_code":"invalid_token"' in body
+
+
+async def test_scrape_token_reads_request_counts_and_platform_state(token, fake_upstream, settings):
+    from tests.gateway.conftest import MESSAGE_BODY, call_gateway
+
+    settings.METRICS_TOKEN = "scrape-" + "s" * 30
+    answer = await call_gateway("POST", "/v1/messages", headers={"authorization": f"Bearer {token}", "content-type": "application/json"}, body=MESSAGE_BODY)
+    assert answer.status == 200
+    status, text = await scrape({"authorization": f"Bearer {settings.METRICS_TOKEN}"})
+    assert status == 200
+    assert sample(text, "gateway_requests_total", endpoint="/v1/messages", method="POST", status="200", model="claude-sonnet-4-5") >= 1.0
+    assert sample(text, "gateway_upstream_duration_seconds_count", endpoint="/v1/messages") >= 1.0
+    assert gauge(text, "gateway_active_tokens") >= 1.0
+    assert gauge(text, "gateway_circuit_breaker_state") == 0.0
+    assert gauge(text, "gateway_usage_spool_segments") >= 0.0
+
+
+async def test_operator_api_key_may_scrape(transactional_db):
+    from asgiref.sync import sync_to_async
+
+    from tokens.operators import create_operator_api_key
+
+    _, secret = await sync_to_async(create_operator_api_key)(name="prometheus", created_by=None)
+    status, text = await scrape({"authorization": f"Bearer {secret}"})
+    assert status == 200
+    assert gauge(text, "gateway_token_refreshes_last_hour") == 0.0
