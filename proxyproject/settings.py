@@ -113,7 +113,7 @@ refuse_weak_secrets(DEBUG, SECRET_KEY, JWT_SECRET)
 
 PORT = env_int("PORT", 3001, minimum=1)
 PROXY_BASE_URL = env_str("PROXY_BASE_URL", f"http://localhost:{PORT}").rstrip("/")
-LOG_LEVEL = env_str("LOG_LEVEL", "debug" if DEBUG else "info").upper()
+LOG_LEVEL = env_str("LOG_LEVEL", "info").upper()
 
 _proxy_host = urlparse(PROXY_BASE_URL).hostname or "localhost"
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", f"localhost,127.0.0.1,[::1],{_proxy_host}").split(",") if h.strip()]
@@ -197,6 +197,8 @@ else:
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
 if CELERY_BROKER_URL == "filesystem://":
+    (CELERY_BROKER_DIR / "out").mkdir(parents=True, exist_ok=True)
+    (CELERY_BROKER_DIR / "processed").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "out"),
         "data_folder_out": str(CELERY_BROKER_DIR / "out"),
@@ -310,7 +312,8 @@ METRICS_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics" /
 METRICS_DIR.mkdir(parents=True, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 SHUTDOWN_GRACE_SECONDS = env_float("SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0)
-ASGI_SERVER = env_choice("ASGI_SERVER", "daphne", ("daphne", "uvicorn"))
+# uvicorn by measurement (see README, Benchmark); daphne stays one setting away.
+ASGI_SERVER = env_choice("ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))
 WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)
 FAKE_UPSTREAM_PORT = env_int("FAKE_UPSTREAM_PORT", 4010, minimum=1)
 

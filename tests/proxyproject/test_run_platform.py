@@ -1,0 +1,61 @@
+"""`make run`'s command on the embedded defaults: demo mode with the fake upstream, an operator
+login printed once, a proxied request end to end, and a clean stop on Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.servers import BASE_DIR, free_port
+
+
+def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the platform exited during start-up"
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the platform did not answer /healthz in time")
+
+
+def test_run_platform_serves_a_demo_request_and_stops_cleanly_on_ctrl_c(tmp_path):
+    port, fake_port = free_port(), free_port()
+    drop = {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "CELERY_BROKER_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(DJANGO_DEBUG="true", VAR_DIR=str(tmp_path), PORT=str(port), FAKE_UPSTREAM_PORT=str(fake_port), LOG_LEVEL="warning")
+    output = (tmp_path / "run.log").open("w+")
+    process = subprocess.Popen([sys.executable, "manage.py", "run_platform"], cwd=BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(url, process)
+        deep = httpx.get(url + "/healthz?deep=1", timeout=10).json()
+        assert {name: check["status"] for name, check in deep["checks"].items()} == {
+            "database": "ok", "cache": "ok", "broker": "ok", "circuit_breaker": "ok",
+        }
+        enrolled = httpx.post(url + "/bootstrap", json={"device_id": "run-platform-test", "app_version": "1.0"}, timeout=10)
+        assert enrolled.status_code == 200, enrolled.text
+        answer = httpx.post(
+            url + "/v1/messages",
+            headers={"authorization": f"Bearer {enrolled.json()['wrapper_token']}", "anthropic-version": "2023-06-01"},
+            json={"model": "claude-sonnet-4-5-20250929", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello!"}]},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["content"][0]["text"].startswith("Hello!")
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+    log = (tmp_path / "run.log").read_text()
+    assert code == 0, log
+    assert "DEMO MODE" in log
+    assert "Operator login created (shown once): admin / " in log
+    for child in ("fake-upstream", "gateway", "celery-worker", "celery-beat"):
+        assert f"[run] stopped {child}" in log
