@@ -65,7 +65,8 @@ class ReadOnlyUsageAdmin(admin.ModelAdmin):
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyUsageAdmin):
     list_display = (
-        "occurred_at", "request_id", "device_ref", "model", "endpoint", "status", "total_tokens", "cost_display", "latency_ms", "streamed",
+        "occurred_at", "request_id", "device_ref", "model", "endpoint", "status", "total_tokens", "cost_display", "latency_ms",
+        "streamed",
     )
     list_filter = (PricedFilter, "is_error", "streamed", "client_disconnected", "service_tier", "status")
     search_fields = ("=request_id", "=upstream_request_id", "=device_ref", "model")
@@ -113,8 +114,8 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
 @admin.register(UsageRollup)
 class UsageRollupAdmin(ReadOnlyUsageAdmin):
     list_display = (
-        "bucket_start", "period", "device_ref", "model", "requests", "errors", "unpriced_requests", "input_tokens", "output_tokens",
-        "cache_read_tokens", "cost", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+        "bucket_start", "period", "device_ref", "model", "requests", "errors", "unpriced_requests", "input_tokens",
+        "output_tokens", "cache_read_tokens", "cost", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
     )
     list_filter = ("period",)
     search_fields = ("=device_ref", "model")

@@ -20,7 +20,9 @@ DEFAULT_PERIOD = dt.timedelta(days=30)
 
 
 class UsageQuery(Schema):
-    since: dt.datetime | None = Field(None, description="Start, inclusive (ISO 8601; UTC when no offset). Default: 30 days before `until`.")
+    since: dt.datetime | None = Field(
+        None, description="Start, inclusive (ISO 8601; UTC when no offset). Default: 30 days before `until`."
+    )
     until: dt.datetime | None = Field(None, description="End, exclusive. Default: now.")
     device: str | None = Field(None, description="A device_id. A device token may only name itself.")
     org: int | None = Field(None, description="An organization id.")

@@ -38,11 +38,13 @@ def stacked_bar_chart(
     slot = plot_w / count
     bar_w = max(slot * 0.8, 1)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="usage-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="usage-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - RIGHT}" y2="{TOP + plot_h}" stroke="#999"/>',
         f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" stroke="#999"/>',
-        f'<text x="{LEFT - 4}" y="{TOP + 10}" text-anchor="end" font-size="11">{escape(value_format(peak if any(totals) else 0))}</text>',
+        f'<text x="{LEFT - 4}" y="{TOP + 10}" text-anchor="end" font-size="11">'
+        f"{escape(value_format(peak if any(totals) else 0))}</text>",
         f'<text x="{LEFT - 4}" y="{TOP + plot_h}" text-anchor="end" font-size="11">0</text>',
     ]
     for index, label in enumerate(labels):

@@ -78,7 +78,8 @@ def table_rows(groups: list[UsageGroup]) -> list[TableRow]:
             requests=f"{group.totals.requests:,}",
             errors=f"{group.totals.errors:,}",
             tokens=f"{group.totals.total_tokens:,}",
-            cost=f"{group.totals.cost:.6f}" + (f" (+{group.totals.unpriced_requests:,} unpriced)" if group.totals.unpriced_requests else ""),
+            cost=f"{group.totals.cost:.6f}"
+            + (f" (+{group.totals.unpriced_requests:,} unpriced)" if group.totals.unpriced_requests else ""),
         )
         for group in groups
     ]
@@ -114,7 +115,8 @@ def _charts(since: dt.datetime, until: dt.datetime, group_by: GroupBy, groups: l
         "tokens": stacked_bar_chart(labels, [
             Series("input", "#79aec8", [r.counts["input_tokens"] for r in rows]),
             Series("cache read", "#9ccc65", [r.counts["cache_read_tokens"] for r in rows]),
-            Series("cache write", "#ffb74d", [r.counts["cache_write_5m_tokens"] + r.counts["cache_write_1h_tokens"] for r in rows]),
+            Series("cache write", "#ffb74d",
+                   [r.counts["cache_write_5m_tokens"] + r.counts["cache_write_1h_tokens"] for r in rows]),
             Series("output", "#264b5d", [r.counts["output_tokens"] for r in rows]),
         ], title="Tokens"),
         "spend": stacked_bar_chart(labels, [Series("USD", "#8e6bb8", [float(r.cost) for r in rows])],

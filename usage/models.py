@@ -37,7 +37,10 @@ class ModelPrice(models.Model):
     cache_write_1h_per_mtok = models.DecimalField(max_digits=12, decimal_places=6, verbose_name="1h cache write per MTok")
     cache_read_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
     us_geo_multiplier = models.DecimalField(
-        max_digits=6, decimal_places=3, default=1, help_text="Applied to every category when inference_geo is US-only (1.1 for Opus 4.6 and newer)."
+        max_digits=6,
+        decimal_places=3,
+        default=1,
+        help_text="Applied to every category when inference_geo is US-only (1.1 for Opus 4.6 and newer).",
     )
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -91,7 +94,9 @@ class UsageRecord(models.Model):
     latency_ms = models.FloatField(default=0)
     ttfb_ms = models.FloatField(null=True, blank=True, verbose_name="time to first byte (ms)")
     upstream_key_name = models.CharField(max_length=100, blank=True)
-    cost = models.DecimalField(max_digits=20, decimal_places=COST_DECIMAL_PLACES, null=True, blank=True, verbose_name="cost (USD)")
+    cost = models.DecimalField(
+        max_digits=20, decimal_places=COST_DECIMAL_PLACES, null=True, blank=True, verbose_name="cost (USD)"
+    )
     priced = models.BooleanField(default=True, help_text="False: no price matched the model, so the cost is unknown.")
     extra = models.JSONField(default=dict, blank=True)
     recorded_at = models.DateTimeField(auto_now_add=True)
@@ -111,7 +116,11 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return (
-            self.input_tokens + self.output_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens + self.cache_read_tokens
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_write_5m_tokens
+            + self.cache_write_1h_tokens
+            + self.cache_read_tokens
         )
 
 

@@ -90,7 +90,9 @@ class PriceTable:
         for row in rows:
             by_pattern.setdefault(row.pattern, []).append(row)
         self._patterns = sorted(by_pattern, key=pattern_specificity)
-        self._rows = {pattern: sorted(by_pattern[pattern], key=lambda r: r.effective_from, reverse=True) for pattern in self._patterns}
+        self._rows = {
+            pattern: sorted(by_pattern[pattern], key=lambda row: row.effective_from, reverse=True) for pattern in self._patterns
+        }
 
     def _in_force(self, pattern: str, at: dt.datetime) -> list[PriceRow]:
         """The latest row of each (speed, tier) of `pattern` that had started by `at`."""

@@ -36,6 +36,8 @@ from usage.spend_redis import RedisSpendBackend
 
 logger = logging.getLogger("usage.spend")
 _PERIOD_GRACE_SECONDS = 2 * 86400
+_PERIOD_NAMES = {"day": "Daily", "month": "Monthly"}
+_SCOPE_NAMES = {"device": "device", "org": "organization"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +69,21 @@ def cap_checks(identity: DeviceIdentity, now: float) -> list[CapCheck]:
     moment = dt.datetime.fromtimestamp(now, dt.timezone.utc)
     policy = identity.policy
     wanted = [
-        ("device", identity.device_pk, "day", policy.device_daily_cap_usd, "Daily spend cap of ${} reached for this device."),
-        ("device", identity.device_pk, "month", policy.device_monthly_cap_usd, "Monthly spend cap of ${} reached for this device."),
+        ("device", identity.device_pk, "day", policy.device_daily_cap_usd),
+        ("device", identity.device_pk, "month", policy.device_monthly_cap_usd),
     ]
     if identity.org_id is not None:
         wanted += [
-            ("org", identity.org_id, "day", policy.org_daily_cap_usd, "Daily spend cap of ${} reached for this organization."),
-            ("org", identity.org_id, "month", policy.org_monthly_cap_usd, "Monthly spend cap of ${} reached for this organization."),
+            ("org", identity.org_id, "day", policy.org_daily_cap_usd),
+            ("org", identity.org_id, "month", policy.org_monthly_cap_usd),
         ]
     return [
-        CapCheck(counter_for(scope, pk, period, moment), to_nanos(cap), message.format(cap))
-        for scope, pk, period, cap, message in wanted
+        CapCheck(
+            counter_for(scope, pk, period, moment),
+            to_nanos(cap),
+            f"{_PERIOD_NAMES[period]} spend cap of ${cap} reached for this {_SCOPE_NAMES[scope]}.",
+        )
+        for scope, pk, period, cap in wanted
         if cap is not None
     ]
 

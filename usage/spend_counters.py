@@ -103,7 +103,8 @@ class LocalSpendBackend:
         try:
             totals = await sync_to_async(_load_totals_and_close, thread_sensitive=False)(self.totals_loader)
         except Exception as exc:  # database away: enforce on what this process knows, retry in a minute
-            log_event(logger, "Spend counters not refreshed from the database", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
+            log_event(logger, "Spend counters not refreshed from the database", logging.WARNING,
+                      error=f"{type(exc).__name__}: {exc}")
         else:
             self.raise_settled_to(totals)
         self.loaded_at = time.monotonic()

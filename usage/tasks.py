@@ -27,7 +27,12 @@ def rollup_recent_usage() -> dict[str, int]:
     now = timezone.now()
     summary = rollup_usage(now - RECENT_WINDOW, now)
     counters = reconcile_spend_counters()
-    return {"records": summary.records, "hour_rows": summary.rows["hour"], "day_rows": summary.rows["day"], "spend_counters": counters}
+    return {
+        "records": summary.records,
+        "hour_rows": summary.rows["hour"],
+        "day_rows": summary.rows["day"],
+        "spend_counters": counters,
+    }
 
 
 @shared_task(name="usage.prune_usage_records")

@@ -117,7 +117,8 @@ def test_records_export_as_csv(operator, recent_usage):
     assert header[:3] == ["occurred_at", "request_id", "upstream_request_id"]
     by_id = {row[1]: dict(zip(header, row)) for row in rows[1:]}
     assert list(by_id) == ["req_c1", "req_b1", "req_a2", "req_a1"]
-    assert (by_id["req_a1"]["cost"], by_id["req_a1"]["priced"], by_id["req_a1"]["input_tokens"]) == ("0.0105000000", "True", "1000")
+    a1 = by_id["req_a1"]
+    assert (a1["cost"], a1["priced"], a1["input_tokens"]) == ("0.0105000000", "True", "1000")
     assert (by_id["req_c1"]["cost"], by_id["req_c1"]["priced"]) == ("", "False")
     assert by_id["req_c1"]["model"] == "'=HYPERLINK(\"x\")"  # a formula is never live in a spreadsheet
 

@@ -52,13 +52,16 @@ def fleet(client):
 
     def use(device_id: str, at: dt.datetime, **fields: object) -> None:
         device = devices[device_id]
-        submit_usage(usage_event(occurred_at=at, device_id=device_id, device_pk=device.pk, org_id=device.organization_id, **fields))
+        submit_usage(usage_event(
+            occurred_at=at, device_id=device_id, device_pk=device.pk, org_id=device.organization_id, **fields
+        ))
 
     # Sonnet 4.5 at 1000 in / 500 out = 0.0105; Haiku 4.5 at 1000 in / 500 out = 0.0035
     use("laptop-ada", day, input_tokens=1000, output_tokens=500, cache_read_tokens=3000)
     use("laptop-ada", day + dt.timedelta(hours=2), model="claude-haiku-4-5", input_tokens=1000, output_tokens=500)
     use("laptop-ada", day + dt.timedelta(hours=2, minutes=5), status=529, error_type="overloaded_error")
-    use("laptop-bob", day + dt.timedelta(hours=1), input_tokens=1000, output_tokens=500, cache_write_5m_tokens=100, cache_write_1h_tokens=10)
+    use("laptop-bob", day + dt.timedelta(hours=1), input_tokens=1000, output_tokens=500,
+        cache_write_5m_tokens=100, cache_write_1h_tokens=10)
     use("kiosk-cy", day, model="gpt-unknown", input_tokens=77, output_tokens=7)
     drain_usage_queue()
     return {"org": org, "tokens": tokens, "devices": devices, "day": day}
@@ -121,7 +124,8 @@ def test_filters_by_period_device_org_and_model(client, fleet):
     assert (by_device["requests"], by_device["cache_write_5m_tokens"], by_device["cache_write_1h_tokens"]) == (1, 100, 10)
     by_model = get_usage(client, secret, model="claude-haiku-4-5").json()["totals"]
     assert (by_model["requests"], by_model["cost"]) == (1, "0.0035000000")
-    window = get_usage(client, secret, since=(day + dt.timedelta(minutes=30)).isoformat(), until=(day + dt.timedelta(hours=2)).isoformat())
+    since, until = day + dt.timedelta(minutes=30), day + dt.timedelta(hours=2)
+    window = get_usage(client, secret, since=since.isoformat(), until=until.isoformat())
     assert window.json()["totals"]["requests"] == 1  # bob's, at 10:00
 
 

@@ -35,7 +35,9 @@ async def test_a_staff_session_sees_each_record_as_it_is_written():
     assert connected
     try:
         submit_usage(usage_event(request_id="req_live_1", device_id="ada", input_tokens=1000, output_tokens=500))
-        submit_usage(usage_event(request_id="req_live_2", device_id="bob", model="gpt-x", status=500, error_type="api_error", input_tokens=10))
+        submit_usage(usage_event(
+            request_id="req_live_2", device_id="bob", model="gpt-x", status=500, error_type="api_error", input_tokens=10
+        ))
         assert await flush_usage() == 2
         message = await socket.receive_json_from(timeout=5)
     finally:
@@ -43,11 +45,14 @@ async def test_a_staff_session_sees_each_record_as_it_is_written():
         await stop_usage_writer()
     records = {record["request_id"]: record for record in message["records"]}
     assert set(records) == {"req_live_1", "req_live_2"}
-    assert (records["req_live_1"]["device"], records["req_live_1"]["cost"], records["req_live_1"]["input_tokens"]) == ("ada", "0.0105000000", 1000)
-    assert (records["req_live_2"]["cost"], records["req_live_2"]["status"], records["req_live_2"]["error_type"]) == (None, 500, "api_error")
+    ok, failed = records["req_live_1"], records["req_live_2"]
+    assert (ok["device"], ok["cost"], ok["input_tokens"]) == ("ada", "0.0105000000", 1000)
+    assert (failed["cost"], failed["status"], failed["error_type"]) == (None, 500, "api_error")
 
 
-@pytest.mark.parametrize("user_fields", [None, {"username": "visitor"}, {"username": "former", "is_staff": True, "is_active": False}])
+@pytest.mark.parametrize(
+    "user_fields", [None, {"username": "visitor"}, {"username": "former", "is_staff": True, "is_active": False}]
+)
 async def test_anyone_but_active_staff_is_refused(user_fields):
     cookie = await sync_to_async(session_cookie)(**user_fields) if user_fields else None
     socket = communicator(cookie)

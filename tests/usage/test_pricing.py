@@ -17,7 +17,9 @@ UTC = dt.timezone.utc
 
 def test_every_category_at_its_own_rate():
     # Sonnet 4.5: 1000*3 + 500*15 + 2000*3.75 + 1000*6 + 3000*0.30 = 24,900 per million
-    event = usage_event(input_tokens=1000, output_tokens=500, cache_write_5m_tokens=2000, cache_write_1h_tokens=1000, cache_read_tokens=3000)
+    event = usage_event(
+        input_tokens=1000, output_tokens=500, cache_write_5m_tokens=2000, cache_write_1h_tokens=1000, cache_read_tokens=3000
+    )
     assert price_usage(event) == Decimal("0.0249")
 
 
@@ -28,14 +30,17 @@ def test_most_specific_pattern_wins():
     assert price_usage(usage_event(model="claude-mythos-5-1-20261001", cache_read_tokens=1_000_000)) == Decimal("0.25")
 
 
-@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "claude-sonnet-4-5-20250929", "claude-sonnet-4-5[1m]", "Claude-Sonnet-4-5-20250929[1m]"])
+@pytest.mark.parametrize(
+    "model", ["claude-sonnet-4-5", "claude-sonnet-4-5-20250929", "claude-sonnet-4-5[1m]", "Claude-Sonnet-4-5-20250929[1m]"]
+)
 def test_dated_undated_and_suffixed_ids_price_alike(model):
     assert price_usage(usage_event(model=model, input_tokens=1000, output_tokens=1000)) == Decimal("0.018")
 
 
 def test_price_change_applies_from_its_effective_date():
     # Sonnet 5.5 cache reads: 0.20 until 2026-10-07, then 0.10
-    before = usage_event(model="claude-sonnet-5-5", occurred_at=dt.datetime(2026, 10, 6, 23, 59, 59, tzinfo=UTC), cache_read_tokens=1_000_000)
+    last_second = dt.datetime(2026, 10, 6, 23, 59, 59, tzinfo=UTC)
+    before = usage_event(model="claude-sonnet-5-5", occurred_at=last_second, cache_read_tokens=1_000_000)
     after = usage_event(model="claude-sonnet-5-5", occurred_at=dt.datetime(2026, 10, 7, tzinfo=UTC), cache_read_tokens=1_000_000)
     assert price_usage(before) == Decimal("0.2")
     assert price_usage(after) == Decimal("0.1")
@@ -58,7 +63,8 @@ def test_prompt_of_exactly_the_threshold_stays_in_the_base_tier():
 
 def test_long_prompt_tier_only_for_the_models_that_have_it():
     # Sonnet 4 (dated id) has it: 250000*6 + 100*22.50; Sonnet 4.6 does not: 250000*3 + 100*15
-    assert price_usage(usage_event(model="claude-sonnet-4-20250514", input_tokens=250_000, output_tokens=100)) == Decimal("1.50225")
+    sonnet_4 = usage_event(model="claude-sonnet-4-20250514", input_tokens=250_000, output_tokens=100)
+    assert price_usage(sonnet_4) == Decimal("1.50225")
     assert price_usage(usage_event(model="claude-sonnet-4-6", input_tokens=250_000, output_tokens=100)) == Decimal("0.7515")
 
 
@@ -97,7 +103,8 @@ def test_batch_and_geo_combine():
 
 def test_cache_writes_split_by_ttl():
     # Opus 5.5: 1000*5 (5m) + 1000*8 (1h) = 13,000
-    assert price_usage(usage_event(model="claude-opus-5-5", cache_write_5m_tokens=1000, cache_write_1h_tokens=1000)) == Decimal("0.013")
+    event = usage_event(model="claude-opus-5-5", cache_write_5m_tokens=1000, cache_write_1h_tokens=1000)
+    assert price_usage(event) == Decimal("0.013")
 
 
 @pytest.mark.parametrize("streamed", [True, False])

@@ -29,6 +29,11 @@ def record(at: dt.datetime, **fields: object) -> None:
     submit_usage(usage_event(occurred_at=at, **fields))
 
 
+def run_rollup(since: dt.datetime, until: dt.datetime, out: io.StringIO | None = None, err: io.StringIO | None = None) -> None:
+    call_command("rollup_usage", since=since.isoformat(), until=until.isoformat(),
+                 stdout=out or io.StringIO(), stderr=err or io.StringIO())
+
+
 def rollup_rows(period: str) -> dict[tuple, tuple]:
     return {
         (r.bucket_start, r.device_ref, r.model): (
@@ -46,8 +51,10 @@ def traffic(yesterday):
     for minute, latency, status in ((1, 100.0, 200), (2, 300.0, 200), (3, 200.0, 529)):
         record(ten.replace(minute=minute), device_id="alpha", device_pk=1, model=sonnet, status=status, latency_ms=latency,
                input_tokens=1000, output_tokens=100, cache_read_tokens=500)
-    record(eleven.replace(minute=5), device_id="alpha", device_pk=1, model=sonnet, latency_ms=50.0, input_tokens=10, output_tokens=10)
-    record(ten.replace(minute=30), device_id="beta", device_pk=2, model=haiku, latency_ms=80.0, input_tokens=2000, output_tokens=200)
+    record(eleven.replace(minute=5), device_id="alpha", device_pk=1, model=sonnet, latency_ms=50.0,
+           input_tokens=10, output_tokens=10)
+    record(ten.replace(minute=30), device_id="beta", device_pk=2, model=haiku, latency_ms=80.0,
+           input_tokens=2000, output_tokens=200)
     record(ten.replace(minute=31), device_id="beta", device_pk=2, model="mystery-model", latency_ms=90.0, input_tokens=7)
     drain_usage_queue()
     return ten, eleven
@@ -55,7 +62,7 @@ def traffic(yesterday):
 
 def test_buckets_per_hour_and_day_per_device_and_model(traffic, yesterday):
     ten, eleven = traffic
-    call_command("rollup_usage", since=ten.isoformat(), until=(eleven + dt.timedelta(hours=1)).isoformat(), stdout=io.StringIO(), stderr=io.StringIO())
+    run_rollup(ten, eleven + dt.timedelta(hours=1))
     # Sonnet 4.5: 1000*3 + 100*15 + 500*0.30 = 4,650 per request
     assert rollup_rows("hour") == {
         (ten, "alpha", "claude-sonnet-4-5"): (3, 1, 0, 3000, 300, 1500, Decimal("0.01395"), 200.0, 300.0, 300.0),
@@ -72,14 +79,13 @@ def test_buckets_per_hour_and_day_per_device_and_model(traffic, yesterday):
 
 def test_rerunning_a_period_replaces_it_exactly(traffic, yesterday):
     ten, _ = traffic
-    options = {"since": ten.isoformat(), "until": (ten + dt.timedelta(hours=1)).isoformat(), "stdout": io.StringIO(), "stderr": io.StringIO()}
-    call_command("rollup_usage", **options)
+    run_rollup(ten, ten + dt.timedelta(hours=1))
     first = rollup_rows("hour")
-    call_command("rollup_usage", **options)
+    run_rollup(ten, ten + dt.timedelta(hours=1))
     assert rollup_rows("hour") == first
     record(ten.replace(minute=59), device_id="beta", device_pk=2, model="claude-haiku-4-5", latency_ms=120.0, input_tokens=1000)
     drain_usage_queue()
-    call_command("rollup_usage", **options)
+    run_rollup(ten, ten + dt.timedelta(hours=1))
     assert rollup_rows("hour")[(ten, "beta", "claude-haiku-4-5")] == (2, 0, 0, 3000, 200, 0, Decimal("0.004"), 80.0, 120.0, 120.0)
     assert UsageRollup.objects.filter(period="hour").count() == 3
 
@@ -87,7 +93,9 @@ def test_rerunning_a_period_replaces_it_exactly(traffic, yesterday):
 def test_the_command_reports_progress_and_a_summary(traffic):
     ten, eleven = traffic
     out, err = io.StringIO(), io.StringIO()
-    call_command("rollup_usage", since=ten.strftime("%Y-%m-%dT%H:%M"), until=(eleven + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"), stdout=out, stderr=err)
+    end = eleven + dt.timedelta(hours=1)
+    minute = "%Y-%m-%dT%H:%M"
+    call_command("rollup_usage", since=ten.strftime(minute), until=end.strftime(minute), stdout=out, stderr=err)
     text = out.getvalue()
     assert f"Rolling up usage from {ten:%Y-%m-%d %H:%M} to {eleven + dt.timedelta(hours=1):%Y-%m-%d %H:%M} UTC" in text
     assert "Rebuilt 3 buckets from 6 records in " in text
@@ -98,11 +106,11 @@ def test_the_command_reports_progress_and_a_summary(traffic):
 
 def test_buckets_older_than_retention_are_left_alone(traffic, settings):
     ten, _ = traffic
-    call_command("rollup_usage", since=ten.isoformat(), until=(ten + dt.timedelta(hours=1)).isoformat(), stdout=io.StringIO(), stderr=io.StringIO())
+    run_rollup(ten, ten + dt.timedelta(hours=1))
     settings.USAGE_RETENTION_DAYS = 1
     UsageRecord.objects.all().delete()
     out = io.StringIO()
-    call_command("rollup_usage", since=(ten - dt.timedelta(days=3)).isoformat(), until=(ten + dt.timedelta(hours=1)).isoformat(), stdout=out, stderr=io.StringIO())
+    run_rollup(ten - dt.timedelta(days=3), ten + dt.timedelta(hours=1), out)
     assert "older than USAGE_RETENTION_DAYS" in out.getvalue()
     assert UsageRollup.objects.filter(period="hour", bucket_start=ten).count() == 3
 

@@ -174,7 +174,9 @@ def test_counters_are_reconciled_from_the_database(prices):
     today = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     for index in range(3):
         # Sonnet 4.5: 10,000 output tokens at 15 = 0.15 each
-        submit_usage(usage_event(request_id=f"req-rec-{index}", occurred_at=today, device_pk=device_pk, org_id=org_pk, output_tokens=10_000))
+        submit_usage(usage_event(
+            request_id=f"req-rec-{index}", occurred_at=today, device_pk=device_pk, org_id=org_pk, output_tokens=10_000
+        ))
     drain_usage_queue()
     assert current_spend("device", device_pk, "day") == (Decimal(0), Decimal(0))
     assert reconcile_spend_counters() >= 4

@@ -65,11 +65,13 @@ async def test_submitted_usage_is_written_with_every_field_and_its_cost(settings
     record = await UsageRecord.objects.aget(request_id="req_gw_fields")
     # (1000*5 + 1000*25 + 100*6.25 + 200*10 + 3000*0.50) * 1.1 = 37,537.5 per million
     assert record.cost == Decimal("0.0375375") and record.priced is True
-    assert (record.upstream_request_id, record.device_ref, record.session_id, record.model) == ("req_011upstream", "laptop-7", "sess-1", "claude-opus-4-6")
-    assert (record.input_tokens, record.output_tokens, record.cache_write_5m_tokens, record.cache_write_1h_tokens, record.cache_read_tokens) == (
+    r = record
+    assert (r.upstream_request_id, r.device_ref, r.session_id) == ("req_011upstream", "laptop-7", "sess-1")
+    assert r.model == "claude-opus-4-6"
+    assert (r.input_tokens, r.output_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens) == (
         1000, 1000, 100, 200, 3000)
-    assert (record.web_search_requests, record.web_fetch_requests, record.inference_geo, record.upstream_key_name) == (2, 1, "us", "primary")
-    assert (record.streamed, record.status, record.is_error, record.latency_ms, record.ttfb_ms) == (True, 200, False, 812.5, 95.25)
+    assert (r.web_search_requests, r.web_fetch_requests, r.inference_geo, r.upstream_key_name) == (2, 1, "us", "primary")
+    assert (r.streamed, r.status, r.is_error, r.latency_ms, r.ttfb_ms) == (True, 200, False, 812.5, 95.25)
     assert record.occurred_at == NOV_25 and record.extra == {"x_app": "cli"}
 
 
