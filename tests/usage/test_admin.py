@@ -153,3 +153,14 @@ def test_spend_summary_for_the_device_list():
         42: DeviceSpend(Decimal("0.15"), Decimal("0.15")),
         43: DeviceSpend(Decimal(0), Decimal(0)),
     }
+
+
+@pytest.mark.parametrize("path", ["/admin/usage/", "/admin/usage/modelprice/", "/admin/usage/usagerecord/", "/admin/usage/usagerollup/"])
+def test_every_usage_admin_list_renders(operator, recent_usage, path):
+    assert operator.get(path).status_code == 200
+
+
+def test_the_live_page_opens_the_staff_websocket(operator):
+    html = operator.get("/admin/usage/usagerecord/live/").content.decode()
+    assert '"/ws/usage/live/"' in html
+    assert 'id="live-table"' in html
