@@ -162,6 +162,7 @@ class ProxiedRequest:
             report_upstream_result(credential, status=response.status_code)
             if self.event is not None:
                 self.event.upstream_key_name = credential.name
+                self.event.upstream_request_id = response.headers.get("request-id")
             return response
 
     async def _refuse(self, error: GatewayError) -> None:

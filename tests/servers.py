@@ -93,5 +93,5 @@ def gateway_process(server: str = "uvicorn", **env_overrides: str) -> ServerProc
         argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "proxyproject.asgi:application"]
     else:
         argv = [sys.executable, "-m", "uvicorn", "proxyproject.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-                "--lifespan", "on", "--no-access-log"]
+                "--lifespan", "on", "--no-access-log", "--timeout-graceful-shutdown", env_overrides.get("SHUTDOWN_GRACE_SECONDS", "30")]
     return ServerProcess(argv, server_environment(PORT=str(port), PROXY_BASE_URL=f"http://127.0.0.1:{port}", **env_overrides), port)
