@@ -104,6 +104,8 @@ def test_streamed_and_plain_replies_are_recorded_and_priced_alike(gateway):
         assert (record.cache_write_5m_tokens, record.cache_write_1h_tokens) == (300, 100)
         assert (record.cost, record.priced, record.status, record.model) == (Decimal("0.009225"), True, 200, SONNET)
         assert record.device_id == Device.objects.get(device_id="usage-live-ada").pk
+        assert record.upstream_request_id.startswith("req_011C") and record.upstream_key_name
+    assert first.upstream_request_id != second.upstream_request_id
 
 
 def test_refusals_upstream_errors_and_broken_streams_are_recorded(gateway):
