@@ -126,6 +126,20 @@ def test_refusals_upstream_errors_and_broken_streams_are_recorded(gateway):
     assert mid_stream.cost == Decimal("0.000135")  # 40*3 + 1*15
 
 
+def test_a_client_that_leaves_mid_stream_is_still_recorded(gateway):
+    token = enroll(gateway, "usage-live-dee")
+    headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01", "x-fake-fault": "slow-stream=300",
+               "x-fake-usage": orjson.dumps({"input_tokens": 700, "output_tokens": 50}).decode()}
+    body = {"model": SONNET, "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "Tell me a long story"}]}
+    with httpx.stream("POST", gateway.url + "/v1/messages", json=body, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        first_chunk = next(response.iter_raw())
+    assert b"message_start" in first_chunk
+    (record,) = records_of("usage-live-dee", 1)
+    assert (record.client_disconnected, record.streamed, record.status, record.input_tokens) == (True, True, 200, 700)
+    assert record.cost == Decimal(700 * 3 + record.output_tokens * 15) / 1_000_000
+
+
 def test_an_unknown_model_is_recorded_with_its_tokens_and_no_price(gateway):
     token = enroll(gateway, "usage-live-cy")
     assert message(gateway, token, model="claude-nonesuch-9", usage={"input_tokens": 321, "output_tokens": 12}).status_code == 200
