@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import subprocess
+import sys
+import time
 from decimal import Decimal
 
 import pytest
@@ -11,6 +14,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from proxyproject.celery import app as celery_app
+from tests import servers
 from tests.usage.cast import usage_event
 from usage.models import UsageRecord, UsageRollup
 from usage.rollups import nearest_rank, prune_usage_records
@@ -146,3 +150,32 @@ def test_beat_runs_every_usage_task():
     schedule = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
     assert {"usage.drain_usage_queue", "usage.rollup_recent_usage", "usage.prune_usage_records"} <= schedule
     assert {"usage.drain_usage_queue", "usage.rollup_recent_usage", "usage.prune_usage_records"} <= set(celery_app.tasks)
+
+
+def test_the_tasks_run_on_a_real_worker(redis_required, live_prices, settings):
+    """Once, through the real broker: a Celery worker process drains the queue and rolls up."""
+    now = timezone.now()
+    for index in range(3):
+        record(now - dt.timedelta(minutes=1), request_id=f"req_worker_{index}", device_id="delta", output_tokens=100)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "proxyproject", "worker", "--pool", "solo", "--loglevel", "warning",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=servers.BASE_DIR, env=servers.server_environment(USAGE_SPOOL_DIR=str(settings.USAGE_SPOOL_DIR)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        drain_usage_queue_task.delay()
+        wait_until(lambda: UsageRecord.objects.filter(device_ref="delta").count() == 3)
+        rollup_recent_usage.delay()
+        wait_until(lambda: UsageRollup.objects.filter(device_ref="delta", period="hour").exists())
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert sum(UsageRollup.objects.filter(device_ref="delta", period="hour").values_list("requests", flat=True)) == 3
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the worker did not get there in time"
+        time.sleep(0.1)
