@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from .config import ProxyConfig
-from .errors import ClockSkewError, EnrollmentRateLimited, GatewayUnreachable, ProxyClientError
+from .errors import EnrollmentRateLimited, GatewayUnreachable, ProxyClientError
 from .grant import TokenGrant, format_timestamp
 from .keystore import KeyringBackend, system_keyring
 from .locking import state_lock
@@ -26,7 +26,7 @@ from .wire import GatewayApi, check_grant_fresh
 log = logging.getLogger("proxyclient")
 
 # Refusals that bootstrap would meet as well: falling back cannot help, backing off can.
-NOT_WORTH_A_BOOTSTRAP = (GatewayUnreachable, ClockSkewError, EnrollmentRateLimited)
+NOT_WORTH_A_BOOTSTRAP = (GatewayUnreachable, EnrollmentRateLimited)
 
 
 class TokenSource(enum.Enum):
