@@ -6,6 +6,7 @@ the commands do. Status is changed by actions only, never by editing the field.
 """
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import cached_property
 
 from django.contrib import admin, messages
@@ -20,6 +21,7 @@ from django.utils.html import format_html
 from tokens.device_state import invalidate_all_devices, invalidate_devices
 from tokens.models import AuditEvent, Device, DeviceStatus, IssuedToken, OperatorApiKey, Organization, SigningKey
 from tokens.operators import issue_operator_api_key, revoke_operator_api_key
+from tokens.policy import resolve_policy
 from tokens.revocation import (
     approve_device,
     block_device,
@@ -29,6 +31,7 @@ from tokens.revocation import (
     revoke_organization_tokens,
     revoke_token,
 )
+from usage.reports import spend_summary_for_devices
 
 POLICY_FIELDSET = (
     "Policy (empty inherits: device → organization → settings)",
@@ -102,15 +105,20 @@ class OrganizationAdmin(admin.ModelAdmin):
             self.message_user(request, message, messages.SUCCESS)
 
 
+def _against_cap(spent: Decimal, cap: Decimal | None) -> str:
+    return f"${spent:.2f} / {'$' + format(cap, '.2f') if cap is not None else 'no cap'}"
+
+
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ("device_id", "status", "organization", "user_label", "app_version", "last_seen_at", "created_at")
+    list_display = ("device_id", "status", "organization", "user_label", "app_version", "spend_today", "spend_month", "last_seen_at")
     list_filter = ("status", "organization", "app_version")
     list_select_related = ("organization",)
     search_fields = ("device_id", "user_label", "organization__name", "last_ip")
     autocomplete_fields = ("organization",)
     readonly_fields = (
-        "status", "secret_state", "tokens_revoked_before", "last_seen_at", "last_ip", "tokens_link", "created_at", "updated_at",
+        "status", "secret_state", "tokens_revoked_before", "last_seen_at", "last_ip", "tokens_link", "usage_summary", "created_at",
+        "updated_at",
     )
     fieldsets = (
         (None, {"fields": ("device_id", "organization", "user_label", "app_version")}),
@@ -120,6 +128,35 @@ class DeviceAdmin(admin.ModelAdmin):
     actions = ["approve", "block", "revoke_tokens", "reset_secret"]
     paginator = CappedCountPaginator
     show_full_result_count = False
+
+    def get_changelist_instance(self, request: HttpRequest):
+        """Spend for the whole page in two grouped queries, not two per row."""
+        changelist = super().get_changelist_instance(request)
+        spend = spend_summary_for_devices([device.pk for device in changelist.result_list])
+        for device in changelist.result_list:
+            device.page_spend = spend[device.pk]
+            device.page_policy = resolve_policy(device, device.organization)
+        return changelist
+
+    @admin.display(description="Spend today / daily cap")
+    def spend_today(self, obj: Device) -> str:
+        return _against_cap(obj.page_spend.today, obj.page_policy.device_daily_cap_usd)
+
+    @admin.display(description="Spend this month / monthly cap")
+    def spend_month(self, obj: Device) -> str:
+        return _against_cap(obj.page_spend.month, obj.page_policy.device_monthly_cap_usd)
+
+    @admin.display(description="Usage")
+    def usage_summary(self, obj: Device) -> str:
+        if obj.pk is None:
+            return "-"
+        spend = spend_summary_for_devices([obj.pk])[obj.pk]
+        policy = resolve_policy(obj, obj.organization)
+        url = reverse("admin:usage_usagerecord_changelist") + f"?device_ref={obj.device_id}"
+        return format_html(
+            'Today {} · this month {} · <a href="{}">usage records</a>',
+            _against_cap(spend.today, policy.device_daily_cap_usd), _against_cap(spend.month, policy.device_monthly_cap_usd), url,
+        )
 
     @admin.display(description="Device secret")
     def secret_state(self, obj: Device) -> str:
