@@ -87,3 +87,39 @@ def test_purge_task_drops_rows_expired_for_over_a_week(enrolled):
     IssuedToken.objects.filter(kind="access").update(expires_at=timezone.now() - dt.timedelta(days=8))
     assert purge_expired_tokens() == 1
     assert list(IssuedToken.objects.values_list("kind", flat=True)) == ["refresh"]
+
+
+def test_revoke_device_in_bulk_from_a_file_prints_a_table(enrolled, tmp_path):
+    from django.test import Client
+
+    other = Client().post("/bootstrap", {"device_id": "desktop-bob", "app_version": "1.0"}, content_type="application/json")
+    assert other.status_code == 200
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# devices to revoke\nlaptop-ada\ndesktop-bob\n")
+    output = _run("revoke_device", "--from-file", str(ids), "--yes")
+    assert output.splitlines() == [
+        "Revoke all tokens of 2 devices (4 unrevoked tokens).",
+        "device       status  tokens revoked",
+        "-----------  ------  --------------",
+        "laptop-ada   active               2",
+        "desktop-bob  active               2",
+        "2 devices done, 4 tokens revoked.",
+    ]
+    assert IssuedToken.objects.filter(revoked_at__isnull=True).count() == 0
+
+
+def test_revoke_device_names_unknown_devices_and_changes_nothing(enrolled):
+    with pytest.raises(CommandError, match="No device with device_id 'ghost'; nothing was changed."):
+        _run("revoke_device", "laptop-ada", "ghost", "--yes")
+    assert IssuedToken.objects.filter(revoked_at__isnull=False).count() == 0
+
+
+def test_list_devices_prints_the_fleet_as_a_table(enrolled):
+    from tokens.models import Device
+
+    Device.objects.filter(device_id="laptop-ada").update(daily_spend_cap_usd="5.00")
+    lines = _run("list_devices").splitlines()
+    assert lines[0].split() == ["device", "status", "organization", "version", "last", "seen", "(UTC)", "today/cap", "month/cap"]
+    ada = next(line for line in lines if line.startswith("laptop-ada"))
+    assert ada.split()[1] == "active"
+    assert ada.split()[-2:] == ["$0.00/$5.00", "$0.00/-"]
