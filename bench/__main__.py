@@ -25,12 +25,12 @@ def parse_config(argv: list[str] | None = None) -> tuple[BenchConfig, Path]:
     parser.add_argument("--repetitions", type=int, help=f"default {defaults.repetitions}")
     parser.add_argument("--duration", type=float, help=f"measured seconds per cell, default {defaults.duration}")
     parser.add_argument("--held-streams", type=int, help=f"slow streams held open for the capacity cell, default {defaults.held_streams}")
-    parser.add_argument("--server", choices=SERVERS, default=defaults.server, help="ASGI server of the gateway and the pass-through (b)")
-    parser.add_argument("--transport", choices=TRANSPORTS, default=defaults.transport, help="upstream client of the pass-through (b)")
+    parser.add_argument("--server", choices=SERVERS, default=defaults.server, help="ASGI server of the gateway and the pass-throughs")
+    parser.add_argument("--transport", choices=TRANSPORTS, default=defaults.transport, help="upstream client of the pass-throughs")
     parser.add_argument("--upstream", choices=("lean", "bundled"), default=defaults.upstream,
                         help="lean: the fake's replies from a lean server (default); bundled: the full fake Anthropic API")
     parser.add_argument("--variants", action=argparse.BooleanOptionalAction, default=None,
-                        help="also the pass-through on every server x transport (default: on, off with --quick)")
+                        help="also the bare ASGI pass-through on every server x transport (default: on, off with --quick)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="directory of the JSON results")
     arguments = parser.parse_args(argv)
     config = replace(defaults, **QUICK) if arguments.quick else defaults

@@ -62,7 +62,7 @@ def format_cells(row: Row) -> list[str]:
         number(figures.p99_ms),
         number(comparison.added_p50_ms) if proxy else "",
         number(comparison.vs_direct, decimals=3) if proxy else "",
-        number(comparison.vs_passthrough, decimals=2) if row.target.role in (VARIANT, GATEWAY) else "",
+        number(comparison.vs_passthrough, decimals=2) if row.target.role == GATEWAY else "",
         number(comparison.vs_asgi, decimals=2) if row.target.role in (PASSTHROUGH, VARIANT, GATEWAY) else "",
         str(figures.errors),
         number(figures.peak_rss / 2**20, decimals=0) if proxy and not math.isnan(figures.peak_rss) else "",

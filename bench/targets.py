@@ -2,7 +2,7 @@
 
 Targets: (a) the upstream directly, (b) the bare Django + ninja pass-through, (c) the gateway;
 besides, the bare ASGI pass-through (the floor of a proxy that routes /v1 around Django, as the
-gateway does) and the ninja pass-through on every ASGI server x upstream client pair.
+gateway does), also on every other ASGI server x upstream client pair, for choosing them.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class Scenario:
     key: str
     kind: str  # "plain", "stream" or "capacity"
     concurrency: int
-    with_variants: bool  # also run against every server x transport pass-through
+    with_variants: bool  # also run against every server x transport bare ASGI pass-through
 
     @property
     def label(self) -> str:
@@ -129,14 +129,16 @@ def upstream_target(upstream_server: str, keys: Secrets, cores: CorePlan, env: d
 
 
 def passthrough_target(server: str, transport: str, role: str, cores: CorePlan, env: dict[str, str]) -> Target:
-    """The ninja pass-through (role PASSTHROUGH or VARIANT) or the bare ASGI one (role ASGI)."""
+    """The ninja pass-through (role PASSTHROUGH) or the bare ASGI one (role ASGI, or VARIANT for the
+    server x transport pairs other than the run's own)."""
     port = free_port()
     service_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.passthrough_settings", "BENCH_PASSTHROUGH_TRANSPORT": transport,
                    "PORT": str(port)}
-    application = "bench.passthrough:asgi_application" if role == ASGI else "bench.passthrough:application"
+    ninja = role == PASSTHROUGH
+    application = "bench.passthrough:application" if ninja else "bench.passthrough:asgi_application"
     service = Service(f"{role} {server}+{transport}", server_argv(server, application, port), service_env, port, cores.proxy)
     key = f"{VARIANT}:{server}+{transport}" if role == VARIANT else role
-    framework = "bare ASGI" if role == ASGI else "bare ninja"
+    framework = "bare ninja" if ninja else "bare ASGI"
     return Target(key, role, f"{framework}, {server}, {TRANSPORT_LABELS[transport]}", service)
 
 
