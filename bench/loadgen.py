@@ -10,11 +10,8 @@ chunked), the first body byte is timed, and a stream counts as good only when it
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
-
-import uvloop
 
 STREAM_END_MARK = b"event: message_stop"
 STREAM_ERROR_MARK = b"event: error"
@@ -48,19 +45,6 @@ class Workload:
     max_duration: float = 0.0  # 0: `duration`
 
 
-@dataclass(frozen=True, slots=True)
-class CapacityWorkload:
-    """`held` slow streams opened (at most `open_parallel` connecting at once) and held open while
-    `probe` runs; then the held streams are closed."""
-
-    slow_request: bytes
-    held: int
-    probe: Workload
-    open_parallel: int = 64
-    open_timeout: float = 30.0
-    settle: float = 0.5
-
-
 @dataclass(slots=True)
 class Samples:
     """What a workload measured. Times in seconds; `window` is the measured span."""
@@ -82,18 +66,6 @@ class Samples:
             "errors": self.errors,
             "window": self.window,
         }
-
-
-@dataclass(slots=True)
-class CapacitySamples:
-    held_opened: int = 0
-    held_errors: dict[str, int] = field(default_factory=dict)
-    phases: dict[str, float] = field(default_factory=dict)  # time.monotonic() of each phase start
-    probe: Samples = field(default_factory=Samples)
-
-    def as_json(self) -> dict:
-        return {"held_opened": self.held_opened, "held_errors": self.held_errors, "phases": self.phases,
-                "probe": self.probe.as_json()}
 
 
 class ResponseParser:
@@ -329,91 +301,9 @@ async def run_closed_loop(endpoint: Endpoint, workload: Workload) -> Samples:
     return run.samples
 
 
-class HeldStream(asyncio.Protocol):
-    """A slow stream kept open: only its first byte is awaited; the rest is read and dropped."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, request: bytes) -> None:
-        self.request = request
-        self.first_byte: asyncio.Future = loop.create_future()
-        self.transport: asyncio.Transport | None = None
-        self.status = b""
-        self._head = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        if self.first_byte.done():
-            return
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end >= 0 and len(self._head) > end + 4:
-            self.status = self._head[9:12]
-            self.first_byte.set_result(self.status == b"200")
-            self._head = b""
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.first_byte.done():
-            self.first_byte.set_result(False)
-
-
-async def open_held_stream(endpoint: Endpoint, request: bytes, gate: asyncio.Semaphore, timeout: float) -> HeldStream:
-    loop = asyncio.get_running_loop()
-    async with gate:
-        _, stream = await asyncio.wait_for(
-            loop.create_connection(lambda: HeldStream(loop, request), endpoint.host, endpoint.port), timeout)
-        if not await asyncio.wait_for(asyncio.shield(stream.first_byte), timeout):
-            raise ConnectionError(f"held stream answered {stream.status.decode() or 'nothing'}")
-        return stream
-
-
-async def run_capacity(endpoint: Endpoint, workload: CapacityWorkload) -> CapacitySamples:
-    """Open the held streams, pause `settle` seconds (memory is read then), run the probe, close."""
-    result = CapacitySamples()
-    result.phases["open"] = time.monotonic()
-    gate = asyncio.Semaphore(workload.open_parallel)
-    attempts = [open_held_stream(endpoint, workload.slow_request, gate, workload.open_timeout) for _ in range(workload.held)]
-    held: list[HeldStream] = []
-    for outcome in await asyncio.gather(*attempts, return_exceptions=True):
-        if isinstance(outcome, BaseException):
-            kind = type(outcome).__name__
-            result.held_errors[kind] = result.held_errors.get(kind, 0) + 1
-        else:
-            held.append(outcome)
-    result.held_opened = len(held)
-    result.phases["held"] = time.monotonic()
-    await asyncio.sleep(workload.settle)
-    result.phases["probe"] = time.monotonic()
-    result.probe = await run_closed_loop(endpoint, workload.probe)
-    result.phases["close"] = time.monotonic()
-    for stream in held:
-        if stream.transport is not None:
-            stream.transport.abort()
-    return result
-
-
 def build_request(endpoint: Endpoint, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     """A complete HTTP/1.1 POST, built once and sent as is for every request of a workload."""
     lines = [f"POST {path} HTTP/1.1", f"Host: {endpoint.host}:{endpoint.port}", "Content-Type: application/json",
              f"Content-Length: {len(body)}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def serve_workloads(connection, cpus: set[int]) -> None:
-    """The load generator process: run each (endpoint, workload) received, send back its samples;
-    None ends it. Pinned to `cpus`, on uvloop."""
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-    loop = uvloop.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        while (job := connection.recv()) is not None:
-            endpoint, workload = job
-            if isinstance(workload, CapacityWorkload):
-                connection.send(loop.run_until_complete(run_capacity(endpoint, workload)).as_json())
-            else:
-                connection.send(loop.run_until_complete(run_closed_loop(endpoint, workload)).as_json())
-    finally:
-        loop.close()

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.loadgen import CapacityWorkload, Endpoint, Workload, build_request, serve_workloads
+from bench.capacity import CapacityWorkload
+from bench.loadgen import Endpoint, Workload, build_request
 from bench.processes import (
     BASE_DIR,
     CorePlan,
@@ -51,6 +52,8 @@ from bench.targets import (
     slow_stream_shape,
     upstream_target,
 )
+from bench.worker import serve_workloads
+
 
 STREAM_SHAPE_HEADER = "x-fake-stream"
 RSS_SAMPLE_SECONDS = 0.05

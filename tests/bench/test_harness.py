@@ -8,7 +8,8 @@ import httpx
 import orjson
 import pytest
 
-from bench.loadgen import CapacityWorkload, Endpoint, ResponseParser, Workload, build_request, run_capacity, run_closed_loop
+from bench.capacity import CapacityWorkload, run_capacity
+from bench.loadgen import Endpoint, ResponseParser, Workload, build_request, run_closed_loop
 from bench.processes import CorePlan, Service, plan_cores
 from bench.report import Row, format_table
 from bench.run import memory_figures, targets_for
