@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from gateway.fake_anthropic import FakeAnthropic
 from tests.gateway.conftest import MASTER_KEY
 from tests.servers import BASE_DIR, gateway_process
+from tests.usage.cast import ensure_seeded_prices
 from usage.models import UsageRecord
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -25,6 +26,7 @@ USAGE = {"input_tokens": 100_000, "output_tokens": 10_000}
 
 @pytest.fixture
 def approval_gateway(transactional_db, settings):
+    ensure_seeded_prices()
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
         server = gateway_process(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, ENROLLMENT_MODE="approval",
                                  REDIS_KEY_PREFIX=settings.REDIS_KEY_PREFIX).start()
