@@ -4,16 +4,17 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.checks import CheckMessage, Warning, register
 
-from gateway.keypool import available_credentials
+from gateway.keypool import upstream_key_configured
 
 
 @register()
 def check_upstream_key(app_configs, **kwargs) -> list[CheckMessage]:
-    if not available_credentials():
+    if not upstream_key_configured():
         return [
             Warning(
                 "No upstream API key: every /v1 request will be refused with 503 no_upstream_key.",
-                hint="Set ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY_FILE), or point ANTHROPIC_BASE_URL at the fake upstream for a demo.",
+                hint="Set ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY_FILE) or run manage.py add_upstream_key, "
+                "or point ANTHROPIC_BASE_URL at the fake upstream for a demo.",
                 id="gateway.W001",
             )
         ]

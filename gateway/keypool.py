@@ -1,68 +1,392 @@
-"""Which master key a request goes upstream with.
+"""Which master key a request goes upstream with: the hot-path side of the upstream key pool.
 
-Today the pool is the one key in settings.ANTHROPIC_API_KEY. The interface is what a weighted pool
-of UpstreamKey rows will keep: `choose_upstream_key` picks a key (avoiding the ones a failed attempt
-already used), `report_upstream_result` hears how each attempt went. Both are synchronous and do no
-I/O, because they run on every request.
+Each process keeps the pool (active and draining UpstreamKey rows, secrets decrypted once per load)
+in memory. A request picks among the active keys by weight; it never touches the database:
+- the pool is confirmed every UPSTREAM_KEY_POOL_CACHE_SECONDS by one Redis GET of the shared version
+  (or, without Redis, by reloading it), in the background while requests keep using the copy they
+  have; a copy unconfirmed for twice that long is reloaded before use, so after an idle spell no
+  request goes out with a key retired meanwhile;
+- a change made in this process (admin, a flagged key) bumps the local version: the next request
+  reloads at once.
+
+What the upstream says about a key is acted on in this process at once and recorded for all: a
+401/403 takes the key out of rotation here and flags it in the database (every process then drops
+it); a 429 cools the key down here for its `retry-after`. Counters (requests, failures, last use)
+are summed in memory and written with the next confirmation, never per request.
+
+With no usable active key (all flagged), draining keys carry requests rather than none; with the
+database unreachable at start-up, ANTHROPIC_API_KEY alone does.
 """
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import email.utils
 import logging
-from collections.abc import Collection
+import random
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 
 from gateway.errors import NoUpstreamKey
+from gateway.keypool_shared import add_shared_in_flight, local_pool_version, read_shared_pool_version
+from gateway.models import UpstreamKey, UpstreamKeyState
+from gateway.upstream_keys import ENVIRONMENT_KEY_NAME, KeyStats, flag_upstream_key, record_upstream_key_stats, seed_environment_key
 from proxyproject.logging import log_event
+from proxyproject.redis import redis_configured
+from tokens.encryption import SecretDecryptionFailed, decrypt_secret
 
 logger = logging.getLogger("gateway.keypool")
-SETTINGS_KEY_NAME = "ANTHROPIC_API_KEY"
-# The status with which the upstream says the key itself is bad, not the request.
-KEY_REJECTED_STATUSES = frozenset({401})
+
+# The statuses with which the upstream says the key itself is bad, not the request.
+KEY_REJECTED_STATUSES = frozenset({401, 403})
+RATE_LIMITED_STATUS = 429
+# With Redis a pool unchanged by version is still reloaded this often: a change made outside the
+# services (a shell, raw SQL) or an announcement lost while Redis was down is picked up anyway.
+POOL_MAX_AGE_SECONDS = 60.0
+STATS_FLUSH_SECONDS = 10.0
+# A key the upstream rejected stays out here this long even if the database could not be told.
+REJECTION_HOLD_SECONDS = 30.0
+DEFAULT_COOLDOWN_SECONDS = 5.0
+MAX_COOLDOWN_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamCredential:
-    """A master key: `name` is safe to log and record; `secret` never leaves the upstream request."""
+    """A master key: `name` is safe to log and record; `secret` never leaves the upstream request.
+    `key_id` is the UpstreamKey row, None for ANTHROPIC_API_KEY used while the database is unreachable."""
 
     name: str
     secret: str = field(repr=False)
+    key_id: int | None = None
 
 
-_settings_credential: UpstreamCredential | None = None
+@dataclass(frozen=True, slots=True)
+class PooledKey:
+    credential: UpstreamCredential
+    weight: int
 
 
-def _credential_from_settings() -> UpstreamCredential | None:
-    global _settings_credential
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    active: tuple[PooledKey, ...]
+    draining: tuple[PooledKey, ...]
+    environment_key: str  # the ANTHROPIC_API_KEY this copy was seeded with
+    local_version: int
+    shared_version: bytes | None
+    loaded_at: float
+
+
+_decrypted: dict[str, str] = {}
+
+
+def _decrypt_once(token: str) -> str:
+    """Rows reloaded every few seconds keep their ciphertext: each is decrypted once per process."""
+    secret = _decrypted.get(token)
+    if secret is None:
+        secret = _decrypted[token] = decrypt_secret(token)
+    return secret
+
+
+def load_pool_snapshot(local_version: int, shared_version: bytes | None, loaded_at: float) -> PoolSnapshot:
+    environment_key = settings.ANTHROPIC_API_KEY
+    seed_environment_key(environment_key)
+    rows = UpstreamKey.objects.filter(state__in=[UpstreamKeyState.ACTIVE, UpstreamKeyState.DRAINING], flagged_at__isnull=True)
+    active, draining = [], []
+    for row in rows.order_by("pk"):
+        try:
+            secret = _decrypt_once(row.encrypted_secret)
+        except SecretDecryptionFailed as exc:
+            log_event(logger, "Upstream key skipped: its secret cannot be decrypted", logging.ERROR, upstreamKey=row.name, error=str(exc))
+            continue
+        pooled = PooledKey(UpstreamCredential(row.name, secret, row.pk), row.weight)
+        (active if row.state == UpstreamKeyState.ACTIVE else draining).append(pooled)
+    return PoolSnapshot(tuple(active), tuple(draining), environment_key, local_version, shared_version, loaded_at)
+
+
+def _environment_snapshot(local_version: int, loaded_at: float) -> PoolSnapshot:
     secret = settings.ANTHROPIC_API_KEY
-    if not secret:
-        return None
-    if _settings_credential is None or _settings_credential.secret != secret:
-        _settings_credential = UpstreamCredential(SETTINGS_KEY_NAME, secret)
-    return _settings_credential
+    active = (PooledKey(UpstreamCredential(ENVIRONMENT_KEY_NAME, secret), 1),) if secret else ()
+    return PoolSnapshot(active, (), secret, local_version, None, loaded_at)
 
 
-def available_credentials() -> list[UpstreamCredential]:
-    credential = _credential_from_settings()
-    return [credential] if credential is not None else []
+def _refresh_in_thread(reload: bool, local_version: int, shared_version: bytes | None, now: float, stats: dict[int, KeyStats]) -> PoolSnapshot | None:
+    if stats:
+        record_upstream_key_stats(stats)
+    return load_pool_snapshot(local_version, shared_version, now) if reload else None
 
 
-def choose_upstream_key(exclude: Collection[str] = ()) -> UpstreamCredential:
-    """A key whose name is not in `exclude`; when every key is excluded, one of them anyway (a
-    retry on the same key beats no retry). Raises NoUpstreamKey when the pool is empty."""
-    credentials = available_credentials()
-    if not credentials:
-        raise NoUpstreamKey()
-    for credential in credentials:
-        if credential.name not in exclude:
-            return credential
-    return credentials[0]
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float:
+    """`retry-after` as seconds (a number or an HTTP date), within [1, MAX_COOLDOWN_SECONDS]."""
+    if not value:
+        return DEFAULT_COOLDOWN_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return DEFAULT_COOLDOWN_SECONDS
+        seconds = (when - (now or dt.datetime.now(dt.timezone.utc))).total_seconds()
+    return min(max(seconds, 1.0), MAX_COOLDOWN_SECONDS)
 
 
-def report_upstream_result(credential: UpstreamCredential, *, status: int | None = None, exception: BaseException | None = None) -> None:
-    """Hear how an attempt with `credential` went: an HTTP status, or the exception that ended it."""
-    if status in KEY_REJECTED_STATUSES:
-        log_event(logger, "Upstream rejected the master key", logging.ERROR, upstreamKey=credential.name, status=status)
-    elif exception is not None:
-        log_event(logger, "Upstream attempt failed", logging.WARNING, upstreamKey=credential.name, error=type(exception).__name__)
+class KeyPool:
+    """This process's pool and what it has heard about each key. `clock` is injectable so tests
+    can move time across cache lifetimes and cooldowns."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, pick: Callable[[list, list[int]], object] | None = None) -> None:
+        self.clock = clock
+        self.pick = pick or (lambda keys, weights: random.choices(keys, weights=weights)[0])
+        self.snapshot: PoolSnapshot | None = None
+        self.confirmed_at = 0.0
+        self.retry_at = 0.0  # after a failed reload, the next attempt waits until then
+        self.cooldown_until: dict[str, float] = {}
+        self.rejected_until: dict[str, float] = {}
+        self.in_flight: dict[str, int] = {}
+        self.stats: dict[int, KeyStats] = {}
+        self.stats_due_at = clock() + STATS_FLUSH_SECONDS
+        self._refreshing: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
+        self._background: set[asyncio.Task] = set()
+
+    # --- keeping the copy current -------------------------------------------------------------
+    def _changed(self, snapshot: PoolSnapshot) -> bool:
+        """Changed here (a bump in this process, or ANTHROPIC_API_KEY): not worth a request on the old copy."""
+        return snapshot.local_version != local_pool_version() or snapshot.environment_key != settings.ANTHROPIC_API_KEY
+
+    async def current(self) -> PoolSnapshot:
+        now = self.clock()
+        snapshot = self.snapshot
+        if snapshot is None or (self._changed(snapshot) and now >= self.retry_at):
+            return await self._refresh(force_reload=True)
+        since_confirmed = now - self.confirmed_at
+        if since_confirmed >= 2 * settings.UPSTREAM_KEY_POOL_CACHE_SECONDS and now >= self.retry_at:
+            return await self._refresh(force_reload=False)
+        if since_confirmed >= settings.UPSTREAM_KEY_POOL_CACHE_SECONDS or now >= self.stats_due_at:
+            self._start_refresh(force_reload=False)
+        return snapshot
+
+    def _start_refresh(self, force_reload: bool) -> asyncio.Task:
+        loop = asyncio.get_running_loop()
+        if self._refreshing is not None and self._refreshing[0] is loop and not self._refreshing[1].done():
+            return self._refreshing[1]
+        task = loop.create_task(self._run_refresh(force_reload))
+        self._refreshing = (loop, task)
+        return task
+
+    async def _refresh(self, force_reload: bool) -> PoolSnapshot:
+        await asyncio.shield(self._start_refresh(force_reload))
+        if force_reload and self.snapshot is not None and self._changed(self.snapshot) and self.clock() >= self.retry_at:
+            # The refresh this request joined began before the change it waits for: one more.
+            await asyncio.shield(self._start_refresh(True))
+        if self.snapshot is None:
+            raise NoUpstreamKey()
+        return self.snapshot
+
+    def _take_stats(self, now: float) -> dict[int, KeyStats]:
+        if now < self.stats_due_at or not self.stats:
+            return {}
+        taken, self.stats = self.stats, {}
+        self.stats_due_at = now + STATS_FLUSH_SECONDS
+        return taken
+
+    async def _run_refresh(self, force_reload: bool) -> None:
+        started = self.clock()
+        local_version = local_pool_version()
+        shared_version = await read_shared_pool_version()
+        snapshot = self.snapshot
+        reload = (
+            force_reload or snapshot is None or shared_version is None or shared_version != snapshot.shared_version
+            or started - snapshot.loaded_at >= POOL_MAX_AGE_SECONDS
+        )
+        stats = self._take_stats(started)
+        if not reload and not stats:
+            self.confirmed_at = started
+            return
+        try:
+            loaded = await sync_to_async(_refresh_in_thread)(reload, local_version, shared_version, started, stats)
+        except (DatabaseError, SecretDecryptionFailed) as exc:
+            self._restore_stats(stats)
+            self.confirmed_at = started
+            self.retry_at = started + settings.UPSTREAM_KEY_POOL_CACHE_SECONDS  # not a database attempt per request
+            if self.snapshot is None:
+                self.snapshot = _environment_snapshot(local_version, started)
+            log_event(logger, "Upstream key pool not reloaded: the database is unavailable", logging.ERROR, error=str(exc),
+                      keptKeys=[key.credential.name for key in self.snapshot.active])
+            return
+        if loaded is not None:
+            self._install(loaded)
+        self.confirmed_at = started
+
+    def _install(self, snapshot: PoolSnapshot) -> None:
+        previous = self.snapshot
+        self.snapshot = snapshot
+        names = {key.credential.name for key in snapshot.active + snapshot.draining}
+        for table in (self.cooldown_until, self.rejected_until):
+            for name in [name for name in table if name not in names]:
+                del table[name]
+        if previous is None or [k.credential.name for k in previous.active] != [k.credential.name for k in snapshot.active]:
+            log_event(logger, "Upstream key pool loaded", active=[k.credential.name for k in snapshot.active],
+                      draining=[k.credential.name for k in snapshot.draining])
+        if not snapshot.active and not snapshot.draining:
+            log_event(logger, "Upstream key pool is empty: requests get 503 no_upstream_key", logging.ERROR)
+
+    def _restore_stats(self, stats: dict[int, KeyStats]) -> None:
+        for key_id, seen in stats.items():
+            self.stats.setdefault(key_id, KeyStats()).merge(seen)
+
+    # --- choosing -----------------------------------------------------------------------------
+    async def choose(self, exclude: Collection[str] = ()) -> UpstreamCredential:
+        snapshot = await self.current()
+        now = self.clock()
+        usable = [key for key in snapshot.active if self.rejected_until.get(key.credential.name, 0.0) <= now]
+        if not usable:
+            usable = [key for key in snapshot.draining if self.rejected_until.get(key.credential.name, 0.0) <= now]
+        if not usable:
+            raise NoUpstreamKey("The gateway has no usable upstream API key: every key is retired or was rejected by the upstream.")
+        untried = [key for key in usable if key.credential.name not in exclude] or usable
+        ready = [key for key in untried if self.cooldown_until.get(key.credential.name, 0.0) <= now]
+        if not ready:
+            return min(untried, key=lambda key: self.cooldown_until[key.credential.name]).credential
+        if len(ready) == 1:
+            return ready[0].credential
+        return self.pick(ready, [key.weight for key in ready]).credential
+
+    # --- hearing how it went ------------------------------------------------------------------
+    def report(self, credential: UpstreamCredential, *, status: int | None, exception: BaseException | None, retry_after: str | None) -> None:
+        name = credential.name
+        if credential.key_id is not None:
+            seen = self.stats.setdefault(credential.key_id, KeyStats())
+            seen.requests += 1
+            seen.last_used = dt.datetime.now(dt.timezone.utc)
+        else:
+            seen = KeyStats()
+        if status in KEY_REJECTED_STATUSES:
+            seen.rejected += 1
+            log_event(logger, "Upstream rejected the master key", logging.ERROR, upstreamKey=name, status=status)
+            self._reject(credential, status)
+        elif status == RATE_LIMITED_STATUS:
+            seen.rate_limited += 1
+            seconds = retry_after_seconds(retry_after)
+            self.cooldown_until[name] = self.clock() + seconds
+            log_event(logger, "Upstream key cooling down", logging.WARNING, upstreamKey=name, seconds=round(seconds, 1))
+        elif status is not None and status >= 500:
+            seen.server_errors += 1
+        elif exception is not None:
+            seen.connection_failures += 1
+            log_event(logger, "Upstream attempt failed", logging.WARNING, upstreamKey=name, error=type(exception).__name__)
+
+    def _reject(self, credential: UpstreamCredential, status: int) -> None:
+        now = self.clock()
+        already = self.rejected_until.get(credential.name, 0.0) > now
+        self.rejected_until[credential.name] = now + REJECTION_HOLD_SECONDS
+        if already or credential.key_id is None:
+            return
+        flag = sync_to_async(flag_upstream_key)(key_id=credential.key_id, reason=f"Upstream answered {status}", actor="gateway")
+        self._keep(asyncio.get_running_loop().create_task(flag))
+
+    def _keep(self, task: asyncio.Task) -> None:
+        """Fire-and-forget work is kept referenced until done, and its failure logged."""
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log_event(logger, "Upstream key bookkeeping failed", logging.ERROR, error=repr(task.exception()))
+
+    async def settle(self) -> None:
+        """Wait for this loop's background work (tests, shutdown)."""
+        loop = asyncio.get_running_loop()
+        pending = [task for task in self._background if task.get_loop() is loop]
+        if self._refreshing is not None and self._refreshing[0] is loop:
+            pending.append(self._refreshing[1])
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+class HeldKey:
+    """The key one request is using, counted in flight (in this process, and with Redis across
+    all) from `hold` until `release`: after the answer was relayed, or the client left."""
+
+    __slots__ = ("credential", "_shared")
+
+    def __init__(self) -> None:
+        self.credential: UpstreamCredential | None = None
+        self._shared: asyncio.Task | None = None
+
+    async def hold(self, credential: UpstreamCredential) -> None:
+        await self.release()
+        self.credential = credential
+        counts = _pool.in_flight
+        counts[credential.name] = counts.get(credential.name, 0) + 1
+        if credential.key_id is not None and redis_configured():
+            # Not awaited: the request goes upstream without waiting on Redis; `release` waits for it.
+            self._shared = asyncio.get_running_loop().create_task(add_shared_in_flight(credential.key_id, 1))
+
+    async def release(self) -> None:
+        credential, shared = self.credential, self._shared
+        if credential is None:
+            return
+        self.credential, self._shared = None, None
+        counts = _pool.in_flight
+        left = counts.get(credential.name, 1) - 1
+        if left > 0:
+            counts[credential.name] = left
+        else:
+            counts.pop(credential.name, None)
+        if shared is not None and credential.key_id is not None:
+            await asyncio.gather(shared, return_exceptions=True)  # a decrement before its increment would be lost
+            await add_shared_in_flight(credential.key_id, -1)
+
+
+_pool = KeyPool()
+
+
+async def choose_upstream_key(exclude: Collection[str] = ()) -> UpstreamCredential:
+    """An active key by weight, avoiding the names in `exclude` (keys a failed attempt used) and
+    keys cooling down; when every candidate is excluded, one of them anyway (a retry on the same
+    key beats no retry). Raises NoUpstreamKey when the pool has no usable key."""
+    return await _pool.choose(exclude)
+
+
+def report_upstream_result(
+    credential: UpstreamCredential, *, status: int | None = None, exception: BaseException | None = None, retry_after: str | None = None,
+) -> None:
+    """Hear how an attempt with `credential` went: an HTTP status (with its `retry-after`), or the
+    exception that ended it."""
+    _pool.report(credential, status=status, exception=exception, retry_after=retry_after)
+
+
+def local_in_flight() -> dict[str, int]:
+    """Requests in flight in this process, per key name."""
+    return dict(_pool.in_flight)
+
+
+async def preload_upstream_key_pool() -> None:
+    """Lifespan start-up: seed ANTHROPIC_API_KEY and load the pool before the first request."""
+    await _pool.current()
+
+
+async def settle_upstream_key_pool() -> None:
+    await _pool.settle()
+
+
+def forget_upstream_key_pool() -> None:
+    """A fresh pool for this process (tests: the database is emptied under it between tests)."""
+    global _pool
+    _pool = KeyPool()
+    _decrypted.clear()
+
+
+def upstream_key_configured() -> bool:
+    """For the system check: a key in the environment, or a usable one in the pool."""
+    if settings.ANTHROPIC_API_KEY:
+        return True
+    try:
+        return UpstreamKey.objects.filter(state=UpstreamKeyState.ACTIVE, flagged_at__isnull=True).exists()
+    except DatabaseError:
+        return False

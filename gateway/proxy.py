@@ -27,7 +27,7 @@ from gateway.breaker_state import Admission
 from gateway.channel import ClientChannel, Receive, Scope, Send
 from gateway.errors import CircuitOpen, GatewayError, new_request_id
 from gateway.headers import header_value, upstream_request_headers
-from gateway.keypool import choose_upstream_key, report_upstream_result
+from gateway.keypool import HeldKey, choose_upstream_key, report_upstream_result
 from gateway.metrics import observe_request
 from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
 from gateway.ratelimit import get_rate_limiter
@@ -68,6 +68,7 @@ class ProxiedRequest:
         self.status = 0
         self.client_gone = False
         self.upstream_latency_ms: float | None = None
+        self.held_key = HeldKey()  # counted in flight on its key until bookkeeping
 
     async def run(self) -> None:
         log_event(logger, "Incoming request", requestId=self.request_id, method=self.method, path=self.path)
@@ -144,7 +145,8 @@ class ProxiedRequest:
         client = get_upstream_client()
         tried: list[str] = []
         while True:
-            credential = choose_upstream_key(exclude=tried)
+            credential = await choose_upstream_key(exclude=tried)
+            await self.held_key.hold(credential)
             tried.append(credential.name)
             log_event(logger, "Proxying request to Anthropic", requestId=self.request_id, deviceId=identity.device_id,
                       model=summary.model, stream=summary.stream, upstreamKey=credential.name, attempt=len(tried))
@@ -159,7 +161,7 @@ class ProxiedRequest:
                     continue
                 self.upstream_ok = False
                 raise gateway_error_for(exc) from exc
-            report_upstream_result(credential, status=response.status_code)
+            report_upstream_result(credential, status=response.status_code, retry_after=response.headers.get("retry-after"))
             if self.event is not None:
                 self.event.upstream_key_name = credential.name
                 self.event.upstream_request_id = response.headers.get("request-id")
@@ -180,6 +182,7 @@ class ProxiedRequest:
         if self.client_gone and not self.client.started:
             self.status = CLIENT_CLOSED_REQUEST
         try:
+            await self.held_key.release()
             await self._record_breaker_outcome()
             cost = await self._account(latency_ms, ttfb_ms) if self.event is not None else None
             observe_request(self.event or self._unauthenticated_event(latency_ms, ttfb_ms), cost, self.upstream_latency_ms)

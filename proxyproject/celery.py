@@ -22,4 +22,8 @@ app.conf.beat_schedule = {
     "usage-rollup-recent": {"task": "usage.rollup_recent_usage", "schedule": crontab(minute="*/10")},
     # Deletes raw usage records older than USAGE_RETENTION_DAYS (rollups stay).
     "usage-prune-records": {"task": "usage.prune_usage_records", "schedule": crontab(hour=4, minute=23)},
+    # Retires rotated (draining) upstream keys once no request is in flight on them, or after the grace period.
+    "gateway-retire-drained-upstream-keys": {"task": "gateway.retire_drained_upstream_keys", "schedule": 30.0},
+    # Warns about active upstream keys older than UPSTREAM_KEY_ROTATION_DAYS.
+    "gateway-warn-old-upstream-keys": {"task": "gateway.warn_about_old_upstream_keys", "schedule": crontab(hour=8, minute=13)},
 }

@@ -250,6 +250,8 @@ UPSTREAM_READ_TIMEOUT = env_float("UPSTREAM_READ_TIMEOUT", 600.0, minimum=300.0)
 UPSTREAM_MAX_CONNECTIONS = env_int("UPSTREAM_MAX_CONNECTIONS", 4096, minimum=1)
 UPSTREAM_KEY_ROTATION_DAYS = env_int("UPSTREAM_KEY_ROTATION_DAYS", 30, minimum=1)
 UPSTREAM_KEY_DRAIN_GRACE_SECONDS = env_int("UPSTREAM_KEY_DRAIN_GRACE_SECONDS", 900, minimum=0)
+# How often each gateway process confirms its in-memory key pool (one Redis GET, or a reload without Redis).
+UPSTREAM_KEY_POOL_CACHE_SECONDS = env_float("UPSTREAM_KEY_POOL_CACHE_SECONDS", 5.0, minimum=0.1)
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
 
 # --- Tokens ---------------------------------------------------------------------------------

@@ -60,3 +60,14 @@ def usage_spool_of_this_session(tmp_path_factory):
     os.environ["USAGE_SPOOL_DIR"] = str(spool)
     settings.USAGE_SPOOL_DIR = spool
     return spool
+
+
+@pytest.fixture(autouse=True)
+def fresh_upstream_key_pool():
+    """Every test starts with an empty in-process upstream key pool: the database it was loaded from
+    is rolled back or flushed between tests, and ANTHROPIC_API_KEY may differ from test to test."""
+    from gateway.keypool import forget_upstream_key_pool
+
+    forget_upstream_key_pool()
+    yield
+    forget_upstream_key_pool()

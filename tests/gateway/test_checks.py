@@ -4,7 +4,7 @@ from __future__ import annotations
 from gateway.checks import check_shared_limits, check_upstream_key
 
 
-def test_no_upstream_key_is_warned_as_w001(settings):
+def test_no_upstream_key_is_warned_as_w001(settings, db):
     settings.ANTHROPIC_API_KEY = ""
     assert [message.id for message in check_upstream_key(None)] == ["gateway.W001"]
     settings.ANTHROPIC_API_KEY = "sk-ant-configured-0001"
