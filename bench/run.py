@@ -32,7 +32,7 @@ from bench.processes import (
     stop_all,
     wait_until_idle,
 )
-from bench.stats import CellFigures, percentile, summarize
+from bench.stats import CellFigures, closed_loop_rate, percentile, summarize
 from bench.targets import (
     ASGI,
     MESSAGES_PATH,
@@ -261,7 +261,8 @@ def run_cell(load: LoadGenerator, target: Target, scenario: Scenario, config: Be
     if scenario.kind == "stream":
         samples = load.run(endpoint, probe)
         errors = samples["errors"]
-        return summarize(samples["first_bytes"], samples["completed"], sum(errors.values()), samples["window"]), errors
+        rate = closed_loop_rate(scenario.concurrency, samples["latencies"])
+        return summarize(samples["first_bytes"], samples["completed"], sum(errors.values()), samples["window"], rate=rate), errors
     hold_seconds = 30 + config.warmup + config.duration + config.request_timeout
     slow = stream_workload(target, endpoint, config, 1, slow_stream_shape(hold_seconds)).request
     workload = CapacityWorkload(slow, config.held_streams, probe, open_timeout=30.0, settle=1.0)
@@ -277,6 +278,7 @@ def run_cell(load: LoadGenerator, target: Target, scenario: Scenario, config: Be
     errors = {**probe_samples["errors"], **{f"held-{kind}": count for kind, count in result["held_errors"].items()}}
     memory = memory_figures(sampler.samples, result["phases"], result["held_opened"]) if target.is_proxy else {}
     figures = summarize(probe_samples["first_bytes"], probe_samples["completed"], sum(errors.values()), probe_samples["window"],
+                        rate=closed_loop_rate(scenario.concurrency, probe_samples["latencies"]),
                         held_streams=result["held_opened"], **memory)
     return figures, errors
 

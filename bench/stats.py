@@ -60,10 +60,26 @@ class CellFigures:
         return {name: (None if isinstance(value, float) and math.isnan(value) else value) for name, value in asdict(self).items()}
 
 
-def summarize(latencies: Sequence[float], completed: int, errors: int, window: float, **memory: float) -> CellFigures:
-    """Figures of one cell from its samples (latencies in seconds, `window` the measured span)."""
+def closed_loop_rate(connections: int, durations: Sequence[float]) -> float:
+    """Responses per second of `connections` busy back to back (Little's law: N / mean duration).
+
+    For streams, counting completions in a window of a second or two is coarse: every connection
+    finishes a 0.4 s stream at about the same moments, so the count moves in steps of a whole
+    round. Their mean duration is measured to the microsecond; the load generator's own gap
+    between two requests is microseconds against the stream's hundreds of milliseconds."""
+    if not durations or connections <= 0:
+        return math.nan
+    return connections / statistics.fmean(durations)
+
+
+def summarize(latencies: Sequence[float], completed: int, errors: int, window: float, *, rate: float | None = None,
+              **memory: float) -> CellFigures:
+    """Figures of one cell from its samples (latencies in seconds, `window` the measured span);
+    `rate` replaces completed / window when given."""
+    if rate is None:
+        rate = completed / window if window > 0 else math.nan
     return CellFigures(
-        rate=completed / window if window > 0 else math.nan,
+        rate=rate,
         p50_ms=percentile(latencies, 0.50) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
         completed=completed,

@@ -13,7 +13,7 @@ from bench.loadgen import Endpoint, ResponseParser, Workload, build_request, run
 from bench.processes import CorePlan, Service, plan_cores
 from bench.report import Row, format_table
 from bench.run import memory_figures, targets_for
-from bench.stats import CellFigures, combine, compare, percentile, summarize
+from bench.stats import CellFigures, closed_loop_rate, combine, compare, percentile, summarize
 from bench.targets import DIRECT, PASSTHROUGH, SCENARIOS, VARIANT, Target, message_body
 from bench.upstream import start_lean_server
 from gateway.fake_anthropic import FakeAnthropic
@@ -42,6 +42,12 @@ def test_summarize_gives_rate_and_latencies_in_milliseconds():
     assert figures.p50_ms == 2.0
     assert figures.p99_ms == pytest.approx(2.98)
     assert (figures.completed, figures.errors) == (3, 1)
+
+
+def test_stream_rate_is_connections_over_mean_duration():
+    assert closed_loop_rate(16, [0.4, 0.4, 0.3, 0.5]) == 40.0
+    assert math.isnan(closed_loop_rate(16, []))
+    assert summarize([0.05], completed=1, errors=0, window=2.0, rate=40.0).rate == 40.0
 
 
 def test_combine_takes_medians_and_sums_errors():
