@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    record = run_benchmark(config, log)
+    try:
+        record = run_benchmark(config, log)
+    except KeyboardInterrupt:
+        log("interrupted: the servers were stopped, nothing was written")
+        return 130
     rows = build_rows(record)
     path = write_json(report_json(record, rows), output)
     print(format_table(rows))

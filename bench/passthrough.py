@@ -30,12 +30,13 @@ from ninja import NinjaAPI  # noqa: E402
 
 from gateway.upstream import get_upstream_client  # noqa: E402
 
-# Never forwarded: hop-by-hop, recomputed, or the client's own credentials.
+# Never forwarded: hop-by-hop, recomputed, the client's own credentials, and its accept-encoding:
+# like the gateway (which reads usage from the bytes), the pass-throughs ask for an identity body.
 DROPPED_REQUEST_HEADERS = frozenset({
     "host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-    "authorization", "x-api-key", "cookie",
+    "authorization", "x-api-key", "cookie", "accept-encoding",
 })
-RELAYED_RESPONSE_HEADERS = ("request-id", "content-encoding", "cache-control")
+RELAYED_RESPONSE_HEADERS = ("request-id", "cache-control")
 
 
 @dataclass(slots=True)
@@ -51,13 +52,11 @@ class Upstream:
 
 def default_httpx_client() -> httpx.AsyncClient:
     """httpx with its own transport (httpcore), pooled as widely as the gateway's client."""
-    client = httpx.AsyncClient(
+    return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT),
         limits=httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
                             max_keepalive_connections=settings.UPSTREAM_MAX_CONNECTIONS),
     )
-    del client.headers["accept-encoding"]  # relay the client's encoding, never ask for our own
-    return client
 
 
 class HttpxForwarder:
@@ -150,6 +149,7 @@ def upstream_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     headers = {name.lower(): value for name, value in pairs if name.lower() not in DROPPED_REQUEST_HEADERS}
     name, value = master_key_header()
     headers[name] = value
+    headers["accept-encoding"] = "identity"
     return headers
 
 

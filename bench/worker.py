@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from multiprocessing.connection import Connection
 
 import uvloop
@@ -13,6 +14,7 @@ from bench.loadgen import run_closed_loop
 
 def serve_workloads(connection: Connection, cpus: set[int]) -> None:
     """Run each (endpoint, workload) received and send back its samples as plain data; None ends it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the runner ends this process
     if cpus:
         os.sched_setaffinity(0, cpus)
     loop = uvloop.new_event_loop()
