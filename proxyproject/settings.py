@@ -114,6 +114,7 @@ refuse_weak_secrets(DEBUG, SECRET_KEY, JWT_SECRET)
 PORT = env_int("PORT", 3001, minimum=1)
 PROXY_BASE_URL = env_str("PROXY_BASE_URL", f"http://localhost:{PORT}").rstrip("/")
 LOG_LEVEL = env_str("LOG_LEVEL", "info").upper()
+LOG_REQUEST_STAGES = env_bool("LOG_REQUEST_STAGES", DEBUG)
 
 _proxy_host = urlparse(PROXY_BASE_URL).hostname or "localhost"
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", f"localhost,127.0.0.1,[::1],{_proxy_host}").split(",") if h.strip()]

@@ -10,7 +10,7 @@ import logging
 from decimal import Decimal
 
 import orjson
-from django.db import DataError, IntegrityError, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from proxyproject.logging import log_event
 from tokens.models import Device, Organization
@@ -92,8 +92,27 @@ def store_events(events: list[UsageEvent]) -> list[UsageRecord]:
         known_devices = set(Device.objects.filter(pk__in=device_pks).values_list("pk", flat=True)) if device_pks else set()
         known_orgs = set(Organization.objects.filter(pk__in=org_pks).values_list("pk", flat=True)) if org_pks else set()
         records = [record_from_event(event, cost, known_devices, known_orgs) for event, cost in zip(unique, costs)]
-        UsageRecord.objects.bulk_create(records, ignore_conflicts=True)
+        insert_ignoring_stored(records)
     return records
+
+
+def insert_ignoring_stored(records: list[UsageRecord]) -> None:
+    """One INSERT ... ON CONFLICT (request_id) DO NOTHING, executed for the whole batch.
+
+    bulk_create compiles every field of every row through the ORM's SQL compiler; at a few hundred
+    records a second that alone took a seventh of a gateway worker's CPU (py-spy). Here the
+    statement is built once and each value goes through its field's own database adaptation, so
+    the rows are exactly what bulk_create would have written.
+    """
+    fields = [field for field in UsageRecord._meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    sql = (
+        f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT ({quote('request_id')}) DO NOTHING"
+    )
+    rows = [[field.get_db_prep_save(field.pre_save(record, True), connection) for field in fields] for record in records]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def reject_payload(payload: bytes, reason: str) -> None:

@@ -180,7 +180,7 @@ def test_records_wait_while_the_database_refuses_connections(monkeypatch):
     def database_down(*args: object, **kwargs: object) -> None:
         raise OperationalError("could not connect to server: Connection refused")
 
-    monkeypatch.setattr(UsageRecord.objects, "bulk_create", database_down)
+    monkeypatch.setattr("usage.records.insert_ignoring_stored", database_down)
     with pytest.raises(OperationalError):
         drain_usage_queue()
     with pytest.raises(OperationalError):
