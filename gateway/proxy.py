@@ -31,7 +31,7 @@ from gateway.keypool import HeldKey, choose_upstream_key, report_upstream_result
 from gateway.metrics import observe_request
 from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
 from gateway.ratelimit import get_rate_limiter
-from gateway.upstream import build_upstream_request, gateway_error_for, get_upstream_client, retryable_before_response
+from gateway.upstream import build_upstream_request, gateway_error_for, retryable_before_response, send_upstream
 from gateway.usage_tally import UsageTally
 from proxyproject.logging import log_event
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
@@ -151,7 +151,6 @@ class ProxiedRequest:
     async def _open_upstream(self, body: bytes, summary: RequestSummary, identity: DeviceIdentity) -> httpx.Response:
         """Send upstream; a connection that failed before any response is tried once more on
         another key. Nothing has reached the client yet, so the retry is invisible to it."""
-        client = get_upstream_client()
         tried: list[str] = []
         while True:
             credential = await choose_upstream_key(exclude=tried)
@@ -162,7 +161,7 @@ class ProxiedRequest:
             request = build_upstream_request(self.method, self.raw_path, self.query, upstream_request_headers(self.headers, credential), body)
             sent_at = time.perf_counter()
             try:
-                response = await client.send(request, stream=True)
+                response = await send_upstream(request)
                 self.upstream_latency_ms = (time.perf_counter() - sent_at) * 1000
             except httpx.TransportError as exc:
                 report_upstream_result(credential, exception=exc)
