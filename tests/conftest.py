@@ -71,3 +71,23 @@ def fresh_upstream_key_pool():
     forget_upstream_key_pool()
     yield
     forget_upstream_key_pool()
+
+
+@pytest.fixture
+def two_gateways(redis_required, transactional_db, settings):
+    """Two gateway instances (separate processes) on the same database and Redis, in front of one
+    fake upstream: (fake, first, second)."""
+    from gateway.fake_anthropic import FakeAnthropic
+    from tests.gateway.conftest import MASTER_KEY
+
+    with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
+        env = {"REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "ANTHROPIC_BASE_URL": fake.base_url, "ANTHROPIC_API_KEY": MASTER_KEY}
+        first = gateway_process(**env).start()
+        try:
+            second = gateway_process(**env).start()
+        except Exception:
+            first.stop()
+            raise
+        yield fake, first, second
+        first.stop()
+        second.stop()

@@ -11,7 +11,7 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.html import format_html
 
-from tokens.admin import CappedCountPaginator
+from tokens.admin import CappedCountPaginator, ReadOnlyAdmin
 from usage.dashboard import PERIODS, build_dashboard
 from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
 from usage.models import ModelPrice, UsageRecord, UsageRollup
@@ -48,18 +48,9 @@ class PricedFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ReadOnlyUsageAdmin(admin.ModelAdmin):
+class ReadOnlyUsageAdmin(ReadOnlyAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(UsageRecord)

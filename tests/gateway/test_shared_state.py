@@ -4,27 +4,9 @@ from __future__ import annotations
 import time
 
 import httpx
-import pytest
 
-from gateway.fake_anthropic import FakeAnthropic
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
+from tests.gateway.conftest import MESSAGE_BODY
 from tests.gateway.test_sdk import enroll
-from tests.servers import gateway_process
-
-
-@pytest.fixture
-def two_gateways(redis_required, transactional_db, settings):
-    with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
-        env = {"REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "ANTHROPIC_BASE_URL": fake.base_url, "ANTHROPIC_API_KEY": MASTER_KEY}
-        first = gateway_process(**env).start()
-        try:
-            second = gateway_process(**env).start()
-        except Exception:
-            first.stop()
-            raise
-        yield fake, first, second
-        first.stop()
-        second.stop()
 
 
 def post_message(server, token: str, **headers: str) -> httpx.Response:

@@ -7,34 +7,11 @@ import time
 
 import httpx
 import jwt
-import pytest
 from django.contrib.auth import get_user_model
 
-from gateway.fake_anthropic import FakeAnthropic
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
 from tests.gateway.test_sdk import enroll
-from tests.servers import gateway_process
+from tests.gateway.test_shared_state import post_message
 from usage.models import UsageRecord
-
-
-@pytest.fixture
-def two_instances(redis_required, transactional_db, settings):
-    with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
-        env = {"REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "ANTHROPIC_BASE_URL": fake.base_url, "ANTHROPIC_API_KEY": MASTER_KEY}
-        first = gateway_process(**env).start()
-        try:
-            second = gateway_process(**env).start()
-        except Exception:
-            first.stop()
-            raise
-        yield fake, first, second
-        first.stop()
-        second.stop()
-
-
-def post_message(server, token: str, **headers: str) -> httpx.Response:
-    return httpx.post(server.url + "/v1/messages", content=MESSAGE_BODY, timeout=10,
-                      headers={"authorization": f"Bearer {token}", "content-type": "application/json", **headers})
 
 
 def device_of(token: str) -> str:
@@ -51,8 +28,8 @@ def wait_for(condition, timeout: float, interval: float = 0.1):
     return condition()
 
 
-def test_the_101st_request_is_refused_whichever_instance_gets_it_and_usage_lands_once(two_instances):
-    fake, first, second = two_instances
+def test_the_101st_request_is_refused_whichever_instance_gets_it_and_usage_lands_once(two_gateways):
+    fake, first, second = two_gateways
     token = enroll(first)
     answers = [post_message(first if i % 2 else second, token) for i in range(101)]
     assert [a.status_code for a in answers] == [200] * 100 + [429]
@@ -82,8 +59,8 @@ def admin_session(server) -> httpx.Client:
     return client
 
 
-def test_a_breaker_opened_and_a_revocation_made_through_one_instance_hold_on_the_other(two_instances):
-    fake, first, second = two_instances
+def test_a_breaker_opened_and_a_revocation_made_through_one_instance_hold_on_the_other(two_gateways):
+    fake, first, second = two_gateways
     token = enroll(first)
     assert [post_message(first, token, **{"x-fake-fault": "529"}).status_code for _ in range(5)] == [529] * 5
     refused = wait_for(lambda: (a := post_message(second, token)).status_code == 503 and a, 5)
