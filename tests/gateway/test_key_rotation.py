@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import httpx
 import orjson
-import pytest
 from django.core.management import call_command
 
 from gateway.fake_anthropic import FakeAnthropic
@@ -57,7 +56,8 @@ def send(client: httpx.Client, gateway: ServerProcess, token: str, *, streamed: 
 
 def send_long_stream(gateway: ServerProcess, token: str) -> Outcome:
     with httpx.Client(timeout=30) as client:
-        return send(client, gateway, token, streamed=True, extra={"x-fake-stream": "events=25,interval_ms=200", "x-test-probe": "long"})
+        shape = {"x-fake-stream": "events=25,interval_ms=200", "x-test-probe": "long"}
+        return send(client, gateway, token, streamed=True, extra=shape)
 
 
 def run_load(worker: int, gateways: list[ServerProcess], token: str, stop: threading.Event) -> list[Outcome]:
@@ -70,7 +70,8 @@ def run_load(worker: int, gateways: list[ServerProcess], token: str, stop: threa
             gateway = gateways[(worker + index) % len(gateways)]
             streamed = (worker + index) % 2 == 0
             shape = {"x-fake-stream": "events=8,interval_ms=40"} if streamed else {"x-fake-fault": "slow-first-byte=50"}
-            outcomes.append(send(client, gateway, token, streamed=streamed, extra={**shape, "x-test-gateway": str(gateways.index(gateway))}))
+            tag = {"x-test-gateway": str(gateways.index(gateway))}
+            outcomes.append(send(client, gateway, token, streamed=streamed, extra={**shape, **tag}))
     return outcomes
 
 
@@ -84,8 +85,10 @@ def wait_until(condition, timeout: float, what: str):
 
 def start_gateways(fake: FakeAnthropic, count: int) -> list[ServerProcess]:
     processes = [
-        gateway_process(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=OLD, UPSTREAM_KEY_POOL_CACHE_SECONDS=POOL_CACHE_SECONDS,
-                        ENROLLMENT_MODE="open", RATE_LIMIT_MAX="1000000")
+        gateway_process(
+            ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=OLD, UPSTREAM_KEY_POOL_CACHE_SECONDS=POOL_CACHE_SECONDS,
+            ENROLLMENT_MODE="open", RATE_LIMIT_MAX="1000000",
+        )
         for _ in range(count)
     ]
     with ThreadPoolExecutor(count) as starting:
@@ -99,7 +102,8 @@ def test_rotating_under_load_fails_no_request_and_the_old_key_is_never_used_afte
     with FakeAnthropic(api_keys={OLD}) as fake:
         gateways = start_gateways(fake, 2)
         try:
-            token = httpx.post(gateways[0].url + "/bootstrap", json={"device_id": "rotation-load", "app_version": "1.0"}).json()["wrapper_token"]
+            enrolled = httpx.post(gateways[0].url + "/bootstrap", json={"device_id": "rotation-load", "app_version": "1.0"})
+            token = enrolled.json()["wrapper_token"]
             seeded = UpstreamKey.objects.get()
             assert (seeded.name, seeded.secret_last4) == (ENVIRONMENT_KEY_NAME, OLD[-4:])
 
@@ -108,11 +112,13 @@ def test_rotating_under_load_fails_no_request_and_the_old_key_is_never_used_afte
                 load = [pool.submit(run_load, worker, gateways, token, stop) for worker in range(WORKERS)]
                 wait_until(lambda: len(fake.requests) >= 20, 15, "load on the old key")
                 long_stream = pool.submit(send_long_stream, gateways[1], token)
-                wait_until(lambda: any(r.headers.get("x-test-probe") == "long" for r in fake.requests), 10, "the long stream upstream")
+                wait_until(lambda: any(r.headers.get("x-test-probe") == "long" for r in fake.requests), 10, "the long stream")
 
                 fake.set_api_keys({OLD, NEW})
                 output = io.StringIO()
-                call_command("rotate_upstream_key", ENVIRONMENT_KEY_NAME, "--new-name", "rotated", stdin=io.StringIO(NEW), stdout=output)
+                call_command(
+                    "rotate_upstream_key", ENVIRONMENT_KEY_NAME, "--new-name", "rotated", stdin=io.StringIO(NEW), stdout=output
+                )
                 assert output.getvalue().startswith("Upstream key 'rotated' (…N3W8) is active.\n")
                 wait_until(
                     lambda: {r.headers.get("x-test-gateway") for r in fake.requests if r.api_key_used == NEW[-4:]} >= {"0", "1"},

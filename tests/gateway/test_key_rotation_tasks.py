@@ -10,9 +10,16 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from gateway.keypool_shared import add_shared_in_flight
+from gateway.metrics import render_metrics
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.tasks import retire_drained_upstream_keys_task, warn_about_old_upstream_keys_task
-from gateway.upstream_keys import add_upstream_key, drain_settle_seconds, flag_upstream_key, retire_drained_upstream_keys, rotate_upstream_key
+from gateway.upstream_keys import (
+    add_upstream_key,
+    drain_settle_seconds,
+    flag_upstream_key,
+    retire_drained_upstream_keys,
+    rotate_upstream_key,
+)
 from proxyproject.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +53,8 @@ def test_an_idle_draining_key_waits_until_every_process_has_dropped_it_then_reti
     old = UpstreamKey.objects.get(name="old")
     assert (old.state, old.retired_at, old.encrypted_secret) == ("retired", after(12), "")
     [line] = [record for record in caplog.records if record.getMessage() == "Upstream key audit: retired"]
-    assert (line.event_fields["reason"], line.event_fields["actor"], line.event_fields["drainedSeconds"]) == ("drained", "schedule", 12.0)
+    fields = line.event_fields
+    assert (fields["reason"], fields["actor"], fields["drainedSeconds"]) == ("drained", "schedule", 12.0)
 
 
 def test_a_draining_key_with_a_request_in_flight_stays_until_the_grace_period_ends(rotated, redis_required, caplog):
@@ -107,3 +115,12 @@ def test_beat_runs_the_key_tasks_and_the_signing_key_rotation():
     assert "gateway.warn_about_old_upstream_keys" in schedule
     assert "tokens.maintain_signing_keys" in schedule
     assert {"gateway.retire_drained_upstream_keys", "gateway.warn_about_old_upstream_keys"} <= set(celery_app.tasks)
+
+
+def test_metrics_count_the_keys_by_state_and_the_flagged_ones(rotated):
+    flag_upstream_key(key_id=rotated.new.pk, reason="Upstream answered 403")
+    text = render_metrics().decode()
+    assert 'gateway_upstream_keys{state="active"} 1.0' in text
+    assert 'gateway_upstream_keys{state="draining"} 1.0' in text
+    assert 'gateway_upstream_keys{state="retired"} 0.0' in text
+    assert "gateway_upstream_keys_flagged 1.0" in text

@@ -35,7 +35,8 @@ def test_add_takes_the_secret_from_stdin_and_stores_it_encrypted(caplog):
     output = run("add_upstream_key", "prod-1", "--weight", "3", stdin=FIRST + "\n")
     assert output == "Added upstream key 'prod-1' (…F1R5, weight 3): active.\n"
     key = UpstreamKey.objects.get()
-    assert (key.name, key.state, key.weight, key.secret_last4, key.created_by) == ("prod-1", "active", 3, "F1R5", "command:add_upstream_key")
+    assert (key.name, key.state, key.weight, key.secret_last4) == ("prod-1", "active", 3, "F1R5")
+    assert key.created_by == "command:add_upstream_key"
     assert FIRST not in key.encrypted_secret and decrypt_secret(key.encrypted_secret) == FIRST
     assert key.secret_sha256 == secret_digest(FIRST)
     assert FIRST not in caplog.text and "Upstream key audit: added" in caplog.text
@@ -43,7 +44,8 @@ def test_add_takes_the_secret_from_stdin_and_stores_it_encrypted(caplog):
 
 def test_add_takes_the_secret_from_a_named_environment_variable(monkeypatch):
     monkeypatch.setenv("NEW_UPSTREAM_KEY", FIRST)
-    assert run("add_upstream_key", "prod-1", "--from-env", "NEW_UPSTREAM_KEY") == "Added upstream key 'prod-1' (…F1R5, weight 1): active.\n"
+    output = run("add_upstream_key", "prod-1", "--from-env", "NEW_UPSTREAM_KEY")
+    assert output == "Added upstream key 'prod-1' (…F1R5, weight 1): active.\n"
     assert decrypt_secret(UpstreamKey.objects.get(name="prod-1").encrypted_secret) == FIRST
 
 
@@ -57,7 +59,7 @@ def test_a_secret_cannot_be_passed_as_an_argument():
     ("args", "stdin", "message"),
     [
         (("prod-1",), "", "No secret on standard input"),
-        (("prod-1", "--from-env", "UNSET_VARIABLE_FOR_TEST"), None, "The environment variable UNSET_VARIABLE_FOR_TEST is not set or empty."),
+        (("prod-1", "--from-env", "UNSET_VARIABLE_FOR_TEST"), None, "variable UNSET_VARIABLE_FOR_TEST is not set or empty"),
         (("prod-1",), "sk-ant has spaces in it", "The secret contains spaces"),
         (("prod-1",), "short", "shorter than 8 characters"),
         (("bad name!",), FIRST, "Invalid key name 'bad name!'"),
@@ -120,7 +122,8 @@ def test_retire_with_yes_wipes_the_secret_and_keeps_its_digest():
         "Upstream key 'prod-1' retired; its secret is wiped. Revoke it at Anthropic too.\n"
     )
     key = UpstreamKey.objects.get(name="prod-1")
-    assert (key.state, key.encrypted_secret, key.secret_sha256, key.retired_at is not None) == ("retired", "", secret_digest(FIRST), True)
+    assert (key.state, key.encrypted_secret, key.secret_sha256) == ("retired", "", secret_digest(FIRST))
+    assert key.retired_at is not None
     with pytest.raises(CommandError, match=r"This secret is already in the pool as 'prod-1' \(retired\)."):
         run("add_upstream_key", "prod-1-again", stdin=FIRST)
 
@@ -161,10 +164,9 @@ def test_list_shows_keys_masked_with_their_state_and_counters():
     run("retire_upstream_key", "prod-2", "--yes")
     output = run("list_upstream_keys")
     in_flight = 0 if _redis() else "-"
-    table = format_table(
-        ("name", "key", "state", "weight", "in flight", "age (days)", "last used", "requests", "401/403", "429", "5xx", "conn", "flagged"),
-        [("prod-1", "…F1R5", "active", 2, in_flight, 0, "never", 12, 1, 2, 3, 4, "")],
-    )
+    headers = ("name", "key", "state", "weight", "in flight", "age (days)", "last used", "requests", "401/403", "429", "5xx",
+               "conn", "flagged")
+    table = format_table(headers, [("prod-1", "…F1R5", "active", 2, in_flight, 0, "never", 12, 1, 2, 3, 4, "")])
     footer = "" if _redis() else "In-flight counts need Redis (REDIS_URL); each process only knows its own.\n"
     assert output == table + "\n" + footer
     assert FIRST not in output and "prod-2" not in output
@@ -174,7 +176,8 @@ def test_list_shows_keys_masked_with_their_state_and_counters():
 def test_the_environment_key_seeds_an_empty_pool_once():
     first = seed_environment_key(FIRST)
     assert seed_environment_key(FIRST) is None and seed_environment_key(FIRST + "\n") is None
-    assert (first.name, first.from_environment, first.state, first.created_by) == (ENVIRONMENT_KEY_NAME, True, "active", "environment")
+    assert (first.name, first.from_environment, first.state) == (ENVIRONMENT_KEY_NAME, True, "active")
+    assert first.created_by == "environment"
     assert UpstreamKey.objects.count() == 1
 
 
@@ -194,4 +197,5 @@ def test_a_retired_environment_key_left_in_the_environment_never_comes_back():
     add_upstream_key(name="prod-2", secret=SECOND, actor="test")
     run("retire_upstream_key", ENVIRONMENT_KEY_NAME, "--yes")
     assert seed_environment_key(FIRST) is None
-    assert list(UpstreamKey.objects.values_list("name", "state").order_by("name")) == [(ENVIRONMENT_KEY_NAME, "retired"), ("prod-2", "active")]
+    states = list(UpstreamKey.objects.values_list("name", "state").order_by("name"))
+    assert states == [(ENVIRONMENT_KEY_NAME, "retired"), ("prod-2", "active")]

@@ -25,4 +25,5 @@ class Command(BaseCommand):
             key = add_upstream_key(name=name, secret=secret, weight=weight, actor="command:add_upstream_key")
         except UpstreamKeyError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(self.style.SUCCESS(f"Added upstream key {key.name!r} ({key.masked_secret}, weight {key.weight}): active."))
+        summary = f"Added upstream key {key.name!r} ({key.masked_secret}, weight {key.weight}): active."
+        self.stdout.write(self.style.SUCCESS(summary))

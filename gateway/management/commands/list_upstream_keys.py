@@ -12,7 +12,10 @@ from gateway.keypool_shared import shared_in_flight_counts
 from gateway.models import UpstreamKey, UpstreamKeyState
 from proxyproject.console import format_table
 
-HEADERS = ("name", "key", "state", "weight", "in flight", "age (days)", "last used", "requests", "401/403", "429", "5xx", "conn", "flagged")
+HEADERS = (
+    "name", "key", "state", "weight", "in flight", "age (days)", "last used",
+    "requests", "401/403", "429", "5xx", "conn", "flagged",
+)
 
 
 def _when(value: dt.datetime | None) -> str:

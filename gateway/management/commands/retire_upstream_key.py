@@ -16,7 +16,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
-        parser.add_argument("--force", action="store_true", help="Retire it even if it is the last usable key (every request then gets 503).")
+        parser.add_argument(
+            "--force", action="store_true", help="Retire it even if it is the last usable key (every request then gets 503)."
+        )
         add_yes_argument(parser)
 
     def handle(self, *args: Any, name: str, force: bool, yes: bool, **options: Any) -> None:
@@ -25,9 +27,11 @@ class Command(BaseCommand):
             raise CommandError(f"No upstream key named {name!r}. See: manage.py list_upstream_keys")
         counts = shared_in_flight_counts([key.pk])
         in_flight = "unknown without Redis" if counts is None else str(counts[key.pk])
-        confirm_or_abort(self, f"Retire upstream key {key.name!r} ({key.masked_secret}, {key.state}, in flight: {in_flight}).", yes)
+        plan = f"Retire upstream key {key.name!r} ({key.masked_secret}, {key.state}, in flight: {in_flight})."
+        confirm_or_abort(self, plan, yes)
         try:
             retire_upstream_key(name=name, actor="command:retire_upstream_key", allow_empty_pool=force)
         except UpstreamKeyError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(self.style.SUCCESS(f"Upstream key {key.name!r} retired; its secret is wiped. Revoke it at Anthropic too."))
+        done = f"Upstream key {key.name!r} retired; its secret is wiped. Revoke it at Anthropic too."
+        self.stdout.write(self.style.SUCCESS(done))

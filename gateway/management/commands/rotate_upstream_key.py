@@ -21,10 +21,14 @@ class Command(BaseCommand):
         parser.add_argument("--weight", type=int, help="Weight of the new key (default: the old key's).")
         add_secret_arguments(parser)
 
-    def handle(self, *args: Any, name: str, new_name: str | None, weight: int | None, from_env: str | None, **options: Any) -> None:
+    def handle(
+        self, *args: Any, name: str, new_name: str | None, weight: int | None, from_env: str | None, **options: Any
+    ) -> None:
         secret = read_secret(from_env=from_env, stdin=options.get("stdin") or sys.stdin)
         try:
-            rotation = rotate_upstream_key(name=name, secret=secret, new_name=new_name, weight=weight, actor="command:rotate_upstream_key")
+            rotation = rotate_upstream_key(
+                name=name, secret=secret, new_name=new_name, weight=weight, actor="command:rotate_upstream_key"
+            )
         except UpstreamKeyError as exc:
             raise CommandError(str(exc)) from exc
         new, old = rotation.new, rotation.old
