@@ -10,8 +10,11 @@ in memory. A request picks among the active keys by weight; it never touches the
   reloads at once.
 
 What the upstream says about a key is acted on in this process at once and recorded for all: a
-401/403 takes the key out of rotation here and flags it in the database (every process then drops
-it); a 429 cools the key down here for its `retry-after`. Counters (requests, failures, last use)
+401 takes the key out of rotation here and flags it in the database (every process then drops
+it); so do UPSTREAM_KEY_FORBIDDEN_THRESHOLD 403s in a row on one key. A single 403 is usually about
+the request (a model or beta the organization may not use), and flagging on it would let one
+device take every key out by asking for something forbidden. A 429 cools the key down here for
+its `retry-after`. Counters (requests, failures, last use)
 are summed in memory and written with the next confirmation, never per request.
 
 With no usable active key (all flagged), draining keys carry requests rather than none; with the
@@ -49,7 +52,8 @@ from tokens.encryption import SecretDecryptionFailed, decrypt_secret
 logger = logging.getLogger("gateway.keypool")
 
 # The statuses with which the upstream says the key itself is bad, not the request.
-KEY_REJECTED_STATUSES = frozenset({401, 403})
+KEY_REJECTED_STATUS = 401
+KEY_FORBIDDEN_STATUS = 403
 RATE_LIMITED_STATUS = 429
 # With Redis a pool unchanged by version is still reloaded this often: a change made outside the
 # services (a shell, raw SQL) or an announcement lost while Redis was down is picked up anyway.
@@ -158,6 +162,7 @@ class KeyPool:
         self.retry_at = 0.0  # after a failed reload, the next attempt waits until then
         self.cooldown_until: dict[str, float] = {}
         self.rejected_until: dict[str, float] = {}
+        self.forbidden_in_a_row: dict[str, int] = {}
         self.in_flight: dict[str, int] = {}
         self.stats: dict[int, KeyStats] = {}
         self.stats_due_at = clock() + STATS_FLUSH_SECONDS
@@ -279,7 +284,13 @@ class KeyPool:
             seen.last_used = dt.datetime.now(dt.timezone.utc)
         else:
             seen = KeyStats()
-        if status in KEY_REJECTED_STATUSES:
+        if status == KEY_FORBIDDEN_STATUS:
+            self.forbidden_in_a_row[name] = self.forbidden_in_a_row.get(name, 0) + 1
+        elif status is not None:
+            self.forbidden_in_a_row.pop(name, None)
+        if status == KEY_REJECTED_STATUS or (
+            status == KEY_FORBIDDEN_STATUS and self.forbidden_in_a_row[name] >= settings.UPSTREAM_KEY_FORBIDDEN_THRESHOLD
+        ):
             seen.rejected += 1
             log_event(logger, "Upstream rejected the master key", logging.ERROR, upstreamKey=name, status=status)
             self._reject(credential, status)

@@ -108,14 +108,28 @@ async def test_a_key_the_upstream_rejects_is_flagged_and_taken_out_of_rotation(f
     assert REJECTED not in caplog.text
 
 
-async def test_a_403_also_takes_the_key_out(fake_upstream, token, monkeypatch):
+async def test_one_forbidden_request_does_not_take_the_key_out(fake_upstream, token, monkeypatch, settings):
+    settings.UPSTREAM_KEY_FORBIDDEN_THRESHOLD = 3
     fake_upstream.set_api_keys({MASTER_KEY, SECOND})
     use_pool(monkeypatch, pick=preferring("second"))
     assert (await message(token)).status == 200
     await add_key("second", SECOND)
-    assert (await message(token, **{"x-fake-fault": "403"})).status == 403
+    statuses = [(await message(token, **{"x-fake-fault": "403"})).status for _ in range(2)]
+    assert statuses + [(await message(token)).status] == [403, 403, 200]
+    assert [(await message(token, **{"x-fake-fault": "403"})).status for _ in range(2)] == [403, 403]
+    assert keys_seen(fake_upstream)[1:] == [SECOND[-4:]] * 5
+    assert not await UpstreamKey.objects.filter(name="second", flagged_at__isnull=False).aexists()
+
+
+async def test_forbidden_answers_in_a_row_take_the_key_out(fake_upstream, token, monkeypatch, settings):
+    settings.UPSTREAM_KEY_FORBIDDEN_THRESHOLD = 3
+    fake_upstream.set_api_keys({MASTER_KEY, SECOND})
+    use_pool(monkeypatch, pick=preferring("second"))
     assert (await message(token)).status == 200
-    assert keys_seen(fake_upstream)[1:] == [SECOND[-4:], MASTER_KEY[-4:]]
+    await add_key("second", SECOND)
+    assert [(await message(token, **{"x-fake-fault": "403"})).status for _ in range(3)] == [403, 403, 403]
+    assert (await message(token)).status == 200
+    assert keys_seen(fake_upstream)[1:] == [SECOND[-4:]] * 3 + [MASTER_KEY[-4:]]
     flagged = await poll(lambda: UpstreamKey.objects.filter(name="second", flagged_at__isnull=False).afirst())
     assert flagged.flagged_reason == "Upstream answered 403"
 
