@@ -30,11 +30,15 @@ def live_gateway(transactional_db):
 
 @pytest.fixture(scope="session", autouse=True)
 def close_async_thread_connections(django_db_setup, django_db_blocker):
-    """Async tests reach the database from asgiref's shared sync thread; close that thread's
-    connections before the test database is dropped (PostgreSQL refuses to drop a database in use)."""
+    """Async tests reach the database from asgiref's shared sync thread, and the usage writer from
+    its own; close those threads' connections before the test database is dropped (PostgreSQL
+    refuses to drop a database in use)."""
     yield
+    from usage.writer import _executor as usage_writer_thread
+
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all, thread_sensitive=True)())
+        usage_writer_thread.submit(connections.close_all).result(timeout=10)
 
 
 @pytest.fixture(autouse=True)
