@@ -6,28 +6,12 @@ from __future__ import annotations
 import time
 
 import httpx
-import pytest
 from asgiref.sync import async_to_sync
 
 from gateway.errors import TokenRevoked
-from tests.servers import gateway_process
 from tokens.authentication import authenticate_wrapper_token
 
 authenticate = async_to_sync(authenticate_wrapper_token)
-
-
-@pytest.fixture
-def two_gateways(redis_required, transactional_db, settings):
-    env = {"REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "ENROLLMENT_RATE_LIMIT_MAX": "100000", "REVOCATION_CACHE_SECONDS": "2"}
-    first = gateway_process(**env).start()
-    try:
-        second = gateway_process(**env).start()
-    except Exception:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
 
 
 def _error_code(response: httpx.Response) -> str:
@@ -36,7 +20,7 @@ def _error_code(response: httpx.Response) -> str:
 
 def test_family_revoked_through_one_process_is_refused_everywhere_within_5_seconds(two_gateways, settings):
     settings.REVOCATION_CACHE_SECONDS = 2.0
-    first, second = two_gateways
+    _, first, second = two_gateways
     enrolled = httpx.post(first.url + "/bootstrap", json={"device_id": "live-dev", "app_version": "1.0"}, timeout=10).json()
     rotated = httpx.post(first.url + "/refresh", json={"refresh_token": enrolled["refresh_token"]}, timeout=10).json()
     assert authenticate(rotated["wrapper_token"]).device_id == "live-dev"  # this process's cache is now warm
