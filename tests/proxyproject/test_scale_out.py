@@ -30,7 +30,10 @@ def wait_for(condition, timeout: float, interval: float = 0.1):
 
 def test_the_101st_request_is_refused_whichever_instance_gets_it_and_usage_lands_once(two_gateways):
     fake, first, second = two_gateways
-    token = enroll(first)
+    # The seed's 100 requests, over an hour rather than a minute: the sliding window weighs the
+    # previous bucket by the time left in it, so a run that straddles a bucket boundary would be let
+    # a request or two more; with an hour-long window that is a thousand times less likely.
+    token = enroll(first, requests_per_window=100, window_ms=3_600_000)
     answers = [post_message(first if i % 2 else second, token) for i in range(101)]
     assert [a.status_code for a in answers] == [200] * 100 + [429]
     assert answers[-1].json()["error"]["details"]["error_code"] == "device_rate_limited"
