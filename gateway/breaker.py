@@ -25,6 +25,7 @@ from django.conf import settings
 
 from gateway.breaker_redis import RedisBreakerBackend
 from gateway.breaker_state import ADMITTED, Admission, BreakerBackend, BreakerConfig, BreakerSnapshot, BreakerState, LocalBreakerBackend
+from gateway.errors import refuse_when_shared_state_fails
 from gateway.metrics import count_breaker_transition
 from proxyproject.logging import log_event
 from proxyproject.redis import get_async_redis, redis_configured
@@ -68,6 +69,8 @@ class CircuitBreaker:
                       reason=reason, consecutiveFailures=after.failures, opens=after.opens)
 
     async def admit(self) -> Admission:
+        """Raises SharedStateUnavailable when the shared state cannot be read: an upstream the other
+        instances have given up on must not be sent requests because this one lost Redis."""
         now = self._clock()
         config = self.config
         seen = self._fresh(now)
@@ -76,7 +79,8 @@ class CircuitBreaker:
                 return ADMITTED
             if seen.state is BreakerState.OPEN and now < seen.opened_at + config.reset_timeout:
                 return Admission(False, retry_after=seen.opened_at + config.reset_timeout - now)
-        before, after, admission = await self.backend.admit(now, config)
+        with refuse_when_shared_state_fails("circuit_breaker"):
+            before, after, admission = await self.backend.admit(now, config)
         self._remember(before, after, now, "reset timeout elapsed")
         return admission
 

@@ -19,19 +19,31 @@
     ├── SpendCapReached               429 rate_limit_error       (x-should-retry: false)
     ├── UpstreamUnreachable           502 api_error
     ├── CircuitOpen                   503 api_error              (retry-after)
+    ├── SharedStateUnavailable        503 api_error              (retry-after: Redis unreachable, fail closed)
     ├── NoUpstreamKey                 503 api_error              (no master key configured)
     └── UpstreamTimeout               504 timeout_error
 
 SDKs retry 408/409/429/5xx unless `x-should-retry: false`; the headers here decide which refusals a
 client may retry, so a revoked or capped device does not hammer the gateway.
+
+Redis failures on the way to the upstream become SharedStateUnavailable here too
+(`refuse_when_shared_state_fails`), so every caller maps them the same way.
 """
 from __future__ import annotations
 
+import logging
 import math
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import orjson
 from django.http import HttpResponse
+from redis.exceptions import RedisError
+
+from proxyproject.logging import log_event
+
+logger = logging.getLogger("gateway.errors")
 
 
 class GatewayError(Exception):
@@ -39,11 +51,12 @@ class GatewayError(Exception):
     error_type: str = "api_error"
     error_code: str = "internal_error"
     default_message: str = "Internal error"
+    default_retry_after: float | None = None
     should_retry: bool | None = None
 
     def __init__(self, message: str | None = None, *, retry_after: float | None = None, headers: dict[str, str] | None = None) -> None:
         self.message = message or self.default_message
-        self.retry_after = retry_after
+        self.retry_after = self.default_retry_after if retry_after is None else retry_after
         self.extra_headers = headers or {}
         super().__init__(self.message)
 
@@ -150,6 +163,17 @@ class CircuitOpen(GatewayError):
     default_message = "Circuit breaker is open"
 
 
+class SharedStateUnavailable(GatewayError):
+    """Fail closed: without Redis the shared limits and spend caps cannot be checked, and letting the
+    request through unchecked could overspend; Redis outages are usually short, hence retry-after."""
+
+    status, error_type, error_code = 503, "api_error", "shared_state_unavailable"
+    default_message = (
+        "The gateway's shared state (Redis) is unreachable, so limits and spend caps cannot be checked. Retry shortly."
+    )
+    default_retry_after = 5.0
+
+
 class NoUpstreamKey(GatewayError):
     status, error_type, error_code = 503, "api_error", "no_upstream_key"
     default_message = "The gateway has no upstream API key configured."
@@ -158,6 +182,18 @@ class NoUpstreamKey(GatewayError):
 class UpstreamTimeout(GatewayError):
     status, error_type, error_code = 504, "timeout_error", "upstream_timeout"
     default_message = "The upstream API did not answer in time."
+
+
+@contextmanager
+def refuse_when_shared_state_fails(stage: str, request_id: str | None = None) -> Iterator[None]:
+    """Around a Redis step that must succeed before a request may go upstream: a RedisError
+    (refused, timed out, pool exhausted) becomes SharedStateUnavailable instead of a generic 500."""
+    try:
+        yield
+    except RedisError as exc:
+        log_event(logger, "Shared state unavailable; request refused", logging.WARNING, stage=stage, requestId=request_id,
+                  error=f"{type(exc).__name__}: {exc}")
+        raise SharedStateUnavailable() from exc
 
 
 def new_request_id() -> str:

@@ -4,7 +4,8 @@ Cheapest first: the model check needs no I/O; requests-per-window and tokens-per
 atomic step on the rate limiter (one Redis round trip); the spend reservation runs only when the
 device or its organization has a cap. The grant carries what the rest of the request needs: the
 device's own `anthropic-ratelimit-*` headers, the spend reservation to settle, and the key under
-which the tokens it used are counted afterwards.
+which the tokens it used are counted afterwards. With Redis down neither step can be decided, so the
+request is refused (SharedStateUnavailable, 503) rather than let through unchecked.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 
 from gateway.body import RequestSummary
-from gateway.errors import ModelNotAllowed, RateLimited
+from gateway.errors import ModelNotAllowed, RateLimited, refuse_when_shared_state_fails
 from gateway.ratelimit import LimitCheck, LimitDecision, get_rate_limiter
 from proxyproject.logging import log_event
 from tokens.identity import DeviceIdentity, DevicePolicy
@@ -107,11 +108,14 @@ async def reserve_worst_case(identity: DeviceIdentity, summary: RequestSummary, 
 
 
 async def enforce_policy(identity: DeviceIdentity, summary: RequestSummary, *, path: str, body_bytes: int, request_id: str) -> PolicyGrant:
-    """Raises ModelNotAllowed (403), RateLimited (429) or SpendCapReached (429, no retry)."""
+    """Raises ModelNotAllowed (403), RateLimited (429), SpendCapReached (429, no retry) or
+    SharedStateUnavailable (503, retry-after) when Redis does not answer."""
     models = summary.models
     check_models_allowed(identity.policy, models)
-    headers, counted_tokens_key = await check_rate_limits(identity, counts_tokens=bool(models))
+    with refuse_when_shared_state_fails("rate_limit", request_id):
+        headers, counted_tokens_key = await check_rate_limits(identity, counts_tokens=bool(models))
     reservation = None
     if models and has_spend_caps(identity.policy):
-        reservation = await reserve_worst_case(identity, summary, path=path, body_bytes=body_bytes, request_id=request_id)
+        with refuse_when_shared_state_fails("spend_cap", request_id):
+            reservation = await reserve_worst_case(identity, summary, path=path, body_bytes=body_bytes, request_id=request_id)
     return PolicyGrant(headers, reservation, counted_tokens_key)

@@ -1,0 +1,116 @@
+"""Redis configured but not answering: the gateway cannot check the shared limits, spend caps or
+breaker, so it refuses with a retryable 503 in Anthropic's envelope and sends nothing upstream.
+
+Each test breaks one real connection (a port where nothing listens, or a listener that never
+answers), so the same tests run on the embedded defaults and beside CI's real Redis."""
+from __future__ import annotations
+
+import logging
+import socket
+import weakref
+from collections.abc import Iterator
+from decimal import Decimal
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+import proxyproject.asgi  # noqa: F401  (set up Django's logging now, not under caplog's handler)
+import proxyproject.redis
+from gateway import breaker as breaker_module
+from gateway import breaker_redis
+from gateway.breaker import CircuitBreaker
+from gateway.breaker_redis import RedisBreakerBackend
+from tests.gateway.conftest import MESSAGE_BODY, Answer, bearer, call_gateway, enroll_device
+from tests.servers import free_port
+from usage import spend, spend_redis
+from usage.spend_redis import RedisSpendBackend
+
+EXPECTED_MESSAGE = "The gateway's shared state (Redis) is unreachable, so limits and spend caps cannot be checked. Retry shortly."
+
+
+@pytest.fixture
+def patches(fresh_breaker_and_pool) -> Iterator[pytest.MonkeyPatch]:
+    """Undone before the autouse fixture resets the shared breaker, which needs the real Redis."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture
+def silent_redis_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) and never answers: a hung Redis."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def unreachable_client(port: int) -> aioredis.Redis:
+    """Short timeouts and no retries, so a hung server fails the call in a fraction of a second."""
+    return aioredis.Redis(
+        host="127.0.0.1", port=port, socket_connect_timeout=0.2, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def assert_shared_state_refusal(answer: Answer) -> None:
+    assert answer.status == 503
+    assert orjson.loads(answer.body) == {
+        "type": "error",
+        "error": {"type": "api_error", "message": EXPECTED_MESSAGE, "details": {"error_code": "shared_state_unavailable"}},
+        "request_id": answer.headers["request-id"],
+    }
+    assert answer.headers["retry-after"] == "5"
+    assert "x-should-retry" not in answer.headers
+
+
+def refusal_logs(caplog: pytest.LogCaptureFixture) -> list[dict]:
+    return [record.event_fields for record in caplog.records
+            if record.getMessage() == "Shared state unavailable; request refused" and record.levelno == logging.WARNING]
+
+
+async def test_redis_refusing_connections_gets_a_retryable_503_and_nothing_goes_upstream(
+    fake_upstream, token, settings, patches, caplog
+):
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    patches.setattr(proxyproject.redis, "_clients", weakref.WeakKeyDictionary())  # not this loop's client of the real Redis
+    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+    for client in list(proxyproject.redis._clients.values()):
+        await client.aclose()
+    assert_shared_state_refusal(answer)
+    assert fake_upstream.requests == []
+    [logged] = refusal_logs(caplog)
+    assert (logged["stage"], logged["requestId"]) == ("rate_limit", answer.headers["request-id"])
+    assert logged["error"].startswith("ConnectionError: ")
+
+
+async def test_a_spend_reservation_timing_out_is_refused_before_going_upstream(
+    fake_upstream, transactional_db, silent_redis_port, patches, caplog
+):
+    token = await enroll_device(daily_spend_cap_usd=Decimal("10.00"))
+    client = unreachable_client(silent_redis_port)
+    patches.setattr(spend._ledger, "backend", RedisSpendBackend())
+    patches.setattr(spend_redis, "get_async_redis", lambda: client)
+    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+    await client.aclose()
+    assert_shared_state_refusal(answer)
+    assert fake_upstream.requests == []
+    [logged] = refusal_logs(caplog)
+    assert (logged["stage"], logged["requestId"]) == ("spend_cap", answer.headers["request-id"])
+    assert logged["error"].startswith("TimeoutError: ")
+
+
+async def test_a_breaker_that_cannot_reach_redis_refuses_before_going_upstream(fake_upstream, token, patches, caplog):
+    client = unreachable_client(free_port())
+    breaker = CircuitBreaker(RedisBreakerBackend(), cache_seconds=0)
+    patches.setattr(breaker_module, "_local_breaker", breaker)
+    patches.setattr(breaker_module, "_redis_breaker", breaker)
+    patches.setattr(breaker_redis, "get_async_redis", lambda: client)
+    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+    await client.aclose()
+    assert_shared_state_refusal(answer)
+    assert fake_upstream.requests == []
+    [logged] = refusal_logs(caplog)
+    assert (logged["stage"], logged["requestId"]) == ("circuit_breaker", None)
+    assert logged["error"].startswith("ConnectionError: ")
