@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Awaitable
 from decimal import Decimal
 
 import httpx
@@ -78,6 +79,7 @@ class ProxiedRequest:
         self.client_gone = False
         self.upstream_latency_ms: float | None = None
         self.held_key = HeldKey()  # counted in flight on its key until bookkeeping
+        self.cost: Decimal | None = None
 
     async def run(self) -> None:
         log_event(logger, "Incoming request", stage_log_level(), requestId=self.request_id, method=self.method, path=self.path)
@@ -183,21 +185,30 @@ class ProxiedRequest:
             await self.client.send_error(error, self.request_id, self.grant.rate_limit_headers if self.grant else ())
 
     async def _bookkeep(self) -> None:
-        """After the response: nothing here may fail the request or delay what the client got."""
+        """After the response: nothing here may fail the request or delay what the client got, and
+        no step's failure (Redis gone mid-stream, say) may skip another: the usage record above all."""
         finished = time.perf_counter()
         latency_ms = (finished - self.started) * 1000
         ttfb_ms = (self.client.first_byte_at - self.started) * 1000 if self.client.first_byte_at is not None else None
         if self.client_gone and not self.client.started:
             self.status = CLIENT_CLOSED_REQUEST
-        try:
-            await self.held_key.release()
-            await self._record_breaker_outcome()
-            cost = await self._account(latency_ms, ttfb_ms) if self.event is not None else None
-            observe_request(self.event or self._unauthenticated_event(latency_ms, ttfb_ms), cost, self.upstream_latency_ms)
-        except Exception:  # bookkeeping must never turn a served request into a crash
-            logger.exception("Bookkeeping failed", extra={"event_fields": {"requestId": self.request_id}})
+        await self._survive("upstream key", self.held_key.release())
+        await self._survive("circuit breaker", self._record_breaker_outcome())
+        if self.event is not None:
+            await self._survive("usage record", self._submit_usage(latency_ms, ttfb_ms))
+            await self._survive("spend and token counters", self._settle())
+        await self._survive("metrics", self._observe(latency_ms, ttfb_ms))
         log_event(logger, "Request completed", requestId=self.request_id, status=self.status, latencyMs=round(latency_ms, 2),
                   ttfbMs=round(ttfb_ms, 2) if ttfb_ms is not None else None, clientDisconnected=self.client_gone)
+
+    async def _survive(self, step: str, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception:
+            logger.exception("Bookkeeping failed", extra={"event_fields": {"requestId": self.request_id, "step": step}})
+
+    async def _observe(self, latency_ms: float, ttfb_ms: float | None) -> None:
+        observe_request(self.event or self._unauthenticated_event(latency_ms, ttfb_ms), self.cost, self.upstream_latency_ms)
 
     def _unauthenticated_event(self, latency_ms: float, ttfb_ms: float | None) -> UsageEvent:
         """Refused before we knew the device: not a usage record, but still a request to count."""
@@ -210,8 +221,8 @@ class ProxiedRequest:
         if self.admission is not None and self.admission.allowed and self.upstream_ok is not None:
             await get_circuit_breaker().record(self.admission, success=self.upstream_ok)
 
-    async def _account(self, latency_ms: float, ttfb_ms: float | None) -> Decimal | None:
-        """Settle spend and token counters, submit the usage event; return the request's cost."""
+    async def _submit_usage(self, latency_ms: float, ttfb_ms: float | None) -> None:
+        """Complete the usage event with what the response showed and queue it durably."""
         event = self.event
         assert event is not None
         event.status = self.status
@@ -221,22 +232,28 @@ class ProxiedRequest:
         self.tally.apply_to(event)
         if self.tally.error_type and not event.error_type:
             event.error_type = self.tally.error_type
-        cost = price_usage(event) if self.tally.seen else None
-        grant = self.grant
-        if grant is not None and grant.reservation is not None:
-            if self.tally.seen:
-                await settle_spend(grant.reservation, cost)
-            else:
-                await release_spend(grant.reservation)
-        used_tokens = event.input_tokens + event.cache_write_5m_tokens + event.cache_write_1h_tokens + event.output_tokens
-        if grant is not None and grant.tokens_key is not None and used_tokens:
-            await get_rate_limiter().add(grant.tokens_key, TOKENS_WINDOW_MS, used_tokens)
         submit_usage(event)
         log_event(logger, "Usage tracked", stage_log_level(), requestId=self.request_id, deviceId=event.device_id, model=event.model,
                   inputTokens=event.input_tokens, outputTokens=event.output_tokens, cacheReadTokens=event.cache_read_tokens,
                   cacheWriteTokens=event.cache_write_5m_tokens + event.cache_write_1h_tokens, streamed=event.streamed,
                   clientDisconnected=self.client_gone)
-        return cost
+
+    async def _settle(self) -> None:
+        """Price the request, turn its spend reservation into that cost, count the tokens it used."""
+        event = self.event
+        assert event is not None
+        self.cost = cost = price_usage(event) if self.tally.seen else None
+        grant = self.grant
+        if grant is None:
+            return
+        if grant.reservation is not None:
+            if self.tally.seen:
+                await settle_spend(grant.reservation, cost)
+            else:
+                await release_spend(grant.reservation)
+        used_tokens = event.input_tokens + event.cache_write_5m_tokens + event.cache_write_1h_tokens + event.output_tokens
+        if grant.tokens_key is not None and used_tokens:
+            await get_rate_limiter().add(grant.tokens_key, TOKENS_WINDOW_MS, used_tokens)
 
 
 async def proxy_request(scope: Scope, receive: Receive, send: Send) -> None:

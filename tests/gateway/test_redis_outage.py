@@ -16,11 +16,12 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 import proxyproject.asgi  # noqa: F401  (set up Django's logging now, not under caplog's handler)
 import proxyproject.redis
 from gateway import breaker as breaker_module
-from gateway import breaker_redis
+from gateway import breaker_redis, proxy
 from gateway.breaker import CircuitBreaker
 from gateway.breaker_redis import RedisBreakerBackend
 from tests.gateway.conftest import MESSAGE_BODY, Answer, bearer, call_gateway, enroll_device
@@ -114,3 +115,23 @@ async def test_a_breaker_that_cannot_reach_redis_refuses_before_going_upstream(f
     [logged] = refusal_logs(caplog)
     assert (logged["stage"], logged["requestId"]) == ("circuit_breaker", None)
     assert logged["error"].startswith("ConnectionError: ")
+
+
+async def test_redis_failing_after_the_response_still_records_the_usage(fake_upstream, transactional_db, patches, caplog):
+    """The answer is out; a bookkeeping step that fails must neither fail it nor skip the others."""
+    token = await enroll_device(daily_spend_cap_usd=Decimal("10.00"))
+    submitted = []
+
+    async def redis_gone(*args: object, **kwargs: object) -> None:
+        raise RedisConnectionError("Connection reset by peer")
+
+    patches.setattr(proxy, "settle_spend", redis_gone)
+    patches.setattr(breaker_module.CircuitBreaker, "record", redis_gone)
+    patches.setattr(proxy, "submit_usage", submitted.append)
+    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+    assert answer.status == 200
+    [event] = submitted
+    assert (event.request_id, event.status) == (answer.headers["x-gateway-request-id"], 200)
+    assert event.output_tokens == orjson.loads(answer.body)["usage"]["output_tokens"] > 0
+    failed = [record.event_fields["step"] for record in caplog.records if record.getMessage() == "Bookkeeping failed"]
+    assert failed == ["circuit breaker", "spend and token counters"]
