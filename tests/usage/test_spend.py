@@ -31,7 +31,18 @@ from usage.spend_redis import RedisSpendBackend
 from usage.writer import drain_usage_queue, flush_usage, stop_usage_writer, submit_usage
 
 UTC = dt.timezone.utc
-NOON = dt.datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
+
+
+def first_day_of_next_month() -> dt.datetime:
+    """Redis drops a period's counter (EXPIREAT) two days after the period ends, so the moments these
+    tests play at must lie in the future of whenever the suite runs."""
+    today = dt.datetime.now(UTC)
+    return dt.datetime(today.year + today.month // 12, today.month % 12 + 1, 1, tzinfo=UTC)
+
+
+MONTH = first_day_of_next_month()
+MONTH_AFTER = (MONTH + dt.timedelta(days=32)).replace(day=1)
+NOON = (MONTH + dt.timedelta(days=24, hours=12)).timestamp()
 
 
 class FakeClock:
@@ -134,16 +145,16 @@ async def test_the_organization_cap_binds_all_its_devices(ledger):
 
 async def test_the_monthly_cap_spans_days_and_the_daily_cap_resets_at_utc_midnight(ledger):
     identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("1.00"), device_monthly=Decimal("1.50"))
-    ledger.clock.now = dt.datetime(2026, 11, 24, 23, 59, 59, tzinfo=UTC).timestamp()
+    ledger.clock.now = (MONTH + dt.timedelta(days=24, seconds=-1)).timestamp()
     await ledger.settle(await ledger.reserve(identity, Decimal("0.90"), "req-a"), Decimal("0.90"))
     with pytest.raises(SpendCapReached):
         await ledger.reserve(identity, Decimal("0.20"), "req-b")
-    ledger.clock.now = dt.datetime(2026, 11, 25, tzinfo=UTC).timestamp()
+    ledger.clock.now = (MONTH + dt.timedelta(days=24)).timestamp()
     await ledger.settle(await ledger.reserve(identity, Decimal("0.50"), "req-c"), Decimal("0.50"))
     with pytest.raises(SpendCapReached) as refused:
         await ledger.reserve(identity, Decimal("0.20"), "req-d")
     assert refused.value.message == "Monthly spend cap of $1.50 reached for this device."
-    ledger.clock.now = dt.datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    ledger.clock.now = MONTH_AFTER.timestamp()
     assert await ledger.reserve(identity, Decimal("0.90"), "req-e") is not None
 
 
