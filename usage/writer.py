@@ -30,8 +30,7 @@ from proxyproject.redis import get_async_redis, get_sync_redis
 from usage import queue, spool
 from usage.events import UsageEvent
 from usage.live import MAX_ROWS_PER_MESSAGE, broadcast_records, live_row
-from usage.models import UsageRecord
-from usage.records import store_payloads
+from usage.records import StoredRow, store_payloads
 
 logger = logging.getLogger("usage.writer")
 MAX_BACKOFF_SECONDS = 30.0
@@ -44,9 +43,9 @@ class DrainResult:
     stored: int = 0
     live: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, records: list[UsageRecord]) -> None:
-        self.stored += len(records)
-        self.live = (self.live + [live_row(record) for record in records[-MAX_ROWS_PER_MESSAGE:]])[-MAX_ROWS_PER_MESSAGE:]
+    def add(self, rows: list[StoredRow]) -> None:
+        self.stored += len(rows)
+        self.live = (self.live + [live_row(row) for row in rows[-MAX_ROWS_PER_MESSAGE:]])[-MAX_ROWS_PER_MESSAGE:]
 
 
 def _chunks(items: list[bytes], size: int) -> list[list[bytes]]:
