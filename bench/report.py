@@ -101,6 +101,8 @@ def describe(record: RunRecord, rows: list[Row]) -> str:
     if ceiling:
         lines.append("Load generator ceiling against the direct upstream (one shared core): "
                      + ", ".join(f"{key} {number(rate)}/s" for key, rate in ceiling.items()) + ".")
+    lines += [f"The gateway's {name} process (on the load core(s)) used {seconds:.1f} CPU-seconds in the whole run."
+              for name, seconds in record.companion_cpu_seconds.items()]
     lines += [f"NOT MEASURED: {label}: {reason}" for label, reason in unmeasured(record).items()]
     return "\n".join(lines)
 
@@ -123,6 +125,7 @@ def report_json(record: RunRecord, rows: list[Row]) -> dict:
         "config": asdict(record.config),
         "cores": {"proxy": sorted(record.cores.proxy), "load": sorted(record.cores.load), "pinned": record.cores.pinned},
         "load_average": record.load_average,
+        "companion_cpu_seconds": record.companion_cpu_seconds,
         "targets": [{"key": target.key, "role": target.role, "label": target.label, "argv": target.service.argv[1:],
                      "unavailable": target.unavailable or None} for target in record.targets],
         "load_generator_ceiling": load_generator_ceiling(rows),

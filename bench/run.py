@@ -25,6 +25,7 @@ from bench.loadgen import Endpoint, Workload, build_request
 from bench.processes import (
     BASE_DIR,
     CorePlan,
+    cpu_seconds,
     free_port,
     plan_cores,
     raise_open_file_limit,
@@ -91,6 +92,7 @@ class RunRecord:
     started_at: float = field(default_factory=time.time)
     seconds: float = 0.0
     load_average: dict[str, float] = field(default_factory=dict)  # the machine's, before and after: others' work skews a run
+    companion_cpu_seconds: dict[str, float] = field(default_factory=dict)  # e.g. the usage writer's, over the whole run
 
 
 class LoadGenerator:
@@ -205,6 +207,9 @@ def start_targets(config: BenchConfig, targets: list[Target], log: Callable[[str
                               capture_output=True, text=True)
     if migrated.returncode != 0:
         gateway.unavailable = f"migrate failed: {one_line(migrated.stderr[-600:], 300)}"
+    else:
+        for companion in gateway.companions:
+            companion.start()
     for target in proxies:
         if not target.unavailable:
             target.service.start()
@@ -313,7 +318,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
                 for scenario in SCENARIOS:
                     for target in targets_for(scenario, targets, repetition):
                         cell_started = time.monotonic()
-                        wait_until_idle(target.service.pids() + targets[0].service.pids(), limit=3.0)
+                        wait_until_idle([pid for service in target.services + targets[0].services for pid in service.pids()], limit=3.0)
                         try:
                             figures, error_kinds = run_cell(load, target, scenario, config)
                         except RuntimeError as exc:  # a proxy that did not come back from its restart
@@ -327,7 +332,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
         finally:
             if load is not None:
                 load.close()
-            stop_all([target.service for target in targets])
+            record.companion_cpu_seconds = {service.name: cpu_seconds(service.pids()) for target in targets for service in target.companions}
+            stop_all([service for target in targets for service in target.services])
     record.seconds = time.monotonic() - started
     record.load_average["after"] = os.getloadavg()[0]
     return record

@@ -58,6 +58,11 @@ class Target:
     service: Service
     headers: dict[str, str] = field(default_factory=dict)  # the credential this target expects
     unavailable: str = ""  # why it was not measured, when it could not be
+    companions: list[Service] = field(default_factory=list)  # processes it needs that serve no requests
+
+    @property
+    def services(self) -> list[Service]:
+        return [self.service, *self.companions]
 
     @property
     def is_proxy(self) -> bool:
@@ -92,7 +97,8 @@ def production_environment(base: dict[str, str], var_dir: Path, upstream_url: st
     RATE_LIMIT_MAX is raised to 10**9: the benchmark sends tens of thousands of requests a minute
     from one device, and the point is to measure the limiter's cost, not to be refused by it.
     DATABASE_URL and REDIS_URL pass through from `base` when set (PostgreSQL and Redis); otherwise
-    SQLite and the per-process backends in a temporary VAR_DIR.
+    SQLite and the per-process backends in a temporary VAR_DIR. Usage records are written by the
+    usage writer process, as `make run` and docker-compose run it in production.
     """
     env = {name: value for name, value in base.items() if name not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")}
     env.update({
@@ -108,6 +114,7 @@ def production_environment(base: dict[str, str], var_dir: Path, upstream_url: st
         "PORT": str(port),
         "PROXY_BASE_URL": f"http://127.0.0.1:{port}",
         "WEB_CONCURRENCY": "1",
+        "USAGE_WRITER": "process",
         "PYTHONUNBUFFERED": "1",
     })
     return env
@@ -143,6 +150,8 @@ def passthrough_target(server: str, transport: str, role: str, cores: CorePlan, 
 
 
 def gateway_target(server: str, cores: CorePlan, env: dict[str, str], port: int) -> Target:
+    """The gateway on the proxy core, its usage writer process beside the upstream and the load."""
     service = Service(f"gateway ({server})", server_argv(server, "proxyproject.asgi:application", port),
                       {**env, "ASGI_SERVER": server}, port, cores.proxy)
-    return Target(GATEWAY, GATEWAY, f"gateway, {server}", service)
+    writer = Service("usage writer", [sys.executable, "manage.py", "run_usage_writer"], env, 0, cores.load)
+    return Target(GATEWAY, GATEWAY, f"gateway, {server}", service, companions=[writer])

@@ -1,7 +1,7 @@
 """`make run`: the whole platform as one foreground command.
 
-Starts the ASGI server, a Celery worker, Celery beat and (without ANTHROPIC_API_KEY) the bundled fake
-upstream as child processes; Ctrl-C or SIGTERM stops them all, and if one dies the rest are stopped
+Starts the ASGI server, the usage writer (USAGE_WRITER=process), a Celery worker, Celery beat and
+(without ANTHROPIC_API_KEY) the bundled fake upstream as child processes; Ctrl-C or SIGTERM stops them all, and if one dies the rest are stopped
 too, so the operator never sees a half-running platform.
 """
 from __future__ import annotations
@@ -40,8 +40,10 @@ def platform_children(host: str, demo_key: str | None) -> list[Child]:
     children = []
     if demo_key:
         children.append(Child("fake-upstream", [python, "manage.py", "fake_anthropic", "--host", "127.0.0.1", "--port", str(settings.FAKE_UPSTREAM_PORT), "--api-key", demo_key]))
+    children.append(Child("gateway", asgi_server_argv(host, settings.PORT)))
+    if settings.USAGE_WRITER == "process":
+        children.append(Child("usage-writer", [python, "manage.py", "run_usage_writer"]))
     children += [
-        Child("gateway", asgi_server_argv(host, settings.PORT)),
         Child("celery-worker", [python, "-m", "celery", "-A", "proxyproject", "worker", "--loglevel", settings.LOG_LEVEL, "--concurrency", "1", "--pool", "solo"]),
         Child("celery-beat", [python, "-m", "celery", "-A", "proxyproject", "beat", "--loglevel", settings.LOG_LEVEL, "--schedule", settings.CELERY_BEAT_SCHEDULE_FILE]),
     ]

@@ -302,6 +302,9 @@ POLICY_CACHE_SECONDS = env_float("POLICY_CACHE_SECONDS", 5.0, minimum=0.0)
 
 # --- Usage ----------------------------------------------------------------------------------
 USAGE_FLUSH_INTERVAL = env_float("USAGE_FLUSH_INTERVAL", 1.0, minimum=0.01)
+# thread: each gateway worker writes its queued records to the database in a thread of its own.
+# process: gateway workers only queue them; `manage.py run_usage_writer` (one process) writes them.
+USAGE_WRITER = env_choice("USAGE_WRITER", "thread", ("thread", "process"))
 USAGE_BATCH_SIZE = env_int("USAGE_BATCH_SIZE", 500, minimum=1)
 USAGE_SPOOL_DIR = Path(env_str("USAGE_SPOOL_DIR", str(VAR_DIR / "usage-spool")))
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)

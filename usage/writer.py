@@ -2,8 +2,12 @@
 spool), and a writer batches queued records into the database.
 
 Each ASGI worker runs one writer task, started by the lifespan hook or by the first submit (daphne
-has no lifespan). It wakes every USAGE_FLUSH_INTERVAL seconds, or as soon as USAGE_BATCH_SIZE records
-are waiting, and drains in a thread of its own so the event loop never waits on the database.
+has no lifespan). With USAGE_WRITER=thread it wakes every USAGE_FLUSH_INTERVAL seconds, or as soon as
+USAGE_BATCH_SIZE records are waiting, and drains in a thread of its own so the event loop never
+waits on the database. With USAGE_WRITER=process it only hands its records over (pushes what is
+left for Redis, seals its spool segment) every USAGE_FLUSH_INTERVAL seconds, and one
+`manage.py run_usage_writer` process drains for every worker: the writer thread's CPU, and the
+event loop's waits for the GIL while it runs, cost a worker a fifth of its requests (make bench).
 Records leave the queue only after their batch commits; while the database is unreachable they stay
 queued and the writer backs off. Celery (`drain_usage_queue_task`) and `manage.py drain_usage` drain
 the same queues, which picks up what a dead process left behind.
@@ -112,8 +116,9 @@ def _spool_or_log(payloads: list[bytes], reason: str) -> None:
 class _LoopWriter:
     """The writer of one event loop: an outbox for Redis pushes and the periodic drain task."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, drains: bool) -> None:
         self.loop = loop
+        self.drains = drains
         self.wake = asyncio.Event()
         self.outbox: list[bytes] = []
         self.pushing: asyncio.Task | None = None
@@ -129,7 +134,7 @@ class _LoopWriter:
         else:
             spool.append_to_spool([payload])
         self.pending += 1
-        if self.pending >= settings.USAGE_BATCH_SIZE:
+        if self.drains and self.pending >= settings.USAGE_BATCH_SIZE:
             self.wake.set()
 
     async def push_outbox(self) -> None:
@@ -153,6 +158,18 @@ class _LoopWriter:
         await broadcast_records(result.live)
         return result.stored
 
+    async def hand_over(self) -> None:
+        """Leave this worker's records to the usage writer process: sent to Redis, spool sealed."""
+        await self.push_pending()
+        self.pending = 0
+        spool.seal_active_segment()
+
+    async def step(self) -> None:
+        if self.drains:
+            await self.flush()
+        else:
+            await self.hand_over()
+
     async def run(self) -> None:
         delay = settings.USAGE_FLUSH_INTERVAL
         while not self.stopping:
@@ -164,7 +181,7 @@ class _LoopWriter:
             if self.stopping:
                 return
             try:
-                await self.flush()
+                await self.step()
                 delay = settings.USAGE_FLUSH_INTERVAL
             except Exception as exc:  # database or Redis away: records stay queued; retry with backoff
                 delay = min(max(delay, settings.USAGE_FLUSH_INTERVAL) * 2, MAX_BACKOFF_SECONDS)
@@ -175,10 +192,10 @@ class _LoopWriter:
 _writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWriter]" = weakref.WeakKeyDictionary()
 
 
-def _writer_for(loop: asyncio.AbstractEventLoop) -> _LoopWriter:
+def _writer_for(loop: asyncio.AbstractEventLoop, *, drains: bool | None = None) -> _LoopWriter:
     writer = _writers.get(loop)
     if writer is None:
-        writer = _writers[loop] = _LoopWriter(loop)
+        writer = _writers[loop] = _LoopWriter(loop, drains=settings.USAGE_WRITER == "thread" if drains is None else drains)
     return writer
 
 
@@ -221,6 +238,15 @@ async def start_usage_writer() -> None:
     _writer_for(asyncio.get_running_loop())
 
 
+async def run_usage_writer(stop: asyncio.Event) -> None:
+    """The usage writer process (USAGE_WRITER=process): drain every worker's queued records until
+    `stop` is set, then write what is left."""
+    _writer_for(asyncio.get_running_loop(), drains=True)
+    log_event(logger, "Usage writer started", interval_s=settings.USAGE_FLUSH_INTERVAL, batch=settings.USAGE_BATCH_SIZE)
+    await stop.wait()
+    await stop_usage_writer()
+
+
 async def stop_usage_writer() -> None:
     """Stop this loop's writer and flush what it holds (lifespan shutdown). What cannot be written
     now stays queued for the next writer."""
@@ -231,6 +257,11 @@ async def stop_usage_writer() -> None:
     writer.wake.set()
     await writer.task
     try:
+        if not writer.drains:
+            handed = writer.pending
+            await writer.hand_over()
+            log_event(logger, "Usage records handed over to the usage writer process", records=handed)
+            return
         stored = await writer.flush()
     except Exception as exc:
         log_event(logger, "Final usage flush failed; records stay queued", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
