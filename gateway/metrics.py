@@ -7,9 +7,10 @@ so it is the same whichever instance answers.
 """
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -30,10 +31,48 @@ UNPRICED = Counter("gateway_unpriced_requests_total", "Requests whose model has 
 BREAKER_TRANSITIONS = Counter("gateway_circuit_breaker_transitions_total", "Circuit breaker state changes.", ["to_state"])
 TOKEN_EVENTS = Counter("gateway_token_events_total", "Token issuance events: bootstrap, refresh, reuse, revoke.", ["kind"])
 
+OTHER = "other"
+LABEL_VALUES_LIMIT = 256
+MODEL_LABEL_MAX_LENGTH = 100
+
 _ID_AFTER = {"models", "batches", "files", "skills", "agents", "sessions", "versions", "environments"}
 _SAFE_SEGMENT = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 
+class BoundedLabel:
+    """Label values that clients choose (the model they name, the path they call): the first
+    `limit` distinct ones per process are kept, later ones count as "other", so no client can grow
+    the metrics without bound. Usage records keep the real values."""
+
+    def __init__(self, limit: int = LABEL_VALUES_LIMIT) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        if len(self.seen) >= self.limit:
+            return OTHER
+        self.seen.add(value)
+        return value
+
+
+_bounded_endpoint = BoundedLabel()
+_bounded_model = BoundedLabel()
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Counter | Histogram, *labels: str) -> Any:
+    """The labelled child, kept: prometheus_client validates the labels and takes a lock on every
+    `labels()` call, a third of the cost of counting a request."""
+    key = (id(metric), labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
+@functools.lru_cache(maxsize=1024)
 def endpoint_label(path: str) -> str:
     """A bounded label for a /v1 path: resource ids become `{id}` so label cardinality stays small."""
     parts = [part for part in path.split("/") if part]
@@ -51,27 +90,27 @@ def endpoint_label(path: str) -> str:
 
 
 def observe_request(event: UsageEvent, cost: Decimal | None, upstream_latency_ms: float | None = None) -> None:
-    endpoint = endpoint_label(event.endpoint)
-    model = event.model or ""
+    endpoint = _bounded_endpoint(endpoint_label(event.endpoint))
+    model = _bounded_model((event.model or "")[:MODEL_LABEL_MAX_LENGTH])
     status = str(event.status)
-    REQUESTS.labels(endpoint, event.method, status, model).inc()
+    _child(REQUESTS, endpoint, event.method[:10], status, model).inc()
     if event.error_type or event.status >= 400:
-        ERRORS.labels(endpoint, status, event.error_type or "http_error").inc()
-    LATENCY.labels(endpoint).observe(event.latency_ms / 1000.0)
+        _child(ERRORS, endpoint, status, event.error_type or "http_error").inc()
+    _child(LATENCY, endpoint).observe(event.latency_ms / 1000.0)
     if event.ttfb_ms is not None:
-        TTFB.labels(endpoint).observe(event.ttfb_ms / 1000.0)
+        _child(TTFB, endpoint).observe(event.ttfb_ms / 1000.0)
     if upstream_latency_ms is not None:
-        UPSTREAM_LATENCY.labels(endpoint).observe(upstream_latency_ms / 1000.0)
+        _child(UPSTREAM_LATENCY, endpoint).observe(upstream_latency_ms / 1000.0)
     for kind, count in (
         ("input", event.input_tokens), ("output", event.output_tokens), ("cache_write_5m", event.cache_write_5m_tokens),
         ("cache_write_1h", event.cache_write_1h_tokens), ("cache_read", event.cache_read_tokens),
     ):
         if count:
-            TOKENS.labels(model, kind).inc(count)
+            _child(TOKENS, model, kind).inc(count)
     if cost is not None:
-        SPEND.labels(model).inc(float(cost))
+        _child(SPEND, model).inc(float(cost))
     elif model and (event.input_tokens or event.output_tokens):
-        UNPRICED.labels(model).inc()
+        _child(UNPRICED, model).inc()
 
 
 def count_breaker_transition(to_state: str) -> None:

@@ -5,7 +5,7 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-from gateway.metrics import endpoint_label, observe_request, render_metrics
+from gateway.metrics import BoundedLabel, endpoint_label, observe_request, render_metrics
 from usage.events import UsageEvent
 
 
@@ -87,3 +87,19 @@ async def test_operator_api_key_may_scrape(transactional_db):
     status, text = await scrape({"authorization": f"Bearer {secret}"})
     assert status == 200
     assert gauge(text, "gateway_token_refreshes_last_hour") == 0.0
+
+
+def test_models_and_paths_that_clients_choose_cannot_grow_the_metrics_without_bound(db, monkeypatch):
+    monkeypatch.setattr("gateway.metrics._bounded_model", BoundedLabel(limit=3))
+    monkeypatch.setattr("gateway.metrics._bounded_endpoint", BoundedLabel(limit=2))
+    prefix = f"made-up-{uuid.uuid4().hex[:8]}"
+    for index in range(5):
+        observe_request(UsageEvent(
+            request_id=f"req_{index}", occurred_at=dt.datetime.now(dt.timezone.utc), endpoint=f"/v1/made_up_{index}",
+            method="POST", model=f"{prefix}-{index}", status=404, latency_ms=1.0,
+        ), None)
+    text = render_metrics().decode()
+    counted = {line.split('model="')[1].split('"')[0] for line in text.splitlines()
+               if line.startswith("gateway_requests_total{") and (prefix in line or 'model="other"' in line)}
+    assert counted == {f"{prefix}-0", f"{prefix}-1", f"{prefix}-2", "other"}
+    assert sample(text, "gateway_request_errors_total", endpoint="other", status="404", error_type="http_error") >= 3.0
