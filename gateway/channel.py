@@ -17,11 +17,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 class ClientChannel:
     """The response side of one exchange with the client; remembers when the first byte left."""
 
-    __slots__ = ("_send", "started", "first_byte_at")
+    __slots__ = ("_send", "started", "finished", "first_byte_at")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.started = False
+        self.finished = False  # the last body message was handed to the server
         self.first_byte_at: float | None = None
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
@@ -37,6 +38,7 @@ class ClientChannel:
     async def finish(self, chunk: bytes = b"") -> None:
         if self.first_byte_at is None:
             self.first_byte_at = time.perf_counter()
+        self.finished = True
         await self._send({"type": "http.response.body", "body": chunk, "more_body": False})
 
     async def send_whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
