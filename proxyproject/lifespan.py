@@ -1,10 +1,12 @@
 """ASGI lifespan: apps register start-up and shut-down hooks here (the usage writer's final flush,
-closing the upstream connection pool), and the ASGI server runs them once per worker process."""
+closing the upstream connection pool), and the ASGI server runs them once per worker process; the
+worker's garbage collection is tuned once they have run."""
 from __future__ import annotations
 
 import logging
 from typing import Awaitable, Callable
 
+from proxyproject.gc_tuning import tune_garbage_collection
 from proxyproject.logging import log_event
 
 Hook = Callable[[], Awaitable[None]]
@@ -36,6 +38,7 @@ async def lifespan_app(scope: dict, receive: Callable, send: Callable) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await run_hooks(_startup_hooks, "startup")
+            tune_garbage_collection()  # after the hooks: the caches they loaded live as long as the worker
             log_event(logger, "Worker started", hooks=len(_startup_hooks))
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
