@@ -71,6 +71,15 @@ def refusal_logs(caplog: pytest.LogCaptureFixture) -> list[dict]:
             if record.getMessage() == "Shared state unavailable; request refused" and record.levelno == logging.WARNING]
 
 
+def assert_refused_before_upstream(answer: Answer, fake_upstream, caplog: pytest.LogCaptureFixture, *, stage: str,
+                                   request_id: str | None, error: str) -> None:
+    assert_shared_state_refusal(answer)
+    assert fake_upstream.requests == []
+    [logged] = refusal_logs(caplog)
+    assert (logged["stage"], logged["requestId"]) == (stage, request_id)
+    assert logged["error"].startswith(error)
+
+
 async def test_redis_refusing_connections_gets_a_retryable_503_and_nothing_goes_upstream(
     fake_upstream, token, settings, patches, caplog
 ):
@@ -79,11 +88,8 @@ async def test_redis_refusing_connections_gets_a_retryable_503_and_nothing_goes_
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     for client in list(proxyproject.redis._clients.values()):
         await client.aclose()
-    assert_shared_state_refusal(answer)
-    assert fake_upstream.requests == []
-    [logged] = refusal_logs(caplog)
-    assert (logged["stage"], logged["requestId"]) == ("rate_limit", answer.headers["request-id"])
-    assert logged["error"].startswith("ConnectionError: ")
+    assert_refused_before_upstream(answer, fake_upstream, caplog, stage="rate_limit", request_id=answer.headers["request-id"],
+                                   error="ConnectionError: ")
 
 
 async def test_a_spend_reservation_timing_out_is_refused_before_going_upstream(
@@ -95,11 +101,8 @@ async def test_a_spend_reservation_timing_out_is_refused_before_going_upstream(
     patches.setattr(spend_redis, "get_async_redis", lambda: client)
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     await client.aclose()
-    assert_shared_state_refusal(answer)
-    assert fake_upstream.requests == []
-    [logged] = refusal_logs(caplog)
-    assert (logged["stage"], logged["requestId"]) == ("spend_cap", answer.headers["request-id"])
-    assert logged["error"].startswith("TimeoutError: ")
+    assert_refused_before_upstream(answer, fake_upstream, caplog, stage="spend_cap", request_id=answer.headers["request-id"],
+                                   error="TimeoutError: ")
 
 
 async def test_a_breaker_that_cannot_reach_redis_refuses_before_going_upstream(fake_upstream, token, patches, caplog):
@@ -110,11 +113,7 @@ async def test_a_breaker_that_cannot_reach_redis_refuses_before_going_upstream(f
     patches.setattr(breaker_redis, "get_async_redis", lambda: client)
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     await client.aclose()
-    assert_shared_state_refusal(answer)
-    assert fake_upstream.requests == []
-    [logged] = refusal_logs(caplog)
-    assert (logged["stage"], logged["requestId"]) == ("circuit_breaker", None)
-    assert logged["error"].startswith("ConnectionError: ")
+    assert_refused_before_upstream(answer, fake_upstream, caplog, stage="circuit_breaker", request_id=None, error="ConnectionError: ")
 
 
 async def test_redis_failing_after_the_response_still_records_the_usage(fake_upstream, transactional_db, patches, caplog):
