@@ -6,7 +6,8 @@
 - a Messages reply or a batch object (JSON): read whole, because usage must be read from it or
   `results_url` rewritten, then sent with its exact length. Such bodies are small, and nothing has
   reached the client if the upstream breaks off, so the client gets a clean 502;
-- anything else (model lists, files, batch results, beta resources): passed through chunk by chunk.
+- anything else (model lists, files, batch results, beta resources): passed through chunk by chunk;
+  a batch's results are read on the way (`gateway.batch_usage`) to record their usage.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import httpx
 import orjson
 
+from gateway.batch_usage import BatchResultsReader, batch_results_reader
 from gateway.batches import rewrite_results_urls
 from gateway.body import BATCHES_PATH, MESSAGES_PATH
 from gateway.errors import GatewayError, error_body
@@ -57,10 +59,18 @@ async def relay_response(proxied: "ProxiedRequest", response: httpx.Response) ->
         await _relay_passthrough(proxied, response)
     elif _is_event_stream(response):
         await _relay_event_stream(proxied, response)
+    elif (results := _results_reader(proxied, response)) is not None:
+        await _relay_passthrough(proxied, response, results)
     elif _is_read_whole(proxied.path, response):
         await _relay_whole(proxied, response)
     else:
         await _relay_passthrough(proxied, response)
+
+
+def _results_reader(proxied: "ProxiedRequest", response: httpx.Response) -> BatchResultsReader | None:
+    return batch_results_reader(
+        method=proxied.method, path=proxied.path, status=response.status_code, request_event=proxied.event
+    )
 
 
 async def _relay_event_stream(proxied: "ProxiedRequest", response: httpx.Response) -> None:
@@ -110,13 +120,17 @@ async def _relay_whole(proxied: "ProxiedRequest", response: httpx.Response) -> N
     await proxied.client.send_whole(response.status_code, _headers(proxied, response, None), body)
 
 
-async def _relay_passthrough(proxied: "ProxiedRequest", response: httpx.Response) -> None:
+async def _relay_passthrough(
+    proxied: "ProxiedRequest", response: httpx.Response, results: BatchResultsReader | None = None
+) -> None:
     declared = response.headers.get("content-length")
     client = proxied.client
     await client.start(response.status_code, _headers(proxied, response, int(declared) if declared and declared.isdigit() else None))
     try:
         async for chunk in response.aiter_raw():
             await client.write(chunk)
+            if results is not None:
+                results.feed(chunk)
     except httpx.TransportError as exc:
         # Headers are gone already: ending without the final chunk is how HTTP says "truncated".
         proxied.upstream_ok = False
@@ -124,3 +138,5 @@ async def _relay_passthrough(proxied: "ProxiedRequest", response: httpx.Response
             proxied.event.error_type = gateway_error_for(exc, mid_stream=True).error_code
         return
     await client.finish()
+    if results is not None:
+        results.finish()
