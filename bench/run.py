@@ -34,6 +34,7 @@ from bench.processes import (
     wait_until_idle,
 )
 from bench.stats import CellFigures, closed_loop_rate, percentile, summarize
+from bench.stores import run_stores
 from bench.targets import (
     ASGI,
     MESSAGES_PATH,
@@ -185,12 +186,12 @@ def preflight(target: Target, shape: str) -> str:
     return ""
 
 
-def plan_targets(config: BenchConfig, cores: CorePlan, var_dir: Path) -> list[Target]:
+def plan_targets(config: BenchConfig, cores: CorePlan, var_dir: Path, base_env: dict[str, str]) -> list[Target]:
     """Every server of the run, not started yet: direct first, the gateway last."""
     keys = Secrets.fresh()
     gateway_port = free_port()
-    direct = upstream_target(config.upstream, keys, cores, dict(os.environ))
-    env = production_environment(dict(os.environ), var_dir, f"http://127.0.0.1:{direct.service.port}", keys, gateway_port)
+    direct = upstream_target(config.upstream, keys, cores, base_env)
+    env = production_environment(base_env, var_dir, f"http://127.0.0.1:{direct.service.port}", keys, gateway_port)
     targets = [direct, passthrough_target(config.server, config.transport, ASGI, cores, env),
                passthrough_target(config.server, config.transport, PASSTHROUGH, cores, env)]
     if config.variants:
@@ -306,8 +307,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
     log(f"cores: proxy on {sorted(cores.proxy)}, upstream and load generator on {sorted(cores.load)}"
         + ("" if cores.pinned else " (one core: nothing pinned)"))
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir:
-        targets = plan_targets(config, cores, Path(var_dir))
+    with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir, run_stores(os.environ) as stores:
+        targets = plan_targets(config, cores, Path(var_dir), {**os.environ, **stores})
         record = RunRecord(config, cores, targets, load_average={"before": os.getloadavg()[0]})
         load: LoadGenerator | None = None
         try:

@@ -1,0 +1,43 @@
+"""A benchmark run on PostgreSQL and Redis works in a database and a key prefix of its own, so runs
+never meet each other's signing keys or records, and leaves neither behind."""
+from __future__ import annotations
+
+import psycopg
+import pytest
+import redis
+from django.db import connection
+
+from bench.stores import run_stores, with_database_name
+from tests import servers
+
+
+def test_the_database_name_is_swapped_in_the_url():
+    assert with_database_name("postgres://u:p@db:5432/test?sslmode=disable", "bench_1") == "postgres://u:p@db:5432/bench_1?sslmode=disable"
+
+
+def test_embedded_defaults_need_nothing_of_their_own():
+    with run_stores({"DATABASE_URL": "sqlite:////tmp/x.sqlite3"}) as overrides:
+        assert overrides == {}
+
+
+def database_exists(admin_url: str, name: str) -> bool:
+    with psycopg.connect(admin_url) as admin:
+        return admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
+
+
+@pytest.mark.django_db
+def test_a_run_on_postgres_and_redis_gets_its_own_database_and_prefix_and_removes_them(redis_required):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs DATABASE_URL on PostgreSQL (CI's second pass)")
+    admin_url = servers.test_database_url()
+    client = redis.Redis.from_url(redis_required)
+    with run_stores({"DATABASE_URL": admin_url, "REDIS_URL": redis_required}) as overrides:
+        name = overrides["DATABASE_URL"].rsplit("/", 1)[1]
+        assert name.startswith("bench_") and database_exists(admin_url, name)
+        with psycopg.connect(overrides["DATABASE_URL"]) as own:
+            assert own.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+        prefix = overrides["REDIS_KEY_PREFIX"]
+        client.set(f"{prefix}:ratelimit:x", 1)
+    assert not database_exists(admin_url, name)
+    assert client.exists(f"{prefix}:ratelimit:x") == 0
+    client.close()
