@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from gateway.errors import NoUpstreamKey
-from gateway.keypool_shared import add_shared_in_flight, local_pool_version, read_shared_pool_version
+from gateway.keypool_shared import count_in_flight, local_pool_version, read_shared_pool_version, start_in_flight_reporter
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.upstream_keys import (
     ENVIRONMENT_KEY_NAME,
@@ -46,7 +46,6 @@ from gateway.upstream_keys import (
     seed_environment_key,
 )
 from proxyproject.logging import log_event
-from proxyproject.redis import redis_configured
 from tokens.encryption import SecretDecryptionFailed, decrypt_secret
 
 logger = logging.getLogger("gateway.keypool")
@@ -337,35 +336,33 @@ class HeldKey:
     """The key one request is using, counted in flight (in this process, and with Redis across
     all) from `hold` until `release`: after the answer was relayed, or the client left."""
 
-    __slots__ = ("credential", "_shared")
+    __slots__ = ("credential",)
 
     def __init__(self) -> None:
         self.credential: UpstreamCredential | None = None
-        self._shared: asyncio.Task | None = None
 
     async def hold(self, credential: UpstreamCredential) -> None:
         await self.release()
         self.credential = credential
         counts = _pool.in_flight
         counts[credential.name] = counts.get(credential.name, 0) + 1
-        if credential.key_id is not None and redis_configured():
-            # Not awaited: the request goes upstream without waiting on Redis; `release` waits for it.
-            self._shared = asyncio.get_running_loop().create_task(add_shared_in_flight(credential.key_id, 1))
+        if credential.key_id is not None:
+            count_in_flight(credential.key_id, 1)
+            start_in_flight_reporter()
 
     async def release(self) -> None:
-        credential, shared = self.credential, self._shared
+        credential = self.credential
         if credential is None:
             return
-        self.credential, self._shared = None, None
+        self.credential = None
         counts = _pool.in_flight
         left = counts.get(credential.name, 1) - 1
         if left > 0:
             counts[credential.name] = left
         else:
             counts.pop(credential.name, None)
-        if shared is not None and credential.key_id is not None:
-            await asyncio.gather(shared, return_exceptions=True)  # a decrement before its increment would be lost
-            await add_shared_in_flight(credential.key_id, -1)
+        if credential.key_id is not None:
+            count_in_flight(credential.key_id, -1)
 
 
 _pool = KeyPool()

@@ -5,17 +5,24 @@ The version is a number in this process (so a change made here is seen here at o
 Redis, a counter every process polls every UPSTREAM_KEY_POOL_CACHE_SECONDS, so a change made
 anywhere (a command, the admin, Celery, another gateway) reaches every process within that time.
 
-The in-flight count of a key, with Redis, is one counter per key that every gateway process
-increments when a request starts on the key and decrements when its answer has been relayed (or
-the client left). It tells the drain task when a draining key carries nothing any more. A process
-that dies mid-request leaves its increments behind; the counter's TTL, renewed by every increment,
-bounds how long, and the drain grace period retires the key meanwhile regardless.
+The in-flight count of a key, with Redis, is a hash per key in which every gateway process reports
+its own count (and when it counted) every IN_FLIGHT_REPORT_SECONDS while it has requests on the key:
+one pipeline a second for all keys, where a shared counter cost two Redis round trips per request
+(a fifth of a worker's time on Redis). It tells the drain task when a draining key carries nothing
+any more; the drain task waits IN_FLIGHT_REPORT_SECONDS more before trusting a zero (see
+`upstream_keys.drain_settle_seconds`). A report older than IN_FLIGHT_STALE_SECONDS is from a
+process that is gone, and is not counted.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 
 from redis.exceptions import RedisError
@@ -25,19 +32,9 @@ from proxyproject.redis import get_async_redis, get_sync_redis, redis_key
 
 logger = logging.getLogger("gateway.keypool")
 
-IN_FLIGHT_TTL_SECONDS = 3600
+IN_FLIGHT_REPORT_SECONDS = 1.0
+IN_FLIGHT_STALE_SECONDS = 5.0
 REDIS_WARNING_INTERVAL = 30.0
-
-# KEYS: the counter. Floors at zero: a decrement that finds the counter expired (or never
-# incremented, Redis having been down at the start) must not leave a negative count behind.
-_DECREMENT = """
-local left = redis.call('DECR', KEYS[1])
-if left <= 0 then
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-return left
-"""
 
 _local_version = 0
 _version_lock = threading.Lock()
@@ -50,6 +47,17 @@ def _version_key() -> str:
 
 def _in_flight_key(key_id: int) -> str:
     return redis_key("upstream-keys", "in-flight", key_id)
+
+
+_process: tuple[int, str] | None = None
+
+
+def process_name() -> str:
+    """This process in the in-flight reports: host, pid and a random part (pids are reused)."""
+    global _process
+    if _process is None or _process[0] != os.getpid():
+        _process = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
+    return _process[1]
 
 
 def _warn_redis(event: str, exc: RedisError) -> None:
@@ -94,20 +102,64 @@ async def read_shared_pool_version() -> bytes | None:
         return None
 
 
-async def add_shared_in_flight(key_id: int, delta: int) -> None:
+_in_flight: dict[int, int] = {}
+_reported: set[int] = set()
+_reporters: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = weakref.WeakKeyDictionary()
+
+
+def count_in_flight(key_id: int, delta: int) -> None:
+    """A request started (+1) or ended (-1) on the key in this process."""
+    left = _in_flight.get(key_id, 0) + delta
+    if left > 0:
+        _in_flight[key_id] = left
+    else:
+        _in_flight.pop(key_id, None)
+
+
+def start_in_flight_reporter() -> None:
+    """With Redis, this loop's counts reach the other processes within IN_FLIGHT_REPORT_SECONDS."""
+    loop = asyncio.get_running_loop()
+    reporter = _reporters.get(loop)
+    if (reporter is None or reporter.done()) and get_async_redis() is not None:
+        _reporters[loop] = loop.create_task(_report_while_needed(), name="upstream-key-in-flight")
+
+
+async def _report_while_needed() -> None:
+    """Report every IN_FLIGHT_REPORT_SECONDS until this process has nothing on any key and has said so."""
+    while _in_flight or _reported:
+        await asyncio.sleep(IN_FLIGHT_REPORT_SECONDS)
+        await report_in_flight()
+
+
+async def report_in_flight() -> None:
+    """This process's counts now, one pipeline for every key; a key it no longer uses is removed."""
+    global _reported
     client = get_async_redis()
     if client is None:
         return
+    counts, field = dict(_in_flight), process_name()
+    stamp = f"{time.time():.3f}"
     try:
-        if delta > 0:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.incrby(_in_flight_key(key_id), delta)
-                pipe.expire(_in_flight_key(key_id), IN_FLIGHT_TTL_SECONDS)
-                await pipe.execute()
-        else:
-            await client.eval(_DECREMENT, 1, _in_flight_key(key_id))
+        async with client.pipeline(transaction=False) as pipe:
+            for key_id, count in counts.items():
+                pipe.hset(_in_flight_key(key_id), field, f"{count}:{stamp}")
+                pipe.expire(_in_flight_key(key_id), int(IN_FLIGHT_STALE_SECONDS * 4))
+            for key_id in _reported - counts.keys():
+                pipe.hdel(_in_flight_key(key_id), field)
+            await pipe.execute()
     except RedisError as exc:
         _warn_redis("Upstream key in-flight count not shared", exc)
+        return
+    _reported = set(counts)
+
+
+def _live_count(reports: dict[bytes, bytes], now: float) -> int:
+    total = 0
+    for value in reports.values():
+        count, _, stamp = value.decode().partition(":")
+        if now - float(stamp or 0) <= IN_FLIGHT_STALE_SECONDS:
+            total += max(0, int(count))
+    return total
 
 
 def shared_in_flight_counts(key_ids: Iterable[int]) -> dict[int, int] | None:
@@ -120,8 +172,12 @@ def shared_in_flight_counts(key_ids: Iterable[int]) -> dict[int, int] | None:
     if not ids:
         return {}
     try:
-        values = client.mget([_in_flight_key(key_id) for key_id in ids])
+        with client.pipeline(transaction=False) as pipe:
+            for key_id in ids:
+                pipe.hgetall(_in_flight_key(key_id))
+            reports = pipe.execute()
     except RedisError as exc:
         log_event(logger, "Upstream key in-flight counts unreadable", logging.WARNING, error=str(exc))
         return None
-    return {key_id: max(0, int(value or 0)) for key_id, value in zip(ids, values)}
+    now = time.time()
+    return {key_id: _live_count(report, now) for key_id, report in zip(ids, reports)}

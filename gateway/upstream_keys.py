@@ -23,7 +23,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from gateway.keypool_shared import bump_pool_version, shared_in_flight_counts
+from gateway.keypool_shared import IN_FLIGHT_REPORT_SECONDS, bump_pool_version, shared_in_flight_counts
 from gateway.metrics import register_state_reader
 from gateway.models import MAX_WEIGHT, UpstreamKey, UpstreamKeyState
 from proxyproject.logging import log_event
@@ -332,10 +332,11 @@ def record_upstream_key_stats(stats: Mapping[int, KeyStats]) -> None:
 
 
 def drain_settle_seconds() -> float:
-    """How long after a key starts draining every gateway process has stopped choosing it: each
-    confirms its pool at least every 2 x UPSTREAM_KEY_POOL_CACHE_SECONDS. Before that, an in-flight
-    count of zero does not yet mean the key is done."""
-    return 2 * settings.UPSTREAM_KEY_POOL_CACHE_SECONDS + 2.0
+    """How long after a key starts draining every gateway process has stopped choosing it (each
+    confirms its pool at least every 2 x UPSTREAM_KEY_POOL_CACHE_SECONDS) and has reported the
+    requests it still has on it (every IN_FLIGHT_REPORT_SECONDS). Before that, an in-flight count
+    of zero does not yet mean the key is done."""
+    return 2 * settings.UPSTREAM_KEY_POOL_CACHE_SECONDS + 2 * IN_FLIGHT_REPORT_SECONDS + 2.0
 
 
 def retire_drained_upstream_keys(*, now: dt.datetime | None = None) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from gateway.keypool_shared import add_shared_in_flight
+from gateway.keypool_shared import count_in_flight, report_in_flight
 from gateway.metrics import render_metrics
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.tasks import retire_drained_upstream_keys_task, warn_about_old_upstream_keys_task
@@ -47,33 +47,39 @@ def state_of(name: str) -> str:
 
 def test_an_idle_draining_key_waits_until_every_process_has_dropped_it_then_retires(rotated, redis_required, caplog):
     caplog.set_level(logging.INFO)
-    assert drain_settle_seconds() == 12.0
-    assert retire_drained_upstream_keys(now=after(11.9)) == []
-    assert retire_drained_upstream_keys(now=after(12)) == ["old"]
+    assert drain_settle_seconds() == 14.0  # pools confirmed twice (2 x 5 s), in-flight reported twice (2 x 1 s), 2 s margin
+    assert retire_drained_upstream_keys(now=after(13.9)) == []
+    assert retire_drained_upstream_keys(now=after(14)) == ["old"]
     old = UpstreamKey.objects.get(name="old")
-    assert (old.state, old.retired_at, old.encrypted_secret) == ("retired", after(12), "")
+    assert (old.state, old.retired_at, old.encrypted_secret) == ("retired", after(14), "")
     [line] = [record for record in caplog.records if record.getMessage() == "Upstream key audit: retired"]
     fields = line.event_fields
-    assert (fields["reason"], fields["actor"], fields["drainedSeconds"]) == ("drained", "schedule", 12.0)
+    assert (fields["reason"], fields["actor"], fields["drainedSeconds"]) == ("drained", "schedule", 14.0)
+
+
+def in_flight(key_id: int, delta: int) -> None:
+    """A request starting (+1) or ending (-1) on the key in this process, reported at once."""
+    count_in_flight(key_id, delta)
+    async_to_sync(report_in_flight)()
 
 
 def test_a_draining_key_with_a_request_in_flight_stays_until_the_grace_period_ends(rotated, redis_required, caplog):
     caplog.set_level(logging.INFO)
-    async_to_sync(add_shared_in_flight)(rotated.old.pk, 1)
+    in_flight(rotated.old.pk, 1)
     try:
         assert retire_drained_upstream_keys(now=after(60)) == []
         assert retire_drained_upstream_keys(now=after(899)) == []
         assert retire_drained_upstream_keys(now=after(900)) == ["old"]
     finally:
-        async_to_sync(add_shared_in_flight)(rotated.old.pk, -1)
+        in_flight(rotated.old.pk, -1)
     [line] = [record for record in caplog.records if record.getMessage() == "Upstream key audit: retired"]
     assert line.event_fields["reason"] == "drain grace period over"
 
 
 def test_the_in_flight_count_returns_to_zero_and_the_key_retires(rotated, redis_required):
-    async_to_sync(add_shared_in_flight)(rotated.old.pk, 1)
+    in_flight(rotated.old.pk, 1)
     assert retire_drained_upstream_keys(now=after(30)) == []
-    async_to_sync(add_shared_in_flight)(rotated.old.pk, -1)
+    in_flight(rotated.old.pk, -1)
     assert retire_drained_upstream_keys(now=after(31)) == ["old"]
 
 

@@ -9,15 +9,22 @@ import time
 from collections import Counter
 
 import orjson
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.db import DatabaseError
 from django.db.backends.utils import CursorWrapper
 
 from gateway import keypool
 from gateway.keypool import KeyPool, local_in_flight
-from gateway.keypool_shared import shared_in_flight_counts
+from gateway.keypool_shared import (
+    IN_FLIGHT_STALE_SECONDS,
+    count_in_flight,
+    process_name,
+    report_in_flight,
+    shared_in_flight_counts,
+)
 from gateway.models import UpstreamKey
 from gateway.upstream_keys import ENVIRONMENT_KEY_NAME, add_upstream_key, rotate_upstream_key
+from proxyproject.redis import get_sync_redis, redis_key
 from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway
 
 SECOND = "sk-ant-api03-second-" + "s" * 30 + "S3C0"
@@ -204,7 +211,8 @@ async def test_requests_count_in_flight_on_their_key_until_the_stream_ends(fake_
     answer = await stream
     assert answer.status == 200 and answer.body.endswith(b'data: {"type":"message_stop"}\n\n')
     assert local_in_flight() == {}
-    assert shared_in_flight_counts([seeded.pk]) == shared_count(seeded.pk, settings.REDIS_URL, 0)
+    zero = shared_count(seeded.pk, settings.REDIS_URL, 0)
+    await poll(lambda: _async(shared_in_flight_counts([seeded.pk]) == zero))  # within IN_FLIGHT_REPORT_SECONDS
 
 
 async def test_a_client_leaving_mid_stream_releases_its_key(fake_upstream, token, settings):
@@ -214,7 +222,8 @@ async def test_a_client_leaving_mid_stream_releases_its_key(fake_upstream, token
     answer = await call_gateway("POST", "/v1/messages", headers=slow, body=STREAM_BODY, leave_after_first_chunk=True)
     assert answer.chunks[0].startswith(b"event: message_start")
     assert local_in_flight() == {}
-    assert shared_in_flight_counts([seeded.pk]) == shared_count(seeded.pk, settings.REDIS_URL, 0)
+    zero = shared_count(seeded.pk, settings.REDIS_URL, 0)
+    await poll(lambda: _async(shared_in_flight_counts([seeded.pk]) == zero))
 
 
 async def _async(value):
@@ -280,3 +289,25 @@ async def test_pool_loads_are_logged_without_secrets(fake_upstream, token, caplo
     [line] = [record for record in caplog.records if record.getMessage() == "Upstream key pool loaded"]
     assert (line.event_fields["active"], line.event_fields["draining"]) == ([ENVIRONMENT_KEY_NAME], [])
     assert MASTER_KEY not in caplog.text
+
+
+def test_every_process_reports_its_own_count_and_a_gone_process_stops_counting(redis_required):
+    """Counts are summed over the processes' reports; one not renewed for IN_FLIGHT_STALE_SECONDS
+    is from a process that died mid-request, and no longer holds a draining key back."""
+    key_id = 10**8 + int(time.time() * 1000) % 10**6
+    hash_key = redis_key("upstream-keys", "in-flight", key_id)
+    client = get_sync_redis()
+    now = time.time()
+    client.hset(hash_key, mapping={"host-a:1:aa": f"2:{now:.3f}", "host-b:7:bb": f"3:{now - 1:.3f}",
+                                   "host-c:9:cc": f"4:{now - IN_FLIGHT_STALE_SECONDS - 1:.3f}"})
+    try:
+        assert shared_in_flight_counts([key_id]) == {key_id: 5}
+        count_in_flight(key_id, 1)
+        async_to_sync(report_in_flight)()
+        assert shared_in_flight_counts([key_id]) == {key_id: 6}
+        count_in_flight(key_id, -1)
+        async_to_sync(report_in_flight)()
+        assert shared_in_flight_counts([key_id]) == {key_id: 5}
+        assert process_name().encode() not in client.hkeys(hash_key)
+    finally:
+        client.delete(hash_key)
