@@ -18,6 +18,8 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.db import connections  # noqa: E402
+
 from gateway.errors import SpendCapReached  # noqa: E402
 from tests.usage.cast import identity_with  # noqa: E402
 from usage.spend import reserve_spend, settle_spend  # noqa: E402
@@ -43,6 +45,7 @@ def main() -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     reserved, refused = asyncio.run(fire(int(device_pk), Decimal(cap), Decimal(amount), int(count), Decimal(actual)))
+    connections.close_all()  # a clean goodbye: the test database can be dropped right after we exit
     print(f"reserved={reserved} refused={refused}", flush=True)
 
 

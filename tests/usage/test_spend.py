@@ -234,10 +234,13 @@ def test_caps_hold_across_two_processes_on_one_redis(redis_required):
             process.stdin.write("go\n")
             process.stdin.flush()
         results = [process.stdout.readline().strip() for process in processes]
+        for process in processes:
+            process.wait(timeout=30)
     finally:
         for process in processes:
-            process.kill()
-            process.wait()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     counts = [dict(part.split("=") for part in result.split()) for result in results]
     admitted = sum(int(count["reserved"]) for count in counts)
     assert admitted + sum(int(count["refused"]) for count in counts) == 50
