@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 
@@ -119,3 +120,33 @@ def test_make_run_starts_the_writer_process_only_when_asked(settings):
     settings.USAGE_WRITER = "process"
     writer = {child.name: child.argv for child in platform_children("127.0.0.1", None)}["usage-writer"]
     assert writer[-2:] == ["manage.py", "run_usage_writer"]
+
+
+def test_a_live_gateway_only_queues_and_the_writer_process_records_every_request(transactional_db, settings):
+    """End to end: a real gateway server that only queues, and the writer process that writes."""
+    from gateway.fake_anthropic import FakeAnthropic
+    from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
+    from tests.gateway.test_sdk import enroll
+
+    env = {"USAGE_WRITER": "process", "USAGE_SPOOL_DIR": str(settings.USAGE_SPOOL_DIR), "USAGE_FLUSH_INTERVAL": "0.1"}
+    with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
+        gateway = servers.gateway_process(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, **env).start()
+        writer = None
+        try:
+            token = enroll(gateway)
+            answers = [httpx.post(gateway.url + "/v1/messages", content=MESSAGE_BODY, timeout=10,
+                                  headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+                       for _ in range(5)]
+            assert [answer.status_code for answer in answers] == [200] * 5
+            wanted = sorted(answer.headers["x-gateway-request-id"] for answer in answers)
+            time.sleep(1.0)  # ten hand-over intervals: the server itself writes nothing
+            assert [rid for rid in stored_ids() if rid in wanted] == []
+            writer = writer_process(settings, interval="0.1")
+            deadline = time.monotonic() + 30
+            while [rid for rid in stored_ids() if rid in wanted] != wanted and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert [rid for rid in stored_ids() if rid in wanted] == wanted
+        finally:
+            gateway.stop()
+            if writer is not None:
+                stop(writer)
