@@ -5,13 +5,14 @@ The version is a number in this process (so a change made here is seen here at o
 Redis, a counter every process polls every UPSTREAM_KEY_POOL_CACHE_SECONDS, so a change made
 anywhere (a command, the admin, Celery, another gateway) reaches every process within that time.
 
-The in-flight count of a key, with Redis, is a hash per key in which every gateway process reports
-its own count (and when it counted) every IN_FLIGHT_REPORT_SECONDS while it has requests on the key:
-one pipeline a second for all keys, where a shared counter cost two Redis round trips per request
-(a fifth of a worker's time on Redis). It tells the drain task when a draining key carries nothing
-any more; the drain task waits IN_FLIGHT_REPORT_SECONDS more before trusting a zero (see
-`upstream_keys.drain_settle_seconds`). A report older than IN_FLIGHT_STALE_SECONDS is from a
-process that is gone, and is not counted.
+The in-flight count of a key, with Redis, is the sum of the reports of every gateway process: each
+one sets its own count for the key (a Redis key that expires after IN_FLIGHT_STALE_SECONDS) every
+IN_FLIGHT_REPORT_SECONDS while it has requests on it, and lists itself in the key's set of
+reporters. One pipeline a second for all keys, where a shared counter cost two Redis round trips
+per request (a fifth of a worker's time on Redis). It tells the drain task when a draining key
+carries nothing any more; the drain task waits IN_FLIGHT_REPORT_SECONDS more before trusting a zero
+(see `upstream_keys.drain_settle_seconds`). The report of a process that died expires on its own,
+with no clock compared across hosts.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import time
 import weakref
 from collections.abc import Iterable
 
+import redis
 from redis.exceptions import RedisError
 
 from proxyproject.logging import log_event
@@ -34,6 +36,7 @@ logger = logging.getLogger("gateway.keypool")
 
 IN_FLIGHT_REPORT_SECONDS = 1.0
 IN_FLIGHT_STALE_SECONDS = 5.0
+REPORTERS_TTL_SECONDS = 3600
 REDIS_WARNING_INTERVAL = 30.0
 
 _local_version = 0
@@ -45,8 +48,12 @@ def _version_key() -> str:
     return redis_key("upstream-keys", "version")
 
 
-def _in_flight_key(key_id: int) -> str:
-    return redis_key("upstream-keys", "in-flight", key_id)
+def _in_flight_key(key_id: int, process: str) -> str:
+    return redis_key("upstream-keys", "in-flight", key_id, process)
+
+
+def _reporters_key(key_id: int) -> str:
+    return redis_key("upstream-keys", "in-flight", key_id, "reporters")
 
 
 _process: tuple[int, str] | None = None
@@ -137,15 +144,16 @@ async def report_in_flight() -> None:
     client = get_async_redis()
     if client is None:
         return
-    counts, field = dict(_in_flight), process_name()
-    stamp = f"{time.time():.3f}"
+    counts, process = dict(_in_flight), process_name()
     try:
         async with client.pipeline(transaction=False) as pipe:
             for key_id, count in counts.items():
-                pipe.hset(_in_flight_key(key_id), field, f"{count}:{stamp}")
-                pipe.expire(_in_flight_key(key_id), int(IN_FLIGHT_STALE_SECONDS * 4))
+                pipe.set(_in_flight_key(key_id, process), count, px=int(IN_FLIGHT_STALE_SECONDS * 1000))
+                pipe.sadd(_reporters_key(key_id), process)
+                pipe.expire(_reporters_key(key_id), REPORTERS_TTL_SECONDS)
             for key_id in _reported - counts.keys():
-                pipe.hdel(_in_flight_key(key_id), field)
+                pipe.delete(_in_flight_key(key_id, process))
+                pipe.srem(_reporters_key(key_id), process)
             await pipe.execute()
     except RedisError as exc:
         _warn_redis("Upstream key in-flight count not shared", exc)
@@ -153,13 +161,17 @@ async def report_in_flight() -> None:
     _reported = set(counts)
 
 
-def _live_count(reports: dict[bytes, bytes], now: float) -> int:
-    total = 0
-    for value in reports.values():
-        count, _, stamp = value.decode().partition(":")
-        if now - float(stamp or 0) <= IN_FLIGHT_STALE_SECONDS:
-            total += max(0, int(count))
-    return total
+def _sum_reports(client: redis.Redis, key_id: int) -> int:
+    """The live reports of every process that reported the key; an expired one counts nothing
+    and its process leaves the set."""
+    reporters = sorted(member.decode() for member in client.smembers(_reporters_key(key_id)))
+    if not reporters:
+        return 0
+    values = client.mget([_in_flight_key(key_id, process) for process in reporters])
+    gone = [process for process, value in zip(reporters, values) if value is None]
+    if gone:
+        client.srem(_reporters_key(key_id), *gone)
+    return sum(max(0, int(value)) for value in values if value is not None)
 
 
 def shared_in_flight_counts(key_ids: Iterable[int]) -> dict[int, int] | None:
@@ -172,12 +184,7 @@ def shared_in_flight_counts(key_ids: Iterable[int]) -> dict[int, int] | None:
     if not ids:
         return {}
     try:
-        with client.pipeline(transaction=False) as pipe:
-            for key_id in ids:
-                pipe.hgetall(_in_flight_key(key_id))
-            reports = pipe.execute()
+        return {key_id: _sum_reports(client, key_id) for key_id in ids}
     except RedisError as exc:
         log_event(logger, "Upstream key in-flight counts unreadable", logging.WARNING, error=str(exc))
         return None
-    now = time.time()
-    return {key_id: _live_count(report, now) for key_id, report in zip(ids, reports)}

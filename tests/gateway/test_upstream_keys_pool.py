@@ -16,7 +16,6 @@ from django.db.backends.utils import CursorWrapper
 from gateway import keypool
 from gateway.keypool import KeyPool, local_in_flight
 from gateway.keypool_shared import (
-    IN_FLIGHT_STALE_SECONDS,
     count_in_flight,
     process_name,
     report_in_flight,
@@ -292,22 +291,29 @@ async def test_pool_loads_are_logged_without_secrets(fake_upstream, token, caplo
 
 
 def test_every_process_reports_its_own_count_and_a_gone_process_stops_counting(redis_required):
-    """Counts are summed over the processes' reports; one not renewed for IN_FLIGHT_STALE_SECONDS
-    is from a process that died mid-request, and no longer holds a draining key back."""
+    """Counts are summed over the processes' reports; the report of a process that died mid-request
+    expires and no longer holds a draining key back."""
     key_id = 10**8 + int(time.time() * 1000) % 10**6
-    hash_key = redis_key("upstream-keys", "in-flight", key_id)
     client = get_sync_redis()
-    now = time.time()
-    client.hset(hash_key, mapping={"host-a:1:aa": f"2:{now:.3f}", "host-b:7:bb": f"3:{now - 1:.3f}",
-                                   "host-c:9:cc": f"4:{now - IN_FLIGHT_STALE_SECONDS - 1:.3f}"})
+    reporters = redis_key("upstream-keys", "in-flight", key_id, "reporters")
+
+    def report(process: str, count: int, live_ms: int) -> None:
+        client.set(redis_key("upstream-keys", "in-flight", key_id, process), count, px=live_ms)
+        client.sadd(reporters, process)
+
+    report("host-a:1:aa", 2, 60_000)
+    report("host-b:7:bb", 3, 60_000)
+    report("host-c:9:cc", 4, 1)
+    time.sleep(0.01)
     try:
         assert shared_in_flight_counts([key_id]) == {key_id: 5}
+        assert b"host-c:9:cc" not in client.smembers(reporters)  # the dead one is forgotten
         count_in_flight(key_id, 1)
         async_to_sync(report_in_flight)()
         assert shared_in_flight_counts([key_id]) == {key_id: 6}
         count_in_flight(key_id, -1)
         async_to_sync(report_in_flight)()
         assert shared_in_flight_counts([key_id]) == {key_id: 5}
-        assert process_name().encode() not in client.hkeys(hash_key)
+        assert process_name().encode() not in client.smembers(reporters)
     finally:
-        client.delete(hash_key)
+        client.delete(reporters, *(redis_key("upstream-keys", "in-flight", key_id, name) for name in ("host-a:1:aa", "host-b:7:bb")))
