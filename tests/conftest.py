@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -39,6 +40,26 @@ def close_async_thread_connections(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all, thread_sensitive=True)())
         usage_writer_thread.submit(connections.close_all).result(timeout=10)
+        end_other_sessions_on_the_test_database()
+
+
+def end_other_sessions_on_the_test_database(timeout: float = 10.0) -> None:
+    """Server processes this run started (gateways, writers) close their sessions as they exit, but
+    PostgreSQL may still count one a moment later; the test database is this run's alone, so what
+    is left after `timeout` is ended rather than left to make the drop fail."""
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        return
+    other_sessions = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        cursor.execute(other_sessions)
+        while (pids := [row[0] for row in cursor.fetchall()]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            cursor.execute(other_sessions)
+        for pid in pids:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    connection.close()
 
 
 @pytest.fixture(autouse=True)
