@@ -11,11 +11,12 @@ from __future__ import annotations
 from gateway.channel import ASGIApp, Receive, Scope, Send
 from gateway.proxy import proxy_request
 
-PROXY_PREFIX = "/v1/"
-
 
 def is_proxy_path(path: str) -> bool:
-    return path.startswith(PROXY_PREFIX) or path == "/v1"
+    """`/v1` and everything that could be read as under it (`/v1/...`, `/v1\\...`, `/v1.`): the proxy
+    answers such paths itself, refusing those not in canonical form, rather than leaving look-alikes
+    to Django's 404 page."""
+    return path.startswith("/v1") and (len(path) == 3 or not path[3].isalnum())
 
 
 def mount_proxy(django_app: ASGIApp) -> ASGIApp:

@@ -2,7 +2,9 @@
 
 The body is forwarded byte for byte; only `model`, `stream` and `max_tokens` are read from it (and
 each request's `params.model` in a batch), with orjson. Malformed JSON on an endpoint that takes
-JSON is refused here, before anything goes upstream.
+JSON is refused here, before anything goes upstream. On a route outside the table (forwarded only
+when an operator allows it) nothing is known of the body: a JSON object that names a model has
+that model checked, anything else passes as it is.
 """
 from __future__ import annotations
 
@@ -13,11 +15,11 @@ from typing import Any
 import orjson
 
 from gateway.errors import InvalidRequest, RequestTooLarge
+from gateway.routes import Route, RoutePolicy
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 MESSAGES_PATH = "/v1/messages"
-JSON_ENDPOINTS = frozenset({MESSAGES_PATH, "/v1/messages/count_tokens", "/v1/messages/batches"})
 BATCHES_PATH = "/v1/messages/batches"
 
 
@@ -93,17 +95,37 @@ def _max_tokens(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def summarize_body(method: str, path: str, body: bytes) -> RequestSummary:
+def summarize_body(route: Route, body: bytes) -> RequestSummary:
     """Read what policy needs; raises InvalidRequest for a body the API would refuse as unreadable."""
-    if method != "POST" or path not in JSON_ENDPOINTS:
+    spec = route.spec
+    if not spec.reads_model:
         return NO_SUMMARY
+    if spec.policy is RoutePolicy.UNKNOWN_FORWARDED:
+        return _summarize_unknown(body)
     parsed = _parse_object(body)
-    if path == BATCHES_PATH:
+    if spec.pattern == BATCHES_PATH:
         return _summarize_batch(parsed)
     model = parsed.get("model")
-    if model is None and path == MESSAGES_PATH:
+    if model is None and spec.pattern == MESSAGES_PATH:
         raise InvalidRequest("model: Field required")
     if model is not None and not isinstance(model, str):
+        raise InvalidRequest("model: Input should be a valid string")
+    return RequestSummary(model=model, stream=parsed.get("stream") is True, max_tokens=_max_tokens(parsed.get("max_tokens")))
+
+
+def _summarize_unknown(body: bytes) -> RequestSummary:
+    """A model named by a JSON object body must pass the allowlist; one that is not a string
+    cannot be checked, so it is refused rather than let through."""
+    if not body.lstrip().startswith(b"{"):
+        return NO_SUMMARY
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return NO_SUMMARY
+    model = parsed.get("model") if isinstance(parsed, dict) else None
+    if model is None:
+        return NO_SUMMARY
+    if not isinstance(model, str):
         raise InvalidRequest("model: Input should be a valid string")
     return RequestSummary(model=model, stream=parsed.get("stream") is True, max_tokens=_max_tokens(parsed.get("max_tokens")))
 

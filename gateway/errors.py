@@ -2,6 +2,8 @@
 
     GatewayError                      (base: status, Anthropic error type, error code, headers)
     ├── InvalidRequest                400 invalid_request_error
+    │   ├── NonCanonicalPath          400 non_canonical_path     (dot segments, %2e, //, ...: refused before auth)
+    │   └── HostNotAllowed            400 host_not_allowed       (Host not in ALLOWED_HOSTS)
     ├── RequestTooLarge               413 request_too_large
     ├── AuthenticationFailed          401 authentication_error   (x-should-retry: false)
     │   ├── TokenExpired              401 token_expired          (retryable: clients refresh first)
@@ -14,6 +16,7 @@
     │   ├── DeviceBlocked             403 device_blocked
     │   └── ModelNotAllowed           403 model_not_allowed
     ├── NotFound                      404 not_found_error
+    │   └── RouteNotOffered           404 route_not_offered
     ├── RateLimited                   429 rate_limit_error       (retry-after)
     │   └── EnrollmentRateLimited     429 enrollment_rate_limited
     ├── SpendCapReached               429 rate_limit_error       (x-should-retry: false)
@@ -72,6 +75,21 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status, error_type, error_code = 400, "invalid_request_error", "invalid_request"
     default_message = "Invalid request"
+
+
+class NonCanonicalPath(InvalidRequest):
+    error_code = "non_canonical_path"
+    default_message = (
+        "The request path is not in canonical form: dot segments, empty segments, percent-encoding and "
+        "backslashes are not accepted."
+    )
+    should_retry = False
+
+
+class HostNotAllowed(InvalidRequest):
+    error_code = "host_not_allowed"
+    default_message = "The Host header names a host this gateway does not serve."
+    should_retry = False
 
 
 class RequestTooLarge(GatewayError):
@@ -135,6 +153,11 @@ class ModelNotAllowed(PermissionDenied):
 class NotFound(GatewayError):
     status, error_type, error_code = 404, "not_found_error", "not_found"
     default_message = "Not found"
+
+
+class RouteNotOffered(NotFound):
+    error_code = "route_not_offered"
+    default_message = "This gateway does not offer that route."
 
 
 class RateLimited(GatewayError):

@@ -1,6 +1,6 @@
 """The request flow of every /v1/* request, in the order of ARCHITECTURE.md:
 
-    authenticate ▶ read the body (size limit; model/stream/max_tokens) ▶ policy (model, rate, spend)
+    canonical path, route and host (before any other work) ▶ authenticate ▶ read the body (size limit; model/stream/max_tokens) ▶ policy (model, rate, spend)
     ▶ circuit breaker ▶ upstream (one retry on another key if the connection failed before any
     response) ▶ relay the answer ▶ bookkeeping (breaker outcome, spend, tokens per minute, usage
     event, the seed's log lines)
@@ -28,10 +28,12 @@ from gateway.breaker_state import Admission
 from gateway.channel import ClientChannel, Receive, Scope, Send
 from gateway.errors import CircuitOpen, GatewayError, new_request_id
 from gateway.headers import header_value, upstream_request_headers
+from gateway.hosts import check_host_allowed
 from gateway.keypool import HeldKey, choose_upstream_key, report_upstream_result
 from gateway.metrics import observe_request
 from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
 from gateway.ratelimit import get_rate_limiter
+from gateway.routes import Route, resolve_route
 from gateway.upstream import build_upstream_request, gateway_error_for, retryable_before_response, send_upstream
 from gateway.usage_tally import UsageTally
 from proxyproject.logging import log_event
@@ -70,6 +72,8 @@ class ProxiedRequest:
         self.raw_path: str = (scope.get("raw_path") or self.path.encode()).decode("latin-1")
         self.query: bytes = scope.get("query_string", b"")
         self.headers: list[tuple[bytes, bytes]] = scope["headers"]
+        self.server: tuple[str, int] | None = scope.get("server")
+        self.route: Route | None = None
         self.tally = UsageTally()
         self.event: UsageEvent | None = None
         self.grant: PolicyGrant | None = None
@@ -84,11 +88,13 @@ class ProxiedRequest:
     async def run(self) -> None:
         log_event(logger, "Incoming request", stage_log_level(), requestId=self.request_id, method=self.method, path=self.path)
         try:
+            self.route = route = resolve_route(self.method, self.raw_path)
+            check_host_allowed(self.headers, self.server)
             identity = await authenticate_wrapper_token(self._credential())
             self.event = self._new_event(identity)
             check_declared_length(header_value(self.headers, b"content-length"), settings.MAX_REQUEST_BODY_BYTES)
             body = await read_body(self.receive, settings.MAX_REQUEST_BODY_BYTES)
-            summary = summarize_body(self.method, self.path, body)
+            summary = summarize_body(route, body)
             self.event.model = summary.model
             self.grant = await enforce_policy(identity, summary, path=self.path, body_bytes=len(body), request_id=self.request_id)
             self.admission = await get_circuit_breaker().admit()

@@ -255,6 +255,8 @@ UPSTREAM_KEY_DRAIN_GRACE_SECONDS = env_int("UPSTREAM_KEY_DRAIN_GRACE_SECONDS", 9
 # How often each gateway process confirms its in-memory key pool (one Redis GET, or a reload without Redis).
 UPSTREAM_KEY_POOL_CACHE_SECONDS = env_float("UPSTREAM_KEY_POOL_CACHE_SECONDS", 5.0, minimum=0.1)
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
+# Forward /v1 routes outside the gateway's route table (gateway/routes.py) instead of answering 404.
+GATEWAY_FORWARD_UNKNOWN_ROUTES = env_bool("GATEWAY_FORWARD_UNKNOWN_ROUTES", False)
 
 # --- Tokens ---------------------------------------------------------------------------------
 JWT_EXPIRATION_HOURS = env_float("JWT_EXPIRATION_HOURS", 24.0, minimum=0.0001)

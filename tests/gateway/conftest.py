@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from urllib.parse import unquote
 from dataclasses import dataclass, field
 
 import pytest
@@ -99,13 +100,14 @@ async def call_gateway(
     query: bytes = b"",
     leave_after_first_chunk: bool = False,
 ) -> Answer:
-    """One request through the project's ASGI application, in this process."""
+    """One request through the project's ASGI application, in this process. `path` is sent as the
+    raw path; the scope's `path` is its percent-decoded form, as ASGI servers give it."""
     from proxyproject.asgi import application
 
     pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
+        "path": unquote(path), "raw_path": path.encode(), "query_string": query, "root_path": "",
         "headers": [(name.lower().encode(), value.encode()) for name, value in pairs],
         "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
     }

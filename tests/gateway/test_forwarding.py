@@ -87,12 +87,17 @@ async def test_compression_is_identity_end_to_end_whatever_the_client_accepts(fa
         gzip.decompress(answer.body)
 
 
-async def test_other_endpoints_and_methods_pass_through(fake_upstream, token):
+async def test_catalogue_routes_pass_through_with_their_query(fake_upstream, token):
     models = await call_gateway("GET", "/v1/models", headers=bearer(token), query=b"limit=2")
     assert models.status == 200 and len(orjson.loads(models.body)["data"]) == 2
+    assert [(r.method, r.path, r.query_string) for r in fake_upstream.requests] == [("GET", "/v1/models", "limit=2")]
+
+
+async def test_unknown_routes_pass_through_when_the_operator_allows_them(fake_upstream, token, settings):
+    settings.GATEWAY_FORWARD_UNKNOWN_ROUTES = True
     unknown = await call_gateway("DELETE", "/v1/skills/skill_123", headers=bearer(token), query=b"beta=true")
     assert unknown.status == 404 and orjson.loads(unknown.body)["error"]["type"] == "not_found_error"
-    assert [(r.method, r.path, r.query_string) for r in fake_upstream.requests] == [("GET", "/v1/models", "limit=2"), ("DELETE", "/v1/skills/skill_123", "beta=true")]
+    assert [(r.method, r.path, r.query_string) for r in fake_upstream.requests] == [("DELETE", "/v1/skills/skill_123", "beta=true")]
 
 
 async def test_batch_results_url_points_at_the_gateway(fake_upstream, token, settings):
