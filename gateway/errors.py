@@ -23,6 +23,7 @@
     ├── UpstreamUnreachable           502 api_error
     ├── CircuitOpen                   503 api_error              (retry-after)
     ├── SharedStateUnavailable        503 api_error              (retry-after: Redis unreachable, fail closed)
+    ├── DatabaseUnavailable           503 api_error              (retry-after: the database did not answer)
     ├── NoUpstreamKey                 503 api_error              (no master key configured)
     └── UpstreamTimeout               504 timeout_error
 
@@ -194,6 +195,12 @@ class SharedStateUnavailable(GatewayError):
     default_message = (
         "The gateway's shared state (Redis) is unreachable, so limits and spend caps cannot be checked. Retry shortly."
     )
+    default_retry_after = 5.0
+
+
+class DatabaseUnavailable(GatewayError):
+    status, error_type, error_code = 503, "api_error", "database_unavailable"
+    default_message = "The gateway's database is unreachable. Retry shortly."
     default_retry_after = 5.0
 
 

@@ -45,6 +45,7 @@ from gateway.upstream_keys import (
     record_upstream_key_stats,
     seed_environment_key,
 )
+from proxyproject.database import drop_unusable_connection
 from proxyproject.logging import log_event
 from tokens.encryption import SecretDecryptionFailed, decrypt_secret
 
@@ -127,6 +128,7 @@ def _environment_snapshot(local_version: int, loaded_at: float) -> PoolSnapshot:
 def _refresh_in_thread(
     reload: bool, local_version: int, shared_version: bytes | None, now: float, stats: dict[int, KeyStats]
 ) -> PoolSnapshot | None:
+    drop_unusable_connection()  # not retried here: the stats are written once; the next refresh retries
     if stats:
         record_upstream_key_stats(stats)
     return load_pool_snapshot(local_version, shared_version, now) if reload else None

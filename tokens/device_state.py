@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from proxyproject.database import read_database
 from proxyproject.logging import log_event
 from proxyproject.redis import get_async_redis, get_sync_redis, redis_key
 from tokens.identity import DevicePolicy
@@ -157,7 +157,7 @@ _inflight: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, async
 async def _fetch_shared(device_id: str) -> DeviceState | None:
     client = get_async_redis()
     if client is None:
-        return await sync_to_async(load_device_state)(device_id)
+        return await read_database(load_device_state, device_id)
     try:
         raw, device_gen, orgs_gen = await client.mget(_snapshot_key(device_id), _generation_key(device_id), _org_generation_key())
     except RedisError as exc:
@@ -165,14 +165,14 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
         log_event(
             logger, "Device state: Redis unavailable, reading the database", logging.WARNING, device_id=device_id, error=str(exc)
         )
-        return await sync_to_async(load_device_state)(device_id)
+        return await read_database(load_device_state, device_id)
     device_gen = (device_gen or b"0").decode()
     orgs_gen = (orgs_gen or b"0").decode()
     if raw is not None:
         snapshot = orjson.loads(raw)
         if snapshot["gen"] == device_gen and snapshot["orgs_gen"] == orgs_gen:
             return None if snapshot["state"] is None else DeviceState.from_json(snapshot["state"])
-    state = await sync_to_async(load_device_state)(device_id)
+    state = await read_database(load_device_state, device_id)
     payload = orjson.dumps({"gen": device_gen, "orgs_gen": orgs_gen, "state": state.as_json() if state else None})
     try:
         await client.eval(

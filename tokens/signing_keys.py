@@ -15,11 +15,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from proxyproject.database import read_database
 from proxyproject.logging import log_event
 from tokens.audit import record_audit_event
 from tokens.encryption import decrypt_secret, encrypt_secret
@@ -110,7 +110,7 @@ async def aget_keyring() -> Keyring:
     keyring = _cache
     if keyring is not None and _fresh(keyring):
         return keyring
-    return _store(await sync_to_async(load_keyring)())
+    return _store(await read_database(load_keyring))
 
 
 def cached_keyring() -> Keyring | None:
@@ -140,7 +140,7 @@ async def areload_keyring_for_unknown_kid(kid: str) -> Keyring:
     keyring = await aget_keyring()
     if kid in keyring.secrets or not _claim_forced_reload():
         return keyring
-    return _store(await sync_to_async(load_keyring)())
+    return _store(await read_database(load_keyring))
 
 
 def forget_keyring() -> None:
