@@ -181,13 +181,16 @@ REDIS_URL = env_str("REDIS_URL")
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "gw")
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 512, minimum=1)
 REDIS_POOL_TIMEOUT = env_float("REDIS_POOL_TIMEOUT", 5.0, minimum=0.01)
+# Seconds a Redis command (and a new connection) may take before the request is refused with 503.
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.05)
+REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 1.0, minimum=0.05)
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": REDIS_KEY_PREFIX,
-            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient", "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT, "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT},
         }
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}:asgi"}}}
