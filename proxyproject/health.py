@@ -1,11 +1,14 @@
 """Liveness (`/healthz`) and readiness (`/healthz?deep=1`) checks.
 
 The plain check answers without touching any dependency, so a load balancer never takes an
-instance out because the database blinked; the deep check times each dependency and reports 503
-when any is down.
+instance out because the database blinked; the deep check exercises what `/v1` needs, the way `/v1`
+does it (the database through the same fresh-connection read, Redis through the hot path's own
+client; the gateway registers the circuit breaker), all at once within `HEALTH_CHECK_TIMEOUT`
+seconds, and answers 503 naming the failed part whenever `/v1` would fail.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 import uuid
@@ -18,6 +21,8 @@ from django.core.cache import cache
 from django.db import connection
 
 from proxyproject.celery import app as celery_app
+from proxyproject.database import read_database
+from proxyproject.redis import get_async_redis
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,18 @@ def utc_timestamp() -> str:
 def _check_database() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
+
+
+async def _check_database_as_v1_reads_it() -> None:
+    await read_database(_check_database)
+
+
+async def _check_redis() -> str | None:
+    client = get_async_redis()
+    if client is None:
+        return "not configured (limits are per process)"
+    await client.ping()
+    return None
 
 
 def _check_cache() -> None:
@@ -67,14 +84,17 @@ async def _timed(check: Callable[[], Awaitable[str | None]]) -> CheckResult:
     """A check raises when its dependency is down; it may return a short state to report when up."""
     started = time.perf_counter()
     try:
-        detail = await check()
+        detail = await asyncio.wait_for(check(), timeout=settings.HEALTH_CHECK_TIMEOUT)
+    except TimeoutError:
+        return CheckResult(False, (time.perf_counter() - started) * 1000, f"no answer within {settings.HEALTH_CHECK_TIMEOUT} s")
     except Exception as exc:  # a health check reports any failure instead of raising it
         return CheckResult(False, (time.perf_counter() - started) * 1000, f"{type(exc).__name__}: {exc}")
     return CheckResult(True, (time.perf_counter() - started) * 1000, detail or "")
 
 
 DEEP_CHECKS: dict[str, Callable[[], Awaitable[str | None]]] = {
-    "database": sync_to_async(_check_database, thread_sensitive=True),
+    "database": _check_database_as_v1_reads_it,
+    "redis": _check_redis,
     "cache": sync_to_async(_check_cache, thread_sensitive=False),
     "broker": sync_to_async(_check_broker, thread_sensitive=False),
 }
@@ -84,7 +104,8 @@ async def run_health_checks(deep: bool) -> tuple[int, dict[str, object]]:
     """Return (HTTP status, body) for /healthz."""
     if not deep:
         return 200, {"status": "ok", "timestamp": utc_timestamp()}
-    results = {name: await _timed(check) for name, check in DEEP_CHECKS.items()}
+    outcomes = await asyncio.gather(*(_timed(check) for check in DEEP_CHECKS.values()))
+    results = dict(zip(DEEP_CHECKS, outcomes))
     healthy = all(result.ok for result in results.values())
     body = {
         "status": "ok" if healthy else "degraded",

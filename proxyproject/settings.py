@@ -184,6 +184,8 @@ REDIS_POOL_TIMEOUT = env_float("REDIS_POOL_TIMEOUT", 5.0, minimum=0.01)
 # Seconds a Redis command (and a new connection) may take before the request is refused with 503.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.05)
 REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 1.0, minimum=0.05)
+# /healthz?deep=1 runs its checks at once; each that has not answered within this many seconds is down.
+HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 1.0, minimum=0.05)
 if REDIS_URL:
     CACHES = {
         "default": {
