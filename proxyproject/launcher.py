@@ -1,8 +1,12 @@
 """`make run`: the whole platform as one foreground command.
 
 Starts the ASGI server, the usage writer (USAGE_WRITER=process), a Celery worker, Celery beat and
-(without ANTHROPIC_API_KEY) the bundled fake upstream as child processes; Ctrl-C or SIGTERM stops them all, and if one dies the rest are stopped
-too, so the operator never sees a half-running platform.
+(without ANTHROPIC_API_KEY) the bundled fake upstream as child processes, and supervises them: a
+child that dies is started again after a back-off that doubles up to a minute (reset once it has
+run for a minute), so one crash never takes the whole platform down with it. Ctrl-C or SIGTERM
+stops them in dependency order: the gateway first (it stops accepting and lets its streams
+finish), then the usage writer (so it flushes what the gateway queued last), then Celery, and the
+fake upstream last (streams in flight still need it).
 """
 from __future__ import annotations
 
@@ -17,11 +21,21 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 
+RESTART_BACKOFF_FIRST = 1.0
+RESTART_BACKOFF_MAX = 60.0
+STABLE_AFTER_SECONDS = 60.0
+STOP_ORDER = ("gateway", "usage-writer", "celery-beat", "celery-worker", "fake-upstream")
+
+
 @dataclass
 class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen | None = field(default=None, repr=False)
+    started_at: float = 0.0
+    backoff: float = RESTART_BACKOFF_FIRST
+    restart_at: float | None = None  # set while the child is down, waiting for its back-off
+    restarts: int = 0
 
 
 def asgi_server_argv(host: str, port: int) -> list[str]:
@@ -61,6 +75,25 @@ def demo_environment() -> tuple[dict[str, str], str | None]:
     return env, demo_key
 
 
+def start_child(child: Child, env: dict[str, str]) -> None:
+    # Own process group: the terminal's Ctrl-C reaches only us, and we stop children in order.
+    child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)
+    child.started_at = time.monotonic()
+    child.restart_at = None
+    print(f"[run] started {child.name} (pid {child.process.pid})", flush=True)
+
+
+def schedule_restart(child: Child, code: int, now: float) -> None:
+    """A child that ran for a while starts again after the first back-off; one that keeps dying
+    waits twice as long each time, so a crash loop does not spin the machine."""
+    if now - child.started_at >= STABLE_AFTER_SECONDS:
+        child.backoff = RESTART_BACKOFF_FIRST
+    child.restart_at = now + child.backoff
+    child.restarts += 1
+    print(f"[run] {child.name} exited with code {code}; restarting in {child.backoff:g} s (restart {child.restarts})", flush=True)
+    child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX)
+
+
 def supervise(children: list[Child], env: dict[str, str], grace_seconds: float) -> int:
     stopping = False
 
@@ -71,34 +104,33 @@ def supervise(children: list[Child], env: dict[str, str], grace_seconds: float) 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     for child in children:
-        # Own process group: the terminal's Ctrl-C reaches only us, and we stop children in order.
-        child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)
-        print(f"[run] started {child.name} (pid {child.process.pid})", flush=True)
-    exit_code = 0
+        start_child(child, env)
     while not stopping:
+        now = time.monotonic()
         for child in children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    start_child(child, env)
+                continue
             code = child.process.poll()
             if code is not None:
-                print(f"[run] {child.name} exited with code {code}; stopping the platform", flush=True)
-                exit_code = code or 1
-                stopping = True
-                break
+                schedule_restart(child, code, now)
         time.sleep(0.2)
     stop_children(children, grace_seconds)
-    return exit_code
+    return 0
 
 
 def stop_children(children: list[Child], grace_seconds: float) -> None:
-    for child in reversed(children):
-        if child.process and child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    for child in reversed(children):
+    """One child at a time, in STOP_ORDER, each given the grace period before it is killed."""
+    order = {name: index for index, name in enumerate(STOP_ORDER)}
+    for child in sorted(children, key=lambda child: order.get(child.name, len(order))):
         if not child.process:
             continue
-        try:
-            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
         print(f"[run] stopped {child.name}", flush=True)

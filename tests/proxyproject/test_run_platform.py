@@ -26,7 +26,24 @@ def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 60.0) 
     raise AssertionError("the platform did not answer /healthz in time")
 
 
-def test_run_platform_serves_a_demo_request_and_stops_cleanly_on_ctrl_c(tmp_path):
+def child_pids(log_path, name: str) -> list[int]:
+    marker = f"[run] started {name} (pid "
+    return [int(line.split(marker)[1].rstrip(")\n")) for line in log_path.read_text().splitlines() if marker in line]
+
+
+def kill_child_and_wait_for_its_restart(log_path, name: str, timeout: float = 30.0) -> None:
+    """A child that dies is started again; the platform keeps running meanwhile."""
+    first = child_pids(log_path, name)
+    assert len(first) == 1, log_path.read_text()
+    os.kill(first[0], signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while len(child_pids(log_path, name)) < 2:
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)
+    assert f"[run] {name} exited with code -9; restarting in 1 s (restart 1)" in log_path.read_text()
+
+
+def test_run_platform_serves_a_demo_request_restarts_a_dead_child_and_stops_cleanly_on_ctrl_c(tmp_path):
     port, fake_port = free_port(), free_port()
     drop = {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "CELERY_BROKER_URL"}
     env = {k: v for k, v in os.environ.items() if k not in drop}
@@ -38,7 +55,7 @@ def test_run_platform_serves_a_demo_request_and_stops_cleanly_on_ctrl_c(tmp_path
         wait_for_health(url, process)
         deep = httpx.get(url + "/healthz?deep=1", timeout=10).json()
         assert {name: check["status"] for name, check in deep["checks"].items()} == {
-            "database": "ok", "cache": "ok", "broker": "ok", "circuit_breaker": "ok",
+            "database": "ok", "redis": "ok", "cache": "ok", "broker": "ok", "circuit_breaker": "ok",
         }
         enrolled = httpx.post(url + "/bootstrap", json={"device_id": "run-platform-test", "app_version": "1.0"}, timeout=10)
         assert enrolled.status_code == 200, enrolled.text
@@ -50,6 +67,8 @@ def test_run_platform_serves_a_demo_request_and_stops_cleanly_on_ctrl_c(tmp_path
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["content"][0]["text"].startswith("Hello!")
+        kill_child_and_wait_for_its_restart(tmp_path / "run.log", "celery-beat")
+        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=60)
