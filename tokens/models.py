@@ -78,17 +78,19 @@ class TokenKind(models.TextChoices):
 
 
 class IssuedToken(models.Model):
-    """One row per JWT issued; refresh tokens of one bootstrap share a family, so a reused one can
-    take down every token descended from the same enrollment."""
+    """One row per JWT issued. The wrapper and the refresh token issued together are one grant:
+    exchanging either spends both, and revoking either revokes both. Every grant descended from one
+    bootstrap shares a family, so a reused member can take down the whole line."""
 
     jti = models.CharField(max_length=64, unique=True)
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="tokens")
     kind = models.CharField(max_length=16, choices=TokenKind.choices)
     family = models.CharField(max_length=64, db_index=True)
+    grant = models.CharField(max_length=64, db_index=True, help_text="Shared by the wrapper and refresh token issued together.")
     kid = models.CharField(max_length=64)
     issued_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
-    used_at = models.DateTimeField(null=True, blank=True, help_text="When a refresh token was exchanged (single use).")
+    used_at = models.DateTimeField(null=True, blank=True, help_text="When its grant was exchanged (single use).")
     revoked_at = models.DateTimeField(null=True, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
