@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import InvalidRequest, RequestTooLarge
+from tokens.identifiers import require_clean_identifier
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -105,6 +106,7 @@ def summarize_body(method: str, path: str, body: bytes) -> RequestSummary:
         raise InvalidRequest("model: Field required")
     if model is not None and not isinstance(model, str):
         raise InvalidRequest("model: Input should be a valid string")
+    require_clean_identifier(model, field="model")
     return RequestSummary(model=model, stream=parsed.get("stream") is True, max_tokens=_max_tokens(parsed.get("max_tokens")))
 
 
