@@ -24,7 +24,9 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from gateway.errors import BootstrapSecretInvalid, DeviceBlocked, DeviceSecretInvalid, GatewayError
@@ -54,6 +56,23 @@ def check_bootstrap_secret(presented: str | None) -> None:
     expected = settings.BOOTSTRAP_SECRET
     if not expected or not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise BootstrapSecretInvalid()
+
+
+def _locked_device(device_id: str) -> Device | None:
+    """The device whose id equals `device_id` ignoring case. The comparison is the unique index's own
+    expression on both sides, so it uses that index and agrees with it on every database."""
+    return Device.objects.select_for_update().alias(key=Lower("device_id")).filter(key=Lower(Value(device_id))).first()
+
+
+def _locked_device_or_new(device_id: str, status: str, app_version: str) -> tuple[Device, bool]:
+    device = _locked_device(device_id)
+    if device is not None:
+        return device, False
+    try:
+        with transaction.atomic():
+            return Device.objects.create(device_id=device_id, status=status, app_version=app_version), True
+    except IntegrityError:  # enrolled concurrently, maybe in another spelling
+        return _locked_device(device_id), False
 
 
 def _proven(device: Device, created: bool, device_secret: str | None) -> bool:
@@ -97,9 +116,7 @@ def bootstrap_device(
             raise
     initial_status = DeviceStatus.PENDING if settings.ENROLLMENT_MODE == "approval" else DeviceStatus.ACTIVE
     with transaction.atomic():
-        device, created = Device.objects.select_for_update().get_or_create(
-            device_id__iexact=device_id, defaults={"device_id": device_id, "status": initial_status, "app_version": app_version}
-        )
+        device, created = _locked_device_or_new(device_id, initial_status, app_version)
         refusal = _refusal(device, created, device_secret)
         if refusal is not None:
             record_audit_event(
