@@ -16,6 +16,7 @@ import orjson
 
 from gateway.errors import InvalidRequest, RequestTooLarge
 from gateway.routes import Route, RoutePolicy
+from tokens.identifiers import require_clean_identifier
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -110,6 +111,7 @@ def summarize_body(route: Route, body: bytes) -> RequestSummary:
         raise InvalidRequest("model: Field required")
     if model is not None and not isinstance(model, str):
         raise InvalidRequest("model: Input should be a valid string")
+    require_clean_identifier(model, field="model")
     return RequestSummary(model=model, stream=parsed.get("stream") is True, max_tokens=_max_tokens(parsed.get("max_tokens")))
 
 
@@ -127,6 +129,7 @@ def _summarize_unknown(body: bytes) -> RequestSummary:
         return NO_SUMMARY
     if not isinstance(model, str):
         raise InvalidRequest("model: Input should be a valid string")
+    require_clean_identifier(model, field="model")
     return RequestSummary(model=model, stream=parsed.get("stream") is True, max_tokens=_max_tokens(parsed.get("max_tokens")))
 
 
@@ -139,5 +142,6 @@ def _summarize_batch(parsed: dict[str, Any]) -> RequestSummary:
         params = item.get("params") if isinstance(item, dict) else None
         model = params.get("model") if isinstance(params, dict) else None
         if isinstance(model, str) and model not in models:
+            require_clean_identifier(model, field="requests.params.model")
             models.append(model)
     return RequestSummary(batch_models=tuple(models))

@@ -91,6 +91,8 @@ _DEV_SECRET_KEY = "dev-insecure-secret-key-change-me-for-production-0123456789"
 _DEV_JWT_SECRET = "dev-insecure-jwt-secret-change-me-0123456789"
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY", _DEV_SECRET_KEY if DEBUG else "")
 JWT_SECRET = env_secret("JWT_SECRET", _DEV_JWT_SECRET if DEBUG else "")
+# Public defaults: a signing key seeded from one of them is never used with debug off (tokens.signing_keys).
+DEVELOPMENT_JWT_SECRETS = (_DEV_JWT_SECRET,)
 
 
 def refuse_weak_secrets(debug: bool, secret_key: str, jwt_secret: str) -> None:

@@ -215,7 +215,7 @@ class IssuedTokenAdmin(ReadOnlyAdmin):
     list_display = ("jti", "kind", "device", "issued_at", "expires_at", "used_at", "revoked_at", "ip")
     list_filter = ("kind",)
     list_select_related = ("device",)
-    search_fields = ("=jti", "=family", "device__device_id")
+    search_fields = ("=jti", "=grant", "=family", "device__device_id")
     raw_id_fields = ("device",)
     paginator = CappedCountPaginator
     show_full_result_count = False
@@ -224,7 +224,7 @@ class IssuedTokenAdmin(ReadOnlyAdmin):
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("tokens.change_device")
 
-    @admin.action(description="Revoke selected tokens", permissions=["revoke"])
+    @admin.action(description="Revoke selected tokens (each with the other token of its grant)", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         jtis = list(queryset.values_list("jti", flat=True))
         for jti in jtis:

@@ -61,3 +61,27 @@ def check_signing_keys_decrypt(app_configs, databases=None, **kwargs) -> list[Ch
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def check_development_signing_keys(app_configs, **kwargs) -> list[CheckMessage]:
+    """Reads the signing-key table even without --database: a development key left in a production
+    database is the one thing a deploy must not miss (with debug off it is ignored, never used)."""
+    from tokens.signing_keys import development_keys_refused, stranded_development_kids
+
+    if not development_keys_refused():
+        return []  # development: JWT_SECRET is the default itself, settings refuse it with debug off
+    try:
+        kids = stranded_development_kids()
+    except DatabaseError:
+        return []  # not migrated yet: no key at all
+    if kids:
+        return [
+            Warning(
+                f"Signing keys {', '.join(kids)} were seeded from the public development JWT_SECRET: anyone can forge "
+                "tokens with them. With a real JWT_SECRET (always, with debug off) they neither sign nor verify.",
+                hint="Retire them: manage.py rotate_signing_key",
+                id="tokens.W003",
+            )
+        ]
+    return []

@@ -4,6 +4,17 @@ Modes (ENROLLMENT_MODE): `open` lets any device enroll; `secret` needs BOOTSTRAP
 X-Bootstrap-Secret header; `approval` creates new devices pending until an operator approves them.
 Whatever the mode, an enrolled device must prove itself with its device secret, so knowing a device
 id is not enough to take it over.
+
+Device ids are compared ignoring case (and arrive NFC-normalised and trimmed, see
+tokens.identifiers): the clients' ids are random hex or UUIDs, for which case carries no meaning, so
+`RT-DEV-1` and `rt-dev-1` can only be one device, never two look-alikes in the admin. The id keeps
+the spelling of its first enrollment.
+
+Answers must not tell who is enrolled. In `secret` mode the bootstrap secret is checked before any
+lookup. In `approval` mode a known device presenting no valid device secret gets exactly the answer
+of an unknown one: pending approval, with a device secret (a decoy, never stored). In `open` mode
+anyone may enroll, so a known id without its secret is refused where an unknown one enrolls: there,
+device ids must be unguessable (the clients use 128-bit random ids).
 """
 from __future__ import annotations
 
@@ -13,7 +24,9 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from gateway.errors import BootstrapSecretInvalid, DeviceBlocked, DeviceSecretInvalid, GatewayError
@@ -45,12 +58,42 @@ def check_bootstrap_secret(presented: str | None) -> None:
         raise BootstrapSecretInvalid()
 
 
+def _locked_device(device_id: str) -> Device | None:
+    """The device whose id equals `device_id` ignoring case. The comparison is the unique index's own
+    expression on both sides, so it uses that index and agrees with it on every database."""
+    return Device.objects.select_for_update().alias(key=Lower("device_id")).filter(key=Lower(Value(device_id))).first()
+
+
+def _locked_device_or_new(device_id: str, status: str, app_version: str) -> tuple[Device, bool]:
+    device = _locked_device(device_id)
+    if device is not None:
+        return device, False
+    try:
+        with transaction.atomic():
+            return Device.objects.create(device_id=device_id, status=status, app_version=app_version), True
+    except IntegrityError:  # enrolled concurrently, maybe in another spelling
+        return _locked_device(device_id), False
+
+
+def _proven(device: Device, created: bool, device_secret: str | None) -> bool:
+    """Whether the caller may act as this device: it is new, it has no secret yet (first enrollment,
+    or an operator reset it), or the caller presented its secret."""
+    return created or not device.secret_hash or device_secret_matches(device_secret, device.secret_hash)
+
+
 def _refusal(device: Device, created: bool, device_secret: str | None) -> GatewayError | None:
+    if settings.ENROLLMENT_MODE == "approval" and not _proven(device, created, device_secret):
+        return DeviceSecretInvalid()  # answered as for an unknown device: see _as_if_unknown
     if device.status == DeviceStatus.BLOCKED:
         return DeviceBlocked()
-    if not created and device.secret_hash and not device_secret_matches(device_secret, device.secret_hash):
+    if not _proven(device, created, device_secret):
         return DeviceSecretInvalid()
     return None
+
+
+def _as_if_unknown(device_id: str) -> Enrollment:
+    """What a first bootstrap of `device_id` answers in approval mode; its secret is a decoy."""
+    return Enrollment(device_id, DeviceStatus.PENDING, None, generate_device_secret())
 
 
 def bootstrap_device(
@@ -73,9 +116,7 @@ def bootstrap_device(
             raise
     initial_status = DeviceStatus.PENDING if settings.ENROLLMENT_MODE == "approval" else DeviceStatus.ACTIVE
     with transaction.atomic():
-        device, created = Device.objects.select_for_update().get_or_create(
-            device_id=device_id, defaults={"status": initial_status, "app_version": app_version}
-        )
+        device, created = _locked_device_or_new(device_id, initial_status, app_version)
         refusal = _refusal(device, created, device_secret)
         if refusal is not None:
             record_audit_event(
@@ -86,6 +127,8 @@ def bootstrap_device(
             enrollment = _enroll(device, created, app_version, device_secret, client, now)
         if created:
             transaction.on_commit(lambda: invalidate_devices([device_id]))
+    if isinstance(refusal, DeviceSecretInvalid) and settings.ENROLLMENT_MODE == "approval":
+        return _as_if_unknown(device_id)
     if refusal is not None:
         raise refusal
     return enrollment

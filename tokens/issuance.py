@@ -130,6 +130,7 @@ class TokenPair:
     access_jti: str
     refresh_jti: str
     family: str
+    grant: str
 
 
 def format_timestamp(value: dt.datetime) -> str:
@@ -149,8 +150,8 @@ def _build(token_class: type[Token], device: Device, family: str, now: dt.dateti
 def issue_token_pair(
     *, device: Device, client: ClientInfo, family: str | None = None, now: dt.datetime | None = None
 ) -> TokenPair:
-    """Sign a wrapper token and a refresh token for the device and record both. Call inside the
-    caller's transaction, with the device's organization loaded."""
+    """Sign a wrapper token and a refresh token for the device and record both, as one grant. Call
+    inside the caller's transaction, with the device's organization loaded."""
     now = now or timezone.now()
     family = family or uuid.uuid4().hex
     keyring = get_keyring()
@@ -165,11 +166,12 @@ def issue_token_pair(
         access_jti=access["jti"],
         refresh_jti=refresh["jti"],
         family=family,
+        grant=uuid.uuid4().hex,
     )
     IssuedToken.objects.bulk_create(
         [
             IssuedToken(
-                jti=jti, device=device, kind=kind, family=family, kid=keyring.signer_kid, issued_at=now, expires_at=expires_at,
+                jti=jti, device=device, kind=kind, family=family, grant=pair.grant, kid=keyring.signer_kid, issued_at=now, expires_at=expires_at,
                 ip=client.ip, user_agent=client.user_agent,
             )
             for jti, kind, expires_at in (

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
+
+from tokens.identifiers import validate_identifier
 
 
 class PolicyFields(models.Model):
@@ -49,10 +52,12 @@ class DeviceStatus(models.TextChoices):
 
 
 class Device(PolicyFields):
-    device_id = models.CharField(max_length=128, unique=True)
+    """Device ids are case-insensitive: `RT-DEV-1` and `rt-dev-1` are one device (see tokens.enrollment)."""
+
+    device_id = models.CharField(max_length=128, unique=True, validators=[validate_identifier])
     organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="devices")
-    user_label = models.CharField(max_length=200, blank=True)
-    app_version = models.CharField(max_length=64, blank=True)
+    user_label = models.CharField(max_length=200, blank=True, validators=[validate_identifier])
+    app_version = models.CharField(max_length=64, blank=True, validators=[validate_identifier])
     status = models.CharField(max_length=16, choices=DeviceStatus.choices, default=DeviceStatus.ACTIVE, db_index=True)
     secret_hash = models.CharField(
         max_length=128, blank=True, editable=False, help_text="Empty: the next bootstrap sets a new device secret."
@@ -67,6 +72,12 @@ class Device(PolicyFields):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("device_id"), name="tokens_device_id_case_insensitive",
+                violation_error_message="A device with this device id (ignoring case) already exists.",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.device_id
@@ -78,17 +89,19 @@ class TokenKind(models.TextChoices):
 
 
 class IssuedToken(models.Model):
-    """One row per JWT issued; refresh tokens of one bootstrap share a family, so a reused one can
-    take down every token descended from the same enrollment."""
+    """One row per JWT issued. The wrapper and the refresh token issued together are one grant:
+    exchanging either spends both, and revoking either revokes both. Every grant descended from one
+    bootstrap shares a family, so a reused member can take down the whole line."""
 
     jti = models.CharField(max_length=64, unique=True)
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="tokens")
     kind = models.CharField(max_length=16, choices=TokenKind.choices)
     family = models.CharField(max_length=64, db_index=True)
+    grant = models.CharField(max_length=64, db_index=True, help_text="Shared by the wrapper and refresh token issued together.")
     kid = models.CharField(max_length=64)
     issued_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
-    used_at = models.DateTimeField(null=True, blank=True, help_text="When a refresh token was exchanged (single use).")
+    used_at = models.DateTimeField(null=True, blank=True, help_text="When its grant was exchanged (single use).")
     revoked_at = models.DateTimeField(null=True, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 
 from gateway.errors import InvalidRequest, RequestTooLarge
 from tokens import device_secrets
+from tokens.identifiers import clean_identifier
 
 MAX_BODY_BYTES = 64 * 1024
 DEVICE_ID_MAX_LENGTH = 128
@@ -77,11 +78,17 @@ def _string_field(data: dict[str, Any], name: str, *, max_length: int, required:
     return value
 
 
+def _identifier_field(data: dict[str, Any], name: str, *, max_length: int, required: bool) -> str | None:
+    """A string field that names something (see tokens.identifiers): normalised, then checked."""
+    value = _string_field(data, name, max_length=max_length, required=required)
+    return None if value is None else clean_identifier(value, field=name, max_length=max_length)
+
+
 def parse_bootstrap_request(request: HttpRequest) -> BootstrapRequest:
     data = read_json_object(request, required=True)
     return BootstrapRequest(
-        device_id=_string_field(data, "device_id", max_length=DEVICE_ID_MAX_LENGTH, required=True),
-        app_version=_string_field(data, "app_version", max_length=APP_VERSION_MAX_LENGTH, required=False) or "",
+        device_id=_identifier_field(data, "device_id", max_length=DEVICE_ID_MAX_LENGTH, required=True),
+        app_version=_identifier_field(data, "app_version", max_length=APP_VERSION_MAX_LENGTH, required=False) or "",
         device_secret=_string_field(
             data, "device_secret", max_length=device_secrets.MAX_LENGTH, min_length=device_secrets.MIN_LENGTH, required=False
         ),

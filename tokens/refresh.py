@@ -1,6 +1,8 @@
-"""Refresh with rotation: a refresh token (or, as in the seed, a still-valid wrapper token) is
-exchanged once for a new pair in the same family. Presenting it a second time means two parties hold
-it, so the whole family is revoked and both must bootstrap again (stolen-token detection).
+"""Refresh with rotation: a grant (the wrapper and refresh token issued together) is exchanged once,
+through either member (the refresh token, or as in the seed a still-valid wrapper token), for a new
+grant in the same family. Presenting a member of a spent grant means two parties hold it, so the
+whole family is revoked and both must bootstrap again (stolen-token detection): a thief holding
+the wrapper and the owner holding the refresh token cannot each keep a branch of the family.
 
 Not on the hot path: this reads the database, which is the authority here, not the caches.
 """
@@ -50,7 +52,8 @@ def revoked_before(device: Device) -> dt.datetime | None:
     return max(stamps) if stamps else None
 
 
-def _refusal(device: Device, issued: IssuedToken, iat: float) -> GatewayError | None:
+def _standing_refusal(device: Device, issued: IssuedToken, iat: float) -> GatewayError | None:
+    """What refuses the token whatever its grant's state: the device's status, or a revocation."""
     if device.status == DeviceStatus.BLOCKED:
         return DeviceBlocked()
     if device.status == DeviceStatus.PENDING:
@@ -58,45 +61,62 @@ def _refusal(device: Device, issued: IssuedToken, iat: float) -> GatewayError | 
     cutoff = revoked_before(device)
     if issued.revoked_at is not None or (cutoff is not None and iat < cutoff.timestamp()):
         return TokenRevoked()
-    if issued.used_at is not None:
-        return RefreshTokenReused()
     return None
 
 
 def refresh_token_pair(*, raw_token: str, client: ClientInfo, now: dt.datetime | None = None) -> TokenPair:
+    """Exchange a member of a grant (its wrapper or its refresh token) for a new grant in the family.
+
+    The grant is spent by one conditional UPDATE of both its rows (`used_at IS NULL AND revoked_at
+    IS NULL`): on PostgreSQL concurrent exchanges queue on the row locks and re-check the condition,
+    on SQLite the IMMEDIATE transactions run one at a time, so of any number of concurrent exchanges
+    of one grant exactly one spends it. Every other presentation of a spent grant, whichever member
+    it shows, is reuse: the family is revoked.
+    """
     now = now or timezone.now()
     claims = _verified_claims(raw_token)
-    with transaction.atomic():
-        issued = IssuedToken.objects.select_for_update().filter(jti=claims["jti"]).first()
-        if issued is None:
-            raise AuthenticationFailed("Invalid token.")
-        device = Device.objects.select_related("organization").get(pk=issued.device_id)
-        if device.device_id != claims["sub"]:
-            raise AuthenticationFailed("Invalid token.")
-        refusal = _refusal(device, issued, float(claims["iat"]))
-        if isinstance(refusal, RefreshTokenReused):
-            _revoke_family(device, issued, client, now)
-        elif refusal is None:
-            issued.used_at = now
-            issued.save(update_fields=["used_at"])
-            pair = issue_token_pair(device=device, client=client, family=issued.family, now=now)
-            device.last_seen_at = now
-            device.last_ip = client.ip
-            device.save(update_fields=["last_seen_at", "last_ip", "updated_at"])
-            record_audit_event(
-                AuditKind.REFRESH, device=device, jti=pair.access_jti, client=client, now=now,
-                detail={"family": issued.family, "presented": issued.jti, "presented_kind": issued.kind},
-            )
+    issued = IssuedToken.objects.select_related("device__organization").filter(jti=claims["jti"]).first()
+    if issued is None or issued.device.device_id != claims["sub"]:
+        raise AuthenticationFailed("Invalid token.")
+    device = issued.device
+    refusal = _standing_refusal(device, issued, float(claims["iat"]))
+    if refusal is None:
+        with transaction.atomic():
+            spent = IssuedToken.objects.filter(grant=issued.grant, used_at__isnull=True, revoked_at__isnull=True).update(used_at=now)
+            if spent:
+                pair = issue_token_pair(device=device, client=client, family=issued.family, now=now)
+                device.last_seen_at = now
+                device.last_ip = client.ip
+                device.save(update_fields=["last_seen_at", "last_ip", "updated_at"])
+                record_audit_event(
+                    AuditKind.REFRESH, device=device, jti=pair.access_jti, client=client, now=now,
+                    detail={"family": issued.family, "grant": issued.grant, "presented": issued.jti, "presented_kind": issued.kind},
+                )
+            else:
+                refusal = _refusal_of_unspendable_grant(device, issued, client, now)
     if refusal is not None:
         log_event(logger, "Refresh refused", logging.WARNING, device_id=device.device_id, reason=refusal.error_code, ip=client.ip)
         raise refusal
     return pair
 
 
-def _revoke_family(device: Device, issued: IssuedToken, client: ClientInfo, now: dt.datetime) -> None:
+def _refusal_of_unspendable_grant(device: Device, issued: IssuedToken, client: ClientInfo, now: dt.datetime) -> GatewayError:
+    """The grant was revoked (by an operator, or with its family), or it was spent: reuse."""
+    members = list(IssuedToken.objects.filter(grant=issued.grant))
+    if any(member.revoked_at is not None for member in members):
+        return TokenRevoked()
+    first_used_at = min(member.used_at for member in members if member.used_at is not None)
+    _revoke_family(device, issued, client, now, first_used_at)
+    return RefreshTokenReused()
+
+
+def _revoke_family(device: Device, issued: IssuedToken, client: ClientInfo, now: dt.datetime, first_used_at: dt.datetime) -> None:
     revoked = IssuedToken.objects.filter(family=issued.family, revoked_at__isnull=True).update(revoked_at=now)
     record_audit_event(
         AuditKind.REUSE_DETECTED, device=device, jti=issued.jti, client=client, now=now,
-        detail={"family": issued.family, "revoked_tokens": revoked, "first_used_at": issued.used_at.isoformat()},
+        detail={
+            "family": issued.family, "grant": issued.grant, "presented_kind": issued.kind, "revoked_tokens": revoked,
+            "first_used_at": first_used_at.isoformat(),
+        },
     )
     transaction.on_commit(lambda: invalidate_devices([device.device_id]))

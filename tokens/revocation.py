@@ -34,16 +34,17 @@ def _revoke_rows(tokens, now: dt.datetime) -> int:
 
 
 def revoke_token(*, jti: str, actor: Actor, client: ClientInfo = SYSTEM, now: dt.datetime | None = None) -> IssuedToken:
+    """Revoke the token's whole grant: a wrapper left alive beside its revoked refresh token (or the
+    other way round) could still be exchanged for a fresh pair."""
     now = now or timezone.now()
     with transaction.atomic():
-        issued = IssuedToken.objects.select_for_update().select_related("device").filter(jti=jti).first()
+        issued = IssuedToken.objects.select_related("device").filter(jti=jti).first()
         if issued is None:
             raise TokenNotFound(jti)
-        if issued.revoked_at is None:
-            issued.revoked_at = now
-            issued.save(update_fields=["revoked_at"])
+        revoked = IssuedToken.objects.filter(grant=issued.grant, revoked_at__isnull=True).update(revoked_at=now)
+        issued.refresh_from_db(fields=["revoked_at"])
         record_audit_event(AuditKind.TOKEN_REVOKED, device=issued.device, jti=jti, client=client, actor=actor, now=now,
-                           detail={"kind": issued.kind})
+                           detail={"kind": issued.kind, "grant": issued.grant, "revoked_tokens": revoked})
         transaction.on_commit(lambda: invalidate_devices([issued.device.device_id]))
     return issued
 

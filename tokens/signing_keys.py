@@ -4,6 +4,13 @@ tokens they signed have expired, then retired.
 Every process keeps the keyring in memory (verification runs on every /v1 request and must not
 touch the database); it reloads it every KEYRING_CACHE_SECONDS, and at once (throttled) when a token
 names a kid it does not know, which is how a rotation made by another process is picked up.
+
+Development keys (seeded from a public development JWT_SECRET default, DEVELOPMENT_JWT_SECRETS)
+are used only while JWT_SECRET is itself such a default, which settings allow only with debug on:
+once a real JWT_SECRET is configured (always, with debug off) they neither sign nor verify, since
+anyone can forge tokens with them. A var dir first used with debug on keeps such a key; the signer
+is then seeded from the real JWT_SECRET, start-up says so, and `check --deploy` reports it until
+`rotate_signing_key` retires it.
 """
 from __future__ import annotations
 
@@ -16,7 +23,8 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from proxyproject.database import read_database
@@ -55,13 +63,56 @@ def _seed_kid(secret: str) -> str:
     return "k" + hashlib.sha256(b"llm-gateway kid:" + secret.encode()).hexdigest()[:12]
 
 
+def development_kids() -> frozenset[str]:
+    """The kids of keys seeded from a public development default: the seed kid is derived from the
+    secret, so the kid alone identifies them, even when their secret cannot be decrypted."""
+    return frozenset(_seed_kid(secret) for secret in settings.DEVELOPMENT_JWT_SECRETS)
+
+
+def development_keys_refused() -> bool:
+    """Development is over once JWT_SECRET is a real secret; settings refuse the default with debug
+    off, so with debug off this is always true."""
+    return settings.JWT_SECRET not in settings.DEVELOPMENT_JWT_SECRETS
+
+
+def _usable(keys: QuerySet[SigningKey]) -> QuerySet[SigningKey]:
+    return keys.exclude(kid__in=development_kids()) if development_keys_refused() else keys
+
+
+def stranded_development_kids() -> list[str]:
+    """Development keys still active or verifying in the database; with debug off they are ignored."""
+    return sorted(
+        SigningKey.objects.exclude(state=SigningKeyState.RETIRED).filter(kid__in=development_kids()).values_list("kid", flat=True)
+    )
+
+
+def report_stranded_development_keys() -> None:
+    """One start-up line, with the fix, while a development key is left in a production database."""
+    if not development_keys_refused():
+        return
+    try:
+        kids = stranded_development_kids()
+    except DatabaseError:
+        return  # not migrated yet: there is no key at all
+    if kids:
+        log_event(
+            logger, "Development signing key ignored: it neither signs nor verifies (tokens it signed are refused); "
+            "retire it with: manage.py rotate_signing_key", logging.WARNING, kids=kids,
+        )
+
+
+async def report_stranded_development_keys_at_startup() -> None:
+    await sync_to_async(report_stranded_development_keys)()
+
+
 def longest_token_lifetime() -> dt.timedelta:
     return max(dt.timedelta(hours=settings.JWT_EXPIRATION_HOURS), dt.timedelta(days=settings.REFRESH_TOKEN_DAYS))
 
 
 def ensure_active_signing_key() -> SigningKey:
-    """The newest active key; seeds the first one from JWT_SECRET on a fresh database."""
-    active = SigningKey.objects.filter(state=SigningKeyState.ACTIVE).order_by("-created_at").first()
+    """The newest usable active key; seeds one from JWT_SECRET on a fresh database (or on one whose
+    only active key is a refused development key)."""
+    active = _usable(SigningKey.objects.filter(state=SigningKeyState.ACTIVE)).order_by("-created_at").first()
     if active is not None:
         return active
     if not settings.JWT_SECRET or SigningKey.objects.filter(kid=_seed_kid(settings.JWT_SECRET)).exists():
@@ -84,7 +135,7 @@ def ensure_active_signing_key() -> SigningKey:
 
 def load_keyring() -> Keyring:
     signer = ensure_active_signing_key()
-    usable = SigningKey.objects.filter(state__in=[SigningKeyState.ACTIVE, SigningKeyState.VERIFY_ONLY])
+    usable = _usable(SigningKey.objects.filter(state__in=[SigningKeyState.ACTIVE, SigningKeyState.VERIFY_ONLY]))
     keys = {key.kid: decrypt_secret(key.encrypted_secret).encode() for key in usable}
     return Keyring(signer_kid=signer.kid, secrets=keys, loaded_at=time.monotonic())
 
@@ -152,7 +203,8 @@ def forget_keyring() -> None:
 
 def rotate_signing_key(*, actor: str, now: dt.datetime | None = None) -> SigningKey:
     """Make a new key the signer; the previous signers keep verifying until every token they may
-    have signed has expired."""
+    have signed has expired. Development keys, once refused (a real JWT_SECRET), are retired at
+    once instead: their tokens are forgeable, so none is worth keeping."""
     now = now or timezone.now()
     with transaction.atomic():
         previous = list(SigningKey.objects.select_for_update().filter(state=SigningKeyState.ACTIVE))
@@ -161,6 +213,8 @@ def rotate_signing_key(*, actor: str, now: dt.datetime | None = None) -> Signing
             key.state = SigningKeyState.VERIFY_ONLY
             key.verify_until = verify_until
             key.save(update_fields=["state", "verify_until"])
+        if development_keys_refused():
+            _retire_development_keys(now)
         new_key = SigningKey.objects.create(
             kid="k" + secrets.token_hex(6),
             encrypted_secret=encrypt_secret(secrets.token_urlsafe(48)),
@@ -174,6 +228,16 @@ def rotate_signing_key(*, actor: str, now: dt.datetime | None = None) -> Signing
     forget_keyring()
     log_event(logger, "Signing key rotated", kid=new_key.kid, previous=[key.kid for key in previous], actor=actor)
     return new_key
+
+
+def _retire_development_keys(now: dt.datetime) -> None:
+    development = SigningKey.objects.select_for_update().exclude(state=SigningKeyState.RETIRED).filter(kid__in=development_kids())
+    for key in development:
+        key.state = SigningKeyState.RETIRED
+        key.retired_at = now
+        key.encrypted_secret = ""
+        key.save(update_fields=["state", "retired_at", "encrypted_secret"])
+        record_audit_event(AuditKind.SIGNING_KEY_RETIRED, actor="system", now=now, detail={"kid": key.kid, "development": True})
 
 
 def retire_expired_signing_keys(*, now: dt.datetime | None = None) -> list[str]:

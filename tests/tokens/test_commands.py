@@ -63,12 +63,14 @@ def test_revoke_device_names_an_unknown_device():
         _run("revoke_device", "nope", "--yes")
 
 
-def test_revoke_token_revokes_one_token(client, enrolled):
+def test_revoke_token_revokes_the_token_with_its_grant_and_nothing_else(client, enrolled):
+    other = bootstrap(client, "laptop-bob").json()
     jti = jwt_parts(enrolled["wrapper_token"])[1]["jti"]
     _run("revoke_token", jti, "--yes")
     with pytest.raises(TokenRevoked):
         authenticate(enrolled["wrapper_token"])
-    assert IssuedToken.objects.get(jti=jwt_parts(enrolled["refresh_token"])[1]["jti"]).revoked_at is None
+    assert IssuedToken.objects.get(jti=jwt_parts(enrolled["refresh_token"])[1]["jti"]).revoked_at is not None
+    assert authenticate(other["wrapper_token"]).device_id == "laptop-bob"
 
 
 def test_revoke_org_revokes_every_device_of_the_organization(client):

@@ -5,6 +5,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from tests.tokens.client import bootstrap, error_of, refresh
+from tokens.device_secrets import device_secret_matches
 from tokens.models import AuditEvent, AuditKind, Device, DeviceStatus
 from tokens.revocation import block_device
 
@@ -61,7 +62,13 @@ def test_approval_mode_creates_a_pending_device_and_hands_over_its_secret(client
     again = bootstrap(client, "dev-wait", device_secret=secret)
     assert error_of(again)[2] == "device_pending_approval"
     assert again.json()["error"]["details"] == {"error_code": "device_pending_approval"}
-    assert error_of(bootstrap(client, "dev-wait"))[2] == "device_secret_invalid"
+    # Without the secret: the answer of a first enrollment, whose secret is a decoy that proves nothing.
+    stranger = bootstrap(client, "dev-wait")
+    assert error_of(stranger)[2] == "device_pending_approval"
+    decoy = stranger.json()["error"]["details"]["device_secret"]
+    assert decoy != secret
+    assert error_of(bootstrap(client, "dev-wait", device_secret=decoy))[2] == "device_pending_approval"
+    assert not device_secret_matches(decoy, Device.objects.get(device_id="dev-wait").secret_hash)
 
 
 def test_approved_device_gets_tokens_on_its_next_bootstrap(client, approval_mode):

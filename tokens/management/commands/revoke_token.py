@@ -1,4 +1,4 @@
-"""Revoke one token by its jti (from the admin's issued tokens or the audit trail)."""
+"""Revoke one token by its jti (from the admin's issued tokens or the audit trail), and so its grant."""
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
@@ -9,7 +9,7 @@ from tokens.revocation import revoke_token
 
 
 class Command(BaseCommand):
-    help = "Revoke one token by jti."
+    help = "Revoke one token by jti, with the other token of its grant (the wrapper and refresh token issued together)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("jti")
@@ -20,7 +20,10 @@ class Command(BaseCommand):
         if issued is None:
             raise CommandError(f"No token with jti {jti!r}.")
         expires = f"{issued.expires_at:%Y-%m-%d %H:%M}Z"
-        plan = f"Revoke {issued.kind} token {jti} of device {issued.device.device_id!r} (expires {expires})."
+        plan = (
+            f"Revoke {issued.kind} token {jti} of device {issued.device.device_id!r} (expires {expires}), "
+            "with the other token of its grant."
+        )
         confirm_or_abort(self, plan, yes)
         revoke_token(jti=jti, actor="command:revoke_token")
         self.stdout.write(self.style.SUCCESS(f"Token {jti} revoked."))
