@@ -21,7 +21,9 @@ from django.conf import settings
 from proxyproject.printable import escape_unprintable
 
 _FIELDS_ATTR = "event_fields"
+_LIMITED_ATTR = "disallowed_host_limited"
 _NEEDS_QUOTES = frozenset(' "=')
+_SCALARS = frozenset({bool, int, float})
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -39,6 +41,19 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_clean(item) for item in value]
     return value
+
+
+def _clean_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` itself when nothing in it needs escaping (the usual line: ids, numbers, flags), so
+    the one log line per request costs no copy; else a cleaned copy."""
+    for value in fields.values():
+        kind = type(value)
+        if kind is str:
+            if not value.isprintable():
+                return _clean(fields)
+        elif value is not None and kind not in _SCALARS:
+            return _clean(fields)
+    return fields
 
 
 def _json_default(value: Any) -> str:
@@ -62,7 +77,7 @@ class StructuredFormatter(logging.Formatter):
         timestamp = dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds")
         message = escape_unprintable(record.getMessage())
         if self.as_json:
-            payload = {"time": timestamp, "level": record.levelname.lower(), "logger": record.name, "event": message, **_clean(fields)}
+            payload = {"time": timestamp, "level": record.levelname.lower(), "logger": record.name, "event": message, **_clean_fields(fields)}
             if record.exc_info:
                 payload["exception"] = self.formatException(record.exc_info)
             return orjson.dumps(payload, default=_json_default).decode()
@@ -87,6 +102,8 @@ class DisallowedHostLogFilter(logging.Filter):
         self._suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _LIMITED_ATTR, False):
+            return True  # let through by another instance: Django may configure logging more than once
         now = self.clock()
         with self._lock:
             if now < self._next_line_at:
@@ -101,6 +118,7 @@ class DisallowedHostLogFilter(logging.Filter):
             fields.setdefault("path", request.path[:256])
         fields["suppressed"] = suppressed
         setattr(record, _FIELDS_ATTR, fields)
+        setattr(record, _LIMITED_ATTR, True)
         record.msg, record.args = "Invalid Host header refused", ()
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         record.exc_info, record.exc_text, record.stack_info = None, None, None
