@@ -156,3 +156,30 @@ def test_the_server_make_run_starts_does_not_take_the_client_address_from_x_forw
         assert [bootstrap_live(**{"x-forwarded-for": random_address()}) for _ in range(3)] == [429, 429, 429]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("trusted", "behind_proxy", "ids"), [
+    ("0.0.0.0/0", False, ["proxyproject.W001"]),
+    ("10.0.0.0/8,::/0", True, ["proxyproject.W001"]),
+    ("", True, ["proxyproject.W002"]),
+    ("10.9.0.0/16", True, []),
+    ("", False, []),
+], ids=["trust-every-ipv4", "trust-every-ipv6", "balancer-not-trusted", "balancer-trusted", "no-balancer"])
+def test_the_deploy_check_reports_trusting_everyone_or_no_balancer(settings, trusted, behind_proxy, ids):
+    from django.core.checks import run_checks
+
+    settings.TRUSTED_PROXIES = tuple(ipaddress.ip_network(part) for part in trusted.split(",") if part)
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if behind_proxy else None
+    assert [message.id for message in run_checks(include_deployment_checks=True) if message.id.startswith("proxyproject.")] == ids
+
+
+def test_a_malformed_trusted_proxies_setting_refuses_to_start(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from proxyproject.settings import env_networks
+
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.9.0.0/16, 2001:db8::/32 ,")
+    assert env_networks("TRUSTED_PROXIES") == (ipaddress.ip_network("10.9.0.0/16"), ipaddress.ip_network("2001:db8::/32"))
+    monkeypatch.setenv("TRUSTED_PROXIES", "10.9.0.0/16,balancer.internal")
+    with pytest.raises(ImproperlyConfigured, match="'balancer.internal' is not an IP address or CIDR network"):
+        env_networks("TRUSTED_PROXIES")
