@@ -14,16 +14,16 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.middleware.csrf import CsrfViewMiddleware
 from ninja import Router
+from ninja.utils import check_csrf
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import platform_metrics  # noqa: F401  (registers the scrape-time gauges)
 from gateway.breaker import get_circuit_breaker
 from gateway.breaker_state import BreakerSnapshot
-from gateway.errors import PermissionDenied
+from gateway.errors import CsrfFailed
 from gateway.metrics import render_metrics
-from tokens.operators import authenticate_operator
+from tokens.operators import SESSION_ACTOR_PREFIX, authenticate_operator
 
 router = Router(tags=["gateway"])
 
@@ -64,19 +64,21 @@ async def circuit_breaker_state(request: HttpRequest) -> HttpResponse:
     return _json(breaker_body(await get_circuit_breaker().snapshot()))
 
 
-def check_csrf_for_session(request: HttpRequest) -> None:
-    """A reset by a logged-in operator's browser session needs the CSRF token, or any page the
-    operator visits could reset the breaker; an API key in a header cannot be sent cross-site."""
-    if request.headers.get("authorization"):
-        return
-    if CsrfViewMiddleware(lambda _: HttpResponse()).process_view(request, None, (), {}) is not None:
-        raise PermissionDenied("CSRF verification failed.")
+async def authenticate_operator_change(request: HttpRequest) -> str:
+    """The operator of a call that changes state. A browser sends the session cookie with whatever
+    request any page makes, so an operator authenticated by session must also show the CSRF token;
+    an operator API key in a header cannot be sent cross-site. Decided by what authenticated the
+    caller, never by which other headers came along (`Authorization: Basic`, `Negotiate`, an empty
+    `Bearer` all leave the session as the credential)."""
+    actor = await authenticate_operator(request)
+    if actor.startswith(SESSION_ACTOR_PREFIX) and check_csrf(request) is not None:
+        raise CsrfFailed()
+    return actor
 
 
 @router.post("/admin/circuit-breaker/reset", auth=None, summary="Close the circuit breaker now")
 async def reset_circuit_breaker(request: HttpRequest) -> HttpResponse:
-    check_csrf_for_session(request)
-    actor = await authenticate_operator(request)
+    actor = await authenticate_operator_change(request)
     return _json(breaker_body(await get_circuit_breaker().reset(actor=actor)))
 
 

@@ -14,7 +14,8 @@
     ├── PermissionDenied              403 permission_error
     │   ├── DevicePendingApproval     403 device_pending_approval
     │   ├── DeviceBlocked             403 device_blocked
-    │   └── ModelNotAllowed           403 model_not_allowed
+    │   ├── ModelNotAllowed           403 model_not_allowed
+    │   └── CsrfFailed                403 csrf_failed            (a session without the CSRF token)
     ├── NotFound                      404 not_found_error
     │   └── RouteNotOffered           404 route_not_offered
     ├── RateLimited                   429 rate_limit_error       (retry-after)
@@ -149,6 +150,11 @@ class DeviceBlocked(PermissionDenied):
 class ModelNotAllowed(PermissionDenied):
     error_code = "model_not_allowed"
     default_message = "This device is not allowed to use this model."
+
+
+class CsrfFailed(PermissionDenied):
+    error_code = "csrf_failed"
+    default_message = "CSRF verification failed."
 
 
 class NotFound(GatewayError):

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from proxyproject.printable import escape_unprintable
 from usage.events import UsageEvent
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -33,7 +34,7 @@ TOKEN_EVENTS = Counter("gateway_token_events_total", "Token issuance events: boo
 
 OTHER = "other"
 LABEL_VALUES_LIMIT = 256
-MODEL_LABEL_MAX_LENGTH = 100
+LABEL_MAX_LENGTH = 100
 
 _ID_AFTER = {"models", "batches", "files", "skills", "agents", "sessions", "versions", "environments"}
 _SAFE_SEGMENT = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
@@ -42,23 +43,28 @@ _SAFE_SEGMENT = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 class BoundedLabel:
     """Label values that clients choose (the model they name, the path they call): the first
     `limit` distinct ones per process are kept, later ones count as "other", so no client can grow
-    the metrics without bound. Usage records keep the real values."""
+    the metrics without bound; each is kept printable (a NUL or a newline becomes a visible escape)
+    and at most `max_length` characters. Usage records keep the real values."""
 
-    def __init__(self, limit: int = LABEL_VALUES_LIMIT) -> None:
+    def __init__(self, limit: int = LABEL_VALUES_LIMIT, max_length: int = LABEL_MAX_LENGTH) -> None:
         self.limit = limit
-        self.seen: set[str] = set()
+        self.max_length = max_length
+        self.seen: dict[str, str] = {}
 
     def __call__(self, value: str) -> str:
-        if value in self.seen:
-            return value
+        value = value[: self.max_length]
+        label = self.seen.get(value)
+        if label is not None:
+            return label
         if len(self.seen) >= self.limit:
             return OTHER
-        self.seen.add(value)
-        return value
+        label = self.seen[value] = escape_unprintable(value)[: self.max_length]
+        return label
 
 
 _bounded_endpoint = BoundedLabel()
 _bounded_model = BoundedLabel()
+_bounded_method = BoundedLabel(limit=32, max_length=10)
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 
@@ -91,9 +97,9 @@ def endpoint_label(path: str) -> str:
 
 def observe_request(event: UsageEvent, cost: Decimal | None, upstream_latency_ms: float | None = None) -> None:
     endpoint = _bounded_endpoint(endpoint_label(event.endpoint))
-    model = _bounded_model((event.model or "")[:MODEL_LABEL_MAX_LENGTH])
+    model = _bounded_model(event.model or "")
     status = str(event.status)
-    _child(REQUESTS, endpoint, event.method[:10], status, model).inc()
+    _child(REQUESTS, endpoint, _bounded_method(event.method), status, model).inc()
     if event.error_type or event.status >= 400:
         _child(ERRORS, endpoint, status, event.error_type or "http_error").inc()
     _child(LATENCY, endpoint).observe(event.latency_ms / 1000.0)

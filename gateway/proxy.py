@@ -36,6 +36,7 @@ from gateway.ratelimit import get_rate_limiter
 from gateway.routes import Route, resolve_route
 from gateway.upstream import build_upstream_request, gateway_error_for, retryable_before_response, send_upstream
 from gateway.usage_tally import UsageTally
+from proxyproject.client_address import client_ip_from_scope
 from proxyproject.logging import log_event
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
 from tokens.identity import DeviceIdentity
@@ -74,6 +75,7 @@ class ProxiedRequest:
         self.headers: list[tuple[bytes, bytes]] = scope["headers"]
         self.server: tuple[str, int] | None = scope.get("server")
         self.route: Route | None = None
+        self.client_ip = client_ip_from_scope(scope)
         self.tally = UsageTally()
         self.event: UsageEvent | None = None
         self.grant: PolicyGrant | None = None
@@ -210,7 +212,8 @@ class ProxiedRequest:
             await self._survive("spend and token counters", self._settle())
         await self._survive("metrics", self._observe(latency_ms, ttfb_ms))
         log_event(logger, "Request completed", requestId=self.request_id, status=self.status, latencyMs=round(latency_ms, 2),
-                  ttfbMs=round(ttfb_ms, 2) if ttfb_ms is not None else None, clientDisconnected=self.client_gone)
+                  ttfbMs=round(ttfb_ms, 2) if ttfb_ms is not None else None, clientDisconnected=self.client_gone,
+                  clientIp=self.client_ip)
 
     async def _survive(self, step: str, work: Awaitable[None]) -> None:
         try:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import orjson
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI, Router
+from ninja import NinjaAPI, Router, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.renderers import BaseRenderer
 
 from gateway.api import router as gateway_router
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound, error_response
 from proxyproject.health import run_health_checks
+from proxyproject.operator_surface import docs_for_operators, health_summary, sees_health_details
 from tokens.api import router as tokens_router
 from usage.api import router as usage_router
 
@@ -28,15 +29,22 @@ api = NinjaAPI(
     renderer=OrjsonRenderer(),
     docs_url="/api/docs",
     openapi_url="/api/openapi.json",
+    # Swagger UI from this server's static files ("ninja" in INSTALLED_APPS), no CDN, no remote validator.
+    docs=Swagger(settings={"validatorUrl": None}),
+    docs_decorator=docs_for_operators,
     urls_namespace="gateway-api",
 )
 
 health_router = Router(tags=["health"])
 
 
-@health_router.get("/healthz", auth=None, summary="Liveness; ?deep=1 also checks database, cache, broker, breaker")
+@health_router.get(
+    "/healthz", auth=None, summary="Liveness; ?deep=1 also checks database, cache, broker, breaker (details for operators)"
+)
 async def healthz(request: HttpRequest, deep: bool = False) -> HttpResponse:
     status, body = await run_health_checks(deep)
+    if deep and not await sees_health_details(request):
+        body = health_summary(body)
     return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
 
 

@@ -45,6 +45,9 @@ def asgi_server_argv(host: str, port: int) -> list[str]:
             python, "-m", "uvicorn", "proxyproject.asgi:application", "--host", host, "--port", str(port),
             "--workers", str(settings.WEB_CONCURRENCY), "--loop", "uvloop", "--http", "httptools",
             "--lifespan", "on", "--no-access-log", "--timeout-graceful-shutdown", str(int(settings.SHUTDOWN_GRACE_SECONDS)),
+            # The client's address is read from forwarding headers by proxyproject.client_address, and
+            # only from TRUSTED_PROXIES; uvicorn's own reading trusts 127.0.0.1 by default.
+            "--no-proxy-headers",
         ]
     return [python, "-m", "daphne", "-b", host, "-p", str(port), "proxyproject.asgi:application"]
 

@@ -7,6 +7,7 @@ can never run on the development fallbacks below.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -83,6 +84,19 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def env_networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated CIDRs (a bare address is a /32 or /128)."""
+    networks = []
+    for part in env_str(name).split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {part.strip()!r} is not an IP address or CIDR network.") from None
+    return tuple(networks)
+
+
 # --- Core -----------------------------------------------------------------------------------
 DEBUG = env_bool("DJANGO_DEBUG", False)
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -121,6 +135,11 @@ LOG_REQUEST_STAGES = env_bool("LOG_REQUEST_STAGES", DEBUG)
 _proxy_host = urlparse(PROXY_BASE_URL).hostname or "localhost"
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", f"localhost,127.0.0.1,[::1],{_proxy_host}").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+# Peers whose forwarding header names the client (proxyproject/client_address.py): the load
+# balancers in front of the gateway, nothing else. Empty: every peer is the client itself.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
+# The one forwarding header those proxies write; the other one is the client's to forge.
+TRUSTED_PROXY_HEADER = env_choice("TRUSTED_PROXY_HEADER", "x-forwarded-for", ("x-forwarded-for", "forwarded"))
 
 INSTALLED_APPS = [
     "daphne",
@@ -131,6 +150,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # its templates and static files: the API docs page loads Swagger UI from this server, not a CDN
     "proxyproject",
     "tokens",
     "gateway",
@@ -323,6 +343,13 @@ SPEND_RESERVATION_TTL_SECONDS = env_int("SPEND_RESERVATION_TTL_SECONDS", 1800, m
 
 # --- Operations -----------------------------------------------------------------------------
 METRICS_TOKEN = env_secret("METRICS_TOKEN")
+# Without an operator credential (staff session or operator API key): /api/docs and /api/openapi.json,
+# and the details of /healthz?deep=1 (anyone else gets its status only). Both public with debug on.
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", DEBUG)
+HEALTH_DETAILS_PUBLIC = env_bool("HEALTH_DETAILS_PUBLIC", DEBUG)
+# Requests with an invalid Host header: at most one WARNING line per this many seconds per process,
+# carrying the count of those not logged in between.
+DISALLOWED_HOST_LOG_INTERVAL = env_float("DISALLOWED_HOST_LOG_INTERVAL", 60.0, minimum=0.0)
 # Prometheus multiprocess mode: every worker process writes its samples to files in this folder and
 # /metrics sums them, so the figures are right whichever worker answers the scrape. prometheus_client
 # reads this variable at import time, hence it is exported to the environment here.
@@ -341,9 +368,11 @@ LOGGING = {
     "formatters": {
         "structured": {"()": "proxyproject.logging.StructuredFormatter", "as_json": not DEBUG},
     },
+    "filters": {"disallowed_host": {"()": "proxyproject.logging.DisallowedHostLogFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
         "django.db.backends": {"level": "INFO"},
         "daphne": {"level": "WARNING"},
         "asyncio": {"level": "WARNING"},

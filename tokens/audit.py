@@ -11,6 +11,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
 from django.utils import timezone
 
+from proxyproject.client_address import client_ip
 from proxyproject.logging import log_event
 from tokens.models import AuditEvent, AuditKind, Device, Organization
 
@@ -28,9 +29,8 @@ class ClientInfo:
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> "ClientInfo":
-        # REMOTE_ADDR is the peer the ASGI server reports; behind a load balancer, run the server
-        # with --proxy-headers (uvicorn/daphne) so it is the client's address, not the balancer's.
-        return cls(ip=request.META.get("REMOTE_ADDR") or None, user_agent=request.headers.get("user-agent", "")[:512])
+        # The peer, or behind proxies listed in TRUSTED_PROXIES the client they name.
+        return cls(ip=client_ip(request) or None, user_agent=request.headers.get("user-agent", "")[:512])
 
 
 SYSTEM = ClientInfo()

@@ -23,6 +23,8 @@ __all__ = [
 ]
 
 KEY_PREFIX = "gwop_"
+# The actor label of an operator authenticated by a logged-in session rather than an API key.
+SESSION_ACTOR_PREFIX = "user:"
 _SHOWN_PREFIX_LENGTH = 12
 # last_used_at is for humans; writing it at most once a minute keeps a scraper from writing a row
 # on every scrape.
@@ -81,4 +83,4 @@ async def authenticate_operator(request: HttpRequest) -> str:
         raise AuthenticationFailed("Operator credentials required: Authorization: Bearer <operator API key>, or log in.")
     if not (user.is_active and user.is_staff):
         raise PermissionDenied("Operator access needs a staff account.")
-    return f"user:{user.get_username()}"
+    return f"{SESSION_ACTOR_PREFIX}{user.get_username()}"

@@ -18,6 +18,7 @@ PRODUCTION_ENV = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "ALLOWED_HOSTS": "gateway.example.com",
     "BEHIND_HTTPS_PROXY": "true",
+    "TRUSTED_PROXIES": "10.0.0.0/8",
     "SECURE_SSL_REDIRECT": "true",
     "SECURE_HSTS_SECONDS": "31536000",
     "SECURE_HSTS_PRELOAD": "true",
