@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -28,21 +29,26 @@ async def send_model(token: str, model: str) -> int:  # noqa: F811
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
-async def test_a_model_name_with_a_newline_cannot_write_its_own_log_line(token, fake_upstream, settings, caplog, as_json):  # noqa: F811
-    settings.LOG_REQUEST_STAGES = True
+async def test_a_v1_path_with_a_newline_cannot_write_its_own_log_line(fake_upstream, caplog, as_json):  # noqa: F811
     caplog.set_level(logging.INFO, logger="gateway.proxy")
-    model = f"claude-sonnet-4-5\n{FORGED_LINE}\r\x1b[2J"
-    assert await send_model(token, model) == 200
+    answer = await call_gateway("POST", "/v1/messages%0A" + quote(FORGED_LINE) + "%0D%1B[2J", body=b"{}")
+    assert answer.status == 400  # not canonical, refused; the path is still logged as it arrived
     records = [r for r in caplog.records if r.name == "gateway.proxy"]
     lines = formatted_lines(records, as_json)
-    assert len(lines) == len(records) == 4
+    assert len(lines) == len(records) == 2
     assert not any(line.startswith(FORGED_LINE[:20]) or "\x1b" in line or "\r" in line for line in lines)
     if as_json:
-        proxying = orjson.loads(lines[1])
-        assert proxying["model"] == "claude-sonnet-4-5\\n" + FORGED_LINE + "\\r\\x1b[2J"
+        assert orjson.loads(lines[0])["path"] == "/v1/messages\\n" + FORGED_LINE + "\\r\\x1b[2J"
     else:
-        # Quoted (the value holds spaces), so the escapes' backslashes are doubled as logfmt does.
-        assert 'model="claude-sonnet-4-5\\\\n' + FORGED_LINE + '\\\\r\\\\x1b[2J" ' in lines[1]
+        assert 'path="/v1/messages\\\\n' + FORGED_LINE + '\\\\r\\\\x1b[2J"' in lines[0]
+
+
+async def test_a_model_name_with_control_characters_is_refused_before_it_is_logged(token, fake_upstream, settings, caplog):  # noqa: F811
+    settings.LOG_REQUEST_STAGES = True
+    caplog.set_level(logging.INFO, logger="gateway.proxy")
+    assert await send_model(token, f"claude-sonnet-4-5\n{FORGED_LINE}") == 400
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.proxy"] == ["Incoming request", "Usage tracked", "Request completed"]
+    assert fake_upstream.requests == []
 
 
 async def test_a_value_with_spaces_cannot_fake_another_field_in_text_logs(token, fake_upstream, settings, caplog):  # noqa: F811
@@ -55,24 +61,21 @@ async def test_a_value_with_spaces_cannot_fake_another_field_in_text_logs(token,
     assert proxying[0].count(" deviceId=") == 2  # the real field, and the quoted text inside the model's value
 
 
-async def test_a_nul_byte_in_a_model_name_reaches_neither_the_log_nor_a_metric_label(token, fake_upstream, settings, caplog):  # noqa: F811
-    settings.LOG_REQUEST_STAGES = True
+async def test_a_nul_byte_in_a_v1_path_reaches_neither_the_log_nor_a_metric_label(transactional_db, fake_upstream, settings, caplog):  # noqa: F811
     settings.METRICS_TOKEN = "scrape-" + secrets.token_hex(16)
     caplog.set_level(logging.INFO, logger="gateway.proxy")
     marker = secrets.token_hex(4)
-    assert await send_model(token, f"claude\x00{marker}\u202e") == 200
+    assert (await call_gateway("POST", f"/v1/claude%00{marker}%E2%80%AE", body=b"{}")).status == 400
     records = [r for r in caplog.records if r.name == "gateway.proxy"]
     text = "\n".join(formatted_lines(records, as_json=False))
     assert "\x00" not in text and "\u202e" not in text
-    assert f" model=claude\\x00{marker}\\u202e " in text
+    assert f" path=/v1/claude\\x00{marker}\\u202e\n" in text
     json_lines = formatted_lines(records, as_json=True)
     assert all("\\u0000" not in line and "\u202e" not in line for line in json_lines)
-    assert [orjson.loads(line).get("model") for line in json_lines] == [None, f"claude\\x00{marker}\\u202e", f"claude\\x00{marker}\\u202e", None]
+    assert orjson.loads(json_lines[0])["path"] == f"/v1/claude\\x00{marker}\\u202e"
     scrape = await call_gateway("GET", "/metrics", headers={"authorization": f"Bearer {settings.METRICS_TOKEN}"})
     assert scrape.status == 200
     assert b"\x00" not in scrape.body and "\u202e".encode() not in scrape.body
-    # The exposition format doubles the backslash of the escape.
-    assert f'model="claude\\\\x00{marker}\\\\u202e"'.encode() in scrape.body
 
 
 async def test_a_path_with_an_encoded_newline_cannot_write_its_own_log_line(caplog):
