@@ -34,3 +34,16 @@ def test_signing_key_unreadable_with_the_current_encryption_key_is_an_error(sett
     )
     assert "tokens.E001" in _ids(databases=["default"])
     assert "tokens.E001" not in _ids()
+
+
+@pytest.mark.django_db
+def test_development_signing_key_left_beside_a_real_jwt_secret_is_warned_on_deploy(settings):
+    from tokens.signing_keys import development_kids
+
+    SigningKey.objects.create(
+        kid=next(iter(development_kids())), encrypted_secret="x", state=SigningKeyState.VERIFY_ONLY, created_at=timezone.now()
+    )
+    assert "tokens.W003" not in _ids(include_deployment_checks=True)  # JWT_SECRET is the default: development
+    settings.JWT_SECRET = "a-real-secret-of-at-least-32-bytes-0123456789"
+    assert "tokens.W003" in _ids(include_deployment_checks=True)
+    assert "tokens.W003" not in _ids()

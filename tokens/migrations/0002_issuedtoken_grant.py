@@ -1,17 +1,7 @@
-"""Wrapper and refresh token issued together become one grant. Rows issued before this migration
-are paired the way they were issued: one bootstrap or refresh wrote both rows of a family with the
-same `issued_at`."""
-import uuid
-
+"""Wrapper and refresh token issued together become one grant (the rows are paired in 0003: on
+PostgreSQL the new index is built when this migration ends, which it cannot do after data updates
+in the same transaction)."""
 from django.db import migrations, models
-
-
-def pair_existing_tokens(apps, schema_editor):
-    IssuedToken = apps.get_model("tokens", "IssuedToken")
-    grants: dict[tuple[str, object], str] = {}
-    for token in IssuedToken.objects.order_by("pk").iterator():
-        token.grant = grants.setdefault((token.family, token.issued_at), uuid.uuid4().hex)
-        token.save(update_fields=["grant"])
 
 
 class Migration(migrations.Migration):
@@ -24,7 +14,6 @@ class Migration(migrations.Migration):
             field=models.CharField(default="", max_length=64, db_index=True, help_text="Shared by the wrapper and refresh token issued together."),
             preserve_default=False,
         ),
-        migrations.RunPython(pair_existing_tokens, migrations.RunPython.noop),
         migrations.AlterField(
             model_name="issuedtoken",
             name="used_at",

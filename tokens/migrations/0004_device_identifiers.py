@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tokens', '0002_issuedtoken_grant'),
+        ('tokens', '0003_pair_existing_tokens'),
     ]
 
     operations = [
