@@ -77,11 +77,18 @@ def audit_lockout(sender: object, request: HttpRequest, username: str | None, ip
 
 
 def unlock_login(*, username: str | None = None, address: str | None = None, actor: str) -> int:
-    """Forget the stored failures of a username and/or a client address; returns how many rows went.
+    """Forget the stored failures of a username and/or a client address; returns how many
+    (username, address, browser) failure counters went.
 
     Both given: each is cleared (not only their pair), since either alone may be what is locked.
     """
-    removed = (reset(username=username) if username else 0) + (reset(ip=address) if address else 0)
+    counters = AccessAttempt.objects.filter(
+        (Q(username=username) if username else Q(pk__in=[])) | (Q(ip_address=address) if address else Q(pk__in=[]))
+    ).count()
+    if username:
+        reset(username=username)
+    if address:
+        reset(ip=address)
     log_event(logger, "Admin login unlocked", logging.WARNING, username=username or "", client_ip=address or "",
-              removed_attempts=removed, actor=actor)
-    return removed
+              failure_counters=counters, actor=actor)
+    return counters

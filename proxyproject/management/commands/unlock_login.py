@@ -18,4 +18,4 @@ class Command(BaseCommand):
             raise CommandError("Give --username, --ip or both.")
         removed = unlock_login(username=username, address=address, actor=f"cli:{getpass.getuser()}")
         target = " and ".join(part for part in (username and f"username {username!r}", address and f"address {address}") if part)
-        self.stdout.write(f"Unlocked {target}: {removed} stored failure record(s) removed.")
+        self.stdout.write(f"Unlocked {target}: {removed} failure counter(s) cleared.")
