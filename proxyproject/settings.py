@@ -129,6 +129,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # Installed for its static files: the API docs load Swagger UI from this gateway, not a CDN,
+    # so the Content-Security-Policy can stay 'self'.
+    "ninja",
     "axes",
     "proxyproject",
     "tokens",
