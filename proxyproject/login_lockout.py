@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from axes.backends import AxesStandaloneBackend
 from axes.helpers import get_client_username
 from axes.models import AccessAttempt
 from axes.signals import user_locked_out
@@ -28,6 +29,20 @@ from django.http import HttpRequest
 from proxyproject.logging import log_event
 
 logger = logging.getLogger("proxyproject.login_lockout")
+
+
+class LoginLockoutBackend(AxesStandaloneBackend):
+    """Axes' lockout check for logins that come with a request (every login form).
+
+    Code that authenticates without one (a shell, `Client.login` in tests) has no client to count
+    or lock; axes would raise there, so this passes it on to the next backend instead.
+    """
+
+    def authenticate(self, request: HttpRequest | None, username: str | None = None, password: str | None = None,
+                     **kwargs: object) -> None:
+        if request is None:
+            return None
+        return super().authenticate(request, username, password, **kwargs)
 
 
 def login_client_address(request: HttpRequest) -> str:

@@ -153,7 +153,7 @@ MIDDLEWARE = [
 ]
 
 # AxesBackend first: it refuses a locked-out client before any password hash is computed.
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = ["proxyproject.login_lockout.LoginLockoutBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "proxyproject.urls"
 ASGI_APPLICATION = "proxyproject.asgi.application"
