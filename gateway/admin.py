@@ -51,6 +51,9 @@ class RotateUpstreamKeyForm(forms.Form):
 
 @admin.register(UpstreamKey)
 class UpstreamKeyAdmin(admin.ModelAdmin):
+    class Media:
+        css = {"all": ("console/console.css",)}  # .console-alert: no inline styles under the CSP
+
     list_display = (
         "name", "fingerprint", "state", "weight", "flag", "age", "in_flight", "last_used_at", "request_count", "failures",
         "draining_since", "retired_at",
@@ -77,13 +80,13 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
         if obj.flagged_at is None:
             return "-"
         when = obj.flagged_at.strftime("%Y-%m-%d %H:%M")
-        return format_html('<strong style="color:#ba2121">{}</strong> ({})', obj.flagged_reason, when)
+        return format_html('<strong class="console-alert">{}</strong> ({})', obj.flagged_reason, when)
 
     @admin.display(description="Age (days)", ordering="created_at")
     def age(self, obj: UpstreamKey) -> str:
         days = (timezone.now() - obj.created_at).days
         if obj.state == UpstreamKeyState.ACTIVE and days >= settings.UPSTREAM_KEY_ROTATION_DAYS:
-            return format_html('<strong style="color:#ba2121">{} (rotate)</strong>', days)
+            return format_html('<strong class="console-alert">{} (rotate)</strong>', days)
         return str(days)
 
     @admin.display(description="In flight")

@@ -7,3 +7,4 @@ class ProxyProjectConfig(AppConfig):
 
     def ready(self) -> None:
         from proxyproject import checks  # noqa: F401  (registers the system checks)
+        from proxyproject import login_lockout  # noqa: F401  (connects the lockout audit receiver)

@@ -1,5 +1,5 @@
-"""ASGI entry point: HTTP to Django, websockets (staff sessions only) to channels consumers, and the
-lifespan hooks of the apps."""
+"""ASGI entry point: HTTP to Django, websockets (the gateway's own origin only, then staff sessions)
+to channels consumers, and the lifespan hooks of the apps."""
 import os
 
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
@@ -12,17 +12,17 @@ django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry loaded above)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from gateway.asgi import mount_proxy  # noqa: E402
 from proxyproject.lifespan import lifespan_app  # noqa: E402
 from proxyproject.routing import websocket_urlpatterns  # noqa: E402
+from proxyproject.websocket_origin import ExactOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # /v1/* goes straight to the proxy, without Django's handler and middleware (gateway/asgi.py).
         "http": mount_proxy(django_asgi_app),
         "lifespan": lifespan_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": ExactOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -150,7 +150,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
-    "ninja",  # its templates and static files: the API docs page loads Swagger UI from this server, not a CDN
+    "ninja",  # its templates and static files: the API docs load Swagger UI from this server, not a CDN, so the CSP stays 'self'
+    "axes",
     "proxyproject",
     "tokens",
     "gateway",
@@ -165,7 +166,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "proxyproject.content_security.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# AxesBackend first: it refuses a locked-out client before any password hash is computed.
+AUTHENTICATION_BACKENDS = ["proxyproject.login_lockout.LoginLockoutBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "proxyproject.urls"
 ASGI_APPLICATION = "proxyproject.asgi.application"
@@ -261,6 +268,29 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = None
 FIELD_ENCRYPTION_KEY = env_secret("FIELD_ENCRYPTION_KEY")
 ADMIN_USERNAME = env_str("ADMIN_USERNAME")
 ADMIN_PASSWORD = env_secret("ADMIN_PASSWORD")
+
+# --- Operator console: login lockout (django-axes), websocket origins, browser policy ---------
+# A username is locked after this many failures from anywhere, and a client address after this many
+# failures for any usernames (proxyproject/login_lockout.py explains the growing cool-off).
+ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+ADMIN_LOGIN_COOLOFF_SECONDS = env_int("ADMIN_LOGIN_COOLOFF_SECONDS", 900, minimum=1)
+ADMIN_LOGIN_COOLOFF_MAX_SECONDS = env_int("ADMIN_LOGIN_COOLOFF_MAX_SECONDS", 86400, minimum=1)
+AXES_ENABLED = env_bool("ADMIN_LOGIN_LOCKOUT", True)
+AXES_FAILURE_LIMIT = ADMIN_LOGIN_FAILURE_LIMIT
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_COOLOFF_TIME = "proxyproject.login_lockout.login_cool_off"
+AXES_USE_ATTEMPT_EXPIRATION = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = True
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+# The one place axes learns the client address; at merge it points at the TRUSTED_PROXIES-aware
+# function through proxyproject.login_lockout.login_client_address.
+AXES_CLIENT_IP_CALLABLE = "proxyproject.login_lockout.login_client_address"
+# Origins (scheme://host[:port]) besides the gateway's own that may open the operators' websockets.
+WEBSOCKET_ALLOWED_ORIGINS = [o.strip().rstrip("/") for o in env_str("WEBSOCKET_ALLOWED_ORIGINS", "").split(",") if o.strip()]
+CONTENT_SECURITY_POLICY_ENABLED = env_bool("CONTENT_SECURITY_POLICY_ENABLED", True)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

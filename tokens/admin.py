@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from tokens.device_state import invalidate_all_devices, invalidate_devices
 from tokens.models import AuditEvent, Device, DeviceStatus, IssuedToken, OperatorApiKey, Organization, SigningKey
@@ -152,7 +153,7 @@ class DeviceAdmin(admin.ModelAdmin):
             return "-"
         spend = spend_summary_for_devices([obj.pk])[obj.pk]
         policy = resolve_policy(obj, obj.organization)
-        url = reverse("admin:usage_usagerecord_changelist") + f"?device_ref={obj.device_id}"
+        url = reverse("admin:usage_usagerecord_changelist") + "?" + urlencode({"device_ref": obj.device_id})
         return format_html(
             'Today {} · this month {} · <a href="{}">usage records</a>',
             _against_cap(spend.today, policy.device_daily_cap_usd), _against_cap(spend.month, policy.device_monthly_cap_usd), url,
@@ -166,7 +167,7 @@ class DeviceAdmin(admin.ModelAdmin):
     def tokens_link(self, obj: Device) -> str:
         if obj.pk is None:
             return "-"
-        url = reverse("admin:tokens_issuedtoken_changelist") + f"?device__id__exact={obj.pk}"
+        url = reverse("admin:tokens_issuedtoken_changelist") + "?" + urlencode({"device__id__exact": obj.pk})
         return format_html('<a href="{}">Issued tokens</a>', url)
 
     def save_model(self, request: HttpRequest, obj: Device, form, change: bool) -> None:

@@ -15,6 +15,7 @@ from tokens.admin import CappedCountPaginator, ReadOnlyAdmin
 from usage.dashboard import PERIODS, build_dashboard
 from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
 from usage.models import ModelPrice, UsageRecord, UsageRollup
+from usage.permissions import can_view_usage
 
 
 @admin.register(ModelPrice)
@@ -52,6 +53,10 @@ class ReadOnlyUsageAdmin(ReadOnlyAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False
 
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Lists, change pages and CSV exports of records and rollups: all under the one usage rule.
+        return can_view_usage(request.user)
+
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyUsageAdmin):
@@ -86,7 +91,7 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
         ]
 
     def _require_view(self, request: HttpRequest) -> None:
-        if not self.has_view_permission(request):
+        if not can_view_usage(request.user):
             raise PermissionDenied
 
     def dashboard_view(self, request: HttpRequest) -> TemplateResponse:

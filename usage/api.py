@@ -13,6 +13,7 @@ from ninja import Field, Query, Router, Schema
 from gateway.errors import InvalidRequest, PermissionDenied
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
 from tokens.operators import KEY_PREFIX, authenticate_operator
+from usage.permissions import can_view_usage
 from usage.reports import GroupBy, UsageFilter, usage_groups, usage_totals
 
 router = Router(tags=["usage"])
@@ -72,10 +73,13 @@ class Reader:
 
 
 async def authenticate_usage_reader(request: HttpRequest) -> Reader:
-    """An operator key or staff session reads everything; any other bearer is a wrapper token."""
+    """An operator key, or a session allowed to view usage, reads everything; any other bearer is a
+    wrapper token."""
     raw = extract_bearer_token(request.headers)
     if raw is None or raw.startswith(KEY_PREFIX):
         await authenticate_operator(request)
+        if raw is None and not await sync_to_async(can_view_usage)(await request.auser()):
+            raise PermissionDenied("Reading usage needs the usage view permission.")
         return Reader(None, None, None)
     identity = await authenticate_wrapper_token(raw)
     return Reader(identity.device_pk, identity.device_id, identity.org_id)

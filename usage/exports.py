@@ -28,9 +28,14 @@ class _Echo:
         return value
 
 
+# OWASP CSV injection: a spreadsheet may read a cell starting with one of these as a formula (TAB
+# and CR because some strip them and read on); a leading quote makes it plain text.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: object) -> object:
-    """Neutralise a leading =, +, - or @ in text so a spreadsheet never runs a cell as a formula."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    """Neutralise text a spreadsheet would run as a formula; render decimals and times as text."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
         return "'" + value
     if isinstance(value, Decimal):
         return format(value, "f")

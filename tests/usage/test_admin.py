@@ -162,5 +162,5 @@ def test_every_usage_admin_list_renders(operator, recent_usage, path):
 
 def test_the_live_page_opens_the_staff_websocket(operator):
     html = operator.get("/admin/usage/usagerecord/live/").content.decode()
-    assert '"/ws/usage/live/"' in html
+    assert '<script src="/static/usage/live.js" defer></script>' in html
     assert 'id="live-table"' in html

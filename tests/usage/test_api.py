@@ -8,6 +8,7 @@ import uuid
 import orjson
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.utils import timezone
 
@@ -102,8 +103,9 @@ def test_an_operator_key_reads_everything(client, fleet):
     assert body["totals"]["input_tokens"] == 3077
 
 
-def test_a_staff_session_reads_everything(client, fleet):
+def test_a_staff_session_that_may_view_usage_reads_everything(client, fleet):
     staff = get_user_model().objects.create(username="ops", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_usagerecord"))
     client.force_login(staff)
     assert get_usage(client).json()["totals"]["requests"] == 5
 

@@ -1,4 +1,4 @@
-"""The admin's live feed: a channels websocket that staff sessions open, fed by the usage writer."""
+"""The admin's live feed: a channels websocket that sessions allowed to view usage open, fed by the usage writer."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +6,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from proxyproject.asgi import application
@@ -17,19 +18,22 @@ pytestmark = pytest.mark.usefixtures("live_prices")
 PATH = "/ws/usage/live/"
 
 
-def session_cookie(**user_fields: object) -> bytes:
+def session_cookie(*, may_view_usage: bool = False, **user_fields: object) -> bytes:
+    user = get_user_model().objects.create(**user_fields)
+    if may_view_usage:
+        user.user_permissions.add(Permission.objects.get(codename="view_usagerecord"))
     client = Client()
-    client.force_login(get_user_model().objects.create(**user_fields))
+    client.force_login(user)
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
 
 
 def communicator(cookie: bytes | None) -> WebsocketCommunicator:
-    headers = [(b"origin", b"http://localhost")] + ([(b"cookie", cookie)] if cookie else [])
+    headers = [(b"origin", settings.PROXY_BASE_URL.encode())] + ([(b"cookie", cookie)] if cookie else [])
     return WebsocketCommunicator(application, PATH, headers=headers)
 
 
-async def test_a_staff_session_sees_each_record_as_it_is_written():
-    cookie = await sync_to_async(session_cookie)(username="ops", is_staff=True)
+async def test_a_session_that_may_view_usage_sees_each_record_as_it_is_written():
+    cookie = await sync_to_async(session_cookie)(username="ops", is_staff=True, may_view_usage=True)
     socket = communicator(cookie)
     connected, _ = await socket.connect()
     assert connected
