@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from asgiref.sync import sync_to_async
 from axes.backends import AxesStandaloneBackend
 from axes.helpers import get_client_username
 from axes.models import AccessAttempt
@@ -26,6 +27,7 @@ from django.db.models import Q, Sum
 from django.dispatch import receiver
 from django.http import HttpRequest
 
+from proxyproject.client_address import client_ip
 from proxyproject.logging import log_event
 
 logger = logging.getLogger("proxyproject.login_lockout")
@@ -44,14 +46,12 @@ class LoginLockoutBackend(AxesStandaloneBackend):
             return None
         return super().authenticate(request, username, password, **kwargs)
 
-
-def login_client_address(request: HttpRequest) -> str:
-    """The address axes counts failures against (AXES_CLIENT_IP_CALLABLE).
-
-    The peer address as the ASGI server reports it. When the TRUSTED_PROXIES-aware
-    `proxyproject.client_address.client_ip` exists, this is the one line to repoint at it.
-    """
-    return request.META.get("REMOTE_ADDR") or ""
+    async def aauthenticate(self, request: HttpRequest | None, username: str | None = None, password: str | None = None,
+                            **kwargs: object) -> None:
+        """Django's async login path (`alogin`, async views) asks each backend for this."""
+        if request is None:
+            return None
+        return await sync_to_async(self.authenticate)(request, username, password, **kwargs)
 
 
 def cool_off_for_failures(failures: int) -> dt.timedelta:
@@ -70,7 +70,7 @@ def _failures(request: HttpRequest | None) -> int:
     if request is None:
         return 0
     username = get_client_username(request)
-    address = getattr(request, "axes_ip_address", None) or login_client_address(request)
+    address = getattr(request, "axes_ip_address", None) or client_ip(request)
     counts = [
         AccessAttempt.objects.filter(match).aggregate(total=Sum("failures_since_start"))["total"] or 0
         for match in (Q(username=username) if username else None, Q(ip_address=address) if address else None)

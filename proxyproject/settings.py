@@ -285,9 +285,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
-# The one place axes learns the client address; at merge it points at the TRUSTED_PROXIES-aware
-# function through proxyproject.login_lockout.login_client_address.
-AXES_CLIENT_IP_CALLABLE = "proxyproject.login_lockout.login_client_address"
+# Axes counts failures per client address as TRUSTED_PROXIES defines it, like every other limit.
+AXES_CLIENT_IP_CALLABLE = "proxyproject.client_address.client_ip"
 # Origins (scheme://host[:port]) besides the gateway's own that may open the operators' websockets.
 WEBSOCKET_ALLOWED_ORIGINS = [o.strip().rstrip("/") for o in env_str("WEBSOCKET_ALLOWED_ORIGINS", "").split(",") if o.strip()]
 CONTENT_SECURITY_POLICY_ENABLED = env_bool("CONTENT_SECURITY_POLICY_ENABLED", True)
