@@ -254,6 +254,8 @@ UPSTREAM_KEY_FORBIDDEN_THRESHOLD = env_int("UPSTREAM_KEY_FORBIDDEN_THRESHOLD", 5
 UPSTREAM_KEY_DRAIN_GRACE_SECONDS = env_int("UPSTREAM_KEY_DRAIN_GRACE_SECONDS", 900, minimum=0)
 # How often each gateway process confirms its in-memory key pool (one Redis GET, or a reload without Redis).
 UPSTREAM_KEY_POOL_CACHE_SECONDS = env_float("UPSTREAM_KEY_POOL_CACHE_SECONDS", 5.0, minimum=0.1)
+# Request headers forwarded upstream besides Anthropic's and its clients' (gateway/headers.py), comma-separated.
+UPSTREAM_EXTRA_REQUEST_HEADERS = tuple(name.strip().lower() for name in env_str("UPSTREAM_EXTRA_REQUEST_HEADERS").split(",") if name.strip())
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
 
 # --- Tokens ---------------------------------------------------------------------------------
