@@ -298,6 +298,8 @@ MONTHLY_SPEND_CAP_USD = env_str("MONTHLY_SPEND_CAP_USD")
 CIRCUIT_BREAKER_FAILURE_THRESHOLD = env_int("CIRCUIT_BREAKER_FAILURE_THRESHOLD", 5, minimum=1)
 CIRCUIT_BREAKER_RESET_TIMEOUT = env_float("CIRCUIT_BREAKER_RESET_TIMEOUT", 30.0, minimum=0.1)
 CIRCUIT_BREAKER_SUCCESS_THRESHOLD = env_int("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", 2, minimum=1)
+# Distinct devices whose failures it takes to open the upstream's breaker (1: any one device can, as in the seed).
+CIRCUIT_BREAKER_MIN_DEVICES = env_int("CIRCUIT_BREAKER_MIN_DEVICES", 2, minimum=1)
 # How long a gateway process trusts the breaker state it last saw (Redis is read at most this often).
 CIRCUIT_BREAKER_CACHE_SECONDS = env_float("CIRCUIT_BREAKER_CACHE_SECONDS", 1.0, minimum=0.0)
 POLICY_CACHE_SECONDS = env_float("POLICY_CACHE_SECONDS", 5.0, minimum=0.0)
