@@ -98,7 +98,8 @@ def production_environment(base: dict[str, str], var_dir: Path, upstream_url: st
     from one device, and the point is to measure the limiter's cost, not to be refused by it.
     DATABASE_URL and REDIS_URL pass through from `base` when set (PostgreSQL and Redis); otherwise
     SQLite and the per-process backends in a temporary VAR_DIR. Usage records are written by the
-    usage writer process, as `make run` and docker-compose run it in production.
+    usage writer process, as `make run` and docker-compose run it in production. The benchmark
+    upstream's `x-fake-stream` pacing header is let through the gateway's request-header allowlist.
     """
     env = {name: value for name, value in base.items() if name not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")}
     env.update({
@@ -115,6 +116,7 @@ def production_environment(base: dict[str, str], var_dir: Path, upstream_url: st
         "PROXY_BASE_URL": f"http://127.0.0.1:{port}",
         "WEB_CONCURRENCY": "1",
         "USAGE_WRITER": "process",
+        "UPSTREAM_EXTRA_REQUEST_HEADERS": "x-fake-stream",  # the benchmark upstream's pacing header
         "PYTHONUNBUFFERED": "1",
     })
     return env

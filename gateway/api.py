@@ -48,6 +48,8 @@ def breaker_body(snapshot: BreakerSnapshot) -> dict[str, Any]:
         "failure_threshold": config.failure_threshold,
         "reset_timeout_seconds": config.reset_timeout,
         "success_threshold": config.success_threshold,
+        "min_devices": config.min_devices,
+        "failing_devices": len(snapshot.devices),
         "shared": bool(settings.REDIS_URL),
     }
 

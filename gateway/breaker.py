@@ -1,30 +1,51 @@
-"""The circuit breaker in front of the upstream, exactly as the seed specifies.
+"""The circuit breaker in front of the upstream: the seed's, made so one device cannot open it for everyone.
 
-    closed ──(FAILURE_THRESHOLD consecutive failures)──▶ open ──(RESET_TIMEOUT s)──▶ half-open
-       ▲                                                  ▲                              │
-       └──────────(SUCCESS_THRESHOLD trial successes)─────┼──────────────────────────────┤
-                                                          └─────────(a trial fails)──────┘
+    closed ──(FAILURE_THRESHOLD consecutive failures, from MIN_DEVICES devices)──▶ open ──(RESET_TIMEOUT s)──▶ half-open
+       ▲                                                                          ▲                              │
+       └──────────────────────(SUCCESS_THRESHOLD trial successes)─────────────────┼──────────────────────────────┤
+                                                                                  └──(failed trials from MIN_DEVICES devices)
 
 Failures are 5xx (529 included), connect errors and timeouts; a 4xx is the request's fault, not
 the upstream's, and counts as a success. Half-open admits one trial request at a time (a lease
 that expires after RESET_TIMEOUT, so a trial whose process died does not wedge the breaker).
 
+Why devices: a request can make the upstream fail (the bundled fake's `FAKE_FAULT:` prompt does it
+on purpose; a body that makes the real API answer 500, or a stream held until it times out, would
+too), so one device repeating such a request used to open the breaker for every device. Now the
+upstream's breaker counts consecutive failures as the seed does, but opens only once they come
+from CIRCUIT_BREAKER_MIN_DEVICES distinct devices (default 2; 1 is the seed's breaker); any
+success forgets both count and devices. A failed half-open trial opens it again on the same rule, so one
+device cannot hold it open by failing every trial. An outage seen by several devices still
+opens it at the 5th failure.
+
+And each device has its own breaker, the same machine with one device: its 5 consecutive failures
+make that device (and only it) fail fast for 30 s, then try again. That is what a real outage with
+a single active device looks like: the only device there is fails fast after 5 failures, and the
+first failure of any other device then opens the upstream's breaker (the streak already counts 5).
+A failure of a device whose own breaker was already open (another process admitted it before it
+knew) counts for neither breaker, so a device adds at most FAILURE_THRESHOLD failures to a streak.
+
 The state lives in a backend: Redis when configured (one Lua script per step, so every process
-sees one breaker) or this process. Each process keeps the last state it saw for
-CIRCUIT_BREAKER_CACHE_SECONDS, so an ordinary request while the breaker is closed costs no round
-trip, and neither does a refusal while it is open; a success is written only when it changes
-something (failures to forget, a half-open trial).
+sees one breaker, and one hash per device that has failures) or this process. Each process keeps
+the last state it saw for CIRCUIT_BREAKER_CACHE_SECONDS, so an ordinary request while the breaker
+is closed costs no round trip, and neither does a refusal while it is open; a success is written
+only when it changes something (failures to forget, a half-open trial). A device's breaker is
+read only by a process that has seen that device fail: the others admit it and learn at its
+next failure, one request per process at most.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Callable
 
 from django.conf import settings
 
-from gateway.breaker_redis import RedisBreakerBackend
-from gateway.breaker_state import ADMITTED, Admission, BreakerBackend, BreakerConfig, BreakerSnapshot, BreakerState, LocalBreakerBackend
+from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
+from gateway.breaker_state import (
+    ADMITTED, Admission, BreakerBackend, BreakerConfig, BreakerSnapshot, BreakerState, DeviceBreakers, LocalBreakerBackend, LocalDeviceBreakers,
+)
 from gateway.errors import refuse_when_shared_state_fails
 from gateway.metrics import count_breaker_transition
 from proxyproject.logging import log_event
@@ -41,15 +62,19 @@ def is_failure_status(status: int) -> bool:
 
 class CircuitBreaker:
     """The breaker as the proxy uses it: `admit` before going upstream, `record` when the outcome is
-    known. Remembers the last state it saw for `cache_seconds` to spare the backend."""
+    known, both for one device. Remembers the last state it saw for `cache_seconds` to spare the
+    backend, and the devices it saw fail (only those have a breaker worth reading)."""
 
-    def __init__(self, backend: BreakerBackend, *, clock: Clock = time.time, cache_seconds: float | None = None, config: BreakerConfig | None = None) -> None:
+    def __init__(self, backend: BreakerBackend, *, devices: DeviceBreakers, clock: Clock = time.time, cache_seconds: float | None = None,
+                 config: BreakerConfig | None = None) -> None:
         self.backend = backend
+        self.devices = devices
         self._clock = clock
         self._cache_seconds = settings.CIRCUIT_BREAKER_CACHE_SECONDS if cache_seconds is None else cache_seconds
         self._config = config
         self._seen: BreakerSnapshot | None = None
         self._seen_at = 0.0
+        self._devices_seen: dict[str, tuple[BreakerSnapshot, float]] = {}
 
     @property
     def config(self) -> BreakerConfig:
@@ -66,38 +91,79 @@ class CircuitBreaker:
             count_breaker_transition(after.state.value)
             level = logging.WARNING if after.state is BreakerState.OPEN else logging.INFO
             log_event(logger, "Circuit breaker state changed", level, fromState=before.state.value, toState=after.state.value,
-                      reason=reason, consecutiveFailures=after.failures, opens=after.opens)
+                      reason=reason, consecutiveFailures=after.failures, opens=after.opens, devices=len(after.devices))
 
-    async def admit(self) -> Admission:
-        """Raises SharedStateUnavailable when the shared state cannot be read: an upstream the other
-        instances have given up on must not be sent requests because this one lost Redis."""
+    def _remember_device(self, device: str, before: BreakerSnapshot, after: BreakerSnapshot, now: float) -> None:
+        if after.clean:
+            self._devices_seen.pop(device, None)
+        else:
+            self._devices_seen[device] = (after, now)
+        self.devices.settled(device, after)
+        if before.state is not after.state:
+            log_event(logger, "Device circuit breaker state changed", logging.INFO, devicePk=device, fromState=before.state.value,
+                      toState=after.state.value, consecutiveFailures=after.failures)
+
+    async def admit(self, device: str) -> Admission:
+        """The device's own breaker first, then the upstream's. Raises SharedStateUnavailable when
+        the shared state cannot be read: an upstream the other instances have given up on must not
+        be sent requests because this one lost Redis. (A device's trial lease taken just before the
+        upstream's breaker refuses is not handed back: it expires, and only that device waits.)"""
         now = self._clock()
-        config = self.config
+        own = await self._admit_device(device, now) if device in self._devices_seen else ADMITTED
+        if not own.allowed:
+            return own
         seen = self._fresh(now)
-        if seen is not None:
+        if seen is not None and seen.state is BreakerState.CLOSED:
+            admission = ADMITTED
+        else:
+            admission = await self._admit_upstream(now, seen)
+        return replace(admission, device_trial=True) if own.trial and admission.allowed else admission
+
+    async def _admit_device(self, device: str, now: float) -> Admission:
+        config = self.config
+        seen, seen_at = self._devices_seen[device]
+        if now - seen_at < self._cache_seconds:
             if seen.state is BreakerState.CLOSED:
                 return ADMITTED
             if seen.state is BreakerState.OPEN and now < seen.opened_at + config.reset_timeout:
                 return Admission(False, retry_after=seen.opened_at + config.reset_timeout - now)
         with refuse_when_shared_state_fails("circuit_breaker"):
+            before, after, admission = await self.devices.get(device).admit(now, config.for_one_device())
+        self._remember_device(device, before, after, now)
+        return admission
+
+    async def _admit_upstream(self, now: float, seen: BreakerSnapshot | None) -> Admission:
+        config = self.config
+        if seen is not None and seen.state is BreakerState.OPEN and now < seen.opened_at + config.reset_timeout:
+            return Admission(False, retry_after=seen.opened_at + config.reset_timeout - now)
+        with refuse_when_shared_state_fails("circuit_breaker"):
             before, after, admission = await self.backend.admit(now, config)
         self._remember(before, after, now, "reset timeout elapsed")
         return admission
 
-    async def record(self, admission: Admission, *, success: bool) -> None:
+    async def record(self, admission: Admission, *, device: str, success: bool) -> None:
         now = self._clock()
+        if not success or device in self._devices_seen:
+            before, after = await self.devices.get(device).record(now, success, admission.device_trial, self.config.for_one_device(), device)
+            self._remember_device(device, before, after, now)
+            if not success and before.state is not BreakerState.CLOSED and not admission.trial:
+                return  # the device's own breaker had opened: its failures are no news of the upstream (a trial's always is)
         seen = self._seen
         # A success changes nothing in a closed breaker with no failures to forget. The last state
         # seen is trusted here even past the cache time: a failure counted elsewhere meanwhile is
         # forgotten one success later, after this process's next admit re-reads the state.
         if success and not admission.trial and seen is not None and seen.state is BreakerState.CLOSED and not seen.failures:
             return
-        before, after = await self.backend.record(now, success, admission.trial, self.config)
+        before, after = await self.backend.record(now, success, admission.trial, self.config, device)
         self._remember(before, after, now, "trial succeeded" if success else "upstream failure")
 
     async def reset(self, *, actor: str) -> BreakerSnapshot:
+        """Closes the upstream's breaker and every device's (other processes re-read a device's
+        within the cache time)."""
         now = self._clock()
         before, after = await self.backend.reset(now)
+        await self.devices.reset_all()
+        self._devices_seen.clear()
         log_event(logger, "Circuit breaker reset", actor=actor, fromState=before.state.value)
         self._remember(before, after, now, f"reset by {actor}")
         return after
@@ -121,8 +187,8 @@ def get_circuit_breaker() -> CircuitBreaker:
     global _local_breaker, _redis_breaker
     if redis_configured():
         if _redis_breaker is None:
-            _redis_breaker = CircuitBreaker(RedisBreakerBackend())
+            _redis_breaker = CircuitBreaker(RedisBreakerBackend(), devices=RedisDeviceBreakers(settings.CIRCUIT_BREAKER_RESET_TIMEOUT))
         return _redis_breaker
     if _local_breaker is None:
-        _local_breaker = CircuitBreaker(LocalBreakerBackend())
+        _local_breaker = CircuitBreaker(LocalBreakerBackend(), devices=LocalDeviceBreakers())
     return _local_breaker

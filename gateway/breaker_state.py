@@ -1,7 +1,8 @@
-"""The breaker's state machine and its per-process backend (see `gateway.breaker` for the rules).
+"""The breaker's state machine and its per-process backends (see `gateway.breaker` for the rules).
 
 The steps are pure functions of a snapshot, so the local backend, the Redis script that mirrors
-them and the tests all agree on one definition.
+them and the tests all agree on one definition. The upstream's breaker and each device's own run
+the same machine; a device's needs one device to open (`min_devices` 1).
 """
 from __future__ import annotations
 
@@ -24,10 +25,15 @@ class BreakerConfig:
     failure_threshold: int
     reset_timeout: float
     success_threshold: int
+    min_devices: int = 1  # distinct devices whose failures it takes to open (1: the seed's breaker)
 
     @classmethod
     def from_settings(cls) -> "BreakerConfig":
-        return cls(settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD, settings.CIRCUIT_BREAKER_RESET_TIMEOUT, settings.CIRCUIT_BREAKER_SUCCESS_THRESHOLD)
+        return cls(settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD, settings.CIRCUIT_BREAKER_RESET_TIMEOUT, settings.CIRCUIT_BREAKER_SUCCESS_THRESHOLD,
+                   settings.CIRCUIT_BREAKER_MIN_DEVICES)
+
+    def for_one_device(self) -> "BreakerConfig":
+        return replace(self, min_devices=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,12 @@ class BreakerSnapshot:
     changed_at: float = 0.0
     trial_until: float = 0.0  # a half-open trial's lease
     opens: int = 0  # times opened since the record began
+    devices: tuple[str, ...] = ()  # devices of the failures since the last success (at most min_devices kept)
+
+    @property
+    def clean(self) -> bool:
+        """Nothing worth keeping: a device's breaker in this state is forgotten."""
+        return self.state is BreakerState.CLOSED and not self.failures
 
     def retry_after(self, now: float, config: BreakerConfig) -> float:
         if self.state is BreakerState.OPEN:
@@ -51,8 +63,9 @@ class BreakerSnapshot:
 @dataclass(frozen=True, slots=True)
 class Admission:
     allowed: bool
-    trial: bool = False
+    trial: bool = False  # the upstream breaker's half-open trial
     retry_after: float = 0.0
+    device_trial: bool = False  # the device's own breaker's half-open trial
 
 
 ADMITTED = Admission(True)
@@ -65,30 +78,43 @@ def admit_step(snapshot: BreakerSnapshot, now: float, config: BreakerConfig) -> 
     if snapshot.state is BreakerState.OPEN:
         if now < snapshot.opened_at + config.reset_timeout:
             return snapshot, Admission(False, retry_after=snapshot.opened_at + config.reset_timeout - now)
-        snapshot = replace(snapshot, state=BreakerState.HALF_OPEN, successes=0, trial_until=0.0, changed_at=now)
+        snapshot = replace(snapshot, state=BreakerState.HALF_OPEN, successes=0, trial_until=0.0, changed_at=now, devices=())
     if snapshot.trial_until > now:
         return snapshot, Admission(False, retry_after=snapshot.trial_until - now)
     return replace(snapshot, trial_until=now + config.reset_timeout), Admission(True, trial=True)
 
 
-def record_step(snapshot: BreakerSnapshot, now: float, success: bool, trial: bool, config: BreakerConfig) -> BreakerSnapshot:
+def with_device(devices: tuple[str, ...], device: str, config: BreakerConfig) -> tuple[str, ...]:
+    if device in devices or len(devices) >= config.min_devices:
+        return devices
+    return (*devices, device)
+
+
+def record_step(snapshot: BreakerSnapshot, now: float, success: bool, trial: bool, config: BreakerConfig, device: str) -> BreakerSnapshot:
     """The state machine's outcome step. Outcomes of requests admitted under an earlier state
-    (not trials) change nothing once the breaker has left `closed`."""
+    (not trials) change nothing once the breaker has left `closed`. Failures open it (or open it
+    again from half-open) only once they come from `min_devices` distinct devices; a success
+    forgets them."""
     state = snapshot.state
     if state is BreakerState.CLOSED:
         if success:
-            return replace(snapshot, failures=0) if snapshot.failures else snapshot
+            return replace(snapshot, failures=0, devices=()) if snapshot.failures else snapshot
         failures = snapshot.failures + 1
-        if failures >= config.failure_threshold:
-            return replace(snapshot, state=BreakerState.OPEN, failures=failures, opened_at=now, changed_at=now, opens=snapshot.opens + 1)
-        return replace(snapshot, failures=failures)
+        devices = with_device(snapshot.devices, device, config)
+        if failures >= config.failure_threshold and len(devices) >= config.min_devices:
+            return replace(snapshot, state=BreakerState.OPEN, failures=failures, devices=devices, opened_at=now, changed_at=now, opens=snapshot.opens + 1)
+        return replace(snapshot, failures=failures, devices=devices)
     if state is BreakerState.HALF_OPEN and trial:
         if not success:
-            return replace(snapshot, state=BreakerState.OPEN, successes=0, trial_until=0.0, opened_at=now, changed_at=now, opens=snapshot.opens + 1)
+            devices = with_device(snapshot.devices, device, config)
+            if len(devices) >= config.min_devices:
+                return replace(snapshot, state=BreakerState.OPEN, successes=0, trial_until=0.0, devices=devices, opened_at=now, changed_at=now,
+                               opens=snapshot.opens + 1)
+            return replace(snapshot, trial_until=0.0, devices=devices)
         successes = snapshot.successes + 1
         if successes >= config.success_threshold:
-            return replace(snapshot, state=BreakerState.CLOSED, failures=0, successes=0, trial_until=0.0, changed_at=now)
-        return replace(snapshot, successes=successes, trial_until=0.0)
+            return replace(snapshot, state=BreakerState.CLOSED, failures=0, successes=0, trial_until=0.0, changed_at=now, devices=())
+        return replace(snapshot, successes=successes, trial_until=0.0, devices=())
     return snapshot
 
 
@@ -99,7 +125,7 @@ def reset_step(snapshot: BreakerSnapshot, now: float) -> BreakerSnapshot:
 class BreakerBackend(Protocol):
     async def admit(self, now: float, config: BreakerConfig) -> tuple[BreakerSnapshot, BreakerSnapshot, Admission]: ...
 
-    async def record(self, now: float, success: bool, trial: bool, config: BreakerConfig) -> tuple[BreakerSnapshot, BreakerSnapshot]: ...
+    async def record(self, now: float, success: bool, trial: bool, config: BreakerConfig, device: str) -> tuple[BreakerSnapshot, BreakerSnapshot]: ...
 
     async def reset(self, now: float) -> tuple[BreakerSnapshot, BreakerSnapshot]: ...
 
@@ -119,10 +145,10 @@ class LocalBreakerBackend:
             self._snapshot, admission = admit_step(before, now, config)
             return before, self._snapshot, admission
 
-    async def record(self, now: float, success: bool, trial: bool, config: BreakerConfig) -> tuple[BreakerSnapshot, BreakerSnapshot]:
+    async def record(self, now: float, success: bool, trial: bool, config: BreakerConfig, device: str) -> tuple[BreakerSnapshot, BreakerSnapshot]:
         with self._lock:
             before = self._snapshot
-            self._snapshot = record_step(before, now, success, trial, config)
+            self._snapshot = record_step(before, now, success, trial, config, device)
             return before, self._snapshot
 
     async def reset(self, now: float) -> tuple[BreakerSnapshot, BreakerSnapshot]:
@@ -133,3 +159,34 @@ class LocalBreakerBackend:
 
     async def read(self) -> BreakerSnapshot:
         return self._snapshot
+
+
+class DeviceBreakers(Protocol):
+    """Each device's own breaker, one backend per device."""
+
+    def get(self, device: str) -> BreakerBackend: ...
+
+    def settled(self, device: str, snapshot: BreakerSnapshot) -> None: ...
+
+    async def reset_all(self) -> None: ...
+
+
+class LocalDeviceBreakers:
+    """Each device's breaker in this process. Only devices whose breaker holds something (failures,
+    or not closed) are kept: the others would all be a fresh closed breaker."""
+
+    def __init__(self) -> None:
+        self._backends: dict[str, LocalBreakerBackend] = {}
+
+    def get(self, device: str) -> LocalBreakerBackend:
+        backend = self._backends.get(device)
+        if backend is None:
+            backend = self._backends[device] = LocalBreakerBackend()
+        return backend
+
+    def settled(self, device: str, snapshot: BreakerSnapshot) -> None:
+        if snapshot.clean:
+            self._backends.pop(device, None)
+
+    async def reset_all(self) -> None:
+        self._backends.clear()

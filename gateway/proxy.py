@@ -99,7 +99,7 @@ class ProxiedRequest:
             summary = summarize_body(route, body)
             self.event.model = summary.model
             self.grant = await enforce_policy(identity, summary, path=self.path, body_bytes=len(body), request_id=self.request_id)
-            self.admission = await get_circuit_breaker().admit()
+            self.admission = await get_circuit_breaker().admit(str(identity.device_pk))
             if not self.admission.allowed:
                 raise CircuitOpen(retry_after=self.admission.retry_after)
             await self._forward_until_done_or_gone(body, summary, identity)
@@ -232,8 +232,8 @@ class ProxiedRequest:
         )
 
     async def _record_breaker_outcome(self) -> None:
-        if self.admission is not None and self.admission.allowed and self.upstream_ok is not None:
-            await get_circuit_breaker().record(self.admission, success=self.upstream_ok)
+        if self.admission is not None and self.admission.allowed and self.upstream_ok is not None and self.event is not None:
+            await get_circuit_breaker().record(self.admission, device=str(self.event.device_pk), success=self.upstream_ok)
 
     async def _submit_usage(self, latency_ms: float, ttfb_ms: float | None) -> None:
         """Complete the usage event with what the response showed and queue it durably."""

@@ -310,6 +310,8 @@ UPSTREAM_KEY_FORBIDDEN_THRESHOLD = env_int("UPSTREAM_KEY_FORBIDDEN_THRESHOLD", 5
 UPSTREAM_KEY_DRAIN_GRACE_SECONDS = env_int("UPSTREAM_KEY_DRAIN_GRACE_SECONDS", 900, minimum=0)
 # How often each gateway process confirms its in-memory key pool (one Redis GET, or a reload without Redis).
 UPSTREAM_KEY_POOL_CACHE_SECONDS = env_float("UPSTREAM_KEY_POOL_CACHE_SECONDS", 5.0, minimum=0.1)
+# Request headers forwarded upstream besides Anthropic's and its clients' (gateway/headers.py), comma-separated.
+UPSTREAM_EXTRA_REQUEST_HEADERS = tuple(name.strip().lower() for name in env_str("UPSTREAM_EXTRA_REQUEST_HEADERS").split(",") if name.strip())
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
 # Forward /v1 routes outside the gateway's route table (gateway/routes.py) instead of answering 404.
 GATEWAY_FORWARD_UNKNOWN_ROUTES = env_bool("GATEWAY_FORWARD_UNKNOWN_ROUTES", False)
@@ -354,6 +356,8 @@ MONTHLY_SPEND_CAP_USD = env_str("MONTHLY_SPEND_CAP_USD")
 CIRCUIT_BREAKER_FAILURE_THRESHOLD = env_int("CIRCUIT_BREAKER_FAILURE_THRESHOLD", 5, minimum=1)
 CIRCUIT_BREAKER_RESET_TIMEOUT = env_float("CIRCUIT_BREAKER_RESET_TIMEOUT", 30.0, minimum=0.1)
 CIRCUIT_BREAKER_SUCCESS_THRESHOLD = env_int("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", 2, minimum=1)
+# Distinct devices whose failures it takes to open the upstream's breaker (1: any one device can, as in the seed).
+CIRCUIT_BREAKER_MIN_DEVICES = env_int("CIRCUIT_BREAKER_MIN_DEVICES", 2, minimum=1)
 # How long a gateway process trusts the breaker state it last saw (Redis is read at most this often).
 CIRCUIT_BREAKER_CACHE_SECONDS = env_float("CIRCUIT_BREAKER_CACHE_SECONDS", 1.0, minimum=0.0)
 POLICY_CACHE_SECONDS = env_float("POLICY_CACHE_SECONDS", 5.0, minimum=0.0)

@@ -7,10 +7,11 @@ import secrets
 import pytest
 
 from gateway.breaker import CircuitBreaker, is_failure_status
-from gateway.breaker_redis import RedisBreakerBackend
-from gateway.breaker_state import BreakerConfig, BreakerState, LocalBreakerBackend
+from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
+from gateway.breaker_state import BreakerConfig, BreakerState, LocalBreakerBackend, LocalDeviceBreakers
 
-CONFIG = BreakerConfig(failure_threshold=5, reset_timeout=30.0, success_threshold=2)
+CONFIG = BreakerConfig(failure_threshold=5, reset_timeout=30.0, success_threshold=2)  # min_devices 1: the seed's breaker
+DEVICE = "1"
 
 
 class Clock:
@@ -22,11 +23,18 @@ class Clock:
 
 
 @pytest.fixture(params=["local", "redis"])
-def backend(request):
+def stores(request):
+    """The upstream's breaker and the devices' breakers, in this process or in Redis."""
     if request.param == "local":
-        return LocalBreakerBackend()
+        return LocalBreakerBackend(), LocalDeviceBreakers()
     request.getfixturevalue("redis_required")
-    return RedisBreakerBackend(name=f"test-{secrets.token_hex(4)}")
+    name = f"test-{secrets.token_hex(4)}"
+    return RedisBreakerBackend(name=name), RedisDeviceBreakers(CONFIG.reset_timeout, name=f"{name}-device")
+
+
+@pytest.fixture
+def backend(stores):
+    return stores[0]
 
 
 @pytest.fixture
@@ -35,14 +43,15 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def breaker(backend, clock) -> CircuitBreaker:
-    return CircuitBreaker(backend, clock=clock, cache_seconds=0.0, config=CONFIG)
+def breaker(stores, clock) -> CircuitBreaker:
+    backend, devices = stores
+    return CircuitBreaker(backend, devices=devices, clock=clock, cache_seconds=0.0, config=CONFIG)
 
 
 async def fail(breaker: CircuitBreaker, times: int) -> None:
     for _ in range(times):
-        admission = await breaker.admit()
-        await breaker.record(admission, success=False)
+        admission = await breaker.admit(DEVICE)
+        await breaker.record(admission, device=DEVICE, success=False)
 
 
 async def test_opens_after_five_consecutive_failures_and_fails_fast_for_thirty_seconds(breaker, clock):
@@ -52,13 +61,13 @@ async def test_opens_after_five_consecutive_failures_and_fails_fast_for_thirty_s
     snapshot = await breaker.snapshot()
     assert (snapshot.state, snapshot.failures, snapshot.opens) == (BreakerState.OPEN, 5, 1)
     clock.now += 29.5
-    refused = await breaker.admit()
+    refused = await breaker.admit(DEVICE)
     assert (refused.allowed, refused.retry_after) == (False, pytest.approx(0.5))
 
 
 async def test_a_success_resets_the_consecutive_count(breaker):
     await fail(breaker, 4)
-    await breaker.record(await breaker.admit(), success=True)
+    await breaker.record(await breaker.admit(DEVICE), device=DEVICE, success=True)
     await fail(breaker, 4)
     snapshot = await breaker.snapshot()
     assert (snapshot.state, snapshot.failures) == (BreakerState.CLOSED, 4)
@@ -67,43 +76,43 @@ async def test_a_success_resets_the_consecutive_count(breaker):
 async def test_half_open_admits_one_trial_at_a_time_and_closes_after_two_successes(breaker, clock):
     await fail(breaker, 5)
     clock.now += 30.0
-    trial = await breaker.admit()
+    trial = await breaker.admit(DEVICE)
     assert (trial.allowed, trial.trial) == (True, True)
     assert (await breaker.snapshot()).state is BreakerState.HALF_OPEN
-    assert (await breaker.admit()).allowed is False
-    await breaker.record(trial, success=True)
-    second = await breaker.admit()
+    assert (await breaker.admit(DEVICE)).allowed is False
+    await breaker.record(trial, device=DEVICE, success=True)
+    second = await breaker.admit(DEVICE)
     assert second.trial is True
-    await breaker.record(second, success=True)
+    await breaker.record(second, device=DEVICE, success=True)
     snapshot = await breaker.snapshot()
     assert (snapshot.state, snapshot.failures, snapshot.successes) == (BreakerState.CLOSED, 0, 0)
-    assert (await breaker.admit()).allowed is True
+    assert (await breaker.admit(DEVICE)).allowed is True
 
 
 async def test_a_failed_trial_opens_the_breaker_again_for_a_full_timeout(breaker, clock):
     await fail(breaker, 5)
     clock.now += 31.0
-    trial = await breaker.admit()
-    await breaker.record(trial, success=False)
+    trial = await breaker.admit(DEVICE)
+    await breaker.record(trial, device=DEVICE, success=False)
     snapshot = await breaker.snapshot()
     assert (snapshot.state, snapshot.opens, snapshot.opened_at) == (BreakerState.OPEN, 2, clock.now)
     clock.now += 29.0
-    assert (await breaker.admit()).allowed is False
+    assert (await breaker.admit(DEVICE)).allowed is False
 
 
 async def test_an_abandoned_trial_lease_expires(breaker, clock):
     await fail(breaker, 5)
     clock.now += 30.0
-    assert (await breaker.admit()).trial is True
+    assert (await breaker.admit(DEVICE)).trial is True
     clock.now += 29.0
-    assert (await breaker.admit()).allowed is False
+    assert (await breaker.admit(DEVICE)).allowed is False
     clock.now += 1.5
-    assert (await breaker.admit()).trial is True
+    assert (await breaker.admit(DEVICE)).trial is True
 
 
 async def test_late_outcomes_of_requests_admitted_while_closed_do_not_move_an_open_breaker(breaker, clock):
     await fail(breaker, 5)
-    late = await breaker.backend.record(clock.now, True, False, CONFIG)
+    late = await breaker.backend.record(clock.now, True, False, CONFIG, DEVICE)
     assert late[1].state is BreakerState.OPEN
 
 
@@ -111,17 +120,18 @@ async def test_reset_closes_at_once_and_keeps_the_count_of_openings(breaker):
     await fail(breaker, 5)
     snapshot = await breaker.reset(actor="user:ops")
     assert (snapshot.state, snapshot.failures, snapshot.opens) == (BreakerState.CLOSED, 0, 1)
-    assert (await breaker.admit()).allowed is True
+    assert (await breaker.admit(DEVICE)).allowed is True
 
 
-async def test_a_process_trusts_the_state_it_saw_for_the_cache_time(backend, clock):
-    watcher = CircuitBreaker(backend, clock=clock, cache_seconds=1.0, config=CONFIG)
-    other = CircuitBreaker(backend, clock=clock, cache_seconds=0.0, config=CONFIG)
-    assert (await watcher.admit()).allowed is True
+async def test_a_process_trusts_the_state_it_saw_for_the_cache_time(stores, clock):
+    backend, devices = stores
+    watcher = CircuitBreaker(backend, devices=devices, clock=clock, cache_seconds=1.0, config=CONFIG)
+    other = CircuitBreaker(backend, devices=devices, clock=clock, cache_seconds=0.0, config=CONFIG)
+    assert (await watcher.admit("2")).allowed is True
     await fail(other, 5)
-    assert (await watcher.admit()).allowed is True
+    assert (await watcher.admit("2")).allowed is True
     clock.now += 1.0
-    assert (await watcher.admit()).allowed is False
+    assert (await watcher.admit("2")).allowed is False
 
 
 def test_only_server_errors_count_as_failures():

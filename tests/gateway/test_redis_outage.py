@@ -23,7 +23,7 @@ import proxyproject.redis
 from gateway import breaker as breaker_module
 from gateway import breaker_redis, proxy
 from gateway.breaker import CircuitBreaker
-from gateway.breaker_redis import RedisBreakerBackend
+from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
 from tests.gateway.conftest import MESSAGE_BODY, Answer, bearer, call_gateway, enroll_device
 from tests.servers import free_port
 from usage import spend, spend_redis
@@ -107,7 +107,7 @@ async def test_a_spend_reservation_timing_out_is_refused_before_going_upstream(
 
 async def test_a_breaker_that_cannot_reach_redis_refuses_before_going_upstream(fake_upstream, token, patches, caplog):
     client = unreachable_client(free_port())
-    breaker = CircuitBreaker(RedisBreakerBackend(), cache_seconds=0)
+    breaker = CircuitBreaker(RedisBreakerBackend(), devices=RedisDeviceBreakers(30.0), cache_seconds=0)
     patches.setattr(breaker_module, "_local_breaker", breaker)
     patches.setattr(breaker_module, "_redis_breaker", breaker)
     patches.setattr(breaker_redis, "get_async_redis", lambda: client)

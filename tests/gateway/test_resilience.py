@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.db.backends.utils import CursorWrapper
 from django.test import AsyncClient
 
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway
+from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway, enroll_device
 from tokens.operators import create_operator_api_key
 
 
@@ -69,8 +69,9 @@ async def test_operators_read_and_reset_the_breaker(fake_upstream, token):
     _, secret = await sync_to_async(create_operator_api_key)(name="ops", created_by=None)
     client = AsyncClient()
     opened_before = (await client.get("/admin/circuit-breaker", headers={"authorization": f"Bearer {secret}"})).json()["times_opened"]
-    for _ in range(5):
-        await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": "500"}), body=MESSAGE_BODY)
+    other = await enroll_device()  # the upstream's breaker opens on failures of two devices
+    for device_token in (token, other, token, other, token):
+        await call_gateway("POST", "/v1/messages", headers=bearer(device_token, **{"x-fake-fault": "500"}), body=MESSAGE_BODY)
     assert (await client.get("/admin/circuit-breaker")).status_code == 401
     assert (await client.get("/admin/circuit-breaker", headers={"authorization": f"Bearer {token}"})).status_code == 401
     state = (await client.get("/admin/circuit-breaker", headers={"authorization": f"Bearer {secret}"})).json()
@@ -84,8 +85,9 @@ async def test_deep_health_reports_the_breaker_and_an_open_one_is_down(fake_upst
     client = AsyncClient()
     healthy = (await client.get("/healthz", {"deep": "1"})).json()
     assert healthy["checks"]["circuit_breaker"]["status"] == "ok" and healthy["checks"]["circuit_breaker"]["detail"] == "closed"
-    for _ in range(5):
-        await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": "529"}), body=MESSAGE_BODY)
+    other = await enroll_device()  # the upstream's breaker opens on failures of two devices
+    for device_token in (token, other, token, other, token):
+        await call_gateway("POST", "/v1/messages", headers=bearer(device_token, **{"x-fake-fault": "529"}), body=MESSAGE_BODY)
     down = await client.get("/healthz", {"deep": "1"})
     assert down.status_code == 503 and down.json()["checks"]["circuit_breaker"]["status"] == "down"
 

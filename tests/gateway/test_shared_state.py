@@ -24,8 +24,8 @@ def test_requests_through_either_process_count_against_one_limit(two_gateways):
 
 def test_a_breaker_opened_through_one_process_refuses_on_the_other(two_gateways):
     fake, first, second = two_gateways
-    token = enroll(first)
-    assert [post_message(first, token, **{"x-fake-fault": "500"}).status_code for _ in range(5)] == [500] * 5
+    token, other = enroll(first), enroll(first)  # the upstream's breaker opens on failures of two devices
+    assert [post_message(first, device_token, **{"x-fake-fault": "500"}).status_code for device_token in (token, other) * 2 + (token,)] == [500] * 5
     deadline = time.monotonic() + 5
     while (answer := post_message(second, token)).status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.1)

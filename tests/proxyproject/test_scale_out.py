@@ -64,8 +64,8 @@ def admin_session(server) -> httpx.Client:
 
 def test_a_breaker_opened_and_a_revocation_made_through_one_instance_hold_on_the_other(two_gateways):
     fake, first, second = two_gateways
-    token = enroll(first)
-    assert [post_message(first, token, **{"x-fake-fault": "529"}).status_code for _ in range(5)] == [529] * 5
+    token, other = enroll(first), enroll(first)  # the upstream's breaker opens on failures of two devices
+    assert [post_message(first, device_token, **{"x-fake-fault": "529"}).status_code for device_token in (token, other) * 2 + (token,)] == [529] * 5
     refused = wait_for(lambda: (a := post_message(second, token)).status_code == 503 and a, 5)
     assert refused and refused.json()["error"]["details"]["error_code"] == "circuit_open"
     httpx.post(first.url + "/admin/circuit-breaker/reset", timeout=10)  # no credential: refused, stays open
