@@ -15,4 +15,4 @@ os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 # Many tests enroll devices from 127.0.0.1; the abuse-limit tests set their own small limits.
 os.environ.setdefault("ENROLLMENT_RATE_LIMIT_MAX", "1000000")
 # The bundled fake's test knobs cross the gateway in tests only (by default only Anthropic's headers do).
-os.environ.setdefault("UPSTREAM_EXTRA_REQUEST_HEADERS", "x-fake-fault,x-fake-stream,x-fake-usage")
+os.environ.setdefault("UPSTREAM_EXTRA_REQUEST_HEADERS", "x-fake-fault,x-fake-stream,x-fake-usage,x-test-probe,x-test-gateway")
