@@ -7,6 +7,7 @@ development fallback), so both halves of the platform answer the same Host the s
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -16,6 +17,8 @@ from django.http.request import split_domain_port, validate_host
 from gateway.errors import HostNotAllowed
 
 _DEBUG_HOSTS = (".localhost", "127.0.0.1", "[::1]")
+# Django's own logger for refused hosts: its filter keeps one rate-limited line however many arrive.
+disallowed_host_logger = logging.getLogger("django.security.DisallowedHost")
 
 
 def allowed_hosts() -> tuple[str, ...]:
@@ -45,5 +48,7 @@ def request_host(headers: Sequence[tuple[bytes, bytes]], server: tuple[str, int]
 
 def check_host_allowed(headers: Sequence[tuple[bytes, bytes]], server: tuple[str, int] | None) -> None:
     """Raises HostNotAllowed (400) unless the request's host is one this gateway serves."""
-    if not host_is_allowed(request_host(headers, server), allowed_hosts()):
+    host = request_host(headers, server)
+    if not host_is_allowed(host, allowed_hosts()):
+        disallowed_host_logger.warning("Invalid Host header refused", extra={"event_fields": {"host": host[:256], "path": "/v1"}})
         raise HostNotAllowed()

@@ -7,6 +7,7 @@ upstream must receive nothing."""
 from __future__ import annotations
 
 import http.client
+import logging
 
 import orjson
 import pytest
@@ -152,3 +153,14 @@ def test_a_live_server_refuses_every_attack_path_sent_raw(transactional_db):
             assert [(r.method, r.path) for r in fake.requests] == [("POST", "/v1/messages")]
         finally:
             server.stop()
+
+
+async def test_a_flood_of_invalid_hosts_on_v1_logs_one_line(fake_upstream, token, caplog, settings):
+    settings.DISALLOWED_HOST_LOG_INTERVAL = 3600
+    caplog.set_level(logging.WARNING, logger="django.security.DisallowedHost")
+    for index in range(20):
+        answer = await call_gateway("POST", "/v1/messages", headers={**bearer(token), "host": f"evil-{index}.example"}, body=MESSAGE_BODY)
+        assert answer.status == 400
+    refused = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert len(refused) <= 1
+    assert all(r.exc_info is None for r in refused)
