@@ -122,7 +122,8 @@ CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS", "").s
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    # django.contrib.admin, with the login form and site check of the optional second factor.
+    "proxyproject.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -133,6 +134,8 @@ INSTALLED_APPS = [
     # so the Content-Security-Policy can stay 'self'.
     "ninja",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "proxyproject",
     "tokens",
     "gateway",
@@ -145,6 +148,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "proxyproject.content_security.ContentSecurityPolicyMiddleware",
@@ -267,6 +271,10 @@ AXES_CLIENT_IP_CALLABLE = "proxyproject.login_lockout.login_client_address"
 # Origins (scheme://host[:port]) besides the gateway's own that may open the operators' websockets.
 WEBSOCKET_ALLOWED_ORIGINS = [o.strip().rstrip("/") for o in env_str("WEBSOCKET_ALLOWED_ORIGINS", "").split(",") if o.strip()]
 CONTENT_SECURITY_POLICY_ENABLED = env_bool("CONTENT_SECURITY_POLICY_ENABLED", True)
+# Console logins: a user with a TOTP device always gives its code; with this on, a superuser
+# without one cannot log in (proxyproject/second_factor.py; enroll with manage.py enroll_totp).
+ADMIN_TOTP_REQUIRED_FOR_SUPERUSERS = env_bool("ADMIN_TOTP_REQUIRED_FOR_SUPERUSERS", False)
+OTP_TOTP_ISSUER = "LLM gateway"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
