@@ -143,7 +143,8 @@ TRUSTED_PROXY_HEADER = env_choice("TRUSTED_PROXY_HEADER", "x-forwarded-for", ("x
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    # django.contrib.admin, with the login form and site check of the optional second factor.
+    "proxyproject.apps.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -152,6 +153,8 @@ INSTALLED_APPS = [
     "channels",
     "ninja",  # its templates and static files: the API docs load Swagger UI from this server, not a CDN, so the CSP stays 'self'
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "proxyproject",
     "tokens",
     "gateway",
@@ -164,6 +167,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "proxyproject.content_security.ContentSecurityPolicyMiddleware",
@@ -290,6 +294,10 @@ AXES_CLIENT_IP_CALLABLE = "proxyproject.client_address.client_ip"
 # Origins (scheme://host[:port]) besides the gateway's own that may open the operators' websockets.
 WEBSOCKET_ALLOWED_ORIGINS = [o.strip().rstrip("/") for o in env_str("WEBSOCKET_ALLOWED_ORIGINS", "").split(",") if o.strip()]
 CONTENT_SECURITY_POLICY_ENABLED = env_bool("CONTENT_SECURITY_POLICY_ENABLED", True)
+# Console logins: a user with a TOTP device always gives its code; with this on, a superuser
+# without one cannot log in (proxyproject/second_factor.py; enroll with manage.py enroll_totp).
+ADMIN_TOTP_REQUIRED_FOR_SUPERUSERS = env_bool("ADMIN_TOTP_REQUIRED_FOR_SUPERUSERS", False)
+OTP_TOTP_ISSUER = "LLM gateway"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -88,6 +88,7 @@ def start_gateways(fake: FakeAnthropic, count: int) -> list[ServerProcess]:
         gateway_process(
             ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=OLD, UPSTREAM_KEY_POOL_CACHE_SECONDS=POOL_CACHE_SECONDS,
             ENROLLMENT_MODE="open", RATE_LIMIT_MAX="1000000",
+            UPSTREAM_EXTRA_REQUEST_HEADERS="x-fake-fault,x-fake-stream,x-test-probe,x-test-gateway",  # the tags it finds requests by
         )
         for _ in range(count)
     ]
