@@ -96,6 +96,13 @@ def _max_tokens(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+def check_body_readable(route: Route, content_encoding: bytes | None) -> None:
+    """A route outside the table has its model checked only if the gateway can read its body: a
+    compressed body could hide the model it names, so it is refused there."""
+    if route.spec.policy is RoutePolicy.UNKNOWN_FORWARDED and content_encoding and content_encoding.strip().lower() != b"identity":
+        raise InvalidRequest("content-encoding: routes outside the gateway's route table take uncompressed bodies only.")
+
+
 def summarize_body(route: Route, body: bytes) -> RequestSummary:
     """Read what policy needs; raises InvalidRequest for a body the API would refuse as unreadable."""
     spec = route.spec

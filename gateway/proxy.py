@@ -22,7 +22,7 @@ import httpx
 from django.conf import settings
 
 from gateway import relay
-from gateway.body import ClientDisconnected, RequestSummary, check_declared_length, read_body, summarize_body
+from gateway.body import ClientDisconnected, RequestSummary, check_body_readable, check_declared_length, read_body, summarize_body
 from gateway.breaker import get_circuit_breaker, is_failure_status
 from gateway.breaker_state import Admission
 from gateway.channel import ClientChannel, Receive, Scope, Send
@@ -95,6 +95,7 @@ class ProxiedRequest:
             identity = await authenticate_wrapper_token(self._credential())
             self.event = self._new_event(identity)
             check_declared_length(header_value(self.headers, b"content-length"), settings.MAX_REQUEST_BODY_BYTES)
+            check_body_readable(route, header_value(self.headers, b"content-encoding"))
             body = await read_body(self.receive, settings.MAX_REQUEST_BODY_BYTES)
             summary = summarize_body(route, body)
             self.event.model = summary.model

@@ -164,3 +164,13 @@ async def test_a_flood_of_invalid_hosts_on_v1_logs_one_line(fake_upstream, token
     refused = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
     assert len(refused) <= 1
     assert all(r.exc_info is None for r in refused)
+
+
+async def test_forwarded_unknown_route_refuses_a_compressed_body_that_could_hide_its_model(fake_upstream, token, settings):
+    import gzip
+
+    settings.GATEWAY_FORWARD_UNKNOWN_ROUTES = True
+    headers = {**bearer(token), "content-encoding": "gzip"}
+    answer = await call_gateway("POST", "/v1/agents", headers=headers, body=gzip.compress(DISALLOWED_MODEL_BODY))
+    assert error_of(answer) == (400, "invalid_request_error", "invalid_request")
+    assert fake_upstream.requests == []
