@@ -6,12 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
 
+import httpx
 import orjson
 import pytest
 from asgiref.sync import sync_to_async
 
 from tests.gateway.conftest import bearer, call_gateway, enroll_device
 from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.test_sdk import enroll
 from tests.security.owned import batch_body, create_batch
 from usage.spend import current_spend
 
@@ -112,3 +114,22 @@ async def test_a_batch_naming_a_model_outside_the_allowlist_is_refused(fake_upst
     answer = await call_gateway("POST", "/v1/messages/batches", headers=bearer(token), body=batch_body(2))
     assert (answer.status, orjson.loads(answer.body)["error"]["details"]["error_code"]) == (403, "model_not_allowed")
     assert fake_upstream.requests == []
+
+
+def test_a_batch_reserved_on_one_gateway_counts_on_the_other_until_canceled(two_gateways):
+    from asgiref.sync import async_to_sync
+
+    fake, first, second = two_gateways
+    async_to_sync(sync_to_async(_only_sonnet_priced))()
+    token = enroll(first, daily_spend_cap_usd=Decimal("0.05"))
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json", "anthropic-version": "2023-06-01"}
+    body = batch_body(4, max_tokens=1000)  # about 0.032 of a 0.05 cap: one fits, two do not
+    assert expected_worst_case(4, 1000) * 2 > Decimal("0.05") > expected_worst_case(4, 1000)
+    created = httpx.post(first.url + "/v1/messages/batches", content=body, headers=headers, timeout=10)
+    assert created.status_code == 200
+    refused = httpx.post(second.url + "/v1/messages/batches", content=body, headers=headers, timeout=10)
+    assert (refused.status_code, refused.json()["error"]["details"]["error_code"]) == (429, "spend_cap_reached")
+    canceled = httpx.post(second.url + f"/v1/messages/batches/{created.json()['id']}/cancel", headers=headers, timeout=10)
+    assert canceled.status_code == 200
+    assert httpx.post(first.url + "/v1/messages/batches", content=body, headers=headers, timeout=10).status_code == 200
+    assert len([seen for seen in fake.requests if seen.path == "/v1/messages/batches"]) == 2

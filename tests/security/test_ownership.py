@@ -9,6 +9,7 @@ import pytest
 
 from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device
 from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.test_sdk import enroll
 from tests.security.owned import batch_body, create_batch, file_headers, listed_ids, not_found_shape, upload_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -143,3 +144,25 @@ async def test_resources_created_before_ownership_belong_to_no_device(fake_upstr
     assert (listed.status, listed_ids(listed.body)) == (200, [])
     await refused_without_forwarding(fake_upstream, "GET", f"/v1/messages/batches/{old_batch}", device_a)
     await refused_without_forwarding(fake_upstream, "DELETE", f"/v1/messages/batches/{old_batch}", device_a)
+
+
+def test_ownership_recorded_on_one_gateway_holds_on_the_other(two_gateways):
+    fake, first, second = two_gateways
+    device_a, device_b = enroll(first), enroll(second)
+
+    def call(server, method: str, path: str, token: str, body: bytes = b"") -> httpx.Response:
+        return httpx.request(method, server.url + path, content=body, timeout=10, headers={
+            "authorization": f"Bearer {token}", "content-type": "application/json", "anthropic-version": "2023-06-01"})
+
+    created = call(first, "POST", "/v1/messages/batches", device_a, batch_body())
+    batch = created.json()["id"]
+    forwarded = len(fake.requests)
+    refused = [call(second, method, path, device_b).status_code for method, path in (
+        ("GET", f"/v1/messages/batches/{batch}"), ("GET", f"/v1/messages/batches/{batch}/results"),
+        ("POST", f"/v1/messages/batches/{batch}/cancel"), ("DELETE", f"/v1/messages/batches/{batch}"),
+    )]
+    assert refused == [404, 404, 404, 404]
+    assert len(fake.requests) == forwarded
+    assert call(second, "GET", "/v1/messages/batches", device_b).json()["data"] == []
+    assert call(second, "GET", f"/v1/messages/batches/{batch}", device_a).status_code == 200
+    assert [item["id"] for item in call(second, "GET", "/v1/messages/batches", device_a).json()["data"]] == [batch]
