@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device
+from tests.gateway.conftest import MESSAGE_BODY as MESSAGE
 from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.gateway.test_sdk import enroll
 from tests.security.owned import batch_body, create_batch, file_headers, listed_ids, not_found_shape, upload_file
@@ -166,3 +167,35 @@ def test_ownership_recorded_on_one_gateway_holds_on_the_other(two_gateways):
     assert call(second, "GET", "/v1/messages/batches", device_b).json()["data"] == []
     assert call(second, "GET", f"/v1/messages/batches/{batch}", device_a).status_code == 200
     assert [item["id"] for item in call(second, "GET", "/v1/messages/batches", device_a).json()["data"]] == [batch]
+
+
+@pytest.fixture
+def count_queries(monkeypatch):
+    """SQL statements run by any thread but the usage writer's (which drains on its own clock): the
+    proxy's queries run in asgiref's thread, out of reach of django_assert_num_queries."""
+    import threading
+
+    from django.db.backends import utils
+
+    executed: list[str] = []
+    original = utils.CursorWrapper.execute
+
+    def counted(self, sql, params=None):
+        if not threading.current_thread().name.startswith("usage-writer"):
+            executed.append(sql)
+        return original(self, sql, params)
+
+    monkeypatch.setattr(utils.CursorWrapper, "execute", counted)
+    return executed
+
+
+async def test_messages_and_a_cached_owner_read_make_no_query_a_stranger_read_makes_one(fake_upstream, two_devices, count_queries):
+    device_a, device_b = two_devices
+    batch = await create_batch(device_a)
+    assert (await call_gateway("POST", "/v1/messages", headers=bearer(device_b), body=MESSAGE)).status == 200
+    count_queries.clear()
+    assert (await call_gateway("POST", "/v1/messages", headers=bearer(device_a), body=MESSAGE)).status == 200
+    assert (await call_gateway("GET", f"/v1/messages/batches/{batch}", headers=bearer(device_a))).status == 200
+    assert count_queries == []
+    assert (await call_gateway("GET", f"/v1/messages/batches/{batch}", headers=bearer(device_b))).status == 404
+    assert len(count_queries) == 1
