@@ -53,10 +53,8 @@ def batch_worst_case_cost(body: bytes, at: dt.datetime) -> Decimal:
     requests = parsed.get("requests") if isinstance(parsed, dict) else None
     if not isinstance(requests, list):
         return Decimal(0)
-    return sum(
-        (_request_worst_case(item["params"], at) for item in requests if isinstance(item, dict) and isinstance(item.get("params"), dict)),
-        Decimal(0),
-    )
+    params = [item["params"] for item in requests if isinstance(item, dict) and isinstance(item.get("params"), dict)]
+    return sum((_request_worst_case(one, at) for one in params), Decimal(0))
 
 
 def batch_cost(results: list[UsageEvent]) -> Decimal | None:
@@ -85,7 +83,8 @@ def reservation_from_json(stored: dict[str, Any]) -> SpendReservation:
 
 
 def _stored_reservation(batch_id: str) -> dict[str, Any] | None:
-    return OwnedResource.objects.filter(kind=OwnedResourceKind.MESSAGE_BATCH, resource_id=batch_id).values_list("reservation", flat=True).first()
+    rows = OwnedResource.objects.filter(kind=OwnedResourceKind.MESSAGE_BATCH, resource_id=batch_id)
+    return rows.values_list("reservation", flat=True).first()
 
 
 def _claim_settlement(batch_id: str) -> dict[str, Any] | None:

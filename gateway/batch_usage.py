@@ -4,9 +4,9 @@ A batch's tokens are billed when its requests run, and the only place their usag
 results body (JSONL, one line per request). The relay passes that body through untouched, chunk by
 chunk; this reader watches the same chunks, and each `succeeded` line becomes a usage record of its
 own, priced at the batch rate; the reader also keeps those events, whose prices settle the batch's
-spend reservation (`gateway.batch_spend`) once the whole body was read. The record's request id is derived from the batch id and the line's
-`custom_id`, so fetching the results again stores nothing new: the usage table is unique on
-request_id and the writer skips ids already stored.
+spend reservation (`gateway.batch_spend`) once the whole body was read. The record's request id is
+derived from the batch id and the line's `custom_id`, so fetching the results again stores nothing
+new: the usage table is unique on request_id and the writer skips ids already stored.
 """
 from __future__ import annotations
 

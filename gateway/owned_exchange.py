@@ -37,7 +37,7 @@ def is_list(method: str, owned: OwnedPath) -> bool:
     return method == "GET" and owned.resource_id is None
 
 
-async def check_owned_access(method: str, owned: OwnedPath, identity: DeviceIdentity) -> None:
+async def check_owned_access(owned: OwnedPath, identity: DeviceIdentity) -> None:
     """Before forwarding: a request naming a resource the caller does not own is a 404."""
     if owned.resource_id is not None:
         await check_resource_access(identity, owned.kind, owned.resource_id)
@@ -61,7 +61,8 @@ async def answer_owned_list(proxied: "ProxiedRequest", owned: OwnedPath, identit
         body = rewrite_results_urls(body)
     proxied.status = 200
     proxied.upstream_ok = True
-    headers = client_response_headers(_JSON, rate_limit_headers=grant_headers, gateway_request_id=proxied.request_id, content_length=None)
+    headers = client_response_headers(_JSON, rate_limit_headers=grant_headers, gateway_request_id=proxied.request_id,
+                                      content_length=None)
     await proxied.client.send_whole(200, headers, body)
 
 

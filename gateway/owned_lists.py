@@ -72,7 +72,8 @@ def parse_page_request(query: bytes) -> PageRequest:
 
 
 def _cursor_pk(device_pk: int, kind: str, resource_id: str) -> int | None:
-    return OwnedResource.objects.filter(device_id=device_pk, kind=kind, resource_id=resource_id).values_list("pk", flat=True).first()
+    rows = OwnedResource.objects.filter(device_id=device_pk, kind=kind, resource_id=resource_id)
+    return rows.values_list("pk", flat=True).first()
 
 
 def _rows_from(device_pk: int, kind: str, from_pk: int | None, newer: bool, count: int) -> list[tuple[int, str]]:

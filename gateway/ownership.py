@@ -114,7 +114,9 @@ def _record(device_pk: int, org_id: int | None, kind: str, resource_id: str, res
         pass
 
 
-async def record_resource_owner(identity: DeviceIdentity, kind: str, resource_id: str, *, reservation: dict | None = None) -> None:
+async def record_resource_owner(
+    identity: DeviceIdentity, kind: str, resource_id: str, *, reservation: dict | None = None
+) -> None:
     """The device created this resource: from now on it is the device's alone."""
     await sync_to_async(_record)(identity.device_pk, identity.org_id, kind, resource_id, reservation)
     owned_cache.remember((identity.device_pk, kind, resource_id))

@@ -135,14 +135,18 @@ async def reserve_worst_case(identity: DeviceIdentity, summary: RequestSummary, 
     return await reserve_spend(identity, amount, request_id, ttl_seconds=ttl_seconds)
 
 
-async def enforce_policy(identity: DeviceIdentity, summary: RequestSummary, *, path: str, body: bytes, request_id: str) -> PolicyGrant:
+async def enforce_policy(
+    identity: DeviceIdentity, summary: RequestSummary, *, path: str, body: bytes, request_id: str
+) -> PolicyGrant:
     """Raises ModelNotAllowed (403), RateLimited (429), SpendCapReached (429, no retry) or
     SharedStateUnavailable (503, retry-after) when Redis does not answer."""
     models = summary.models
     check_models_allowed(identity.policy, models)
     tokens_reserved = tokens_bound(path, len(body), summary.max_tokens, identity.policy.tokens_per_minute)
     with refuse_when_shared_state_fails("rate_limit", request_id):
-        headers, counted_tokens_key = await check_rate_limits(identity, counts_tokens=bool(models), tokens_to_reserve=tokens_reserved)
+        headers, counted_tokens_key = await check_rate_limits(
+            identity, counts_tokens=bool(models), tokens_to_reserve=tokens_reserved
+        )
     tokens_reserved = tokens_reserved if counted_tokens_key else 0
     reservation = None
     if models and has_spend_caps(identity.policy):

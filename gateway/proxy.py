@@ -31,7 +31,14 @@ from gateway.errors import CircuitOpen, GatewayError, new_request_id
 from gateway.headers import header_value, upstream_request_headers
 from gateway.keypool import HeldKey, choose_upstream_key, report_upstream_result
 from gateway.metrics import observe_request
-from gateway.owned_exchange import after_owned_response, answer_owned_list, check_owned_access, creates_resource, is_list, relay_created
+from gateway.owned_exchange import (
+    after_owned_response,
+    answer_owned_list,
+    check_owned_access,
+    creates_resource,
+    is_list,
+    relay_created,
+)
 from gateway.ownership import OwnedPath, owned_resource_path
 from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
 from gateway.ratelimit import get_rate_limiter
@@ -99,7 +106,7 @@ class ProxiedRequest:
             # route table's owned-resource entries take over this line).
             self.owned = owned_resource_path(self.path)
             if self.owned is not None:
-                await check_owned_access(self.method, self.owned, identity)
+                await check_owned_access(self.owned, identity)
             self.grant = await enforce_policy(identity, summary, path=self.path, body=body, request_id=self.request_id)
             self.admission = await get_circuit_breaker().admit()
             if not self.admission.allowed:
