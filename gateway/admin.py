@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from gateway.keypool_shared import shared_in_flight_counts
-from gateway.models import MAX_WEIGHT, UpstreamKey, UpstreamKeyState
+from gateway.models import MAX_WEIGHT, OwnedResource, UpstreamKey, UpstreamKeyState
 from gateway.upstream_keys import (
     UpstreamKeyError,
     add_upstream_key,
@@ -30,6 +30,7 @@ from gateway.upstream_keys import (
     set_upstream_key_weight,
     upstream_keys_due_for_rotation,
 )
+from tokens.admin import CappedCountPaginator, ReadOnlyAdmin
 
 _SECRET_HELP = "Pasted, never shown again: the admin keeps only its last four characters in view."
 
@@ -202,3 +203,18 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Reactivate the selected keys (stop draining, clear the flag)", permissions=["change"])
     def reactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._each(request, queryset, reactivate_upstream_key, "back in rotation")
+
+
+@admin.register(OwnedResource)
+class OwnedResourceAdmin(ReadOnlyAdmin):
+    """Which device (and organization) owns each batch and file: read-only, rows come from the proxy.
+
+    Operator API keys do not reach /v1, so this is where an operator sees an organization's
+    resources (filter by organization)."""
+
+    paginator = CappedCountPaginator
+    list_display = ("resource_id", "kind", "device", "organization", "created_at", "settled_at")
+    list_filter = ("kind", "organization")
+    list_select_related = ("device", "organization")
+    search_fields = ("resource_id", "device__device_id")
+    raw_id_fields = ("device", "organization")

@@ -3,9 +3,10 @@
 A batch's tokens are billed when its requests run, and the only place their usage shows is the
 results body (JSONL, one line per request). The relay passes that body through untouched, chunk by
 chunk; this reader watches the same chunks, and each `succeeded` line becomes a usage record of its
-own, priced at the batch rate. The record's request id is derived from the batch id and the line's
-`custom_id`, so fetching the results again stores nothing new: the usage table is unique on
-request_id and the writer skips ids already stored.
+own, priced at the batch rate; the reader also keeps those events, whose prices settle the batch's
+spend reservation (`gateway.batch_spend`) once the whole body was read. The record's request id is
+derived from the batch id and the line's `custom_id`, so fetching the results again stores nothing
+new: the usage table is unique on request_id and the writer skips ids already stored.
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ class BatchResultsReader:
         self.request_event = request_event
         self.max_line_bytes = max_line_bytes
         self.recorded = 0
+        self.events: list[UsageEvent] = []  # every succeeded result's usage, recorded or not
+        self.complete = False  # the body was read to its end
         self._line = bytearray()
         self._oversized = False  # inside a line past the cap: skipped up to its newline
 
@@ -66,6 +69,7 @@ class BatchResultsReader:
     def finish(self) -> None:
         """The body ended: a last line without its newline is still a line."""
         self._end_line()
+        self.complete = True
         log_event(logger, "Batch result usage recorded", batchId=self.batch_id, records=self.recorded)
 
     def _hold(self, part: bytes) -> None:
@@ -93,6 +97,7 @@ class BatchResultsReader:
             return
         event = self._usage_of(parsed)
         if event is not None:
+            self.events.append(event)
             self._submit(event)
 
     def _usage_of(self, line: object) -> UsageEvent | None:

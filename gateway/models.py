@@ -66,3 +66,33 @@ class UpstreamKey(models.Model):
     def usable(self) -> bool:
         """Can carry new requests: active and not rejected by the upstream."""
         return self.state == UpstreamKeyState.ACTIVE and self.flagged_at is None
+
+
+class OwnedResourceKind(models.TextChoices):
+    MESSAGE_BATCH = "message_batch", "Message batch"
+    FILE = "file", "File"
+
+
+class OwnedResource(models.Model):
+    """An upstream resource created through the gateway, and the device that created it.
+
+    Every device shares one upstream organization, so the upstream cannot tell them apart: this
+    table is what makes a batch or a file one device's own (`gateway.ownership`). Resources with no
+    row (created before this table, or around the gateway) belong to no device. A batch also keeps
+    its spend reservation here until its results settle it (`gateway.batch_spend`).
+    """
+
+    kind = models.CharField(max_length=32, choices=OwnedResourceKind.choices)
+    resource_id = models.CharField(max_length=200)
+    device = models.ForeignKey("tokens.Device", on_delete=models.CASCADE, related_name="+")
+    organization = models.ForeignKey("tokens.Organization", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    reservation = models.JSONField(null=True, blank=True, help_text="The batch's spend reservation, until it is settled.")
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "resource_id"], name="owned_resource_unique_id")]
+        indexes = [models.Index(fields=["device", "kind", "-id"], name="owned_resource_device_list")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.resource_id}"

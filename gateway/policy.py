@@ -3,8 +3,18 @@
 Cheapest first: the model check needs no I/O; requests-per-window and tokens-per-minute are one
 atomic step on the rate limiter (one Redis round trip); the spend reservation runs only when the
 device or its organization has a cap. The grant carries what the rest of the request needs: the
-device's own `anthropic-ratelimit-*` headers, the spend reservation to settle, and the key under
-which the tokens it used are counted afterwards. With Redis down neither step can be decided, so the
+device's own `anthropic-ratelimit-*` headers, the spend reservation to settle, and the
+tokens-per-minute key with the tokens reserved under it, settled to the real count afterwards.
+
+Tokens per minute are reserved at admission, not counted after the fact: a Messages request
+reserves its bound, every body byte as an input token plus `max_tokens`, clamped to the limit (so a
+request larger than the whole limit can still run, alone, in an empty window). The check and the
+reservation are one atomic step, so concurrent requests cannot all see room that only one has:
+what is reserved and settled in the window never exceeds the limit at admission. The overshoot
+bound: the window's real total can pass the limit only by what admitted requests used beyond their
+reservation, which for text cannot happen (a token is at least one byte) and otherwise is at most
+one clamped request's excess. Settling adds the difference (real minus reserved, usually negative)
+to the window the response ends in. With Redis down neither step can be decided, so the
 request is refused (SharedStateUnavailable, 503) rather than let through unchecked.
 """
 from __future__ import annotations
@@ -15,8 +25,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fnmatch import fnmatchcase
 
-from gateway.body import RequestSummary
-from gateway.errors import ModelNotAllowed, RateLimited, refuse_when_shared_state_fails
+from gateway.batch_spend import BATCH_RESERVATION_SECONDS, batch_worst_case_cost
+from gateway.body import BATCHES_PATH, MESSAGES_PATH, RequestSummary
+from gateway.errors import GatewayError, ModelNotAllowed, RateLimited, refuse_when_shared_state_fails
 from gateway.ratelimit import LimitCheck, LimitDecision, get_rate_limiter
 from proxyproject.logging import log_event
 from tokens.identity import DeviceIdentity, DevicePolicy
@@ -33,6 +44,7 @@ class PolicyGrant:
     rate_limit_headers: tuple[tuple[bytes, bytes], ...]
     reservation: SpendReservation | None
     tokens_key: str | None  # the tokens-per-minute counter, when the device has that limit
+    tokens_reserved: int = 0  # reserved under tokens_key at admission; settling adds real minus this
 
 
 def check_models_allowed(policy: DevicePolicy, models: tuple[str, ...]) -> None:
@@ -67,15 +79,26 @@ def rate_limit_headers(kind: bytes, decision: LimitDecision) -> tuple[tuple[byte
     )
 
 
-async def check_rate_limits(identity: DeviceIdentity, *, counts_tokens: bool) -> tuple[tuple[tuple[bytes, bytes], ...], str | None]:
-    """One atomic step: this request is counted against requests-per-window, and the device must be
-    under its tokens-per-minute (tokens are added once the response says how many). Raises
+def tokens_bound(path: str, body_bytes: int, max_tokens: int, limit: int) -> int:
+    """What a request reserves against tokens per minute: a Messages request its bound (each body
+    byte an input token, plus max_tokens) clamped to the limit; any other request nothing (it is
+    only checked against what is already counted)."""
+    if path != MESSAGES_PATH:
+        return 0
+    return min(body_bytes + max_tokens, limit)
+
+
+async def check_rate_limits(
+    identity: DeviceIdentity, *, counts_tokens: bool, tokens_to_reserve: int = 0
+) -> tuple[tuple[tuple[bytes, bytes], ...], str | None]:
+    """One atomic step: this request is counted against requests-per-window and its tokens
+    reserved against tokens-per-minute (or, reserving none, the device must be under it). Raises
     RateLimited (429, retry-after) with the same headers a success would carry."""
     policy = identity.policy
     checks = [LimitCheck(requests_key(identity), policy.requests_per_window, policy.window_ms)]
     limit_tokens = counts_tokens and policy.tokens_per_minute > 0
     if limit_tokens:
-        checks.append(LimitCheck(tokens_key(identity), policy.tokens_per_minute, TOKENS_WINDOW_MS, cost=0))
+        checks.append(LimitCheck(tokens_key(identity), policy.tokens_per_minute, TOKENS_WINDOW_MS, cost=tokens_to_reserve))
     decisions = await get_rate_limiter().hit(checks)
     headers = rate_limit_headers(b"requests", decisions[0])
     if limit_tokens:
@@ -95,27 +118,43 @@ def has_spend_caps(policy: DevicePolicy) -> bool:
     return any(cap is not None for cap in (policy.device_daily_cap_usd, policy.device_monthly_cap_usd, policy.org_daily_cap_usd, policy.org_monthly_cap_usd))
 
 
-async def reserve_worst_case(identity: DeviceIdentity, summary: RequestSummary, *, path: str, body_bytes: int, request_id: str) -> SpendReservation | None:
-    """Reserve what this request could cost at most; a device already at a cap is refused even for
-    requests whose cost is not known up front (a batch is billed when its results land)."""
+async def reserve_worst_case(identity: DeviceIdentity, summary: RequestSummary, *, path: str, body: bytes, request_id: str) -> SpendReservation | None:
+    """Reserve what this request could cost at most: a batch all its requests at batch prices, for
+    its lifetime (`gateway.batch_spend`). A device already at a cap is refused even when the amount
+    is 0 (a request whose model has no price)."""
     amount = Decimal(0)
-    if summary.model and path not in FREE_PATHS:
-        try:
-            amount = worst_case_cost(summary.model, body_bytes, summary.max_tokens, dt.datetime.now(dt.timezone.utc))
-        except LookupError as exc:
-            log_event(logger, "No model prices in force; reserving nothing", logging.WARNING, requestId=request_id, error=str(exc))
-    return await reserve_spend(identity, amount, request_id)
+    ttl_seconds = None
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        if path == BATCHES_PATH:
+            amount, ttl_seconds = batch_worst_case_cost(body, now), BATCH_RESERVATION_SECONDS
+        elif summary.model and path not in FREE_PATHS:
+            amount = worst_case_cost(summary.model, len(body), summary.max_tokens, now)
+    except LookupError as exc:
+        log_event(logger, "No model prices in force; reserving nothing", logging.WARNING, requestId=request_id, error=str(exc))
+    return await reserve_spend(identity, amount, request_id, ttl_seconds=ttl_seconds)
 
 
-async def enforce_policy(identity: DeviceIdentity, summary: RequestSummary, *, path: str, body_bytes: int, request_id: str) -> PolicyGrant:
+async def enforce_policy(
+    identity: DeviceIdentity, summary: RequestSummary, *, path: str, body: bytes, request_id: str
+) -> PolicyGrant:
     """Raises ModelNotAllowed (403), RateLimited (429), SpendCapReached (429, no retry) or
     SharedStateUnavailable (503, retry-after) when Redis does not answer."""
     models = summary.models
     check_models_allowed(identity.policy, models)
+    tokens_reserved = tokens_bound(path, len(body), summary.max_tokens, identity.policy.tokens_per_minute)
     with refuse_when_shared_state_fails("rate_limit", request_id):
-        headers, counted_tokens_key = await check_rate_limits(identity, counts_tokens=bool(models))
+        headers, counted_tokens_key = await check_rate_limits(
+            identity, counts_tokens=bool(models), tokens_to_reserve=tokens_reserved
+        )
+    tokens_reserved = tokens_reserved if counted_tokens_key else 0
     reservation = None
     if models and has_spend_caps(identity.policy):
-        with refuse_when_shared_state_fails("spend_cap", request_id):
-            reservation = await reserve_worst_case(identity, summary, path=path, body_bytes=body_bytes, request_id=request_id)
-    return PolicyGrant(headers, reservation, counted_tokens_key)
+        try:
+            with refuse_when_shared_state_fails("spend_cap", request_id):
+                reservation = await reserve_worst_case(identity, summary, path=path, body=body, request_id=request_id)
+        except GatewayError:
+            if counted_tokens_key and tokens_reserved:
+                await get_rate_limiter().add(counted_tokens_key, TOKENS_WINDOW_MS, -tokens_reserved)
+            raise
+    return PolicyGrant(headers, reservation, counted_tokens_key, tokens_reserved)

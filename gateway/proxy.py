@@ -22,6 +22,7 @@ import httpx
 from django.conf import settings
 
 from gateway import relay
+from gateway.batch_usage import BatchResultsReader
 from gateway.body import ClientDisconnected, RequestSummary, check_body_readable, check_declared_length, read_body, summarize_body
 from gateway.breaker import get_circuit_breaker, is_failure_status
 from gateway.breaker_state import Admission
@@ -31,6 +32,15 @@ from gateway.headers import header_value, upstream_request_headers
 from gateway.hosts import check_host_allowed
 from gateway.keypool import HeldKey, choose_upstream_key, report_upstream_result
 from gateway.metrics import observe_request
+from gateway.owned_exchange import (
+    after_owned_response,
+    answer_owned_list,
+    check_owned_access,
+    creates_resource,
+    is_list,
+    relay_created,
+)
+from gateway.ownership import OwnedPath, owned_path_for
 from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
 from gateway.ratelimit import get_rate_limiter
 from gateway.routes import Route, resolve_route
@@ -86,6 +96,8 @@ class ProxiedRequest:
         self.upstream_latency_ms: float | None = None
         self.held_key = HeldKey()  # counted in flight on its key until bookkeeping
         self.cost: Decimal | None = None
+        self.owned: OwnedPath | None = None  # set when the path names batches or files
+        self.batch_results: BatchResultsReader | None = None  # set by the relay for a batch's results
 
     async def run(self) -> None:
         log_event(logger, "Incoming request", stage_log_level(), requestId=self.request_id, method=self.method, path=self.path)
@@ -99,7 +111,10 @@ class ProxiedRequest:
             body = await read_body(self.receive, settings.MAX_REQUEST_BODY_BYTES)
             summary = summarize_body(route, body)
             self.event.model = summary.model
-            self.grant = await enforce_policy(identity, summary, path=self.path, body_bytes=len(body), request_id=self.request_id)
+            self.owned = owned_path_for(route, self.path)
+            if self.owned is not None:
+                await check_owned_access(self.owned, identity)
+            self.grant = await enforce_policy(identity, summary, path=self.path, body=body, request_id=self.request_id)
             self.admission = await get_circuit_breaker().admit(str(identity.device_pk))
             if not self.admission.allowed:
                 raise CircuitOpen(retry_after=self.admission.retry_after)
@@ -156,13 +171,22 @@ class ProxiedRequest:
             task.cancel()
 
     async def _forward(self, body: bytes, summary: RequestSummary, identity: DeviceIdentity) -> None:
+        owned = self.owned
+        if owned is not None and is_list(self.method, owned):
+            await answer_owned_list(self, owned, identity)
+            return
         response = await self._open_upstream(body, summary, identity)
         try:
             self.status = response.status_code
             self.upstream_ok = not is_failure_status(self.status)
-            await relay.relay_response(self, response)
+            if owned is not None and creates_resource(self.method, owned, self.status):
+                await relay_created(self, owned, identity, response)
+            else:
+                await relay.relay_response(self, response)
         finally:
             await response.aclose()
+        if owned is not None:
+            await after_owned_response(self, owned)
 
     async def _open_upstream(self, body: bytes, summary: RequestSummary, identity: DeviceIdentity) -> httpx.Response:
         """Send upstream; a connection that failed before any response is tried once more on
@@ -254,7 +278,9 @@ class ProxiedRequest:
                   clientDisconnected=self.client_gone)
 
     async def _settle(self) -> None:
-        """Price the request, turn its spend reservation into that cost, count the tokens it used."""
+        """Price the request, turn its spend reservation into that cost, and its tokens-per-minute
+        reservation into the tokens it used. (A created batch's spend reservation is the batch's by
+        now: `relay_created` took it off the grant.)"""
         event = self.event
         assert event is not None
         self.cost = cost = price_usage(event) if self.tally.seen else None
@@ -267,8 +293,8 @@ class ProxiedRequest:
             else:
                 await release_spend(grant.reservation)
         used_tokens = event.input_tokens + event.cache_write_5m_tokens + event.cache_write_1h_tokens + event.output_tokens
-        if grant.tokens_key is not None and used_tokens:
-            await get_rate_limiter().add(grant.tokens_key, TOKENS_WINDOW_MS, used_tokens)
+        if grant.tokens_key is not None and used_tokens != grant.tokens_reserved:
+            await get_rate_limiter().add(grant.tokens_key, TOKENS_WINDOW_MS, used_tokens - grant.tokens_reserved)
 
 
 async def proxy_request(scope: Scope, receive: Receive, send: Send) -> None:

@@ -68,9 +68,11 @@ async def relay_response(proxied: "ProxiedRequest", response: httpx.Response) ->
 
 
 def _results_reader(proxied: "ProxiedRequest", response: httpx.Response) -> BatchResultsReader | None:
-    return batch_results_reader(
+    """Kept on the request too: once the body is read whole, its cost settles the batch's spend."""
+    proxied.batch_results = batch_results_reader(
         method=proxied.method, path=proxied.path, status=response.status_code, request_event=proxied.event
     )
+    return proxied.batch_results
 
 
 async def _relay_event_stream(proxied: "ProxiedRequest", response: httpx.Response) -> None:

@@ -106,13 +106,16 @@ class SpendLedger:
     def _backend(self) -> SpendBackend:
         return self.backend or spend_backend()
 
-    async def reserve(self, identity: DeviceIdentity, amount: Decimal, request_id: str) -> SpendReservation | None:
+    async def reserve(
+        self, identity: DeviceIdentity, amount: Decimal, request_id: str, *, ttl_seconds: float | None = None
+    ) -> SpendReservation | None:
         now = self.clock()
         checks = cap_checks(identity, now)
         if not checks:
             return None
         nanos = to_nanos(amount)
-        failed = await self._backend().reserve(checks, nanos, request_id, now)
+        ttl = settings.SPEND_RESERVATION_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+        failed = await self._backend().reserve(checks, nanos, request_id, now, ttl)
         if failed is not None:
             log_event(logger, "Spend cap reached", device_pk=identity.device_pk, org_id=identity.org_id,
                       counter=checks[failed].counter.name, request_id=request_id, amount=str(amount))
@@ -131,11 +134,14 @@ class SpendLedger:
 _ledger = SpendLedger()
 
 
-async def reserve_spend(identity: DeviceIdentity, amount: Decimal, request_id: str) -> SpendReservation | None:
+async def reserve_spend(
+    identity: DeviceIdentity, amount: Decimal, request_id: str, *, ttl_seconds: float | None = None
+) -> SpendReservation | None:
     """Reserve `amount` against every cap of the device and its organization; None when there are
     no caps (nothing is stored then). Raises SpendCapReached (429, x-should-retry false) when it does
-    not fit in one of them."""
-    return await _ledger.reserve(identity, amount, request_id)
+    not fit in one of them. The reservation lapses after SPEND_RESERVATION_TTL_SECONDS unless
+    `ttl_seconds` says otherwise (a batch is held for its whole lifetime)."""
+    return await _ledger.reserve(identity, amount, request_id, ttl_seconds=ttl_seconds)
 
 
 async def settle_spend(reservation: SpendReservation, actual: Decimal | None) -> None:

@@ -45,8 +45,9 @@ class CapCheck:
 
 
 class SpendBackend(Protocol):
-    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float) -> int | None:
-        """Reserve in every counter, or in none and return the index of the first cap it would exceed."""
+    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float) -> int | None:
+        """Reserve in every counter until `now + ttl_seconds`, or in none and return the index of the
+        first cap it would exceed."""
 
     async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
         """Drop the reservation; add `actual_nanos` to the settled totals unless None (released)."""
@@ -123,7 +124,7 @@ class LocalSpendBackend:
                 del self.counters[name]
         return self.counters.setdefault(counter.name, _LocalCounter(counter.expires_at))
 
-    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float) -> int | None:
+    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float) -> int | None:
         await self.keep_in_step_with_database()
         with self.lock:
             states = [self._counter(check.counter, now) for check in checks]
@@ -133,7 +134,7 @@ class LocalSpendBackend:
                 if state.settled + state.live_reserved(now) + nanos > check.cap_nanos:
                     return index
             for state in states:
-                state.reservations[request_id] = (nanos, now + settings.SPEND_RESERVATION_TTL_SECONDS)
+                state.reservations[request_id] = (nanos, now + ttl_seconds)
             return None
 
     async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:

@@ -3,7 +3,6 @@ so all gateway processes sharing the Redis see one set of counters and no race c
 check and its reservation."""
 from __future__ import annotations
 
-from django.conf import settings
 
 from proxyproject.redis import get_async_redis, get_sync_redis, redis_key
 from usage.spend_counters import CapCheck, Counter
@@ -77,9 +76,9 @@ def _key(counter: Counter) -> str:
 
 
 class RedisSpendBackend:
-    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float) -> int | None:
+    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float) -> int | None:
         client = get_async_redis()
-        expires_ms = int((now + settings.SPEND_RESERVATION_TTL_SECONDS) * 1000)
+        expires_ms = int((now + ttl_seconds) * 1000)
         argv: list[object] = [nanos, request_id, int(now * 1000), expires_ms]
         for check in checks:
             argv += [check.cap_nanos, int(check.counter.expires_at)]

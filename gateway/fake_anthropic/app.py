@@ -122,6 +122,8 @@ class FakeApi:
             ("POST", re.compile(r"/v1/messages/batches/([^/]+)/cancel"), self.cancel_batch),
             ("DELETE", re.compile(r"/v1/messages/batches/([^/]+)"), self.delete_batch),
             ("GET", re.compile(r"/v1/files/([^/]+)"), self.retrieve_file),
+            ("GET", re.compile(r"/v1/files/([^/]+)/content"), self.download_file),
+            ("DELETE", re.compile(r"/v1/files/([^/]+)"), self.delete_file),
         ]
         # These read faults from the prompt too, so they apply faults themselves once parsed.
         self._prompt_endpoints = {self.create_message, self.count_tokens}
@@ -319,3 +321,10 @@ class FakeApi:
 
     async def retrieve_file(self, exchange: Exchange, faults: Faults) -> web.StreamResponse:
         return self._json_response(exchange, self.files.get(exchange.path_id or "").as_json())
+
+    async def download_file(self, exchange: Exchange, faults: Faults) -> web.StreamResponse:
+        stored = self.files.get(exchange.path_id or "")
+        return self._body_response(exchange, self.files.content(stored.id), content_type=stored.mime_type)
+
+    async def delete_file(self, exchange: Exchange, faults: Faults) -> web.StreamResponse:
+        return self._json_response(exchange, self.files.delete(exchange.path_id or ""))

@@ -1,4 +1,4 @@
-"""A minimal Files API (upload, list, metadata) so a gateway can be tested on multipart bodies.
+"""A minimal Files API (upload, list, metadata, download, delete) so a gateway can be tested on multipart bodies.
 
 The multipart body is parsed from the bytes already read for the request log, with the standard
 library's MIME parser: the fake never needs a second pass over the socket.
@@ -49,10 +49,11 @@ def uploaded_file_part(content_type: str, body: bytes) -> EmailMessage:
 
 
 class FileStore:
-    """Uploaded files' metadata (the content is not kept); used only from the event-loop thread."""
+    """Uploaded files and their content; used only from the event-loop thread."""
 
     def __init__(self) -> None:
         self._files: dict[str, StoredFile] = {}
+        self._contents: dict[str, bytes] = {}
 
     def upload(self, content_type: str, body: bytes) -> StoredFile:
         part = uploaded_file_part(content_type, body)
@@ -65,6 +66,7 @@ class FileStore:
             created_at=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
         )
         self._files[stored.id] = stored
+        self._contents[stored.id] = content if isinstance(content, bytes) else b""
         return stored
 
     def get(self, file_id: str) -> StoredFile:
@@ -72,6 +74,15 @@ class FileStore:
         if stored is None:
             raise not_found(f"File not found: {file_id}")
         return stored
+
+    def content(self, file_id: str) -> bytes:
+        return self._contents[self.get(file_id).id]
+
+    def delete(self, file_id: str) -> dict[str, str]:
+        self.get(file_id)
+        del self._files[file_id]
+        del self._contents[file_id]
+        return {"id": file_id, "type": "file_deleted"}
 
     def newest_first(self) -> list[StoredFile]:
         return list(reversed(self._files.values()))

@@ -1,0 +1,119 @@
+"""The proxy's steps for batches and files, the resources a device owns (`gateway.ownership`).
+
+Called from `gateway.proxy` at three points of a /v1 request whose route (`owned_path_for`)
+recognised: before anything is forwarded (a resource that is not the caller's is refused), instead
+of forwarding (a list is answered from the caller's own resources), and once the upstream answered
+(a created resource is recorded before the client learns its id; a deleted one forgotten; a
+batch's spend released on cancel or settled from its results).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING
+
+import httpx
+import orjson
+
+from gateway.batch_spend import batch_cost, release_batch_spend, reservation_to_json, settle_batch_spend
+from gateway.batches import rewrite_results_urls
+from gateway.breaker import is_failure_status
+from gateway.headers import client_response_headers
+from gateway.models import OwnedResourceKind
+from gateway.owned_lists import UpstreamItemFetcher, UpstreamItemRefused, list_owned, parse_page_request
+from gateway.ownership import OwnedPath, check_resource_access, forget_resources, record_resource_owner
+from gateway.upstream import gateway_error_for
+from proxyproject.logging import log_event
+from tokens.identity import DeviceIdentity
+
+if TYPE_CHECKING:
+    from gateway.proxy import ProxiedRequest
+
+logger = logging.getLogger("gateway.owned_exchange")
+_JSON = [(b"content-type", b"application/json")]
+
+
+def is_list(method: str, owned: OwnedPath) -> bool:
+    return method == "GET" and owned.resource_id is None
+
+
+async def check_owned_access(owned: OwnedPath, identity: DeviceIdentity) -> None:
+    """Before forwarding: a request naming a resource the caller does not own is a 404."""
+    if owned.resource_id is not None:
+        await check_resource_access(identity, owned.kind, owned.resource_id)
+
+
+async def answer_owned_list(proxied: "ProxiedRequest", owned: OwnedPath, identity: DeviceIdentity) -> None:
+    """GET of a collection: the caller's own resources, each fetched from the upstream by id."""
+    page = parse_page_request(proxied.query)
+    grant_headers = proxied.grant.rate_limit_headers if proxied.grant else ()
+    try:
+        listed = await list_owned(identity, owned.kind, page, UpstreamItemFetcher(proxied.headers))
+    except UpstreamItemRefused as refused:
+        proxied.status = refused.status
+        proxied.upstream_ok = not is_failure_status(refused.status)
+        headers = client_response_headers(refused.headers, rate_limit_headers=grant_headers,
+                                          gateway_request_id=proxied.request_id, content_length=None)
+        await proxied.client.send_whole(refused.status, headers, refused.body)
+        return
+    body = orjson.dumps(listed)
+    if owned.kind == OwnedResourceKind.MESSAGE_BATCH:
+        body = rewrite_results_urls(body)
+    proxied.status = 200
+    proxied.upstream_ok = True
+    headers = client_response_headers(_JSON, rate_limit_headers=grant_headers, gateway_request_id=proxied.request_id,
+                                      content_length=None)
+    await proxied.client.send_whole(200, headers, body)
+
+
+def created_id(body: bytes) -> str | None:
+    try:
+        created = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    resource_id = created.get("id") if isinstance(created, dict) else None
+    return resource_id if isinstance(resource_id, str) and resource_id else None
+
+
+def creates_resource(method: str, owned: OwnedPath, status: int) -> bool:
+    return method == "POST" and owned.resource_id is None and status == 200
+
+
+async def relay_created(proxied: "ProxiedRequest", owned: OwnedPath, identity: DeviceIdentity, response: httpx.Response) -> None:
+    """A create the upstream accepted: the caller is recorded as owner (with a batch's spend
+    reservation, which from now on belongs to the batch) before the answer carries the id out."""
+    try:
+        body = await response.aread()
+    except httpx.TransportError as exc:
+        proxied.upstream_ok = False
+        raise gateway_error_for(exc) from exc
+    grant = proxied.grant
+    reservation = grant.reservation if grant is not None else None
+    resource_id = created_id(body)
+    if resource_id is None:
+        log_event(logger, "Created resource has no id; it belongs to no device", logging.WARNING,
+                  requestId=proxied.request_id, kind=owned.kind)
+    else:
+        stored = reservation_to_json(reservation) if reservation is not None else None
+        await record_resource_owner(identity, owned.kind, resource_id, reservation=stored)
+        if grant is not None and reservation is not None:
+            proxied.grant = grant = dataclasses.replace(grant, reservation=None)
+    if owned.kind == OwnedResourceKind.MESSAGE_BATCH:
+        body = rewrite_results_urls(body)
+    headers = client_response_headers(response.headers.raw, rate_limit_headers=grant.rate_limit_headers if grant else (),
+                                      gateway_request_id=proxied.request_id, content_length=None)
+    await proxied.client.send_whole(200, headers, body)
+
+
+async def after_owned_response(proxied: "ProxiedRequest", owned: OwnedPath) -> None:
+    """What a successful action on one resource changes on our side."""
+    if owned.resource_id is None or proxied.status != 200:
+        return
+    if proxied.method == "DELETE" and owned.rest in ("", "/"):
+        await forget_resources(owned.kind, [owned.resource_id])
+    elif owned.kind != OwnedResourceKind.MESSAGE_BATCH:
+        return
+    elif proxied.method == "POST" and owned.rest == "/cancel":
+        await release_batch_spend(owned.resource_id)
+    elif proxied.batch_results is not None and proxied.batch_results.complete:
+        await settle_batch_spend(owned.resource_id, batch_cost(proxied.batch_results.events))
