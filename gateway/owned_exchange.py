@@ -1,7 +1,7 @@
 """The proxy's steps for batches and files, the resources a device owns (`gateway.ownership`).
 
-Called from `gateway.proxy` at three points of a /v1 request whose route (`owned_path_for`)
-recognised: before anything is forwarded (a resource that is not the caller's is refused), instead
+Called from `gateway.proxy` at three points of a /v1 request whose route names a batch
+or a file (`owned_path_for`): before anything is forwarded (a resource that is not the caller's is refused), instead
 of forwarding (a list is answered from the caller's own resources), and once the upstream answered
 (a created resource is recorded before the client learns its id; a deleted one forgotten; a
 batch's spend released on cancel or settled from its results).
