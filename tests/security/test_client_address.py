@@ -131,7 +131,7 @@ async def test_the_audit_trail_records_the_client_behind_a_trusted_proxy(small_l
     assert ips == [client]
 
 
-async def test_the_request_log_names_the_client_behind_a_trusted_proxy(small_limit, settings, caplog, fake_upstream):  # noqa: F811
+async def test_the_request_log_names_the_client_behind_a_trusted_proxy(transactional_db, settings, caplog, fake_upstream):  # noqa: F811
     settings.TRUSTED_PROXIES = (ipaddress.ip_network(BALANCERS),)
     caplog.set_level(logging.INFO, logger="gateway.proxy")
     token, client = await enroll_device(), random_address()
