@@ -25,6 +25,7 @@
     ├── CircuitOpen                   503 api_error              (retry-after)
     ├── SharedStateUnavailable        503 api_error              (retry-after: Redis unreachable, fail closed)
     ├── DatabaseUnavailable           503 api_error              (retry-after: the database did not answer)
+    ├── GatewayShuttingDown           503 overloaded_error       (retry-after: the server's grace period ended)
     ├── NoUpstreamKey                 503 api_error              (no master key configured)
     └── UpstreamTimeout               504 timeout_error
 
@@ -208,6 +209,15 @@ class DatabaseUnavailable(GatewayError):
     status, error_type, error_code = 503, "api_error", "database_unavailable"
     default_message = "The gateway's database is unreachable. Retry shortly."
     default_retry_after = 5.0
+
+
+class GatewayShuttingDown(GatewayError):
+    """What a request still open when the server's shutdown grace period ends gets: on a stream, as
+    the `event: error` the API itself sends; retryable, since another instance can serve it."""
+
+    status, error_type, error_code = 503, "overloaded_error", "gateway_shutting_down"
+    default_message = "The gateway is shutting down; retry the request."
+    default_retry_after = 1.0
 
 
 class NoUpstreamKey(GatewayError):

@@ -27,7 +27,7 @@ from gateway.body import ClientDisconnected, RequestSummary, check_body_readable
 from gateway.breaker import get_circuit_breaker, is_failure_status
 from gateway.breaker_state import Admission
 from gateway.channel import ClientChannel, Receive, Scope, Send
-from gateway.errors import CircuitOpen, GatewayError, new_request_id
+from gateway.errors import CircuitOpen, GatewayError, GatewayShuttingDown, new_request_id
 from gateway.headers import header_value, upstream_request_headers
 from gateway.hosts import check_host_allowed
 from gateway.keypool import HeldKey, choose_upstream_key, report_upstream_result
@@ -123,6 +123,12 @@ class ProxiedRequest:
             await self._refuse(error)
         except ClientDisconnected:
             self.client_gone = True
+        except asyncio.CancelledError:
+            if self.client_gone:
+                raise
+            # The server cancels what is still running once its shutdown grace period is over.
+            asyncio.current_task().uncancel()
+            await self._end_for_shutdown()
         except Exception:  # a bug must still answer in the envelope, never crash the worker
             logger.exception("Unexpected error in the proxy", extra={"event_fields": {"requestId": self.request_id}})
             await self._refuse(GatewayError())
@@ -221,6 +227,22 @@ class ProxiedRequest:
             self.event.error_type = error.error_code
         if not self.client.started:
             await self.client.send_error(error, self.request_id, self.grant.rate_limit_headers if self.grant else ())
+
+    async def _end_for_shutdown(self) -> None:
+        """End the exchange the way the API ends one it cannot finish, instead of letting the server
+        cut it mid-event: a stream gets a retryable `event: error`, a request not yet answered the
+        same error as JSON. A passthrough body already under way is left unfinished (a truncated
+        body must not look complete). Recorded as interrupted, with the tokens seen so far."""
+        error = GatewayShuttingDown()
+        if self.event is not None:
+            self.event.error_type = error.error_code
+        log_event(logger, "Request ended by shutdown", logging.WARNING, requestId=self.request_id, started=self.client.started)
+        if not self.client.started:
+            self.status = error.status
+            await self.client.send_error(error, self.request_id)
+        elif not self.client.finished and self.event is not None and self.event.streamed:
+            await self.client.write(relay.error_event(error, self.request_id))
+            await self.client.finish()
 
     async def _bookkeep(self) -> None:
         """After the response: nothing here may fail the request or delay what the client got, and
