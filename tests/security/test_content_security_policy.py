@@ -8,7 +8,6 @@ from django.test import Client
 
 from proxyproject.content_security import CONTENT_SECURITY_POLICY
 from tests.security.conftest import log_in_in_browser, needs_chromium
-from tests.servers import gateway_process
 from tokens.models import Device
 
 # (path, a selector that shows the page's own script has run, when it has one)
@@ -41,26 +40,19 @@ def test_the_policy_forbids_inline_script_and_foreign_origins():
     assert (directives["object-src"], directives["base-uri"], directives["frame-ancestors"]) == ("'none'",) * 3
 
 
-@pytest.fixture
-def gateway(transactional_db):
-    server = gateway_process().start()
-    yield server
-    server.stop()
-
-
 @needs_chromium
-def test_no_console_page_violates_the_policy_in_a_browser(gateway, browser_page):
+def test_no_console_page_violates_the_policy_in_a_browser(live_gateway, browser_page):
     page = browser_page
     violations: list[str] = []
     page.on("console", lambda message: violations.append(f"{page.url}: {message.text}")
             if "Content Security Policy" in message.text else None)
     page.add_init_script("document.addEventListener('securitypolicyviolation', e => console.error("
                          "'Content Security Policy violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
-    log_in_in_browser(page, gateway.url)
+    log_in_in_browser(page, live_gateway.url)
     device = Device.objects.create(device_id="laptop-ada")
 
     for path, ready in [*CONSOLE_PAGES, (f"/admin/tokens/device/{device.pk}/change/", None)]:
-        response = page.goto(gateway.url + path)
+        response = page.goto(live_gateway.url + path)
         assert (path, response.status, response.headers["content-security-policy"]) == (path, 200, CONTENT_SECURITY_POLICY)
         if ready:
             page.wait_for_selector(ready)

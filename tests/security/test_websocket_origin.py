@@ -15,7 +15,6 @@ from django.test import Client
 
 from proxyproject.asgi import application
 from tests.security.conftest import log_in_in_browser, needs_chromium
-from tests.servers import gateway_process
 
 HOST = b"127.0.0.1:4000"
 
@@ -102,21 +101,14 @@ class EvilPage:
         self.server.server_close()
 
 
-@pytest.fixture
-def gateway(transactional_db):
-    server = gateway_process().start()
-    yield server
-    server.stop()
-
-
 @needs_chromium
-def test_a_browser_page_on_another_port_cannot_read_the_feed_with_the_operators_cookie(gateway, browser_page):
+def test_a_browser_page_on_another_port_cannot_read_the_feed_with_the_operators_cookie(live_gateway, browser_page):
     page = browser_page
-    log_in_in_browser(page, gateway.url)
-    page.goto(gateway.url + "/admin/usage/usagerecord/live/")
+    log_in_in_browser(page, live_gateway.url)
+    page.goto(live_gateway.url + "/admin/usage/usagerecord/live/")
     page.wait_for_function("document.getElementById('live-status').textContent === 'live'")
 
-    with EvilPage(gateway.port) as evil:
+    with EvilPage(live_gateway.port) as evil:
         page.goto(evil.url)
         page.wait_for_function("document.title !== 'waiting'")
         assert page.title() == "refused"
