@@ -116,11 +116,14 @@ async def test_a_batch_naming_a_model_outside_the_allowlist_is_refused(fake_upst
     assert fake_upstream.requests == []
 
 
-def test_a_batch_reserved_on_one_gateway_counts_on_the_other_until_canceled(two_gateways):
-    from asgiref.sync import async_to_sync
+@pytest.fixture
+def only_sonnet_priced(transactional_db) -> None:
+    """Before the gateways start: each loads the price table once at start-up."""
+    _only_sonnet_priced()
 
+
+def test_a_batch_reserved_on_one_gateway_counts_on_the_other_until_canceled(only_sonnet_priced, two_gateways):
     fake, first, second = two_gateways
-    async_to_sync(sync_to_async(_only_sonnet_priced))()
     token = enroll(first, daily_spend_cap_usd=Decimal("0.05"))
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json", "anthropic-version": "2023-06-01"}
     body = batch_body(4, max_tokens=1000)  # about 0.032 of a 0.05 cap: one fits, two do not
