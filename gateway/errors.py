@@ -3,6 +3,8 @@
     GatewayError                      (base: status, Anthropic error type, error code, headers)
     ├── InvalidRequest                400 invalid_request_error
     ├── RequestTooLarge               413 request_too_large
+    ├── RequestLineTooLong            414 invalid_request_error  (refused by the server, proxyproject/http_limits.py)
+    ├── RequestHeadersTooLarge        431 invalid_request_error  (refused by the server, proxyproject/http_limits.py)
     ├── AuthenticationFailed          401 authentication_error   (x-should-retry: false)
     │   ├── TokenExpired              401 token_expired          (retryable: clients refresh first)
     │   ├── TokenRevoked              401 token_revoked
@@ -77,6 +79,18 @@ class InvalidRequest(GatewayError):
 class RequestTooLarge(GatewayError):
     status, error_type, error_code = 413, "request_too_large", "request_too_large"
     default_message = "Request exceeds the maximum allowed size"
+
+
+class RequestLineTooLong(GatewayError):
+    status, error_type, error_code = 414, "invalid_request_error", "request_line_too_long"
+    default_message = "The request line is longer than the server accepts."
+    should_retry = False
+
+
+class RequestHeadersTooLarge(GatewayError):
+    status, error_type, error_code = 431, "invalid_request_error", "request_headers_too_large"
+    default_message = "The request headers are larger, or more numerous, than the server accepts."
+    should_retry = False
 
 
 class AuthenticationFailed(GatewayError):
