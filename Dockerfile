@@ -15,6 +15,7 @@ RUN DJANGO_SECRET_KEY=build-only-$(python -c 'import secrets;print(secrets.token
 USER gateway
 EXPOSE 3001
 HEALTHCHECK --interval=15s --timeout=3s CMD python -c "import urllib.request,os;urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz',timeout=2)"
-# Several worker processes use every core; shared state lives in Redis. The client's address comes from
-# TRUSTED_PROXIES (proxyproject/client_address.py), never from uvicorn's own reading of X-Forwarded-For.
-CMD ["sh", "-c", "python -m uvicorn proxyproject.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WEB_CONCURRENCY:-4} --loop uvloop --http httptools --lifespan on --no-access-log --no-proxy-headers --timeout-graceful-shutdown ${SHUTDOWN_GRACE_SECONDS:-30}"]
+# Several worker processes use every core; shared state lives in Redis. proxyproject/server.py adds the
+# HTTP limits and timeouts from settings (HTTP_*), as everywhere else the gateway runs. The client's
+# address comes from TRUSTED_PROXIES (proxyproject/client_address.py), never from uvicorn's own reading.
+CMD ["sh", "-c", "WEB_CONCURRENCY=${WEB_CONCURRENCY:-4} exec python -m proxyproject.server --host 0.0.0.0 --port ${PORT}"]

@@ -130,6 +130,12 @@ def server_argv(server: str, application: str, port: int) -> list[str]:
             "--http", "httptools", "--lifespan", "on", "--no-access-log", "--backlog", "4096", "--log-level", "warning"]
 
 
+def gateway_argv(server: str, port: int) -> list[str]:
+    """The gateway as production starts it (proxyproject/server.py: its HTTP limits included), quiet."""
+    quiet = ["-v", "0"] if server == "daphne" else ["--backlog", "4096", "--log-level", "warning"]
+    return [sys.executable, "-m", "proxyproject.server", "--host", "127.0.0.1", "--port", str(port), *quiet]
+
+
 def upstream_target(upstream_server: str, keys: Secrets, cores: CorePlan, env: dict[str, str]) -> Target:
     port = free_port()
     argv = [sys.executable, "-m", "bench.upstream", "--port", str(port), "--api-key", keys.api_key, "--server", upstream_server]
@@ -153,7 +159,6 @@ def passthrough_target(server: str, transport: str, role: str, cores: CorePlan, 
 
 def gateway_target(server: str, cores: CorePlan, env: dict[str, str], port: int) -> Target:
     """The gateway on the proxy core, its usage writer process beside the upstream and the load."""
-    service = Service(f"gateway ({server})", server_argv(server, "proxyproject.asgi:application", port),
-                      {**env, "ASGI_SERVER": server}, port, cores.proxy)
+    service = Service(f"gateway ({server})", gateway_argv(server, port), {**env, "ASGI_SERVER": server}, port, cores.proxy)
     writer = Service("usage writer", [sys.executable, "manage.py", "run_usage_writer"], env, 0, cores.load)
     return Target(GATEWAY, GATEWAY, f"gateway, {server}", service, companions=[writer])

@@ -5,6 +5,8 @@
     │   ├── NonCanonicalPath          400 non_canonical_path     (dot segments, %2e, //, ...: refused before auth)
     │   └── HostNotAllowed            400 host_not_allowed       (Host not in ALLOWED_HOSTS)
     ├── RequestTooLarge               413 request_too_large
+    ├── RequestLineTooLong            414 invalid_request_error  (refused by the server, proxyproject/http_limits.py)
+    ├── RequestHeadersTooLarge        431 invalid_request_error  (refused by the server, proxyproject/http_limits.py)
     ├── AuthenticationFailed          401 authentication_error   (x-should-retry: false)
     │   ├── TokenExpired              401 token_expired          (retryable: clients refresh first)
     │   ├── TokenRevoked              401 token_revoked
@@ -98,6 +100,18 @@ class HostNotAllowed(InvalidRequest):
 class RequestTooLarge(GatewayError):
     status, error_type, error_code = 413, "request_too_large", "request_too_large"
     default_message = "Request exceeds the maximum allowed size"
+
+
+class RequestLineTooLong(GatewayError):
+    status, error_type, error_code = 414, "invalid_request_error", "request_line_too_long"
+    default_message = "The request line is longer than the server accepts."
+    should_retry = False
+
+
+class RequestHeadersTooLarge(GatewayError):
+    status, error_type, error_code = 431, "invalid_request_error", "request_headers_too_large"
+    default_message = "The request headers are larger, or more numerous, than the server accepts."
+    should_retry = False
 
 
 class AuthenticationFailed(GatewayError):

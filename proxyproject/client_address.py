@@ -9,7 +9,7 @@ An entry that is not an address (garbage, `unknown`, an obfuscated RFC 7239 iden
 walk at the trusted hop that wrote it: its address is the answer, never the client's claim.
 
 The ASGI server must not rewrite the peer from these headers itself (uvicorn does by default, for
-127.0.0.1): `proxyproject.launcher` runs it with `--no-proxy-headers`.
+127.0.0.1): `proxyproject.server` runs it with `--no-proxy-headers`.
 """
 from __future__ import annotations
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from proxyproject.server import server_argv
+
 
 RESTART_BACKOFF_FIRST = 1.0
 RESTART_BACKOFF_MAX = 60.0
@@ -38,26 +40,12 @@ class Child:
     restarts: int = 0
 
 
-def asgi_server_argv(host: str, port: int) -> list[str]:
-    python = sys.executable
-    if settings.ASGI_SERVER == "uvicorn":
-        return [
-            python, "-m", "uvicorn", "proxyproject.asgi:application", "--host", host, "--port", str(port),
-            "--workers", str(settings.WEB_CONCURRENCY), "--loop", "uvloop", "--http", "httptools",
-            "--lifespan", "on", "--no-access-log", "--timeout-graceful-shutdown", str(int(settings.SHUTDOWN_GRACE_SECONDS)),
-            # The client's address is read from forwarding headers by proxyproject.client_address, and
-            # only from TRUSTED_PROXIES; uvicorn's own reading trusts 127.0.0.1 by default.
-            "--no-proxy-headers",
-        ]
-    return [python, "-m", "daphne", "-b", host, "-p", str(port), "proxyproject.asgi:application"]
-
-
 def platform_children(host: str, demo_key: str | None) -> list[Child]:
     python = sys.executable
     children = []
     if demo_key:
         children.append(Child("fake-upstream", [python, "manage.py", "fake_anthropic", "--host", "127.0.0.1", "--port", str(settings.FAKE_UPSTREAM_PORT), "--api-key", demo_key]))
-    children.append(Child("gateway", asgi_server_argv(host, settings.PORT)))
+    children.append(Child("gateway", server_argv(host, settings.PORT)))
     if settings.USAGE_WRITER == "process":
         children.append(Child("usage-writer", [python, "manage.py", "run_usage_writer"]))
     children += [

@@ -401,6 +401,14 @@ SHUTDOWN_GRACE_SECONDS = env_float("SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0)
 # uvicorn by measurement (see README, Benchmark); daphne stays one setting away.
 ASGI_SERVER = env_choice("ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))
 WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)
+# HTTP limits the server enforces before a request reaches Django or /v1 (proxyproject/http_limits.py,
+# applied by proxyproject/server.py): a huge or slow request head cannot grow or hold a worker.
+HTTP_MAX_REQUEST_LINE_BYTES = env_int("HTTP_MAX_REQUEST_LINE_BYTES", 8 * 1024, minimum=256)
+HTTP_MAX_HEADER_BYTES = env_int("HTTP_MAX_HEADER_BYTES", 32 * 1024, minimum=1024)
+HTTP_MAX_HEADERS = env_int("HTTP_MAX_HEADERS", 100, minimum=10)
+HTTP_HEADER_TIMEOUT_SECONDS = env_float("HTTP_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+HTTP_BODY_IDLE_TIMEOUT_SECONDS = env_float("HTTP_BODY_IDLE_TIMEOUT_SECONDS", 30.0, minimum=0.1)
+HTTP_KEEP_ALIVE_TIMEOUT_SECONDS = env_int("HTTP_KEEP_ALIVE_TIMEOUT_SECONDS", 5, minimum=1)
 FAKE_UPSTREAM_PORT = env_int("FAKE_UPSTREAM_PORT", 4010, minimum=1)
 
 LOGGING = {

@@ -87,11 +87,8 @@ class ServerProcess:
 
 
 def gateway_process(server: str = "uvicorn", **env_overrides: str) -> ServerProcess:
-    """A gateway server process (not yet started) on a free port."""
+    """A gateway server process (not yet started) on a free port, started as production starts it."""
     port = free_port()
-    if server == "daphne":
-        argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "proxyproject.asgi:application"]
-    else:
-        argv = [sys.executable, "-m", "uvicorn", "proxyproject.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-                "--lifespan", "on", "--no-access-log", "--timeout-graceful-shutdown", env_overrides.get("SHUTDOWN_GRACE_SECONDS", "30")]
+    argv = [sys.executable, "-m", "proxyproject.server", "--host", "127.0.0.1", "--port", str(port)]
+    env_overrides.setdefault("ASGI_SERVER", server)
     return ServerProcess(argv, server_environment(PORT=str(port), PROXY_BASE_URL=f"http://127.0.0.1:{port}", **env_overrides), port)

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 
-from proxyproject.launcher import asgi_server_argv
+from proxyproject.server import server_argv
 from tests.gateway.conftest import MESSAGE_BODY, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (fixtures)
 from tests.servers import ServerProcess, free_port, server_environment
 from tokens.models import AuditEvent, AuditKind
@@ -146,7 +146,7 @@ def test_the_server_make_run_starts_does_not_take_the_client_address_from_x_forw
     port = free_port()
     env = server_environment(PORT=str(port), ENROLLMENT_RATE_LIMIT_MAX="3", TRUSTED_PROXIES="",
                              REDIS_KEY_PREFIX=f"xff-{random.getrandbits(32):08x}")
-    server = ServerProcess(asgi_server_argv("127.0.0.1", port), env, port).start()
+    server = ServerProcess(server_argv("127.0.0.1", port), env, port).start()
     try:
         def bootstrap_live(**headers: str) -> int:
             body = {"device_id": f"dev-{random.getrandbits(64):016x}", "app_version": "1.0.0"}
