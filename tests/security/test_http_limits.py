@@ -173,7 +173,9 @@ def test_four_megabyte_header_is_refused_without_growing_the_worker(gateway, tok
     assert status == 431
     assert body["error"]["details"]["error_code"] == "request_headers_too_large"
     assert b"\r\nconnection: close\r\n" in answer
-    assert resident_bytes(gateway.process.pid) - before < MEBIBYTE
+    # Half the header: a worker that buffered it would grow by 4 MiB or more; a warm worker's own
+    # background threads (pool refresh, usage writer) move its RSS by up to about 1 MiB meanwhile.
+    assert resident_bytes(gateway.process.pid) - before < 2 * MEBIBYTE
 
 
 @pytest.mark.parametrize("path", PATHS)
