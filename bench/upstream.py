@@ -24,10 +24,10 @@ import httptools
 import orjson
 import uvloop
 
-from gateway.fake_anthropic.errors import FakeApiError, error_body
-from gateway.fake_anthropic.faults import DEFAULT_STREAM_SHAPE, STREAM_SHAPE_HEADER, parse_stream_shape
-from gateway.fake_anthropic.messages import check_messages_request, message_object, plan_reply, stream_events
-from gateway.fake_anthropic.usage import PromptCache, build_usage, split_prompt_tokens
+from fake_anthropic.errors import FakeApiError, error_body
+from fake_anthropic.faults import DEFAULT_STREAM_SHAPE, STREAM_SHAPE_HEADER, parse_stream_shape
+from fake_anthropic.messages import check_messages_request, message_object, plan_reply, stream_events
+from fake_anthropic.usage import PromptCache, build_usage, split_prompt_tokens
 
 MESSAGES_PATH = b"/v1/messages"
 MAX_CACHED_REPLIES = 1024
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
     uvloop.install()
     if arguments.server == "bundled":
-        from gateway.fake_anthropic.__main__ import main as run_bundled_fake
+        from fake_anthropic.__main__ import main as run_bundled_fake
 
         run_bundled_fake(["--host", arguments.host, "--port", str(arguments.port), "--api-key", arguments.api_key])
         return

@@ -30,7 +30,7 @@ from gateway.upstream_keys import (
     set_upstream_key_weight,
     upstream_keys_due_for_rotation,
 )
-from tokens.admin import CappedCountPaginator, ReadOnlyAdmin
+from proxyproject.lib.admin import CappedCountPaginator, ReadOnlyAdmin
 
 _SECRET_HELP = "Pasted, never shown again: the admin keeps only its last four characters in view."
 

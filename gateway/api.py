@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import platform_metrics  # noqa: F401  (registers the scrape-time gauges)
 from gateway.breaker import get_circuit_breaker
 from gateway.breaker_state import BreakerSnapshot
-from gateway.errors import CsrfFailed
+from proxyproject.lib.errors import CsrfFailed
 from gateway.metrics import render_metrics
 from tokens.operators import SESSION_ACTOR_PREFIX, authenticate_operator
 
@@ -60,10 +60,15 @@ def _json(body: dict[str, Any]) -> HttpResponse:
     return response
 
 
+async def current_breaker_body() -> dict[str, Any]:
+    """What the admin dashboard shows of the breaker (registered with `usage.dashboard`)."""
+    return breaker_body(await get_circuit_breaker().snapshot())
+
+
 @router.get("/admin/circuit-breaker", auth=None, summary="Circuit breaker state, counts and last change")
 async def circuit_breaker_state(request: HttpRequest) -> HttpResponse:
     await authenticate_operator(request)
-    return _json(breaker_body(await get_circuit_breaker().snapshot()))
+    return _json(await current_breaker_body())
 
 
 async def authenticate_operator_change(request: HttpRequest) -> str:

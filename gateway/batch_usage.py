@@ -19,7 +19,7 @@ import orjson
 
 from gateway.body import BATCHES_PATH
 from gateway.usage_tally import UsageTally
-from proxyproject.logging import log_event
+from proxyproject.lib.logging import log_event
 from usage.events import UsageEvent
 from usage.writer import submit_usage
 

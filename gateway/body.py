@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import InvalidRequest, RequestTooLarge
+from proxyproject.lib.errors import InvalidRequest, RequestTooLarge
 from gateway.routes import Route, RoutePolicy
 from tokens.identifiers import require_clean_identifier
 

@@ -46,10 +46,10 @@ from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
 from gateway.breaker_state import (
     ADMITTED, Admission, BreakerBackend, BreakerConfig, BreakerSnapshot, BreakerState, DeviceBreakers, LocalBreakerBackend, LocalDeviceBreakers,
 )
-from gateway.errors import refuse_when_shared_state_fails
+from proxyproject.lib.errors import refuse_when_shared_state_fails
 from gateway.metrics import count_breaker_transition
-from proxyproject.logging import log_event
-from proxyproject.redis import get_async_redis, redis_configured
+from proxyproject.lib.logging import log_event
+from proxyproject.lib.redis import get_async_redis, redis_configured
 
 logger = logging.getLogger("gateway.breaker")
 Clock = Callable[[], float]

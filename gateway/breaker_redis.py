@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from gateway.breaker_state import Admission, BreakerConfig, BreakerSnapshot, BreakerState
-from proxyproject.redis import get_async_redis, redis_key
+from proxyproject.lib.redis import get_async_redis, redis_key
 
 _FIELDS = ("state", "failures", "successes", "opened_at", "changed_at", "trial_until", "opens", "devices")
 DEVICE_KEY_LIFETIMES = 10

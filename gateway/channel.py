@@ -5,7 +5,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from gateway.errors import GatewayError, error_body
+from proxyproject.lib.errors import GatewayError, error_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

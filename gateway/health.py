@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.breaker import get_circuit_breaker
 from gateway.breaker_state import BreakerState
-from proxyproject.health import DEEP_CHECKS
+from proxyproject.lib.health_checks import register_deep_check
 
 HEALTH_CHECK_NAME = "circuit_breaker"
 
@@ -22,4 +22,4 @@ async def check_circuit_breaker() -> str:
 
 
 def register_breaker_health_check() -> None:
-    DEEP_CHECKS[HEALTH_CHECK_NAME] = check_circuit_breaker
+    register_deep_check(HEALTH_CHECK_NAME, check_circuit_breaker)

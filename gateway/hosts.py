@@ -14,7 +14,7 @@ from functools import lru_cache
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from gateway.errors import HostNotAllowed
+from proxyproject.lib.errors import HostNotAllowed
 
 _DEBUG_HOSTS = (".localhost", "127.0.0.1", "[::1]")
 # Django's own logger for refused hosts: its filter keeps one rate-limited line however many arrive.

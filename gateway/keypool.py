@@ -35,7 +35,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from gateway.errors import NoUpstreamKey
+from proxyproject.lib.errors import NoUpstreamKey
 from gateway.keypool_shared import count_in_flight, local_pool_version, read_shared_pool_version, start_in_flight_reporter
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.upstream_keys import (
@@ -45,9 +45,9 @@ from gateway.upstream_keys import (
     record_upstream_key_stats,
     seed_environment_key,
 )
-from proxyproject.database import drop_unusable_connection
-from proxyproject.logging import log_event
-from tokens.encryption import SecretDecryptionFailed, decrypt_secret
+from proxyproject.lib.database import drop_unusable_connection
+from proxyproject.lib.logging import log_event
+from proxyproject.lib.encryption import SecretDecryptionFailed, decrypt_secret
 
 logger = logging.getLogger("gateway.keypool")
 

@@ -29,8 +29,8 @@ from collections.abc import Iterable
 import redis
 from redis.exceptions import RedisError
 
-from proxyproject.logging import log_event
-from proxyproject.redis import get_async_redis, get_sync_redis, redis_key
+from proxyproject.lib.logging import log_event
+from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key
 
 logger = logging.getLogger("gateway.keypool")
 

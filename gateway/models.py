@@ -21,7 +21,7 @@ class UpstreamKeyState(models.TextChoices):
 
 class UpstreamKey(models.Model):
     name = models.CharField(max_length=100, unique=True)
-    encrypted_secret = models.TextField(editable=False, help_text="Fernet token (tokens.encryption); emptied when retired.")
+    encrypted_secret = models.TextField(editable=False, help_text="Fernet token (proxyproject.lib.encryption); emptied when retired.")
     secret_sha256 = models.CharField(
         max_length=64, unique=True, editable=False,
         help_text="Recognises a secret seen before (kept after retirement), so a retired key never comes back.",

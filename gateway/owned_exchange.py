@@ -23,7 +23,7 @@ from gateway.models import OwnedResourceKind
 from gateway.owned_lists import UpstreamItemFetcher, UpstreamItemRefused, list_owned, parse_page_request
 from gateway.ownership import OwnedPath, check_resource_access, forget_resources, record_resource_owner
 from gateway.upstream import gateway_error_for
-from proxyproject.logging import log_event
+from proxyproject.lib.logging import log_event
 from tokens.identity import DeviceIdentity
 
 if TYPE_CHECKING:

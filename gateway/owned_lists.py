@@ -26,7 +26,7 @@ import httpx
 import orjson
 from asgiref.sync import sync_to_async
 
-from gateway.errors import InvalidRequest
+from proxyproject.lib.errors import InvalidRequest
 from gateway.headers import upstream_request_headers
 from gateway.keypool import choose_upstream_key, report_upstream_result
 from gateway.models import OwnedResource, OwnedResourceKind

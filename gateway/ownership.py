@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError
 
-from gateway.errors import NotFound
+from proxyproject.lib.errors import NotFound
 from gateway.models import OwnedResource, OwnedResourceKind
 from gateway.routes import ResourceKind, Route, RoutePolicy
 from tokens.identity import DeviceIdentity

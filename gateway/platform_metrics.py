@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from gateway.breaker import get_circuit_breaker
 from gateway.breaker_state import BreakerState
 from gateway.metrics import register_state_reader
-from proxyproject.redis import get_sync_redis
+from proxyproject.lib.redis import get_sync_redis
 from tokens.models import AuditEvent, AuditKind, IssuedToken, TokenKind
 from usage import queue, spool
 

@@ -27,9 +27,9 @@ from fnmatch import fnmatchcase
 
 from gateway.batch_spend import BATCH_RESERVATION_SECONDS, batch_worst_case_cost
 from gateway.body import BATCHES_PATH, MESSAGES_PATH, RequestSummary
-from gateway.errors import GatewayError, ModelNotAllowed, RateLimited, refuse_when_shared_state_fails
-from gateway.ratelimit import LimitCheck, LimitDecision, get_rate_limiter
-from proxyproject.logging import log_event
+from proxyproject.lib.errors import GatewayError, ModelNotAllowed, RateLimited, refuse_when_shared_state_fails
+from proxyproject.lib.ratelimit import LimitCheck, LimitDecision, get_rate_limiter
+from proxyproject.lib.logging import log_event
 from tokens.identity import DeviceIdentity, DevicePolicy
 from usage.pricing import worst_case_cost
 from usage.spend import SpendReservation, reserve_spend

@@ -27,7 +27,7 @@ from gateway.body import ClientDisconnected, RequestSummary, check_body_readable
 from gateway.breaker import get_circuit_breaker, is_failure_status
 from gateway.breaker_state import Admission
 from gateway.channel import ClientChannel, Receive, Scope, Send
-from gateway.errors import CircuitOpen, GatewayError, GatewayShuttingDown, new_request_id
+from proxyproject.lib.errors import CircuitOpen, GatewayError, GatewayShuttingDown, new_request_id
 from gateway.headers import header_value, upstream_request_headers
 from gateway.hosts import check_host_allowed
 from gateway.keypool import HeldKey, choose_upstream_key, report_upstream_result
@@ -42,12 +42,12 @@ from gateway.owned_exchange import (
 )
 from gateway.ownership import OwnedPath, owned_path_for
 from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
-from gateway.ratelimit import get_rate_limiter
+from proxyproject.lib.ratelimit import get_rate_limiter
 from gateway.routes import Route, resolve_route
 from gateway.upstream import build_upstream_request, gateway_error_for, retryable_before_response, send_upstream
 from gateway.usage_tally import UsageTally
-from proxyproject.client_address import client_ip_from_scope
-from proxyproject.logging import log_event
+from proxyproject.lib.client_address import client_ip_from_scope
+from proxyproject.lib.logging import log_event
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
 from tokens.identity import DeviceIdentity
 from usage.events import UsageEvent

@@ -19,7 +19,7 @@ import orjson
 from gateway.batch_usage import BatchResultsReader, batch_results_reader
 from gateway.batches import rewrite_results_urls
 from gateway.body import BATCHES_PATH, MESSAGES_PATH
-from gateway.errors import GatewayError, error_body
+from proxyproject.lib.errors import GatewayError, error_body
 from gateway.headers import client_response_headers
 from gateway.sse import SseRelay
 from gateway.upstream import gateway_error_for

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from gateway.errors import NonCanonicalPath, RouteNotOffered
+from proxyproject.lib.errors import NonCanonicalPath, RouteNotOffered
 
 PROXY_PREFIX = "/v1/"
 

@@ -24,7 +24,7 @@ import aiohttp
 import httpx
 from django.conf import settings
 
-from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
+from proxyproject.lib.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 
 _SKIPPED_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})

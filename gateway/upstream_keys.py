@@ -26,9 +26,9 @@ from prometheus_client.core import GaugeMetricFamily
 from gateway.keypool_shared import IN_FLIGHT_REPORT_SECONDS, bump_pool_version, shared_in_flight_counts
 from gateway.metrics import register_state_reader
 from gateway.models import MAX_WEIGHT, UpstreamKey, UpstreamKeyState
-from proxyproject.logging import log_event
+from proxyproject.lib.logging import log_event
 from tokens.audit import Actor, actor_label
-from tokens.encryption import encrypt_secret
+from proxyproject.lib.encryption import encrypt_secret
 
 logger = logging.getLogger("gateway.upstream_keys")
 

@@ -8,7 +8,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.renderers import BaseRenderer
 
 from gateway.api import router as gateway_router
-from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound, error_response
+from proxyproject.lib.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound, error_response
 from proxyproject.health import run_health_checks
 from proxyproject.operator_surface import docs_for_operators, health_summary, sees_health_details
 from tokens.api import router as tokens_router

@@ -10,6 +10,9 @@ class ProxyProjectConfig(AppConfig):
     def ready(self) -> None:
         from proxyproject import checks  # noqa: F401  (registers the system checks)
         from proxyproject import login_lockout  # noqa: F401  (connects the lockout audit receiver)
+        from proxyproject.health import register_platform_checks
+
+        register_platform_checks()
 
 
 class ConsoleAdminConfig(admin_apps.AdminConfig):

@@ -14,7 +14,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app regi
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from gateway.asgi import mount_proxy  # noqa: E402
-from proxyproject.lifespan import lifespan_app  # noqa: E402
+from proxyproject.lib.lifespan import lifespan_app  # noqa: E402
 from proxyproject.routing import websocket_urlpatterns  # noqa: E402
 from proxyproject.websocket_origin import ExactOriginValidator  # noqa: E402
 

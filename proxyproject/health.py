@@ -21,8 +21,9 @@ from django.core.cache import cache
 from django.db import connection
 
 from proxyproject.celery import app as celery_app
-from proxyproject.database import read_database
-from proxyproject.redis import get_async_redis
+from proxyproject.lib.database import read_database
+from proxyproject.lib.health_checks import DEEP_CHECKS, register_deep_check
+from proxyproject.lib.redis import get_async_redis
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,12 @@ async def _timed(check: Callable[[], Awaitable[str | None]]) -> CheckResult:
     return CheckResult(True, (time.perf_counter() - started) * 1000, detail or "")
 
 
-DEEP_CHECKS: dict[str, Callable[[], Awaitable[str | None]]] = {
-    "database": _check_database_as_v1_reads_it,
-    "redis": _check_redis,
-    "cache": sync_to_async(_check_cache, thread_sensitive=False),
-    "broker": sync_to_async(_check_broker, thread_sensitive=False),
-}
+def register_platform_checks() -> None:
+    """Run by the platform's app config before the apps' own checks, so the report lists these first."""
+    register_deep_check("database", _check_database_as_v1_reads_it)
+    register_deep_check("redis", _check_redis)
+    register_deep_check("cache", sync_to_async(_check_cache, thread_sensitive=False))
+    register_deep_check("broker", sync_to_async(_check_broker, thread_sensitive=False))
 
 
 async def run_health_checks(deep: bool) -> tuple[int, dict[str, object]]:

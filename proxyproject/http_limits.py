@@ -29,7 +29,7 @@ from http import HTTPStatus
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.errors import GatewayError, RequestHeadersTooLarge, RequestLineTooLong, error_body, new_request_id
+from proxyproject.lib.errors import GatewayError, RequestHeadersTooLarge, RequestLineTooLong, error_body, new_request_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ from django.db.models import Q, Sum
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from proxyproject.client_address import client_ip
-from proxyproject.logging import log_event
+from proxyproject.lib.client_address import client_ip
+from proxyproject.lib.logging import log_event
 
 logger = logging.getLogger("proxyproject.login_lockout")
 

@@ -16,7 +16,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_cache_control
 
-from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, error_response
+from proxyproject.lib.errors import AuthenticationFailed, GatewayError, PermissionDenied, error_response
 from tokens.operators import authenticate_operator
 
 DocsView = Callable[..., HttpResponse]

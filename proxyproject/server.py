@@ -31,7 +31,7 @@ def server_argv(host: str, port: int, extra: list[str] | None = None) -> list[st
         "--lifespan", "on", "--no-access-log",
         "--timeout-graceful-shutdown", str(int(settings.SHUTDOWN_GRACE_SECONDS)),
         "--timeout-keep-alive", str(settings.HTTP_KEEP_ALIVE_TIMEOUT_SECONDS),
-        # The client's address is read from forwarding headers by proxyproject.client_address, and
+        # The client's address is read from forwarding headers by proxyproject.lib.client_address, and
         # only from TRUSTED_PROXIES; uvicorn's own reading trusts 127.0.0.1 by default.
         "--no-proxy-headers",
         *(extra or []),

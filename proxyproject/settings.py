@@ -290,7 +290,7 @@ AXES_ENABLE_ACCESS_FAILURE_LOG = True
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
 # Axes counts failures per client address as TRUSTED_PROXIES defines it, like every other limit.
-AXES_CLIENT_IP_CALLABLE = "proxyproject.client_address.client_ip"
+AXES_CLIENT_IP_CALLABLE = "proxyproject.lib.client_address.client_ip"
 # Origins (scheme://host[:port]) besides the gateway's own that may open the operators' websockets.
 WEBSOCKET_ALLOWED_ORIGINS = [o.strip().rstrip("/") for o in env_str("WEBSOCKET_ALLOWED_ORIGINS", "").split(",") if o.strip()]
 CONTENT_SECURITY_POLICY_ENABLED = env_bool("CONTENT_SECURITY_POLICY_ENABLED", True)
@@ -415,9 +415,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "structured": {"()": "proxyproject.logging.StructuredFormatter", "as_json": not DEBUG},
+        "structured": {"()": "proxyproject.lib.logging.StructuredFormatter", "as_json": not DEBUG},
     },
-    "filters": {"disallowed_host": {"()": "proxyproject.logging.DisallowedHostLogFilter"}},
+    "filters": {"disallowed_host": {"()": "proxyproject.lib.logging.DisallowedHostLogFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

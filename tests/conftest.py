@@ -102,7 +102,7 @@ def fresh_upstream_key_pool():
 def two_gateways(redis_required, transactional_db, settings):
     """Two gateway instances (separate processes) on the same database and Redis, in front of one
     fake upstream: (fake, first, second)."""
-    from gateway.fake_anthropic import FakeAnthropic
+    from fake_anthropic import FakeAnthropic
     from tests.gateway.conftest import MASTER_KEY
 
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:

@@ -2,15 +2,12 @@
 
 Every state change goes through the services (`tokens.revocation`, `tokens.operators`) with
 `actor=request.user`, so the admin writes the same audit rows and invalidates the same caches as
-the commands do. Status is changed by actions only, never by editing the field.
+the commands do. Status is changed by actions only, never by editing the field. The spend columns on
+the device pages are added by `usage.admin`, which owns spend.
 """
 from __future__ import annotations
 
-from decimal import Decimal
-from functools import cached_property
-
 from django.contrib import admin, messages
-from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -19,10 +16,10 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from proxyproject.lib.admin import CappedCountPaginator, ReadOnlyAdmin
 from tokens.device_state import invalidate_all_devices, invalidate_devices
 from tokens.models import AuditEvent, Device, DeviceStatus, IssuedToken, OperatorApiKey, Organization, SigningKey
 from tokens.operators import issue_operator_api_key, revoke_operator_api_key
-from tokens.policy import resolve_policy
 from tokens.revocation import (
     approve_device,
     block_device,
@@ -32,7 +29,6 @@ from tokens.revocation import (
     revoke_organization_tokens,
     revoke_token,
 )
-from usage.reports import spend_summary_for_devices
 
 POLICY_FIELDSET = (
     "Policy (empty inherits: device → organization → settings)",
@@ -45,28 +41,6 @@ POLICY_FIELDSET = (
         )
     },
 )
-
-
-class CappedCountPaginator(Paginator):
-    """Counts at most CAP rows: an exact count of millions of tokens or audit rows is a full scan
-    on PostgreSQL, paid on every page view."""
-
-    CAP = 10_000
-
-    @cached_property
-    def count(self) -> int:
-        return self.object_list.values("pk")[: self.CAP + 1].count()
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Organization)
@@ -106,58 +80,26 @@ class OrganizationAdmin(admin.ModelAdmin):
             self.message_user(request, message, messages.SUCCESS)
 
 
-def _against_cap(spent: Decimal, cap: Decimal | None) -> str:
-    return f"${spent:.2f} / {'$' + format(cap, '.2f') if cap is not None else 'no cap'}"
-
-
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ("device_id", "status", "organization", "user_label", "app_version", "spend_today", "spend_month", "last_seen_at")
+    list_display: tuple[str, ...] = ("device_id", "status", "organization", "user_label", "app_version", "last_seen_at")
     list_filter = ("status", "organization", "app_version")
     list_select_related = ("organization",)
     search_fields = ("device_id", "user_label", "organization__name", "last_ip")
     autocomplete_fields = ("organization",)
-    readonly_fields = (
-        "status", "secret_state", "tokens_revoked_before", "last_seen_at", "last_ip", "tokens_link", "usage_summary", "created_at",
-        "updated_at",
+    readonly_fields: tuple[str, ...] = (
+        "status", "secret_state", "tokens_revoked_before", "last_seen_at", "last_ip", "tokens_link", "created_at", "updated_at",
     )
-    fieldsets = (
-        (None, {"fields": ("device_id", "organization", "user_label", "app_version")}),
-        POLICY_FIELDSET,
-        ("State (change with the actions on the device list)", {"fields": readonly_fields}),
-    )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Device | None = None) -> list:
+        return [
+            (None, {"fields": ("device_id", "organization", "user_label", "app_version")}),
+            POLICY_FIELDSET,
+            ("State (change with the actions on the device list)", {"fields": self.readonly_fields}),
+        ]
     actions = ["approve", "block", "revoke_tokens", "reset_secret"]
     paginator = CappedCountPaginator
     show_full_result_count = False
-
-    def get_changelist_instance(self, request: HttpRequest):
-        """Spend for the whole page in two grouped queries, not two per row."""
-        changelist = super().get_changelist_instance(request)
-        spend = spend_summary_for_devices([device.pk for device in changelist.result_list])
-        for device in changelist.result_list:
-            device.page_spend = spend[device.pk]
-            device.page_policy = resolve_policy(device, device.organization)
-        return changelist
-
-    @admin.display(description="Spend today / daily cap")
-    def spend_today(self, obj: Device) -> str:
-        return _against_cap(obj.page_spend.today, obj.page_policy.device_daily_cap_usd)
-
-    @admin.display(description="Spend this month / monthly cap")
-    def spend_month(self, obj: Device) -> str:
-        return _against_cap(obj.page_spend.month, obj.page_policy.device_monthly_cap_usd)
-
-    @admin.display(description="Usage")
-    def usage_summary(self, obj: Device) -> str:
-        if obj.pk is None:
-            return "-"
-        spend = spend_summary_for_devices([obj.pk])[obj.pk]
-        policy = resolve_policy(obj, obj.organization)
-        url = reverse("admin:usage_usagerecord_changelist") + "?" + urlencode({"device_ref": obj.device_id})
-        return format_html(
-            'Today {} · this month {} · <a href="{}">usage records</a>',
-            _against_cap(spend.today, policy.device_daily_cap_usd), _against_cap(spend.month, policy.device_monthly_cap_usd), url,
-        )
 
     @admin.display(description="Device secret")
     def secret_state(self, obj: Device) -> str:

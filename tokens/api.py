@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
-from gateway.errors import AuthenticationFailed, DevicePendingApproval, error_response
+from proxyproject.lib.errors import AuthenticationFailed, DevicePendingApproval, error_response
 from tokens.audit import ClientInfo
 from tokens.authentication import extract_bearer_token
 from tokens.enrollment import Enrollment, bootstrap_device

@@ -6,7 +6,7 @@ class TokensConfig(AppConfig):
     verbose_name = "Devices and tokens"
 
     def ready(self) -> None:
-        from proxyproject.lifespan import on_startup
+        from proxyproject.lib.lifespan import on_startup
         from tokens import checks  # noqa: F401  (registers the system checks)
         from tokens.signing_keys import report_stranded_development_keys_at_startup
 

@@ -11,8 +11,8 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
 from django.utils import timezone
 
-from proxyproject.client_address import client_ip
-from proxyproject.logging import log_event
+from proxyproject.lib.client_address import client_ip
+from proxyproject.lib.logging import log_event
 from tokens.models import AuditEvent, AuditKind, Device, Organization
 
 logger = logging.getLogger("tokens.audit")

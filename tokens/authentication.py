@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from gateway.errors import AuthenticationFailed, DeviceBlocked, DevicePendingApproval, TokenRevoked
+from proxyproject.lib.errors import AuthenticationFailed, DeviceBlocked, DevicePendingApproval, TokenRevoked
 from tokens.device_state import get_device_state
 from tokens.identity import DeviceIdentity
 from tokens.issuance import UnknownKid, verify_wrapper_claims

@@ -39,7 +39,7 @@ def check_signing_keys_decrypt(app_configs, databases=None, **kwargs) -> list[Ch
     changed FIELD_ENCRYPTION_KEY (or DJANGO_SECRET_KEY) would make every token issue fail."""
     if not databases:
         return []
-    from tokens.encryption import SecretDecryptionFailed, decrypt_secret
+    from proxyproject.lib.encryption import SecretDecryptionFailed, decrypt_secret
     from tokens.models import SigningKey, SigningKeyState
 
     try:

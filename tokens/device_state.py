@@ -28,9 +28,9 @@ from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from proxyproject.database import read_database
-from proxyproject.logging import log_event
-from proxyproject.redis import get_async_redis, get_sync_redis, redis_key
+from proxyproject.lib.database import read_database
+from proxyproject.lib.logging import log_event
+from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key
 from tokens.identity import DevicePolicy
 from tokens.models import Device, DeviceStatus, IssuedToken, TokenKind
 from tokens.policy import policy_from_json, policy_to_json, resolve_policy

@@ -29,8 +29,8 @@ from django.db.models import Value
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from gateway.errors import BootstrapSecretInvalid, DeviceBlocked, DeviceSecretInvalid, GatewayError
-from proxyproject.logging import log_event
+from proxyproject.lib.errors import BootstrapSecretInvalid, DeviceBlocked, DeviceSecretInvalid, GatewayError
+from proxyproject.lib.logging import log_event
 from tokens.audit import ClientInfo, record_audit_event
 from tokens.device_secrets import device_secret_matches, generate_device_secret, hash_device_secret
 from tokens.device_state import invalidate_devices

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from gateway.errors import EnrollmentRateLimited
-from gateway.ratelimit import LimitCheck, RateLimiter, get_rate_limiter
+from proxyproject.lib.errors import EnrollmentRateLimited
+from proxyproject.lib.ratelimit import LimitCheck, RateLimiter, get_rate_limiter
 
 
 async def enforce_enrollment_limit(endpoint: str, ip: str | None, limiter: RateLimiter | None = None) -> None:

@@ -18,7 +18,7 @@ import unicodedata
 
 from django.core.exceptions import ValidationError
 
-from gateway.errors import InvalidRequest
+from proxyproject.lib.errors import InvalidRequest
 
 
 def identifier_problem(value: str) -> str | None:

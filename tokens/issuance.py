@@ -20,7 +20,7 @@ from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenBackendE
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 
-from gateway.errors import AuthenticationFailed, TokenExpired
+from proxyproject.lib.errors import AuthenticationFailed, TokenExpired
 from tokens import jws
 from tokens.audit import ClientInfo
 from tokens.models import Device, IssuedToken, TokenKind

@@ -15,7 +15,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
 from django.utils import timezone
 
-from gateway.errors import AuthenticationFailed, PermissionDenied
+from proxyproject.lib.errors import AuthenticationFailed, PermissionDenied
 from tokens.models import OperatorApiKey
 
 __all__ = [

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from django.http import HttpRequest
 
-from gateway.errors import InvalidRequest, RequestTooLarge
+from proxyproject.lib.errors import InvalidRequest, RequestTooLarge
 from tokens import device_secrets
 from tokens.identifiers import clean_identifier
 

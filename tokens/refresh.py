@@ -15,7 +15,7 @@ import jwt
 from django.db import transaction
 from django.utils import timezone
 
-from gateway.errors import (
+from proxyproject.lib.errors import (
     AuthenticationFailed,
     DeviceBlocked,
     DevicePendingApproval,
@@ -23,7 +23,7 @@ from gateway.errors import (
     RefreshTokenReused,
     TokenRevoked,
 )
-from proxyproject.logging import log_event
+from proxyproject.lib.logging import log_event
 from tokens.audit import ClientInfo, record_audit_event
 from tokens.device_state import invalidate_devices
 from tokens.issuance import DeviceRefreshToken, TokenPair, WrapperToken, issue_token_pair, verify_token_loading_keys

@@ -28,10 +28,10 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from proxyproject.database import read_database
-from proxyproject.logging import log_event
+from proxyproject.lib.database import read_database
+from proxyproject.lib.logging import log_event
 from tokens.audit import record_audit_event
-from tokens.encryption import decrypt_secret, encrypt_secret
+from proxyproject.lib.encryption import decrypt_secret, encrypt_secret
 from tokens.models import AuditKind, SigningKey, SigningKeyState
 
 logger = logging.getLogger("tokens.signing_keys")

@@ -2,20 +2,28 @@
 and rollups (read-only, CSV export), the dashboard and the live feed."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
-from tokens.admin import CappedCountPaginator, ReadOnlyAdmin
+from proxyproject.lib.admin import CappedCountPaginator, ReadOnlyAdmin
+from tokens.admin import DeviceAdmin
+from tokens.models import Device
+from tokens.policy import resolve_policy
+
 from usage.dashboard import PERIODS, build_dashboard
 from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
 from usage.models import ModelPrice, UsageRecord, UsageRollup
 from usage.permissions import can_view_usage
+from usage.reports import spend_summary_for_devices
 
 
 @admin.register(ModelPrice)
@@ -122,3 +130,48 @@ class UsageRollupAdmin(ReadOnlyUsageAdmin):
     def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
         return csv_export(queryset.order_by("bucket_start", "device_ref", "model"), ROLLUP_COLUMNS,
                           f"usage-rollups-{timezone.now():%Y%m%d-%H%M}.csv")
+
+
+def _against_cap(spent: Decimal, cap: Decimal | None) -> str:
+    return f"${spent:.2f} / {'$' + format(cap, '.2f') if cap is not None else 'no cap'}"
+
+
+class DeviceWithSpendAdmin(DeviceAdmin):
+    """The device pages with spend today and this month against the caps: `tokens` draws the device,
+    usage (which owns spend) adds these columns, so `tokens` never imports `usage`."""
+
+    list_display = (*DeviceAdmin.list_display[:-1], "spend_today", "spend_month", DeviceAdmin.list_display[-1])
+    readonly_fields = (*DeviceAdmin.readonly_fields[:-2], "usage_summary", *DeviceAdmin.readonly_fields[-2:])
+
+    def get_changelist_instance(self, request: HttpRequest):
+        """Spend for the whole page in two grouped queries, not two per row."""
+        changelist = super().get_changelist_instance(request)
+        spend = spend_summary_for_devices([device.pk for device in changelist.result_list])
+        for device in changelist.result_list:
+            device.page_spend = spend[device.pk]
+            device.page_policy = resolve_policy(device, device.organization)
+        return changelist
+
+    @admin.display(description="Spend today / daily cap")
+    def spend_today(self, obj: Device) -> str:
+        return _against_cap(obj.page_spend.today, obj.page_policy.device_daily_cap_usd)
+
+    @admin.display(description="Spend this month / monthly cap")
+    def spend_month(self, obj: Device) -> str:
+        return _against_cap(obj.page_spend.month, obj.page_policy.device_monthly_cap_usd)
+
+    @admin.display(description="Usage")
+    def usage_summary(self, obj: Device) -> str:
+        if obj.pk is None:
+            return "-"
+        spend = spend_summary_for_devices([obj.pk])[obj.pk]
+        policy = resolve_policy(obj, obj.organization)
+        url = reverse("admin:usage_usagerecord_changelist") + "?" + urlencode({"device_ref": obj.device_id})
+        return format_html(
+            'Today {} · this month {} · <a href="{}">usage records</a>',
+            _against_cap(spend.today, policy.device_daily_cap_usd), _against_cap(spend.month, policy.device_monthly_cap_usd), url,
+        )
+
+
+admin.site.unregister(Device)
+admin.site.register(Device, DeviceWithSpendAdmin)

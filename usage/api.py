@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 
-from gateway.errors import InvalidRequest, PermissionDenied
+from proxyproject.lib.errors import InvalidRequest, PermissionDenied
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
 from tokens.operators import KEY_PREFIX, authenticate_operator
 from usage.permissions import can_view_usage

@@ -8,7 +8,7 @@ class UsageConfig(AppConfig):
     def ready(self) -> None:
         """System checks, price-table invalidation signals, and each ASGI worker's price table,
         usage writer and spend counters."""
-        from proxyproject.lifespan import on_shutdown, on_startup
+        from proxyproject.lib.lifespan import on_shutdown, on_startup
         from usage import checks  # noqa: F401  (registers the system checks)
         from usage.pricing import preload_price_table  # importing registers the ModelPrice signal receivers
         from usage.spend import load_spend_counters

@@ -1,17 +1,18 @@
 """What the admin's usage dashboard shows: totals, series over time drawn as SVG, top devices and
-models, spend today and this month, and the circuit breaker's state."""
+models, spend today and this month, and the circuit breaker's state.
+
+The breaker belongs to `gateway`, a layer above this one: the gateway registers the function that
+reads its state (`register_breaker_state`), so this module never imports it."""
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from asgiref.sync import async_to_sync
 from django.utils.safestring import SafeString
 
-from gateway.api import breaker_body
-from gateway.breaker import get_circuit_breaker
 from usage.charts import Series, stacked_bar_chart
 from usage.reports import GroupBy, UsageFilter, UsageGroup, UsageTotals, usage_groups, usage_totals
 
@@ -124,13 +125,20 @@ def _charts(since: dt.datetime, until: dt.datetime, group_by: GroupBy, groups: l
     }
 
 
-async def _breaker_state() -> dict[str, Any]:
-    return breaker_body(await get_circuit_breaker().snapshot())
+BreakerState = Callable[[], Awaitable[dict[str, Any]]]
+_breaker_state: list[BreakerState] = []
+
+
+def register_breaker_state(read_state: BreakerState) -> None:
+    """The gateway's breaker state (the body of `GET /admin/circuit-breaker`) for the dashboard."""
+    _breaker_state[:] = [read_state]
 
 
 def _breaker() -> tuple[dict[str, Any] | None, str | None]:
+    if not _breaker_state:
+        return None, "no circuit breaker registered"
     try:
-        return async_to_sync(_breaker_state)(), None
+        return async_to_sync(_breaker_state[0])(), None
     except Exception as exc:  # Redis away: the rest of the dashboard is still worth showing
         return None, f"{type(exc).__name__}: {exc}"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from proxyproject.logging import log_event
+from proxyproject.lib.logging import log_event
 
 LIVE_GROUP = "usage-live"
 LIVE_MESSAGE_TYPE = "usage.records"

@@ -28,7 +28,7 @@ from django.db import close_old_connections
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from proxyproject.logging import log_event
+from proxyproject.lib.logging import log_event
 from usage.events import UsageEvent
 from usage.models import COST_DECIMAL_PLACES, ModelPrice, Speed
 

@@ -19,7 +19,7 @@ import orjson
 import redis
 from django.conf import settings
 
-from proxyproject.redis import redis_key
+from proxyproject.lib.redis import redis_key
 from usage.events import UsageEvent
 
 _EVENT_FIELDS = {f.name for f in dataclasses.fields(UsageEvent)}

@@ -17,7 +17,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Field
 from django.utils import timezone
 
-from proxyproject.logging import log_event
+from proxyproject.lib.logging import log_event
 from tokens.models import Device, Organization
 from usage import spool
 from usage.events import UsageEvent

@@ -27,8 +27,8 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Sum
 
-from gateway.errors import SpendCapReached
-from proxyproject.logging import log_event
+from proxyproject.lib.errors import SpendCapReached
+from proxyproject.lib.logging import log_event
 from tokens.identity import DeviceIdentity
 from usage.models import UsageRecord
 from usage.spend_counters import CapCheck, Counter, LocalSpendBackend, SpendBackend, from_nanos, to_nanos

@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
-from proxyproject.logging import log_event
+from proxyproject.lib.logging import log_event
 
 logger = logging.getLogger("usage.spend")
 NANO = Decimal("1e-9")

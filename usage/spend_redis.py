@@ -4,7 +4,7 @@ check and its reservation."""
 from __future__ import annotations
 
 
-from proxyproject.redis import get_async_redis, get_sync_redis, redis_key
+from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key
 from usage.spend_counters import CapCheck, Counter
 
 RESERVE_SCRIPT = """

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from proxyproject.logging import log_event
+from proxyproject.lib.logging import log_event
 
 logger = logging.getLogger("usage.spool")
 SEGMENT_SUFFIX = ".jsonl"

@@ -30,8 +30,8 @@ from django.conf import settings
 from django.db import close_old_connections
 from redis.exceptions import RedisError
 
-from proxyproject.logging import log_event
-from proxyproject.redis import get_async_redis, get_sync_redis
+from proxyproject.lib.logging import log_event
+from proxyproject.lib.redis import get_async_redis, get_sync_redis
 from usage import queue, spool
 from usage.events import UsageEvent
 from usage.live import MAX_ROWS_PER_MESSAGE, broadcast_records, live_row

@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('name', models.CharField(max_length=100, unique=True)),
-                ('encrypted_secret', models.TextField(editable=False, help_text='Fernet token (tokens.encryption); emptied when retired.')),
+                ('encrypted_secret', models.TextField(editable=False, help_text='Fernet token (proxyproject.lib.encryption); emptied when retired.')),
                 ('secret_sha256', models.CharField(editable=False, help_text='Recognises a secret seen before (kept after retirement), so a retired key never comes back.', max_length=64, unique=True)),
                 ('secret_last4', models.CharField(editable=False, max_length=4)),
                 ('state', models.CharField(choices=[('active', 'Active'), ('draining', 'Draining (in-flight requests finish, no new ones)'), ('retired', 'Retired')], db_index=True, default='active', max_length=16)),

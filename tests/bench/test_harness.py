@@ -16,7 +16,7 @@ from bench.run import memory_figures, targets_for
 from bench.stats import CellFigures, closed_loop_rate, combine, compare, percentile, summarize
 from bench.targets import DIRECT, PASSTHROUGH, SCENARIOS, VARIANT, Target, message_body
 from bench.upstream import start_lean_server
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 
 KEY = "sk-ant-bench-test"
 SHORT_STREAM = "events=3,interval_ms=5,first_byte_ms=20"

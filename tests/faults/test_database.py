@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
 from tests.servers import free_port, gateway_process
 

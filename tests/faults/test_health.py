@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from django.test import AsyncClient
 
-import proxyproject.redis
+import proxyproject.lib.redis
 
 
 @pytest.fixture
@@ -19,9 +19,9 @@ def hung_redis(settings) -> Iterator[None]:
         listener.listen(16)
         settings.REDIS_URL = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
         settings.HEALTH_CHECK_TIMEOUT = 0.3
-        proxyproject.redis._clients.clear()
+        proxyproject.lib.redis._clients.clear()
         yield
-    proxyproject.redis._clients.clear()
+    proxyproject.lib.redis._clients.clear()
 
 
 async def test_deep_health_names_a_hung_redis_within_its_timeout(db, hung_redis):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-import proxyproject.redis
+import proxyproject.lib.redis
 from tests.servers import free_port
 
 
@@ -46,16 +46,16 @@ def own_redis(settings) -> Iterator[OwnRedis]:
     server = OwnRedis(free_port())
     server.start()
     settings.REDIS_URL = f"redis://127.0.0.1:{server.port}/0"
-    proxyproject.redis._clients.clear()
-    proxyproject.redis._sync_client = None
+    proxyproject.lib.redis._clients.clear()
+    proxyproject.lib.redis._sync_client = None
     yield server
     server.stop()
-    proxyproject.redis._clients.clear()
-    proxyproject.redis._sync_client = None
+    proxyproject.lib.redis._clients.clear()
+    proxyproject.lib.redis._sync_client = None
 
 
 async def test_async_client_survives_a_redis_restart(own_redis):
-    client = proxyproject.redis.get_async_redis()
+    client = proxyproject.lib.redis.get_async_redis()
     assert await client.set("before-restart", "1")
     own_redis.stop()
     own_redis.start()
@@ -64,7 +64,7 @@ async def test_async_client_survives_a_redis_restart(own_redis):
 
 
 def test_sync_client_survives_a_redis_restart(own_redis):
-    client = proxyproject.redis.get_sync_redis()
+    client = proxyproject.lib.redis.get_sync_redis()
     assert client.set("before-restart", "1")
     own_redis.stop()
     own_redis.start()

@@ -10,7 +10,7 @@ import httpx
 import jwt
 import orjson
 
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 from tests.gateway.conftest import MASTER_KEY, STREAM_BODY
 from tests.gateway.test_sdk import enroll
 from tests.servers import gateway_process

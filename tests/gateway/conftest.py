@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from gateway import breaker as breaker_module
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 from gateway.upstream import close_upstream_client
 from tokens.models import Device
 from tokens.revocation import policy_changed

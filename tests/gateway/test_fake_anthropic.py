@@ -23,8 +23,8 @@ import httpx2
 import orjson
 import pytest
 
-from gateway.fake_anthropic import FakeAnthropic
-from gateway.fake_anthropic.ratelimits import RateLimitWindow
+from fake_anthropic import FakeAnthropic
+from fake_anthropic.ratelimits import RateLimitWindow
 
 KEY = "sk-ant-test-1"
 OTHER_KEY = "sk-ant-test-2"

@@ -19,7 +19,7 @@ import httpx
 import orjson
 from django.core.management import call_command
 
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.tasks import retire_drained_upstream_keys_task
 from gateway.upstream_keys import ENVIRONMENT_KEY_NAME

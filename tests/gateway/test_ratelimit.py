@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from gateway.ratelimit import LimitCheck, LocalRateLimiter, RedisRateLimiter
+from proxyproject.lib.ratelimit import LimitCheck, LocalRateLimiter, RedisRateLimiter
 
 
 class FakeClock:

@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 import proxyproject.asgi  # noqa: F401  (set up Django's logging now, not under caplog's handler)
-import proxyproject.redis
+import proxyproject.lib.redis
 from gateway import breaker as breaker_module
 from gateway import breaker_redis, proxy
 from gateway.breaker import CircuitBreaker
@@ -84,9 +84,9 @@ async def test_redis_refusing_connections_gets_a_retryable_503_and_nothing_goes_
     fake_upstream, token, settings, patches, caplog
 ):
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
-    patches.setattr(proxyproject.redis, "_clients", weakref.WeakKeyDictionary())  # not this loop's client of the real Redis
+    patches.setattr(proxyproject.lib.redis, "_clients", weakref.WeakKeyDictionary())  # not this loop's client of the real Redis
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
-    for client in list(proxyproject.redis._clients.values()):
+    for client in list(proxyproject.lib.redis._clients.values()):
         await client.aclose()
     assert_refused_before_upstream(answer, fake_upstream, caplog, stage="rate_limit", request_id=answer.headers["request-id"],
                                    error="ConnectionError: ")

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from asgiref.sync import async_to_sync
 
-from gateway.fake_anthropic import FakeAnthropic
-from gateway.fake_anthropic.usage import count_prompt_tokens
+from fake_anthropic import FakeAnthropic
+from fake_anthropic.usage import count_prompt_tokens
 from tests.gateway.conftest import MASTER_KEY, _set_policy
 from tests.servers import gateway_process
 

@@ -10,8 +10,8 @@ from django.core.management import CommandError, call_command
 
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.upstream_keys import ENVIRONMENT_KEY_NAME, add_upstream_key, seed_environment_key, secret_digest
-from proxyproject.console import format_table
-from tokens.encryption import decrypt_secret
+from proxyproject.lib.console import format_table
+from proxyproject.lib.encryption import decrypt_secret
 
 pytestmark = pytest.mark.django_db
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.upstream_keys import add_upstream_key, flag_upstream_key, rotate_upstream_key
-from tokens.encryption import decrypt_secret
+from proxyproject.lib.encryption import decrypt_secret
 
 pytestmark = pytest.mark.django_db
 

@@ -23,7 +23,7 @@ from gateway.keypool_shared import (
 )
 from gateway.models import UpstreamKey
 from gateway.upstream_keys import ENVIRONMENT_KEY_NAME, add_upstream_key, rotate_upstream_key
-from proxyproject.redis import get_sync_redis, redis_key
+from proxyproject.lib.redis import get_sync_redis, redis_key
 from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway
 
 SECOND = "sk-ant-api03-second-" + "s" * 30 + "S3C0"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 from proxyclient import ProxyConfig
 from tests.servers import ServerProcess, gateway_process
 from tokens.models import AuditEvent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.fake_anthropic.request_log import last_four
+from fake_anthropic.request_log import last_four
 from proxyclient import ProxyClient, ProxySession
 from proxyclient.sdk import anthropic_client
 from tests.proxyclient.conftest import FAKE_UPSTREAM_KEY, audit_kinds, client_config

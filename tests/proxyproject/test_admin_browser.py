@@ -11,7 +11,7 @@ import orjson
 import pytest
 from django.contrib.auth import get_user_model
 
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 from tests.gateway.conftest import MASTER_KEY
 from tests.servers import BASE_DIR, gateway_process
 from tests.usage.cast import ensure_seeded_prices

@@ -1,6 +1,6 @@
 import io
 
-from proxyproject.console import format_table, progress
+from proxyproject.lib.console import format_table, progress
 
 
 def test_table_aligns_text_left_and_numbers_right():

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 
-from proxyproject.gc_tuning import THRESHOLDS
-from proxyproject.lifespan import lifespan_app
+from proxyproject.lib.gc_tuning import THRESHOLDS
+from proxyproject.lib.lifespan import lifespan_app
 
 
 async def test_the_worker_start_up_tunes_garbage_collection(monkeypatch):
-    monkeypatch.setattr("proxyproject.lifespan._startup_hooks", [])
-    monkeypatch.setattr("proxyproject.lifespan._shutdown_hooks", [])
+    monkeypatch.setattr("proxyproject.lib.lifespan._startup_hooks", [])
+    monkeypatch.setattr("proxyproject.lib.lifespan._shutdown_hooks", [])
     thresholds = gc.get_threshold()
     gc.unfreeze()
     inbox: asyncio.Queue = asyncio.Queue()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from proxyproject.redis import get_async_redis, redis_key
+from proxyproject.lib.redis import get_async_redis, redis_key
 
 
 async def test_a_burst_beyond_the_pool_size_waits_instead_of_failing(redis_required, settings):

@@ -15,7 +15,7 @@ import pytest
 from gateway.breaker import CircuitBreaker, get_circuit_breaker
 from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
 from gateway.breaker_state import BreakerConfig, BreakerState, LocalBreakerBackend, LocalDeviceBreakers
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device
 from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.gateway.test_sdk import enroll

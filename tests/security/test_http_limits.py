@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 from tests.servers import ServerProcess, gateway_process
 
 MASTER_KEY = "sk-ant-test-master-http-limits-0001"

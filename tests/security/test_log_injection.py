@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 import proxyproject.asgi  # noqa: F401  (set up Django's logging now, not under caplog's handler)
-from proxyproject.logging import DisallowedHostLogFilter, StructuredFormatter
+from proxyproject.lib.logging import DisallowedHostLogFilter, StructuredFormatter
 from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool, token  # noqa: F401  (fixtures)
 
 FORGED_LINE = "2026-12-02T00:00:00.000+00:00 INFO    gateway.proxy: Request completed status=200"

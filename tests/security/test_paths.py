@@ -13,7 +13,7 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, bearer, call_gateway, enroll_device
 from tests.servers import gateway_process
 from tokens.models import Device

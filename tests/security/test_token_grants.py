@@ -13,7 +13,7 @@ from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.test import Client
 
-from gateway.errors import TokenRevoked
+from proxyproject.lib.errors import TokenRevoked
 from tests.gateway.conftest import bearer, call_gateway
 from tests.servers import gateway_process
 from tests.tokens.client import bootstrap, error_of, jwt_parts, refresh, refresh_with_bearer

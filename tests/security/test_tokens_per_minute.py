@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway import ratelimit
+from proxyproject.lib import ratelimit
 from tests.gateway.conftest import bearer, call_gateway, enroll_device
 from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.gateway.test_sdk import enroll

@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 
-from gateway.errors import DeviceBlocked, TokenRevoked
+from proxyproject.lib.errors import DeviceBlocked, TokenRevoked
 from tests.tokens.client import bootstrap, error_of
 from tokens.authentication import authenticate_wrapper_token
 from tokens.models import AuditEvent, AuditKind, Device, DeviceStatus, IssuedToken, OperatorApiKey, Organization, SigningKey

@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from asgiref.sync import async_to_sync
 
-from gateway.errors import AuthenticationFailed, DeviceBlocked, DevicePendingApproval, TokenExpired, TokenRevoked
+from proxyproject.lib.errors import AuthenticationFailed, DeviceBlocked, DevicePendingApproval, TokenExpired, TokenRevoked
 from tests.tokens.client import bootstrap, jwt_parts
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
 from tokens import device_state

@@ -9,7 +9,7 @@ from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from gateway.errors import DeviceBlocked, TokenRevoked
+from proxyproject.lib.errors import DeviceBlocked, TokenRevoked
 from tests.tokens.client import bootstrap, jwt_parts
 from tokens.authentication import authenticate_wrapper_token
 from tokens.models import AuditEvent, AuditKind, Device, DeviceStatus, IssuedToken, Organization

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from tokens.encryption import SecretDecryptionFailed, decrypt_secret, encrypt_secret
+from proxyproject.lib.encryption import SecretDecryptionFailed, decrypt_secret, encrypt_secret
 
 
 def test_round_trip_without_the_plaintext_in_the_stored_value(settings):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import async_to_sync
 
-from gateway.errors import EnrollmentRateLimited
-from gateway.ratelimit import LocalRateLimiter
+from proxyproject.lib.errors import EnrollmentRateLimited
+from proxyproject.lib.ratelimit import LocalRateLimiter
 from tests.tokens.client import error_of
 from tokens.enrollment_limits import enforce_enrollment_limit
 

@@ -9,10 +9,10 @@ import orjson
 import pytest
 from asgiref.sync import async_to_sync
 
-from gateway.errors import AuthenticationFailed
+from proxyproject.lib.errors import AuthenticationFailed
 from tests.tokens.client import error_of, jwt_parts, refresh, refresh_with_bearer
 from tokens.authentication import authenticate_wrapper_token
-from tokens.encryption import decrypt_secret
+from proxyproject.lib.encryption import decrypt_secret
 from tokens.models import SigningKey, SigningKeyState
 
 pytestmark = [

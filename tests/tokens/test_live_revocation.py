@@ -8,7 +8,7 @@ import time
 import httpx
 from asgiref.sync import async_to_sync
 
-from gateway.errors import TokenRevoked
+from proxyproject.lib.errors import TokenRevoked
 from tokens.authentication import authenticate_wrapper_token
 
 authenticate = async_to_sync(authenticate_wrapper_token)

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
-from gateway.errors import AuthenticationFailed, PermissionDenied
+from proxyproject.lib.errors import AuthenticationFailed, PermissionDenied
 from tokens.models import OperatorApiKey
 from tokens.operators import authenticate_operator, create_operator_api_key, revoke_operator_api_key
 

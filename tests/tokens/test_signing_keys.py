@@ -10,11 +10,11 @@ from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.utils import timezone
 
-from gateway.errors import AuthenticationFailed
+from proxyproject.lib.errors import AuthenticationFailed
 from tests.tokens.client import bootstrap, error_of, jwt_parts, refresh
 from tokens.authentication import authenticate_wrapper_token
 from tokens import signing_keys
-from tokens.encryption import decrypt_secret
+from proxyproject.lib.encryption import decrypt_secret
 from tokens.models import AuditEvent, AuditKind, SigningKey, SigningKeyState
 from tokens.signing_keys import (
     LATE_SIGNING_MARGIN,

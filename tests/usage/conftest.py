@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxyproject.redis import get_sync_redis, redis_key
+from proxyproject.lib.redis import get_sync_redis, redis_key
 from tests.usage.cast import ensure_seeded_prices
 from usage.pricing import invalidate_price_table
 

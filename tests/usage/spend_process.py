@@ -20,7 +20,7 @@ django.setup()
 
 from django.db import connections  # noqa: E402
 
-from gateway.errors import SpendCapReached  # noqa: E402
+from proxyproject.lib.errors import SpendCapReached  # noqa: E402
 from tests.usage.cast import identity_with  # noqa: E402
 from usage.spend import reserve_spend, settle_spend  # noqa: E402
 

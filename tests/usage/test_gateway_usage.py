@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from gateway.fake_anthropic import FakeAnthropic
+from fake_anthropic import FakeAnthropic
 from tests.servers import ServerProcess, gateway_process
 from tests.usage.cast import ensure_seeded_prices
 from django.utils import timezone

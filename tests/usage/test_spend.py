@@ -13,8 +13,8 @@ from decimal import Decimal
 import pytest
 from django.conf import settings as django_settings
 
-from gateway.errors import SpendCapReached, error_response
-from proxyproject.redis import get_sync_redis, redis_key
+from proxyproject.lib.errors import SpendCapReached, error_response
+from proxyproject.lib.redis import get_sync_redis, redis_key
 from tests import servers
 from tests.usage.cast import identity_with, usage_event
 from usage.spend import (

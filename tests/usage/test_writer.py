@@ -12,7 +12,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import OperationalError, connection
 
-from proxyproject.lifespan import lifespan_app
+from proxyproject.lib.lifespan import lifespan_app
 from tests import servers
 from tests.usage.cast import NOV_25, usage_event
 from usage import queue, spool

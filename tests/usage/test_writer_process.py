@@ -27,7 +27,7 @@ def queued_records(settings) -> int:
     spooled = sum(len(segment.lines) for segment in _released(spool.claim_segments()))
     if not settings.REDIS_URL:
         return spooled
-    from proxyproject.redis import get_sync_redis
+    from proxyproject.lib.redis import get_sync_redis
     return spooled + get_sync_redis().llen(queue.queue_key())
 
 
@@ -124,7 +124,7 @@ def test_make_run_starts_the_writer_process_only_when_asked(settings):
 
 def test_a_live_gateway_only_queues_and_the_writer_process_records_every_request(transactional_db, settings):
     """End to end: a real gateway server that only queues, and the writer process that writes."""
-    from gateway.fake_anthropic import FakeAnthropic
+    from fake_anthropic import FakeAnthropic
     from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
     from tests.gateway.test_sdk import enroll
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from gateway.keypool_shared import shared_in_flight_counts
 from gateway.models import UpstreamKey, UpstreamKeyState
-from proxyproject.console import format_table
+from proxyproject.lib.console import format_table
 
 HEADERS = (
     "name", "key", "state", "weight", "in flight", "age (days)", "last used",

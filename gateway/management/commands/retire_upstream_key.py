@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from gateway.keypool_shared import shared_in_flight_counts
 from gateway.models import UpstreamKey
 from gateway.upstream_keys import UpstreamKeyError, retire_upstream_key
-from tokens.management.confirm import add_yes_argument, confirm_or_abort
+from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
 
 
 class Command(BaseCommand):

@@ -9,8 +9,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 
-from proxyproject.console import format_table, progress
-from tokens.management.confirm import add_yes_argument, confirm_or_abort
+from proxyproject.lib.console import format_table, progress
+from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
 from tokens.models import Device, IssuedToken
 from tokens.revocation import block_device, revoke_device_tokens
 

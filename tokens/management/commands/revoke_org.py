@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tokens.management.confirm import add_yes_argument, confirm_or_abort
+from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
 from tokens.models import Organization
 from tokens.revocation import revoke_organization_tokens
 

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from proxyproject.console import format_table, progress
+from proxyproject.lib.console import format_table, progress
 from usage.rollups import rollup_usage
 
 

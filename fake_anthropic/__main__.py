@@ -1,4 +1,4 @@
-"""`python -m gateway.fake_anthropic --port 4010 --api-key KEY`: the fake without Django (benchmarks).
+"""`python -m fake_anthropic --port 4010 --api-key KEY`: the fake without Django (benchmarks).
 
 Keys also come from FAKE_ANTHROPIC_API_KEYS (comma-separated), as for `manage.py fake_anthropic`.
 """
@@ -12,7 +12,7 @@ from .server import KEYS_ENV_VAR, FakeAnthropic, api_keys_from, run_until_signal
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gateway.fake_anthropic", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fake_anthropic", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4010, help="0 picks a free port")
     parser.add_argument("--api-key", action="append", dest="api_keys", metavar="KEY", help="repeatable")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from proxyproject.console import format_table
+from proxyproject.lib.console import format_table
 from tokens.models import Device, DeviceStatus
 from tokens.policy import resolve_policy
 from usage.reports import spend_summary_for_devices

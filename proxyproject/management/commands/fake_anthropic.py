@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from gateway.fake_anthropic import KEYS_ENV_VAR, FakeAnthropic, api_keys_from, run_until_signalled
+from fake_anthropic import KEYS_ENV_VAR, FakeAnthropic, api_keys_from, run_until_signalled
 
 
 class Command(BaseCommand):

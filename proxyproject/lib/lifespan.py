@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Awaitable, Callable
 
-from proxyproject.gc_tuning import tune_garbage_collection
-from proxyproject.logging import log_event
+from proxyproject.lib.gc_tuning import tune_garbage_collection
+from proxyproject.lib.logging import log_event
 
 Hook = Callable[[], Awaitable[None]]
 _startup_hooks: list[Hook] = []

@@ -49,7 +49,7 @@ import orjson
 from django.http import HttpResponse
 from redis.exceptions import RedisError
 
-from proxyproject.logging import log_event
+from proxyproject.lib.logging import log_event
 
 logger = logging.getLogger("gateway.errors")
 

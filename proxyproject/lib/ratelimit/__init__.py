@@ -21,7 +21,7 @@ from typing import Callable, Protocol, Sequence
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from proxyproject.redis import get_async_redis, redis_configured, redis_key
+from proxyproject.lib.redis import get_async_redis, redis_configured, redis_key
 
 Clock = Callable[[], float]
 

@@ -4,7 +4,7 @@ JSON lines when debug is off (for log shippers), `event key=value` text when on 
 Callers use `log_event(logger, "Request completed", request_id=..., status=...)`.
 
 Field values and messages often carry what a client sent (a model name, a path, a Host header), so
-both formats escape unprintable characters (`proxyproject.printable`): no value can write a line of
+both formats escape unprintable characters (`proxyproject.lib.printable`): no value can write a line of
 its own, and text values holding spaces, quotes or `=` are quoted so none can fake another field.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Callable
 import orjson
 from django.conf import settings
 
-from proxyproject.printable import escape_unprintable
+from proxyproject.lib.printable import escape_unprintable
 
 _FIELDS_ATTR = "event_fields"
 _LIMITED_ATTR = "disallowed_host_limited"

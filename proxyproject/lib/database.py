@@ -18,8 +18,8 @@ from typing import ParamSpec, TypeVar
 from asgiref.sync import sync_to_async
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
-from gateway.errors import DatabaseUnavailable
-from proxyproject.logging import log_event
+from proxyproject.lib.errors import DatabaseUnavailable
+from proxyproject.lib.logging import log_event
 
 logger = logging.getLogger("proxyproject.database")
 P = ParamSpec("P")
