@@ -1,10 +1,10 @@
-# Two commands matter: `make run` and `make test`. Both build .venv from the pinned requirements.
+# Two commands matter: `make run` and `make test` (`make lint` before a commit). Both build .venv from the pinned requirements.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install migrate clean
+.PHONY: run test lint bench install migrate clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (lint rules and formatting), mypy (strict on proxyproject/lib) and the layer contracts.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)

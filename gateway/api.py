@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import platform_metrics  # noqa: F401  (registers the scrape-time gauges)
 from gateway.breaker import get_circuit_breaker
 from gateway.breaker_state import BreakerSnapshot
+from proxyproject.lib.backends import shared_state_backend
 from proxyproject.lib.errors import CsrfFailed
 from gateway.metrics import render_metrics
 from tokens.operators import SESSION_ACTOR_PREFIX, authenticate_operator
@@ -50,7 +51,7 @@ def breaker_body(snapshot: BreakerSnapshot) -> dict[str, Any]:
         "success_threshold": config.success_threshold,
         "min_devices": config.min_devices,
         "failing_devices": len(snapshot.devices),
-        "shared": bool(settings.REDIS_URL),
+        "shared": shared_state_backend() == "redis",
     }
 
 

@@ -49,7 +49,8 @@ from gateway.breaker_state import (
 from proxyproject.lib.errors import refuse_when_shared_state_fails
 from gateway.metrics import count_breaker_transition
 from proxyproject.lib.logging import log_event
-from proxyproject.lib.redis import get_async_redis, redis_configured
+from proxyproject.lib.backends import shared_state_backend
+from proxyproject.lib.process_state import register_process_state
 
 logger = logging.getLogger("gateway.breaker")
 Clock = Callable[[], float]
@@ -185,10 +186,20 @@ _redis_breaker: CircuitBreaker | None = None
 def get_circuit_breaker() -> CircuitBreaker:
     """The Redis-backed breaker when REDIS_URL is set (one for every process), else this process's."""
     global _local_breaker, _redis_breaker
-    if redis_configured():
+    if shared_state_backend() == "redis":
         if _redis_breaker is None:
             _redis_breaker = CircuitBreaker(RedisBreakerBackend(), devices=RedisDeviceBreakers(settings.CIRCUIT_BREAKER_RESET_TIMEOUT))
         return _redis_breaker
     if _local_breaker is None:
         _local_breaker = CircuitBreaker(LocalBreakerBackend(), devices=LocalDeviceBreakers())
     return _local_breaker
+
+
+def forget_circuit_breakers() -> None:
+    """A new breaker object on next use; a breaker kept in Redis keeps its shared state."""
+    global _local_breaker, _redis_breaker
+    _local_breaker = None
+    _redis_breaker = None
+
+
+register_process_state("circuit breaker", forget_circuit_breakers)

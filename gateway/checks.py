@@ -1,10 +1,10 @@
 """System checks for the gateway (ids asserted by tests)."""
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.checks import CheckMessage, Warning, register
 
 from gateway.keypool import upstream_key_configured
+from proxyproject.lib.backends import shared_state_backend
 
 
 @register()
@@ -23,7 +23,7 @@ def check_upstream_key(app_configs, **kwargs) -> list[CheckMessage]:
 
 @register()
 def check_shared_limits(app_configs, **kwargs) -> list[CheckMessage]:
-    if not settings.REDIS_URL:
+    if shared_state_backend() == "local":
         return [
             Warning(
                 "No REDIS_URL: rate limits and the circuit breaker are kept per process, so each gateway process "

@@ -47,6 +47,7 @@ from gateway.upstream_keys import (
 )
 from proxyproject.lib.database import drop_unusable_connection
 from proxyproject.lib.logging import log_event
+from proxyproject.lib.process_state import register_process_state
 from proxyproject.lib.encryption import SecretDecryptionFailed, decrypt_secret
 
 logger = logging.getLogger("gateway.keypool")
@@ -408,6 +409,9 @@ def forget_upstream_key_pool() -> None:
     global _pool
     _pool = KeyPool()
     _decrypted.clear()
+
+
+register_process_state("upstream key pool", forget_upstream_key_pool)
 
 
 def upstream_key_configured() -> bool:

@@ -80,7 +80,7 @@ class Route:
         return self.spec.policy
 
 
-M, S, O, C = RoutePolicy.MODEL_CHECKED, RoutePolicy.SPEND_RESERVED, RoutePolicy.OWNED_RESOURCE, RoutePolicy.CATALOGUE
+M, S, O, C = RoutePolicy.MODEL_CHECKED, RoutePolicy.SPEND_RESERVED, RoutePolicy.OWNED_RESOURCE, RoutePolicy.CATALOGUE  # noqa: E741 (one-letter columns keep the table one route a row)
 BATCH, FILE = ResourceKind.BATCH, ResourceKind.FILE
 
 ROUTE_TABLE: tuple[RouteSpec, ...] = (

@@ -143,6 +143,9 @@ TRUSTED_PROXY_HEADER = env_choice("TRUSTED_PROXY_HEADER", "x-forwarded-for", ("x
 
 INSTALLED_APPS = [
     "daphne",
+    # First of ours: its ready() prepares the metrics folder before the admin's autodiscovery imports
+    # the modules that define metrics.
+    "proxyproject",
     # django.contrib.admin, with the login form and site check of the optional second factor.
     "proxyproject.apps.ConsoleAdminConfig",
     "django.contrib.auth",
@@ -155,7 +158,6 @@ INSTALLED_APPS = [
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",
-    "proxyproject",
     "tokens",
     "gateway",
     "usage",
@@ -368,7 +370,6 @@ CIRCUIT_BREAKER_SUCCESS_THRESHOLD = env_int("CIRCUIT_BREAKER_SUCCESS_THRESHOLD",
 CIRCUIT_BREAKER_MIN_DEVICES = env_int("CIRCUIT_BREAKER_MIN_DEVICES", 2, minimum=1)
 # How long a gateway process trusts the breaker state it last saw (Redis is read at most this often).
 CIRCUIT_BREAKER_CACHE_SECONDS = env_float("CIRCUIT_BREAKER_CACHE_SECONDS", 1.0, minimum=0.0)
-POLICY_CACHE_SECONDS = env_float("POLICY_CACHE_SECONDS", 5.0, minimum=0.0)
 
 # --- Usage ----------------------------------------------------------------------------------
 USAGE_FLUSH_INTERVAL = env_float("USAGE_FLUSH_INTERVAL", 1.0, minimum=0.01)
@@ -392,11 +393,9 @@ HEALTH_DETAILS_PUBLIC = env_bool("HEALTH_DETAILS_PUBLIC", DEBUG)
 # carrying the count of those not logged in between.
 DISALLOWED_HOST_LOG_INTERVAL = env_float("DISALLOWED_HOST_LOG_INTERVAL", 60.0, minimum=0.0)
 # Prometheus multiprocess mode: every worker process writes its samples to files in this folder and
-# /metrics sums them, so the figures are right whichever worker answers the scrape. prometheus_client
-# reads this variable at import time, hence it is exported to the environment here.
+# /metrics sums them, so the figures are right whichever worker answers the scrape. The platform's app
+# config creates the folder and exports it for prometheus_client (proxyproject/apps.py).
 METRICS_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics" / str(PORT))))
-METRICS_DIR.mkdir(parents=True, exist_ok=True)
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 SHUTDOWN_GRACE_SECONDS = env_float("SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0)
 # uvicorn by measurement (see README, Benchmark); daphne stays one setting away.
 ASGI_SERVER = env_choice("ASGI_SERVER", "uvicorn", ("uvicorn", "daphne"))

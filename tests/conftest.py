@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 
+from proxyproject.lib.process_state import forget_process_state
 from tests.servers import gateway_process
 
 
@@ -63,18 +64,14 @@ def end_other_sessions_on_the_test_database(timeout: float = 10.0) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fresh_token_caches():
-    """Every test starts with empty per-process token caches (signing keyring, device states): the
+def fresh_process_state():
+    """Every test starts and ends with this process's state forgotten (signing keyring, device
+    states, upstream key pool, local rate limits and breaker: `proxyproject.lib.process_state`): the
     database is rolled back between tests, and a device id reused by the next test must not be
     answered from the previous test's copy."""
-    from tokens.device_state import forget_device_states
-    from tokens.signing_keys import forget_keyring
-
-    forget_keyring()
-    forget_device_states()
+    forget_process_state()
     yield
-    forget_keyring()
-    forget_device_states()
+    forget_process_state()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -85,17 +82,6 @@ def usage_spool_of_this_session(tmp_path_factory):
     os.environ["USAGE_SPOOL_DIR"] = str(spool)
     settings.USAGE_SPOOL_DIR = spool
     return spool
-
-
-@pytest.fixture(autouse=True)
-def fresh_upstream_key_pool():
-    """Every test starts with an empty in-process upstream key pool: the database it was loaded from
-    is rolled back or flushed between tests, and ANTHROPIC_API_KEY may differ from test to test."""
-    from gateway.keypool import forget_upstream_key_pool
-
-    forget_upstream_key_pool()
-    yield
-    forget_upstream_key_pool()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
@@ -35,7 +35,7 @@ class ClientInfo:
 
 SYSTEM = ClientInfo()
 
-Actor = Union[str, AbstractBaseUser]
+Actor = str | AbstractBaseUser
 
 
 def actor_label(actor: Actor) -> str:

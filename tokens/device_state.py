@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from proxyproject.lib.database import read_database
 from proxyproject.lib.logging import log_event
+from proxyproject.lib.process_state import register_process_state
 from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key
 from tokens.identity import DevicePolicy
 from tokens.models import Device, DeviceStatus, IssuedToken, TokenKind
@@ -233,6 +234,9 @@ def invalidate_devices(device_ids: list[str]) -> None:
 def forget_device_states() -> None:
     """Drop this process's copies only (test isolation, where the database is rolled back under it)."""
     device_state_cache.entries.clear()
+
+
+register_process_state("device states", forget_device_states)
 
 
 def invalidate_all_devices() -> None:

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from proxyproject.lib.database import read_database
 from proxyproject.lib.logging import log_event
+from proxyproject.lib.process_state import register_process_state
 from tokens.audit import record_audit_event
 from proxyproject.lib.encryption import decrypt_secret, encrypt_secret
 from tokens.models import AuditKind, SigningKey, SigningKeyState
@@ -200,6 +201,9 @@ def forget_keyring() -> None:
     global _cache, _last_forced_reload
     _cache = None
     _last_forced_reload = 0.0
+
+
+register_process_state("signing keyring", forget_keyring)
 
 
 def rotate_signing_key(*, actor: str, now: dt.datetime | None = None) -> SigningKey:

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Sum
 
+from proxyproject.lib.backends import select_backend
 from proxyproject.lib.errors import SpendCapReached
 from proxyproject.lib.logging import log_event
 from tokens.identity import DeviceIdentity
@@ -93,7 +94,7 @@ _redis_backend = RedisSpendBackend()
 
 
 def spend_backend() -> SpendBackend:
-    return _redis_backend if settings.REDIS_URL else _local_backend
+    return select_backend(local=_local_backend, redis=_redis_backend)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from redis.exceptions import RedisError
 
+from proxyproject.lib.backends import shared_state_backend
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.redis import get_async_redis, get_sync_redis
 from usage import queue, spool
@@ -128,7 +129,7 @@ class _LoopWriter:
         self.task = loop.create_task(self.run(), name="usage-writer", context=contextvars.Context())
 
     def submit(self, payload: bytes) -> None:
-        if settings.REDIS_URL:
+        if shared_state_backend() == "redis":
             self.outbox.append(payload)
             if self.pushing is None or self.pushing.done():
                 self.pushing = self.loop.create_task(self.push_outbox(), context=contextvars.Context())

@@ -16,7 +16,7 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list.values("pk")[: self.CAP + 1].count()
+        return int(self.object_list.values("pk")[: self.CAP + 1].count())
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

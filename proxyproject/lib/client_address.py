@@ -16,13 +16,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 HEADER_X_FORWARDED_FOR = "x-forwarded-for"
 HEADER_FORWARDED = "forwarded"

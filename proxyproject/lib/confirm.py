@@ -1,10 +1,10 @@
 """Destructive commands print what they will do and act only with --yes or a typed "yes"."""
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
-def add_yes_argument(parser) -> None:
+def add_yes_argument(parser: CommandParser) -> None:
     parser.add_argument("--yes", action="store_true", help="Act without asking for confirmation.")
 
 

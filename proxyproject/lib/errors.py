@@ -117,7 +117,7 @@ class RequestHeadersTooLarge(GatewayError):
 class AuthenticationFailed(GatewayError):
     status, error_type, error_code = 401, "authentication_error", "invalid_token"
     default_message = "Invalid authentication credentials"
-    should_retry = False
+    should_retry: bool | None = False
 
 
 class TokenExpired(AuthenticationFailed):

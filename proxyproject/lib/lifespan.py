@@ -4,7 +4,7 @@ worker's garbage collection is tuned once they have run."""
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from proxyproject.lib.gc_tuning import tune_garbage_collection
 from proxyproject.lib.logging import log_event
@@ -33,7 +33,9 @@ async def run_hooks(hooks: list[Hook], phase: str) -> None:
             logger.exception("lifespan hook failed", extra={"event_fields": {"phase": phase, "hook": hook.__qualname__}})
 
 
-async def lifespan_app(scope: dict, receive: Callable, send: Callable) -> None:
+async def lifespan_app(
+    scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], send: Callable[[dict[str, Any]], Awaitable[None]]
+) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

@@ -50,9 +50,9 @@ def _clean_fields(fields: dict[str, Any]) -> dict[str, Any]:
         kind = type(value)
         if kind is str:
             if not value.isprintable():
-                return _clean(fields)
+                return {escape_unprintable(str(key)): _clean(item) for key, item in fields.items()}
         elif value is not None and kind not in _SCALARS:
-            return _clean(fields)
+            return {escape_unprintable(str(key)): _clean(item) for key, item in fields.items()}
     return fields
 
 

@@ -23,16 +23,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
+from proxyproject.lib.backends import shared_state_backend
+
 _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = weakref.WeakKeyDictionary()
 _sync_client: redis.Redis | None = None
 
 
-def redis_configured() -> bool:
-    return bool(settings.REDIS_URL)
-
-
 def get_async_redis() -> aioredis.Redis | None:
-    if not settings.REDIS_URL:
+    if shared_state_backend() == "local":
         return None
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
@@ -52,7 +50,7 @@ def get_async_redis() -> aioredis.Redis | None:
 def get_sync_redis() -> redis.Redis | None:
     """For admin actions, commands and Celery tasks, which run outside an event loop."""
     global _sync_client
-    if not settings.REDIS_URL:
+    if shared_state_backend() == "local":
         return None
     if _sync_client is None:
         _sync_client = redis.Redis.from_url(
@@ -65,3 +63,12 @@ def get_sync_redis() -> redis.Redis | None:
 def redis_key(*parts: object) -> str:
     """Every key carries REDIS_KEY_PREFIX, so deployments (and test runs) sharing a server never collide."""
     return ":".join([settings.REDIS_KEY_PREFIX, *(str(part) for part in parts)])
+
+
+def require_async_redis() -> aioredis.Redis:
+    """The client for a Redis backend, which the selector (`proxyproject.lib.backends`) chooses only
+    when REDIS_URL is set."""
+    client = get_async_redis()
+    if client is None:
+        raise RuntimeError("a Redis backend was used without REDIS_URL")
+    return client

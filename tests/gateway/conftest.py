@@ -14,6 +14,7 @@ from django.test import AsyncClient
 from gateway import breaker as breaker_module
 from fake_anthropic import FakeAnthropic
 from gateway.upstream import close_upstream_client
+from proxyproject.lib.backends import shared_state_backend
 from tokens.models import Device
 from tokens.revocation import policy_changed
 
@@ -35,9 +36,8 @@ def fake_upstream(settings):
 async def fresh_breaker_and_pool():
     """Each test starts and ends with a closed breaker (on Redis it is shared with every process of
     this run), and leaves no upstream pool open on its loop."""
-    breaker_module._local_breaker = None
-    breaker_module._redis_breaker = None
-    shared = breaker_module.get_async_redis() is not None
+    breaker_module.forget_circuit_breakers()
+    shared = shared_state_backend() == "redis"
     if shared:
         await breaker_module.get_circuit_breaker().reset(actor="test")
     yield

@@ -1,0 +1,106 @@
+"""The shared rate limiter: one Lua call per decision, so every instance sharing Redis sees one limit."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from proxyproject.lib.ratelimit.base import Clock, LimitCheck, LimitDecision, decide
+from proxyproject.lib.redis import redis_key, require_async_redis
+
+# KEYS: one per check. ARGV: now_ms ('' = Redis server time), then limit, window_ms, cost per check.
+# Returns, per check: allowed (0/1), estimate * 1000 (integer), window_start_ms, previous.
+_HIT_SCRIPT = """
+local now_ms = tonumber(ARGV[1])
+if not now_ms then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local out = {}
+local all_ok = true
+local starts = {}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 + (i - 1) * 3])
+  local window = tonumber(ARGV[3 + (i - 1) * 3])
+  local cost = tonumber(ARGV[4 + (i - 1) * 3])
+  local index = math.floor(now_ms / window)
+  local start = index * window
+  local current = tonumber(redis.call('GET', key .. ':' .. index) or '0')
+  local previous = tonumber(redis.call('GET', key .. ':' .. (index - 1)) or '0')
+  local estimate = previous * (1 - (now_ms - start) / window) + current
+  local ok
+  if cost > 0 then ok = estimate + cost <= limit else ok = estimate < limit end
+  if not ok then all_ok = false end
+  starts[i] = index
+  table.insert(out, ok and 1 or 0)
+  table.insert(out, math.floor(estimate * 1000))
+  table.insert(out, start)
+  table.insert(out, previous)
+end
+if all_ok then
+  for i, key in ipairs(KEYS) do
+    local window = tonumber(ARGV[3 + (i - 1) * 3])
+    local cost = tonumber(ARGV[4 + (i - 1) * 3])
+    if cost > 0 then
+      local bucket = key .. ':' .. starts[i]
+      redis.call('INCRBY', bucket, cost)
+      redis.call('PEXPIRE', bucket, window * 2 + 1000)
+    end
+  end
+end
+table.insert(out, now_ms)
+return out
+"""
+
+_ADD_SCRIPT = """
+local now_ms = tonumber(ARGV[3])
+if not now_ms then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local window = tonumber(ARGV[1])
+local bucket = KEYS[1] .. ':' .. math.floor(now_ms / window)
+redis.call('INCRBY', bucket, tonumber(ARGV[2]))
+redis.call('PEXPIRE', bucket, window * 2 + 1000)
+return 1
+"""
+
+
+class RedisRateLimiter:
+    """Shared backend: one Lua call per decision, so every instance sharing Redis sees one limit."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock
+        self._scripts: dict[int, tuple[AsyncScript, AsyncScript]] = {}
+
+    def _scripts_for(self, client: Redis) -> tuple[AsyncScript, AsyncScript]:
+        """Scripts run by SHA (EVALSHA) after the first call, so each decision sends only its arguments."""
+        scripts = self._scripts.get(id(client))
+        if scripts is None:
+            scripts = (client.register_script(_HIT_SCRIPT), client.register_script(_ADD_SCRIPT))
+            self._scripts[id(client)] = scripts
+        return scripts
+
+    def _now_arg(self) -> str:
+        return "" if self._clock is None else str(int(self._clock() * 1000))
+
+    async def hit(self, checks: Sequence[LimitCheck]) -> list[LimitDecision]:
+        client = require_async_redis()
+        keys = [redis_key("rl", check.key) for check in checks]
+        args: list[str | int] = [self._now_arg()]
+        for check in checks:
+            args += [check.limit, check.window_ms, check.cost]
+        hit_script, _ = self._scripts_for(client)
+        raw = await hit_script(keys=keys, args=args)
+        now_ms = float(raw[-1])
+        decisions = []
+        for i, check in enumerate(checks):
+            _, estimate_milli, window_start, previous = raw[i * 4: i * 4 + 4]
+            decisions.append(decide(check.limit, check.window_ms, check.cost, int(estimate_milli) / 1000.0, float(window_start), int(previous), now_ms))
+        return decisions
+
+    async def add(self, key: str, window_ms: int, amount: int) -> None:
+        client = require_async_redis()
+        _, add_script = self._scripts_for(client)
+        await add_script(keys=[redis_key("rl", key)], args=[window_ms, amount, self._now_arg()])
