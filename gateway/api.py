@@ -1,4 +1,5 @@
-"""GET /admin/circuit-breaker and POST /admin/circuit-breaker/reset (operator credential), and
+"""GET /admin/circuit-breaker and POST /admin/circuit-breaker/reset (operator credential),
+GET /admin/resources (the batches and files devices created, in the operator's scope), and
 GET /metrics (Prometheus).
 
 The /v1/* proxy itself is not a ninja route: it is mounted in front of Django (gateway/asgi.py).
@@ -14,7 +15,7 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from ninja import Router
+from ninja import Field, Query, Router, Schema
 from ninja.utils import check_csrf
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -24,7 +25,12 @@ from gateway.breaker_state import BreakerSnapshot
 from proxyproject.lib.backends import shared_state_backend
 from proxyproject.lib.errors import CsrfFailed
 from gateway.metrics import render_metrics
-from tokens.operators import SESSION_ACTOR_PREFIX, authenticate_operator
+from gateway.models import OwnedResourceKind
+from gateway.operator_resources import (
+    DEFAULT_OPERATOR_LIMIT, ResourceQuery, fetch_operator_resource, find_operator_resource, list_operator_resources,
+)
+from gateway.owned_lists import UpstreamItemRefused
+from tokens.operators import SESSION_ACTOR_PREFIX, authenticate_operator, authenticate_scoped_operator
 
 router = Router(tags=["gateway"])
 
@@ -103,3 +109,28 @@ async def metrics(request: HttpRequest) -> HttpResponse:
     await authenticate_scrape(request)
     body = await sync_to_async(render_metrics, thread_sensitive=True)()
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+class ResourceListQuery(Schema):
+    kind: OwnedResourceKind | None = Field(None, description="message_batch or file; both when absent.")
+    device: str | None = Field(None, description="Only this device's resources.")
+    limit: int = Field(DEFAULT_OPERATOR_LIMIT, description="1 to 1000.")
+    after_id: str | None = Field(None, description="The page after this resource (newest first).")
+
+
+@router.get("/admin/resources", auth=None, summary="Batches and files created through the gateway, in the operator's scope")
+async def operator_resources(request: HttpRequest, query: Query[ResourceListQuery]) -> HttpResponse:
+    operator = await authenticate_scoped_operator(request)
+    wanted = ResourceQuery(kind=query.kind, device=query.device, limit=query.limit, after_id=query.after_id)
+    return _json(await sync_to_async(list_operator_resources)(operator, wanted))
+
+
+@router.get("/admin/resources/{kind}/{resource_id}", auth=None, summary="One batch or file: its owner and its upstream state")
+async def operator_resource(request: HttpRequest, kind: OwnedResourceKind, resource_id: str) -> HttpResponse:
+    operator = await authenticate_scoped_operator(request)
+    described = await sync_to_async(find_operator_resource)(operator, kind, resource_id)
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in request.headers.items()]
+    try:
+        return _json(await fetch_operator_resource(described, headers))
+    except UpstreamItemRefused as refused:
+        return HttpResponse(refused.body, status=refused.status, content_type="application/json")

@@ -199,12 +199,18 @@ class SigningKeyAdmin(ReadOnlyAdmin):
 class OperatorApiKeyAdmin(admin.ModelAdmin):
     """The secret is shown once, on the page right after creation; only its SHA-256 is stored."""
 
-    list_display = ("name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("prefix", "created_by", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "prefix", "scope", "created_by", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("organization",)
+    # The scope is fixed at creation: a key never widens to the platform after it was handed out.
+    readonly_fields = ("organization", "prefix", "created_by", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke"]
 
+    @admin.display(description="Scope", ordering="organization__name")
+    def scope(self, obj: OperatorApiKey) -> str:
+        return "Platform" if obj.organization is None else f"Organization: {obj.organization}"
+
     def get_fields(self, request: HttpRequest, obj: OperatorApiKey | None = None) -> tuple[str, ...]:
-        return ("name",) if obj is None else ("name", *self.readonly_fields)
+        return ("name", "organization") if obj is None else ("name", *self.readonly_fields)
 
     def get_readonly_fields(self, request: HttpRequest, obj: OperatorApiKey | None = None) -> tuple[str, ...]:
         return () if obj is None else self.readonly_fields

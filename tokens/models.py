@@ -138,9 +138,17 @@ class SigningKey(models.Model):
 
 
 class OperatorApiKey(models.Model):
-    """A bearer key for operator endpoints (/admin/usage, /admin/circuit-breaker, /metrics)."""
+    """A bearer key for operator endpoints (/admin/usage, /admin/circuit-breaker, /metrics).
+
+    A key with an organization sees only that organization's usage and resources and is refused on
+    the platform-wide endpoints; deleting the organization deletes its keys, so a scoped key can
+    never become a platform-wide one."""
 
     name = models.CharField(max_length=100)
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="operator_keys",
+        help_text="Empty: a platform operator. Set: this organization's usage and resources only.",
+    )
     prefix = models.CharField(max_length=16, editable=False, help_text="The key's first characters, to recognise it.")
     secret_sha256 = models.CharField(max_length=64, unique=True, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False)

@@ -3,12 +3,17 @@
 
 A key is `gwop_` plus 256 random bits, shown once at creation; only its SHA-256 is stored (a slow
 hash buys nothing for a random key, and this runs per request).
+
+A key may be scoped to one organization. `authenticate_operator` is the platform-wide check and
+refuses scoped keys, so an endpoint honours a scope only by asking for it
+(`authenticate_scoped_operator`) and every other operator endpoint stays platform-only by default.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import secrets
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -16,10 +21,11 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from proxyproject.lib.errors import AuthenticationFailed, PermissionDenied
-from tokens.models import OperatorApiKey
+from tokens.models import OperatorApiKey, Organization
 
 __all__ = [
-    "OperatorApiKey", "authenticate_operator", "create_operator_api_key", "issue_operator_api_key", "revoke_operator_api_key",
+    "Operator", "OperatorApiKey", "authenticate_operator", "authenticate_scoped_operator", "create_operator_api_key",
+    "issue_operator_api_key", "revoke_operator_api_key",
 ]
 
 KEY_PREFIX = "gwop_"
@@ -44,8 +50,19 @@ def issue_operator_api_key(key: OperatorApiKey) -> str:
     return secret
 
 
-def create_operator_api_key(*, name: str, created_by: AbstractBaseUser | None) -> tuple[OperatorApiKey, str]:
-    key = OperatorApiKey(name=name, created_by=created_by)
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who called an operator endpoint: `actor` for audit and logs, and the one organization a
+    scoped key may see (None: the whole platform)."""
+
+    actor: str
+    org_id: int | None = None
+
+
+def create_operator_api_key(
+    *, name: str, created_by: AbstractBaseUser | None, organization: Organization | None = None
+) -> tuple[OperatorApiKey, str]:
+    key = OperatorApiKey(name=name, created_by=created_by, organization=organization)
     return key, issue_operator_api_key(key)
 
 
@@ -56,18 +73,19 @@ def revoke_operator_api_key(*, key: OperatorApiKey) -> OperatorApiKey:
     return key
 
 
-def _authenticate_key(secret: str) -> str:
+def _authenticate_key(secret: str) -> Operator:
     key = OperatorApiKey.objects.filter(secret_sha256=_sha256(secret), revoked_at__isnull=True).first()
     if key is None:
         raise AuthenticationFailed("Invalid or revoked operator API key.")
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION:
         OperatorApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-    return f"operator-key:{key.name}"
+    return Operator(f"operator-key:{key.name}", key.organization_id)
 
 
-async def authenticate_operator(request: HttpRequest) -> str:
-    """An actor label (`operator-key:<name>` or `user:<username>`) for audit and logs.
+async def authenticate_scoped_operator(request: HttpRequest) -> Operator:
+    """The operator and its scope: a platform key or staff session sees everything, an
+    organization's key only that organization.
 
     Raises AuthenticationFailed without credentials or with a bad key, PermissionDenied for a
     logged-in user who is not active staff."""
@@ -83,4 +101,13 @@ async def authenticate_operator(request: HttpRequest) -> str:
         raise AuthenticationFailed("Operator credentials required: Authorization: Bearer <operator API key>, or log in.")
     if not (user.is_active and user.is_staff):
         raise PermissionDenied("Operator access needs a staff account.")
-    return f"{SESSION_ACTOR_PREFIX}{user.get_username()}"
+    return Operator(f"{SESSION_ACTOR_PREFIX}{user.get_username()}")
+
+
+async def authenticate_operator(request: HttpRequest) -> str:
+    """A platform operator's actor label (`operator-key:<name>` or `user:<username>`) for audit
+    and logs; an organization's key gets PermissionDenied (these endpoints show every tenant)."""
+    operator = await authenticate_scoped_operator(request)
+    if operator.org_id is not None:
+        raise PermissionDenied("This operator API key is scoped to one organization; this endpoint is platform-wide.")
+    return operator.actor

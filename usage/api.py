@@ -1,5 +1,5 @@
-"""GET /admin/usage (seed path): a device's own usage with its wrapper token, everything with an
-operator API key or staff session."""
+"""GET /admin/usage (seed path): a device's own usage with its wrapper token, its organization's
+with an organization's operator key, everything with a platform operator key or staff session."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +12,7 @@ from ninja import Field, Query, Router, Schema
 
 from proxyproject.lib.errors import InvalidRequest, PermissionDenied
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
-from tokens.operators import KEY_PREFIX, authenticate_operator
+from tokens.operators import KEY_PREFIX, authenticate_scoped_operator
 from usage.permissions import can_view_usage
 from usage.reports import GroupBy, UsageFilter, usage_groups, usage_totals
 
@@ -56,7 +56,10 @@ class UsageFiltersOut(Schema):
 
 
 class UsageReportOut(Schema):
-    scope: str = Field(description="`device` (a wrapper token: only its own usage) or `all` (an operator).")
+    scope: str = Field(
+        description="`device` (a wrapper token: only its own usage), `organization` (an organization's operator key) "
+        "or `all` (a platform operator)."
+    )
     since: dt.datetime
     until: dt.datetime
     filters: UsageFiltersOut
@@ -67,20 +70,28 @@ class UsageReportOut(Schema):
 
 @dataclass(frozen=True)
 class Reader:
+    """A device (device_pk set), one organization's operator (only org_id set) or everyone's (neither)."""
+
     device_pk: int | None
     device_id: str | None
     org_id: int | None
 
+    @property
+    def scope(self) -> str:
+        if self.device_pk is not None:
+            return "device"
+        return "all" if self.org_id is None else "organization"
+
 
 async def authenticate_usage_reader(request: HttpRequest) -> Reader:
-    """An operator key, or a session allowed to view usage, reads everything; any other bearer is a
-    wrapper token."""
+    """A platform operator key, or a session allowed to view usage, reads everything; an
+    organization's key its organization; any other bearer is a wrapper token."""
     raw = extract_bearer_token(request.headers)
     if raw is None or raw.startswith(KEY_PREFIX):
-        await authenticate_operator(request)
+        operator = await authenticate_scoped_operator(request)
         if raw is None and not await sync_to_async(can_view_usage)(await request.auser()):
             raise PermissionDenied("Reading usage needs the usage view permission.")
-        return Reader(None, None, None)
+        return Reader(None, None, operator.org_id)
     identity = await authenticate_wrapper_token(raw)
     return Reader(identity.device_pk, identity.device_id, identity.org_id)
 
@@ -95,6 +106,10 @@ def usage_filter_for(reader: Reader, query: UsageQuery) -> UsageFilter:
         if query.device not in (None, reader.device_id) or query.org not in (None, reader.org_id):
             raise PermissionDenied("A device token can only read its own usage.")
         return UsageFilter(since, until, device_pk=reader.device_pk, model=query.model)
+    if reader.org_id is not None:
+        if query.org not in (None, reader.org_id):
+            raise PermissionDenied("This operator API key can only read its own organization's usage.")
+        return UsageFilter(since, until, device_ref=query.device, org_pk=reader.org_id, model=query.model)
     return UsageFilter(since, until, device_ref=query.device, org_pk=query.org, model=query.model)
 
 
@@ -102,10 +117,10 @@ def build_report(reader: Reader, query: UsageQuery) -> dict[str, object]:
     usage_filter = usage_filter_for(reader, query)
     groups = usage_groups(usage_filter, query.group_by) if query.group_by else []
     return {
-        "scope": "all" if reader.device_pk is None else "device",
+        "scope": reader.scope,
         "since": usage_filter.since,
         "until": usage_filter.until,
-        "filters": {"device": reader.device_id or query.device, "org": query.org, "model": query.model},
+        "filters": {"device": reader.device_id or query.device, "org": usage_filter.org_pk or query.org, "model": query.model},
         "group_by": query.group_by,
         "totals": usage_totals(usage_filter).as_dict(),
         "groups": [{"key": group.key, **group.totals.as_dict()} for group in groups],

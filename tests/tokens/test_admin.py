@@ -197,3 +197,15 @@ def test_admin_pages_render(admin_client, enrolled):
         assert admin_client.get(url).status_code == 200, url
     tokens_page = admin_client.get(f"/admin/tokens/issuedtoken/?device__id__exact={device.pk}").content.decode()
     assert tokens_page.count("laptop-ada") >= 2
+
+
+def test_an_operator_key_created_for_an_organization_keeps_that_scope(admin_client):
+    acme = Organization.objects.create(name="Acme")
+    response = admin_client.post("/admin/tokens/operatorapikey/add/", {"name": "acme-ops", "organization": acme.pk})
+    assert response.status_code == 200
+    key = OperatorApiKey.objects.get(name="acme-ops")
+    assert key.organization == acme
+    admin_client.post(f"/admin/tokens/operatorapikey/{key.pk}/change/", {"name": "acme-ops", "organization": ""})
+    key.refresh_from_db()
+    assert key.organization == acme
+    assert "Organization: Acme" in admin_client.get("/admin/tokens/operatorapikey/").content.decode()

@@ -125,3 +125,18 @@ def test_list_devices_prints_the_fleet_as_a_table(enrolled):
     ada = next(line for line in lines if line.startswith("laptop-ada"))
     assert ada.split()[1] == "active"
     assert ada.split()[-2:] == ["$0.00/$5.00", "$0.00/-"]
+
+
+def test_create_operator_key_prints_the_secret_of_a_key_scoped_to_the_named_organization():
+    import hashlib
+
+    from tokens.models import OperatorApiKey
+
+    acme = Organization.objects.create(name="Acme")
+    secret = _run("create_operator_key", "acme-ops", "--org", "Acme").strip()
+    key = OperatorApiKey.objects.get(secret_sha256=hashlib.sha256(secret.encode()).hexdigest())
+    assert (key.name, key.organization) == ("acme-ops", acme)
+    with pytest.raises(CommandError, match="No organization named 'Globex'"):
+        _run("create_operator_key", "globex-ops", "--org", "Globex")
+    platform = _run("create_operator_key", "platform-ops").strip()
+    assert OperatorApiKey.objects.get(secret_sha256=hashlib.sha256(platform.encode()).hexdigest()).organization is None
