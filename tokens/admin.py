@@ -31,6 +31,7 @@ from tokens.revocation import (
     revoke_device_tokens,
     revoke_organization_tokens,
     revoke_token,
+    unblock_device,
 )
 from usage.reports import spend_summary_for_devices
 
@@ -106,6 +107,10 @@ class OrganizationAdmin(admin.ModelAdmin):
             self.message_user(request, message, messages.SUCCESS)
 
 
+def _devices(count: int) -> str:
+    return f"{count} device" if count == 1 else f"{count} devices"
+
+
 def _against_cap(spent: Decimal, cap: Decimal | None) -> str:
     return f"${spent:.2f} / {'$' + format(cap, '.2f') if cap is not None else 'no cap'}"
 
@@ -126,7 +131,7 @@ class DeviceAdmin(admin.ModelAdmin):
         POLICY_FIELDSET,
         ("State (change with the actions on the device list)", {"fields": readonly_fields}),
     )
-    actions = ["approve", "block", "revoke_tokens", "reset_secret"]
+    actions = ["approve", "block", "unblock", "revoke_tokens", "reset_secret"]
     paginator = CappedCountPaginator
     show_full_result_count = False
 
@@ -184,21 +189,28 @@ class DeviceAdmin(admin.ModelAdmin):
         super().delete_queryset(request, queryset)
         transaction.on_commit(lambda: invalidate_devices(device_ids))
 
-    @admin.action(description="Approve selected devices")
+    @admin.action(description="Approve selected pending devices")
     def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
-        devices = [device for device in queryset if device.status != DeviceStatus.ACTIVE]
+        devices = list(queryset.filter(status=DeviceStatus.PENDING))
         for device in devices:
             approve_device(device=device, actor=request.user)
-        self.message_user(request, f"{len(devices)} devices approved.", messages.SUCCESS)
+        self.message_user(request, f"{_devices(len(devices))} approved.", messages.SUCCESS)
 
-    @admin.action(description="Block selected devices (and revoke their tokens)")
+    @admin.action(description="Block selected devices: refused until unblocked (their tokens are revoked)")
     def block(self, request: HttpRequest, queryset: QuerySet) -> None:
         devices = list(queryset)
         for device in devices:
             block_device(device=device, actor=request.user)
-        self.message_user(request, f"{len(devices)} devices blocked.", messages.SUCCESS)
+        self.message_user(request, f"{_devices(len(devices))} blocked.", messages.SUCCESS)
 
-    @admin.action(description="Revoke all tokens of selected devices")
+    @admin.action(description="Unblock selected blocked devices (they enroll again)")
+    def unblock(self, request: HttpRequest, queryset: QuerySet) -> None:
+        devices = list(queryset.filter(status=DeviceStatus.BLOCKED))
+        for device in devices:
+            unblock_device(device=device, actor=request.user)
+        self.message_user(request, f"{_devices(len(devices))} unblocked.", messages.SUCCESS)
+
+    @admin.action(description="Revoke all tokens of selected devices (they may enroll again; block to stop them)")
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         total = sum(revoke_device_tokens(device=device, actor=request.user).revoked_tokens for device in queryset)
         self.message_user(request, f"{total} tokens revoked.", messages.SUCCESS)

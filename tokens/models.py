@@ -173,6 +173,7 @@ class AuditKind(models.TextChoices):
     ORG_REVOKED = "org_revoked", "Organization tokens revoked"
     DEVICE_APPROVED = "device_approved", "Device approved"
     DEVICE_BLOCKED = "device_blocked", "Device blocked"
+    DEVICE_UNBLOCKED = "device_unblocked", "Device unblocked"
     DEVICE_SECRET_RESET = "device_secret_reset", "Device secret reset"
     ENROLLMENT_REFUSED = "enrollment_refused", "Enrollment refused"
     SIGNING_KEY_ROTATED = "signing_key_rotated", "Signing key rotated"
