@@ -74,7 +74,18 @@ def test_run_platform_serves_a_demo_request_restarts_a_dead_child_and_stops_clea
         code = process.wait(timeout=60)
     log = (tmp_path / "run.log").read_text()
     assert code == 0, log
-    assert "DEMO MODE" in log
-    assert "Operator login created (shown once): admin / " in log
+    assert "gateway.W001" not in log and "celery@" not in log  # no misleading warning, no Celery banner
+    summary = log.index("Gateway ready: " + url)
+    assert log.index("[run] started celery-beat") < summary < log.index("[run] stopped gateway"), log
+    assert "Login:         admin / " in log[summary:] and "changepassword admin" in log[summary:]
+    assert "Demo mode:     the bundled fake Anthropic API" in log[summary:]
     for child in ("fake-upstream", "gateway", "celery-worker", "celery-beat"):
         assert f"[run] stopped {child}" in log
+
+
+def test_demo_mode_keeps_one_upstream_key_across_restarts(tmp_path):
+    from proxyproject.launcher import demo_upstream_key
+
+    first = demo_upstream_key(tmp_path)
+    assert first.startswith("sk-ant-demo-") and demo_upstream_key(tmp_path) == first
+    assert (tmp_path / "demo-upstream-key").stat().st_mode & 0o777 == 0o600
