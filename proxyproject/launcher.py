@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,6 +107,14 @@ def schedule_restart(child: Child, code: int, now: float) -> None:
     child.restarts += 1
     print(f"[run] {child.name} exited with code {code}; restarting in {child.backoff:g} s (restart {child.restarts})", flush=True)
     child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX)
+
+
+def accepts_connections(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def answers_health(url: str) -> bool:

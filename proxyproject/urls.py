@@ -2,7 +2,7 @@
 Django admin's own URLs."""
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
-from django.urls import path
+from django.urls import include, path
 
 from proxyproject.api import api
 
@@ -19,4 +19,5 @@ urlpatterns = [
     path("", root),
     path("", api.urls),
     path("admin/", admin.site.urls),
+    path("oidc/", include("mozilla_django_oidc.urls")),
 ]

@@ -13,17 +13,16 @@ import httpx
 from tests.servers import BASE_DIR, free_port
 
 
-def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_until_ready(url: str, process: subprocess.Popen, log_path, timeout: float = 60.0) -> None:
+    """Until the platform says it is ready, which it says once the gateway and the fake upstream answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the platform exited during start-up"
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if f"Gateway ready: {url}" in log_path.read_text():
+            assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+            return
         time.sleep(0.2)
-    raise AssertionError("the platform did not answer /healthz in time")
+    raise AssertionError(f"the platform did not say it was ready in time:\n{log_path.read_text()}")
 
 
 def child_pids(log_path, name: str) -> list[int]:
@@ -52,7 +51,7 @@ def test_run_platform_serves_a_demo_request_restarts_a_dead_child_and_stops_clea
     process = subprocess.Popen([sys.executable, "manage.py", "run_platform"], cwd=BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(url, process)
+        wait_until_ready(url, process, tmp_path / "run.log")
         deep = httpx.get(url + "/healthz?deep=1", timeout=10).json()
         assert {name: check["status"] for name, check in deep["checks"].items()} == {
             "database": "ok", "redis": "ok", "cache": "ok", "broker": "ok", "circuit_breaker": "ok",

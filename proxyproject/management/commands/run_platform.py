@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from proxyproject.launcher import answers_health, demo_environment, platform_children, supervise
+from proxyproject.launcher import accepts_connections, answers_health, demo_environment, platform_children, supervise
 from proxyproject.operators import OperatorLogin, ensure_operator_login
 
 _RULE = "-" * 78
@@ -28,9 +28,11 @@ class Command(BaseCommand):
         summary = self.summary(url, login, demo_key)
 
         def announce_once_ready() -> bool:
-            if not answers_health(url):
+            upstream_up = demo_key is None or accepts_connections("127.0.0.1", settings.FAKE_UPSTREAM_PORT)
+            if not (upstream_up and answers_health(url)):
                 return False
             self.stdout.write(summary)
+            self.stdout.flush()
             return True
 
         raise SystemExit(supervise(platform_children(host, demo_key), env, settings.SHUTDOWN_GRACE_SECONDS + 5, announce_once_ready))
