@@ -3,6 +3,10 @@ idempotently by request id.
 
 A record that the database still refuses on its own (it cannot be made to fit) is set aside in a
 rejects file next to the spool instead of blocking every record queued behind it.
+
+The queue also carries streams' checkpoints and their processes' heartbeats (`usage.open_streams`);
+a stream whose process died becomes an interrupted record here, which its final record replaces if
+it turns up after all.
 """
 from __future__ import annotations
 
