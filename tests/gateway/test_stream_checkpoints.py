@@ -90,4 +90,4 @@ async def test_a_quiet_stream_is_kept_open_by_its_process_heartbeat(fake_upstrea
         await stop_usage_writer()
     assert (record.error_type, record.output_tokens > 1) == ("", True)
     assert orphans == []
-    assert await OpenStream.objects.acount() == 0
+    assert not await OpenStream.objects.filter(request_id=record.request_id).aexists()
