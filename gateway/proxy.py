@@ -5,7 +5,8 @@
     response) ▶ relay the answer ▶ bookkeeping (breaker outcome, spend, tokens per minute, usage
     event, the seed's log lines)
 
-A usage event is submitted for every request that got past authentication, whatever happened next.
+A usage event is submitted for every request that got past authentication, whatever happened next,
+and for one refused by a failure of the gateway's own (5xx) before the device was known.
 While the upstream is working, a second task listens for the client leaving: the upstream exchange
 is then cancelled at once (which closes its connection) and the usage seen so far still recorded.
 """
@@ -139,16 +140,16 @@ class ProxiedRequest:
         found = {name.decode(): value.decode("latin-1") for name, value in self.headers if name in CREDENTIAL_HEADERS}
         return extract_bearer_token(found) or ""
 
-    def _new_event(self, identity: DeviceIdentity) -> UsageEvent:
+    def _new_event(self, identity: DeviceIdentity | None) -> UsageEvent:
         session = header_value(self.headers, SESSION_HEADER)
         return UsageEvent(
             request_id=self.request_id,
             occurred_at=dt.datetime.now(dt.timezone.utc),
             endpoint=self.path,
             method=self.method,
-            device_id=identity.device_id,
-            device_pk=identity.device_pk,
-            org_id=identity.org_id,
+            device_id=identity.device_id if identity else None,
+            device_pk=identity.device_pk if identity else None,
+            org_id=identity.org_id if identity else None,
             session_id=session.decode("latin-1")[:200] if session else None,
         )
 
@@ -223,6 +224,10 @@ class ProxiedRequest:
 
     async def _refuse(self, error: GatewayError) -> None:
         self.status = error.status
+        if self.event is None and error.status >= 500:
+            # A failure of ours before the device is known (its database away, say) is still a request
+            # the operator must see: recorded without a device. Refused credentials (4xx) are not.
+            self.event = self._new_event(None)
         if self.event is not None:
             self.event.error_type = error.error_code
         if not self.client.started:

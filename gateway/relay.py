@@ -22,6 +22,7 @@ from gateway.body import BATCHES_PATH, MESSAGES_PATH
 from gateway.errors import GatewayError, error_body
 from gateway.headers import client_response_headers
 from gateway.sse import SseRelay
+from gateway.stream_checkpoints import StreamCheckpoints
 from gateway.upstream import gateway_error_for
 
 if TYPE_CHECKING:
@@ -76,15 +77,29 @@ def _results_reader(proxied: "ProxiedRequest", response: httpx.Response) -> Batc
 
 
 async def _relay_event_stream(proxied: "ProxiedRequest", response: httpx.Response) -> None:
+    sse = SseRelay(proxied.tally)
+    checkpoints = None
     if proxied.event is not None:
         proxied.event.streamed = True
-    sse = SseRelay(proxied.tally)
+        checkpoints = StreamCheckpoints(proxied, sse)
+    try:
+        await _relay_events(proxied, response, sse, checkpoints)
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
+
+
+async def _relay_events(proxied: "ProxiedRequest", response: httpx.Response, sse: SseRelay,
+                        checkpoints: StreamCheckpoints | None) -> None:
+    """Each block of complete events is checkpointed (when due) before the client gets it."""
     client = proxied.client
     await client.start(response.status_code, _headers(proxied, response, None))
     try:
         async for chunk in response.aiter_raw():
             complete = sse.feed(chunk)
             if complete:
+                if checkpoints is not None:
+                    checkpoints.after_events()
                 await client.write(complete)
     except httpx.TransportError as exc:
         error = gateway_error_for(exc, mid_stream=True)

@@ -406,6 +406,13 @@ USAGE_SPOOL_DIR = Path(env_str("USAGE_SPOOL_DIR", str(VAR_DIR / "usage-spool")))
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 USAGE_WRITER_LEASE_SECONDS = env_float("USAGE_WRITER_LEASE_SECONDS", 60.0, minimum=0.1)
 USAGE_PRICE_CACHE_SECONDS = env_float("USAGE_PRICE_CACHE_SECONDS", 60.0, minimum=0.0)
+# Crash-safe stream accounting: a stream's usage so far is queued when it starts, then again once
+# USAGE_CHECKPOINT_TOKENS more output tokens or USAGE_CHECKPOINT_SECONDS have passed with new output.
+# A checkpointed stream with no final record, whose process has not been heard from for
+# USAGE_ORPHAN_STREAM_SECONDS, is recorded by the writer as interrupted (`gateway_crashed`).
+USAGE_CHECKPOINT_TOKENS = env_int("USAGE_CHECKPOINT_TOKENS", 200, minimum=1)
+USAGE_CHECKPOINT_SECONDS = env_float("USAGE_CHECKPOINT_SECONDS", 2.0, minimum=0.0)
+USAGE_ORPHAN_STREAM_SECONDS = env_float("USAGE_ORPHAN_STREAM_SECONDS", 15.0, minimum=0.1)
 SPEND_RESERVATION_TTL_SECONDS = env_int("SPEND_RESERVATION_TTL_SECONDS", 1800, minimum=1)
 
 # --- Operations -----------------------------------------------------------------------------

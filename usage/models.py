@@ -124,6 +124,22 @@ class UsageRecord(models.Model):
         )
 
 
+class OpenStream(models.Model):
+    """The latest checkpoint of a stream still being relayed: its usage so far, queued by the gateway
+    process that relays it (`owner`). The stream's final record deletes the row; a row whose owner has
+    not been heard from for USAGE_ORPHAN_STREAM_SECONDS (`seen_at`, the writer's clock) becomes an
+    interrupted record (`usage.records.record_orphaned_streams`)."""
+
+    request_id = models.CharField(max_length=128, unique=True)
+    owner = models.CharField(max_length=200, db_index=True)
+    sequence = models.PositiveIntegerField()
+    event = models.TextField(help_text="The usage event so far, as queued (JSON).")
+    seen_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.request_id
+
+
 class RollupPeriod(models.TextChoices):
     HOUR = "hour", "Hour"
     DAY = "day", "Day"
