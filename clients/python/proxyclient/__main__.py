@@ -1,4 +1,4 @@
-"""`python -m proxyclient token | env | status` (see cli.py)."""
+"""`python -m proxyclient token | env | status | setup` (see cli.py)."""
 import sys
 
 from .cli import main
