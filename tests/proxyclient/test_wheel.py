@@ -3,52 +3,11 @@ virtualenv, its `proxyclient` command run from another directory against a live 
 from __future__ import annotations
 
 import email
-import shutil
-import subprocess
-import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from proxyclient import __version__
-from tests.servers import BASE_DIR
-
-CLIENT_SOURCE = BASE_DIR / "clients" / "python"
-
-
-def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """Built as `make clients` builds it, from a copy (parallel runs share no build directory),
-    with the pinned setuptools of requirements-dev.txt: no network."""
-    work = tmp_path_factory.mktemp("wheel")
-    source = shutil.copytree(CLIENT_SOURCE, work / "src", ignore=shutil.ignore_patterns("build", "dist", "*.egg-info"))
-    built = run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(work / "dist"), str(source)])
-    assert built.returncode == 0, built.stderr
-    (wheel_path,) = (work / "dist").glob("proxyclient-*.whl")
-    return wheel_path
-
-
-@pytest.fixture(scope="module")
-def fresh_venv(wheel, tmp_path_factory) -> Path:
-    """A new virtualenv with only the wheel installed; its dependencies (httpx, cryptography) come
-    from the test environment's site-packages through a .pth file, since the machine may have no
-    package index. The repository's source tree is on no path of it."""
-    venv = tmp_path_factory.mktemp("venv") / "venv"
-    created = run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-    assert created.returncode == 0, created.stderr
-    python = venv / "bin" / "python"
-    purelib = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
-    (purelib / "test-environment-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    installed = run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)])
-    assert installed.returncode == 0, installed.stderr
-    return venv
-
+from tests.proxyclient.conftest import run
 
 def test_wheel_declares_its_version_dependencies_and_command(wheel):
     assert wheel.name == f"proxyclient-{__version__}-py3-none-any.whl"
