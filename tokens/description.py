@@ -34,7 +34,8 @@ class DeviceDescription:
     os: str = ""
 
     def changed_fields(self) -> dict[str, str]:
-        return {name: value for name, value in (("device_name", self.device_name), ("app_name", self.app_name), ("os", self.os)) if value}
+        fields = {"device_name": self.device_name, "app_name": self.app_name, "os": self.os}
+        return {name: value for name, value in fields.items() if value}
 
 
 def description_problem(value: str) -> str | None:

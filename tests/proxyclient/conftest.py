@@ -119,7 +119,9 @@ def wheel(tmp_path_factory) -> Path:
     with the pinned setuptools of requirements-dev.txt: no network."""
     work = tmp_path_factory.mktemp("wheel")
     source = shutil.copytree(CLIENT_SOURCE, work / "src", ignore=shutil.ignore_patterns("build", "dist", "*.egg-info"))
-    built = run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(work / "dist"), str(source)])
+    built = run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(work / "dist"), str(source)]
+    )
     assert built.returncode == 0, built.stderr
     (wheel_path,) = (work / "dist").glob("proxyclient-*.whl")
     return wheel_path

@@ -38,8 +38,10 @@ def test_claude_code_answers_through_the_gateway_with_the_written_settings(claud
     home.mkdir(), project.mkdir()
     environment = {"PATH": os.environ["PATH"], "HOME": str(home)}
     setup = run(
-        [str(fresh_venv / "bin" / "proxyclient"), "--bootstrap-url", f"{gateway.url}/bootstrap", "--home", str(state), "--no-keyring",
-         "setup", "claude-code"],
+        [
+            str(fresh_venv / "bin" / "proxyclient"), "--bootstrap-url", f"{gateway.url}/bootstrap", "--home", str(state),
+            "--no-keyring", "setup", "claude-code",
+        ],
         env=environment, cwd=tmp_path,
     )
     assert (setup.returncode, setup.stderr) == (0, ""), setup.stdout

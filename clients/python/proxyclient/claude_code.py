@@ -112,7 +112,8 @@ def read_settings(path: Path) -> dict[str, Any]:
     try:
         settings = json.loads(text) if text.strip() else {}
     except ValueError as exc:
-        raise ConfigurationError(f"{path} is not valid JSON ({exc}).", hint="Fix or move the file, then run setup again.") from None
+        hint = "Fix or move the file, then run setup again."
+        raise ConfigurationError(f"{path} is not valid JSON ({exc}).", hint=hint) from None
     if not isinstance(settings, dict):
         raise ConfigurationError(f"{path} does not hold a JSON object.", hint="Fix or move the file, then run setup again.")
     return settings

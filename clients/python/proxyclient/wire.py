@@ -90,7 +90,8 @@ class GatewayApi:
         if response.status_code != 200:
             raise refusal_from_response(response, refused=TokenRejected, subject="list the models")
         data = read_json(response).get("data")
-        return [entry["id"] for entry in data if isinstance(entry, dict) and isinstance(entry.get("id"), str)] if isinstance(data, list) else []
+        entries = data if isinstance(data, list) else []
+        return [entry["id"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), str)]
 
     def check_health(self) -> None:
         url = self._config.health_url
