@@ -1,10 +1,11 @@
 # Two commands matter: `make run` and `make test`. Both build .venv from the pinned requirements.
+# `make clients` builds the desktop clients into clients/dist: the proxyclient wheel and the npm package.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench install migrate manage clean
+.PHONY: run test bench install migrate manage clients clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,5 +32,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
+clients: $(STAMP)
+	rm -rf clients/dist
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir clients/dist ./clients/python
+	cd clients/typescript && npm ci --no-audit --no-fund && npm run build && npm pack --pack-destination ../dist
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache clients/dist clients/python/build

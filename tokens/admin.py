@@ -117,19 +117,25 @@ def _against_cap(spent: Decimal, cap: Decimal | None) -> str:
 
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ("device_id", "status", "organization", "user_label", "app_version", "spend_today", "spend_month", "last_seen_at")
-    list_filter = ("status", "organization", "app_version")
+    list_display = (
+        "device_id", "device_name", "status", "organization", "user_label", "app_name", "app_version", "os", "spend_today",
+        "spend_month", "last_seen_at",
+    )
+    list_filter = ("status", "organization", "app_name", "app_version")
     list_select_related = ("organization",)
-    search_fields = ("device_id", "user_label", "organization__name", "last_ip")
+    search_fields = ("device_id", "device_name", "user_label", "app_name", "os", "organization__name", "last_ip")
     autocomplete_fields = ("organization",)
-    readonly_fields = (
+    state_fields = (
         "status", "secret_state", "tokens_revoked_before", "last_seen_at", "last_ip", "tokens_link", "usage_summary", "created_at",
         "updated_at",
     )
+    described_fields = ("device_name", "app_name", "os")  # the device's word: its next bootstrap overwrites them
+    readonly_fields = described_fields + state_fields
     fieldsets = (
         (None, {"fields": ("device_id", "organization", "user_label", "app_version")}),
+        ("Reported by the device at bootstrap", {"fields": described_fields}),
         POLICY_FIELDSET,
-        ("State (change with the actions on the device list)", {"fields": readonly_fields}),
+        ("State (change with the actions on the device list)", {"fields": state_fields}),
     )
     actions = ["approve", "block", "unblock", "revoke_tokens", "reset_secret"]
     paginator = CappedCountPaginator
