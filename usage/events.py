@@ -36,3 +36,5 @@ class UsageEvent:
     session_id: str | None = None
     client_disconnected: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+    priced_at: dt.datetime | None = None
+    """The moment whose prices apply when it is not `occurred_at`: a batch result's batch creation."""

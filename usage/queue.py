@@ -83,6 +83,8 @@ def decode_event(payload: bytes | str) -> UsageEvent:
     data: dict[str, Any] = orjson.loads(payload)
     fields = {name: value for name, value in data.items() if name in _EVENT_FIELDS}
     fields["occurred_at"] = dt.datetime.fromisoformat(fields["occurred_at"])
+    if fields.get("priced_at") is not None:
+        fields["priced_at"] = dt.datetime.fromisoformat(fields["priced_at"])
     return UsageEvent(**fields)
 
 
