@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
@@ -14,7 +15,8 @@ from django.utils.html import format_html
 from tokens.admin import CappedCountPaginator, ReadOnlyAdmin
 from usage.dashboard import PERIODS, build_dashboard
 from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
-from usage.models import ModelPrice, UsageRecord, UsageRollup
+from usage.cost_breakdown import cost_breakdown
+from usage.models import ModelPrice, PriceFlag, UsageRecord, UsageRollup
 from usage.permissions import can_view_usage
 
 
@@ -22,13 +24,14 @@ from usage.permissions import can_view_usage
 class ModelPriceAdmin(admin.ModelAdmin):
     list_display = (
         "model_pattern", "label", "speed", "prompt_tokens_above", "effective_from", "input_per_mtok", "output_per_mtok",
-        "cache_write_5m_per_mtok", "cache_write_1h_per_mtok", "cache_read_per_mtok", "us_geo_multiplier",
+        "cache_write_5m_per_mtok", "cache_write_1h_per_mtok", "cache_read_per_mtok", "us_geo_multiplier", "provenance",
     )
-    list_filter = ("speed",)
+    list_filter = ("speed", "provenance")
     search_fields = ("model_pattern", "label")
     readonly_fields = ("updated_at",)
     fieldsets = (
-        (None, {"fields": ("model_pattern", "label", "speed", "prompt_tokens_above", "effective_from")}),
+        (None, {"fields": ("model_pattern", "label", "speed", "prompt_tokens_above", "effective_from",
+                           "provenance", "provenance_note")}),
         ("USD per million tokens", {"fields": (
             ("input_per_mtok", "output_per_mtok"), ("cache_write_5m_per_mtok", "cache_write_1h_per_mtok"), "cache_read_per_mtok",
         )}),
@@ -49,6 +52,23 @@ class PricedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class PriceFlagFilter(admin.SimpleListFilter):
+    """Records whose cost is not certain: an unknown model, or an assumed or fallback rate."""
+
+    title = "price certainty"
+    parameter_name = "price_flag"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("flagged", "Any flag"), *[(flag.value, flag.label) for flag in PriceFlag if flag != PriceFlag.EXACT]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "flagged":
+            return queryset.exclude(price_flag=PriceFlag.EXACT)
+        if self.value() in PriceFlag.values:
+            return queryset.filter(price_flag=self.value())
+        return queryset
+
+
 class ReadOnlyUsageAdmin(ReadOnlyAdmin):
     paginator = CappedCountPaginator
     show_full_result_count = False
@@ -64,10 +84,15 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
         "occurred_at", "request_id", "device_ref", "model", "endpoint", "status", "total_tokens", "cost_display", "latency_ms",
         "streamed",
     )
-    list_filter = (PricedFilter, "is_error", "streamed", "client_disconnected", "service_tier", "status")
+    list_filter = (PricedFilter, PriceFlagFilter, "is_error", "streamed", "client_disconnected", "service_tier", "status")
     search_fields = ("=request_id", "=upstream_request_id", "=device_ref", "model")
     raw_id_fields = ("device", "organization")
+    readonly_fields = ("cost_breakdown",)
     actions = ["export_csv"]
+
+    @admin.display(description="How the cost was computed")
+    def cost_breakdown(self, record: UsageRecord) -> str:
+        return render_to_string("admin/usage/usagerecord/cost_breakdown.html", {"breakdown": cost_breakdown(record).as_dict()})
 
     @admin.display(description="Tokens")
     def total_tokens(self, record: UsageRecord) -> str:
@@ -77,6 +102,9 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
     def cost_display(self, record: UsageRecord) -> str:
         if not record.priced:
             return format_html('<span class="usage-unpriced" title="{}">unknown model</span>', "No ModelPrice matches this model")
+        if record.price_flag:
+            return format_html('{} <span class="usage-estimated" title="{}">{}</span>', f"{record.cost:.6f}",
+                               PriceFlag(record.price_flag).label, record.price_flag)
         return f"{record.cost:.6f}"
 
     @admin.action(description="Export selected records as CSV")
