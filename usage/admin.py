@@ -2,13 +2,16 @@
 and rollups (read-only, CSV export), the dashboard and the live feed."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -18,6 +21,7 @@ from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
 from usage.cost_breakdown import cost_breakdown
 from usage.models import ModelPrice, PriceFlag, UsageRecord, UsageRollup
 from usage.permissions import can_view_usage
+from usage.repricing import reprice_usage
 
 
 @admin.register(ModelPrice)
@@ -29,6 +33,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_filter = ("speed", "provenance")
     search_fields = ("model_pattern", "label")
     readonly_fields = ("updated_at",)
+    change_list_template = "admin/usage/modelprice/change_list.html"
     fieldsets = (
         (None, {"fields": ("model_pattern", "label", "speed", "prompt_tokens_above", "effective_from",
                            "provenance", "provenance_note")}),
@@ -37,6 +42,44 @@ class ModelPriceAdmin(admin.ModelAdmin):
         )}),
         ("Multipliers", {"fields": ("us_geo_multiplier", "updated_at")}),
     )
+
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        url = reverse("admin:usage_modelprice_reprice") + "?" + urlencode({"since": obj.effective_from.date().isoformat()})
+        self.message_user(request, format_html(
+            'New records use this price at once. Records already stored keep their cost until you <a href="{}">reprice them</a>.',
+            url,
+        ))
+
+    def get_urls(self) -> list[URLPattern]:
+        return [path("reprice/", self.admin_site.admin_view(self.reprice_view), name="usage_modelprice_reprice"),
+                *super().get_urls()]
+
+    def reprice_view(self, request: HttpRequest) -> TemplateResponse:
+        """The same repricing as `manage.py reprice_usage`: a dry run by default, then for real."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        form = RepriceForm(request.POST or None, initial={"since": request.GET.get("since"), "dry_run": True})
+        report = None
+        if request.method == "POST" and form.is_valid():
+            report = reprice_usage(since=form.cleaned_data["since"], until=form.cleaned_data["until"],
+                                   dry_run=form.cleaned_data["dry_run"])
+        context = {**self.admin_site.each_context(request), "title": "Reprice recorded usage", "form": form,
+                   "report": report, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/usage/modelprice/reprice.html", context)
+
+
+class RepriceForm(forms.Form):
+    since = forms.DateTimeField(help_text="Records from this moment on (UTC), e.g. the changed price's effective date.")
+    until = forms.DateTimeField(required=False, help_text="Up to this moment, exclusive (default: now).")
+    dry_run = forms.BooleanField(required=False, help_text="Report the difference only; write nothing.")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since >= until:
+            raise forms.ValidationError("since must be before until.")
+        return cleaned
 
 
 class PricedFilter(admin.SimpleListFilter):
