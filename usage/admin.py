@@ -16,9 +16,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from tokens.admin import CappedCountPaginator, ReadOnlyAdmin
+from usage.cost_breakdown import cost_breakdown
 from usage.dashboard import PERIODS, build_dashboard
 from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
-from usage.cost_breakdown import cost_breakdown
 from usage.models import ModelPrice, PriceFlag, UsageRecord, UsageRollup
 from usage.permissions import can_view_usage
 from usage.repricing import reprice_usage

@@ -88,9 +88,11 @@ def _tier(basis: dict[str, Any], prompt: int) -> str:
 
 def cost_breakdown(record: UsageRecord) -> CostBreakdown:
     basis = record.pricing or {}
-    empty = dict(request_id=record.request_id, flag=record.price_flag, priced_at=basis.get("at"), price_row=None, pattern=None,
-                 effective_from=None, provenance=None, speed=None, tier=None, multipliers={}, lines=[],
-                 stored_cost=record.cost, notes=_notes(record))
+    empty: dict[str, Any] = {
+        "request_id": record.request_id, "flag": record.price_flag, "priced_at": basis.get("at"), "price_row": None,
+        "pattern": None, "effective_from": None, "provenance": None, "speed": None, "tier": None, "multipliers": {},
+        "lines": [], "stored_cost": record.cost, "notes": _notes(record),
+    }
     if "rates" not in basis:
         if not record.priced:
             return CostBreakdown(status="unpriced", total=None, **empty)

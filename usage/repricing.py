@@ -63,8 +63,8 @@ class RepriceReport:
         """The difference, in the words the command and the admin page both show."""
         verb = "would change" if self.dry_run else "changed"
         lines = [
-            f"Records from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC: {self.records:,} checked, "
-            f"{self.changed:,} {verb}.",
+            (f"Records from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC: {self.records:,} checked, "
+             f"{self.changed:,} {verb}."),
             f"Cost: {self.cost_before:.10f} -> {self.cost_after:.10f} USD (difference {self.difference:+.10f}).",
         ]
         if self.newly_priced or self.newly_unpriced:
