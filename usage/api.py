@@ -1,5 +1,5 @@
 """GET /admin/usage (seed path): a device's own usage with its wrapper token, everything with an
-operator API key or staff session."""
+operator API key or staff session; POST /admin/usage/reprice for operators."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,12 +10,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 
+from gateway.api import authenticate_operator_change
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
-from tokens.operators import KEY_PREFIX, authenticate_operator
+from tokens.operators import KEY_PREFIX, SESSION_ACTOR_PREFIX, authenticate_operator
 from usage.cost_breakdown import cost_breakdown
 from usage.models import UsageRecord
 from usage.permissions import can_view_usage
+from usage.repricing import reprice_usage
 from usage.reports import GroupBy, UsageFilter, usage_groups, usage_totals
 
 router = Router(tags=["usage"])
@@ -172,3 +174,63 @@ def build_report(reader: Reader, query: UsageQuery) -> dict[str, object]:
 async def admin_usage(request: HttpRequest, query: Query[UsageQuery]) -> dict[str, object]:
     reader = await authenticate_usage_reader(request)
     return await sync_to_async(build_report)(reader, query)
+
+
+REPRICE_PERMISSION = "usage.change_modelprice"
+
+
+class RepriceIn(Schema):
+    since: dt.datetime = Field(description="Records from this moment on (ISO 8601; UTC when no offset).")
+    until: dt.datetime | None = Field(None, description="Up to this moment, exclusive. Default: now.")
+    dry_run: bool = Field(True, description="Report the difference only (the default); false writes it.")
+
+
+class RepriceOut(Schema):
+    since: dt.datetime
+    until: dt.datetime
+    dry_run: bool
+    records: int = Field(description="Records checked.")
+    changed: int = Field(description="Records whose cost, flag or basis changed (or would, in a dry run).")
+    cost_before: str
+    cost_after: str
+    difference: str = Field(description="cost_after - cost_before, USD.")
+    newly_priced: int
+    newly_unpriced: int
+    by_model: dict[str, str] = Field(description="The difference per model, USD, for models whose cost changed.")
+    rollup_buckets: int
+    counters_adjusted: int
+    summary: list[str] = Field(description="The same lines `manage.py reprice_usage` prints.")
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    return moment if moment is None or timezone.is_aware(moment) else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def run_reprice(body: RepriceIn) -> dict[str, object]:
+    since, until = _aware(body.since), _aware(body.until)
+    if until is not None and since >= until:
+        raise InvalidRequest("since must be before until.")
+    report = reprice_usage(since=since, until=until, dry_run=body.dry_run)
+    return {
+        "since": report.since, "until": report.until, "dry_run": report.dry_run, "records": report.records,
+        "changed": report.changed, "cost_before": f"{report.cost_before:.10f}", "cost_after": f"{report.cost_after:.10f}",
+        "difference": f"{report.difference:.10f}", "newly_priced": report.newly_priced, "newly_unpriced": report.newly_unpriced,
+        "by_model": {model: f"{delta:.10f}" for model, delta in report.by_model.items()},
+        "rollup_buckets": report.rollup_buckets, "counters_adjusted": report.counters_adjusted,
+        "summary": report.summary_lines(),
+    }
+
+
+@router.post(
+    "/admin/usage/reprice",
+    auth=None,
+    response=RepriceOut,
+    summary="Recompute recorded costs, rollups and spend counters from the current prices (operator API key or staff session)",
+)
+async def reprice(request: HttpRequest, body: RepriceIn) -> dict[str, object]:
+    """The same function as `manage.py reprice_usage` and the admin's reprice page; a session also
+    needs the permission to change prices (and the CSRF token, as every operator change does)."""
+    actor = await authenticate_operator_change(request)
+    if actor.startswith(SESSION_ACTOR_PREFIX) and not await sync_to_async((await request.auser()).has_perm)(REPRICE_PERMISSION):
+        raise PermissionDenied("Repricing needs the permission to change model prices.")
+    return await sync_to_async(run_reprice)(body)

@@ -1,7 +1,7 @@
 """Repricing recorded usage after an operator changes a price retroactively: each record's cost and
 its basis recomputed from the table as it is now, then the rollups of the changed period rebuilt and
-the live spend counters moved by the difference. The command and the admin page both
-call `reprice_usage`; a dry run computes and reports the same difference and writes nothing.
+the live spend counters moved by the difference. The command, the admin page and
+POST /admin/usage/reprice all call `reprice_usage`; a dry run computes and reports the same difference and writes nothing.
 
 Each record is priced at the moment its basis names (`pricing.at`: a batch result's batch creation),
 or at `occurred_at` for a record stored before costs kept their basis.

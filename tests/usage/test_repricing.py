@@ -15,6 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tests.usage.cast import usage_event
+from tokens.operators import create_operator_api_key
 from usage.models import ModelPrice, PriceFlag, RollupPeriod, UsageRecord, UsageRollup
 from usage.rollups import rollup_usage
 from usage.spend import counter_for, database_totals, spend_backend
@@ -139,3 +140,30 @@ def test_the_redis_backend_moves_only_existing_counters_and_never_below_zero():
     local.raise_settled_to({counter: 1000})
     local.adjust_settled({counter: -300})
     assert local.snapshot(counter, timezone.now().timestamp())[0] == 700
+
+
+def test_the_operator_api_reprices_with_the_same_function(recorded):
+    _, secret = create_operator_api_key(name="finance", created_by=None)
+    cut_haiku_output_price()
+    since = (recorded - dt.timedelta(hours=1)).isoformat()
+    client = Client()
+    headers = {"authorization": f"Bearer {secret}"}
+    dry = client.post("/admin/usage/reprice", {"since": since}, content_type="application/json", headers=headers)
+    assert dry.status_code == 200, dry.content
+    body = dry.json()
+    assert (body["dry_run"], body["records"], body["changed"], body["difference"]) == (True, 3, 2, "-2.0000000000")
+    assert body["by_model"] == {"claude-haiku-4-5": "-1.0000000000", "claude-haiku-4-5-20251001": "-1.0000000000"}
+    assert UsageRecord.objects.filter(cost=Decimal("5")).count() == 2
+    real = client.post("/admin/usage/reprice", {"since": since, "dry_run": False}, content_type="application/json", headers=headers)
+    assert (real.json()["dry_run"], real.json()["changed"]) == (False, 2)
+    assert UsageRecord.objects.filter(cost=Decimal("4")).count() == 2
+
+
+def test_the_operator_api_refuses_a_device_token_and_a_session_without_the_price_permission(recorded):
+    client = Client()
+    assert client.post("/admin/usage/reprice", {"since": "2026-01-01T00:00:00Z"}, content_type="application/json",
+                       headers={"authorization": "Bearer not-an-operator-key"}).status_code == 401
+    client.force_login(get_user_model().objects.create(username="viewer", is_staff=True))
+    refused = client.post("/admin/usage/reprice", {"since": "2026-01-01T00:00:00Z", "dry_run": False}, content_type="application/json")
+    assert refused.status_code == 403
+    assert UsageRecord.objects.filter(cost=Decimal("5")).count() == 2
