@@ -36,6 +36,7 @@ from gateway.metrics import observe_request
 from gateway.owned_exchange import (
     after_owned_response,
     answer_owned_list,
+    batch_results_priced_at,
     check_owned_access,
     creates_resource,
     is_list,
@@ -99,6 +100,7 @@ class ProxiedRequest:
         self.cost: Decimal | None = None
         self.owned: OwnedPath | None = None  # set when the path names batches or files
         self.batch_results: BatchResultsReader | None = None  # set by the relay for a batch's results
+        self.batch_created_at: dt.datetime | None = None  # a batch's results are priced at its creation
 
     async def run(self) -> None:
         log_event(logger, "Incoming request", stage_log_level(), requestId=self.request_id, method=self.method, path=self.path)
@@ -115,6 +117,7 @@ class ProxiedRequest:
             self.owned = owned_path_for(route, self.path)
             if self.owned is not None:
                 await check_owned_access(self.owned, identity)
+                self.batch_created_at = await batch_results_priced_at(self.method, self.owned)
             self.grant = await enforce_policy(identity, summary, path=self.path, body=body, request_id=self.request_id)
             self.admission = await get_circuit_breaker().admit(str(identity.device_pk))
             if not self.admission.allowed:

@@ -71,7 +71,8 @@ async def relay_response(proxied: "ProxiedRequest", response: httpx.Response) ->
 def _results_reader(proxied: "ProxiedRequest", response: httpx.Response) -> BatchResultsReader | None:
     """Kept on the request too: once the body is read whole, its cost settles the batch's spend."""
     proxied.batch_results = batch_results_reader(
-        method=proxied.method, path=proxied.path, status=response.status_code, request_event=proxied.event
+        method=proxied.method, path=proxied.path, status=response.status_code, request_event=proxied.event,
+        batch_created_at=proxied.batch_created_at,
     )
     return proxied.batch_results
 

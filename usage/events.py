@@ -38,3 +38,5 @@ class UsageEvent:
     extra: dict[str, object] = field(default_factory=dict)
     # Checkpoints of this stream were queued (not a column): the writer then deletes its open-stream row.
     checkpointed: bool = False
+    priced_at: dt.datetime | None = None
+    """The moment whose prices apply when it is not `occurred_at`: a batch result's batch creation."""

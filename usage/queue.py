@@ -116,6 +116,8 @@ def _event_from(data: dict[str, Any]) -> UsageEvent:
     """Fields this version does not know (a newer gateway's) are dropped rather than failing the batch."""
     fields = {name: value for name, value in data.items() if name in _EVENT_FIELDS}
     fields["occurred_at"] = dt.datetime.fromisoformat(fields["occurred_at"])
+    if fields.get("priced_at") is not None:
+        fields["priced_at"] = dt.datetime.fromisoformat(fields["priced_at"])
     return UsageEvent(**fields)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -27,8 +26,8 @@ from tokens.models import Device, Organization
 from usage import spool
 from usage.events import UsageEvent
 from usage.models import OpenStream, UsageRecord
-from usage.pricing import as_utc, price_usage
 from usage.open_streams import forget_streams, note_stream_progress, orphaned_streams
+from usage.pricing import PriceQuote, as_utc, quote_usage
 from usage.queue import OwnerHeartbeat, StreamCheckpoint, decode_event, decode_item
 
 logger = logging.getLogger("usage.records")
@@ -62,7 +61,7 @@ def is_error_event(event: UsageEvent) -> bool:
     return event.status >= 400 or bool(event.error_type)
 
 
-def row_from_event(event: UsageEvent, cost: Decimal | None, known_devices: set[int], known_orgs: set[int],
+def row_from_event(event: UsageEvent, quote: PriceQuote, known_devices: set[int], known_orgs: set[int],
                    recorded_at: dt.datetime) -> StoredRow:
     """The record's column values, bounded to the columns; foreign keys only to rows that exist."""
     return {
@@ -96,8 +95,10 @@ def row_from_event(event: UsageEvent, cost: Decimal | None, known_devices: set[i
         "latency_ms": max(float(event.latency_ms or 0), 0.0),
         "ttfb_ms": None if event.ttfb_ms is None else max(float(event.ttfb_ms), 0.0),
         "upstream_key_name": _text(event.upstream_key_name, "upstream_key_name"),
-        "cost": cost,
-        "priced": cost is not None,
+        "cost": quote.cost,
+        "priced": quote.cost is not None,
+        "price_flag": quote.flag,
+        "pricing": quote.basis(),
         "extra": event.extra or {},
         "recorded_at": recorded_at,
     }
@@ -110,14 +111,14 @@ def store_events(events: list[UsageEvent], *, interrupted: bool = False) -> list
     unique = list({event.request_id: event for event in events}.values())
     if not unique:
         return []
-    costs = [price_usage(event) for event in unique]
+    quotes = [quote_usage(event) for event in unique]
     recorded_at = timezone.now()
     with transaction.atomic():
         device_pks = {event.device_pk for event in unique if event.device_pk is not None}
         org_pks = {event.org_id for event in unique if event.org_id is not None}
         known_devices = set(Device.objects.filter(pk__in=device_pks).values_list("pk", flat=True)) if device_pks else set()
         known_orgs = set(Organization.objects.filter(pk__in=org_pks).values_list("pk", flat=True)) if org_pks else set()
-        rows = [row_from_event(event, cost, known_devices, known_orgs, recorded_at) for event, cost in zip(unique, costs)]
+        rows = [row_from_event(event, quote, known_devices, known_orgs, recorded_at) for event, quote in zip(unique, quotes)]
         insert_ignoring_stored(rows, replace_interrupted=not interrupted)
     return rows
 
