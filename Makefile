@@ -1,10 +1,11 @@
 # Two commands matter: `make run` and `make test` (`make lint` before a commit). Both build .venv from the pinned requirements.
+# `make clients` builds the desktop clients into clients/dist: the proxyclient wheel and the npm package.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install migrate clean
+.PHONY: run test lint bench install migrate manage clients clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +16,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 migrate: $(STAMP)
-	$(PY) manage.py migrate --noinput
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py migrate --noinput
+
+# Any manage.py command with the development defaults `make run` uses: make manage ARGS="list_devices"
+manage: $(STAMP)
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py $(ARGS)
 
 run: $(STAMP)
 	@# Development defaults; export DJANGO_DEBUG=false (and real secrets) for production.
@@ -29,10 +34,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/lint-imports --no-cache
+	PYTHONPATH=clients/python $(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
+clients: $(STAMP)
+	rm -rf clients/dist
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir clients/dist ./clients/python
+	cd clients/typescript && npm ci --no-audit --no-fund && npm run build && npm pack --pack-destination ../dist
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache clients/dist clients/python/build

@@ -16,21 +16,19 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema
-from ninja.utils import check_csrf
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import platform_metrics  # noqa: F401  (registers the scrape-time gauges)
 from gateway.breaker import get_circuit_breaker
 from gateway.breaker_state import BreakerSnapshot
 from proxyproject.lib.backends import shared_state_backend
-from proxyproject.lib.errors import CsrfFailed
 from gateway.metrics import render_metrics
 from gateway.models import OwnedResourceKind
 from gateway.operator_resources import (
     DEFAULT_OPERATOR_LIMIT, ResourceQuery, fetch_operator_resource, find_operator_resource, list_operator_resources,
 )
 from gateway.owned_lists import UpstreamItemRefused
-from tokens.operators import SESSION_ACTOR_PREFIX, authenticate_operator, authenticate_scoped_operator
+from tokens.operators import authenticate_operator, authenticate_operator_change, authenticate_scoped_operator
 
 router = Router(tags=["gateway"])
 
@@ -76,18 +74,6 @@ async def current_breaker_body() -> dict[str, Any]:
 async def circuit_breaker_state(request: HttpRequest) -> HttpResponse:
     await authenticate_operator(request)
     return _json(await current_breaker_body())
-
-
-async def authenticate_operator_change(request: HttpRequest) -> str:
-    """The operator of a call that changes state. A browser sends the session cookie with whatever
-    request any page makes, so an operator authenticated by session must also show the CSRF token;
-    an operator API key in a header cannot be sent cross-site. Decided by what authenticated the
-    caller, never by which other headers came along (`Authorization: Basic`, `Negotiate`, an empty
-    `Bearer` all leave the session as the credential)."""
-    actor = await authenticate_operator(request)
-    if actor.startswith(SESSION_ACTOR_PREFIX) and check_csrf(request) is not None:
-        raise CsrfFailed()
-    return actor
 
 
 @router.post("/admin/circuit-breaker/reset", auth=None, summary="Close the circuit breaker now")

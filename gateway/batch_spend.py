@@ -35,16 +35,13 @@ BATCH_RESERVATION_SECONDS = 25 * 3600
 
 
 def _request_worst_case(params: dict[str, Any], at: dt.datetime) -> Decimal:
-    """Input may be billed at a cache write rate, which batches do not halve; output is halved."""
+    """A single request's worst case, halved: batch halves every category, cache writes included."""
     model = params.get("model")
     if not isinstance(model, str):
         return Decimal(0)
     max_tokens = params.get("max_tokens")
     output_bound = max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0 else 0
-    prompt_bytes = len(orjson.dumps(params))
-    prompt_side = worst_case_cost(model, prompt_bytes, 0, at)
-    output_side = worst_case_cost(model, prompt_bytes, output_bound, at) - prompt_side
-    return prompt_side + output_side * BATCH_MULTIPLIER
+    return worst_case_cost(model, len(orjson.dumps(params)), output_bound, at) * BATCH_MULTIPLIER
 
 
 def batch_worst_case_cost(body: bytes, at: dt.datetime) -> Decimal:

@@ -3,13 +3,15 @@
 A batch's tokens are billed when its requests run, and the only place their usage shows is the
 results body (JSONL, one line per request). The relay passes that body through untouched, chunk by
 chunk; this reader watches the same chunks, and each `succeeded` line becomes a usage record of its
-own, priced at the batch rate; the reader also keeps those events, whose prices settle the batch's
+own, priced at the batch rate and at the prices in force when the batch was created (not when its
+results are fetched: the record's `occurred_at` is the fetch, its `priced_at` the creation); the reader also keeps those events, whose prices settle the batch's
 spend reservation (`gateway.batch_spend`) once the whole body was read. The record's request id is
 derived from the batch id and the line's `custom_id`, so fetching the results again stores nothing
 new: the usage table is unique on request_id and the writer skips ids already stored.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -48,9 +50,11 @@ def batch_result_request_id(batch_id: str, custom_id: str) -> str:
 class BatchResultsReader:
     """Reads a results body from the chunks the relay passes on, however they split its lines."""
 
-    def __init__(self, *, batch_id: str, request_event: UsageEvent, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, *, batch_id: str, request_event: UsageEvent, batch_created_at: dt.datetime | None = None,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.batch_id = batch_id
         self.request_event = request_event
+        self.batch_created_at = batch_created_at
         self.max_line_bytes = max_line_bytes
         self.recorded = 0
         self.events: list[UsageEvent] = []  # every succeeded result's usage, recorded or not
@@ -132,6 +136,7 @@ class BatchResultsReader:
             status=200,
             streamed=False,
             extra={"batch_id": self.batch_id, "custom_id": custom_id},
+            priced_at=self.batch_created_at,
         )
 
     def _submit(self, event: UsageEvent) -> None:
@@ -145,11 +150,13 @@ class BatchResultsReader:
         self.recorded += 1
 
 
-def batch_results_reader(*, method: str, path: str, status: int, request_event: UsageEvent | None) -> BatchResultsReader | None:
-    """A reader when the response is a batch's results, fetched by a known device; else None."""
+def batch_results_reader(*, method: str, path: str, status: int, request_event: UsageEvent | None,
+                         batch_created_at: dt.datetime | None = None) -> BatchResultsReader | None:
+    """A reader when the response is a batch's results, fetched by a known device; else None.
+    `batch_created_at` None (a batch the gateway did not see created): priced at the fetch."""
     if method != "GET" or status != 200 or request_event is None:
         return None
     batch_id = batch_id_of_results_path(path)
     if batch_id is None:
         return None
-    return BatchResultsReader(batch_id=batch_id, request_event=request_event)
+    return BatchResultsReader(batch_id=batch_id, request_event=request_event, batch_created_at=batch_created_at)

@@ -9,6 +9,7 @@ batch's spend released on cancel or settled from its results).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,13 @@ from gateway.breaker import is_failure_status
 from gateway.headers import client_response_headers
 from gateway.models import OwnedResourceKind
 from gateway.owned_lists import UpstreamItemFetcher, UpstreamItemRefused, list_owned, parse_page_request
-from gateway.ownership import OwnedPath, check_resource_access, forget_resources, record_resource_owner
+from gateway.ownership import (
+    OwnedPath,
+    check_resource_access,
+    forget_resources,
+    record_resource_owner,
+    resource_created_at,
+)
 from gateway.upstream import gateway_error_for
 from proxyproject.lib.logging import log_event
 from tokens.identity import DeviceIdentity
@@ -66,13 +73,35 @@ async def answer_owned_list(proxied: "ProxiedRequest", owned: OwnedPath, identit
     await proxied.client.send_whole(200, headers, body)
 
 
-def created_id(body: bytes) -> str | None:
+def created_id_and_time(body: bytes) -> tuple[str | None, dt.datetime | None]:
+    """The created resource's id, and its `created_at` (RFC 3339) when the answer names one."""
     try:
         created = orjson.loads(body)
     except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(created, dict):
+        return None, None
+    resource_id = created.get("id")
+    return (resource_id if isinstance(resource_id, str) and resource_id else None), _moment(created.get("created_at"))
+
+
+def _moment(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
         return None
-    resource_id = created.get("id") if isinstance(created, dict) else None
-    return resource_id if isinstance(resource_id, str) and resource_id else None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
+
+
+async def batch_results_priced_at(method: str, owned: OwnedPath) -> dt.datetime | None:
+    """A batch's results are priced at the rates in force when the batch was created."""
+    if method != "GET" or owned.kind != OwnedResourceKind.MESSAGE_BATCH or owned.resource_id is None:
+        return None
+    if owned.rest.rstrip("/") != "/results":
+        return None
+    return await resource_created_at(owned.kind, owned.resource_id)
 
 
 def creates_resource(method: str, owned: OwnedPath, status: int) -> bool:
@@ -89,13 +118,13 @@ async def relay_created(proxied: "ProxiedRequest", owned: OwnedPath, identity: D
         raise gateway_error_for(exc) from exc
     grant = proxied.grant
     reservation = grant.reservation if grant is not None else None
-    resource_id = created_id(body)
+    resource_id, created_at = created_id_and_time(body)
     if resource_id is None:
         log_event(logger, "Created resource has no id; it belongs to no device", logging.WARNING,
                   requestId=proxied.request_id, kind=owned.kind)
     else:
         stored = reservation_to_json(reservation) if reservation is not None else None
-        await record_resource_owner(identity, owned.kind, resource_id, reservation=stored)
+        await record_resource_owner(identity, owned.kind, resource_id, reservation=stored, created_at=created_at)
         if grant is not None and reservation is not None:
             proxied.grant = grant = dataclasses.replace(grant, reservation=None)
     if owned.kind == OwnedResourceKind.MESSAGE_BATCH:

@@ -15,12 +15,14 @@ the upstream itself.
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError
+from django.utils import timezone
 
 from proxyproject.lib.errors import NotFound
 from gateway.models import OwnedResource, OwnedResourceKind
@@ -119,10 +121,12 @@ async def check_resource_access(identity: DeviceIdentity, kind: str, resource_id
     owned_cache.remember(key)
 
 
-def _record(device_pk: int, org_id: int | None, kind: str, resource_id: str, reservation: dict | None) -> None:
+def _record(device_pk: int, org_id: int | None, kind: str, resource_id: str, reservation: dict | None,
+            created_at: dt.datetime | None) -> None:
     try:
         OwnedResource.objects.create(
-            device_id=device_pk, organization_id=org_id, kind=kind, resource_id=resource_id, reservation=reservation
+            device_id=device_pk, organization_id=org_id, kind=kind, resource_id=resource_id, reservation=reservation,
+            created_at=created_at or timezone.now(),
         )
     except IntegrityError:
         # The upstream never reuses an id; a second row for one would be a second owner.
@@ -130,11 +134,23 @@ def _record(device_pk: int, org_id: int | None, kind: str, resource_id: str, res
 
 
 async def record_resource_owner(
-    identity: DeviceIdentity, kind: str, resource_id: str, *, reservation: dict | None = None
+    identity: DeviceIdentity, kind: str, resource_id: str, *, reservation: dict | None = None,
+    created_at: dt.datetime | None = None,
 ) -> None:
-    """The device created this resource: from now on it is the device's alone."""
-    await sync_to_async(_record)(identity.device_pk, identity.org_id, kind, resource_id, reservation)
+    """The device created this resource: from now on it is the device's alone. `created_at` is the
+    upstream's own creation time when its answer names one (a batch is priced at it)."""
+    await sync_to_async(_record)(identity.device_pk, identity.org_id, kind, resource_id, reservation, created_at)
     owned_cache.remember((identity.device_pk, kind, resource_id))
+
+
+def _created_at(kind: str, resource_id: str) -> dt.datetime | None:
+    rows = OwnedResource.objects.filter(kind=kind, resource_id=resource_id)
+    return rows.values_list("created_at", flat=True).first()
+
+
+async def resource_created_at(kind: str, resource_id: str) -> dt.datetime | None:
+    """When an owned resource was created (one query; asked only when a batch's results are fetched)."""
+    return await sync_to_async(_created_at)(kind, resource_id)
 
 
 def _forget(kind: str, resource_ids: list[str]) -> None:

@@ -5,7 +5,8 @@
     response) ▶ relay the answer ▶ bookkeeping (breaker outcome, spend, tokens per minute, usage
     event, the seed's log lines)
 
-A usage event is submitted for every request that got past authentication, whatever happened next.
+A usage event is submitted for every request that got past authentication, whatever happened next,
+and for one refused by a failure of the gateway's own (5xx) before the device was known.
 While the upstream is working, a second task listens for the client leaving: the upstream exchange
 is then cancelled at once (which closes its connection) and the usage seen so far still recorded.
 """
@@ -35,6 +36,7 @@ from gateway.metrics import observe_request
 from gateway.owned_exchange import (
     after_owned_response,
     answer_owned_list,
+    batch_results_priced_at,
     check_owned_access,
     creates_resource,
     is_list,
@@ -98,6 +100,7 @@ class ProxiedRequest:
         self.cost: Decimal | None = None
         self.owned: OwnedPath | None = None  # set when the path names batches or files
         self.batch_results: BatchResultsReader | None = None  # set by the relay for a batch's results
+        self.batch_created_at: dt.datetime | None = None  # a batch's results are priced at its creation
 
     async def run(self) -> None:
         log_event(logger, "Incoming request", stage_log_level(), requestId=self.request_id, method=self.method, path=self.path)
@@ -114,6 +117,7 @@ class ProxiedRequest:
             self.owned = owned_path_for(route, self.path)
             if self.owned is not None:
                 await check_owned_access(self.owned, identity)
+                self.batch_created_at = await batch_results_priced_at(self.method, self.owned)
             self.grant = await enforce_policy(identity, summary, path=self.path, body=body, request_id=self.request_id)
             self.admission = await get_circuit_breaker().admit(str(identity.device_pk))
             if not self.admission.allowed:
@@ -139,16 +143,16 @@ class ProxiedRequest:
         found = {name.decode(): value.decode("latin-1") for name, value in self.headers if name in CREDENTIAL_HEADERS}
         return extract_bearer_token(found) or ""
 
-    def _new_event(self, identity: DeviceIdentity) -> UsageEvent:
+    def _new_event(self, identity: DeviceIdentity | None) -> UsageEvent:
         session = header_value(self.headers, SESSION_HEADER)
         return UsageEvent(
             request_id=self.request_id,
             occurred_at=dt.datetime.now(dt.timezone.utc),
             endpoint=self.path,
             method=self.method,
-            device_id=identity.device_id,
-            device_pk=identity.device_pk,
-            org_id=identity.org_id,
+            device_id=identity.device_id if identity else None,
+            device_pk=identity.device_pk if identity else None,
+            org_id=identity.org_id if identity else None,
             session_id=session.decode("latin-1")[:200] if session else None,
         )
 
@@ -223,6 +227,10 @@ class ProxiedRequest:
 
     async def _refuse(self, error: GatewayError) -> None:
         self.status = error.status
+        if self.event is None and error.status >= 500:
+            # A failure of ours before the device is known (its database away, say) is still a request
+            # the operator must see: recorded without a device. Refused credentials (4xx) are not.
+            self.event = self._new_event(None)
         if self.event is not None:
             self.event.error_type = error.error_code
         if not self.client.started:

@@ -22,6 +22,7 @@ from gateway.body import BATCHES_PATH, MESSAGES_PATH
 from proxyproject.lib.errors import GatewayError, error_body
 from gateway.headers import client_response_headers
 from gateway.sse import SseRelay
+from gateway.stream_checkpoints import StreamCheckpoints
 from gateway.upstream import gateway_error_for
 
 if TYPE_CHECKING:
@@ -70,21 +71,36 @@ async def relay_response(proxied: "ProxiedRequest", response: httpx.Response) ->
 def _results_reader(proxied: "ProxiedRequest", response: httpx.Response) -> BatchResultsReader | None:
     """Kept on the request too: once the body is read whole, its cost settles the batch's spend."""
     proxied.batch_results = batch_results_reader(
-        method=proxied.method, path=proxied.path, status=response.status_code, request_event=proxied.event
+        method=proxied.method, path=proxied.path, status=response.status_code, request_event=proxied.event,
+        batch_created_at=proxied.batch_created_at,
     )
     return proxied.batch_results
 
 
 async def _relay_event_stream(proxied: "ProxiedRequest", response: httpx.Response) -> None:
+    sse = SseRelay(proxied.tally)
+    checkpoints = None
     if proxied.event is not None:
         proxied.event.streamed = True
-    sse = SseRelay(proxied.tally)
+        checkpoints = StreamCheckpoints(proxied, sse)
+    try:
+        await _relay_events(proxied, response, sse, checkpoints)
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
+
+
+async def _relay_events(proxied: "ProxiedRequest", response: httpx.Response, sse: SseRelay,
+                        checkpoints: StreamCheckpoints | None) -> None:
+    """Each block of complete events is checkpointed (when due) before the client gets it."""
     client = proxied.client
     await client.start(response.status_code, _headers(proxied, response, None))
     try:
         async for chunk in response.aiter_raw():
             complete = sse.feed(chunk)
             if complete:
+                if checkpoints is not None:
+                    checkpoints.after_events()
                 await client.write(complete)
     except httpx.TransportError as exc:
         error = gateway_error_for(exc, mid_stream=True)

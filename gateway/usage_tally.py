@@ -5,6 +5,13 @@ each `message_delta` carries cumulative counts that may also restate input and c
 rule (anthropic-api.md) is: the last value seen for each field wins, falling back to
 `message_start`. Fields may be absent or null; anything that is not a non-negative integer is
 ignored rather than trusted, since a malformed upstream body must not crash a worker.
+
+Cache writes: the TTL split (`cache_creation.ephemeral_5m/1h_input_tokens`) says which rate each
+written token takes, the total (`cache_creation_input_tokens`) how many were written. Written
+tokens are never dropped: with no split they are all 5-minute writes; where the total is larger
+than the split's sum (a split of zeros, or a partial one, in one object or across a stream's
+events) the remainder is billed at the 5m rate, as the API's pricing rules say; where the split
+sums to more than the total, the split is kept, since it names more written tokens.
 """
 from __future__ import annotations
 
@@ -61,15 +68,9 @@ class UsageTally:
         event.input_tokens = _count(fields.get("input_tokens")) or 0
         event.output_tokens = _count(fields.get("output_tokens")) or 0
         event.cache_read_tokens = _count(fields.get("cache_read_input_tokens")) or 0
-        split = fields.get("cache_creation")
-        five_minutes = _count(split.get("ephemeral_5m_input_tokens")) if isinstance(split, Mapping) else None
-        one_hour = _count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else None
-        if five_minutes is None and one_hour is None:
-            event.cache_write_5m_tokens = _count(fields.get("cache_creation_input_tokens")) or 0
-            event.cache_write_1h_tokens = 0
-        else:
-            event.cache_write_5m_tokens = five_minutes or 0
-            event.cache_write_1h_tokens = one_hour or 0
+        event.cache_write_5m_tokens, event.cache_write_1h_tokens, unsplit = cache_writes_of(fields)
+        if unsplit:
+            event.extra["cache_write_unsplit_tokens"] = unsplit
         tools = fields.get("server_tool_use")
         if isinstance(tools, Mapping):
             event.web_search_requests = _count(tools.get("web_search_requests")) or 0
@@ -81,6 +82,16 @@ class UsageTally:
             event.model = self.model
         if self.message_id:
             event.extra["message_id"] = self.message_id
+
+
+def cache_writes_of(fields: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(5m, 1h, unsplit) written tokens: the unsplit remainder of the total is already in the 5m count."""
+    split = fields.get("cache_creation")
+    five_minutes = (_count(split.get("ephemeral_5m_input_tokens")) if isinstance(split, Mapping) else None) or 0
+    one_hour = (_count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else None) or 0
+    total = _count(fields.get("cache_creation_input_tokens")) or 0
+    unsplit = max(total - five_minutes - one_hour, 0)
+    return five_minutes + unsplit, one_hour, unsplit
 
 
 def _merge_into(target: dict[str, Any], update: Mapping[str, Any]) -> None:

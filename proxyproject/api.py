@@ -13,6 +13,7 @@ from proxyproject.health import run_health_checks
 from proxyproject.operator_surface import docs_for_operators, health_summary, sees_health_details
 from tokens.api import router as tokens_router
 from usage.api import router as usage_router
+from usage.device_api import router as device_router
 
 
 class OrjsonRenderer(BaseRenderer):
@@ -51,6 +52,7 @@ async def healthz(request: HttpRequest, deep: bool = False) -> HttpResponse:
 api.add_router("", health_router)
 api.add_router("", tokens_router)
 api.add_router("", usage_router)
+api.add_router("", device_router)
 api.add_router("", gateway_router)
 
 

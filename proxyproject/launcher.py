@@ -13,10 +13,15 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.conf import settings
 
@@ -49,18 +54,37 @@ def platform_children(host: str, demo_key: str | None) -> list[Child]:
     if settings.USAGE_WRITER == "process":
         children.append(Child("usage-writer", [python, "manage.py", "run_usage_writer"]))
     children += [
-        Child("celery-worker", [python, "-m", "celery", "-A", "proxyproject", "worker", "--loglevel", settings.LOG_LEVEL, "--concurrency", "1", "--pool", "solo"]),
-        Child("celery-beat", [python, "-m", "celery", "-A", "proxyproject", "beat", "--loglevel", settings.LOG_LEVEL, "--schedule", settings.CELERY_BEAT_SCHEDULE_FILE]),
+        # --quiet: no banners burying the login and the URLs printed once the gateway answers.
+        Child("celery-worker", [python, "-m", "celery", "--quiet", "-A", "proxyproject", "worker", "--loglevel", settings.LOG_LEVEL,
+                                "--concurrency", "1", "--pool", "solo"]),
+        Child("celery-beat", [python, "-m", "celery", "--quiet", "-A", "proxyproject", "beat", "--loglevel", settings.LOG_LEVEL,
+                              "--schedule", settings.CELERY_BEAT_SCHEDULE_FILE]),
     ]
     return children
 
 
+def demo_upstream_key(var_dir: Path) -> str:
+    """The fake upstream's key, made once and kept (owner-only) under VAR_DIR: a restart reuses it
+    instead of adding another upstream key to the pool and draining the last one."""
+    path = var_dir / "demo-upstream-key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = "sk-ant-demo-" + secrets.token_hex(16)
+    var_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
 def demo_environment() -> tuple[dict[str, str], str | None]:
-    """Child environment; in demo mode, a fresh key shared by the fake upstream and the gateway."""
+    """Child environment; in demo mode, the kept demo key shared by the fake upstream and the gateway."""
     env = dict(os.environ)
     if settings.ANTHROPIC_API_KEY:
         return env, None
-    demo_key = "sk-ant-demo-" + secrets.token_hex(16)
+    demo_key = demo_upstream_key(Path(settings.VAR_DIR))
     env["ANTHROPIC_API_KEY"] = demo_key
     env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{settings.FAKE_UPSTREAM_PORT}"
     return env, demo_key
@@ -85,7 +109,27 @@ def schedule_restart(child: Child, code: int, now: float) -> None:
     child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX)
 
 
-def supervise(children: list[Child], env: dict[str, str], grace_seconds: float) -> int:
+def accepts_connections(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def answers_health(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=0.5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def supervise(
+    children: list[Child], env: dict[str, str], grace_seconds: float, announce_once_ready: Callable[[], bool] | None = None
+) -> int:
+    """Runs until Ctrl-C or SIGTERM. `announce_once_ready` is called every tick until it returns
+    True (it prints the summary once the gateway answers, after the children's start-up lines)."""
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -106,6 +150,8 @@ def supervise(children: list[Child], env: dict[str, str], grace_seconds: float) 
             code = child.process.poll()
             if code is not None:
                 schedule_restart(child, code, now)
+        if announce_once_ready is not None and announce_once_ready():
+            announce_once_ready = None
         time.sleep(0.2)
     stop_children(children, grace_seconds)
     return 0

@@ -4,6 +4,8 @@ An operator who has a confirmed TOTP device must give its current code with the 
 ADMIN_TOTP_REQUIRED_FOR_SUPERUSERS on, a superuser without one cannot log in until an operator
 enrolls it (`manage.py enroll_totp <username>`). The admin site also refuses a session that
 should have passed the second factor and did not (a session from before the device or setting).
+A session the identity provider signed in (proxyproject/operator_sign_in.py) passed the provider's
+own second factor instead.
 
 Wrong codes are throttled by django-otp (each failure doubles the wait on that device); the
 password in front of them is throttled by the login lockout.
@@ -17,6 +19,8 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
 from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from proxyproject.operator_sign_in import signed_in_by_provider
 
 
 def totp_device_of(user: AbstractBaseUser) -> TOTPDevice | None:
@@ -69,8 +73,17 @@ class ConsoleAdminSite(AdminSite):
     login_form = ConsoleLoginForm
     login_template = "admin/console_login.html"
 
+    def login(self, request: HttpRequest, extra_context: dict | None = None):
+        """The login page also offers the identity provider's sign-in when one is configured."""
+        context = {
+            "operator_sign_in_oidc": settings.OPERATOR_SIGN_IN_OIDC,
+            "sign_in_failed": request.GET.get("sign_in") == "failed",
+            **(extra_context or {}),
+        }
+        return super().login(request, context)
+
     def has_permission(self, request: HttpRequest) -> bool:
         user = request.user
         if not super().has_permission(request):
             return False
-        return not second_factor_required(user) or user.is_verified()
+        return not second_factor_required(user) or user.is_verified() or signed_in_by_provider(request)

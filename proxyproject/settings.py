@@ -301,6 +301,32 @@ CONTENT_SECURITY_POLICY_ENABLED = env_bool("CONTENT_SECURITY_POLICY_ENABLED", Tr
 ADMIN_TOTP_REQUIRED_FOR_SUPERUSERS = env_bool("ADMIN_TOTP_REQUIRED_FOR_SUPERUSERS", False)
 OTP_TOTP_ISSUER = "LLM gateway"
 
+# --- Operator sign-in with the company's OpenID Connect provider (proxyproject/operator_sign_in.py)
+# Beside passwords: set the issuer, client id and secret of a confidential web client whose redirect
+# URI is https://<gateway>/oidc/callback/. Group membership decides staff and superuser at every login.
+OIDC_ISSUER = env_str("OIDC_ISSUER", "").rstrip("/")
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "")
+OIDC_CLIENT_SECRET = env_secret("OIDC_CLIENT_SECRET")
+OIDC_SCOPES = env_str("OIDC_SCOPES", "openid email profile")
+OIDC_PERSON_CLAIM = env_str("OIDC_PERSON_CLAIM", "email")
+OIDC_GROUPS_CLAIM = env_str("OIDC_GROUPS_CLAIM", "groups")
+OIDC_STAFF_GROUPS = [g.strip() for g in env_str("OIDC_STAFF_GROUPS", "").split(",") if g.strip()]
+OIDC_SUPERUSER_GROUPS = [g.strip() for g in env_str("OIDC_SUPERUSER_GROUPS", "").split(",") if g.strip()]
+OPERATOR_SIGN_IN_OIDC = bool(OIDC_ISSUER and OIDC_CLIENT_ID)
+# mozilla-django-oidc's names, derived from the ones above (endpoints come from the issuer's discovery).
+OIDC_RP_CLIENT_ID = OIDC_CLIENT_ID
+OIDC_RP_CLIENT_SECRET = OIDC_CLIENT_SECRET
+OIDC_RP_SCOPES = OIDC_SCOPES
+OIDC_RP_SIGN_ALGO = env_str("OIDC_SIGN_ALGORITHM", "RS256")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = env_float("OIDC_TIMEOUT", 5.0, minimum=0.5)
+OIDC_AUTHENTICATE_CLASS = "proxyproject.operator_sign_in.OperatorSignInRequestView"
+OIDC_CALLBACK_CLASS = "proxyproject.operator_sign_in.OperatorSignInCallbackView"
+LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?sign_in=failed"
+if OPERATOR_SIGN_IN_OIDC:
+    AUTHENTICATION_BACKENDS = [*AUTHENTICATION_BACKENDS, "proxyproject.operator_sign_in.OperatorSignInBackend"]
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
@@ -381,6 +407,13 @@ USAGE_SPOOL_DIR = Path(env_str("USAGE_SPOOL_DIR", str(VAR_DIR / "usage-spool")))
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 USAGE_WRITER_LEASE_SECONDS = env_float("USAGE_WRITER_LEASE_SECONDS", 60.0, minimum=0.1)
 USAGE_PRICE_CACHE_SECONDS = env_float("USAGE_PRICE_CACHE_SECONDS", 60.0, minimum=0.0)
+# Crash-safe stream accounting: a stream's usage so far is queued when it starts, then again once
+# USAGE_CHECKPOINT_TOKENS more output tokens or USAGE_CHECKPOINT_SECONDS have passed with new output.
+# A checkpointed stream with no final record, whose process has not been heard from for
+# USAGE_ORPHAN_STREAM_SECONDS, is recorded by the writer as interrupted (`gateway_crashed`).
+USAGE_CHECKPOINT_TOKENS = env_int("USAGE_CHECKPOINT_TOKENS", 200, minimum=1)
+USAGE_CHECKPOINT_SECONDS = env_float("USAGE_CHECKPOINT_SECONDS", 2.0, minimum=0.0)
+USAGE_ORPHAN_STREAM_SECONDS = env_float("USAGE_ORPHAN_STREAM_SECONDS", 15.0, minimum=0.1)
 SPEND_RESERVATION_TTL_SECONDS = env_int("SPEND_RESERVATION_TTL_SECONDS", 1800, minimum=1)
 
 # --- Operations -----------------------------------------------------------------------------

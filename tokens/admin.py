@@ -28,6 +28,7 @@ from tokens.revocation import (
     revoke_device_tokens,
     revoke_organization_tokens,
     revoke_token,
+    unblock_device,
 )
 
 POLICY_FIELDSET = (
@@ -80,24 +81,36 @@ class OrganizationAdmin(admin.ModelAdmin):
             self.message_user(request, message, messages.SUCCESS)
 
 
+def _devices(count: int) -> str:
+    return f"{count} device" if count == 1 else f"{count} devices"
+
+
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display: tuple[str, ...] = ("device_id", "status", "organization", "user_label", "app_version", "last_seen_at")
-    list_filter = ("status", "organization", "app_version")
+    list_display: tuple[str, ...] = (
+        "device_id", "device_name", "status", "organization", "user_label", "app_name", "app_version", "os", "last_seen_at",
+    )
+    list_filter = ("status", "organization", "app_name", "app_version")
     list_select_related = ("organization",)
-    search_fields = ("device_id", "user_label", "organization__name", "last_ip")
+    search_fields = ("device_id", "device_name", "user_label", "app_name", "os", "organization__name", "last_ip")
     autocomplete_fields = ("organization",)
-    readonly_fields: tuple[str, ...] = (
+    described_fields = ("device_name", "app_name", "os")  # the device's word: its next bootstrap overwrites them
+    state_fields: tuple[str, ...] = (
         "status", "secret_state", "tokens_revoked_before", "last_seen_at", "last_ip", "tokens_link", "created_at", "updated_at",
     )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Device | None = None) -> tuple[str, ...]:
+        return self.described_fields + self.state_fields
 
     def get_fieldsets(self, request: HttpRequest, obj: Device | None = None) -> list:
         return [
             (None, {"fields": ("device_id", "organization", "user_label", "app_version")}),
+            ("Reported by the device at bootstrap", {"fields": self.described_fields}),
             POLICY_FIELDSET,
-            ("State (change with the actions on the device list)", {"fields": self.readonly_fields}),
+            ("State (change with the actions on the device list)", {"fields": self.state_fields}),
         ]
-    actions = ["approve", "block", "revoke_tokens", "reset_secret"]
+
+    actions = ["approve", "block", "unblock", "revoke_tokens", "reset_secret"]
     paginator = CappedCountPaginator
     show_full_result_count = False
 
@@ -126,21 +139,28 @@ class DeviceAdmin(admin.ModelAdmin):
         super().delete_queryset(request, queryset)
         transaction.on_commit(lambda: invalidate_devices(device_ids))
 
-    @admin.action(description="Approve selected devices")
+    @admin.action(description="Approve selected pending devices")
     def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
-        devices = [device for device in queryset if device.status != DeviceStatus.ACTIVE]
+        devices = list(queryset.filter(status=DeviceStatus.PENDING))
         for device in devices:
             approve_device(device=device, actor=request.user)
-        self.message_user(request, f"{len(devices)} devices approved.", messages.SUCCESS)
+        self.message_user(request, f"{_devices(len(devices))} approved.", messages.SUCCESS)
 
-    @admin.action(description="Block selected devices (and revoke their tokens)")
+    @admin.action(description="Block selected devices: refused until unblocked (their tokens are revoked)")
     def block(self, request: HttpRequest, queryset: QuerySet) -> None:
         devices = list(queryset)
         for device in devices:
             block_device(device=device, actor=request.user)
-        self.message_user(request, f"{len(devices)} devices blocked.", messages.SUCCESS)
+        self.message_user(request, f"{_devices(len(devices))} blocked.", messages.SUCCESS)
 
-    @admin.action(description="Revoke all tokens of selected devices")
+    @admin.action(description="Unblock selected blocked devices (they enroll again)")
+    def unblock(self, request: HttpRequest, queryset: QuerySet) -> None:
+        devices = list(queryset.filter(status=DeviceStatus.BLOCKED))
+        for device in devices:
+            unblock_device(device=device, actor=request.user)
+        self.message_user(request, f"{_devices(len(devices))} unblocked.", messages.SUCCESS)
+
+    @admin.action(description="Revoke all tokens of selected devices (they may enroll again; block to stop them)")
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
         total = sum(revoke_device_tokens(device=device, actor=request.user).revoked_tokens for device in queryset)
         self.message_user(request, f"{total} tokens revoked.", messages.SUCCESS)

@@ -56,6 +56,7 @@ async def bootstrap(request: HttpRequest) -> HttpResponse:
         device_id=payload.device_id,
         app_version=payload.app_version,
         device_secret=payload.device_secret,
+        description=payload.description,
         bootstrap_secret=request.headers.get("x-bootstrap-secret"),
         client=client,
     )

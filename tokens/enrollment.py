@@ -32,6 +32,7 @@ from django.utils import timezone
 from proxyproject.lib.errors import BootstrapSecretInvalid, DeviceBlocked, DeviceSecretInvalid, GatewayError
 from proxyproject.lib.logging import log_event
 from tokens.audit import ClientInfo, record_audit_event
+from tokens.description import DeviceDescription
 from tokens.device_secrets import device_secret_matches, generate_device_secret, hash_device_secret
 from tokens.device_state import invalidate_devices
 from tokens.issuance import TokenPair, issue_token_pair
@@ -103,6 +104,7 @@ def bootstrap_device(
     device_secret: str | None,
     bootstrap_secret: str | None,
     client: ClientInfo,
+    description: DeviceDescription = DeviceDescription(),
     now: dt.datetime | None = None,
 ) -> Enrollment:
     """Enroll or re-enroll a device. Raises BootstrapSecretInvalid, DeviceSecretInvalid or
@@ -124,7 +126,7 @@ def bootstrap_device(
             )
             enrollment = None
         else:
-            enrollment = _enroll(device, created, app_version, device_secret, client, now)
+            enrollment = _enroll(device, created, app_version, description, device_secret, client, now)
         if created:
             transaction.on_commit(lambda: invalidate_devices([device_id]))
     if isinstance(refusal, DeviceSecretInvalid) and settings.ENROLLMENT_MODE == "approval":
@@ -135,16 +137,25 @@ def bootstrap_device(
 
 
 def _enroll(
-    device: Device, created: bool, app_version: str, device_secret: str | None, client: ClientInfo, now: dt.datetime
+    device: Device,
+    created: bool,
+    app_version: str,
+    description: DeviceDescription,
+    device_secret: str | None,
+    client: ClientInfo,
+    now: dt.datetime,
 ) -> Enrollment:
     new_secret = None
     if not device.secret_hash:
         new_secret = device_secret or generate_device_secret()
         device.secret_hash = hash_device_secret(new_secret)
     device.app_version = app_version or device.app_version
+    described = description.changed_fields()
+    for field, value in described.items():
+        setattr(device, field, value)
     device.last_seen_at = now
     device.last_ip = client.ip
-    device.save(update_fields=["secret_hash", "app_version", "last_seen_at", "last_ip", "updated_at"])
+    device.save(update_fields=["secret_hash", "app_version", *described, "last_seen_at", "last_ip", "updated_at"])
     if device.status == DeviceStatus.PENDING:
         record_audit_event(
             AuditKind.ENROLLMENT_REFUSED, device=device, client=client, now=now,

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
+from tokens.description import validate_description
 from tokens.identifiers import validate_identifier
 
 
@@ -58,6 +59,10 @@ class Device(PolicyFields):
     organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="devices")
     user_label = models.CharField(max_length=200, blank=True, validators=[validate_identifier])
     app_version = models.CharField(max_length=64, blank=True, validators=[validate_identifier])
+    # What the device says it is, at each bootstrap (tokens.description): for telling devices apart.
+    device_name = models.CharField(max_length=100, blank=True, validators=[validate_description])
+    app_name = models.CharField(max_length=64, blank=True, validators=[validate_description])
+    os = models.CharField("OS", max_length=64, blank=True, validators=[validate_description])
     status = models.CharField(max_length=16, choices=DeviceStatus.choices, default=DeviceStatus.ACTIVE, db_index=True)
     secret_hash = models.CharField(
         max_length=128, blank=True, editable=False, help_text="Empty: the next bootstrap sets a new device secret."
@@ -173,6 +178,7 @@ class AuditKind(models.TextChoices):
     ORG_REVOKED = "org_revoked", "Organization tokens revoked"
     DEVICE_APPROVED = "device_approved", "Device approved"
     DEVICE_BLOCKED = "device_blocked", "Device blocked"
+    DEVICE_UNBLOCKED = "device_unblocked", "Device unblocked"
     DEVICE_SECRET_RESET = "device_secret_reset", "Device secret reset"
     ENROLLMENT_REFUSED = "enrollment_refused", "Enrollment refused"
     SIGNING_KEY_ROTATED = "signing_key_rotated", "Signing key rotated"

@@ -19,12 +19,14 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest
 from django.utils import timezone
+from ninja.utils import check_csrf
 
-from proxyproject.lib.errors import AuthenticationFailed, PermissionDenied
+from proxyproject.lib.errors import AuthenticationFailed, CsrfFailed, PermissionDenied
 from tokens.models import OperatorApiKey, Organization
 
 __all__ = [
-    "Operator", "OperatorApiKey", "authenticate_operator", "authenticate_scoped_operator", "create_operator_api_key",
+    "Operator", "OperatorApiKey", "authenticate_operator", "authenticate_operator_change", "authenticate_scoped_operator",
+    "create_operator_api_key",
     "issue_operator_api_key", "revoke_operator_api_key",
 ]
 
@@ -111,3 +113,15 @@ async def authenticate_operator(request: HttpRequest) -> str:
     if operator.org_id is not None:
         raise PermissionDenied("This operator API key is scoped to one organization; this endpoint is platform-wide.")
     return operator.actor
+
+
+async def authenticate_operator_change(request: HttpRequest) -> str:
+    """The operator of a call that changes state. A browser sends the session cookie with whatever
+    request any page makes, so an operator authenticated by session must also show the CSRF token;
+    an operator API key in a header cannot be sent cross-site. Decided by what authenticated the
+    caller, never by which other headers came along (`Authorization: Basic`, `Negotiate`, an empty
+    `Bearer` all leave the session as the credential)."""
+    actor = await authenticate_operator(request)
+    if actor.startswith(SESSION_ACTOR_PREFIX) and check_csrf(request) is not None:
+        raise CsrfFailed()
+    return actor

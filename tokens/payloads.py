@@ -13,6 +13,13 @@ from django.http import HttpRequest
 
 from proxyproject.lib.errors import InvalidRequest, RequestTooLarge
 from tokens import device_secrets
+from tokens.description import (
+    APP_NAME_MAX_LENGTH,
+    DEVICE_NAME_MAX_LENGTH,
+    OS_MAX_LENGTH,
+    DeviceDescription,
+    clean_description,
+)
 from tokens.identifiers import clean_identifier
 
 MAX_BODY_BYTES = 64 * 1024
@@ -26,6 +33,7 @@ class BootstrapRequest:
     device_id: str
     app_version: str
     device_secret: str | None
+    description: DeviceDescription
 
 
 def _has_control_characters(value: str) -> bool:
@@ -84,6 +92,11 @@ def _identifier_field(data: dict[str, Any], name: str, *, max_length: int, requi
     return None if value is None else clean_identifier(value, field=name, max_length=max_length)
 
 
+def _description_field(data: dict[str, Any], name: str, *, max_length: int) -> str:
+    value = _string_field(data, name, max_length=max_length, required=False)
+    return "" if value is None else clean_description(value, field=name, max_length=max_length)
+
+
 def parse_bootstrap_request(request: HttpRequest) -> BootstrapRequest:
     data = read_json_object(request, required=True)
     return BootstrapRequest(
@@ -91,6 +104,11 @@ def parse_bootstrap_request(request: HttpRequest) -> BootstrapRequest:
         app_version=_identifier_field(data, "app_version", max_length=APP_VERSION_MAX_LENGTH, required=False) or "",
         device_secret=_string_field(
             data, "device_secret", max_length=device_secrets.MAX_LENGTH, min_length=device_secrets.MIN_LENGTH, required=False
+        ),
+        description=DeviceDescription(
+            device_name=_description_field(data, "device_name", max_length=DEVICE_NAME_MAX_LENGTH),
+            app_name=_description_field(data, "app_name", max_length=APP_NAME_MAX_LENGTH),
+            os=_description_field(data, "os", max_length=OS_MAX_LENGTH),
         ),
     )
 

@@ -87,7 +87,9 @@ def revoke_organization_tokens(
 
 
 def approve_device(*, device: Device, actor: Actor, now: dt.datetime | None = None) -> Device:
-    """Pending (or blocked) → active. The device's next bootstrap gets tokens."""
+    """Pending (or blocked) → active. The device's next bootstrap gets tokens. The admin and the
+    commands offer it for pending devices and `unblock_device` for blocked ones, so the audit
+    trail says which decision was made."""
     now = now or timezone.now()
     with transaction.atomic():
         previous = device.status
@@ -107,6 +109,18 @@ def block_device(*, device: Device, actor: Actor, now: dt.datetime | None = None
         count = _revoke_device_in_transaction(device, now)
         device.save(update_fields=["status", "updated_at"])
         record_audit_event(AuditKind.DEVICE_BLOCKED, device=device, actor=actor, now=now, detail={"revoked_tokens": count})
+        transaction.on_commit(lambda: invalidate_devices([device.device_id]))
+    return device
+
+
+def unblock_device(*, device: Device, actor: Actor, now: dt.datetime | None = None) -> Device:
+    """Blocked → active: the device may bootstrap again (with its device secret). Its old tokens
+    stay revoked, so it must enroll anew."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        device.status = DeviceStatus.ACTIVE
+        device.save(update_fields=["status", "updated_at"])
+        record_audit_event(AuditKind.DEVICE_UNBLOCKED, device=device, actor=actor, now=now)
         transaction.on_commit(lambda: invalidate_devices([device.device_id]))
     return device
 

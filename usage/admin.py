@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -19,29 +21,71 @@ from tokens.admin import DeviceAdmin
 from tokens.models import Device
 from tokens.policy import resolve_policy
 
+from usage.cost_breakdown import cost_breakdown
 from usage.dashboard import PERIODS, build_dashboard
 from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
-from usage.models import ModelPrice, UsageRecord, UsageRollup
+from usage.models import ModelPrice, PriceFlag, UsageRecord, UsageRollup
 from usage.permissions import can_view_usage
 from usage.reports import spend_summary_for_devices
+from usage.repricing import reprice_usage
 
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
     list_display = (
         "model_pattern", "label", "speed", "prompt_tokens_above", "effective_from", "input_per_mtok", "output_per_mtok",
-        "cache_write_5m_per_mtok", "cache_write_1h_per_mtok", "cache_read_per_mtok", "us_geo_multiplier",
+        "cache_write_5m_per_mtok", "cache_write_1h_per_mtok", "cache_read_per_mtok", "us_geo_multiplier", "provenance",
     )
-    list_filter = ("speed",)
+    list_filter = ("speed", "provenance")
     search_fields = ("model_pattern", "label")
     readonly_fields = ("updated_at",)
+    change_list_template = "admin/usage/modelprice/change_list.html"
     fieldsets = (
-        (None, {"fields": ("model_pattern", "label", "speed", "prompt_tokens_above", "effective_from")}),
+        (None, {"fields": ("model_pattern", "label", "speed", "prompt_tokens_above", "effective_from",
+                           "provenance", "provenance_note")}),
         ("USD per million tokens", {"fields": (
             ("input_per_mtok", "output_per_mtok"), ("cache_write_5m_per_mtok", "cache_write_1h_per_mtok"), "cache_read_per_mtok",
         )}),
         ("Multipliers", {"fields": ("us_geo_multiplier", "updated_at")}),
     )
+
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        url = reverse("admin:usage_modelprice_reprice") + "?" + urlencode({"since": obj.effective_from.date().isoformat()})
+        self.message_user(request, format_html(
+            'New records use this price at once. Records already stored keep their cost until you <a href="{}">reprice them</a>.',
+            url,
+        ))
+
+    def get_urls(self) -> list[URLPattern]:
+        return [path("reprice/", self.admin_site.admin_view(self.reprice_view), name="usage_modelprice_reprice"),
+                *super().get_urls()]
+
+    def reprice_view(self, request: HttpRequest) -> TemplateResponse:
+        """The same repricing as `manage.py reprice_usage`: a dry run by default, then for real."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        form = RepriceForm(request.POST or None, initial={"since": request.GET.get("since"), "dry_run": True})
+        report = None
+        if request.method == "POST" and form.is_valid():
+            report = reprice_usage(since=form.cleaned_data["since"], until=form.cleaned_data["until"],
+                                   dry_run=form.cleaned_data["dry_run"])
+        context = {**self.admin_site.each_context(request), "title": "Reprice recorded usage", "form": form,
+                   "report": report, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/usage/modelprice/reprice.html", context)
+
+
+class RepriceForm(forms.Form):
+    since = forms.DateTimeField(help_text="Records from this moment on (UTC), e.g. the changed price's effective date.")
+    until = forms.DateTimeField(required=False, help_text="Up to this moment, exclusive (default: now).")
+    dry_run = forms.BooleanField(required=False, help_text="Report the difference only; write nothing.")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since >= until:
+            raise forms.ValidationError("since must be before until.")
+        return cleaned
 
 
 class PricedFilter(admin.SimpleListFilter):
@@ -54,6 +98,23 @@ class PricedFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() in ("yes", "no"):
             return queryset.filter(priced=self.value() == "yes")
+        return queryset
+
+
+class PriceFlagFilter(admin.SimpleListFilter):
+    """Records whose cost is not certain: an unknown model, or an assumed or fallback rate."""
+
+    title = "price certainty"
+    parameter_name = "price_flag"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("flagged", "Any flag"), *[(flag.value, flag.label) for flag in PriceFlag if flag != PriceFlag.EXACT]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "flagged":
+            return queryset.exclude(price_flag=PriceFlag.EXACT)
+        if self.value() in PriceFlag.values:
+            return queryset.filter(price_flag=self.value())
         return queryset
 
 
@@ -72,10 +133,15 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
         "occurred_at", "request_id", "device_ref", "model", "endpoint", "status", "total_tokens", "cost_display", "latency_ms",
         "streamed",
     )
-    list_filter = (PricedFilter, "is_error", "streamed", "client_disconnected", "service_tier", "status")
+    list_filter = (PricedFilter, PriceFlagFilter, "is_error", "streamed", "client_disconnected", "service_tier", "status")
     search_fields = ("=request_id", "=upstream_request_id", "=device_ref", "model")
     raw_id_fields = ("device", "organization")
+    readonly_fields = ("cost_breakdown",)
     actions = ["export_csv"]
+
+    @admin.display(description="How the cost was computed")
+    def cost_breakdown(self, record: UsageRecord) -> str:
+        return render_to_string("admin/usage/usagerecord/cost_breakdown.html", {"breakdown": cost_breakdown(record).as_dict()})
 
     @admin.display(description="Tokens")
     def total_tokens(self, record: UsageRecord) -> str:
@@ -85,6 +151,9 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
     def cost_display(self, record: UsageRecord) -> str:
         if not record.priced:
             return format_html('<span class="usage-unpriced" title="{}">unknown model</span>', "No ModelPrice matches this model")
+        if record.price_flag:
+            return format_html('{} <span class="usage-estimated" title="{}">{}</span>', f"{record.cost:.6f}",
+                               PriceFlag(record.price_flag).label, record.price_flag)
         return f"{record.cost:.6f}"
 
     @admin.action(description="Export selected records as CSV")
@@ -141,7 +210,7 @@ class DeviceWithSpendAdmin(DeviceAdmin):
     usage (which owns spend) adds these columns, so `tokens` never imports `usage`."""
 
     list_display = (*DeviceAdmin.list_display[:-1], "spend_today", "spend_month", DeviceAdmin.list_display[-1])
-    readonly_fields = (*DeviceAdmin.readonly_fields[:-2], "usage_summary", *DeviceAdmin.readonly_fields[-2:])
+    state_fields = (*DeviceAdmin.state_fields[:-2], "usage_summary", *DeviceAdmin.state_fields[-2:])
 
     def get_changelist_instance(self, request: HttpRequest):
         """Spend for the whole page in two grouped queries, not two per row."""

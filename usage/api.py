@@ -1,5 +1,6 @@
 """GET /admin/usage (seed path): a device's own usage with its wrapper token, its organization's
-with an organization's operator key, everything with a platform operator key or staff session."""
+with an organization's operator key, everything with a platform operator key or staff session;
+POST /admin/usage/reprice for platform operators."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,14 +11,22 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 
-from proxyproject.lib.errors import InvalidRequest, PermissionDenied
+from proxyproject.lib.errors import InvalidRequest, NotFound, PermissionDenied
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
-from tokens.operators import KEY_PREFIX, authenticate_scoped_operator
+from tokens.operators import KEY_PREFIX, SESSION_ACTOR_PREFIX, authenticate_operator_change, authenticate_scoped_operator
+from usage.cost_breakdown import cost_breakdown
+from usage.models import UsageRecord
 from usage.permissions import can_view_usage
+from usage.repricing import reprice_usage
 from usage.reports import GroupBy, UsageFilter, usage_groups, usage_totals
 
 router = Router(tags=["usage"])
 DEFAULT_PERIOD = dt.timedelta(days=30)
+EVER = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+
+
+class UsageRecordNotFound(NotFound):
+    error_code = "usage_record_not_found"
 
 
 class UsageQuery(Schema):
@@ -29,12 +38,18 @@ class UsageQuery(Schema):
     org: int | None = Field(None, description="An organization id.")
     model: str | None = Field(None, description="Exact model id as the client sent it.")
     group_by: GroupBy | None = Field(None, description="Also break the totals down by day, hour (UTC), model or device.")
+    request_id: str | None = Field(
+        None, description="One request's record, with how its cost was computed (`record`). Any period unless `since` is given."
+    )
 
 
 class UsageTotalsOut(Schema):
     requests: int
     errors: int = Field(description="Responses with status >= 400, or a stream that ended in an error event.")
     unpriced_requests: int = Field(description="Requests whose model has no price: their cost is not in `cost`.")
+    estimated_requests: int = Field(
+        description="Requests priced at an assumed rate, or at the standard rate for a fast request of a model without one."
+    )
     input_tokens: int
     output_tokens: int
     cache_write_5m_tokens: int
@@ -53,6 +68,32 @@ class UsageFiltersOut(Schema):
     device: str | None
     org: int | None
     model: str | None
+    request_id: str | None
+
+
+class CostLineOut(Schema):
+    category: str
+    tokens: int
+    rate_per_mtok: str = Field(description="USD per million tokens of the price row.")
+    amount: str = Field(description="tokens x rate x batch x geo / 1M, unrounded.")
+
+
+class CostBreakdownOut(Schema):
+    request_id: str
+    status: str = Field(description="priced, unpriced (no price matched), free, or not recorded (priced before breakdowns).")
+    flag: str = Field(description="'' exact, assumed, fallback or unknown.")
+    priced_at: str | None = Field(description="The moment whose prices apply (a batch result: its batch's creation).")
+    price_row: int | None = Field(description="The ModelPrice row's id.")
+    pattern: str | None
+    effective_from: str | None
+    provenance: str | None
+    speed: str | None
+    tier: str | None
+    multipliers: dict[str, str] = Field(description="batch (0.5 or 1) and geo (the US-only multiplier or 1).")
+    lines: list[CostLineOut]
+    total: str | None = Field(description="The sum of the lines rounded to 10 places: equals `stored_cost`.")
+    stored_cost: str | None
+    notes: list[str]
 
 
 class UsageReportOut(Schema):
@@ -66,6 +107,7 @@ class UsageReportOut(Schema):
     group_by: GroupBy | None
     totals: UsageTotalsOut
     groups: list[UsageGroupOut]
+    record: CostBreakdownOut | None = Field(description="With `request_id`: the record and how its cost was computed.")
 
 
 @dataclass(frozen=True)
@@ -98,19 +140,29 @@ async def authenticate_usage_reader(request: HttpRequest) -> Reader:
 
 def usage_filter_for(reader: Reader, query: UsageQuery) -> UsageFilter:
     until = query.until or timezone.now()
-    since = query.since or until - DEFAULT_PERIOD
+    since = query.since or (EVER if query.request_id else until - DEFAULT_PERIOD)
     until, since = (moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.timezone.utc) for moment in (until, since))
     if since >= until:
         raise InvalidRequest("since must be before until.")
     if reader.device_pk is not None:
         if query.device not in (None, reader.device_id) or query.org not in (None, reader.org_id):
             raise PermissionDenied("A device token can only read its own usage.")
-        return UsageFilter(since, until, device_pk=reader.device_pk, model=query.model)
+        return UsageFilter(since, until, device_pk=reader.device_pk, model=query.model, request_id=query.request_id)
     if reader.org_id is not None:
         if query.org not in (None, reader.org_id):
             raise PermissionDenied("This operator API key can only read its own organization's usage.")
-        return UsageFilter(since, until, device_ref=query.device, org_pk=reader.org_id, model=query.model)
-    return UsageFilter(since, until, device_ref=query.device, org_pk=query.org, model=query.model)
+        return UsageFilter(since, until, device_ref=query.device, org_pk=reader.org_id, model=query.model,
+                           request_id=query.request_id)
+    return UsageFilter(since, until, device_ref=query.device, org_pk=query.org, model=query.model, request_id=query.request_id)
+
+
+def record_breakdown(usage_filter: UsageFilter) -> dict[str, object]:
+    """The one record the filter names, if the reader may see it; anyone else's is not found, as a
+    record that does not exist."""
+    record = usage_filter.apply(UsageRecord.objects.all()).first()
+    if record is None:
+        raise UsageRecordNotFound(f"No usage record {usage_filter.request_id} is visible to this credential.")
+    return cost_breakdown(record).as_dict()
 
 
 def build_report(reader: Reader, query: UsageQuery) -> dict[str, object]:
@@ -120,10 +172,12 @@ def build_report(reader: Reader, query: UsageQuery) -> dict[str, object]:
         "scope": reader.scope,
         "since": usage_filter.since,
         "until": usage_filter.until,
-        "filters": {"device": reader.device_id or query.device, "org": usage_filter.org_pk or query.org, "model": query.model},
+        "filters": {"device": reader.device_id or query.device, "org": usage_filter.org_pk or query.org, "model": query.model,
+                    "request_id": query.request_id},
         "group_by": query.group_by,
         "totals": usage_totals(usage_filter).as_dict(),
         "groups": [{"key": group.key, **group.totals.as_dict()} for group in groups],
+        "record": record_breakdown(usage_filter) if query.request_id else None,
     }
 
 
@@ -136,3 +190,63 @@ def build_report(reader: Reader, query: UsageQuery) -> dict[str, object]:
 async def admin_usage(request: HttpRequest, query: Query[UsageQuery]) -> dict[str, object]:
     reader = await authenticate_usage_reader(request)
     return await sync_to_async(build_report)(reader, query)
+
+
+REPRICE_PERMISSION = "usage.change_modelprice"
+
+
+class RepriceIn(Schema):
+    since: dt.datetime = Field(description="Records from this moment on (ISO 8601; UTC when no offset).")
+    until: dt.datetime | None = Field(None, description="Up to this moment, exclusive. Default: now.")
+    dry_run: bool = Field(True, description="Report the difference only (the default); false writes it.")
+
+
+class RepriceOut(Schema):
+    since: dt.datetime
+    until: dt.datetime
+    dry_run: bool
+    records: int = Field(description="Records checked.")
+    changed: int = Field(description="Records whose cost, flag or basis changed (or would, in a dry run).")
+    cost_before: str
+    cost_after: str
+    difference: str = Field(description="cost_after - cost_before, USD.")
+    newly_priced: int
+    newly_unpriced: int
+    by_model: dict[str, str] = Field(description="The difference per model, USD, for models whose cost changed.")
+    rollup_buckets: int
+    counters_adjusted: int
+    summary: list[str] = Field(description="The same lines `manage.py reprice_usage` prints.")
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    return moment if moment is None or timezone.is_aware(moment) else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def run_reprice(body: RepriceIn) -> dict[str, object]:
+    since, until = _aware(body.since), _aware(body.until)
+    if until is not None and since >= until:
+        raise InvalidRequest("since must be before until.")
+    report = reprice_usage(since=since, until=until, dry_run=body.dry_run)
+    return {
+        "since": report.since, "until": report.until, "dry_run": report.dry_run, "records": report.records,
+        "changed": report.changed, "cost_before": f"{report.cost_before:.10f}", "cost_after": f"{report.cost_after:.10f}",
+        "difference": f"{report.difference:.10f}", "newly_priced": report.newly_priced, "newly_unpriced": report.newly_unpriced,
+        "by_model": {model: f"{delta:.10f}" for model, delta in report.by_model.items()},
+        "rollup_buckets": report.rollup_buckets, "counters_adjusted": report.counters_adjusted,
+        "summary": report.summary_lines(),
+    }
+
+
+@router.post(
+    "/admin/usage/reprice",
+    auth=None,
+    response=RepriceOut,
+    summary="Recompute recorded costs, rollups and spend counters from the current prices (operator API key or staff session)",
+)
+async def reprice(request: HttpRequest, body: RepriceIn) -> dict[str, object]:
+    """The same function as `manage.py reprice_usage` and the admin's reprice page; a session also
+    needs the permission to change prices (and the CSRF token, as every operator change does)."""
+    actor = await authenticate_operator_change(request)
+    if actor.startswith(SESSION_ACTOR_PREFIX) and not await sync_to_async((await request.auser()).has_perm)(REPRICE_PERMISSION):
+        raise PermissionDenied("Repricing needs the permission to change model prices.")
+    return await sync_to_async(run_reprice)(body)

@@ -10,7 +10,7 @@ class UsageConfig(AppConfig):
         usage writer and spend counters."""
         from proxyproject.lib.lifespan import on_shutdown, on_startup
         from usage import checks  # noqa: F401  (registers the system checks)
-        from usage.pricing import preload_price_table  # importing registers the ModelPrice signal receivers
+        from usage.price_table import preload_price_table  # importing registers the ModelPrice signal receivers
         from usage.spend import load_spend_counters
         from usage.writer import start_usage_writer, stop_usage_writer
 

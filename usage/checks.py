@@ -20,3 +20,24 @@ def check_retention_covers_a_month(app_configs, **kwargs) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+HEARTBEATS_PER_ORPHAN_WINDOW = 3
+
+
+@register()
+def check_orphan_window_spans_heartbeats(app_configs, **kwargs) -> list[CheckMessage]:
+    """A gateway process sends its streams' heartbeat once per flush interval: a window shorter than a
+    few of them records live streams as crashed (their final records replace those later)."""
+    shortest = HEARTBEATS_PER_ORPHAN_WINDOW * settings.USAGE_FLUSH_INTERVAL
+    if settings.USAGE_ORPHAN_STREAM_SECONDS < shortest:
+        return [
+            Warning(
+                f"USAGE_ORPHAN_STREAM_SECONDS={settings.USAGE_ORPHAN_STREAM_SECONDS:g} is shorter than "
+                f"{HEARTBEATS_PER_ORPHAN_WINDOW} heartbeats (USAGE_FLUSH_INTERVAL={settings.USAGE_FLUSH_INTERVAL:g} s): streams "
+                "still being relayed may be recorded as interrupted (gateway_crashed) until their final record arrives.",
+                hint=f"Set USAGE_ORPHAN_STREAM_SECONDS to at least {shortest:g}.",
+                id="usage.W002",
+            )
+        ]
+    return []

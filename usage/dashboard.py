@@ -52,6 +52,7 @@ class Dashboard:
             ("today", f"${self.spend_today:,.4f}", "spend today (UTC)"),
             ("month", f"${self.spend_month:,.4f}", "spend this month"),
             ("unpriced", f"{totals.unpriced_requests:,}", "unpriced: unknown model"),
+            ("estimated", f"{totals.estimated_requests:,}", "priced at an assumed or fallback rate"),
         ]
 
     @property

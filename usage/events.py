@@ -36,3 +36,7 @@ class UsageEvent:
     session_id: str | None = None
     client_disconnected: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+    # Checkpoints of this stream were queued (not a column): the writer then deletes its open-stream row.
+    checkpointed: bool = False
+    priced_at: dt.datetime | None = None
+    """The moment whose prices apply when it is not `occurred_at`: a batch result's batch creation."""

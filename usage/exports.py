@@ -14,7 +14,7 @@ RECORD_COLUMNS = (
     "endpoint", "method", "status", "error_type", "is_error", "streamed", "client_disconnected", "input_tokens",
     "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "web_search_requests",
     "web_fetch_requests", "service_tier", "speed", "inference_geo", "latency_ms", "ttfb_ms", "upstream_key_name",
-    "cost", "priced",
+    "cost", "priced", "price_flag",
 )
 ROLLUP_COLUMNS = (
     "period", "bucket_start", "device_ref", "device_pk", "org_pk", "model", "requests", "errors", "unpriced_requests",

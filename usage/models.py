@@ -13,6 +13,23 @@ class Speed(models.TextChoices):
     FAST = "fast", "Fast"
 
 
+class Provenance(models.TextChoices):
+    """Where a price row's rates come from; a row is as good as its weakest rate."""
+
+    PUBLISHED = "published", "Published by Anthropic"
+    DERIVED = "derived", "Derived from published rates by a standard multiplier"
+    ASSUMED = "assumed", "Assumed by the operator (not published)"
+
+
+class PriceFlag(models.TextChoices):
+    """Why a record's cost is less than certain. Blank: every rate it used is published or derived."""
+
+    EXACT = "", "Exact"
+    ASSUMED = "assumed", "Assumed rate"
+    FALLBACK = "fallback", "Fallback rate (no fast rate: priced at the standard rate)"
+    UNKNOWN = "unknown", "Unknown model (unpriced)"
+
+
 class ModelPrice(models.Model):
     """USD per million tokens for the models whose id matches `model_pattern`, from `effective_from` on.
 
@@ -42,6 +59,11 @@ class ModelPrice(models.Model):
         default=1,
         help_text="Applied to every category when inference_geo is US-only (1.1 for Opus 4.6 and newer).",
     )
+    provenance = models.CharField(
+        max_length=16, choices=Provenance.choices, default=Provenance.PUBLISHED,
+        help_text="Requests priced from an assumed row are flagged in the usage records and on the dashboard.",
+    )
+    provenance_note = models.CharField(max_length=300, blank=True, help_text="How a derived or assumed rate was made.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -60,7 +82,11 @@ class ModelPrice(models.Model):
 
 class UsageRecord(models.Model):
     """One proxied request. `device_ref`, `device_pk` and `org_pk` keep who made it after the device
-    or organization row is deleted; `priced` is False when no price matched the model (cost NULL)."""
+    or organization row is deleted; `priced` is False when no price matched the model (cost NULL).
+
+    `pricing` keeps what the cost was computed from (the price row's id, pattern, effective date and
+    rates at that moment, the multipliers and the moment priced at), so the breakdown of a record
+    stays exact after an operator edits the row; `reprice_usage` rewrites it with the cost."""
 
     request_id = models.CharField(max_length=128, unique=True)
     upstream_request_id = models.CharField(max_length=128, blank=True)
@@ -98,6 +124,8 @@ class UsageRecord(models.Model):
         max_digits=20, decimal_places=COST_DECIMAL_PLACES, null=True, blank=True, verbose_name="cost (USD)"
     )
     priced = models.BooleanField(default=True, help_text="False: no price matched the model, so the cost is unknown.")
+    price_flag = models.CharField(max_length=16, choices=PriceFlag.choices, blank=True, default=PriceFlag.EXACT)
+    pricing = models.JSONField(default=dict, blank=True, help_text="The price row, rates and multipliers the cost used.")
     extra = models.JSONField(default=dict, blank=True)
     recorded_at = models.DateTimeField(auto_now_add=True)
 
@@ -108,6 +136,9 @@ class UsageRecord(models.Model):
             models.Index(fields=["org_pk", "occurred_at"], name="usage_rec_org_time"),
             models.Index(fields=["device_ref", "occurred_at"], name="usage_rec_devref_time"),
             models.Index(fields=["priced", "occurred_at"], name="usage_rec_priced_time"),
+            models.Index(
+                fields=["price_flag", "occurred_at"], name="usage_rec_flagged_time", condition=~models.Q(price_flag="")
+            ),
         ]
 
     def __str__(self) -> str:
@@ -122,6 +153,22 @@ class UsageRecord(models.Model):
             + self.cache_write_1h_tokens
             + self.cache_read_tokens
         )
+
+
+class OpenStream(models.Model):
+    """The latest checkpoint of a stream still being relayed: its usage so far, queued by the gateway
+    process that relays it (`owner`). The stream's final record deletes the row; a row whose owner has
+    not been heard from for USAGE_ORPHAN_STREAM_SECONDS (`seen_at`, the writer's clock) becomes an
+    interrupted record (`usage.records.record_orphaned_streams`)."""
+
+    request_id = models.CharField(max_length=128, unique=True)
+    owner = models.CharField(max_length=200, db_index=True)
+    sequence = models.PositiveIntegerField()
+    event = models.TextField(help_text="The usage event so far, as queued (JSON).")
+    seen_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.request_id
 
 
 class RollupPeriod(models.TextChoices):

@@ -74,16 +74,67 @@ return #items
 """
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamCheckpoint:
+    """A stream's usage so far, queued while it is relayed (`usage.models.OpenStream`)."""
+
+    request_id: str
+    owner: str
+    sequence: int
+    event: bytes  # the encoded usage event so far
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OwnerHeartbeat:
+    """A gateway process that relays checkpointed streams is alive."""
+
+    owner: str
+
+
+QueuedItem = UsageEvent | StreamCheckpoint | OwnerHeartbeat
+
+
+def _event_fields(event: UsageEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in _EVENT_FIELDS}
+
+
 def encode_event(event: UsageEvent) -> bytes:
-    return orjson.dumps({name: getattr(event, name) for name in _EVENT_FIELDS}, default=str)
+    return orjson.dumps(_event_fields(event), default=str)
+
+
+def encode_checkpoint(event: UsageEvent, owner: str, sequence: int) -> bytes:
+    """The event is nested, so a writer that predates checkpoints rejects the payload (it lacks
+    `occurred_at`) rather than storing a stream's partial usage as its final record."""
+    return orjson.dumps({"checkpoint": {"owner": owner, "sequence": sequence}, "event": _event_fields(event)}, default=str)
+
+
+def encode_heartbeat(owner: str) -> bytes:
+    return orjson.dumps({"heartbeat": owner})
+
+
+def _event_from(data: dict[str, Any]) -> UsageEvent:
+    """Fields this version does not know (a newer gateway's) are dropped rather than failing the batch."""
+    fields = {name: value for name, value in data.items() if name in _EVENT_FIELDS}
+    fields["occurred_at"] = dt.datetime.fromisoformat(fields["occurred_at"])
+    if fields.get("priced_at") is not None:
+        fields["priced_at"] = dt.datetime.fromisoformat(fields["priced_at"])
+    return UsageEvent(**fields)
 
 
 def decode_event(payload: bytes | str) -> UsageEvent:
-    """Fields this version does not know (a newer gateway's) are dropped rather than failing the batch."""
+    return _event_from(orjson.loads(payload))
+
+
+def decode_item(payload: bytes | str) -> QueuedItem:
+    """A final usage record, a stream checkpoint or a heartbeat, as the payload says."""
     data: dict[str, Any] = orjson.loads(payload)
-    fields = {name: value for name, value in data.items() if name in _EVENT_FIELDS}
-    fields["occurred_at"] = dt.datetime.fromisoformat(fields["occurred_at"])
-    return UsageEvent(**fields)
+    if "checkpoint" in data:
+        marker, event = data["checkpoint"], data["event"]
+        return StreamCheckpoint(request_id=str(event["request_id"]), owner=str(marker["owner"]), sequence=int(marker["sequence"]),
+                                event=orjson.dumps(event))
+    if "heartbeat" in data:
+        return OwnerHeartbeat(owner=str(data["heartbeat"]))
+    return _event_from(data)
 
 
 def queue_key() -> str:

@@ -3,16 +3,20 @@ idempotently by request id.
 
 A record that the database still refuses on its own (it cannot be made to fit) is set aside in a
 rejects file next to the spool instead of blocking every record queued behind it.
+
+The queue also carries streams' checkpoints and their processes' heartbeats (`usage.open_streams`);
+a stream whose process died becomes an interrupted record here, which its final record replaces if
+it turns up after all.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Field
 from django.utils import timezone
@@ -21,12 +25,14 @@ from proxyproject.lib.logging import log_event
 from tokens.models import Device, Organization
 from usage import spool
 from usage.events import UsageEvent
-from usage.models import UsageRecord
-from usage.pricing import as_utc, price_usage
-from usage.queue import decode_event
+from usage.models import OpenStream, UsageRecord
+from usage.open_streams import forget_streams, note_stream_progress, orphaned_streams
+from usage.pricing import PriceQuote, as_utc, quote_usage
+from usage.queue import OwnerHeartbeat, StreamCheckpoint, decode_event, decode_item
 
 logger = logging.getLogger("usage.records")
 REJECTS_FILE = "rejected-records.log"
+STREAM_INTERRUPTED_BY_CRASH = "gateway_crashed"
 _MAX_SMALL = 32767
 _MAX_INT = 2_147_483_647
 
@@ -55,7 +61,7 @@ def is_error_event(event: UsageEvent) -> bool:
     return event.status >= 400 or bool(event.error_type)
 
 
-def row_from_event(event: UsageEvent, cost: Decimal | None, known_devices: set[int], known_orgs: set[int],
+def row_from_event(event: UsageEvent, quote: PriceQuote, known_devices: set[int], known_orgs: set[int],
                    recorded_at: dt.datetime) -> StoredRow:
     """The record's column values, bounded to the columns; foreign keys only to rows that exist."""
     return {
@@ -89,27 +95,31 @@ def row_from_event(event: UsageEvent, cost: Decimal | None, known_devices: set[i
         "latency_ms": max(float(event.latency_ms or 0), 0.0),
         "ttfb_ms": None if event.ttfb_ms is None else max(float(event.ttfb_ms), 0.0),
         "upstream_key_name": _text(event.upstream_key_name, "upstream_key_name"),
-        "cost": cost,
-        "priced": cost is not None,
+        "cost": quote.cost,
+        "priced": quote.cost is not None,
+        "price_flag": quote.flag,
+        "pricing": quote.basis(),
         "extra": event.extra or {},
         "recorded_at": recorded_at,
     }
 
 
-def store_events(events: list[UsageEvent]) -> list[StoredRow]:
-    """Insert in one transaction; request ids already stored (a replayed batch) are skipped."""
+def store_events(events: list[UsageEvent], *, interrupted: bool = False) -> list[StoredRow]:
+    """Insert in one transaction; request ids already stored (a replayed batch) are skipped, except
+    that a final record replaces the interrupted one the writer made for its stream (`interrupted`:
+    these are such records, which never replace anything)."""
     unique = list({event.request_id: event for event in events}.values())
     if not unique:
         return []
-    costs = [price_usage(event) for event in unique]
+    quotes = [quote_usage(event) for event in unique]
     recorded_at = timezone.now()
     with transaction.atomic():
         device_pks = {event.device_pk for event in unique if event.device_pk is not None}
         org_pks = {event.org_id for event in unique if event.org_id is not None}
         known_devices = set(Device.objects.filter(pk__in=device_pks).values_list("pk", flat=True)) if device_pks else set()
         known_orgs = set(Organization.objects.filter(pk__in=org_pks).values_list("pk", flat=True)) if org_pks else set()
-        rows = [row_from_event(event, cost, known_devices, known_orgs, recorded_at) for event, cost in zip(unique, costs)]
-        insert_ignoring_stored(rows)
+        rows = [row_from_event(event, quote, known_devices, known_orgs, recorded_at) for event, quote in zip(unique, quotes)]
+        insert_ignoring_stored(rows, replace_interrupted=not interrupted)
     return rows
 
 
@@ -130,8 +140,21 @@ def _column_adapter(field: Field) -> Callable[[Any], Any] | None:
     return lambda value: field.get_db_prep_save(value, connection)
 
 
-def insert_ignoring_stored(rows: list[StoredRow]) -> None:
-    """One INSERT ... ON CONFLICT (request_id) DO NOTHING, executed for the whole batch.
+def _on_conflict(replace_interrupted: bool) -> str:
+    """Keep the stored row, unless it is the interrupted record of a stream whose final record this is
+    (its process was thought dead, or its final record was still queued): the final record wins."""
+    quote = connection.ops.quote_name
+    if not replace_interrupted:
+        return f"ON CONFLICT ({quote('request_id')}) DO NOTHING"
+    table = quote(UsageRecord._meta.db_table)
+    updated = ", ".join(f"{quote(field.column)} = excluded.{quote(field.column)}" for field in _COLUMNS if field.attname != "request_id")
+    return (f"ON CONFLICT ({quote('request_id')}) DO UPDATE SET {updated} "
+            f"WHERE {table}.{quote('error_type')} = '{STREAM_INTERRUPTED_BY_CRASH}'")
+
+
+def insert_ignoring_stored(rows: list[StoredRow], *, replace_interrupted: bool = True) -> None:
+    """One INSERT ... ON CONFLICT (request_id) DO NOTHING (or replace an interrupted record),
+    executed for the whole batch.
 
     bulk_create compiles every field of every row through the ORM's SQL compiler, and even the
     fields' own get_db_prep_save chains cost a quarter of a gateway worker at a few hundred records
@@ -141,7 +164,7 @@ def insert_ignoring_stored(rows: list[StoredRow]) -> None:
     quote = connection.ops.quote_name
     sql = (
         f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({', '.join(quote(field.column) for field in _COLUMNS)}) "
-        f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) ON CONFLICT ({quote('request_id')}) DO NOTHING"
+        f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) {_on_conflict(replace_interrupted)}"
     )
     columns = [(field.attname, _column_adapter(field)) for field in _COLUMNS]
     values = [[row[name] if adapt is None or row[name] is None else adapt(row[name]) for name, adapt in columns] for row in rows]
@@ -159,16 +182,33 @@ def reject_payload(payload: bytes, reason: str) -> None:
 
 
 def store_payloads(payloads: list[bytes]) -> list[StoredRow]:
-    """Decode and store a batch; on a row the database refuses, store one by one and set aside the bad ones.
+    """Decode and store a batch: its records, then its streams' checkpoints and heartbeats. On a
+    record the database refuses, store one by one and set aside the bad ones.
 
     Connection errors (OperationalError) propagate: the batch stays queued until the database is back.
     """
     decoded: list[tuple[bytes, UsageEvent]] = []
+    checkpoints: list[StreamCheckpoint] = []
+    heartbeats: set[str] = set()
     for payload in payloads:
         try:
-            decoded.append((payload, decode_event(payload)))
+            item = decode_item(payload)
         except (ValueError, TypeError, KeyError) as exc:
             reject_payload(payload, f"undecodable: {exc}")
+            continue
+        if isinstance(item, StreamCheckpoint):
+            checkpoints.append(item)
+        elif isinstance(item, OwnerHeartbeat):
+            heartbeats.add(item.owner)
+        else:
+            decoded.append((payload, item))
+    stored = _store_decoded(decoded)
+    finished = {event.request_id for _, event in decoded if event.checkpointed}
+    note_stream_progress(checkpoints, heartbeats, finished, timezone.now())
+    return stored
+
+
+def _store_decoded(decoded: list[tuple[bytes, UsageEvent]]) -> list[StoredRow]:
     try:
         return store_events([event for _, event in decoded])
     except (DataError, IntegrityError):
@@ -179,3 +219,39 @@ def store_payloads(payloads: list[bytes]) -> list[StoredRow]:
             except (DataError, IntegrityError) as exc:
                 reject_payload(payload, f"refused by the database: {exc}")
         return stored
+
+
+def interrupted_event(checkpoint: OpenStream) -> UsageEvent:
+    """The record of a stream whose process died: its last checkpoint, marked as cut short."""
+    event = decode_event(checkpoint.event)
+    event.error_type = STREAM_INTERRUPTED_BY_CRASH
+    event.extra = {**event.extra, "interrupted": STREAM_INTERRUPTED_BY_CRASH, "checkpoint": checkpoint.sequence}
+    return event
+
+
+def record_orphaned_streams(now: dt.datetime | None = None) -> list[StoredRow]:
+    """Record every checkpointed stream whose process has gone quiet for USAGE_ORPHAN_STREAM_SECONDS
+    as interrupted, with the usage of its last checkpoint. A final record already stored keeps its
+    place (the insert skips it), and one that arrives later replaces the interrupted record."""
+    now = now or timezone.now()
+    quiet_for = dt.timedelta(seconds=settings.USAGE_ORPHAN_STREAM_SECONDS)
+    stored: list[StoredRow] = []
+    while orphans := orphaned_streams(now, quiet_for):
+        request_ids = [orphan.request_id for orphan in orphans]
+        with transaction.atomic():
+            finished = set(UsageRecord.objects.filter(request_id__in=request_ids).values_list("request_id", flat=True))
+            events = []
+            for orphan in orphans:
+                if orphan.request_id in finished:
+                    continue
+                try:
+                    events.append(interrupted_event(orphan))
+                except (ValueError, TypeError, KeyError) as exc:
+                    reject_payload(orphan.event.encode(), f"undecodable checkpoint: {exc}")
+            rows = store_events(events, interrupted=True)
+            forget_streams(request_ids)
+        stored += rows
+        if rows:
+            log_event(logger, "Interrupted streams recorded", logging.WARNING, streams=len(rows),
+                      requestIds=[row["request_id"] for row in rows][:20])
+    return stored

@@ -12,13 +12,15 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from usage.models import UsageRecord
+from usage.models import PriceFlag, UsageRecord
 from usage.pricing import COST_QUANTUM
 
 GroupBy = Literal["day", "hour", "model", "device"]
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
 COUNT_FIELDS = (*TOKEN_FIELDS, "web_search_requests", "web_fetch_requests")
 UTC = dt.timezone.utc
+ESTIMATED_FLAGS = (PriceFlag.ASSUMED, PriceFlag.FALLBACK)
+"""Priced, but at a rate that is not published for what the request did."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class UsageFilter:
     device_ref: str | None = None
     org_pk: int | None = None
     model: str | None = None
+    request_id: str | None = None
 
     def apply(self, records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
         records = records.filter(occurred_at__gte=self.since, occurred_at__lt=self.until)
@@ -40,6 +43,8 @@ class UsageFilter:
             records = records.filter(org_pk=self.org_pk)
         if self.model is not None:
             records = records.filter(model=self.model)
+        if self.request_id is not None:
+            records = records.filter(request_id=self.request_id)
         return records
 
 
@@ -48,6 +53,7 @@ class UsageTotals:
     requests: int = 0
     errors: int = 0
     unpriced_requests: int = 0
+    estimated_requests: int = 0
     cost: Decimal = Decimal(0)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_FIELDS, 0))
 
@@ -64,6 +70,7 @@ class UsageTotals:
             "requests": self.requests,
             "errors": self.errors,
             "unpriced_requests": self.unpriced_requests,
+            "estimated_requests": self.estimated_requests,
             **self.counts,
             "cost": format(self.cost.quantize(COST_QUANTUM), "f"),
         }
@@ -79,6 +86,7 @@ _AGGREGATES = {
     "requests": Count("id"),
     "errors": Count("id", filter=Q(is_error=True)),
     "unpriced_requests": Count("id", filter=Q(priced=False)),
+    "estimated_requests": Count("id", filter=Q(price_flag__in=ESTIMATED_FLAGS)),
     "cost_sum": Sum("cost"),
     **{f"{name}_sum": Sum(name) for name in COUNT_FIELDS},
 }
@@ -89,6 +97,7 @@ def _totals(row: dict) -> UsageTotals:
         requests=row["requests"],
         errors=row["errors"],
         unpriced_requests=row["unpriced_requests"],
+        estimated_requests=row["estimated_requests"],
         cost=row["cost_sum"] or Decimal(0),
         counts={name: row[f"{name}_sum"] or 0 for name in COUNT_FIELDS},
     )

@@ -55,6 +55,10 @@ class SpendBackend(Protocol):
     def raise_settled_to(self, totals: dict[Counter, int]) -> None:
         """Reconciliation: each counter's settled total becomes at least the database's figure."""
 
+    def adjust_settled(self, deltas: dict[Counter, int]) -> None:
+        """Repricing: move each existing counter's settled total by its delta, never below zero.
+        A counter that does not exist yet is left to be loaded from the database."""
+
     def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
         """(settled, live reserved) nanos."""
 
@@ -152,6 +156,13 @@ class LocalSpendBackend:
                 state = self._counter(counter, now)
                 state.settled = max(state.settled, total)
         self.loaded_at = time.monotonic()
+
+    def adjust_settled(self, deltas: dict[Counter, int]) -> None:
+        with self.lock:
+            for counter, delta in deltas.items():
+                state = self.counters.get(counter.name)
+                if state is not None:
+                    state.settled = max(state.settled + delta, 0)
 
     def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
         with self.lock:

@@ -70,6 +70,18 @@ end
 return 0
 """
 
+ADJUST_SCRIPT = """
+-- KEYS: counters. ARGV: per counter, the nanos to add (negative to take off). Only existing counters.
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    if redis.call('HINCRBY', key, 'settled', ARGV[i]) < 0 then
+      redis.call('HSET', key, 'settled', 0)
+    end
+  end
+end
+return 0
+"""
+
 
 def _key(counter: Counter) -> str:
     return redis_key("spend", counter.name)
@@ -99,6 +111,13 @@ class RedisSpendBackend:
             for counter, total in chunk:
                 argv += [total, int(counter.expires_at)]
             client.eval(RAISE_SCRIPT, len(chunk), *[_key(counter) for counter, _ in chunk], *argv)
+
+    def adjust_settled(self, deltas: dict[Counter, int]) -> None:
+        client = get_sync_redis()
+        items = list(deltas.items())
+        for start in range(0, len(items), 200):
+            chunk = items[start : start + 200]
+            client.eval(ADJUST_SCRIPT, len(chunk), *[_key(counter) for counter, _ in chunk], *[delta for _, delta in chunk])
 
     def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
         fields = {k.decode(): v.decode() for k, v in get_sync_redis().hgetall(_key(counter)).items()}

@@ -36,7 +36,7 @@ from proxyproject.lib.redis import get_async_redis, get_sync_redis
 from usage import queue, spool
 from usage.events import UsageEvent
 from usage.live import MAX_ROWS_PER_MESSAGE, broadcast_records, live_row
-from usage.records import StoredRow, store_payloads
+from usage.records import StoredRow, record_orphaned_streams, store_payloads
 
 logger = logging.getLogger("usage.writer")
 MAX_BACKOFF_SECONDS = 30.0
@@ -86,11 +86,13 @@ def _drain_redis(result: DrainResult) -> None:
 
 
 def drain_once() -> DrainResult:
-    """Store everything queued now, spool first (it needs no Redis), batch by batch."""
+    """Store everything queued now, spool first (it needs no Redis), batch by batch; then record the
+    streams whose process died mid-stream, now that what it queued last is stored."""
     with _drain_lock:
         result = DrainResult()
         _drain_spool(result)
         _drain_redis(result)
+        result.add(record_orphaned_streams())
         return result
 
 
@@ -167,6 +169,8 @@ class _LoopWriter:
         spool.seal_active_segment()
 
     async def step(self) -> None:
+        if _open_streams:
+            self.submit(queue.encode_heartbeat(queue.writer_id()))
         if self.drains:
             await self.flush()
         else:
@@ -223,6 +227,23 @@ def submit_usage(event: UsageEvent) -> None:
         client.rpush(queue.queue_key(), payload)
     except Exception as exc:  # Redis down: the spool keeps it
         _spool_or_log([payload], f"{type(exc).__name__}: {exc}")
+
+
+_open_streams: set[str] = set()
+"""Request ids of the checkpointed streams this process relays now: while there are any, each
+writer tick queues a heartbeat, so the writer knows their checkpoints are not orphans."""
+
+
+def submit_stream_checkpoint(event: UsageEvent, sequence: int) -> None:
+    """Queue a stream's usage so far, durably like a record, for the writer to hold until the final
+    record arrives, or to record as interrupted if this process dies first."""
+    _open_streams.add(event.request_id)
+    _writer_for(asyncio.get_running_loop()).submit(queue.encode_checkpoint(event, queue.writer_id(), sequence))
+
+
+def stream_closed(request_id: str) -> None:
+    """The stream's relay is over; its final record follows."""
+    _open_streams.discard(request_id)
 
 
 async def flush_usage() -> int:

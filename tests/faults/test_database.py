@@ -2,6 +2,10 @@
 clear 503 while it cannot read what it needs."""
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 import httpx
 import orjson
 import pytest
@@ -11,6 +15,7 @@ from django.test import Client
 from fake_anthropic import FakeAnthropic
 from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
 from tests.servers import free_port, gateway_process
+from usage.models import UsageRecord
 
 
 def messages(server, token: str) -> httpx.Response:
@@ -75,3 +80,79 @@ def test_v1_answers_503_database_unavailable_while_the_database_is_away(transact
         }
     finally:
         server.stop()
+
+
+class DatabaseLink:
+    """A TCP relay between the gateway and PostgreSQL that the test cuts and restores: while it is
+    down, connections are refused, as from a database host that is restarting."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.sockets: list[socket.socket] = []
+
+    def up(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def down(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        for sock in self.sockets:
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        db = connection.settings_dict
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
+            self.sockets += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_a_request_refused_while_the_database_is_away_is_recorded_once_it_is_back(transactional_db):
+    """Refused before the device is known (its signing key cannot be read): the record has no
+    device, but the request id, path, status and error type; the gateway's own writer stores it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (CI's second pass)")
+    enrolled = Client().post("/bootstrap", {"device_id": "db-away-recorded", "app_version": "1.0.0"}, content_type="application/json")
+    link = DatabaseLink()
+    db = connection.settings_dict
+    server = gateway_process(DATABASE_URL=f"postgres://{db['USER'] or 'postgres'}@127.0.0.1:{link.port}/{db['NAME']}", REDIS_URL="",
+                             USAGE_FLUSH_INTERVAL="0.1").start()
+    try:
+        answer = messages(server, enrolled.json()["wrapper_token"])
+        assert (answer.status_code, orjson.loads(answer.content)["error"]["details"]["error_code"]) == (503, "database_unavailable")
+        request_id = answer.headers["request-id"]
+        assert not UsageRecord.objects.filter(request_id=request_id).exists()
+        link.up()
+        deadline = time.monotonic() + 30
+        while not UsageRecord.objects.filter(request_id=request_id).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.stop()
+        link.down()
+    record = UsageRecord.objects.get(request_id=request_id)
+    assert (record.device_id, record.device_ref, record.organization_id, record.endpoint, record.method) == (
+        None, "", None, "/v1/messages", "POST")
+    assert (record.status, record.error_type, record.is_error, record.streamed, record.input_tokens, record.cost) == (
+        503, "database_unavailable", True, False, 0, 0)

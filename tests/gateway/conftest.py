@@ -68,6 +68,16 @@ def _set_policy(device_id: str, policy: dict[str, object]) -> None:
         policy_changed(device=device)
 
 
+def capture_final_usage(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The usage events the proxy hands to `usage` (its contract boundary), in order. Streams'
+    checkpoints are dropped: with their final records captured here instead of queued, they would
+    linger in the session's queue and become `gateway_crashed` records in a later test."""
+    events: list = []
+    monkeypatch.setattr("gateway.proxy.submit_usage", events.append)
+    monkeypatch.setattr("gateway.stream_checkpoints.submit_stream_checkpoint", lambda event, sequence: None)
+    return events
+
+
 @pytest.fixture
 async def token(transactional_db) -> str:
     return await enroll_device()

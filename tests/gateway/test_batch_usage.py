@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 
 from gateway.batch_usage import BatchResultsReader, batch_result_request_id, batch_results_reader
 from gateway.body import BATCHES_PATH
+from gateway.models import OwnedResource
 from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, bearer, call_gateway
 from tests.usage.cast import ensure_seeded_prices
 from usage.events import UsageEvent
@@ -200,3 +201,51 @@ async def test_results_fetched_twice_record_each_succeeded_result_once_at_the_ba
     standard = await sync_to_async(standard_cost)(results[0])
     assert standard == Decimal("0.006")
     assert [record.cost for record in results] == [standard / 2] * 2
+
+
+async def batch_results_recorded(token: str, model: str, usage: dict, *, created_at: dt.datetime | None = None) -> list[UsageRecord]:
+    """Create a batch of two requests through the gateway with the given usage, optionally move its
+    recorded creation time, fetch its results and return their usage records."""
+    params = {**orjson.loads(MESSAGE_BODY), "model": model}
+    requests = [{"custom_id": custom_id, "params": params} for custom_id in ("first", "second")]
+    created = await call_gateway("POST", BATCHES_PATH, headers=bearer(token, **{"x-fake-usage": orjson.dumps(usage).decode()}),
+                                 body=orjson.dumps({"requests": requests}))
+    batch_id = orjson.loads(created.body)["id"]
+    if created_at is not None:
+        await sync_to_async(OwnedResource.objects.filter(resource_id=batch_id).update)(created_at=created_at)
+    path = f"{BATCHES_PATH}/{batch_id}/results"
+    assert (await call_gateway("GET", path, headers=bearer(token))).status == 200
+    try:
+        await flush_usage()
+    finally:
+        await stop_usage_writer()
+    return [record for record in await sync_to_async(stored_records)(path) if record.request_id.startswith("batch_")]
+
+
+async def test_batch_and_cache_multipliers_stack_on_a_cached_batch(fake_upstream, token, seeded_prices):
+    # Opus 4.6 per result: 1000*5 + 500*25 + 2000*6.25 + 3000*10 + 4000*0.50 = 62,000 per million, halved: 0.031
+    usage = {"input_tokens": 1000, "output_tokens": 500, "cache_read_input_tokens": 4000,
+             "cache_creation": {"ephemeral_5m_input_tokens": 2000, "ephemeral_1h_input_tokens": 3000}}
+    results = await batch_results_recorded(token, "claude-opus-4-6", usage)
+    assert [(record.cache_write_5m_tokens, record.cache_write_1h_tokens, record.cost) for record in results] == [
+        (2000, 3000, Decimal("0.031"))] * 2
+    assert sum(record.cost for record in results) == Decimal("0.062")
+    assert results[0].pricing["batch"] == "0.5"
+
+
+async def test_a_batch_is_priced_at_its_creation_not_when_its_results_are_fetched(fake_upstream, token, seeded_prices):
+    # Sonnet 5.5 cache reads: 0.20 until 2026-10-07, 0.10 after; created the day before, fetched now
+    created_at = dt.datetime(2026, 10, 6, 12, 0, tzinfo=dt.timezone.utc)
+    results = await batch_results_recorded(token, "claude-sonnet-5-5", {"input_tokens": 0, "output_tokens": 0,
+                                           "cache_read_input_tokens": 1_000_000}, created_at=created_at)
+    assert [record.cost for record in results] == [Decimal("0.1")] * 2  # 1M * 0.20 * 0.5
+    assert results[0].occurred_at > dt.datetime(2026, 10, 7, tzinfo=dt.timezone.utc)
+    assert results[0].pricing["at"] == created_at.isoformat()
+
+
+async def test_a_created_batch_is_recorded_at_the_upstream_creation_time(fake_upstream, token, seeded_prices):
+    created = await call_gateway("POST", BATCHES_PATH, headers=bearer(token),
+                                 body=orjson.dumps({"requests": [{"custom_id": "one", "params": orjson.loads(MESSAGE_BODY)}]}))
+    batch = orjson.loads(created.body)
+    row = await sync_to_async(OwnedResource.objects.get)(resource_id=batch["id"])
+    assert row.created_at == dt.datetime.fromisoformat(batch["created_at"].replace("Z", "+00:00"))

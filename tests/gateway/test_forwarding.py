@@ -6,15 +6,12 @@ import gzip
 import orjson
 import pytest
 
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway
+from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway, capture_final_usage
 
 
 @pytest.fixture
 def usage_events(monkeypatch):
-    """The usage events the proxy hands to `usage` (its contract boundary), in order."""
-    events = []
-    monkeypatch.setattr("gateway.proxy.submit_usage", events.append)
-    return events
+    return capture_final_usage(monkeypatch)
 
 
 async def test_request_is_forwarded_byte_identical_with_the_master_key_and_without_client_credentials(fake_upstream, token, usage_events):

@@ -114,3 +114,27 @@ async def test_a_request_that_could_pass_the_spend_cap_gets_429_that_clients_mus
     assert error_of(dear) == (429, "rate_limit_error", "spend_cap_reached")
     assert dear.headers["x-should-retry"] == "false"
     assert len(fake_upstream.requests) == 1
+
+
+async def test_a_refusal_of_ours_before_the_device_is_known_is_recorded_without_a_device(fake_upstream, token, monkeypatch):
+    """The database away while the signing keys are read: 503, and a usage event that names the
+    request but no device. A refused credential (401) leaves none: those are the client's."""
+    from proxyproject.lib.errors import DatabaseUnavailable
+
+    submitted = []
+    monkeypatch.setattr("gateway.proxy.submit_usage", submitted.append)
+
+    async def database_away() -> None:
+        raise DatabaseUnavailable()
+
+    monkeypatch.setattr("tokens.authentication.aget_keyring", database_away)
+    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+    assert error_of(answer) == (503, "api_error", "database_unavailable")
+    [event] = submitted
+    assert (event.request_id, event.endpoint, event.method, event.status, event.error_type) == (
+        answer.headers["request-id"], "/v1/messages", "POST", 503, "database_unavailable")
+    assert (event.device_id, event.device_pk, event.org_id, event.model) == (None, None, None, None)
+    monkeypatch.undo()
+    monkeypatch.setattr("gateway.proxy.submit_usage", submitted.append)
+    assert error_of(await call_gateway("POST", "/v1/messages", headers={"x-api-key": "forged"}, body=MESSAGE_BODY))[0] == 401
+    assert len(submitted) == 1

@@ -11,15 +11,13 @@ from asgiref.sync import sync_to_async
 from django.db.backends.utils import CursorWrapper
 from django.test import AsyncClient
 
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway, enroll_device
+from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway, capture_final_usage, enroll_device
 from tokens.operators import create_operator_api_key
 
 
 @pytest.fixture
 def usage_events(monkeypatch):
-    events = []
-    monkeypatch.setattr("gateway.proxy.submit_usage", events.append)
-    return events
+    return capture_final_usage(monkeypatch)
 
 
 async def test_upstream_dropping_mid_stream_ends_the_client_stream_with_an_error_event(fake_upstream, token, usage_events):

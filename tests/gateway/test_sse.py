@@ -91,3 +91,18 @@ def test_non_integer_counts_from_upstream_are_not_trusted():
     tally.merge({"input_tokens": "12", "output_tokens": True, "cache_read_input_tokens": -5, "cache_creation_input_tokens": 9})
     event = event_for(tally)
     assert (event.input_tokens, event.output_tokens, event.cache_read_tokens, event.cache_write_5m_tokens) == (0, 0, 0, 9)
+
+
+def test_the_content_relayed_is_measured_from_text_thinking_and_tool_input_deltas():
+    relay = SseRelay(UsageTally())
+    deltas = [
+        {"type": "thinking_delta", "thinking": "Let me think"},
+        {"type": "text_delta", "text": 'He said "hi"\n'},
+        {"type": "input_json_delta", "partial_json": '{"city": "Par'},
+        {"type": "signature_delta", "signature": "EqQBCgIYAhIM"},
+    ]
+    block = b"".join(sse("content_block_delta", {"type": "content_block_delta", "index": 3, "delta": delta}) for delta in deltas)
+    relay.feed(MESSAGE_START + block[:100])
+    relay.feed(block[100:])
+    # escapes count as they stand in the data line: `"` and a newline are two bytes each
+    assert relay.content_bytes == len("Let me think") + len('He said \\"hi\\"\\n') + len('{\\"city\\": \\"Par')

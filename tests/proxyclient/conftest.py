@@ -2,6 +2,10 @@
 state directory, the file key store, fast refresh timings)."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +13,7 @@ import pytest
 
 from fake_anthropic import FakeAnthropic
 from proxyclient import ProxyConfig
-from tests.servers import ServerProcess, gateway_process
+from tests.servers import BASE_DIR, ServerProcess, gateway_process
 from tokens.models import AuditEvent
 
 # Enrollment is rate limited per client IP and every test enrolls from 127.0.0.1; on Redis the
@@ -100,3 +104,40 @@ def audit_kinds(device_id: str) -> list[str]:
     """What the device did on the gateway, in order, from the audit trail in the shared test
     database: one row per bootstrap, refresh, detected reuse and operator action."""
     return list(AuditEvent.objects.filter(device_ref=device_id).order_by("occurred_at", "id").values_list("kind", flat=True))
+
+
+CLIENT_SOURCE = BASE_DIR / "clients" / "python"
+
+
+def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """Built as `make clients` builds it, from a copy (parallel runs share no build directory),
+    with the pinned setuptools of requirements-dev.txt: no network."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = shutil.copytree(CLIENT_SOURCE, work / "src", ignore=shutil.ignore_patterns("build", "dist", "*.egg-info"))
+    built = run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(work / "dist"), str(source)]
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel_path,) = (work / "dist").glob("proxyclient-*.whl")
+    return wheel_path
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(wheel, tmp_path_factory) -> Path:
+    """A new virtualenv with only the wheel installed; its dependencies (httpx, cryptography) come
+    from the test environment's site-packages through a .pth file, since the machine may have no
+    package index. The repository's source tree is on no path of it."""
+    venv = tmp_path_factory.mktemp("venv") / "venv"
+    created = run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    assert created.returncode == 0, created.stderr
+    python = venv / "bin" / "python"
+    purelib = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (purelib / "test-environment-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)])
+    assert installed.returncode == 0, installed.stderr
+    return venv

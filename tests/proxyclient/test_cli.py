@@ -1,14 +1,18 @@
 """`python -m proxyclient token | env | status` as Claude Code and a shell run them."""
 from __future__ import annotations
 
+import datetime as dt
 import io
 import subprocess
 import sys
 import time
+from decimal import Decimal
 
 import pytest
 
+from proxyclient import __version__
 from proxyclient.cli import main
+from proxyclient.description import host_device_name, operating_system
 from tests.proxyclient.conftest import audit_kinds
 from tests.servers import BASE_DIR, free_port
 from tokens.models import AuditKind, Device
@@ -41,7 +45,7 @@ def empty_working_directory(tmp_path, monkeypatch):
 def test_token_prints_only_the_token_and_reuses_it(gateway, tmp_path):
     environ = cli_environment(gateway.url, tmp_path / "home") | {"CLAUDE_CODE_API_KEY_HELPER_TTL_MS": "0"}
     command = [sys.executable, "-m", "proxyclient", "token"]
-    subprocess_env = environ | {"PYTHONPATH": str(BASE_DIR), "PATH": "/usr/bin:/bin"}
+    subprocess_env = environ | {"PYTHONPATH": str(BASE_DIR / "clients" / "python"), "PATH": "/usr/bin:/bin"}
     first = subprocess.run(command, env=subprocess_env, cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
     assert (first.returncode, first.stderr) == (0, "")
     token = first.stdout.removesuffix("\n")
@@ -50,7 +54,9 @@ def test_token_prints_only_the_token_and_reuses_it(gateway, tmp_path):
     assert (code, out, err) == (0, token + "\n", "")
     device_id = (tmp_path / "home" / "device_id").read_text().strip()
     assert audit_kinds(device_id) == [AuditKind.BOOTSTRAP]
-    assert Device.objects.get(device_id=device_id).app_version == "proxyclient-cli/1.0.0"
+    device = Device.objects.get(device_id=device_id)
+    assert (device.app_name, device.app_version, device.device_name) == ("proxyclient", __version__, host_device_name())
+    assert device.os == operating_system() and device.os
 
 
 def test_token_asked_again_within_the_helper_ttl_renews_a_revoked_token(gateway, tmp_path):
@@ -79,27 +85,54 @@ def test_env_prints_base_url_and_auth_token_lines(gateway, tmp_path):
     assert out == f"ANTHROPIC_BASE_URL={gateway.url}\nANTHROPIC_AUTH_TOKEN={token}\n"
 
 
-def test_status_shows_device_gateway_expiry_and_health(gateway, tmp_path):
-    environ = cli_environment(gateway.url, tmp_path)
-    code, out, _ = run_cli(["status"], environ)
+def labelled(out: str) -> dict[str, str]:
+    """`status` lines by label."""
+    return {line[:9].rstrip().removesuffix(":"): line[9:] for line in out.splitlines()}
+
+
+def test_status_offline_shows_the_local_view_without_the_network(tmp_path):
+    environ = cli_environment(f"http://127.0.0.1:{free_port()}", tmp_path)
+    code, out, err = run_cli(["status", "--offline"], environ)
     device_id = (tmp_path / "device_id").read_text().strip()
-    assert code == 0
+    assert (code, err) == (0, "")
     assert out.splitlines() == [
         f"device:  {device_id}",
         f"state:   {tmp_path}",
-        f"gateway: {gateway.url}/bootstrap",
-        "proxy:   (not enrolled yet: run `python -m proxyclient token`)",
+        f"gateway: {environ['PROXY_BOOTSTRAP_URL']}",
+        "proxy:   (not enrolled yet: run `proxyclient token`)",
         "token:   none",
         "refresh: none",
-        f"health:  ok ({gateway.url}/healthz)",
     ]
+
+
+def test_status_asks_the_gateway_for_status_policy_and_spend(gateway, tmp_path):
+    environ = cli_environment(gateway.url, tmp_path)
+    run_cli(["--device-name", "ada-laptop", "--app-name", "Scribe", "token"], environ)
+    device = Device.objects.get(device_id=(tmp_path / "device_id").read_text().strip())
+    device.allowed_models, device.daily_spend_cap_usd, device.tokens_per_minute = "claude-haiku-*", Decimal("2.50"), 0
+    device.save()
+    code, out, err = run_cli(["status"], environ)
+    lines = labelled(out)
+    assert (code, err) == (0, "")
+    assert lines["proxy"] == gateway.url
+    assert lines["token"].startswith("valid until ") and lines["token"].endswith("(in 24 h 00 min)")
+    assert lines["status"] == f"active (ada-laptop, Scribe, {operating_system()})"
+    assert (lines["org"], lines["models"]) == ("none", "claude-haiku-*")
+    assert lines["limits"] == "100000 requests per 60 s, no token limit"
+    tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    assert lines["today"] == f"$0.0000 of $2.50 cap, resets {tomorrow}T00:00:00.000Z"
+    assert lines["month"].startswith("$0.0000 (no cap), resets ")
+    assert lines["health"] == f"ok ({gateway.url}/healthz)"
+
+
+def test_status_of_a_blocked_device_exits_4(gateway, tmp_path):
+    environ = cli_environment(gateway.url, tmp_path)
     run_cli(["token"], environ)
-    code, out, _ = run_cli(["status"], environ)
-    lines = out.splitlines()
-    assert code == 0
-    assert lines[3] == f"proxy:   {gateway.url}"
-    assert lines[4].startswith("token:   valid until ") and lines[4].endswith("(in 24 h 00 min)")
-    assert lines[5].startswith("refresh: refresh token valid until ")
+    block_device(device=Device.objects.get(device_id=(tmp_path / "device_id").read_text().strip()), actor="test")
+    code, out, err = run_cli(["status"], environ)
+    assert (code, err) == (4, "")
+    assert labelled(out)["status"].startswith("REFUSED or FAILED: The gateway refused to report this device's status: ")
+    assert "(device_blocked, HTTP 403)" in labelled(out)["status"]
 
 
 def test_gateway_down_exits_3_with_what_to_do(tmp_path):
@@ -136,9 +169,9 @@ def test_clock_skew_fails_status_with_exit_5_while_token_still_works(gateway, tm
     assert (code, err) == (0, "")
     code, out, err = run_cli(["status"], environ, clock=late)
     assert code == 5
-    assert out.splitlines()[4].endswith("(in 24 h 00 min)")
-    assert out.splitlines()[6].startswith("health:  FAILED: This computer's clock is 3 h 00 min behind the gateway's")
-    assert out.splitlines()[6].endswith("Turn on automatic date and time (network time) in your system settings, then try again.")
+    assert labelled(out)["token"].endswith("(in 24 h 00 min)")
+    assert labelled(out)["health"].startswith("FAILED: This computer's clock is 3 h 00 min behind the gateway's")
+    assert labelled(out)["health"].endswith("Turn on automatic date and time (network time) in your system settings, then try again.")
 
 
 def test_unknown_command_is_a_usage_error():

@@ -83,7 +83,7 @@ def test_operator_approves_a_device_sets_caps_and_sees_its_usage(approval_gatewa
     row.locator("input.action-select").check()
     page.select_option("select[name=action]", "approve")
     page.click("button[name=index]")
-    assert "1 devices approved." in page.locator("ul.messagelist").inner_text()
+    assert "1 device approved." in page.locator("ul.messagelist").inner_text()
     shot(page, "03-approved")
 
     enrolled = httpx.post(server.url + "/bootstrap", json={"device_id": "laptop-ada", "app_version": "2.1.0", "device_secret": device_secret}, timeout=10)

@@ -13,17 +13,16 @@ import httpx
 from tests.servers import BASE_DIR, free_port
 
 
-def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_until_ready(url: str, process: subprocess.Popen, log_path, timeout: float = 60.0) -> None:
+    """Until the platform says it is ready, which it says once the gateway and the fake upstream answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the platform exited during start-up"
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if f"Gateway ready: {url}" in log_path.read_text():
+            assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+            return
         time.sleep(0.2)
-    raise AssertionError("the platform did not answer /healthz in time")
+    raise AssertionError(f"the platform did not say it was ready in time:\n{log_path.read_text()}")
 
 
 def child_pids(log_path, name: str) -> list[int]:
@@ -52,7 +51,7 @@ def test_run_platform_serves_a_demo_request_restarts_a_dead_child_and_stops_clea
     process = subprocess.Popen([sys.executable, "manage.py", "run_platform"], cwd=BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(url, process)
+        wait_until_ready(url, process, tmp_path / "run.log")
         deep = httpx.get(url + "/healthz?deep=1", timeout=10).json()
         assert {name: check["status"] for name, check in deep["checks"].items()} == {
             "database": "ok", "redis": "ok", "cache": "ok", "broker": "ok", "circuit_breaker": "ok",
@@ -74,7 +73,18 @@ def test_run_platform_serves_a_demo_request_restarts_a_dead_child_and_stops_clea
         code = process.wait(timeout=60)
     log = (tmp_path / "run.log").read_text()
     assert code == 0, log
-    assert "DEMO MODE" in log
-    assert "Operator login created (shown once): admin / " in log
+    assert "gateway.W001" not in log and "celery@" not in log  # no misleading warning, no Celery banner
+    summary = log.index("Gateway ready: " + url)
+    assert log.index("[run] started celery-beat") < summary < log.index("[run] stopped gateway"), log
+    assert "Login:         admin / " in log[summary:] and "changepassword admin" in log[summary:]
+    assert "Demo mode:     the bundled fake Anthropic API" in log[summary:]
     for child in ("fake-upstream", "gateway", "celery-worker", "celery-beat"):
         assert f"[run] stopped {child}" in log
+
+
+def test_demo_mode_keeps_one_upstream_key_across_restarts(tmp_path):
+    from proxyproject.launcher import demo_upstream_key
+
+    first = demo_upstream_key(tmp_path)
+    assert first.startswith("sk-ant-demo-") and demo_upstream_key(tmp_path) == first
+    assert (tmp_path / "demo-upstream-key").stat().st_mode & 0o777 == 0o600

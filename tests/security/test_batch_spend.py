@@ -50,12 +50,12 @@ async def capped_device(cap: str) -> tuple[str, int]:
 
 
 def expected_worst_case(count: int, max_tokens: int) -> Decimal:
-    """Each request: every params byte a 1h cache write (not halved), max_tokens at half the output rate."""
+    """Each request: every params byte a 1h cache write, max_tokens at the output rate, all halved
+    (batch halves every category, cache writes included)."""
     params = orjson.loads(batch_body(1, max_tokens=max_tokens))["requests"][0]["params"]
     prompt_bytes = len(orjson.dumps(params))
-    prompt = (prompt_bytes * CACHE_WRITE_1H / 1_000_000).quantize(QUANTUM, ROUND_HALF_UP)
     total = ((prompt_bytes * CACHE_WRITE_1H + max_tokens * OUTPUT) / 1_000_000).quantize(QUANTUM, ROUND_HALF_UP)
-    return count * (prompt + (total - prompt) * Decimal("0.5"))
+    return count * total * Decimal("0.5")
 
 
 def spend_of(device_pk: int) -> tuple[Decimal, Decimal]:

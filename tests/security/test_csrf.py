@@ -107,3 +107,15 @@ async def test_operator_api_key_resets_without_the_csrf_token_even_beside_a_sess
     status, body = await post_reset(staff_session, authorization=f"Bearer {secret}")
     assert (status, body["state"]) == (200, "closed")
     assert reset_actors() == ["operator-key:oncall"]
+
+
+async def test_session_reprice_without_the_csrf_token_is_refused(staff_session):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = await sync_to_async(get_user_model().objects.get)(username="ops")
+    await sync_to_async(user.user_permissions.add)(await sync_to_async(Permission.objects.get)(codename="change_modelprice"))
+    answer = await call_gateway("POST", "/admin/usage/reprice", headers={
+        "cookie": f"{settings.SESSION_COOKIE_NAME}={staff_session}", "content-type": "application/json",
+    }, body=b'{"since": "2026-01-01T00:00:00Z", "dry_run": false}')
+    assert (answer.status, error_code(orjson.loads(answer.body))) == (403, "csrf_failed")

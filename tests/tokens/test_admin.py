@@ -209,3 +209,16 @@ def test_an_operator_key_created_for_an_organization_keeps_that_scope(admin_clie
     key.refresh_from_db()
     assert key.organization == acme
     assert "Organization: Acme" in admin_client.get("/admin/tokens/operatorapikey/").content.decode()
+
+
+def test_unblock_acts_on_blocked_devices_and_approve_only_on_pending_ones(admin_client, enrolled):
+    device = Device.objects.get(device_id="laptop-ada")
+    changelist = "/admin/tokens/device/"
+    admin_client.post(changelist, {"action": "approve", "_selected_action": [device.pk]})
+    assert not AuditEvent.objects.filter(kind=AuditKind.DEVICE_APPROVED).exists()
+    admin_client.post(changelist, {"action": "block", "_selected_action": [device.pk]})
+    response = admin_client.post(changelist, {"action": "unblock", "_selected_action": [device.pk]}, follow=True)
+    assert "1 device unblocked." in response.content.decode()
+    device.refresh_from_db()
+    assert device.status == DeviceStatus.ACTIVE
+    assert AuditEvent.objects.filter(kind=AuditKind.DEVICE_UNBLOCKED).count() == 1

@@ -140,3 +140,42 @@ def test_create_operator_key_prints_the_secret_of_a_key_scoped_to_the_named_orga
         _run("create_operator_key", "globex-ops", "--org", "Globex")
     platform = _run("create_operator_key", "platform-ops").strip()
     assert OperatorApiKey.objects.get(secret_sha256=hashlib.sha256(platform.encode()).hexdigest()).organization is None
+
+
+def test_block_device_refuses_the_device_until_unblock_device_lets_it_enroll_again(client, enrolled, django_capture_on_commit_callbacks):
+    from tests.tokens.client import bootstrap
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert _run("block_device", "laptop-ada", "--yes").endswith("Device 'laptop-ada' blocked and its tokens revoked.\n")
+    with pytest.raises(DeviceBlocked):
+        authenticate(enrolled["wrapper_token"])
+    assert bootstrap(client, "laptop-ada", device_secret=enrolled["device_secret"]).status_code == 403
+    with django_capture_on_commit_callbacks(execute=True):
+        assert _run("unblock_device", "laptop-ada", "--yes").endswith("Unblocked 1 device.\n")
+    assert Device.objects.get(device_id="laptop-ada").status == DeviceStatus.ACTIVE
+    assert AuditEvent.objects.filter(kind=AuditKind.DEVICE_UNBLOCKED, actor="command:unblock_device").count() == 1
+    with pytest.raises(TokenRevoked):
+        authenticate(enrolled["wrapper_token"])
+    assert bootstrap(client, "laptop-ada", device_secret=enrolled["device_secret"]).status_code == 200
+
+
+def test_unblock_device_refuses_a_device_that_is_not_blocked(enrolled):
+    with pytest.raises(CommandError, match="Not blocked: 'laptop-ada'"):
+        _run("unblock_device", "laptop-ada", "--yes")
+
+
+def test_list_and_revoke_operator_keys_by_name_never_show_a_secret():
+    from tokens.models import OperatorApiKey
+    from tokens.operators import create_operator_api_key
+
+    acme = Organization.objects.create(name="Acme")
+    _, secret = create_operator_api_key(name="grafana", created_by=None)
+    create_operator_api_key(name="acme-ops", created_by=None, organization=acme)
+    listing = _run("list_operator_keys")
+    assert "grafana" in listing and "platform" in listing and "Acme" in listing
+    assert secret not in listing
+    assert _run("revoke_operator_key", "grafana", "--yes").endswith("Revoked operator API key 'grafana'.\n")
+    assert OperatorApiKey.objects.get(name="grafana").revoked_at is not None
+    assert "grafana" not in _run("list_operator_keys") and "grafana" in _run("list_operator_keys", "--all")
+    with pytest.raises(CommandError, match="No unrevoked operator API key"):
+        _run("revoke_operator_key", "grafana", "--yes")

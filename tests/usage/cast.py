@@ -13,6 +13,7 @@ from usage.models import ModelPrice
 from usage.pricing import invalidate_price_table
 
 seed_migration = importlib.import_module("usage.migrations.0002_seed_model_prices")
+provenance_migration = importlib.import_module("usage.migrations.0004_price_provenance_and_record_pricing")
 
 NOV_25 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -51,5 +52,9 @@ def identity_with(
 def ensure_seeded_prices() -> None:
     """Transactional tests flush the tables, migration data included: put the seed back."""
     if not ModelPrice.objects.exists():
-        ModelPrice.objects.bulk_create(ModelPrice(**row) for row in seed_migration.seed_rows())
+        ModelPrice.objects.bulk_create(
+            ModelPrice(**row, **dict(zip(("provenance", "provenance_note"),
+                                         provenance_migration.provenance_of(row["model_pattern"], row["speed"]))))
+            for row in seed_migration.seed_rows()
+        )
     invalidate_price_table()

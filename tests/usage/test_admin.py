@@ -92,6 +92,7 @@ def test_a_price_edited_in_the_admin_applies_to_the_next_record(operator):
         "model_pattern": "claude-haiku-4-5*", "label": "Haiku 4.5", "speed": "standard", "prompt_tokens_above": "0",
         "effective_from_0": "2020-01-01", "effective_from_1": "00:00:00", "input_per_mtok": "1", "output_per_mtok": "4.5",
         "cache_write_5m_per_mtok": "1.25", "cache_write_1h_per_mtok": "2", "cache_read_per_mtok": "0.1", "us_geo_multiplier": "1",
+        "provenance": "published", "provenance_note": "",
     }
     response = operator.post(f"/admin/usage/modelprice/{price.pk}/change/", form)
     assert response.status_code == 302, response.content.decode()[:2000]
@@ -102,6 +103,38 @@ def test_unpriced_records_are_flagged_and_filterable(operator, recent_usage):
     html = operator.get("/admin/usage/usagerecord/", {"priced": "no"}).content.decode()
     assert "req_c1" in html and "req_a1" not in html
     assert "unknown model" in html
+
+
+def test_requests_priced_at_an_assumed_or_fallback_rate_are_counted_and_filterable(operator, recent_usage):
+    submit_usage(usage_event(request_id="req_fast_fallback", occurred_at=recent_usage - dt.timedelta(minutes=2), speed="fast",
+                             input_tokens=10, output_tokens=10))
+    submit_usage(usage_event(request_id="req_fast_assumed", occurred_at=recent_usage - dt.timedelta(minutes=3),
+                             model="claude-opus-5-5", speed="fast", input_tokens=10, cache_read_tokens=10))
+    drain_usage_queue()
+    assert dict(UsageRecord.objects.exclude(price_flag="").values_list("request_id", "price_flag")) == {
+        "req_fast_fallback": "fallback", "req_fast_assumed": "assumed", "req_c1": "unknown"}
+    flagged = operator.get("/admin/usage/usagerecord/", {"price_flag": "flagged"}).content.decode()
+    assert all(request_id in flagged for request_id in ("req_fast_fallback", "req_fast_assumed", "req_c1"))
+    assert "req_a1" not in flagged
+    assumed = operator.get("/admin/usage/usagerecord/", {"price_flag": "assumed"}).content.decode()
+    assert "req_fast_assumed" in assumed and "req_fast_fallback" not in assumed
+    dashboard = operator.get(DASHBOARD).content.decode()
+    assert '<div class="value" id="tile-estimated">2</div>' in dashboard
+    assert '<div class="value" id="tile-unpriced">1</div>' in dashboard
+
+
+def test_the_record_page_shows_how_the_cost_was_computed(operator, prices):
+    submit_usage(usage_event(request_id="req_costed", model="claude-opus-4-6", service_tier="batch", inference_geo="us",
+                             input_tokens=1000, output_tokens=500, cache_read_tokens=4000, cache_write_1h_tokens=3000))
+    drain_usage_queue()
+    record = UsageRecord.objects.get(request_id="req_costed")
+    # (1000*5 + 500*25 + 3000*10 + 4000*0.50) * 0.5 * 1.1 = 27,225 per million
+    assert record.cost == Decimal("0.027225")
+    html = operator.get(f"/admin/usage/usagerecord/{record.pk}/change/").content.decode()
+    row = ModelPrice.objects.get(model_pattern="claude-opus-4-[6-8]*")
+    assert f"Price row <strong>#{row.pk}</strong> <code>claude-opus-4-[6-8]*</code>" in html
+    assert "<td>Cache read</td><td>4000</td><td>0.5</td>\n          <td>0.5</td><td>1.1</td><td>0.0011</td>" in html
+    assert '<th id="cost-breakdown-total">0.0272250000</th>' in html
 
 
 def csv_rows(response) -> list[list[str]]:

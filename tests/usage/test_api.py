@@ -17,6 +17,7 @@ from tokens.device_state import forget_device_states
 from tokens.models import Device, Organization
 from tokens.operators import create_operator_api_key
 from tokens.signing_keys import forget_keyring
+from usage.models import ModelPrice, UsageRecord
 from usage.writer import drain_usage_queue, submit_usage
 
 pytestmark = pytest.mark.usefixtures("live_prices")
@@ -78,14 +79,15 @@ def test_a_device_token_reads_only_its_own_usage(client, fleet):
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["scope"] == "device"
-    assert body["filters"] == {"device": "laptop-ada", "org": None, "model": None}
+    assert body["filters"] == {"device": "laptop-ada", "org": None, "model": None, "request_id": None}
     # 0.0105 + 0.0009 (3000 cache reads at 0.30) + 0.0035
     assert body["totals"] == {
-        "requests": 3, "errors": 1, "unpriced_requests": 0, "input_tokens": 2000, "output_tokens": 1000,
+        "requests": 3, "errors": 1, "unpriced_requests": 0, "estimated_requests": 0, "input_tokens": 2000, "output_tokens": 1000,
         "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0, "cache_read_tokens": 3000,
         "web_search_requests": 0, "web_fetch_requests": 0, "cost": "0.0149000000",
     }
     assert body["groups"] == []
+    assert body["record"] is None
 
 
 def test_a_device_token_cannot_name_another_device(client, fleet):
@@ -155,8 +157,45 @@ def test_bad_parameters_are_400(client, fleet):
 def test_the_report_is_documented_in_the_openapi_page(client):
     schema = orjson.loads(client.get("/api/openapi.json").content)
     operation = schema["paths"]["/admin/usage"]["get"]
-    assert {p["name"] for p in operation["parameters"]} == {"since", "until", "device", "org", "model", "group_by"}
+    assert {p["name"] for p in operation["parameters"]} == {"since", "until", "device", "org", "model", "group_by", "request_id"}
     report = schema["components"]["schemas"]["UsageReportOut"]
-    assert set(report["properties"]) == {"scope", "since", "until", "filters", "group_by", "totals", "groups"}
+    assert set(report["properties"]) == {"scope", "since", "until", "filters", "group_by", "totals", "groups", "record"}
     totals = schema["components"]["schemas"]["UsageTotalsOut"]["properties"]
     assert totals["cost"]["type"] == "string"
+
+
+def recorded_request_id(device_id: str, model: str) -> str:
+    return UsageRecord.objects.get(device_ref=device_id, model=model, status=200).request_id
+
+
+def test_a_device_token_reads_how_its_own_record_was_costed(client, fleet):
+    request_id = recorded_request_id("laptop-bob", "claude-sonnet-4-5-20250929")
+    body = get_usage(client, fleet["tokens"]["laptop-bob"], request_id=request_id).json()
+    record = body["record"]
+    row = ModelPrice.objects.get(model_pattern="claude-sonnet-4-5*", prompt_tokens_above=0)
+    assert (record["status"], record["flag"], record["price_row"], record["pattern"]) == ("priced", "", row.pk, "claude-sonnet-4-5*")
+    assert record["effective_from"] == "2020-01-01T00:00:00+00:00"
+    assert record["multipliers"] == {"batch": "1", "geo": "1"}
+    assert [(line["category"], line["tokens"], line["rate_per_mtok"], line["amount"]) for line in record["lines"]] == [
+        ("Input", 1000, "3", "0.003"), ("Output", 500, "15", "0.0075"),
+        ("Cache write (5m)", 100, "3.75", "0.000375"), ("Cache write (1h)", 10, "6", "0.00006"), ("Cache read", 0, "0.3", "0"),
+    ]
+    assert record["total"] == record["stored_cost"] == "0.0109350000"
+    assert body["totals"]["requests"] == 1
+
+
+def test_a_device_token_cannot_read_another_devices_record(client, fleet):
+    request_id = recorded_request_id("laptop-bob", "claude-sonnet-4-5-20250929")
+    response = get_usage(client, fleet["tokens"]["laptop-ada"], request_id=request_id)
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found_error"
+    missing = get_usage(client, fleet["tokens"]["laptop-ada"], request_id="req_gw_nothing")
+    assert (missing.status_code, missing.json()["error"]["message"]) == (404, response.json()["error"]["message"].replace(
+        request_id, "req_gw_nothing"))
+
+
+def test_an_operator_reads_any_record_and_an_unpriced_one_says_so(client, fleet):
+    _, secret = create_operator_api_key(name="finance", created_by=None)
+    request_id = recorded_request_id("kiosk-cy", "gpt-unknown")
+    record = get_usage(client, secret, request_id=request_id).json()["record"]
+    assert (record["status"], record["flag"], record["total"], record["lines"]) == ("unpriced", "unknown", None, [])

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 
 from tests.usage.cast import NOV_25, usage_event
-from usage.models import ModelPrice
-from usage.pricing import get_price_table, price_usage, worst_case_cost
+from usage.models import ModelPrice, PriceFlag, Provenance
+from usage.pricing import get_price_table, price_usage, quote_usage, worst_case_cost
 
 pytestmark = pytest.mark.usefixtures("prices")
 UTC = dt.timezone.utc
@@ -74,10 +74,64 @@ def test_haiku_5_5_tier_above_100k():
     assert price_usage(usage_event(model="claude-haiku-5-5", input_tokens=100_000, output_tokens=2000)) == Decimal("0.011")
 
 
-def test_batch_halves_input_and_output():
-    # 10000*3*0.5 + 2000*15*0.5 + 10000*0.30 (cache read not halved) = 33,000
-    event = usage_event(service_tier="batch", input_tokens=10_000, output_tokens=2000, cache_read_tokens=10_000)
-    assert price_usage(event) == Decimal("0.033")
+def test_batch_halves_every_category_cache_writes_and_reads_included():
+    # (10000*3 + 2000*15 + 10000*0.30 + 1000*3.75 + 1000*6) * 0.5 = 36,375
+    event = usage_event(service_tier="batch", input_tokens=10_000, output_tokens=2000, cache_read_tokens=10_000,
+                        cache_write_5m_tokens=1000, cache_write_1h_tokens=1000)
+    assert price_usage(event) == Decimal("0.036375")
+
+
+def test_batch_and_cache_multipliers_stack_a_cached_batch_read_costs_5_percent_of_input():
+    # Opus 4.6: 1,000,000 cache reads in a batch = 0.50 * 0.5 = 0.25, i.e. 5 % of the $5 input price
+    event = usage_event(model="claude-opus-4-6", service_tier="batch", cache_read_tokens=1_000_000)
+    assert price_usage(event) == Decimal("0.25") == Decimal("0.05") * 5
+
+
+def test_batch_tier_and_geo_all_multiply():
+    # Sonnet 4.5 long context in a batch: (250000*6 + 10000*7.50 + 1000*22.50) * 0.5 = 798,750
+    event = usage_event(service_tier="batch", input_tokens=250_000, cache_write_5m_tokens=10_000, output_tokens=1000)
+    assert price_usage(event) == Decimal("0.79875")
+    # Opus 4.6, US-only, batch: (1000*5 + 1000*10) * 0.5 * 1.1 = 8,250
+    us_batch = usage_event(model="claude-opus-4-6", service_tier="batch", inference_geo="us", input_tokens=1000,
+                           cache_write_1h_tokens=1000)
+    assert price_usage(us_batch) == Decimal("0.00825")
+
+
+def test_fast_mode_on_a_model_without_a_fast_rate_is_flagged_fallback_not_silently_standard():
+    # Sonnet 4.5 has no fast row: priced at its standard 1000*3 + 1000*15, flagged
+    quote = quote_usage(usage_event(speed="fast", input_tokens=1000, output_tokens=1000))
+    assert (quote.cost, quote.flag) == (Decimal("0.018"), PriceFlag.FALLBACK)
+    standard = quote_usage(usage_event(speed="standard", input_tokens=1000, output_tokens=1000))
+    assert (standard.cost, standard.flag) == (Decimal("0.018"), PriceFlag.EXACT)
+
+
+def test_fast_cache_rates_are_marked_assumed_and_flag_the_request():
+    row = ModelPrice.objects.get(model_pattern="claude-opus-5-5*", speed="fast")
+    assert row.provenance == Provenance.ASSUMED
+    assert ModelPrice.objects.get(model_pattern="claude-opus-5-5*", speed="standard").provenance == Provenance.DERIVED
+    # 1000*8 + 1000*40 + 1000*10 (assumed 5m write rate) = 58,000
+    quote = quote_usage(usage_event(model="claude-opus-5-5", speed="fast", input_tokens=1000, output_tokens=1000,
+                                    cache_write_5m_tokens=1000))
+    assert (quote.cost, quote.flag) == (Decimal("0.058"), PriceFlag.ASSUMED)
+    assert quote_usage(usage_event(model="claude-opus-5-5", input_tokens=1000)).flag == PriceFlag.EXACT
+
+
+def test_the_bare_id_claude_sonnet_4_gets_the_long_context_tier():
+    # 250000*6 + 100*22.50, like claude-sonnet-4-0 and claude-sonnet-4-20250514
+    for model in ("claude-sonnet-4", "claude-sonnet-4-0", "claude-sonnet-4-20250514", "claude-sonnet-4[1m]"):
+        assert price_usage(usage_event(model=model, input_tokens=250_000, output_tokens=100)) == Decimal("1.50225"), model
+    # and stays at the base rate below the threshold
+    assert price_usage(usage_event(model="claude-sonnet-4", input_tokens=1000, output_tokens=1000)) == Decimal("0.018")
+
+
+def test_a_batch_is_priced_at_the_rates_in_force_when_it_was_created():
+    # Sonnet 5.5 cache reads: created before the 2026-10-07 cut (0.20), results fetched after it (0.10 would be wrong)
+    event = usage_event(model="claude-sonnet-5-5", service_tier="batch", cache_read_tokens=1_000_000,
+                        occurred_at=dt.datetime(2026, 10, 7, 1, tzinfo=UTC), priced_at=dt.datetime(2026, 10, 6, 23, tzinfo=UTC))
+    quote = quote_usage(event)
+    assert quote.cost == Decimal("0.1")  # 0.20 * 0.5
+    assert quote.basis()["at"] == "2026-10-06T23:00:00+00:00"
+    assert quote.basis()["effective_from"] == "2020-01-01T00:00:00+00:00"
 
 
 def test_fast_speed_has_its_own_rates():
@@ -117,6 +171,16 @@ def test_cache_reads_are_priced_as_cache_reads_streamed_or_not(streamed):
 def test_unknown_model_has_no_price_rather_than_zero():
     assert price_usage(usage_event(model="gpt-4o", input_tokens=1000, output_tokens=10)) is None
     assert price_usage(usage_event(model=None, input_tokens=1000)) is None
+    assert quote_usage(usage_event(model="gpt-4o", input_tokens=1000)).flag == PriceFlag.UNKNOWN
+
+
+def test_the_exact_pattern_beats_a_wildcard_with_the_same_letters():
+    ModelPrice.objects.create(
+        model_pattern="claude-haiku-4-5", effective_from=dt.datetime(2020, 1, 1, tzinfo=UTC),
+        input_per_mtok=7, output_per_mtok=7, cache_write_5m_per_mtok=7, cache_write_1h_per_mtok=7, cache_read_per_mtok=7,
+    )
+    assert price_usage(usage_event(model="claude-haiku-4-5", input_tokens=1_000_000)) == Decimal("7")
+    assert price_usage(usage_event(model="claude-haiku-4-5-20251001", input_tokens=1_000_000)) == Decimal("1")
 
 
 def test_requests_without_tokens_and_count_tokens_cost_nothing():

@@ -7,8 +7,9 @@ Choices the table leaves open, made explicit here:
 - Families sharing a price but not the US-only multiplier get their own patterns: Opus 4.5 is
   older than Opus 4.6, so `claude-opus-4-5*` is 1.0x while `claude-opus-4-[6-8]*` is 1.1x; Sonnet 4.6
   (`claude-sonnet-4-6*`) is newer than Opus 4.6, Sonnet 4.5/4/3.7 are not.
-- The long-prompt tier of Sonnet 4.5 and 4 lives on their own patterns (4-5, 4-0 and the dated
-  `claude-sonnet-4-2025*`) next to a base row, so Sonnet 4.6 and 3.7 never get it.
+- The long-prompt tier of Sonnet 4.5 and 4 lives on their own patterns (4-5, 4-0, the dated
+  `claude-sonnet-4-2025*` and the bare id `claude-sonnet-4`) next to a base row, so Sonnet 4.6 and
+  3.7 never get it.
 - Opus 5.5 fast is published as 8 / 40; its cache rates keep Opus 5.5's own ratios to input
   (1.25x, 2x, 0.05x), doubled like input: 10 / 16 / 0.40.
 """
@@ -19,7 +20,7 @@ from django.db import migrations
 
 SEED_START = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
 SONNET_5_5_CACHE_READ_CUT = dt.datetime(2026, 10, 7, tzinfo=dt.timezone.utc)
-SONNET_4_5_AND_4 = ("claude-sonnet-4-5*", "claude-sonnet-4-0*", "claude-sonnet-4-2025*")
+SONNET_4_5_AND_4 = ("claude-sonnet-4-5*", "claude-sonnet-4-0*", "claude-sonnet-4-2025*", "claude-sonnet-4")
 
 # (patterns, label, speed, prompt_tokens_above, effective_from,
 #  input, 5m cache write, 1h cache write, cache read, output, US-only multiplier)

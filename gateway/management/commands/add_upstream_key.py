@@ -11,6 +11,7 @@ from gateway.upstream_keys import UpstreamKeyError, add_upstream_key
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Add an upstream (Anthropic) API key to the pool. The secret comes from standard input or --from-env."
     stealth_options = ("stdin",)
 

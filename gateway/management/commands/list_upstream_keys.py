@@ -23,6 +23,7 @@ def _when(value: dt.datetime | None) -> str:
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "List the upstream keys (masked), their state, weight, requests in flight and failures."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -12,6 +12,7 @@ from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Retire an upstream key now: no new request uses it, and its secret is wiped."
 
     def add_arguments(self, parser: CommandParser) -> None:

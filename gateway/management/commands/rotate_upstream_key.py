@@ -12,6 +12,7 @@ from gateway.upstream_keys import UpstreamKeyError, rotate_upstream_key
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Replace an active upstream key by a new one (from standard input or --from-env); the old key drains."
     stealth_options = ("stdin",)
 

@@ -6,6 +6,7 @@ from proxyproject.second_factor import totp_device_of
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Give a console user a TOTP device; prints its otpauth:// URL (for an authenticator app) once."
 
     def add_arguments(self, parser):

@@ -4,6 +4,7 @@ from proxyproject.operators import ensure_operator_login
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Create the first operator login if none exists (password printed once)."
 
     def handle(self, *args, **options):

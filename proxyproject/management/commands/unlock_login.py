@@ -6,6 +6,7 @@ from proxyproject.login_lockout import unlock_login
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Lift a console login lockout: forget the failed logins of a username and/or a client address."
 
     def add_arguments(self, parser):

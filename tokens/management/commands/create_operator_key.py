@@ -8,6 +8,7 @@ from tokens.operators import create_operator_api_key
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Create an operator API key and print its secret once (platform-wide, or scoped with --org)."
 
     def add_arguments(self, parser) -> None:

@@ -16,6 +16,7 @@ from tokens.revocation import block_device, revoke_device_tokens
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Revoke all tokens of devices; every gateway process refuses them within seconds."
 
     def add_arguments(self, parser) -> None:

@@ -9,6 +9,7 @@ from tokens.revocation import revoke_organization_tokens
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Revoke all tokens of an organization's devices."
 
     def add_arguments(self, parser) -> None:

@@ -9,6 +9,7 @@ from tokens.revocation import revoke_token
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Revoke one token by jti, with the other token of its grant (the wrapper and refresh token issued together)."
 
     def add_arguments(self, parser) -> None:

@@ -8,6 +8,7 @@ from tokens.signing_keys import rotate_signing_key, retire_expired_signing_keys
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Rotate the JWT signing key (older keys keep verifying until their tokens expire)."
 
     def add_arguments(self, parser) -> None:

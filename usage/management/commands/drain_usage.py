@@ -7,6 +7,7 @@ from usage.writer import drain_usage_queue
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Write all queued usage records to the database now."
 
     def handle(self, *args, **options) -> None:

@@ -14,6 +14,7 @@ def _money(amount, cap) -> str:
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "List devices with their status and spend today and this month against their caps."
 
     def add_arguments(self, parser) -> None:

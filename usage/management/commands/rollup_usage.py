@@ -23,6 +23,7 @@ def parse_moment(value: str) -> dt.datetime:
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Rebuild hourly and daily usage rollups between --since and --until (default: the last 24 hours)."
 
     def add_arguments(self, parser) -> None:

@@ -25,6 +25,7 @@ from .errors import (
     ProxyClientError,
     RefreshRejected,
     StateUnavailable,
+    TokenRejected,
     UnexpectedResponse,
 )
 from .grant import TokenGrant
@@ -52,6 +53,7 @@ __all__ = [
     "RefreshService",
     "StateUnavailable",
     "TokenGrant",
+    "TokenRejected",
     "TokenSource",
     "UnexpectedResponse",
     "__version__",

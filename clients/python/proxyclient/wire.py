@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .config import ProxyConfig, __version__
+from .description import operating_system
 from .errors import (
     BootstrapSecretInvalid,
     ClockSkewError,
@@ -23,6 +24,7 @@ from .errors import (
     GatewayUnreachable,
     ProxyClientError,
     RefreshRejected,
+    TokenRejected,
     UnexpectedResponse,
 )
 from .grant import TokenGrant, format_timestamp, grant_from_response
@@ -55,7 +57,12 @@ class GatewayApi:
         """Enroll (or re-enroll) this device. Returns the grant and the device secret the gateway
         generated, if it generated one (it does not when the client sends its own)."""
         headers = {"x-bootstrap-secret": self._config.bootstrap_secret} if self._config.bootstrap_secret else {}
-        payload = {"device_id": device_id, "app_version": self._config.app_version, "device_secret": device_secret}
+        payload = {
+            "device_id": device_id,
+            "app_version": self._config.app_version,
+            "device_secret": device_secret,
+            **device_description(self._config),
+        }
         response = self._send("POST", self._config.bootstrap_url, json=payload, headers=headers)
         if response.status_code != 200:
             raise refusal_from_response(response, refused=EnrollmentRefused, subject=f"enroll device {device_id}")
@@ -69,6 +76,22 @@ class GatewayApi:
         if response.status_code != 200:
             raise refusal_from_response(response, refused=RefreshRejected, subject="refresh the token")
         return self._grant_from(response, read_json(response))
+
+    def device_status(self, grant: TokenGrant) -> dict[str, Any]:
+        """GET /device: the gateway's view of this device (status, effective policy, spend)."""
+        response = self._send("GET", f"{grant.proxy_base_url}/device", headers=bearer(grant))
+        if response.status_code != 200:
+            raise refusal_from_response(response, refused=TokenRejected, subject="report this device's status")
+        return read_json(response)
+
+    def model_ids(self, grant: TokenGrant) -> list[str]:
+        """The model ids GET /v1/models lists through the gateway, newest first."""
+        response = self._send("GET", f"{grant.proxy_base_url}/v1/models", params={"limit": 1000}, headers=bearer(grant))
+        if response.status_code != 200:
+            raise refusal_from_response(response, refused=TokenRejected, subject="list the models")
+        data = read_json(response).get("data")
+        entries = data if isinstance(data, list) else []
+        return [entry["id"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), str)]
 
     def check_health(self) -> None:
         url = self._config.health_url
@@ -100,6 +123,17 @@ class GatewayApi:
         the new pair over a clock problem would cost the device its token family."""
         received_at = self._clock()
         return grant_from_response(body, received_at=received_at, clock_offset=clock_offset(response, now=received_at))
+
+
+def bearer(grant: TokenGrant) -> dict[str, str]:
+    return {"authorization": f"Bearer {grant.wrapper_token}", "anthropic-version": "2023-06-01"}
+
+
+def device_description(config: ProxyConfig) -> dict[str, str]:
+    """The bootstrap fields that describe this device; empty ones are left out (the gateway keeps
+    what it had)."""
+    fields = {"device_name": config.device_name or "", "app_name": config.app_name, "os": operating_system()}
+    return {name: value for name, value in fields.items() if value}
 
 
 def clock_offset(response: httpx.Response, *, now: float) -> float | None:

@@ -1,6 +1,8 @@
 """The client's configuration: the seed's variables (ENABLE_PROXY, PROXY_BOOTSTRAP_URL,
 PROXY_HEALTH_URL) from the environment and from a `.env` in the working directory, the real
-environment winning, as the seed's desktop app reads them.
+environment winning, as the seed's desktop app reads them. PROXYCLIENT_APP_NAME,
+PROXYCLIENT_APP_VERSION and PROXYCLIENT_DEVICE_NAME (empty: send no device name) describe the
+device to the gateway at bootstrap.
 
 Timing knobs (how often the refresh service looks, how early it refreshes, how it backs off) are
 constructor arguments rather than variables: apps and tests set them in code, users never need to.
@@ -14,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from .description import host_device_name
 from .errors import ConfigurationError
 
-__version__ = "1.0.0"  # sent in the user agent; bump with the package
+__version__ = "1.1.0"  # the distribution's version (pyproject.toml reads it) and the user agent's
 
 DEFAULT_BOOTSTRAP_URL = "http://localhost:3001/bootstrap"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -29,6 +32,8 @@ class ProxyConfig:
     """Everything the client needs; build it with `load_config` or directly (tests, embedding apps)."""
 
     app_version: str
+    app_name: str = ""  # reported at bootstrap with app_version
+    device_name: str | None = None  # None: this computer's host name; empty: send none (opted out)
     bootstrap_url: str = DEFAULT_BOOTSTRAP_URL
     health_url: str = ""  # empty: /healthz on the bootstrap URL's host
     enabled: bool = True
@@ -49,6 +54,8 @@ class ProxyConfig:
         check_http_url("PROXY_HEALTH_URL", self.health_url)
         if self.state_dir == Path():
             object.__setattr__(self, "state_dir", default_state_dir())
+        if self.device_name is None:
+            object.__setattr__(self, "device_name", host_device_name())
         if not self.app_version or len(self.app_version) > 64:
             raise ConfigurationError("app_version must be 1 to 64 characters.", hint="Pass your app's version string.")
         for name in ("check_interval", "refresh_margin", "retry_initial", "retry_max", "request_timeout"):
@@ -75,6 +82,8 @@ def load_config(
     values.update(os.environ if environ is None else environ)
     fields: dict[str, object] = {
         "app_version": app_version,
+        "app_name": values.get("PROXYCLIENT_APP_NAME", ""),
+        "device_name": values.get("PROXYCLIENT_DEVICE_NAME"),
         "enabled": parse_bool("ENABLE_PROXY", values.get("ENABLE_PROXY", "")),
         "bootstrap_url": values.get("PROXY_BOOTSTRAP_URL") or DEFAULT_BOOTSTRAP_URL,
         "health_url": values.get("PROXY_HEALTH_URL", ""),

@@ -14,9 +14,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .config import ProxyConfig
-from .errors import EnrollmentRateLimited, GatewayUnreachable, ProxyClientError
+from .errors import RENEWABLE_ERROR_CODES, EnrollmentRateLimited, GatewayUnreachable, ProxyClientError, TokenRejected
 from .grant import TokenGrant, format_timestamp
 from .keystore import KeyringBackend, system_keyring
 from .locking import state_lock
@@ -24,6 +25,8 @@ from .state import StateStore
 from .wire import GatewayApi, check_grant_fresh
 
 log = logging.getLogger("proxyclient")
+
+T = TypeVar("T")
 
 # Refusals that bootstrap would meet as well: falling back cannot help, backing off can.
 NOT_WORTH_A_BOOTSTRAP = (GatewayUnreachable, EnrollmentRateLimited)
@@ -81,6 +84,22 @@ class ProxySession:
 
     def check_health(self) -> None:
         self._api.check_health()
+
+    def device_status(self) -> dict[str, Any]:
+        """The gateway's view of this device (GET /device); renews a token it calls stale, once."""
+        return self._with_fresh_grant(self._api.device_status)
+
+    def model_ids(self) -> list[str]:
+        return self._with_fresh_grant(self._api.model_ids)
+
+    def _with_fresh_grant(self, call: Callable[[TokenGrant], T]) -> T:
+        grant = self.renew_if_due()
+        try:
+            return call(grant)
+        except TokenRejected as exc:
+            if exc.error_code not in RENEWABLE_ERROR_CODES:
+                raise
+        return call(self.renew_rejected(grant.wrapper_token))
 
     def refresh_due_in(self) -> float | None:
         """Seconds until the current token should be refreshed; None when there is no token yet."""

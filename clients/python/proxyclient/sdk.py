@@ -16,11 +16,8 @@ from typing import Any
 import anthropic
 from anthropic import APIRequest, APIResponse, AsyncAPIResponse, AsyncCallNext, CallNext, Middleware
 
+from .errors import RENEWABLE_ERROR_CODES
 from .session import ProxySession
-
-# A 401 with one of these codes means "this token is stale": renewing can help. Others (forged,
-# blocked) cannot, and are handed to the app as the SDK's AuthenticationError.
-RENEWABLE_ERROR_CODES = frozenset({"token_expired", "token_revoked"})
 
 
 class WrapperTokenMiddleware(Middleware):

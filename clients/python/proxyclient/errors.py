@@ -7,6 +7,7 @@
     ├── ClockSkewError                  exit 5: this computer's clock disagrees with the gateway's
     ├── UnexpectedResponse              exit 1: the gateway answered something this client cannot read
     └── GatewayRefused                  (the gateway said no; `error_code` from the envelope)
+        ├── TokenRejected               exit 4: a wrapper token was refused (GET /device, /v1/models)
         ├── RefreshRejected             exit 4: a refresh token is expired, reused or revoked
         ├── EnrollmentRefused           exit 4: bootstrap was refused
         │   ├── BootstrapSecretInvalid      bootstrap_secret_invalid
@@ -19,6 +20,10 @@ The refresh service retries `GatewayUnreachable` with backoff; a refusal during 
 fall back to bootstrap, and a refusal of bootstrap reaches the application (and the CLI's stderr).
 """
 from __future__ import annotations
+
+# A 401 with one of these codes means "this token is stale": renewing can help. Others (forged,
+# blocked) cannot.
+RENEWABLE_ERROR_CODES = frozenset({"token_expired", "token_revoked"})
 
 
 class ProxyClientError(Exception):
@@ -83,6 +88,10 @@ class GatewayRefused(ProxyClientError):
         super().__init__(message, hint=hint, retry_after=retry_after)
         self.status = status
         self.error_code = error_code
+
+
+class TokenRejected(GatewayRefused):
+    hint = "The client renews a stale token by itself; if this persists, ask the gateway's operator about this device."
 
 
 class RefreshRejected(GatewayRefused):

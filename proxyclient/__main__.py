@@ -1,6 +1,0 @@
-"""`python -m proxyclient token | env | status` (see cli.py)."""
-import sys
-
-from .cli import main
-
-sys.exit(main())

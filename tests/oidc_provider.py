@@ -1,0 +1,157 @@
+"""A small OpenID Connect provider on 127.0.0.1 for the sign-in tests: discovery, the authorization
+code flow with PKCE (S256), userinfo and a JWKS whose keys can rotate. Every sign-in is approved at
+once for `person`; the knobs make it misbehave the ways a relying party must refuse (another
+audience or issuer, an expired token, another flow's nonce, a key the JWKS does not publish)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+
+@dataclass
+class SigningKey:
+    kid: str
+    private: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    def public_jwk(self) -> dict[str, Any]:
+        return {**json.loads(RSAAlgorithm.to_jwk(self.private.public_key())), "kid": self.kid, "alg": "RS256", "use": "sig"}
+
+
+@dataclass
+class Grant:
+    client_id: str
+    redirect_uri: str
+    nonce: str | None
+    code_challenge: str | None
+    claims: dict[str, Any]
+
+
+class OIDCProvider:
+    def __init__(self, client_id: str = "gateway-console", client_secret: str = "console-secret") -> None:
+        self.client_id, self.client_secret = client_id, client_secret
+        self.keys = [SigningKey("key-1")]
+        self.person: dict[str, Any] = {"sub": "alice-0001", "email": "alice@example.com", "email_verified": True,
+                                       "given_name": "Alice", "groups": ["llm-gateway-operators"]}
+        self.audience: str | None = None
+        self.issuer_claim: str | None = None
+        self.lifetime = 300
+        self.nonce_override: str | None = None
+        self.unpublished_key: SigningKey | None = None
+        self.grants: dict[str, Grant] = {}
+        self.access_tokens: dict[str, dict[str, Any]] = {}
+        self.nonces_seen: list[str] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> "OIDCProvider":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def rotate_keys(self) -> None:
+        """A new signing key; the old one stays published for tokens already out, as providers do."""
+        self.keys.append(SigningKey(f"key-{len(self.keys) + 1}"))
+
+    def discovery(self) -> dict[str, Any]:
+        return {
+            "issuer": self.issuer, "authorization_endpoint": f"{self.issuer}/authorize", "token_endpoint": f"{self.issuer}/token",
+            "userinfo_endpoint": f"{self.issuer}/userinfo", "jwks_uri": f"{self.issuer}/jwks",
+            "response_types_supported": ["code"], "id_token_signing_alg_values_supported": ["RS256"],
+            "code_challenge_methods_supported": ["S256"],
+        }
+
+    def authorize(self, query: dict[str, str]) -> str:
+        """The redirect back to the client, with a code for the current person."""
+        code = secrets.token_urlsafe(16)
+        self.grants[code] = Grant(query["client_id"], query["redirect_uri"], query.get("nonce"), query.get("code_challenge"),
+                                  dict(self.person))
+        if query.get("nonce"):
+            self.nonces_seen.append(query["nonce"])
+        return f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query.get('state', '')})}"
+
+    def exchange(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        grant = self.grants.pop(form.get("code", ""), None)
+        if grant is None or form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+            return 400, {"error": "invalid_grant"}
+        if grant.redirect_uri != form.get("redirect_uri"):
+            return 400, {"error": "invalid_grant", "error_description": "redirect_uri"}
+        if grant.code_challenge is not None:
+            verifier = form.get("code_verifier", "")
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            if challenge != grant.code_challenge:
+                return 400, {"error": "invalid_grant", "error_description": "PKCE"}
+        access_token = secrets.token_urlsafe(24)
+        self.access_tokens[access_token] = grant.claims
+        return 200, {"access_token": access_token, "token_type": "Bearer", "expires_in": 300, "id_token": self.id_token(grant)}
+
+    def id_token(self, grant: Grant) -> str:
+        now = int(time.time())
+        claims = {
+            **grant.claims, "iss": self.issuer_claim or self.issuer, "aud": self.audience or grant.client_id,
+            "iat": now, "exp": now + self.lifetime, "nonce": self.nonce_override or grant.nonce,
+        }
+        key = self.unpublished_key or self.keys[-1]
+        return jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": key.kid})
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _json(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = {name: values[-1] for name, values in parse_qs(url.query).items()}
+                if url.path == "/.well-known/openid-configuration":
+                    self._json(200, provider.discovery())
+                elif url.path == "/jwks":
+                    self._json(200, {"keys": [key.public_jwk() for key in provider.keys]})
+                elif url.path == "/authorize":
+                    self.send_response(302)
+                    self.send_header("location", provider.authorize(query))
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                elif url.path == "/userinfo":
+                    token = self.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                    claims = provider.access_tokens.get(token)
+                    self._json(200, claims) if claims is not None else self._json(401, {"error": "invalid_token"})
+                else:
+                    self._json(404, {"error": "not_found"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                form = {name: values[-1] for name, values in parse_qs(self.rfile.read(length).decode()).items()}
+                if urlsplit(self.path).path == "/token":
+                    self._json(*provider.exchange(form))
+                else:
+                    self._json(404, {"error": "not_found"})
+
+        return Handler
