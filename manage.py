@@ -4,6 +4,7 @@
 A configuration problem or an unreachable or unmigrated database is one line saying what to do,
 not a traceback: these are the errors an operator meets first, and the fix is always outside the code.
 """
+
 import os
 import sys
 
@@ -23,7 +24,7 @@ def main() -> None:
     except ImproperlyConfigured as error:
         sys.stderr.write(
             f"manage.py: configuration: {_first_line(error)}\n"
-            "  (beside `make run`, run commands as `make manage ARGS=\"...\"`: the same development defaults)\n"
+            '  (beside `make run`, run commands as `make manage ARGS="..."`: the same development defaults)\n'
         )
         raise SystemExit(2) from None
     except DatabaseError as error:

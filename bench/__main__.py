@@ -1,8 +1,9 @@
 """`make bench` (python -m bench): the gateway against a direct upstream and a bare pass-through.
 
-    python -m bench            # 3 repetitions, well under 10 minutes
-    python -m bench --quick    # one short repetition, about a minute: a smoke run
+python -m bench            # 3 repetitions, well under 10 minutes
+python -m bench --quick    # one short repetition, about a minute: a smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,24 +21,45 @@ QUICK = {"repetitions": 1, "duration": 1.0, "warmup": 0.2, "held_streams": 200} 
 
 def parse_config(argv: list[str] | None = None) -> tuple[BenchConfig, Path]:
     defaults = BenchConfig()
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="one short repetition, 200 held streams, no matrix (~1 minute)")
     parser.add_argument("--repetitions", type=int, help=f"default {defaults.repetitions}")
     parser.add_argument("--duration", type=float, help=f"measured seconds per cell, default {defaults.duration}")
-    parser.add_argument("--held-streams", type=int, help=f"slow streams held open for the capacity cell, default {defaults.held_streams}")
-    parser.add_argument("--server", choices=SERVERS, default=defaults.server, help="ASGI server of the gateway and the pass-throughs")
-    parser.add_argument("--transport", choices=TRANSPORTS, default=defaults.transport, help="upstream client of the pass-throughs")
-    parser.add_argument("--upstream", choices=("lean", "bundled"), default=defaults.upstream,
-                        help="lean: the fake's replies from a lean server (default); bundled: the full fake Anthropic API")
-    parser.add_argument("--variants", action=argparse.BooleanOptionalAction, default=None,
-                        help="also the bare ASGI pass-through on every server x transport (default: on, off with --quick)")
+    parser.add_argument(
+        "--held-streams", type=int, help=f"slow streams held open for the capacity cell, default {defaults.held_streams}"
+    )
+    parser.add_argument(
+        "--server", choices=SERVERS, default=defaults.server, help="ASGI server of the gateway and the pass-throughs"
+    )
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default=defaults.transport, help="upstream client of the pass-throughs"
+    )
+    parser.add_argument(
+        "--upstream",
+        choices=("lean", "bundled"),
+        default=defaults.upstream,
+        help="lean: the fake's replies from a lean server (default); bundled: the full fake Anthropic API",
+    )
+    parser.add_argument(
+        "--variants",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also the bare ASGI pass-through on every server x transport (default: on, off with --quick)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="directory of the JSON results")
     arguments = parser.parse_args(argv)
     config = replace(defaults, **QUICK) if arguments.quick else defaults
     overrides = {"repetitions": arguments.repetitions, "duration": arguments.duration, "held_streams": arguments.held_streams}
-    config = replace(config, **{name: value for name, value in overrides.items() if value is not None},
-                     server=arguments.server, transport=arguments.transport, upstream=arguments.upstream,
-                     variants=arguments.variants if arguments.variants is not None else not arguments.quick)
+    config = replace(
+        config,
+        **{name: value for name, value in overrides.items() if value is not None},
+        server=arguments.server,
+        transport=arguments.transport,
+        upstream=arguments.upstream,
+        variants=arguments.variants if arguments.variants is not None else not arguments.quick,
+    )
     return config, arguments.output
 
 

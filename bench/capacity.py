@@ -4,6 +4,7 @@ The held streams are opened a few dozen at a time (a server's listen backlog is 
 their first byte is awaited, and they are closed once the probe (a closed loop of new streams)
 is done; the phase times let the runner read the proxy's memory while the streams are held.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,8 +35,12 @@ class CapacitySamples:
     probe: Samples = field(default_factory=Samples)
 
     def as_json(self) -> dict:
-        return {"held_opened": self.held_opened, "held_errors": self.held_errors, "phases": self.phases,
-                "probe": self.probe.as_json()}
+        return {
+            "held_opened": self.held_opened,
+            "held_errors": self.held_errors,
+            "phases": self.phases,
+            "probe": self.probe.as_json(),
+        }
 
 
 class HeldStream(asyncio.Protocol):
@@ -71,7 +76,8 @@ async def open_held_stream(endpoint: Endpoint, request: bytes, gate: asyncio.Sem
     loop = asyncio.get_running_loop()
     async with gate:
         _, stream = await asyncio.wait_for(
-            loop.create_connection(lambda: HeldStream(loop, request), endpoint.host, endpoint.port), timeout)
+            loop.create_connection(lambda: HeldStream(loop, request), endpoint.host, endpoint.port), timeout
+        )
         if not await asyncio.wait_for(asyncio.shield(stream.first_byte), timeout):
             raise ConnectionError(f"held stream answered {stream.status.decode() or 'nothing'}")
         return stream

@@ -7,6 +7,7 @@ the direct upstream). Responses are parsed only as far as framing needs (status,
 chunked), the first body byte is timed, and a stream counts as good only when it reached
 `message_stop` without an `event: error`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -71,8 +72,20 @@ class Samples:
 class ResponseParser:
     """Incremental HTTP/1.1 response framing; `feed` returns True when the response is complete."""
 
-    __slots__ = ("status", "body_started", "ended_well", "errored", "_buffer", "_in_body", "_remaining",
-                 "_chunked", "_chunk_left", "_final", "_tail", "_watch_stream")
+    __slots__ = (
+        "status",
+        "body_started",
+        "ended_well",
+        "errored",
+        "_buffer",
+        "_in_body",
+        "_remaining",
+        "_chunked",
+        "_chunk_left",
+        "_final",
+        "_tail",
+        "_watch_stream",
+    )
 
     def __init__(self, watch_stream: bool) -> None:
         self._watch_stream = watch_stream
@@ -98,7 +111,7 @@ class ResponseParser:
             if end < 0:
                 return False
             head = self._buffer[:end].lower()
-            data = self._buffer[end + 4:]
+            data = self._buffer[end + 4 :]
             self._buffer = b""
             self._in_body = True
             self.status = int(head[9:12])
@@ -109,7 +122,7 @@ class ResponseParser:
                 if at < 0:
                     raise ValueError("response has neither Content-Length nor chunked encoding")
                 line_end = head.find(b"\r\n", at + 2)
-                self._remaining = int(head[at + 17:line_end if line_end > 0 else None])
+                self._remaining = int(head[at + 17 : line_end if line_end > 0 else None])
                 if self._remaining == 0:
                     return True
             if not data:
@@ -159,7 +172,7 @@ class ResponseParser:
 class LoopConnection(asyncio.Protocol):
     """One keep-alive connection that sends `request` again as soon as a response ends."""
 
-    def __init__(self, run: "ClosedLoop") -> None:
+    def __init__(self, run: ClosedLoop) -> None:
         self.run = run
         self.parser = ResponseParser(run.workload.streaming)
         self.transport: asyncio.Transport | None = None
@@ -303,7 +316,11 @@ async def run_closed_loop(endpoint: Endpoint, workload: Workload) -> Samples:
 
 def build_request(endpoint: Endpoint, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     """A complete HTTP/1.1 POST, built once and sent as is for every request of a workload."""
-    lines = [f"POST {path} HTTP/1.1", f"Host: {endpoint.host}:{endpoint.port}", "Content-Type: application/json",
-             f"Content-Length: {len(body)}"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {endpoint.host}:{endpoint.port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

@@ -8,6 +8,7 @@ metrics or usage: whatever the gateway costs beyond these is its own.
 
     DJANGO_SETTINGS_MODULE=bench.passthrough_settings uvicorn bench.passthrough:application
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,10 +33,21 @@ from gateway.upstream import get_upstream_client  # noqa: E402
 
 # Never forwarded: hop-by-hop, recomputed, the client's own credentials, and its accept-encoding:
 # like the gateway (which reads usage from the bytes), the pass-throughs ask for an identity body.
-DROPPED_REQUEST_HEADERS = frozenset({
-    "host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-    "authorization", "x-api-key", "cookie", "accept-encoding",
-})
+DROPPED_REQUEST_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "authorization",
+        "x-api-key",
+        "cookie",
+        "accept-encoding",
+    }
+)
 RELAYED_RESPONSE_HEADERS = ("request-id", "cache-control")
 
 
@@ -54,8 +66,9 @@ def default_httpx_client() -> httpx.AsyncClient:
     """httpx with its own transport (httpcore), pooled as widely as the gateway's client."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.UPSTREAM_READ_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT),
-        limits=httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS,
-                            max_keepalive_connections=settings.UPSTREAM_MAX_CONNECTIONS),
+        limits=httpx.Limits(
+            max_connections=settings.UPSTREAM_MAX_CONNECTIONS, max_keepalive_connections=settings.UPSTREAM_MAX_CONNECTIONS
+        ),
     )
 
 
@@ -93,7 +106,9 @@ class AiohttpForwarder:
     def __init__(self) -> None:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=settings.UPSTREAM_MAX_CONNECTIONS),
-            timeout=aiohttp.ClientTimeout(sock_read=settings.UPSTREAM_READ_TIMEOUT, sock_connect=settings.UPSTREAM_CONNECT_TIMEOUT),
+            timeout=aiohttp.ClientTimeout(
+                sock_read=settings.UPSTREAM_READ_TIMEOUT, sock_connect=settings.UPSTREAM_CONNECT_TIMEOUT
+            ),
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
         )
@@ -164,7 +179,9 @@ api = NinjaAPI(title="bench pass-through", urls_namespace="bench-passthrough", d
 async def messages(request: HttpRequest) -> HttpResponse:
     upstream = await shared_forwarder().forward(messages_url(), upstream_headers(request.headers.items()), request.body)
     if upstream.chunks is None:
-        response: HttpResponse | StreamingHttpResponse = HttpResponse(upstream.body, status=upstream.status, content_type=upstream.content_type)
+        response: HttpResponse | StreamingHttpResponse = HttpResponse(
+            upstream.body, status=upstream.status, content_type=upstream.content_type
+        )
         response["content-length"] = str(len(upstream.body))
     else:
         response = StreamingHttpResponse(upstream.chunks, status=upstream.status, content_type=upstream.content_type)

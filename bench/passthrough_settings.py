@@ -6,6 +6,7 @@ own work (auth, policy, usage) shows as the difference. `BENCH_PASSTHROUGH_TRANS
 upstream client: `gateway` (the gateway's own: httpx over its aiohttp transport), `httpx` (httpx's
 default transport) or `aiohttp` (aiohttp's client directly); the benchmark sets it per server.
 """
+
 from proxyproject.settings import *  # noqa: F401,F403  (the project's settings, then the overrides below)
 from proxyproject.settings import env_choice
 

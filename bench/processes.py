@@ -3,6 +3,7 @@
 Two cores: the proxy under test gets one to itself; the upstream and the load generator share the
 other, so the proxy never competes with the load it is given. With one core nothing is pinned.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,7 +65,7 @@ class Service:
     process: subprocess.Popen | None = None
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="bench-", suffix=".log")[1]))
 
-    def start(self) -> "Service":
+    def start(self) -> Service:
         cpus = set(self.cpus)
 
         def pin() -> None:
@@ -72,8 +73,15 @@ class Service:
                 os.sched_setaffinity(0, cpus)
 
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(self.argv, env=self.env, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
-                                            preexec_fn=pin, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=BASE_DIR,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=pin,
+                start_new_session=True,
+            )
         return self
 
     def wait_listening(self, timeout: float = 30.0) -> None:

@@ -1,4 +1,5 @@
 """The run's one table (printed, and pasted into the README) and its JSON file."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,20 @@ from bench.stats import CellFigures, Comparison, combine, compare
 from bench.targets import ASGI, DIRECT, GATEWAY, PASSTHROUGH, SCENARIOS, VARIANT, Scenario, Target
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-COLUMNS = ("workload", "target", "rate /s", "p50 ms", "p99 ms", "added p50 ms", "× direct", "× ninja", "× ASGI", "errors",
-           "peak RSS MB", "KB per held stream")
+COLUMNS = (
+    "workload",
+    "target",
+    "rate /s",
+    "p50 ms",
+    "p99 ms",
+    "added p50 ms",
+    "× direct",
+    "× ninja",
+    "× ASGI",
+    "errors",
+    "peak RSS MB",
+    "KB per held stream",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +112,15 @@ def describe(record: RunRecord, rows: list[Row]) -> str:
         "'× ninja' and '× ASGI' compare rates with the bare ninja pass-through (b) and the bare ASGI one.",
     ]
     if ceiling:
-        lines.append("Load generator ceiling against the direct upstream (one shared core): "
-                     + ", ".join(f"{key} {number(rate)}/s" for key, rate in ceiling.items()) + ".")
-    lines += [f"The gateway's {name} process (on the load core(s)) used {seconds:.1f} CPU-seconds in the whole run."
-              for name, seconds in record.companion_cpu_seconds.items()]
+        lines.append(
+            "Load generator ceiling against the direct upstream (one shared core): "
+            + ", ".join(f"{key} {number(rate)}/s" for key, rate in ceiling.items())
+            + "."
+        )
+    lines += [
+        f"The gateway's {name} process (on the load core(s)) used {seconds:.1f} CPU-seconds in the whole run."
+        for name, seconds in record.companion_cpu_seconds.items()
+    ]
     lines += [f"NOT MEASURED: {label}: {reason}" for label, reason in unmeasured(record).items()]
     return "\n".join(lines)
 
@@ -119,22 +137,49 @@ def clean(value: object) -> object:
 
 
 def report_json(record: RunRecord, rows: list[Row]) -> dict:
-    return clean({
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started_at)),
-        "seconds": record.seconds,
-        "config": asdict(record.config),
-        "cores": {"proxy": sorted(record.cores.proxy), "load": sorted(record.cores.load), "pinned": record.cores.pinned},
-        "load_average": record.load_average,
-        "companion_cpu_seconds": record.companion_cpu_seconds,
-        "targets": [{"key": target.key, "role": target.role, "label": target.label, "argv": target.service.argv[1:],
-                     "unavailable": target.unavailable or None} for target in record.targets],
-        "load_generator_ceiling": load_generator_ceiling(rows),
-        "combined": [{"scenario": row.scenario.key, "target": row.target.key, **row.comparison.figures.as_json(),
-                      "added_p50_ms": row.comparison.added_p50_ms, "vs_direct": row.comparison.vs_direct,
-                      "vs_passthrough": row.comparison.vs_passthrough, "vs_asgi": row.comparison.vs_asgi} for row in rows],
-        "cells": [{"scenario": cell.scenario, "target": cell.target, "repetition": cell.repetition,
-                   **cell.figures.as_json(), "error_kinds": cell.error_kinds} for cell in record.cells],
-    })
+    return clean(
+        {
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.started_at)),
+            "seconds": record.seconds,
+            "config": asdict(record.config),
+            "cores": {"proxy": sorted(record.cores.proxy), "load": sorted(record.cores.load), "pinned": record.cores.pinned},
+            "load_average": record.load_average,
+            "companion_cpu_seconds": record.companion_cpu_seconds,
+            "targets": [
+                {
+                    "key": target.key,
+                    "role": target.role,
+                    "label": target.label,
+                    "argv": target.service.argv[1:],
+                    "unavailable": target.unavailable or None,
+                }
+                for target in record.targets
+            ],
+            "load_generator_ceiling": load_generator_ceiling(rows),
+            "combined": [
+                {
+                    "scenario": row.scenario.key,
+                    "target": row.target.key,
+                    **row.comparison.figures.as_json(),
+                    "added_p50_ms": row.comparison.added_p50_ms,
+                    "vs_direct": row.comparison.vs_direct,
+                    "vs_passthrough": row.comparison.vs_passthrough,
+                    "vs_asgi": row.comparison.vs_asgi,
+                }
+                for row in rows
+            ],
+            "cells": [
+                {
+                    "scenario": cell.scenario,
+                    "target": cell.target,
+                    "repetition": cell.repetition,
+                    **cell.figures.as_json(),
+                    "error_kinds": cell.error_kinds,
+                }
+                for cell in record.cells
+            ],
+        }
+    )
 
 
 def write_json(data: dict, directory: Path = RESULTS_DIR) -> Path:

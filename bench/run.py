@@ -4,6 +4,7 @@ every scenario against every target, interleaved, for each repetition, and colle
 Interleaving (all targets of a scenario back to back, in an order that rotates every repetition)
 spreads the machine's noise over the targets instead of handing it to whichever ran last.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -55,7 +56,6 @@ from bench.targets import (
     upstream_target,
 )
 from bench.worker import serve_workloads
-
 
 STREAM_SHAPE_HEADER = "x-fake-stream"
 RSS_SAMPLE_SECONDS = 0.05
@@ -134,7 +134,7 @@ class RssSampler:
             self.samples.append((time.monotonic(), resident_bytes(self._pids())))
             self._stop.wait(RSS_SAMPLE_SECONDS)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -159,8 +159,9 @@ def memory_figures(samples: list[tuple[float, int]], phases: dict[str, float], h
 
 def enroll_device(base_url: str) -> str:
     """A fresh device through POST /bootstrap; its wrapper token authenticates the gateway's load."""
-    response = httpx.post(base_url + "/bootstrap", json={"device_id": f"bench-{uuid.uuid4().hex[:12]}", "app_version": "bench"},
-                          timeout=30)
+    response = httpx.post(
+        base_url + "/bootstrap", json={"device_id": f"bench-{uuid.uuid4().hex[:12]}", "app_version": "bench"}, timeout=30
+    )
     if response.status_code not in (200, 201):
         raise RuntimeError(f"POST /bootstrap answered {response.status_code}: {response.text[:300]}")
     return response.json()["wrapper_token"]
@@ -192,11 +193,18 @@ def plan_targets(config: BenchConfig, cores: CorePlan, var_dir: Path, base_env: 
     gateway_port = free_port()
     direct = upstream_target(config.upstream, keys, cores, base_env)
     env = production_environment(base_env, var_dir, f"http://127.0.0.1:{direct.service.port}", keys, gateway_port)
-    targets = [direct, passthrough_target(config.server, config.transport, ASGI, cores, env),
-               passthrough_target(config.server, config.transport, PASSTHROUGH, cores, env)]
+    targets = [
+        direct,
+        passthrough_target(config.server, config.transport, ASGI, cores, env),
+        passthrough_target(config.server, config.transport, PASSTHROUGH, cores, env),
+    ]
     if config.variants:
-        targets += [passthrough_target(server, transport, VARIANT, cores, env) for server in SERVERS for transport in TRANSPORTS
-                    if (server, transport) != (config.server, config.transport)]
+        targets += [
+            passthrough_target(server, transport, VARIANT, cores, env)
+            for server in SERVERS
+            for transport in TRANSPORTS
+            if (server, transport) != (config.server, config.transport)
+        ]
     return [*targets, gateway_target(config.server, cores, env, gateway_port)]
 
 
@@ -204,8 +212,13 @@ def start_targets(config: BenchConfig, targets: list[Target], log: Callable[[str
     """Start every server; a proxy that fails to start (or to answer) is kept, marked unavailable."""
     direct, proxies, gateway = targets[0], targets[1:], targets[-1]
     direct.service.start().wait_listening()
-    migrated = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=BASE_DIR, env=gateway.service.env,
-                              capture_output=True, text=True)
+    migrated = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=BASE_DIR,
+        env=gateway.service.env,
+        capture_output=True,
+        text=True,
+    )
     if migrated.returncode != 0:
         gateway.unavailable = f"migrate failed: {one_line(migrated.stderr[-600:], 300)}"
     else:
@@ -229,7 +242,10 @@ def start_targets(config: BenchConfig, targets: list[Target], log: Callable[[str
     for target in targets:
         if not target.unavailable:
             target.unavailable = preflight(target, config.stream_shape)
-        log(f"{target.label}: " + (f"NOT MEASURED ({target.unavailable})" if target.unavailable else f"ready on port {target.service.port}"))
+        log(
+            f"{target.label}: "
+            + (f"NOT MEASURED ({target.unavailable})" if target.unavailable else f"ready on port {target.service.port}")
+        )
 
 
 def targets_for(scenario: Scenario, targets: list[Target], repetition: int) -> list[Target]:
@@ -238,13 +254,18 @@ def targets_for(scenario: Scenario, targets: list[Target], repetition: int) -> l
     return chosen[shift:] + chosen[:shift]
 
 
-def plain_workload(target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, duration: float | None = None) -> Workload:
-    request = build_request(endpoint, MESSAGES_PATH, message_body(stream=False), {"anthropic-version": "2023-06-01", **target.headers})
+def plain_workload(
+    target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, duration: float | None = None
+) -> Workload:
+    request = build_request(
+        endpoint, MESSAGES_PATH, message_body(stream=False), {"anthropic-version": "2023-06-01", **target.headers}
+    )
     return closed_loop(request, concurrency, duration or config.duration, config, streaming=False)
 
 
-def stream_workload(target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, shape: str,
-                    duration: float | None = None) -> Workload:
+def stream_workload(
+    target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, shape: str, duration: float | None = None
+) -> Workload:
     headers = {"anthropic-version": "2023-06-01", STREAM_SHAPE_HEADER: shape, **target.headers}
     request = build_request(endpoint, MESSAGES_PATH, message_body(stream=True), headers)
     return closed_loop(request, concurrency, duration or config.duration, config, streaming=True)
@@ -252,8 +273,16 @@ def stream_workload(target: Target, endpoint: Endpoint, config: BenchConfig, con
 
 def closed_loop(request: bytes, concurrency: int, duration: float, config: BenchConfig, *, streaming: bool) -> Workload:
     """Every connection completes a response in the window, stretched up to 3x for that."""
-    return Workload(request, concurrency, duration, config.warmup, streaming=streaming, timeout=config.request_timeout,
-                    min_completed=concurrency, max_duration=3 * duration)
+    return Workload(
+        request,
+        concurrency,
+        duration,
+        config.warmup,
+        streaming=streaming,
+        timeout=config.request_timeout,
+        min_completed=concurrency,
+        max_duration=3 * duration,
+    )
 
 
 def run_cell(load: LoadGenerator, target: Target, scenario: Scenario, config: BenchConfig) -> tuple[CellFigures, dict[str, int]]:
@@ -283,9 +312,15 @@ def run_cell(load: LoadGenerator, target: Target, scenario: Scenario, config: Be
     probe_samples = result["probe"]
     errors = {**probe_samples["errors"], **{f"held-{kind}": count for kind, count in result["held_errors"].items()}}
     memory = memory_figures(sampler.samples, result["phases"], result["held_opened"]) if target.is_proxy else {}
-    figures = summarize(probe_samples["first_bytes"], probe_samples["completed"], sum(errors.values()), probe_samples["window"],
-                        rate=closed_loop_rate(scenario.concurrency, probe_samples["latencies"]),
-                        held_streams=result["held_opened"], **memory)
+    figures = summarize(
+        probe_samples["first_bytes"],
+        probe_samples["completed"],
+        sum(errors.values()),
+        probe_samples["window"],
+        rate=closed_loop_rate(scenario.concurrency, probe_samples["latencies"]),
+        held_streams=result["held_opened"],
+        **memory,
+    )
     return figures, errors
 
 
@@ -296,7 +331,9 @@ def warm_up(load: LoadGenerator, targets: list[Target], config: BenchConfig, con
             continue
         endpoint = Endpoint("127.0.0.1", target.service.port)
         load.run(endpoint, plain_workload(target, endpoint, config, concurrency, duration=2 * config.warmup))
-        load.run(endpoint, stream_workload(target, endpoint, config, concurrency, config.stream_shape, duration=2 * config.warmup))
+        load.run(
+            endpoint, stream_workload(target, endpoint, config, concurrency, config.stream_shape, duration=2 * config.warmup)
+        )
 
 
 def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
@@ -304,8 +341,10 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
     cores = plan_cores(os.sched_getaffinity(0))
     if cores.pinned:
         os.sched_setaffinity(0, set(cores.load))
-    log(f"cores: proxy on {sorted(cores.proxy)}, upstream and load generator on {sorted(cores.load)}"
-        + ("" if cores.pinned else " (one core: nothing pinned)"))
+    log(
+        f"cores: proxy on {sorted(cores.proxy)}, upstream and load generator on {sorted(cores.load)}"
+        + ("" if cores.pinned else " (one core: nothing pinned)")
+    )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir, run_stores(os.environ) as stores:
         targets = plan_targets(config, cores, Path(var_dir), {**os.environ, **stores})
@@ -319,7 +358,9 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
                 for scenario in SCENARIOS:
                     for target in targets_for(scenario, targets, repetition):
                         cell_started = time.monotonic()
-                        wait_until_idle([pid for service in target.services + targets[0].services for pid in service.pids()], limit=3.0)
+                        wait_until_idle(
+                            [pid for service in target.services + targets[0].services for pid in service.pids()], limit=3.0
+                        )
                         try:
                             figures, error_kinds = run_cell(load, target, scenario, config)
                         except RuntimeError as exc:  # a proxy that did not come back from its restart
@@ -327,13 +368,17 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
                             log(f"{target.label}: {target.unavailable}")
                             continue
                         record.cells.append(CellResult(scenario.key, target.key, repetition, figures, error_kinds))
-                        log(f"[{repetition + 1}/{config.repetitions} {time.monotonic() - started:4.0f}s] {scenario.label} | "
+                        log(
+                            f"[{repetition + 1}/{config.repetitions} {time.monotonic() - started:4.0f}s] {scenario.label} | "
                             f"{target.label} | {figures.rate:,.1f}/s, p50 {figures.p50_ms:,.2f} ms, errors {figures.errors} "
-                            f"({time.monotonic() - cell_started:.1f}s)")
+                            f"({time.monotonic() - cell_started:.1f}s)"
+                        )
         finally:
             if load is not None:
                 load.close()
-            record.companion_cpu_seconds = {service.name: cpu_seconds(service.pids()) for target in targets for service in target.companions}
+            record.companion_cpu_seconds = {
+                service.name: cpu_seconds(service.pids()) for target in targets for service in target.companions
+            }
             stop_all([service for target in targets for service in target.services])
     record.seconds = time.monotonic() - started
     record.load_average["after"] = os.getloadavg()[0]

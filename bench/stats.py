@@ -3,6 +3,7 @@
 A cell is one workload against one target in one repetition; the table quotes the median of each
 figure over the repetitions, and ratios between medians measured in the same run.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,9 @@ def closed_loop_rate(connections: int, durations: Sequence[float]) -> float:
     return connections / statistics.fmean(durations)
 
 
-def summarize(latencies: Sequence[float], completed: int, errors: int, window: float, *, rate: float | None = None,
-              **memory: float) -> CellFigures:
+def summarize(
+    latencies: Sequence[float], completed: int, errors: int, window: float, *, rate: float | None = None, **memory: float
+) -> CellFigures:
     """Figures of one cell from its samples (latencies in seconds, `window` the measured span);
     `rate` replaces completed / window when given."""
     if rate is None:
@@ -115,8 +117,9 @@ class Comparison:
     vs_asgi: float = math.nan  # rate / bare ASGI pass-through rate
 
 
-def compare(figures: CellFigures, direct: CellFigures | None, passthrough: CellFigures | None = None,
-            asgi: CellFigures | None = None) -> Comparison:
+def compare(
+    figures: CellFigures, direct: CellFigures | None, passthrough: CellFigures | None = None, asgi: CellFigures | None = None
+) -> Comparison:
     return Comparison(
         figures=figures,
         added_p50_ms=difference(figures.p50_ms, direct.p50_ms) if direct else math.nan,

@@ -5,6 +5,7 @@ used, the gateway would refuse to start (signing keys encrypted under another se
 records would mix with the earlier run's. So a run creates a database of its own on the same server
 and drops it afterwards, and puts its Redis keys under a prefix of its own, deleted afterwards.
 """
+
 from __future__ import annotations
 
 import contextlib

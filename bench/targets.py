@@ -4,6 +4,7 @@ Targets: (a) the upstream directly, (b) the bare Django + ninja pass-through, (c
 besides, the bare ASGI pass-through (the floor of a proxy that routes /v1 around Django, as the
 gateway does), also on every other ASGI server x upstream client pair, for choosing them.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,11 @@ from bench.processes import CorePlan, Service, free_port
 DIRECT, ASGI, PASSTHROUGH, GATEWAY, VARIANT = "direct", "asgi", "passthrough", "gateway", "variant"
 SERVERS = ("uvicorn", "daphne")
 TRANSPORTS = ("gateway", "httpx", "aiohttp")  # see bench/passthrough_settings.py
-TRANSPORT_LABELS = {"gateway": "gateway's client (httpx over aiohttp)", "httpx": "httpx default transport", "aiohttp": "aiohttp client"}
+TRANSPORT_LABELS = {
+    "gateway": "gateway's client (httpx over aiohttp)",
+    "httpx": "httpx default transport",
+    "aiohttp": "aiohttp client",
+}
 MESSAGES_PATH = "/v1/messages"
 MODEL = "claude-sonnet-5-5"
 PROMPT = "Summarize the plot of a short story about a lighthouse keeper in three sentences."
@@ -71,8 +76,9 @@ class Target:
 
 def message_body(*, stream: bool, max_tokens: int = 256) -> bytes:
     stream_field = '"stream":true,' if stream else ""
-    return (f'{{"model":"{MODEL}","max_tokens":{max_tokens},{stream_field}'
-            f'"messages":[{{"role":"user","content":"{PROMPT}"}}]}}').encode()
+    return (
+        f'{{"model":"{MODEL}","max_tokens":{max_tokens},{stream_field}"messages":[{{"role":"user","content":"{PROMPT}"}}]}}'
+    ).encode()
 
 
 def slow_stream_shape(hold_seconds: float) -> str:
@@ -87,7 +93,7 @@ class Secrets:
     django_secret_key: str
 
     @classmethod
-    def fresh(cls) -> "Secrets":
+    def fresh(cls) -> Secrets:
         return cls("sk-ant-bench-" + secrets.token_hex(16), secrets.token_urlsafe(48), secrets.token_urlsafe(64))
 
 
@@ -102,23 +108,25 @@ def production_environment(base: dict[str, str], var_dir: Path, upstream_url: st
     upstream's `x-fake-stream` pacing header is let through the gateway's request-header allowlist.
     """
     env = {name: value for name, value in base.items() if name not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")}
-    env.update({
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SETTINGS_MODULE": "proxyproject.settings",
-        "JWT_SECRET": keys.jwt_secret,
-        "DJANGO_SECRET_KEY": keys.django_secret_key,
-        "ENROLLMENT_MODE": "open",
-        "ANTHROPIC_BASE_URL": upstream_url,
-        "ANTHROPIC_API_KEY": keys.api_key,
-        "VAR_DIR": str(var_dir),
-        "RATE_LIMIT_MAX": str(10**9),
-        "PORT": str(port),
-        "PROXY_BASE_URL": f"http://127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "1",
-        "USAGE_WRITER": "process",
-        "UPSTREAM_EXTRA_REQUEST_HEADERS": "x-fake-stream",  # the benchmark upstream's pacing header
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "DJANGO_DEBUG": "false",
+            "DJANGO_SETTINGS_MODULE": "proxyproject.settings",
+            "JWT_SECRET": keys.jwt_secret,
+            "DJANGO_SECRET_KEY": keys.django_secret_key,
+            "ENROLLMENT_MODE": "open",
+            "ANTHROPIC_BASE_URL": upstream_url,
+            "ANTHROPIC_API_KEY": keys.api_key,
+            "VAR_DIR": str(var_dir),
+            "RATE_LIMIT_MAX": str(10**9),
+            "PORT": str(port),
+            "PROXY_BASE_URL": f"http://127.0.0.1:{port}",
+            "WEB_CONCURRENCY": "1",
+            "USAGE_WRITER": "process",
+            "UPSTREAM_EXTRA_REQUEST_HEADERS": "x-fake-stream",  # the benchmark upstream's pacing header
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -126,8 +134,27 @@ def server_argv(server: str, application: str, port: int) -> list[str]:
     """One worker process, no access log, uvloop and httptools for uvicorn (as the launcher runs it)."""
     if server == "daphne":
         return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", application]
-    return [sys.executable, "-m", "uvicorn", application, "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
-            "--http", "httptools", "--lifespan", "on", "--no-access-log", "--backlog", "4096", "--log-level", "warning"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        application,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--lifespan",
+        "on",
+        "--no-access-log",
+        "--backlog",
+        "4096",
+        "--log-level",
+        "warning",
+    ]
 
 
 def gateway_argv(server: str, port: int) -> list[str]:
@@ -147,8 +174,12 @@ def passthrough_target(server: str, transport: str, role: str, cores: CorePlan, 
     """The ninja pass-through (role PASSTHROUGH) or the bare ASGI one (role ASGI, or VARIANT for the
     server x transport pairs other than the run's own)."""
     port = free_port()
-    service_env = {**env, "DJANGO_SETTINGS_MODULE": "bench.passthrough_settings", "BENCH_PASSTHROUGH_TRANSPORT": transport,
-                   "PORT": str(port)}
+    service_env = {
+        **env,
+        "DJANGO_SETTINGS_MODULE": "bench.passthrough_settings",
+        "BENCH_PASSTHROUGH_TRANSPORT": transport,
+        "PORT": str(port),
+    }
     ninja = role == PASSTHROUGH
     application = "bench.passthrough:application" if ninja else "bench.passthrough:asgi_application"
     service = Service(f"{role} {server}+{transport}", server_argv(server, application, port), service_env, port, cores.proxy)

@@ -10,6 +10,7 @@ instead, for comparison.
 
     python -m bench.upstream --port 4010 --api-key sk-bench [--server lean|bundled]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -162,9 +163,11 @@ class LeanUpstream(asyncio.Protocol):
             if not keep_alive:
                 self.transport.close()
             return
-        head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
-                b"request-id: %b\r\nanthropic-organization-id: %b\r\ntransfer-encoding: chunked\r\n\r\n"
-                % (request_id, ORGANIZATION_ID.encode()))
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
+            b"request-id: %b\r\nanthropic-organization-id: %b\r\ntransfer-encoding: chunked\r\n\r\n"
+            % (request_id, ORGANIZATION_ID.encode())
+        )
         events = [message_id.join(parts) for parts in reply.event_parts]
         stream = StreamSender(self, head, events, reply.event_interval, keep_alive)
         if reply.first_byte_delay:
@@ -260,8 +263,9 @@ def main(argv: list[str] | None = None) -> None:
 
         run_bundled_fake(["--host", arguments.host, "--port", str(arguments.port), "--api-key", arguments.api_key])
         return
-    asyncio.run(serve_lean(arguments.host, arguments.port, arguments.api_key,
-                           lambda line: print(line, file=sys.stderr, flush=True)))
+    asyncio.run(
+        serve_lean(arguments.host, arguments.port, arguments.api_key, lambda line: print(line, file=sys.stderr, flush=True))
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The load generator process: one workload at a time, on uvloop, pinned to the load cores."""
+
 from __future__ import annotations
 
 import asyncio

@@ -5,6 +5,7 @@ tests, the benchmark and `manage.py fake_anthropic` can all import it.
     with FakeAnthropic(api_keys={"sk-ant-test-1"}) as fake:
         client = anthropic.Anthropic(base_url=fake.base_url, api_key="sk-ant-test-1")
 """
+
 from .app import USAGE_OVERRIDE_HEADER
 from .faults import FAULT_HEADER, MAGIC_WORD, STREAM_SHAPE_HEADER
 from .request_log import RecordedRequest

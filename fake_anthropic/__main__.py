@@ -2,6 +2,7 @@
 
 Keys also come from FAKE_ANTHROPIC_API_KEYS (comma-separated), as for `manage.py fake_anthropic`.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ Every request passes through `FakeApi.handle`: it is logged (credentials masked)
 error leaves through `_error_response`, with the same `request-id`, organization and rate-limit
 headers as a success, so a gateway can be tested stripping them on both paths.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -210,7 +211,12 @@ class FakeApi:
         return headers
 
     def _body_response(
-        self, exchange: Exchange, body: bytes, *, status: int = 200, content_type: str = "application/json",
+        self,
+        exchange: Exchange,
+        body: bytes,
+        *,
+        status: int = 200,
+        content_type: str = "application/json",
         extra_headers: Mapping[str, str] | None = None,
     ) -> web.Response:
         headers = self._response_headers(exchange.request_id)

@@ -5,11 +5,12 @@ A batch stays `in_progress` until the first read at least `processing_seconds` a
 first). Results carry usage with `service_tier: batch`, the way the API bills them; an
 `x-fake-usage` header on the create call sets the usage of every result.
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -92,7 +93,7 @@ class BatchStore:
         batch = Batch(
             id=new_id("msgbatch_01"),
             requests=parse_batch_requests(body),
-            created_at=datetime.now(timezone.utc),
+            created_at=datetime.now(UTC),
             ready_at=time.monotonic() + self.processing_seconds,
             usage_override=usage_override,
         )
@@ -121,7 +122,7 @@ class BatchStore:
         batch = self._find(batch_id)
         if batch.processing_status == "in_progress":
             batch.processing_status = "canceling"
-            batch.cancel_initiated_at = datetime.now(timezone.utc)
+            batch.cancel_initiated_at = datetime.now(UTC)
         return batch
 
     def delete(self, batch_id: str) -> dict[str, str]:
@@ -146,7 +147,7 @@ class BatchStore:
             for custom_id, params in batch.requests
         ]
         batch.processing_status = "ended"
-        batch.ended_at = datetime.now(timezone.utc)
+        batch.ended_at = datetime.now(UTC)
 
     def _succeeded(self, params: dict[str, Any], batch: Batch) -> dict[str, Any]:
         reply = plan_reply(params)

@@ -3,6 +3,7 @@
 The SSE encoder flushes after every event (Z_SYNC_FLUSH) so a gzip stream still arrives event by
 event; a gateway that decodes incrementally must see each event as soon as it is sent.
 """
+
 from __future__ import annotations
 
 import zlib

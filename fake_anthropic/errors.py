@@ -3,6 +3,7 @@
 Handlers raise `FakeApiError`; the dispatcher in `app.py` is the one place that turns it into a
 response, so every refusal carries the same headers (`request-id`, rate limits) as a success.
 """
+
 from __future__ import annotations
 
 import orjson

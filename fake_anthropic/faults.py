@@ -19,6 +19,7 @@ non-streaming request: Claude Code answers a failed stream by repeating the same
 `x-fake-stream: events=<n>,interval_ms=<ms>,first_byte_ms=<ms>` shapes a healthy stream for
 benchmarks: n text deltas, a pause between events, a pause before the first byte.
 """
+
 from __future__ import annotations
 
 import re

@@ -3,10 +3,11 @@
 The multipart body is parsed from the bytes already read for the request log, with the standard
 library's MIME parser: the fake never needs a second pass over the socket.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -63,7 +64,7 @@ class FileStore:
             filename=part.get_filename() or "upload",
             mime_type=part.get_content_type(),
             size_bytes=len(content) if isinstance(content, bytes) else 0,
-            created_at=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            created_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         )
         self._files[stored.id] = stored
         self._contents[stored.id] = content if isinstance(content, bytes) else b""

@@ -2,6 +2,7 @@
 
 `random`, not `secrets`: these ids name fake objects and must be cheap on the hot path.
 """
+
 from __future__ import annotations
 
 import random

@@ -5,6 +5,7 @@ The reply is fixed text, or a `tool_use` block when the request has `tools` and 
 is an example built from the tool's `input_schema`, so the streamed `input_json_delta` pieces
 assemble into an object a test can predict.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -178,9 +179,7 @@ def plan_reply(body: Mapping[str, Any], *, text_deltas: int | None = None) -> Re
             blocks.append(TextBlock((f"I'll use the {tool['name']} tool.",)))
         blocks.append(ToolUseBlock(new_id("toolu_01"), tool["name"], example_tool_input(tool)))
         stop_reason = "tool_use"
-    output_tokens = sum(
-        tokens_in_text(block.text if isinstance(block, TextBlock) else block.input_json) for block in blocks
-    )
+    output_tokens = sum(tokens_in_text(block.text if isinstance(block, TextBlock) else block.input_json) for block in blocks)
     return Reply(new_id("msg_01"), body.get("model"), tuple(blocks), stop_reason, output_tokens)
 
 

@@ -3,6 +3,7 @@
 Newest first, as the API lists them. Dated models can also be fetched by their undated alias
 (`claude-haiku-4-5` -> `claude-haiku-4-5-20251001`), as the API allows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

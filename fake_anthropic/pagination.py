@@ -2,6 +2,7 @@
 
 Pages answer `{"data", "has_more", "first_id", "last_id"}`; items come newest first.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

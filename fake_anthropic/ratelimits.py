@@ -4,12 +4,13 @@ They describe the master key's organization, which is exactly why the gateway mu
 with the device's own limits; moving values (remaining drops as requests arrive) let a test prove
 the gateway's headers are not the fake's.
 """
+
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 WINDOW_SECONDS = 60
 
@@ -42,7 +43,7 @@ class RateLimitWindow:
         start = now - now % WINDOW_SECONDS
         if start != self._window_start:
             self._window_start = start
-            reset = datetime.fromtimestamp(start + WINDOW_SECONDS, tz=timezone.utc)
+            reset = datetime.fromtimestamp(start + WINDOW_SECONDS, tz=UTC)
             self._reset_text = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
             self._requests = self._input_tokens = self._output_tokens = 0
 

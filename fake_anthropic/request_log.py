@@ -4,6 +4,7 @@ The log is written from the server's event-loop thread and read from the test's 
 lock. Credentials are masked so a log printed in a failing test never shows a whole key; the last
 four characters stay visible so a test can still tell which key reached the upstream.
 """
+
 from __future__ import annotations
 
 import threading

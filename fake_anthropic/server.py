@@ -1,6 +1,7 @@
 """Running the fake: on the caller's event loop (`serve`, `async with`), or in a thread of its own
 (`start_in_thread`, `with`) so synchronous tests and the SDK's sync client can talk to it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -87,9 +88,7 @@ class FakeAnthropic:
         listener = socket.create_server((self.host, self.port), family=self._address_family(), backlog=1024)
         self.port = listener.getsockname()[1]
         self.api.base_url = f"http://{connectable_host(self.host)}:{self.port}"
-        self._runner = web.AppRunner(
-            self.api.application(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
-        )
+        self._runner = web.AppRunner(self.api.application(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
         await self._runner.setup()
         await web.SockSite(self._runner, listener).start()
 
@@ -98,9 +97,7 @@ class FakeAnthropic:
             await self._runner.cleanup()
             self._runner = None
 
-    async def serve(
-        self, until: asyncio.Event | None = None, on_listening: Callable[[str], None] | None = None
-    ) -> None:
+    async def serve(self, until: asyncio.Event | None = None, on_listening: Callable[[str], None] | None = None) -> None:
         """Listen until `until` is set (or forever, until cancelled), then close cleanly."""
         await self.start()
         if on_listening is not None:
@@ -156,18 +153,14 @@ class FakeAnthropic:
     def __enter__(self) -> FakeAnthropic:
         return self.start_in_thread()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     async def __aenter__(self) -> FakeAnthropic:
         await self.start()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.close()
 
 

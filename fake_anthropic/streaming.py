@@ -4,6 +4,7 @@
 it fails after starting. `drop-mid-stream` aborts the TCP connection after some events, so the
 chunked body never gets its terminating chunk: the client sees a truncated read, not a clean end.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -7,6 +7,7 @@ time, and read from it while its TTL lasts; a later request whose prefix matches
 breakpoint (a conversation that grew) reads that part and writes the rest. The 5m/1h split comes
 from the `ttl` of the breakpoint that closes each cached segment.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ commands and Celery do, so the same checks, audit lines and pool reloads follow.
 into password fields that never echo them back, and are only ever shown as their last four
 characters.
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -56,15 +57,39 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
         css = {"all": ("console/console.css",)}  # .console-alert: no inline styles under the CSP
 
     list_display = (
-        "name", "fingerprint", "state", "weight", "flag", "age", "in_flight", "last_used_at", "request_count", "failures",
-        "draining_since", "retired_at",
+        "name",
+        "fingerprint",
+        "state",
+        "weight",
+        "flag",
+        "age",
+        "in_flight",
+        "last_used_at",
+        "request_count",
+        "failures",
+        "draining_since",
+        "retired_at",
     )
     list_filter = ("state", ("flagged_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "=secret_last4")
     fields = (
-        "name", "fingerprint", "state", "weight", "flag", "from_environment", "created_at", "created_by", "replaced_by",
-        "draining_since", "retired_at", "last_used_at", "request_count", "rejected_count", "rate_limited_count",
-        "server_error_count", "connection_failure_count",
+        "name",
+        "fingerprint",
+        "state",
+        "weight",
+        "flag",
+        "from_environment",
+        "created_at",
+        "created_by",
+        "replaced_by",
+        "draining_since",
+        "retired_at",
+        "last_used_at",
+        "request_count",
+        "rejected_count",
+        "rate_limited_count",
+        "server_error_count",
+        "connection_failure_count",
     )
     readonly_fields = tuple(name for name in fields if name != "weight")
     actions = ["rotate", "retire", "reactivate"]
@@ -133,8 +158,12 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
         self, request: HttpRequest, form: forms.Form, *, title: str, explanation: str, submit_label: str
     ) -> HttpResponse:
         context = {
-            **self.admin_site.each_context(request), "opts": self.opts, "form": form, "title": title,
-            "explanation": explanation, "submit_label": submit_label,
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "title": title,
+            "explanation": explanation,
+            "submit_label": submit_label,
         }
         return TemplateResponse(request, "admin/gateway/upstreamkey/secret_form.html", context)
 
@@ -153,8 +182,13 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"Upstream key {key.name!r} ({key.masked_secret}) added and active.", messages.SUCCESS)
                 return self._changelist()
-        return self._form_page(request, form, title="Add upstream key", submit_label="Add key",
-                               explanation="The key joins the pool at once: every gateway process uses it within seconds.")
+        return self._form_page(
+            request,
+            form,
+            title="Add upstream key",
+            submit_label="Add key",
+            explanation="The key joins the pool at once: every gateway process uses it within seconds.",
+        )
 
     def rotate_view(self, request: HttpRequest, key_id: int) -> HttpResponse:
         if not self.has_change_permission(request):
@@ -163,18 +197,27 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
         form = RotateUpstreamKeyForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                rotation = rotate_upstream_key(name=key.name, secret=form.cleaned_data["secret"],
-                                               new_name=form.cleaned_data["new_name"] or None, actor=request.user)
+                rotation = rotate_upstream_key(
+                    name=key.name,
+                    secret=form.cleaned_data["secret"],
+                    new_name=form.cleaned_data["new_name"] or None,
+                    actor=request.user,
+                )
             except UpstreamKeyError as exc:
                 form.add_error(None, str(exc))
             else:
                 self.message_user(
-                    request, f"Key {rotation.new.name!r} ({rotation.new.masked_secret}) is active; {key.name!r} is draining and "
-                    "is retired once no request is in flight on it.", messages.SUCCESS,
+                    request,
+                    f"Key {rotation.new.name!r} ({rotation.new.masked_secret}) is active; {key.name!r} is draining and "
+                    "is retired once no request is in flight on it.",
+                    messages.SUCCESS,
                 )
                 return self._changelist()
         return self._form_page(
-            request, form, title=f"Rotate {key.name} ({key.masked_secret})", submit_label="Rotate",
+            request,
+            form,
+            title=f"Rotate {key.name} ({key.masked_secret})",
+            submit_label="Rotate",
             explanation=f"The new key takes every new request; requests in flight finish on {key.name}, which then retires.",
         )
 

@@ -4,6 +4,7 @@ GET /metrics (Prometheus).
 
 The /v1/* proxy itself is not a ninja route: it is mounted in front of Django (gateway/asgi.py).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,13 +22,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway import platform_metrics  # noqa: F401  (registers the scrape-time gauges)
 from gateway.breaker import get_circuit_breaker
 from gateway.breaker_state import BreakerSnapshot
-from proxyproject.lib.backends import shared_state_backend
 from gateway.metrics import render_metrics
 from gateway.models import OwnedResourceKind
 from gateway.operator_resources import (
-    DEFAULT_OPERATOR_LIMIT, ResourceQuery, fetch_operator_resource, find_operator_resource, list_operator_resources,
+    DEFAULT_OPERATOR_LIMIT,
+    ResourceQuery,
+    fetch_operator_resource,
+    find_operator_resource,
+    list_operator_resources,
 )
 from gateway.owned_lists import UpstreamItemRefused
+from proxyproject.lib.backends import shared_state_backend
 from tokens.operators import authenticate_operator, authenticate_operator_change, authenticate_scoped_operator
 
 router = Router(tags=["gateway"])
@@ -36,7 +41,7 @@ router = Router(tags=["gateway"])
 def _timestamp(epoch_seconds: float) -> str | None:
     if not epoch_seconds:
         return None
-    moment = dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(epoch_seconds, dt.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

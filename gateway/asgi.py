@@ -6,6 +6,7 @@ whole middleware chain (sessions, CSRF, auth, messages), none of which the proxy
 is a device with a bearer token, never a browser. So the proxy takes raw ASGI messages and Django
 keeps every other path (admin, /bootstrap, /healthz, /admin/circuit-breaker, ...).
 """
+
 from __future__ import annotations
 
 from gateway.channel import ASGIApp, Receive, Scope, Send
@@ -21,6 +22,7 @@ def is_proxy_path(path: str) -> bool:
 
 def mount_proxy(django_app: ASGIApp) -> ASGIApp:
     """An ASGI app sending `/v1/*` to the proxy and everything else to Django."""
+
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_proxy_path(scope["path"]):
             await proxy_request(scope, receive, send)

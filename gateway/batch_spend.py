@@ -14,6 +14,7 @@ The reservation is kept with the batch's ownership row and held for the batch's 
 - never fetched: the reservation lapses with the batch (its TTL in the spend counters), so an
   expired batch releases itself without a task.
 """
+
 from __future__ import annotations
 
 import datetime as dt

@@ -9,6 +9,7 @@ spend reservation (`gateway.batch_spend`) once the whole body was read. The reco
 derived from the batch id and the line's `custom_id`, so fetching the results again stores nothing
 new: the usage table is unique on request_id and the writer skips ids already stored.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -50,8 +51,14 @@ def batch_result_request_id(batch_id: str, custom_id: str) -> str:
 class BatchResultsReader:
     """Reads a results body from the chunks the relay passes on, however they split its lines."""
 
-    def __init__(self, *, batch_id: str, request_event: UsageEvent, batch_created_at: dt.datetime | None = None,
-                 max_line_bytes: int = MAX_LINE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        request_event: UsageEvent,
+        batch_created_at: dt.datetime | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
         self.batch_id = batch_id
         self.request_event = request_event
         self.batch_created_at = batch_created_at
@@ -80,8 +87,13 @@ class BatchResultsReader:
         if self._oversized or not part:
             return
         if len(self._line) + len(part) > self.max_line_bytes:
-            log_event(logger, "Batch result line over the size cap dropped", logging.WARNING,
-                      batchId=self.batch_id, capBytes=self.max_line_bytes)
+            log_event(
+                logger,
+                "Batch result line over the size cap dropped",
+                logging.WARNING,
+                batchId=self.batch_id,
+                capBytes=self.max_line_bytes,
+            )
             self._line.clear()
             self._oversized = True
             return
@@ -150,8 +162,9 @@ class BatchResultsReader:
         self.recorded += 1
 
 
-def batch_results_reader(*, method: str, path: str, status: int, request_event: UsageEvent | None,
-                         batch_created_at: dt.datetime | None = None) -> BatchResultsReader | None:
+def batch_results_reader(
+    *, method: str, path: str, status: int, request_event: UsageEvent | None, batch_created_at: dt.datetime | None = None
+) -> BatchResultsReader | None:
     """A reader when the response is a batch's results, fetched by a known device; else None.
     `batch_created_at` None (a batch the gateway did not see created): priced at the fetch."""
     if method != "GET" or status != 200 or request_event is None:

@@ -1,6 +1,7 @@
 """Batch objects name an absolute `results_url` on the upstream's host, which the SDK fetches as
 is: rewritten to the gateway's own base URL, or clients would go around the gateway (with a
 credential the upstream refuses, or worse, one it accepts)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -6,6 +6,7 @@ JSON is refused here, before anything goes upstream. On a route outside the tabl
 when an operator allows it) nothing is known of the body: a JSON object that names a model has
 that model checked, anything else passes as it is.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -14,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from proxyproject.lib.errors import InvalidRequest, RequestTooLarge
 from gateway.routes import Route, RoutePolicy
+from proxyproject.lib.errors import InvalidRequest, RequestTooLarge
 from tokens.identifiers import require_clean_identifier
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -99,7 +100,11 @@ def _max_tokens(value: object) -> int:
 def check_body_readable(route: Route, content_encoding: bytes | None) -> None:
     """A route outside the table has its model checked only if the gateway can read its body: a
     compressed body could hide the model it names, so it is refused there."""
-    if route.spec.policy is RoutePolicy.UNKNOWN_FORWARDED and content_encoding and content_encoding.strip().lower() != b"identity":
+    if (
+        route.spec.policy is RoutePolicy.UNKNOWN_FORWARDED
+        and content_encoding
+        and content_encoding.strip().lower() != b"identity"
+    ):
         raise InvalidRequest("content-encoding: routes outside the gateway's route table take uncompressed bodies only.")
 
 

@@ -33,23 +33,32 @@ only when it changes something (failures to forget, a half-open trial). A device
 read only by a process that has seen that device fail: the others admit it and learn at its
 next failure, one request per process at most.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from django.conf import settings
 
 from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
 from gateway.breaker_state import (
-    ADMITTED, Admission, BreakerBackend, BreakerConfig, BreakerSnapshot, BreakerState, DeviceBreakers, LocalBreakerBackend, LocalDeviceBreakers,
+    ADMITTED,
+    Admission,
+    BreakerBackend,
+    BreakerConfig,
+    BreakerSnapshot,
+    BreakerState,
+    DeviceBreakers,
+    LocalBreakerBackend,
+    LocalDeviceBreakers,
 )
-from proxyproject.lib.errors import refuse_when_shared_state_fails
 from gateway.metrics import count_breaker_transition
-from proxyproject.lib.logging import log_event
 from proxyproject.lib.backends import shared_state_backend
+from proxyproject.lib.errors import refuse_when_shared_state_fails
+from proxyproject.lib.logging import log_event
 from proxyproject.lib.process_state import register_process_state
 
 logger = logging.getLogger("gateway.breaker")
@@ -66,8 +75,15 @@ class CircuitBreaker:
     known, both for one device. Remembers the last state it saw for `cache_seconds` to spare the
     backend, and the devices it saw fail (only those have a breaker worth reading)."""
 
-    def __init__(self, backend: BreakerBackend, *, devices: DeviceBreakers, clock: Clock = time.time, cache_seconds: float | None = None,
-                 config: BreakerConfig | None = None) -> None:
+    def __init__(
+        self,
+        backend: BreakerBackend,
+        *,
+        devices: DeviceBreakers,
+        clock: Clock = time.time,
+        cache_seconds: float | None = None,
+        config: BreakerConfig | None = None,
+    ) -> None:
         self.backend = backend
         self.devices = devices
         self._clock = clock
@@ -91,8 +107,17 @@ class CircuitBreaker:
         if before.state is not after.state:
             count_breaker_transition(after.state.value)
             level = logging.WARNING if after.state is BreakerState.OPEN else logging.INFO
-            log_event(logger, "Circuit breaker state changed", level, fromState=before.state.value, toState=after.state.value,
-                      reason=reason, consecutiveFailures=after.failures, opens=after.opens, devices=len(after.devices))
+            log_event(
+                logger,
+                "Circuit breaker state changed",
+                level,
+                fromState=before.state.value,
+                toState=after.state.value,
+                reason=reason,
+                consecutiveFailures=after.failures,
+                opens=after.opens,
+                devices=len(after.devices),
+            )
 
     def _remember_device(self, device: str, before: BreakerSnapshot, after: BreakerSnapshot, now: float) -> None:
         if after.clean:
@@ -101,8 +126,15 @@ class CircuitBreaker:
             self._devices_seen[device] = (after, now)
         self.devices.settled(device, after)
         if before.state is not after.state:
-            log_event(logger, "Device circuit breaker state changed", logging.INFO, devicePk=device, fromState=before.state.value,
-                      toState=after.state.value, consecutiveFailures=after.failures)
+            log_event(
+                logger,
+                "Device circuit breaker state changed",
+                logging.INFO,
+                devicePk=device,
+                fromState=before.state.value,
+                toState=after.state.value,
+                consecutiveFailures=after.failures,
+            )
 
     async def admit(self, device: str) -> Admission:
         """The device's own breaker first, then the upstream's. Raises SharedStateUnavailable when
@@ -145,7 +177,9 @@ class CircuitBreaker:
     async def record(self, admission: Admission, *, device: str, success: bool) -> None:
         now = self._clock()
         if not success or device in self._devices_seen:
-            before, after = await self.devices.get(device).record(now, success, admission.device_trial, self.config.for_one_device(), device)
+            before, after = await self.devices.get(device).record(
+                now, success, admission.device_trial, self.config.for_one_device(), device
+            )
             self._remember_device(device, before, after, now)
             if not success and before.state is not BreakerState.CLOSED and not admission.trial:
                 return  # the device's own breaker had opened: its failures are no news of the upstream (a trial's always is)
@@ -188,7 +222,9 @@ def get_circuit_breaker() -> CircuitBreaker:
     global _local_breaker, _redis_breaker
     if shared_state_backend() == "redis":
         if _redis_breaker is None:
-            _redis_breaker = CircuitBreaker(RedisBreakerBackend(), devices=RedisDeviceBreakers(settings.CIRCUIT_BREAKER_RESET_TIMEOUT))
+            _redis_breaker = CircuitBreaker(
+                RedisBreakerBackend(), devices=RedisDeviceBreakers(settings.CIRCUIT_BREAKER_RESET_TIMEOUT)
+            )
         return _redis_breaker
     if _local_breaker is None:
         _local_breaker = CircuitBreaker(LocalBreakerBackend(), devices=LocalDeviceBreakers())

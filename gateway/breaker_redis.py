@@ -7,6 +7,7 @@ caller's clock (injectable in tests) and travel as strings: Lua numbers returned
 truncated to integers. A device's breaker is a hash of its own that is deleted once clean and
 expires `DEVICE_KEY_LIFETIMES` reset timeouts after its last change (a device that never came back).
 """
+
 from __future__ import annotations
 
 import math
@@ -163,13 +164,24 @@ class RedisBreakerBackend:
         self._name = name
         self._expire_seconds = expire_seconds
 
-    async def _step(self, op: str, now: float, config: BreakerConfig | None, success: bool = False, trial: bool = False, device: str = "") -> list:
+    async def _step(
+        self, op: str, now: float, config: BreakerConfig | None, success: bool = False, trial: bool = False, device: str = ""
+    ) -> list:
         client = get_async_redis()
         if client is None:
             raise RuntimeError("RedisBreakerBackend needs REDIS_URL")
         thresholds = (config.failure_threshold, config.reset_timeout, config.success_threshold) if config else (0, 0, 0)
         min_devices = config.min_devices if config else 1
-        args = [op, repr(now), *thresholds, "1" if success else "0", "1" if trial else "0", min_devices, device, self._expire_seconds]
+        args = [
+            op,
+            repr(now),
+            *thresholds,
+            "1" if success else "0",
+            "1" if trial else "0",
+            min_devices,
+            device,
+            self._expire_seconds,
+        ]
         return await _script(client)(keys=[redis_key("breaker", self._name)], args=args)
 
     async def admit(self, now: float, config: BreakerConfig) -> tuple[BreakerSnapshot, BreakerSnapshot, Admission]:
@@ -177,7 +189,9 @@ class RedisBreakerBackend:
         admission = Admission(raw[16] in (b"1", "1"), trial=raw[17] in (b"1", "1"), retry_after=float(raw[18]))
         return _snapshot(raw[0:8]), _snapshot(raw[8:16]), admission
 
-    async def record(self, now: float, success: bool, trial: bool, config: BreakerConfig, device: str) -> tuple[BreakerSnapshot, BreakerSnapshot]:
+    async def record(
+        self, now: float, success: bool, trial: bool, config: BreakerConfig, device: str
+    ) -> tuple[BreakerSnapshot, BreakerSnapshot]:
         raw = await self._step("record", now, config, success, trial, device)
         return _snapshot(raw[0:8]), _snapshot(raw[8:16])
 

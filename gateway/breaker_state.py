@@ -4,6 +4,7 @@ The steps are pure functions of a snapshot, so the local backend, the Redis scri
 them and the tests all agree on one definition. The upstream's breaker and each device's own run
 the same machine; a device's needs one device to open (`min_devices` 1).
 """
+
 from __future__ import annotations
 
 import threading
@@ -28,11 +29,15 @@ class BreakerConfig:
     min_devices: int = 1  # distinct devices whose failures it takes to open (1: the seed's breaker)
 
     @classmethod
-    def from_settings(cls) -> "BreakerConfig":
-        return cls(settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD, settings.CIRCUIT_BREAKER_RESET_TIMEOUT, settings.CIRCUIT_BREAKER_SUCCESS_THRESHOLD,
-                   settings.CIRCUIT_BREAKER_MIN_DEVICES)
+    def from_settings(cls) -> BreakerConfig:
+        return cls(
+            settings.CIRCUIT_BREAKER_FAILURE_THRESHOLD,
+            settings.CIRCUIT_BREAKER_RESET_TIMEOUT,
+            settings.CIRCUIT_BREAKER_SUCCESS_THRESHOLD,
+            settings.CIRCUIT_BREAKER_MIN_DEVICES,
+        )
 
-    def for_one_device(self) -> "BreakerConfig":
+    def for_one_device(self) -> BreakerConfig:
         return replace(self, min_devices=1)
 
 
@@ -90,7 +95,9 @@ def with_device(devices: tuple[str, ...], device: str, config: BreakerConfig) ->
     return (*devices, device)
 
 
-def record_step(snapshot: BreakerSnapshot, now: float, success: bool, trial: bool, config: BreakerConfig, device: str) -> BreakerSnapshot:
+def record_step(
+    snapshot: BreakerSnapshot, now: float, success: bool, trial: bool, config: BreakerConfig, device: str
+) -> BreakerSnapshot:
     """The state machine's outcome step. Outcomes of requests admitted under an earlier state
     (not trials) change nothing once the breaker has left `closed`. Failures open it (or open it
     again from half-open) only once they come from `min_devices` distinct devices; a success
@@ -102,18 +109,36 @@ def record_step(snapshot: BreakerSnapshot, now: float, success: bool, trial: boo
         failures = snapshot.failures + 1
         devices = with_device(snapshot.devices, device, config)
         if failures >= config.failure_threshold and len(devices) >= config.min_devices:
-            return replace(snapshot, state=BreakerState.OPEN, failures=failures, devices=devices, opened_at=now, changed_at=now, opens=snapshot.opens + 1)
+            return replace(
+                snapshot,
+                state=BreakerState.OPEN,
+                failures=failures,
+                devices=devices,
+                opened_at=now,
+                changed_at=now,
+                opens=snapshot.opens + 1,
+            )
         return replace(snapshot, failures=failures, devices=devices)
     if state is BreakerState.HALF_OPEN and trial:
         if not success:
             devices = with_device(snapshot.devices, device, config)
             if len(devices) >= config.min_devices:
-                return replace(snapshot, state=BreakerState.OPEN, successes=0, trial_until=0.0, devices=devices, opened_at=now, changed_at=now,
-                               opens=snapshot.opens + 1)
+                return replace(
+                    snapshot,
+                    state=BreakerState.OPEN,
+                    successes=0,
+                    trial_until=0.0,
+                    devices=devices,
+                    opened_at=now,
+                    changed_at=now,
+                    opens=snapshot.opens + 1,
+                )
             return replace(snapshot, trial_until=0.0, devices=devices)
         successes = snapshot.successes + 1
         if successes >= config.success_threshold:
-            return replace(snapshot, state=BreakerState.CLOSED, failures=0, successes=0, trial_until=0.0, changed_at=now, devices=())
+            return replace(
+                snapshot, state=BreakerState.CLOSED, failures=0, successes=0, trial_until=0.0, changed_at=now, devices=()
+            )
         return replace(snapshot, successes=successes, trial_until=0.0, devices=())
     return snapshot
 
@@ -125,7 +150,9 @@ def reset_step(snapshot: BreakerSnapshot, now: float) -> BreakerSnapshot:
 class BreakerBackend(Protocol):
     async def admit(self, now: float, config: BreakerConfig) -> tuple[BreakerSnapshot, BreakerSnapshot, Admission]: ...
 
-    async def record(self, now: float, success: bool, trial: bool, config: BreakerConfig, device: str) -> tuple[BreakerSnapshot, BreakerSnapshot]: ...
+    async def record(
+        self, now: float, success: bool, trial: bool, config: BreakerConfig, device: str
+    ) -> tuple[BreakerSnapshot, BreakerSnapshot]: ...
 
     async def reset(self, now: float) -> tuple[BreakerSnapshot, BreakerSnapshot]: ...
 
@@ -145,7 +172,9 @@ class LocalBreakerBackend:
             self._snapshot, admission = admit_step(before, now, config)
             return before, self._snapshot, admission
 
-    async def record(self, now: float, success: bool, trial: bool, config: BreakerConfig, device: str) -> tuple[BreakerSnapshot, BreakerSnapshot]:
+    async def record(
+        self, now: float, success: bool, trial: bool, config: BreakerConfig, device: str
+    ) -> tuple[BreakerSnapshot, BreakerSnapshot]:
         with self._lock:
             before = self._snapshot
             self._snapshot = record_step(before, now, success, trial, config, device)

@@ -1,4 +1,5 @@
 """The response side of one ASGI exchange with the client."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """System checks for the gateway (ids asserted by tests)."""
+
 from __future__ import annotations
 
 from django.core.checks import CheckMessage, Warning, register

@@ -28,6 +28,7 @@ organization), `anthropic-ratelimit-*` (the master key's limits; replaced by the
 `set-cookie` (the upstream edge's cookies are not for the gateway's host), and `date`/`server`,
 which the ASGI server adds itself (relaying them would send each twice).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -53,13 +54,28 @@ HOP_BY_HOP = frozenset(
     }
 )
 FORWARDED_NAMES = frozenset(
-    {b"content-type", b"content-encoding", b"accept", b"user-agent", b"x-app", b"x-claude-code-session-id", b"x-client-request-id"}
+    {
+        b"content-type",
+        b"content-encoding",
+        b"accept",
+        b"user-agent",
+        b"x-app",
+        b"x-claude-code-session-id",
+        b"x-client-request-id",
+    }
 )
 FORWARDED_PREFIXES = (b"anthropic-", b"x-stainless-")
 ROUTING_PREFIX = b"x-forwarded-"
 NEVER_FORWARDED = HOP_BY_HOP | {
-    b"host", b"content-length", b"authorization", b"x-api-key", b"cookie", b"accept-encoding",
-    b"anthropic-organization-id", b"forwarded", b"x-real-ip",
+    b"host",
+    b"content-length",
+    b"authorization",
+    b"x-api-key",
+    b"cookie",
+    b"accept-encoding",
+    b"anthropic-organization-id",
+    b"forwarded",
+    b"x-real-ip",
 }
 _NOT_RETURNED_TO_CLIENT = HOP_BY_HOP | {b"content-length", b"anthropic-organization-id", b"set-cookie", b"date", b"server"}
 _UPSTREAM_RATE_LIMIT_PREFIX = b"anthropic-ratelimit-"

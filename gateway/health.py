@@ -1,5 +1,6 @@
 """The circuit breaker in the deep health check: its state is reported, and an open breaker makes
 the instance "down" (a load balancer may then prefer an instance whose upstream path works)."""
+
 from __future__ import annotations
 
 from gateway.breaker import get_circuit_breaker

@@ -5,6 +5,7 @@ paths refused it: a DNS-rebinding page could drive a device's token-less paths, 
 proxy keyed on Host could be poisoned. The rule is Django's own (`validate_host`, the same
 development fallback), so both halves of the platform answer the same Host the same way.
 """
+
 from __future__ import annotations
 
 import logging

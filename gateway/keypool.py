@@ -20,6 +20,7 @@ are summed in memory and written with the next confirmation, never per request.
 With no usable active key (all flagged), draining keys carry requests rather than none; with the
 database unreachable at start-up, ANTHROPIC_API_KEY alone does.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,7 +36,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
-from proxyproject.lib.errors import NoUpstreamKey
 from gateway.keypool_shared import count_in_flight, local_pool_version, read_shared_pool_version, start_in_flight_reporter
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.upstream_keys import (
@@ -46,9 +46,10 @@ from gateway.upstream_keys import (
     seed_environment_key,
 )
 from proxyproject.lib.database import drop_unusable_connection
+from proxyproject.lib.encryption import SecretDecryptionFailed, decrypt_secret
+from proxyproject.lib.errors import NoUpstreamKey
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.process_state import register_process_state
-from proxyproject.lib.encryption import SecretDecryptionFailed, decrypt_secret
 
 logger = logging.getLogger("gateway.keypool")
 
@@ -112,8 +113,13 @@ def load_pool_snapshot(local_version: int, shared_version: bytes | None, loaded_
         try:
             secret = _decrypt_once(row.encrypted_secret)
         except SecretDecryptionFailed as exc:
-            log_event(logger, "Upstream key skipped: its secret cannot be decrypted", logging.ERROR,
-                      upstreamKey=row.name, error=str(exc))
+            log_event(
+                logger,
+                "Upstream key skipped: its secret cannot be decrypted",
+                logging.ERROR,
+                upstreamKey=row.name,
+                error=str(exc),
+            )
             continue
         pooled = PooledKey(UpstreamCredential(row.name, secret, row.pk), row.weight)
         (active if row.state == UpstreamKeyState.ACTIVE else draining).append(pooled)
@@ -146,7 +152,7 @@ def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> fl
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return DEFAULT_COOLDOWN_SECONDS
-        seconds = (when - (now or dt.datetime.now(dt.timezone.utc))).total_seconds()
+        seconds = (when - (now or dt.datetime.now(dt.UTC))).total_seconds()
     return min(max(seconds, 1.0), MAX_COOLDOWN_SECONDS)
 
 
@@ -219,7 +225,10 @@ class KeyPool:
         shared_version = await read_shared_pool_version()
         snapshot = self.snapshot
         reload = (
-            force_reload or snapshot is None or shared_version is None or shared_version != snapshot.shared_version
+            force_reload
+            or snapshot is None
+            or shared_version is None
+            or shared_version != snapshot.shared_version
             or started - snapshot.loaded_at >= POOL_MAX_AGE_SECONDS
         )
         stats = self._take_stats(started)
@@ -234,8 +243,13 @@ class KeyPool:
             self.retry_at = started + settings.UPSTREAM_KEY_POOL_CACHE_SECONDS  # not a database attempt per request
             if self.snapshot is None:
                 self.snapshot = _environment_snapshot(local_version, started)
-            log_event(logger, "Upstream key pool not reloaded", logging.ERROR, error=repr(exc),
-                      keptKeys=[key.credential.name for key in self.snapshot.active])
+            log_event(
+                logger,
+                "Upstream key pool not reloaded",
+                logging.ERROR,
+                error=repr(exc),
+                keptKeys=[key.credential.name for key in self.snapshot.active],
+            )
             return
         if loaded is not None:
             self._install(loaded)
@@ -249,8 +263,12 @@ class KeyPool:
             for name in [name for name in table if name not in names]:
                 del table[name]
         if previous is None or [k.credential.name for k in previous.active] != [k.credential.name for k in snapshot.active]:
-            log_event(logger, "Upstream key pool loaded", active=[k.credential.name for k in snapshot.active],
-                      draining=[k.credential.name for k in snapshot.draining])
+            log_event(
+                logger,
+                "Upstream key pool loaded",
+                active=[k.credential.name for k in snapshot.active],
+                draining=[k.credential.name for k in snapshot.draining],
+            )
         if not snapshot.active and not snapshot.draining:
             log_event(logger, "Upstream key pool is empty: requests get 503 no_upstream_key", logging.ERROR)
 
@@ -283,7 +301,7 @@ class KeyPool:
         if credential.key_id is not None:
             seen = self.stats.setdefault(credential.key_id, KeyStats())
             seen.requests += 1
-            seen.last_used = dt.datetime.now(dt.timezone.utc)
+            seen.last_used = dt.datetime.now(dt.UTC)
         else:
             seen = KeyStats()
         if status == KEY_FORBIDDEN_STATUS:

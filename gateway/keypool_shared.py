@@ -14,6 +14,7 @@ carries nothing any more; the drain task waits IN_FLIGHT_REPORT_SECONDS more bef
 (see `upstream_keys.drain_settle_seconds`). The report of a process that died expires on its own,
 with no clock compared across hosts.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -111,7 +112,7 @@ async def read_shared_pool_version() -> bytes | None:
 
 _in_flight: dict[int, int] = {}
 _reported: set[int] = set()
-_reporters: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = weakref.WeakKeyDictionary()
+_reporters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
 
 
 def count_in_flight(key_id: int, delta: int) -> None:

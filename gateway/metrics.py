@@ -5,12 +5,14 @@ answered by any worker of an instance reports the whole instance. Platform state
 stores (active tokens, refreshes in the last hour, breaker state, usage backlog) is read when scraped,
 so it is the same whichever instance answers.
 """
+
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -21,11 +23,29 @@ from usage.events import UsageEvent
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
-REQUESTS = Counter("gateway_requests_total", "Proxied requests by endpoint, method, status and model.", ["endpoint", "method", "status", "model"])
-ERRORS = Counter("gateway_request_errors_total", "Requests that ended in an error, by endpoint, status and error type.", ["endpoint", "status", "error_type"])
-LATENCY = Histogram("gateway_request_duration_seconds", "Whole request time as the client sees it.", ["endpoint"], buckets=LATENCY_BUCKETS)
-TTFB = Histogram("gateway_time_to_first_byte_seconds", "Time from request arrival to the first response byte.", ["endpoint"], buckets=LATENCY_BUCKETS)
-UPSTREAM_LATENCY = Histogram("gateway_upstream_duration_seconds", "Time from sending upstream to the upstream's response headers.", ["endpoint"], buckets=LATENCY_BUCKETS)
+REQUESTS = Counter(
+    "gateway_requests_total", "Proxied requests by endpoint, method, status and model.", ["endpoint", "method", "status", "model"]
+)
+ERRORS = Counter(
+    "gateway_request_errors_total",
+    "Requests that ended in an error, by endpoint, status and error type.",
+    ["endpoint", "status", "error_type"],
+)
+LATENCY = Histogram(
+    "gateway_request_duration_seconds", "Whole request time as the client sees it.", ["endpoint"], buckets=LATENCY_BUCKETS
+)
+TTFB = Histogram(
+    "gateway_time_to_first_byte_seconds",
+    "Time from request arrival to the first response byte.",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+UPSTREAM_LATENCY = Histogram(
+    "gateway_upstream_duration_seconds",
+    "Time from sending upstream to the upstream's response headers.",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
 TOKENS = Counter("gateway_tokens_total", "Tokens by model and kind.", ["model", "kind"])
 SPEND = Counter("gateway_spend_usd_total", "Spend in USD by model (priced requests only).", ["model"])
 UNPRICED = Counter("gateway_unpriced_requests_total", "Requests whose model has no price.", ["model"])
@@ -108,8 +128,11 @@ def observe_request(event: UsageEvent, cost: Decimal | None, upstream_latency_ms
     if upstream_latency_ms is not None:
         _child(UPSTREAM_LATENCY, endpoint).observe(upstream_latency_ms / 1000.0)
     for kind, count in (
-        ("input", event.input_tokens), ("output", event.output_tokens), ("cache_write_5m", event.cache_write_5m_tokens),
-        ("cache_write_1h", event.cache_write_1h_tokens), ("cache_read", event.cache_read_tokens),
+        ("input", event.input_tokens),
+        ("output", event.output_tokens),
+        ("cache_write_5m", event.cache_write_5m_tokens),
+        ("cache_write_1h", event.cache_write_1h_tokens),
+        ("cache_read", event.cache_read_tokens),
     ):
         if count:
             _child(TOKENS, model, kind).inc(count)

@@ -4,6 +4,7 @@ Rows change only through `gateway.upstream_keys` (commands, admin actions and Ce
 also tells every gateway process to reload its in-memory pool. The hot path never reads this table
 per request: see `gateway.keypool`.
 """
+
 from __future__ import annotations
 
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -21,15 +22,20 @@ class UpstreamKeyState(models.TextChoices):
 
 class UpstreamKey(models.Model):
     name = models.CharField(max_length=100, unique=True)
-    encrypted_secret = models.TextField(editable=False, help_text="Fernet token (proxyproject.lib.encryption); emptied when retired.")
+    encrypted_secret = models.TextField(
+        editable=False, help_text="Fernet token (proxyproject.lib.encryption); emptied when retired."
+    )
     secret_sha256 = models.CharField(
-        max_length=64, unique=True, editable=False,
+        max_length=64,
+        unique=True,
+        editable=False,
         help_text="Recognises a secret seen before (kept after retirement), so a retired key never comes back.",
     )
     secret_last4 = models.CharField(max_length=4, editable=False)
     state = models.CharField(max_length=16, choices=UpstreamKeyState.choices, default=UpstreamKeyState.ACTIVE, db_index=True)
     weight = models.PositiveIntegerField(
-        default=1, validators=[MinValueValidator(1), MaxValueValidator(MAX_WEIGHT)],
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_WEIGHT)],
         help_text="Share of new requests relative to the other active keys.",
     )
     from_environment = models.BooleanField(default=False, editable=False, help_text="Seeded from ANTHROPIC_API_KEY.")

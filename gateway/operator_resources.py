@@ -7,6 +7,7 @@ reserved); one resource's current state comes from the upstream, fetched with th
 after the ownership row shows it is in the operator's scope. Outside the scope a resource is a 404
 worded as for a device, so a scoped key cannot tell another organization's resource from none.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -15,10 +16,10 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from proxyproject.lib.errors import InvalidRequest
 from gateway.models import OwnedResource, OwnedResourceKind
 from gateway.owned_lists import MAX_LIMIT, UpstreamItemFetcher
 from gateway.ownership import not_found_for
+from proxyproject.lib.errors import InvalidRequest
 from tokens.operators import Operator
 
 DEFAULT_OPERATOR_LIMIT = 100

@@ -6,6 +6,7 @@ of forwarding (a list is answered from the caller's own resources), and once the
 (a created resource is recorded before the client learns its id; a deleted one forgotten; a
 batch's spend released on cancel or settled from its results).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,7 +51,7 @@ async def check_owned_access(owned: OwnedPath, identity: DeviceIdentity) -> None
         await check_resource_access(identity, owned.kind, owned.resource_id)
 
 
-async def answer_owned_list(proxied: "ProxiedRequest", owned: OwnedPath, identity: DeviceIdentity) -> None:
+async def answer_owned_list(proxied: ProxiedRequest, owned: OwnedPath, identity: DeviceIdentity) -> None:
     """GET of a collection: the caller's own resources, each fetched from the upstream by id."""
     page = parse_page_request(proxied.query)
     grant_headers = proxied.grant.rate_limit_headers if proxied.grant else ()
@@ -59,8 +60,9 @@ async def answer_owned_list(proxied: "ProxiedRequest", owned: OwnedPath, identit
     except UpstreamItemRefused as refused:
         proxied.status = refused.status
         proxied.upstream_ok = not is_failure_status(refused.status)
-        headers = client_response_headers(refused.headers, rate_limit_headers=grant_headers,
-                                          gateway_request_id=proxied.request_id, content_length=None)
+        headers = client_response_headers(
+            refused.headers, rate_limit_headers=grant_headers, gateway_request_id=proxied.request_id, content_length=None
+        )
         await proxied.client.send_whole(refused.status, headers, refused.body)
         return
     body = orjson.dumps(listed)
@@ -68,8 +70,9 @@ async def answer_owned_list(proxied: "ProxiedRequest", owned: OwnedPath, identit
         body = rewrite_results_urls(body)
     proxied.status = 200
     proxied.upstream_ok = True
-    headers = client_response_headers(_JSON, rate_limit_headers=grant_headers, gateway_request_id=proxied.request_id,
-                                      content_length=None)
+    headers = client_response_headers(
+        _JSON, rate_limit_headers=grant_headers, gateway_request_id=proxied.request_id, content_length=None
+    )
     await proxied.client.send_whole(200, headers, body)
 
 
@@ -92,7 +95,7 @@ def _moment(value: object) -> dt.datetime | None:
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
 async def batch_results_priced_at(method: str, owned: OwnedPath) -> dt.datetime | None:
@@ -108,7 +111,7 @@ def creates_resource(method: str, owned: OwnedPath, status: int) -> bool:
     return method == "POST" and owned.resource_id is None and status == 200
 
 
-async def relay_created(proxied: "ProxiedRequest", owned: OwnedPath, identity: DeviceIdentity, response: httpx.Response) -> None:
+async def relay_created(proxied: ProxiedRequest, owned: OwnedPath, identity: DeviceIdentity, response: httpx.Response) -> None:
     """A create the upstream accepted: the caller is recorded as owner (with a batch's spend
     reservation, which from now on belongs to the batch) before the answer carries the id out."""
     try:
@@ -120,8 +123,13 @@ async def relay_created(proxied: "ProxiedRequest", owned: OwnedPath, identity: D
     reservation = grant.reservation if grant is not None else None
     resource_id, created_at = created_id_and_time(body)
     if resource_id is None:
-        log_event(logger, "Created resource has no id; it belongs to no device", logging.WARNING,
-                  requestId=proxied.request_id, kind=owned.kind)
+        log_event(
+            logger,
+            "Created resource has no id; it belongs to no device",
+            logging.WARNING,
+            requestId=proxied.request_id,
+            kind=owned.kind,
+        )
     else:
         stored = reservation_to_json(reservation) if reservation is not None else None
         await record_resource_owner(identity, owned.kind, resource_id, reservation=stored, created_at=created_at)
@@ -129,12 +137,16 @@ async def relay_created(proxied: "ProxiedRequest", owned: OwnedPath, identity: D
             proxied.grant = grant = dataclasses.replace(grant, reservation=None)
     if owned.kind == OwnedResourceKind.MESSAGE_BATCH:
         body = rewrite_results_urls(body)
-    headers = client_response_headers(response.headers.raw, rate_limit_headers=grant.rate_limit_headers if grant else (),
-                                      gateway_request_id=proxied.request_id, content_length=None)
+    headers = client_response_headers(
+        response.headers.raw,
+        rate_limit_headers=grant.rate_limit_headers if grant else (),
+        gateway_request_id=proxied.request_id,
+        content_length=None,
+    )
     await proxied.client.send_whole(200, headers, body)
 
 
-async def after_owned_response(proxied: "ProxiedRequest", owned: OwnedPath) -> None:
+async def after_owned_response(proxied: ProxiedRequest, owned: OwnedPath) -> None:
     """What a successful action on one resource changes on our side."""
     if owned.resource_id is None or proxied.status != 200:
         return

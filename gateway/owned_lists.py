@@ -14,6 +14,7 @@ around the gateway) loses its row and the page is filled from the next rows, so 
 `has_more` stays true to what a next page would hold: one more item than the page is fetched to
 know it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,12 +27,12 @@ import httpx
 import orjson
 from asgiref.sync import sync_to_async
 
-from proxyproject.lib.errors import InvalidRequest
 from gateway.headers import upstream_request_headers
 from gateway.keypool import choose_upstream_key, report_upstream_result
 from gateway.models import OwnedResource, OwnedResourceKind
 from gateway.ownership import forget_resources
 from gateway.upstream import build_upstream_request, gateway_error_for, send_upstream
+from proxyproject.lib.errors import InvalidRequest
 from tokens.identity import DeviceIdentity
 
 DEFAULT_LIMIT = 20

@@ -13,6 +13,7 @@ polling its batch costs one query per interval. Only "owned" is cached: a resour
 another instance is found at once, and one deleted elsewhere is at worst forwarded and refused by
 the upstream itself.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,9 +25,9 @@ from asgiref.sync import sync_to_async
 from django.db import IntegrityError
 from django.utils import timezone
 
-from proxyproject.lib.errors import NotFound
 from gateway.models import OwnedResource, OwnedResourceKind
 from gateway.routes import ResourceKind, Route, RoutePolicy
+from proxyproject.lib.errors import NotFound
 from tokens.identity import DeviceIdentity
 
 OWNERSHIP_CACHE_SECONDS = 30.0
@@ -121,11 +122,16 @@ async def check_resource_access(identity: DeviceIdentity, kind: str, resource_id
     owned_cache.remember(key)
 
 
-def _record(device_pk: int, org_id: int | None, kind: str, resource_id: str, reservation: dict | None,
-            created_at: dt.datetime | None) -> None:
+def _record(
+    device_pk: int, org_id: int | None, kind: str, resource_id: str, reservation: dict | None, created_at: dt.datetime | None
+) -> None:
     try:
         OwnedResource.objects.create(
-            device_id=device_pk, organization_id=org_id, kind=kind, resource_id=resource_id, reservation=reservation,
+            device_id=device_pk,
+            organization_id=org_id,
+            kind=kind,
+            resource_id=resource_id,
+            reservation=reservation,
             created_at=created_at or timezone.now(),
         )
     except IntegrityError:
@@ -134,7 +140,11 @@ def _record(device_pk: int, org_id: int | None, kind: str, resource_id: str, res
 
 
 async def record_resource_owner(
-    identity: DeviceIdentity, kind: str, resource_id: str, *, reservation: dict | None = None,
+    identity: DeviceIdentity,
+    kind: str,
+    resource_id: str,
+    *,
+    reservation: dict | None = None,
     created_at: dt.datetime | None = None,
 ) -> None:
     """The device created this resource: from now on it is the device's alone. `created_at` is the

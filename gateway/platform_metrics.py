@@ -1,10 +1,11 @@
 """Scrape-time gauges of shared platform state: active tokens, refreshes in the last hour, the
 circuit breaker, and the usage writer's backlog. Read from the database and Redis when scraped, so
 every instance reports the same values and nothing is added to the request path."""
+
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable
+from collections.abc import Iterable
 
 from asgiref.sync import async_to_sync
 from django.utils import timezone
@@ -33,15 +34,29 @@ def token_gauges() -> Iterable[GaugeMetricFamily]:
 def breaker_gauges() -> Iterable[GaugeMetricFamily]:
     snapshot = async_to_sync(get_circuit_breaker().snapshot)()
     yield GaugeMetricFamily(
-        "gateway_circuit_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", value=BREAKER_STATE_VALUES[snapshot.state]
+        "gateway_circuit_breaker_state",
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+        value=BREAKER_STATE_VALUES[snapshot.state],
     )
-    yield GaugeMetricFamily("gateway_circuit_breaker_consecutive_failures", "Consecutive upstream failures.", value=snapshot.failures)
-    yield GaugeMetricFamily("gateway_circuit_breaker_opens", "Times the breaker opened since its record began.", value=snapshot.opens)
+    yield GaugeMetricFamily(
+        "gateway_circuit_breaker_consecutive_failures", "Consecutive upstream failures.", value=snapshot.failures
+    )
+    yield GaugeMetricFamily(
+        "gateway_circuit_breaker_opens", "Times the breaker opened since its record began.", value=snapshot.opens
+    )
 
 
 @register_state_reader
 def usage_backlog_gauges() -> Iterable[GaugeMetricFamily]:
     client = get_sync_redis()
     if client is not None:
-        yield GaugeMetricFamily("gateway_usage_backlog_records", "Usage records queued in Redis, not yet in the database.", value=queue.queued_count(client))
-    yield GaugeMetricFamily("gateway_usage_spool_segments", "Local spool files of usage records waiting for the database.", value=spool.spooled_segment_count())
+        yield GaugeMetricFamily(
+            "gateway_usage_backlog_records",
+            "Usage records queued in Redis, not yet in the database.",
+            value=queue.queued_count(client),
+        )
+    yield GaugeMetricFamily(
+        "gateway_usage_spool_segments",
+        "Local spool files of usage records waiting for the database.",
+        value=spool.spooled_segment_count(),
+    )

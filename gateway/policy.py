@@ -17,6 +17,7 @@ one clamped request's excess. Settling adds the difference (real minus reserved,
 to the window the response ends in. With Redis down neither step can be decided, so the
 request is refused (SharedStateUnavailable, 503) rather than let through unchecked.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,8 +29,8 @@ from fnmatch import fnmatchcase
 from gateway.batch_spend import BATCH_RESERVATION_SECONDS, batch_worst_case_cost
 from gateway.body import BATCHES_PATH, MESSAGES_PATH, RequestSummary
 from proxyproject.lib.errors import GatewayError, ModelNotAllowed, RateLimited, refuse_when_shared_state_fails
-from proxyproject.lib.ratelimit import LimitCheck, LimitDecision, get_rate_limiter
 from proxyproject.lib.logging import log_event
+from proxyproject.lib.ratelimit import LimitCheck, LimitDecision, get_rate_limiter
 from tokens.identity import DeviceIdentity, DevicePolicy
 from usage.pricing import worst_case_cost
 from usage.spend import SpendReservation, reserve_spend
@@ -66,7 +67,7 @@ def tokens_key(identity: DeviceIdentity) -> str:
 
 
 def _rfc3339(epoch_seconds: float) -> bytes:
-    return dt.datetime.fromtimestamp(epoch_seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
 
 
 def rate_limit_headers(kind: bytes, decision: LimitDecision) -> tuple[tuple[bytes, bytes], ...]:
@@ -115,16 +116,26 @@ async def check_rate_limits(
 
 
 def has_spend_caps(policy: DevicePolicy) -> bool:
-    return any(cap is not None for cap in (policy.device_daily_cap_usd, policy.device_monthly_cap_usd, policy.org_daily_cap_usd, policy.org_monthly_cap_usd))
+    return any(
+        cap is not None
+        for cap in (
+            policy.device_daily_cap_usd,
+            policy.device_monthly_cap_usd,
+            policy.org_daily_cap_usd,
+            policy.org_monthly_cap_usd,
+        )
+    )
 
 
-async def reserve_worst_case(identity: DeviceIdentity, summary: RequestSummary, *, path: str, body: bytes, request_id: str) -> SpendReservation | None:
+async def reserve_worst_case(
+    identity: DeviceIdentity, summary: RequestSummary, *, path: str, body: bytes, request_id: str
+) -> SpendReservation | None:
     """Reserve what this request could cost at most: a batch all its requests at batch prices, for
     its lifetime (`gateway.batch_spend`). A device already at a cap is refused even when the amount
     is 0 (a request whose model has no price)."""
     amount = Decimal(0)
     ttl_seconds = None
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     try:
         if path == BATCHES_PATH:
             amount, ttl_seconds = batch_worst_case_cost(body, now), BATCH_RESERVATION_SECONDS

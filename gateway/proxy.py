@@ -10,6 +10,7 @@ and for one refused by a failure of the gateway's own (5xx) before the device wa
 While the upstream is working, a second task listens for the client leaving: the upstream exchange
 is then cancelled at once (which closes its connection) and the usage seen so far still recorded.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,7 +29,6 @@ from gateway.body import ClientDisconnected, RequestSummary, check_body_readable
 from gateway.breaker import get_circuit_breaker, is_failure_status
 from gateway.breaker_state import Admission
 from gateway.channel import ClientChannel, Receive, Scope, Send
-from proxyproject.lib.errors import CircuitOpen, GatewayError, GatewayShuttingDown, new_request_id
 from gateway.headers import header_value, upstream_request_headers
 from gateway.hosts import check_host_allowed
 from gateway.keypool import HeldKey, choose_upstream_key, report_upstream_result
@@ -44,12 +44,13 @@ from gateway.owned_exchange import (
 )
 from gateway.ownership import OwnedPath, owned_path_for
 from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
-from proxyproject.lib.ratelimit import get_rate_limiter
 from gateway.routes import Route, resolve_route
 from gateway.upstream import build_upstream_request, gateway_error_for, retryable_before_response, send_upstream
 from gateway.usage_tally import UsageTally
 from proxyproject.lib.client_address import client_ip_from_scope
+from proxyproject.lib.errors import CircuitOpen, GatewayError, GatewayShuttingDown, new_request_id
 from proxyproject.lib.logging import log_event
+from proxyproject.lib.ratelimit import get_rate_limiter
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
 from tokens.identity import DeviceIdentity
 from usage.events import UsageEvent
@@ -68,6 +69,7 @@ def stage_log_level() -> int:
     default in development), else at DEBUG: the seed asks for no verbose logs in production, and
     four JSON lines per request cost 9% of a worker's CPU."""
     return logging.INFO if settings.LOG_REQUEST_STAGES else logging.DEBUG
+
 
 CLIENT_CLOSED_REQUEST = 499  # status recorded when the client left before any response
 
@@ -147,7 +149,7 @@ class ProxiedRequest:
         session = header_value(self.headers, SESSION_HEADER)
         return UsageEvent(
             request_id=self.request_id,
-            occurred_at=dt.datetime.now(dt.timezone.utc),
+            occurred_at=dt.datetime.now(dt.UTC),
             endpoint=self.path,
             method=self.method,
             device_id=identity.device_id if identity else None,
@@ -206,9 +208,20 @@ class ProxiedRequest:
             credential = await choose_upstream_key(exclude=tried)
             await self.held_key.hold(credential)
             tried.append(credential.name)
-            log_event(logger, "Proxying request to Anthropic", stage_log_level(), requestId=self.request_id, deviceId=identity.device_id,
-                      model=summary.model, stream=summary.stream, upstreamKey=credential.name, attempt=len(tried))
-            request = build_upstream_request(self.method, self.raw_path, self.query, upstream_request_headers(self.headers, credential), body)
+            log_event(
+                logger,
+                "Proxying request to Anthropic",
+                stage_log_level(),
+                requestId=self.request_id,
+                deviceId=identity.device_id,
+                model=summary.model,
+                stream=summary.stream,
+                upstreamKey=credential.name,
+                attempt=len(tried),
+            )
+            request = build_upstream_request(
+                self.method, self.raw_path, self.query, upstream_request_headers(self.headers, credential), body
+            )
             sent_at = time.perf_counter()
             try:
                 response = await send_upstream(request)
@@ -266,9 +279,16 @@ class ProxiedRequest:
             await self._survive("usage record", self._submit_usage(latency_ms, ttfb_ms))
             await self._survive("spend and token counters", self._settle())
         await self._survive("metrics", self._observe(latency_ms, ttfb_ms))
-        log_event(logger, "Request completed", requestId=self.request_id, status=self.status, latencyMs=round(latency_ms, 2),
-                  ttfbMs=round(ttfb_ms, 2) if ttfb_ms is not None else None, clientDisconnected=self.client_gone,
-                  clientIp=self.client_ip)
+        log_event(
+            logger,
+            "Request completed",
+            requestId=self.request_id,
+            status=self.status,
+            latencyMs=round(latency_ms, 2),
+            ttfbMs=round(ttfb_ms, 2) if ttfb_ms is not None else None,
+            clientDisconnected=self.client_gone,
+            clientIp=self.client_ip,
+        )
 
     async def _survive(self, step: str, work: Awaitable[None]) -> None:
         try:
@@ -282,8 +302,14 @@ class ProxiedRequest:
     def _unauthenticated_event(self, latency_ms: float, ttfb_ms: float | None) -> UsageEvent:
         """Refused before we knew the device: not a usage record, but still a request to count."""
         return UsageEvent(
-            request_id=self.request_id, occurred_at=dt.datetime.now(dt.timezone.utc), endpoint=self.path, method=self.method,
-            status=self.status, latency_ms=latency_ms, ttfb_ms=ttfb_ms, error_type="authentication_error" if self.status == 401 else None,
+            request_id=self.request_id,
+            occurred_at=dt.datetime.now(dt.UTC),
+            endpoint=self.path,
+            method=self.method,
+            status=self.status,
+            latency_ms=latency_ms,
+            ttfb_ms=ttfb_ms,
+            error_type="authentication_error" if self.status == 401 else None,
         )
 
     async def _record_breaker_outcome(self) -> None:
@@ -302,10 +328,20 @@ class ProxiedRequest:
         if self.tally.error_type and not event.error_type:
             event.error_type = self.tally.error_type
         submit_usage(event)
-        log_event(logger, "Usage tracked", stage_log_level(), requestId=self.request_id, deviceId=event.device_id, model=event.model,
-                  inputTokens=event.input_tokens, outputTokens=event.output_tokens, cacheReadTokens=event.cache_read_tokens,
-                  cacheWriteTokens=event.cache_write_5m_tokens + event.cache_write_1h_tokens, streamed=event.streamed,
-                  clientDisconnected=self.client_gone)
+        log_event(
+            logger,
+            "Usage tracked",
+            stage_log_level(),
+            requestId=self.request_id,
+            deviceId=event.device_id,
+            model=event.model,
+            inputTokens=event.input_tokens,
+            outputTokens=event.output_tokens,
+            cacheReadTokens=event.cache_read_tokens,
+            cacheWriteTokens=event.cache_write_5m_tokens + event.cache_write_1h_tokens,
+            streamed=event.streamed,
+            clientDisconnected=self.client_gone,
+        )
 
     async def _settle(self) -> None:
         """Price the request, turn its spend reservation into that cost, and its tokens-per-minute

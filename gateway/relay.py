@@ -9,6 +9,7 @@
 - anything else (model lists, files, batch results, beta resources): passed through chunk by chunk;
   a batch's results are read on the way (`gateway.batch_usage`) to record their usage.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -19,11 +20,11 @@ import orjson
 from gateway.batch_usage import BatchResultsReader, batch_results_reader
 from gateway.batches import rewrite_results_urls
 from gateway.body import BATCHES_PATH, MESSAGES_PATH
-from proxyproject.lib.errors import GatewayError, error_body
 from gateway.headers import client_response_headers
 from gateway.sse import SseRelay
 from gateway.stream_checkpoints import StreamCheckpoints
 from gateway.upstream import gateway_error_for
+from proxyproject.lib.errors import GatewayError, error_body
 
 if TYPE_CHECKING:
     from gateway.proxy import ProxiedRequest
@@ -44,7 +45,7 @@ def _is_read_whole(path: str, response: httpx.Response) -> bool:
     return "json" in response.headers.get("content-type", "")
 
 
-def _headers(proxied: "ProxiedRequest", response: httpx.Response, content_length: int | None) -> list[tuple[bytes, bytes]]:
+def _headers(proxied: ProxiedRequest, response: httpx.Response, content_length: int | None) -> list[tuple[bytes, bytes]]:
     grant = proxied.grant
     return client_response_headers(
         response.headers.raw,
@@ -54,7 +55,7 @@ def _headers(proxied: "ProxiedRequest", response: httpx.Response, content_length
     )
 
 
-async def relay_response(proxied: "ProxiedRequest", response: httpx.Response) -> None:
+async def relay_response(proxied: ProxiedRequest, response: httpx.Response) -> None:
     if response.headers.get("content-encoding", "identity").lower() != "identity":
         # Asked for identity; an upstream that compresses anyway is relayed as it came.
         await _relay_passthrough(proxied, response)
@@ -68,16 +69,19 @@ async def relay_response(proxied: "ProxiedRequest", response: httpx.Response) ->
         await _relay_passthrough(proxied, response)
 
 
-def _results_reader(proxied: "ProxiedRequest", response: httpx.Response) -> BatchResultsReader | None:
+def _results_reader(proxied: ProxiedRequest, response: httpx.Response) -> BatchResultsReader | None:
     """Kept on the request too: once the body is read whole, its cost settles the batch's spend."""
     proxied.batch_results = batch_results_reader(
-        method=proxied.method, path=proxied.path, status=response.status_code, request_event=proxied.event,
+        method=proxied.method,
+        path=proxied.path,
+        status=response.status_code,
+        request_event=proxied.event,
         batch_created_at=proxied.batch_created_at,
     )
     return proxied.batch_results
 
 
-async def _relay_event_stream(proxied: "ProxiedRequest", response: httpx.Response) -> None:
+async def _relay_event_stream(proxied: ProxiedRequest, response: httpx.Response) -> None:
     sse = SseRelay(proxied.tally)
     checkpoints = None
     if proxied.event is not None:
@@ -90,8 +94,9 @@ async def _relay_event_stream(proxied: "ProxiedRequest", response: httpx.Respons
             checkpoints.close()
 
 
-async def _relay_events(proxied: "ProxiedRequest", response: httpx.Response, sse: SseRelay,
-                        checkpoints: StreamCheckpoints | None) -> None:
+async def _relay_events(
+    proxied: ProxiedRequest, response: httpx.Response, sse: SseRelay, checkpoints: StreamCheckpoints | None
+) -> None:
     """Each block of complete events is checkpointed (when due) before the client gets it."""
     client = proxied.client
     await client.start(response.status_code, _headers(proxied, response, None))
@@ -113,7 +118,7 @@ async def _relay_events(proxied: "ProxiedRequest", response: httpx.Response, sse
     await client.finish(sse.finish())
 
 
-def _read_reply(proxied: "ProxiedRequest", body: bytes) -> None:
+def _read_reply(proxied: ProxiedRequest, body: bytes) -> None:
     """Usage (or the error type) from a non-streaming Messages reply."""
     try:
         parsed = orjson.loads(body)
@@ -125,7 +130,7 @@ def _read_reply(proxied: "ProxiedRequest", body: bytes) -> None:
         proxied.tally.observe_error(parsed)
 
 
-async def _relay_whole(proxied: "ProxiedRequest", response: httpx.Response) -> None:
+async def _relay_whole(proxied: ProxiedRequest, response: httpx.Response) -> None:
     try:
         body = b"".join([chunk async for chunk in response.aiter_raw()])
     except httpx.TransportError as exc:
@@ -139,11 +144,13 @@ async def _relay_whole(proxied: "ProxiedRequest", response: httpx.Response) -> N
 
 
 async def _relay_passthrough(
-    proxied: "ProxiedRequest", response: httpx.Response, results: BatchResultsReader | None = None
+    proxied: ProxiedRequest, response: httpx.Response, results: BatchResultsReader | None = None
 ) -> None:
     declared = response.headers.get("content-length")
     client = proxied.client
-    await client.start(response.status_code, _headers(proxied, response, int(declared) if declared and declared.isdigit() else None))
+    await client.start(
+        response.status_code, _headers(proxied, response, int(declared) if declared and declared.isdigit() else None)
+    )
     try:
         async for chunk in response.aiter_raw():
             await client.write(chunk)

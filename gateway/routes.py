@@ -25,6 +25,7 @@ A method and path the table does not hold is refused with 404 `route_not_offered
 operator sets `GATEWAY_FORWARD_UNKNOWN_ROUTES`: such requests are then forwarded (canonical paths
 only) with the model allowlist applied whenever a JSON body names a model.
 """
+
 from __future__ import annotations
 
 import enum
@@ -107,7 +108,9 @@ _SEGMENT = r"[A-Za-z0-9_~:@-](?:[A-Za-z0-9._~:@-]*[A-Za-z0-9_~:@-])?"
 _CANONICAL_PATH = re.compile(r"/v1(?:/" + _SEGMENT + r")*")
 
 
-def _index_routes(table: tuple[RouteSpec, ...]) -> tuple[dict[tuple[str, str], Route], dict[tuple[str, int], list[tuple[tuple[str, ...], RouteSpec]]]]:
+def _index_routes(
+    table: tuple[RouteSpec, ...],
+) -> tuple[dict[tuple[str, str], Route], dict[tuple[str, int], list[tuple[tuple[str, ...], RouteSpec]]]]:
     """Exact paths in one dict (their Route made once); paths with an `{id}` segment by method and
     segment count."""
     exact: dict[tuple[str, str], Route] = {}

@@ -11,6 +11,7 @@ bulk of a stream (`content_block_delta`) is passed on without being parsed, only
 length of the text, thinking or tool-input JSON it carries is what a crash-safe checkpoint estimates
 the output so far from, since the upstream reports output tokens only at the end.
 """
+
 from __future__ import annotations
 
 import re

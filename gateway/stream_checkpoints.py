@@ -12,6 +12,7 @@ the content relayed so far: one token per four bytes of text, thinking or tool-i
 count the upstream reported if that is higher. The writer keeps the last checkpoint until the
 stream's final record replaces it (`usage.open_streams`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,7 +40,7 @@ class StreamCheckpoints:
 
     __slots__ = ("proxied", "sse", "sequence", "tokens", "at", "every_tokens", "every_seconds")
 
-    def __init__(self, proxied: "ProxiedRequest", sse: SseRelay) -> None:
+    def __init__(self, proxied: ProxiedRequest, sse: SseRelay) -> None:
         self.proxied = proxied
         self.sse = sse
         self.sequence = 0

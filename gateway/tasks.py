@@ -1,4 +1,5 @@
 """Periodic upstream-key housekeeping, scheduled in proxyproject/celery.py."""
+
 from __future__ import annotations
 
 from celery import shared_task

@@ -13,6 +13,7 @@ reported as a timeout.
 aiohttp is told not to add headers of its own (User-Agent, Accept, Content-Type) and not to
 decompress: the request is forwarded as the client sent it and the response read as sent.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,7 +33,9 @@ _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 def _connect_failure(exc: Exception) -> httpx.TransportError:
     """An aiohttp failure before any response byte, as the httpx exception of the same meaning."""
-    if isinstance(exc, (aiohttp.ConnectionTimeoutError, asyncio.TimeoutError)) and not isinstance(exc, aiohttp.SocketTimeoutError):
+    if isinstance(exc, (aiohttp.ConnectionTimeoutError, asyncio.TimeoutError)) and not isinstance(
+        exc, aiohttp.SocketTimeoutError
+    ):
         return httpx.ConnectTimeout(str(exc) or "connect timed out")
     if isinstance(exc, aiohttp.SocketTimeoutError):
         return httpx.ReadTimeout(str(exc) or "no response in time")
@@ -63,7 +66,7 @@ class _AiohttpBody(httpx.AsyncByteStream):
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _read_failure(exc) from exc
 
     async def aclose(self) -> None:
@@ -90,13 +93,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 limit=self._max_connections, limit_per_host=0, keepalive_timeout=self._keepalive_seconds, ttl_dns_cache=300
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=_SKIPPED_AUTO_HEADERS, cookie_jar=aiohttp.DummyCookieJar()
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=_SKIPPED_AUTO_HEADERS,
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.get("pool"), sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read"))
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.get("pool"), sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read")
+        )
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
         body = request.content
         try:
@@ -109,7 +117,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 compress=None,
                 timeout=timeout,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise _connect_failure(exc) from exc
         return httpx.Response(
             response.status,
@@ -152,7 +160,11 @@ def get_upstream_client() -> httpx.AsyncClient:
     client = _clients.get(loop)
     if client is None or client.is_closed:
         client = httpx.AsyncClient(
-            transport=get_upstream_transport(), timeout=upstream_timeouts(), cookies=_NoCookies(), follow_redirects=False, trust_env=False,
+            transport=get_upstream_transport(),
+            timeout=upstream_timeouts(),
+            cookies=_NoCookies(),
+            follow_redirects=False,
+            trust_env=False,
         )
         _clients[loop] = client
     return client
@@ -207,7 +219,9 @@ def upstream_url(path: str, query: bytes) -> httpx.URL:
     return url
 
 
-def build_upstream_request(method: str, path: str, query: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> httpx.Request:
+def build_upstream_request(
+    method: str, path: str, query: bytes, headers: Sequence[tuple[bytes, bytes]], body: bytes
+) -> httpx.Request:
     """The upstream request, with the Host and Content-Length headers httpx itself would add.
 
     The body is given as a stream with those headers already set, which skips httpx's content
@@ -216,8 +230,13 @@ def build_upstream_request(method: str, path: str, query: bytes, headers: Sequen
     framing = [(b"host", url.netloc)]
     if body or method in _METHODS_WITH_BODY:
         framing.append((b"content-length", str(len(body)).encode()))
-    request = httpx.Request(method, url, headers=framing + list(headers), stream=httpx.ByteStream(body),
-                            extensions={"timeout": upstream_timeouts().as_dict()})
+    request = httpx.Request(
+        method,
+        url,
+        headers=framing + list(headers),
+        stream=httpx.ByteStream(body),
+        extensions={"timeout": upstream_timeouts().as_dict()},
+    )
     request.read()
     return request
 

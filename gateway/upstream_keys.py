@@ -7,6 +7,7 @@ audit log line naming the actor, and announced (`bump_pool_version`) so every ga
 reloads its pool within seconds. Secrets are validated and encrypted here and never logged; logs
 and screens show the last four characters.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,9 +27,9 @@ from prometheus_client.core import GaugeMetricFamily
 from gateway.keypool_shared import IN_FLIGHT_REPORT_SECONDS, bump_pool_version, shared_in_flight_counts
 from gateway.metrics import register_state_reader
 from gateway.models import MAX_WEIGHT, UpstreamKey, UpstreamKeyState
+from proxyproject.lib.encryption import encrypt_secret
 from proxyproject.lib.logging import log_event
 from tokens.audit import Actor, actor_label
-from proxyproject.lib.encryption import encrypt_secret
 
 logger = logging.getLogger("gateway.upstream_keys")
 
@@ -68,7 +69,7 @@ class KeyStats:
     connection_failures: int = 0
     last_used: dt.datetime | None = None
 
-    def merge(self, other: "KeyStats") -> None:
+    def merge(self, other: KeyStats) -> None:
         self.requests += other.requests
         self.rejected += other.rejected
         self.rate_limited += other.rate_limited
@@ -106,8 +107,15 @@ def _check_weight(weight: int) -> int:
 
 def _audit(action: str, key: UpstreamKey, actor: Actor, **fields: object) -> None:
     log_event(
-        logger, f"Upstream key audit: {action}", logging.WARNING if action == "flagged" else logging.INFO,
-        action=action, key=key.name, fingerprint=key.masked_secret, state=key.state, actor=actor_label(actor), **fields,
+        logger,
+        f"Upstream key audit: {action}",
+        logging.WARNING if action == "flagged" else logging.INFO,
+        action=action,
+        key=key.name,
+        fingerprint=key.masked_secret,
+        state=key.state,
+        actor=actor_label(actor),
+        **fields,
     )
 
 
@@ -136,8 +144,14 @@ def _create(
     digest = secret_digest(secret)
     _refuse_known_secret(digest)
     return UpstreamKey.objects.create(
-        name=name, encrypted_secret=encrypt_secret(secret), secret_sha256=digest, secret_last4=secret[-4:],
-        weight=weight, created_at=now, created_by=actor_label(actor), from_environment=from_environment,
+        name=name,
+        encrypted_secret=encrypt_secret(secret),
+        secret_sha256=digest,
+        secret_last4=secret[-4:],
+        weight=weight,
+        created_at=now,
+        created_by=actor_label(actor),
+        from_environment=from_environment,
     )
 
 
@@ -180,8 +194,11 @@ def rotate_upstream_key(
         if old.state != UpstreamKeyState.ACTIVE:
             raise UpstreamKeyConflict(f"Key {name!r} is {old.state}: only an active key can be rotated.")
         new = _create(
-            name=_check_name(new_name) if new_name else _rotated_name(old.name, now), secret=secret,
-            weight=_check_weight(weight if weight is not None else old.weight), actor=actor, now=now,
+            name=_check_name(new_name) if new_name else _rotated_name(old.name, now),
+            secret=secret,
+            weight=_check_weight(weight if weight is not None else old.weight),
+            actor=actor,
+            now=now,
         )
         old.state = UpstreamKeyState.DRAINING
         old.draining_since = now
@@ -348,8 +365,12 @@ def retire_drained_upstream_keys(*, now: dt.datetime | None = None) -> list[str]
     if not draining:
         return []
     if not UpstreamKey.objects.filter(state=UpstreamKeyState.ACTIVE, flagged_at__isnull=True).exists():
-        log_event(logger, "Draining upstream keys kept: no usable active key to take over", logging.ERROR,
-                  keys=[key.name for key in draining])
+        log_event(
+            logger,
+            "Draining upstream keys kept: no usable active key to take over",
+            logging.ERROR,
+            keys=[key.name for key in draining],
+        )
         return []
     in_flight = shared_in_flight_counts(key.pk for key in draining)
     settle = dt.timedelta(seconds=drain_settle_seconds())
@@ -366,8 +387,13 @@ def retire_drained_upstream_keys(*, now: dt.datetime | None = None) -> list[str]
                 continue
             _retire(locked, now)
             _announce_after_commit()
-        _audit("retired", locked, "schedule", reason="drained" if idle else "drain grace period over",
-               drainedSeconds=round(waited.total_seconds(), 1))
+        _audit(
+            "retired",
+            locked,
+            "schedule",
+            reason="drained" if idle else "drain grace period over",
+            drainedSeconds=round(waited.total_seconds(), 1),
+        )
         retired.append(locked.name)
     return retired
 
@@ -383,9 +409,16 @@ def warn_about_old_upstream_keys(*, now: dt.datetime | None = None) -> list[str]
     now = now or timezone.now()
     due = upstream_keys_due_for_rotation(now=now)
     for key in due:
-        log_event(logger, "Upstream key due for rotation", logging.WARNING, key=key.name, fingerprint=key.masked_secret,
-                  ageDays=(now - key.created_at).days, rotationDays=settings.UPSTREAM_KEY_ROTATION_DAYS,
-                  hint=f"manage.py rotate_upstream_key {key.name}")
+        log_event(
+            logger,
+            "Upstream key due for rotation",
+            logging.WARNING,
+            key=key.name,
+            fingerprint=key.masked_secret,
+            ageDays=(now - key.created_at).days,
+            rotationDays=settings.UPSTREAM_KEY_ROTATION_DAYS,
+            hint=f"manage.py rotate_upstream_key {key.name}",
+        )
     return [key.name for key in due]
 
 

@@ -13,6 +13,7 @@ than the split's sum (a split of zeros, or a partial one, in one object or acros
 events) the remainder is billed at the 5m rate, as the API's pricing rules say; where the split
 sums to more than the total, the split is kept, since it names more written tokens.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

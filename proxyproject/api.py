@@ -1,4 +1,5 @@
 """The one NinjaAPI: app routers mounted at the seed's exact paths, and every exception handler."""
+
 from __future__ import annotations
 
 import orjson
@@ -8,8 +9,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.renderers import BaseRenderer
 
 from gateway.api import router as gateway_router
-from proxyproject.lib.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound, error_response
 from proxyproject.health import run_health_checks
+from proxyproject.lib.errors import AuthenticationFailed, GatewayError, InvalidRequest, NotFound, error_response
 from proxyproject.operator_surface import docs_for_operators, health_summary, sees_health_details
 from tokens.api import router as tokens_router
 from usage.api import router as usage_router

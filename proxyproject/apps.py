@@ -12,8 +12,10 @@ class ProxyProjectConfig(AppConfig):
 
     def ready(self) -> None:
         export_metrics_dir()
-        from proxyproject import checks  # noqa: F401  (registers the system checks)
-        from proxyproject import login_lockout  # noqa: F401  (connects the lockout audit receiver)
+        from proxyproject import (
+            checks,  # noqa: F401  (registers the system checks)
+            login_lockout,  # noqa: F401  (connects the lockout audit receiver)
+        )
         from proxyproject.health import register_platform_checks
 
         register_platform_checks()

@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP to Django, websockets (the gateway's own origin only, then staff sessions)
 to channels consumers, and the lifespan hooks of the apps."""
+
 import os
 
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler

@@ -1,4 +1,5 @@
 """The Celery app and the whole beat schedule, in one place."""
+
 from __future__ import annotations
 
 import os

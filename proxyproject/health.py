@@ -6,14 +6,15 @@ does it (the database through the same fresh-connection read, Redis through the 
 client; the gateway registers the circuit breaker), all at once within `HEALTH_CHECK_TIMEOUT`
 seconds, and answers 503 naming the failed part whenever `/v1` would fail.
 """
+
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -41,7 +42,7 @@ class CheckResult:
 
 def utc_timestamp() -> str:
     """ISO 8601 in UTC with milliseconds and `Z`, the shape the seed shows."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _check_database() -> None:

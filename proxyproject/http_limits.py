@@ -19,6 +19,7 @@ Django path alike and cost a counter per header on the hot path:
 Keep-alive idle time is uvicorn's own `timeout_keep_alive` (proxyproject/server.py sets it). Nothing
 here runs once a request's body is complete, so long responses (SSE streams) are never cut.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,9 +46,14 @@ def refusal(error: GatewayError) -> bytes:
     """A complete HTTP/1.1 response carrying the gateway's error envelope; the connection closes after it."""
     request_id = new_request_id()
     body = error_body(error, request_id)
-    head = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}", "content-type: application/json",
-            f"content-length: {len(body)}", f"request-id: {request_id}",
-            *(f"{name}: {value}" for name, value in error.response_headers().items()), "connection: close"]
+    head = [
+        f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        f"request-id: {request_id}",
+        *(f"{name}: {value}" for name, value in error.response_headers().items()),
+        "connection: close",
+    ]
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 

@@ -8,6 +8,7 @@ stops them in dependency order: the gateway first (it stops accepting and lets i
 finish), then the usage writer (so it flushes what the gateway queued last), then Celery, and the
 fake upstream last (streams in flight still need it).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,6 @@ from pathlib import Path
 from django.conf import settings
 
 from proxyproject.server import server_argv
-
 
 RESTART_BACKOFF_FIRST = 1.0
 RESTART_BACKOFF_MAX = 60.0
@@ -49,16 +49,61 @@ def platform_children(host: str, demo_key: str | None) -> list[Child]:
     python = sys.executable
     children = []
     if demo_key:
-        children.append(Child("fake-upstream", [python, "manage.py", "fake_anthropic", "--host", "127.0.0.1", "--port", str(settings.FAKE_UPSTREAM_PORT), "--api-key", demo_key]))
+        children.append(
+            Child(
+                "fake-upstream",
+                [
+                    python,
+                    "manage.py",
+                    "fake_anthropic",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(settings.FAKE_UPSTREAM_PORT),
+                    "--api-key",
+                    demo_key,
+                ],
+            )
+        )
     children.append(Child("gateway", server_argv(host, settings.PORT)))
     if settings.USAGE_WRITER == "process":
         children.append(Child("usage-writer", [python, "manage.py", "run_usage_writer"]))
     children += [
         # --quiet: no banners burying the login and the URLs printed once the gateway answers.
-        Child("celery-worker", [python, "-m", "celery", "--quiet", "-A", "proxyproject", "worker", "--loglevel", settings.LOG_LEVEL,
-                                "--concurrency", "1", "--pool", "solo"]),
-        Child("celery-beat", [python, "-m", "celery", "--quiet", "-A", "proxyproject", "beat", "--loglevel", settings.LOG_LEVEL,
-                              "--schedule", settings.CELERY_BEAT_SCHEDULE_FILE]),
+        Child(
+            "celery-worker",
+            [
+                python,
+                "-m",
+                "celery",
+                "--quiet",
+                "-A",
+                "proxyproject",
+                "worker",
+                "--loglevel",
+                settings.LOG_LEVEL,
+                "--concurrency",
+                "1",
+                "--pool",
+                "solo",
+            ],
+        ),
+        Child(
+            "celery-beat",
+            [
+                python,
+                "-m",
+                "celery",
+                "--quiet",
+                "-A",
+                "proxyproject",
+                "beat",
+                "--loglevel",
+                settings.LOG_LEVEL,
+                "--schedule",
+                settings.CELERY_BEAT_SCHEDULE_FILE,
+            ],
+        ),
     ]
     return children
 

@@ -11,6 +11,7 @@ an operator who mistypes waits minutes. Each attempt's expiry is stored with it
 (AXES_USE_ATTEMPT_EXPIRATION), so one client's long cool-off is never cut short by the cleanup
 another client's request runs.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -40,14 +41,16 @@ class LoginLockoutBackend(AxesStandaloneBackend):
     or lock; axes would raise there, so this passes it on to the next backend instead.
     """
 
-    def authenticate(self, request: HttpRequest | None, username: str | None = None, password: str | None = None,
-                     **kwargs: object) -> None:
+    def authenticate(
+        self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: object
+    ) -> None:
         if request is None:
             return None
         return super().authenticate(request, username, password, **kwargs)
 
-    async def aauthenticate(self, request: HttpRequest | None, username: str | None = None, password: str | None = None,
-                            **kwargs: object) -> None:
+    async def aauthenticate(
+        self, request: HttpRequest | None, username: str | None = None, password: str | None = None, **kwargs: object
+    ) -> None:
         """Django's async login path (`alogin`, async views) asks each backend for this."""
         if request is None:
             return None
@@ -87,8 +90,14 @@ def login_cool_off(request: HttpRequest | None) -> dt.timedelta:
 @receiver(user_locked_out)
 def audit_lockout(sender: object, request: HttpRequest, username: str | None, ip_address: str | None, **kwargs: object) -> None:
     """One warning line per refused login while locked out, for alerting; axes keeps the rows."""
-    log_event(logger, "Admin login locked out", logging.WARNING, username=username or "", client_ip=ip_address or "",
-              cool_off_seconds=int(login_cool_off(request).total_seconds()))
+    log_event(
+        logger,
+        "Admin login locked out",
+        logging.WARNING,
+        username=username or "",
+        client_ip=ip_address or "",
+        cool_off_seconds=int(login_cool_off(request).total_seconds()),
+    )
 
 
 def unlock_login(*, username: str | None = None, address: str | None = None, actor: str) -> int:
@@ -104,6 +113,13 @@ def unlock_login(*, username: str | None = None, address: str | None = None, act
         reset(username=username)
     if address:
         reset(ip=address)
-    log_event(logger, "Admin login unlocked", logging.WARNING, username=username or "", client_ip=address or "",
-              failure_counters=counters, actor=actor)
+    log_event(
+        logger,
+        "Admin login unlocked",
+        logging.WARNING,
+        username=username or "",
+        client_ip=address or "",
+        failure_counters=counters,
+        actor=actor,
+    )
     return counters

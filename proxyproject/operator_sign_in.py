@@ -17,6 +17,7 @@ one button. What it leaves out is added here:
 A session the provider signed in counts as having passed the provider's own second factor
 (`signed_in_by_provider`), so the console's TOTP rule applies to password logins only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -130,8 +131,14 @@ class OperatorSignInBackend(OIDCAuthenticationBackend):
         unverified_email = settings.OIDC_PERSON_CLAIM == "email" and claims.get("email_verified") is False
         if not person or not staff or unverified_email:
             reason = "unverified email" if unverified_email else "not in a console group"
-            log_event(logger, "Operator sign-in refused", logging.WARNING, reason=reason, person=person or "",
-                      subject=claims.get("sub", ""))
+            log_event(
+                logger,
+                "Operator sign-in refused",
+                logging.WARNING,
+                reason=reason,
+                person=person or "",
+                subject=claims.get("sub", ""),
+            )
             return False
         return True
 
@@ -148,8 +155,9 @@ class OperatorSignInBackend(OIDCAuthenticationBackend):
         user.first_name = str(claims.get("given_name", user.first_name))[:150]
         user.last_name = str(claims.get("family_name", user.last_name))[:150]
         user.save()
-        log_event(logger, "Operator signed in with the identity provider", person=user.get_username(),
-                  superuser=user.is_superuser)
+        log_event(
+            logger, "Operator signed in with the identity provider", person=user.get_username(), superuser=user.is_superuser
+        )
         return user
 
 

@@ -5,10 +5,12 @@ dependency is down, its error text, its latency).
 An operator is a staff session or an operator API key (`tokens.operators.authenticate_operator`).
 API_DOCS_PUBLIC and HEALTH_DETAILS_PUBLIC (both on by default with debug on) show them to anyone.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings

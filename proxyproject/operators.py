@@ -1,4 +1,5 @@
 """The first operator login, so a fresh `make run` can be used from the browser at once."""
+
 from __future__ import annotations
 
 import secrets

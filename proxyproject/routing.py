@@ -1,4 +1,5 @@
 """Websocket routes served by channels (the operators' live dashboard)."""
+
 from django.urls import URLPattern, path
 
 from usage.consumers import UsageLiveConsumer

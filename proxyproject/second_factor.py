@@ -10,6 +10,7 @@ own second factor instead.
 Wrong codes are throttled by django-otp (each failure doubles the wait on that device); the
 password in front of them is throttled by the login lockout.
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -36,13 +37,15 @@ class ConsoleLoginForm(AdminAuthenticationForm):
     """The admin's login form with a one-time code field, checked only for users who need one."""
 
     otp_token = forms.CharField(
-        required=False, label="One-time code", max_length=16,
+        required=False,
+        label="One-time code",
+        max_length=16,
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
     error_messages = {
         **AdminAuthenticationForm.error_messages,
         "totp_not_enrolled": "This account must use a one-time code, and has no TOTP device yet: ask an operator "
-                             "to run manage.py enroll_totp.",
+        "to run manage.py enroll_totp.",
         "totp_invalid": "Enter the current one-time code of your authenticator app.",
         "totp_throttled": "Too many wrong one-time codes: wait a little and try again.",
     }

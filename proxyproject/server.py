@@ -8,6 +8,7 @@ adds after host and port (e.g. `--backlog 4096`) go to the server unchanged.
 With ASGI_SERVER=daphne the limits are daphne's own (it has no header-size or header-count limit):
 uvicorn is the production server.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,27 @@ def server_argv(host: str, port: int, extra: list[str] | None = None) -> list[st
     if settings.ASGI_SERVER == "daphne":
         return [python, "-m", "daphne", "-b", host, "-p", str(port), *(extra or []), APPLICATION]
     return [
-        python, "-m", "uvicorn", APPLICATION, "--host", host, "--port", str(port),
-        "--workers", str(settings.WEB_CONCURRENCY), "--loop", "uvloop", "--http", LIMITED_PROTOCOL,
-        "--lifespan", "on", "--no-access-log",
-        "--timeout-graceful-shutdown", str(int(settings.SHUTDOWN_GRACE_SECONDS)),
-        "--timeout-keep-alive", str(settings.HTTP_KEEP_ALIVE_TIMEOUT_SECONDS),
+        python,
+        "-m",
+        "uvicorn",
+        APPLICATION,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(settings.WEB_CONCURRENCY),
+        "--loop",
+        "uvloop",
+        "--http",
+        LIMITED_PROTOCOL,
+        "--lifespan",
+        "on",
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        str(int(settings.SHUTDOWN_GRACE_SECONDS)),
+        "--timeout-keep-alive",
+        str(settings.HTTP_KEEP_ALIVE_TIMEOUT_SECONDS),
         # The client's address is read from forwarding headers by proxyproject.lib.client_address, and
         # only from TRUSTED_PROXIES; uvicorn's own reading trusts 127.0.0.1 by default.
         "--no-proxy-headers",

@@ -1,5 +1,6 @@
 """URL map. The API comes first so the seed's /admin/usage and /admin/circuit-breaker win over the
 Django admin's own URLs."""
+
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import include, path

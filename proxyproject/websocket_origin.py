@@ -7,6 +7,7 @@ AllowedHostsOriginValidator compares the host name only, which let http://127.0.
 the live feed. Allowed: the gateway's own origin (PROXY_BASE_URL), the origin the request was
 made to (its scheme and a Host in ALLOWED_HOSTS), and WEBSOCKET_ALLOWED_ORIGINS.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -1,4 +1,5 @@
 """The shared cast of tests: real servers and the services CI provides."""
+
 from __future__ import annotations
 
 import asyncio
@@ -92,7 +93,11 @@ def two_gateways(redis_required, transactional_db, settings):
     from tests.gateway.conftest import MASTER_KEY
 
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
-        env = {"REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "ANTHROPIC_BASE_URL": fake.base_url, "ANTHROPIC_API_KEY": MASTER_KEY}
+        env = {
+            "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
+            "ANTHROPIC_BASE_URL": fake.base_url,
+            "ANTHROPIC_API_KEY": MASTER_KEY,
+        }
         first = gateway_process(**env).start()
         try:
             second = gateway_process(**env).start()

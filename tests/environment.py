@@ -3,6 +3,7 @@
 Tests run with debug on and development secrets unless the environment says otherwise; CI's second
 pass adds DATABASE_URL and REDIS_URL. Logs stay quiet unless LOG_LEVEL is set.
 """
+
 import os
 
 os.environ.setdefault("DJANGO_DEBUG", "true")

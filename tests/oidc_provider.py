@@ -2,6 +2,7 @@
 code flow with PKCE (S256), userinfo and a JWKS whose keys can rotate. Every sign-in is approved at
 once for `person`; the knobs make it misbehave the ways a relying party must refuse (another
 audience or issuer, an expired token, another flow's nonce, a key the JWKS does not publish)."""
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,13 @@ class OIDCProvider:
     def __init__(self, client_id: str = "gateway-console", client_secret: str = "console-secret") -> None:
         self.client_id, self.client_secret = client_id, client_secret
         self.keys = [SigningKey("key-1")]
-        self.person: dict[str, Any] = {"sub": "alice-0001", "email": "alice@example.com", "email_verified": True,
-                                       "given_name": "Alice", "groups": ["llm-gateway-operators"]}
+        self.person: dict[str, Any] = {
+            "sub": "alice-0001",
+            "email": "alice@example.com",
+            "email_verified": True,
+            "given_name": "Alice",
+            "groups": ["llm-gateway-operators"],
+        }
         self.audience: str | None = None
         self.issuer_claim: str | None = None
         self.lifetime = 300
@@ -59,7 +65,7 @@ class OIDCProvider:
     def issuer(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def start(self) -> "OIDCProvider":
+    def start(self) -> OIDCProvider:
         self.thread.start()
         return self
 
@@ -73,17 +79,22 @@ class OIDCProvider:
 
     def discovery(self) -> dict[str, Any]:
         return {
-            "issuer": self.issuer, "authorization_endpoint": f"{self.issuer}/authorize", "token_endpoint": f"{self.issuer}/token",
-            "userinfo_endpoint": f"{self.issuer}/userinfo", "jwks_uri": f"{self.issuer}/jwks",
-            "response_types_supported": ["code"], "id_token_signing_alg_values_supported": ["RS256"],
+            "issuer": self.issuer,
+            "authorization_endpoint": f"{self.issuer}/authorize",
+            "token_endpoint": f"{self.issuer}/token",
+            "userinfo_endpoint": f"{self.issuer}/userinfo",
+            "jwks_uri": f"{self.issuer}/jwks",
+            "response_types_supported": ["code"],
+            "id_token_signing_alg_values_supported": ["RS256"],
             "code_challenge_methods_supported": ["S256"],
         }
 
     def authorize(self, query: dict[str, str]) -> str:
         """The redirect back to the client, with a code for the current person."""
         code = secrets.token_urlsafe(16)
-        self.grants[code] = Grant(query["client_id"], query["redirect_uri"], query.get("nonce"), query.get("code_challenge"),
-                                  dict(self.person))
+        self.grants[code] = Grant(
+            query["client_id"], query["redirect_uri"], query.get("nonce"), query.get("code_challenge"), dict(self.person)
+        )
         if query.get("nonce"):
             self.nonces_seen.append(query["nonce"])
         return f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query.get('state', '')})}"
@@ -106,8 +117,12 @@ class OIDCProvider:
     def id_token(self, grant: Grant) -> str:
         now = int(time.time())
         claims = {
-            **grant.claims, "iss": self.issuer_claim or self.issuer, "aud": self.audience or grant.client_id,
-            "iat": now, "exp": now + self.lifetime, "nonce": self.nonce_override or grant.nonce,
+            **grant.claims,
+            "iss": self.issuer_claim or self.issuer,
+            "aud": self.audience or grant.client_id,
+            "iat": now,
+            "exp": now + self.lifetime,
+            "nonce": self.nonce_override or grant.nonce,
         }
         key = self.unpublished_key or self.keys[-1]
         return jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": key.kid})

@@ -1,5 +1,6 @@
 """Real servers for tests: the gateway as a separate process on a free port, sharing the test
 database (and Redis, when configured) with the test process."""
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,7 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "ServerProcess":
+    def start(self, timeout: float = 30.0) -> ServerProcess:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(self.argv, env=self.env, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -91,4 +92,6 @@ def gateway_process(server: str = "uvicorn", **env_overrides: str) -> ServerProc
     port = free_port()
     argv = [sys.executable, "-m", "proxyproject.server", "--host", "127.0.0.1", "--port", str(port)]
     env_overrides.setdefault("ASGI_SERVER", server)
-    return ServerProcess(argv, server_environment(PORT=str(port), PROXY_BASE_URL=f"http://127.0.0.1:{port}", **env_overrides), port)
+    return ServerProcess(
+        argv, server_environment(PORT=str(port), PROXY_BASE_URL=f"http://127.0.0.1:{port}", **env_overrides), port
+    )

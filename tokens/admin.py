@@ -5,6 +5,7 @@ Every state change goes through the services (`tokens.revocation`, `tokens.opera
 the commands do. Status is changed by actions only, never by editing the field. The spend columns on
 the device pages are added by `usage.admin`, which owns spend.
 """
+
 from __future__ import annotations
 
 from django.contrib import admin, messages
@@ -47,7 +48,12 @@ POLICY_FIELDSET = (
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = (
-        "name", "device_count", "requests_per_window", "daily_spend_cap_usd", "monthly_spend_cap_usd", "tokens_revoked_before",
+        "name",
+        "device_count",
+        "requests_per_window",
+        "daily_spend_cap_usd",
+        "monthly_spend_cap_usd",
+        "tokens_revoked_before",
     )
     search_fields = ("name",)
     readonly_fields = ("tokens_revoked_before", "created_at", "updated_at")
@@ -88,7 +94,15 @@ def _devices(count: int) -> str:
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
     list_display: tuple[str, ...] = (
-        "device_id", "device_name", "status", "organization", "user_label", "app_name", "app_version", "os", "last_seen_at",
+        "device_id",
+        "device_name",
+        "status",
+        "organization",
+        "user_label",
+        "app_name",
+        "app_version",
+        "os",
+        "last_seen_at",
     )
     list_filter = ("status", "organization", "app_name", "app_version")
     list_select_related = ("organization",)
@@ -96,7 +110,14 @@ class DeviceAdmin(admin.ModelAdmin):
     autocomplete_fields = ("organization",)
     described_fields = ("device_name", "app_name", "os")  # the device's word: its next bootstrap overwrites them
     state_fields: tuple[str, ...] = (
-        "status", "secret_state", "tokens_revoked_before", "last_seen_at", "last_ip", "tokens_link", "created_at", "updated_at",
+        "status",
+        "secret_state",
+        "tokens_revoked_before",
+        "last_seen_at",
+        "last_ip",
+        "tokens_link",
+        "created_at",
+        "updated_at",
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Device | None = None) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
 """POST /bootstrap and POST /refresh, at the seed's exact paths."""
+
 from __future__ import annotations
 
 from typing import Any

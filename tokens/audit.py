@@ -1,5 +1,6 @@
 """The audit trail: one row per issue, refresh, reuse detection, revocation and operator action on a
 device, and the same facts as one structured log line (for log shippers and alerting)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,7 +29,7 @@ class ClientInfo:
     user_agent: str = ""
 
     @classmethod
-    def from_request(cls, request: HttpRequest) -> "ClientInfo":
+    def from_request(cls, request: HttpRequest) -> ClientInfo:
         # The peer, or behind proxies listed in TRUSTED_PROXIES the client they name.
         return cls(ip=client_ip(request) or None, user_agent=request.headers.get("user-agent", "")[:512])
 

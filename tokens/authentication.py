@@ -5,9 +5,10 @@ backend of the wrapper tokens (without building a Token object per request: see 
 status come from `device_state`'s short-lived cache. With both warm an ordinary call does no I/O at
 all: no database query, no Redis round trip.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from proxyproject.lib.errors import AuthenticationFailed, DeviceBlocked, DevicePendingApproval, TokenRevoked
 from tokens.device_state import get_device_state

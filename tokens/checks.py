@@ -1,4 +1,5 @@
 """System checks for enrollment and signing keys (ids asserted by tests)."""
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -9,6 +9,7 @@ an operator pastes it into, and no host or app name needs them (an apostrophe st
 names computers "Ada's MacBook"). A leading `=`, `+`, `-` or `@` is
 refused too, since a spreadsheet opening an export would run it as a formula.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class DeviceDescription:
     def changed_fields(self) -> dict[str, str]:
         fields = {"device_name": self.device_name, "app_name": self.app_name, "os": self.os}
         return {name: value for name, value in fields.items() if value}
+
+
+NOT_DESCRIBED = DeviceDescription()  # a bootstrap that says nothing about the device
 
 
 def description_problem(value: str) -> str | None:

@@ -5,6 +5,7 @@ Secrets are high-entropy (generated: 256 bits; client-chosen: at least MIN_LENGT
 plain SHA-256 is enough to store them safely and keeps every bootstrap cheap; a slow password hash
 would only hand an attacker a CPU-exhaustion lever on an unauthenticated endpoint.
 """
+
 from __future__ import annotations
 
 import hashlib

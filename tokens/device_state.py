@@ -13,6 +13,7 @@ Three layers, each bounded in staleness:
 So a revocation made anywhere is refused by every process within REVOCATION_CACHE_SECONDS plus one
 round trip.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,9 @@ import datetime as dt
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -66,7 +68,7 @@ class DeviceState:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "DeviceState":
+    def from_json(cls, data: dict[str, Any]) -> DeviceState:
         return cls(
             device_pk=data["device_pk"],
             device_id=data["device_id"],
@@ -152,7 +154,7 @@ class DeviceStateCache:
 
 
 device_state_cache = DeviceStateCache()
-_inflight: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future]]" = weakref.WeakKeyDictionary()
+_inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future]] = weakref.WeakKeyDictionary()
 
 
 async def _fetch_shared(device_id: str) -> DeviceState | None:
@@ -177,8 +179,15 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
     payload = orjson.dumps({"gen": device_gen, "orgs_gen": orgs_gen, "state": state.as_json() if state else None})
     try:
         await client.eval(
-            _STORE_IF_CURRENT, 3, _snapshot_key(device_id), _generation_key(device_id), _org_generation_key(),
-            payload, device_gen, orgs_gen, SNAPSHOT_TTL_SECONDS,
+            _STORE_IF_CURRENT,
+            3,
+            _snapshot_key(device_id),
+            _generation_key(device_id),
+            _org_generation_key(),
+            payload,
+            device_gen,
+            orgs_gen,
+            SNAPSHOT_TTL_SECONDS,
         )
     except RedisError as exc:
         log_event(logger, "Device state: snapshot not shared", logging.WARNING, device_id=device_id, error=str(exc))

@@ -16,6 +16,7 @@ of an unknown one: pending approval, with a device secret (a decoy, never stored
 anyone may enroll, so a known id without its secret is refused where an unknown one enrolls: there,
 device ids must be unguessable (the clients use 128-bit random ids).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,7 +33,7 @@ from django.utils import timezone
 from proxyproject.lib.errors import BootstrapSecretInvalid, DeviceBlocked, DeviceSecretInvalid, GatewayError
 from proxyproject.lib.logging import log_event
 from tokens.audit import ClientInfo, record_audit_event
-from tokens.description import DeviceDescription
+from tokens.description import NOT_DESCRIBED, DeviceDescription
 from tokens.device_secrets import device_secret_matches, generate_device_secret, hash_device_secret
 from tokens.device_state import invalidate_devices
 from tokens.issuance import TokenPair, issue_token_pair
@@ -104,7 +105,7 @@ def bootstrap_device(
     device_secret: str | None,
     bootstrap_secret: str | None,
     client: ClientInfo,
-    description: DeviceDescription = DeviceDescription(),
+    description: DeviceDescription = NOT_DESCRIBED,
     now: dt.datetime | None = None,
 ) -> Enrollment:
     """Enroll or re-enroll a device. Raises BootstrapSecretInvalid, DeviceSecretInvalid or
@@ -158,15 +159,25 @@ def _enroll(
     device.save(update_fields=["secret_hash", "app_version", *described, "last_seen_at", "last_ip", "updated_at"])
     if device.status == DeviceStatus.PENDING:
         record_audit_event(
-            AuditKind.ENROLLMENT_REFUSED, device=device, client=client, now=now,
+            AuditKind.ENROLLMENT_REFUSED,
+            device=device,
+            client=client,
+            now=now,
             detail={"reason": "device_pending_approval", "created": created},
         )
         return Enrollment(device.device_id, device.status, None, new_secret)
     pair = issue_token_pair(device=device, client=client, now=now)
     record_audit_event(
-        AuditKind.BOOTSTRAP, device=device, jti=pair.access_jti, client=client, now=now,
+        AuditKind.BOOTSTRAP,
+        device=device,
+        jti=pair.access_jti,
+        client=client,
+        now=now,
         detail={
-            "family": pair.family, "created": created, "app_version": device.app_version, "secret_set": new_secret is not None,
+            "family": pair.family,
+            "created": created,
+            "app_version": device.app_version,
+            "secret_set": new_secret is not None,
         },
     )
     return Enrollment(device.device_id, device.status, pair, new_secret)

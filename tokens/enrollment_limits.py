@@ -1,6 +1,7 @@
 """Abuse limits on the unauthenticated endpoints (/bootstrap, /refresh): per client IP and endpoint,
 ENROLLMENT_RATE_LIMIT_MAX requests per ENROLLMENT_RATE_LIMIT_WINDOW ms, on the gateway's limiter
 (atomic in Redis when configured, per process otherwise)."""
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -12,6 +12,7 @@ and `rt-dev-1` are one device), `require_clean_identifier` for values passed thr
 model name is forwarded upstream byte for byte, so it is refused rather than rewritten). Plain
 functions with no Django import beyond the error type, so the gateway can call them.
 """
+
 from __future__ import annotations
 
 import unicodedata

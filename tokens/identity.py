@@ -1,6 +1,7 @@
 """What the gateway knows about the caller after authentication: the contract between `tokens`
 (which builds it) and `gateway`/`usage` (which enforce it). Built from the verified token's claims
 and the device's cached policy, so an ordinary request needs no database query."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ Claims: `sub` device id, `jti`, `exp`, `iat` (with milliseconds, so "revoked bef
 token issued right after a revocation), `token_type` (access / refresh), `fam` (the family of every
 token descended from one bootstrap) and, on the wrapper token, the device's `policy`.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -135,7 +136,7 @@ class TokenPair:
 
 def format_timestamp(value: dt.datetime) -> str:
     """ISO 8601 UTC with milliseconds and Z, the seed's `expires_at` shape."""
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _build(token_class: type[Token], device: Device, family: str, now: dt.datetime, lifetime: dt.timedelta) -> Token:
@@ -161,8 +162,8 @@ def issue_token_pair(
     pair = TokenPair(
         wrapper_token=str(access),
         refresh_token=str(refresh),
-        expires_at=dt.datetime.fromtimestamp(access["exp"], dt.timezone.utc),
-        refresh_expires_at=dt.datetime.fromtimestamp(refresh["exp"], dt.timezone.utc),
+        expires_at=dt.datetime.fromtimestamp(access["exp"], dt.UTC),
+        refresh_expires_at=dt.datetime.fromtimestamp(refresh["exp"], dt.UTC),
         access_jti=access["jti"],
         refresh_jti=refresh["jti"],
         family=family,
@@ -171,8 +172,16 @@ def issue_token_pair(
     IssuedToken.objects.bulk_create(
         [
             IssuedToken(
-                jti=jti, device=device, kind=kind, family=family, grant=pair.grant, kid=keyring.signer_kid, issued_at=now, expires_at=expires_at,
-                ip=client.ip, user_agent=client.user_agent,
+                jti=jti,
+                device=device,
+                kind=kind,
+                family=family,
+                grant=pair.grant,
+                kid=keyring.signer_kid,
+                issued_at=now,
+                expires_at=expires_at,
+                ip=client.ip,
+                user_agent=client.user_agent,
             )
             for jti, kind, expires_at in (
                 (pair.access_jti, TokenKind.ACCESS, pair.expires_at),

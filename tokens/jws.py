@@ -6,13 +6,15 @@ the header) itself in a few µs: exact algorithm (never `none`, never another HM
 by `kid`, constant-time signature comparison over the exact bytes received, strict base64url, and
 the required claims present with the right types. Tokens are still encoded by PyJWT.
 """
+
 from __future__ import annotations
 
 import binascii
 import hashlib
 import hmac
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken

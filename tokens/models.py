@@ -1,5 +1,6 @@
 """Who a device is and what credentials it holds: organizations, devices, issued tokens, signing keys,
 operator API keys and the audit trail. Rules live in the service modules, not here."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -79,7 +80,8 @@ class Device(PolicyFields):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                Lower("device_id"), name="tokens_device_id_case_insensitive",
+                Lower("device_id"),
+                name="tokens_device_id_case_insensitive",
                 violation_error_message="A device with this device id (ignoring case) already exists.",
             )
         ]
@@ -151,7 +153,11 @@ class OperatorApiKey(models.Model):
 
     name = models.CharField(max_length=100)
     organization = models.ForeignKey(
-        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="operator_keys",
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="operator_keys",
         help_text="Empty: a platform operator. Set: this organization's usage and resources only.",
     )
     prefix = models.CharField(max_length=16, editable=False, help_text="The key's first characters, to recognise it.")

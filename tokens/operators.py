@@ -8,6 +8,7 @@ A key may be scoped to one organization. `authenticate_operator` is the platform
 refuses scoped keys, so an endpoint honours a scope only by asking for it
 (`authenticate_scoped_operator`) and every other operator endpoint stays platform-only by default.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,9 +26,14 @@ from proxyproject.lib.errors import AuthenticationFailed, CsrfFailed, Permission
 from tokens.models import OperatorApiKey, Organization
 
 __all__ = [
-    "Operator", "OperatorApiKey", "authenticate_operator", "authenticate_operator_change", "authenticate_scoped_operator",
+    "Operator",
+    "OperatorApiKey",
+    "authenticate_operator",
+    "authenticate_operator_change",
+    "authenticate_scoped_operator",
     "create_operator_api_key",
-    "issue_operator_api_key", "revoke_operator_api_key",
+    "issue_operator_api_key",
+    "revoke_operator_api_key",
 ]
 
 KEY_PREFIX = "gwop_"

@@ -3,6 +3,7 @@
 Parsed by hand rather than by a schema so that every refusal says exactly what to fix (the client
 is a program whose logs a person reads), and so the body limit is checked before JSON is parsed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

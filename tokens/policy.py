@@ -3,6 +3,7 @@
 The organization's spend caps are also carried separately (`org_*_cap_usd`), because they bound the
 organization's total spend, while `device_*_cap_usd` bounds one device's.
 """
+
 from __future__ import annotations
 
 import re

@@ -6,6 +6,7 @@ the wrapper and the owner holding the refresh token cannot each keep a branch of
 
 Not on the hot path: this reads the database, which is the authority here, not the caches.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -82,15 +83,26 @@ def refresh_token_pair(*, raw_token: str, client: ClientInfo, now: dt.datetime |
     refusal = _standing_refusal(device, issued, float(claims["iat"]))
     if refusal is None:
         with transaction.atomic():
-            spent = IssuedToken.objects.filter(grant=issued.grant, used_at__isnull=True, revoked_at__isnull=True).update(used_at=now)
+            spent = IssuedToken.objects.filter(grant=issued.grant, used_at__isnull=True, revoked_at__isnull=True).update(
+                used_at=now
+            )
             if spent:
                 pair = issue_token_pair(device=device, client=client, family=issued.family, now=now)
                 device.last_seen_at = now
                 device.last_ip = client.ip
                 device.save(update_fields=["last_seen_at", "last_ip", "updated_at"])
                 record_audit_event(
-                    AuditKind.REFRESH, device=device, jti=pair.access_jti, client=client, now=now,
-                    detail={"family": issued.family, "grant": issued.grant, "presented": issued.jti, "presented_kind": issued.kind},
+                    AuditKind.REFRESH,
+                    device=device,
+                    jti=pair.access_jti,
+                    client=client,
+                    now=now,
+                    detail={
+                        "family": issued.family,
+                        "grant": issued.grant,
+                        "presented": issued.jti,
+                        "presented_kind": issued.kind,
+                    },
                 )
             else:
                 refusal = _refusal_of_unspendable_grant(device, issued, client, now)
@@ -113,9 +125,16 @@ def _refusal_of_unspendable_grant(device: Device, issued: IssuedToken, client: C
 def _revoke_family(device: Device, issued: IssuedToken, client: ClientInfo, now: dt.datetime, first_used_at: dt.datetime) -> None:
     revoked = IssuedToken.objects.filter(family=issued.family, revoked_at__isnull=True).update(revoked_at=now)
     record_audit_event(
-        AuditKind.REUSE_DETECTED, device=device, jti=issued.jti, client=client, now=now,
+        AuditKind.REUSE_DETECTED,
+        device=device,
+        jti=issued.jti,
+        client=client,
+        now=now,
         detail={
-            "family": issued.family, "grant": issued.grant, "presented_kind": issued.kind, "revoked_tokens": revoked,
+            "family": issued.family,
+            "grant": issued.grant,
+            "presented_kind": issued.kind,
+            "revoked_tokens": revoked,
             "first_used_at": first_used_at.isoformat(),
         },
     )

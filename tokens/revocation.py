@@ -6,6 +6,7 @@ Each writes the database (the authority) and, once committed, invalidates the ho
 REVOCATION_CACHE_SECONDS. Device and organization revocations set a "tokens issued before" cutoff
 as well as marking the rows, so they hold even for a token whose row is gone.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -43,8 +44,15 @@ def revoke_token(*, jti: str, actor: Actor, client: ClientInfo = SYSTEM, now: dt
             raise TokenNotFound(jti)
         revoked = IssuedToken.objects.filter(grant=issued.grant, revoked_at__isnull=True).update(revoked_at=now)
         issued.refresh_from_db(fields=["revoked_at"])
-        record_audit_event(AuditKind.TOKEN_REVOKED, device=issued.device, jti=jti, client=client, actor=actor, now=now,
-                           detail={"kind": issued.kind, "grant": issued.grant, "revoked_tokens": revoked})
+        record_audit_event(
+            AuditKind.TOKEN_REVOKED,
+            device=issued.device,
+            jti=jti,
+            client=client,
+            actor=actor,
+            now=now,
+            detail={"kind": issued.kind, "grant": issued.grant, "revoked_tokens": revoked},
+        )
         transaction.on_commit(lambda: invalidate_devices([issued.device.device_id]))
     return issued
 
@@ -79,7 +87,12 @@ def revoke_organization_tokens(
         count = _revoke_rows(IssuedToken.objects.filter(device__organization=organization), now)
         devices = organization.devices.count()
         record_audit_event(
-            AuditKind.ORG_REVOKED, organization=organization, device_ref="", client=client, actor=actor, now=now,
+            AuditKind.ORG_REVOKED,
+            organization=organization,
+            device_ref="",
+            client=client,
+            actor=actor,
+            now=now,
             detail={"organization": organization.name, "revoked_tokens": count, "devices": devices},
         )
         transaction.on_commit(invalidate_all_devices)

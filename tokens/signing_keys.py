@@ -12,6 +12,7 @@ anyone can forge tokens with them. A var dir first used with debug on keeps such
 is then seeded from the real JWT_SECRET, start-up says so, and `check --deploy` reports it until
 `rotate_signing_key` retires it.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,10 +30,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from proxyproject.lib.database import read_database
+from proxyproject.lib.encryption import decrypt_secret, encrypt_secret
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.process_state import register_process_state
 from tokens.audit import record_audit_event
-from proxyproject.lib.encryption import decrypt_secret, encrypt_secret
 from tokens.models import AuditKind, SigningKey, SigningKeyState
 
 logger = logging.getLogger("tokens.signing_keys")
@@ -98,8 +99,11 @@ def report_stranded_development_keys() -> None:
         return  # not migrated yet: there is no key at all
     if kids:
         log_event(
-            logger, "Development signing key ignored: it neither signs nor verifies (tokens it signed are refused); "
-            "retire it with: manage.py rotate_signing_key", logging.WARNING, kids=kids,
+            logger,
+            "Development signing key ignored: it neither signs nor verifies (tokens it signed are refused); "
+            "retire it with: manage.py rotate_signing_key",
+            logging.WARNING,
+            kids=kids,
         )
 
 
@@ -227,7 +231,9 @@ def rotate_signing_key(*, actor: str, now: dt.datetime | None = None) -> Signing
             created_at=now,
         )
         record_audit_event(
-            AuditKind.SIGNING_KEY_ROTATED, actor=actor, now=now,
+            AuditKind.SIGNING_KEY_ROTATED,
+            actor=actor,
+            now=now,
             detail={"kid": new_key.kid, "previous": [key.kid for key in previous]},
         )
     forget_keyring()

@@ -1,4 +1,5 @@
 """Periodic token housekeeping, scheduled in proxyproject/celery.py."""
+
 from __future__ import annotations
 
 import datetime as dt

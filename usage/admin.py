@@ -1,5 +1,6 @@
 """Operators' view of usage: prices (editable: saving one reprices from the next record on), records
 and rollups (read-only, CSV export), the dashboard and the live feed."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -20,7 +21,6 @@ from proxyproject.lib.admin import CappedCountPaginator, ReadOnlyAdmin
 from tokens.admin import DeviceAdmin
 from tokens.models import Device
 from tokens.policy import resolve_policy
-
 from usage.cost_breakdown import cost_breakdown
 from usage.dashboard import PERIODS, build_dashboard
 from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
@@ -33,33 +33,67 @@ from usage.repricing import reprice_usage
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
     list_display = (
-        "model_pattern", "label", "speed", "prompt_tokens_above", "effective_from", "input_per_mtok", "output_per_mtok",
-        "cache_write_5m_per_mtok", "cache_write_1h_per_mtok", "cache_read_per_mtok", "us_geo_multiplier", "provenance",
+        "model_pattern",
+        "label",
+        "speed",
+        "prompt_tokens_above",
+        "effective_from",
+        "input_per_mtok",
+        "output_per_mtok",
+        "cache_write_5m_per_mtok",
+        "cache_write_1h_per_mtok",
+        "cache_read_per_mtok",
+        "us_geo_multiplier",
+        "provenance",
     )
     list_filter = ("speed", "provenance")
     search_fields = ("model_pattern", "label")
     readonly_fields = ("updated_at",)
     change_list_template = "admin/usage/modelprice/change_list.html"
     fieldsets = (
-        (None, {"fields": ("model_pattern", "label", "speed", "prompt_tokens_above", "effective_from",
-                           "provenance", "provenance_note")}),
-        ("USD per million tokens", {"fields": (
-            ("input_per_mtok", "output_per_mtok"), ("cache_write_5m_per_mtok", "cache_write_1h_per_mtok"), "cache_read_per_mtok",
-        )}),
+        (
+            None,
+            {
+                "fields": (
+                    "model_pattern",
+                    "label",
+                    "speed",
+                    "prompt_tokens_above",
+                    "effective_from",
+                    "provenance",
+                    "provenance_note",
+                )
+            },
+        ),
+        (
+            "USD per million tokens",
+            {
+                "fields": (
+                    ("input_per_mtok", "output_per_mtok"),
+                    ("cache_write_5m_per_mtok", "cache_write_1h_per_mtok"),
+                    "cache_read_per_mtok",
+                )
+            },
+        ),
         ("Multipliers", {"fields": ("us_geo_multiplier", "updated_at")}),
     )
 
     def save_model(self, request: HttpRequest, obj: ModelPrice, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
         url = reverse("admin:usage_modelprice_reprice") + "?" + urlencode({"since": obj.effective_from.date().isoformat()})
-        self.message_user(request, format_html(
-            'New records use this price at once. Records already stored keep their cost until you <a href="{}">reprice them</a>.',
-            url,
-        ))
+        self.message_user(
+            request,
+            format_html(
+                'New records use this price at once. Records already stored keep their cost until you <a href="{}">reprice them</a>.',
+                url,
+            ),
+        )
 
     def get_urls(self) -> list[URLPattern]:
-        return [path("reprice/", self.admin_site.admin_view(self.reprice_view), name="usage_modelprice_reprice"),
-                *super().get_urls()]
+        return [
+            path("reprice/", self.admin_site.admin_view(self.reprice_view), name="usage_modelprice_reprice"),
+            *super().get_urls(),
+        ]
 
     def reprice_view(self, request: HttpRequest) -> TemplateResponse:
         """The same repricing as `manage.py reprice_usage`: a dry run by default, then for real."""
@@ -68,10 +102,16 @@ class ModelPriceAdmin(admin.ModelAdmin):
         form = RepriceForm(request.POST or None, initial={"since": request.GET.get("since"), "dry_run": True})
         report = None
         if request.method == "POST" and form.is_valid():
-            report = reprice_usage(since=form.cleaned_data["since"], until=form.cleaned_data["until"],
-                                   dry_run=form.cleaned_data["dry_run"])
-        context = {**self.admin_site.each_context(request), "title": "Reprice recorded usage", "form": form,
-                   "report": report, "opts": self.model._meta}
+            report = reprice_usage(
+                since=form.cleaned_data["since"], until=form.cleaned_data["until"], dry_run=form.cleaned_data["dry_run"]
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reprice recorded usage",
+            "form": form,
+            "report": report,
+            "opts": self.model._meta,
+        }
         return TemplateResponse(request, "admin/usage/modelprice/reprice.html", context)
 
 
@@ -130,7 +170,15 @@ class ReadOnlyUsageAdmin(ReadOnlyAdmin):
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyUsageAdmin):
     list_display = (
-        "occurred_at", "request_id", "device_ref", "model", "endpoint", "status", "total_tokens", "cost_display", "latency_ms",
+        "occurred_at",
+        "request_id",
+        "device_ref",
+        "model",
+        "endpoint",
+        "status",
+        "total_tokens",
+        "cost_display",
+        "latency_ms",
         "streamed",
     )
     list_filter = (PricedFilter, PriceFlagFilter, "is_error", "streamed", "client_disconnected", "service_tier", "status")
@@ -152,8 +200,12 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
         if not record.priced:
             return format_html('<span class="usage-unpriced" title="{}">unknown model</span>', "No ModelPrice matches this model")
         if record.price_flag:
-            return format_html('{} <span class="usage-estimated" title="{}">{}</span>', f"{record.cost:.6f}",
-                               PriceFlag(record.price_flag).label, record.price_flag)
+            return format_html(
+                '{} <span class="usage-estimated" title="{}">{}</span>',
+                f"{record.cost:.6f}",
+                PriceFlag(record.price_flag).label,
+                record.price_flag,
+            )
         return f"{record.cost:.6f}"
 
     @admin.action(description="Export selected records as CSV")
@@ -174,8 +226,13 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
     def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
         self._require_view(request)
         dashboard = build_dashboard(request.GET.get("period", ""), timezone.now())
-        context = {**self.admin_site.each_context(request), "title": "Usage dashboard", "dashboard": dashboard,
-                   "periods": list(PERIODS), "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Usage dashboard",
+            "dashboard": dashboard,
+            "periods": list(PERIODS),
+            "opts": self.model._meta,
+        }
         return TemplateResponse(request, "admin/usage/dashboard.html", context)
 
     def live_view(self, request: HttpRequest) -> TemplateResponse:
@@ -187,8 +244,20 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
 @admin.register(UsageRollup)
 class UsageRollupAdmin(ReadOnlyUsageAdmin):
     list_display = (
-        "bucket_start", "period", "device_ref", "model", "requests", "errors", "unpriced_requests", "input_tokens",
-        "output_tokens", "cache_read_tokens", "cost", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+        "bucket_start",
+        "period",
+        "device_ref",
+        "model",
+        "requests",
+        "errors",
+        "unpriced_requests",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cost",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "latency_p99_ms",
     )
     list_filter = ("period",)
     search_fields = ("=device_ref", "model")
@@ -197,8 +266,11 @@ class UsageRollupAdmin(ReadOnlyUsageAdmin):
 
     @admin.action(description="Export selected rollups as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
-        return csv_export(queryset.order_by("bucket_start", "device_ref", "model"), ROLLUP_COLUMNS,
-                          f"usage-rollups-{timezone.now():%Y%m%d-%H%M}.csv")
+        return csv_export(
+            queryset.order_by("bucket_start", "device_ref", "model"),
+            ROLLUP_COLUMNS,
+            f"usage-rollups-{timezone.now():%Y%m%d-%H%M}.csv",
+        )
 
 
 def _against_cap(spent: Decimal, cap: Decimal | None) -> str:
@@ -238,7 +310,9 @@ class DeviceWithSpendAdmin(DeviceAdmin):
         url = reverse("admin:usage_usagerecord_changelist") + "?" + urlencode({"device_ref": obj.device_id})
         return format_html(
             'Today {} · this month {} · <a href="{}">usage records</a>',
-            _against_cap(spend.today, policy.device_daily_cap_usd), _against_cap(spend.month, policy.device_monthly_cap_usd), url,
+            _against_cap(spend.today, policy.device_daily_cap_usd),
+            _against_cap(spend.month, policy.device_monthly_cap_usd),
+            url,
         )
 
 

@@ -1,6 +1,7 @@
 """GET /admin/usage (seed path): a device's own usage with its wrapper token, its organization's
 with an organization's operator key, everything with a platform operator key or staff session;
 POST /admin/usage/reprice for platform operators."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,12 +18,12 @@ from tokens.operators import KEY_PREFIX, SESSION_ACTOR_PREFIX, authenticate_oper
 from usage.cost_breakdown import cost_breakdown
 from usage.models import UsageRecord
 from usage.permissions import can_view_usage
-from usage.repricing import reprice_usage
 from usage.reports import GroupBy, UsageFilter, usage_groups, usage_totals
+from usage.repricing import reprice_usage
 
 router = Router(tags=["usage"])
 DEFAULT_PERIOD = dt.timedelta(days=30)
-EVER = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+EVER = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 class UsageRecordNotFound(NotFound):
@@ -141,7 +142,7 @@ async def authenticate_usage_reader(request: HttpRequest) -> Reader:
 def usage_filter_for(reader: Reader, query: UsageQuery) -> UsageFilter:
     until = query.until or timezone.now()
     since = query.since or (EVER if query.request_id else until - DEFAULT_PERIOD)
-    until, since = (moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.timezone.utc) for moment in (until, since))
+    until, since = (moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC) for moment in (until, since))
     if since >= until:
         raise InvalidRequest("since must be before until.")
     if reader.device_pk is not None:
@@ -151,8 +152,9 @@ def usage_filter_for(reader: Reader, query: UsageQuery) -> UsageFilter:
     if reader.org_id is not None:
         if query.org not in (None, reader.org_id):
             raise PermissionDenied("This operator API key can only read its own organization's usage.")
-        return UsageFilter(since, until, device_ref=query.device, org_pk=reader.org_id, model=query.model,
-                           request_id=query.request_id)
+        return UsageFilter(
+            since, until, device_ref=query.device, org_pk=reader.org_id, model=query.model, request_id=query.request_id
+        )
     return UsageFilter(since, until, device_ref=query.device, org_pk=query.org, model=query.model, request_id=query.request_id)
 
 
@@ -172,8 +174,12 @@ def build_report(reader: Reader, query: UsageQuery) -> dict[str, object]:
         "scope": reader.scope,
         "since": usage_filter.since,
         "until": usage_filter.until,
-        "filters": {"device": reader.device_id or query.device, "org": usage_filter.org_pk or query.org, "model": query.model,
-                    "request_id": query.request_id},
+        "filters": {
+            "device": reader.device_id or query.device,
+            "org": usage_filter.org_pk or query.org,
+            "model": query.model,
+            "request_id": query.request_id,
+        },
         "group_by": query.group_by,
         "totals": usage_totals(usage_filter).as_dict(),
         "groups": [{"key": group.key, **group.totals.as_dict()} for group in groups],
@@ -219,7 +225,7 @@ class RepriceOut(Schema):
 
 
 def _aware(moment: dt.datetime | None) -> dt.datetime | None:
-    return moment if moment is None or timezone.is_aware(moment) else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if moment is None or timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
 
 
 def run_reprice(body: RepriceIn) -> dict[str, object]:
@@ -228,11 +234,19 @@ def run_reprice(body: RepriceIn) -> dict[str, object]:
         raise InvalidRequest("since must be before until.")
     report = reprice_usage(since=since, until=until, dry_run=body.dry_run)
     return {
-        "since": report.since, "until": report.until, "dry_run": report.dry_run, "records": report.records,
-        "changed": report.changed, "cost_before": f"{report.cost_before:.10f}", "cost_after": f"{report.cost_after:.10f}",
-        "difference": f"{report.difference:.10f}", "newly_priced": report.newly_priced, "newly_unpriced": report.newly_unpriced,
+        "since": report.since,
+        "until": report.until,
+        "dry_run": report.dry_run,
+        "records": report.records,
+        "changed": report.changed,
+        "cost_before": f"{report.cost_before:.10f}",
+        "cost_after": f"{report.cost_after:.10f}",
+        "difference": f"{report.difference:.10f}",
+        "newly_priced": report.newly_priced,
+        "newly_unpriced": report.newly_unpriced,
         "by_model": {model: f"{delta:.10f}" for model, delta in report.by_model.items()},
-        "rollup_buckets": report.rollup_buckets, "counters_adjusted": report.counters_adjusted,
+        "rollup_buckets": report.rollup_buckets,
+        "counters_adjusted": report.counters_adjusted,
         "summary": report.summary_lines(),
     }
 

@@ -1,5 +1,6 @@
 """Server-side charts for the admin dashboard: inline SVG, no JavaScript and nothing fetched from a
 CDN (operators' networks are often closed). Every label is escaped."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

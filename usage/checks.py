@@ -1,4 +1,5 @@
 """System checks for usage and spend (ids asserted by tests)."""
+
 from __future__ import annotations
 
 from django.conf import settings

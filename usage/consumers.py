@@ -1,5 +1,6 @@
 """The live feed of requests for the admin: a websocket only a session that may view usage can open
 (the same rule as the live page, usage/permissions.py)."""
+
 from __future__ import annotations
 
 from typing import Any

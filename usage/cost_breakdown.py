@@ -6,6 +6,7 @@ pattern and effective date, its rates then, the multipliers), not from the price
 operator may have edited the row since, and the breakdown must add up to the stored cost until
 `reprice_usage` rewrites both. The total goes through the same `cost_at_rates` the pricing used.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ from usage.models import PriceFlag, UsageRecord
 from usage.pricing import CATEGORIES, COST_QUANTUM, PER_MILLION, Rates, cost_at_rates, prompt_tokens_of
 
 CATEGORY_LABELS = {
-    "input": "Input", "output": "Output", "cache_write_5m": "Cache write (5m)", "cache_write_1h": "Cache write (1h)",
+    "input": "Input",
+    "output": "Output",
+    "cache_write_5m": "Cache write (5m)",
+    "cache_write_1h": "Cache write (1h)",
     "cache_read": "Cache read",
 }
 
@@ -49,11 +53,26 @@ class CostBreakdown:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "request_id": self.request_id, "status": self.status, "flag": self.flag, "priced_at": self.priced_at,
-            "price_row": self.price_row, "pattern": self.pattern, "effective_from": self.effective_from,
-            "provenance": self.provenance, "speed": self.speed, "tier": self.tier, "multipliers": self.multipliers,
-            "lines": [{"category": line.category, "tokens": line.tokens, "rate_per_mtok": plain(line.rate_per_mtok),
-                       "amount": plain(line.amount)} for line in self.lines],
+            "request_id": self.request_id,
+            "status": self.status,
+            "flag": self.flag,
+            "priced_at": self.priced_at,
+            "price_row": self.price_row,
+            "pattern": self.pattern,
+            "effective_from": self.effective_from,
+            "provenance": self.provenance,
+            "speed": self.speed,
+            "tier": self.tier,
+            "multipliers": self.multipliers,
+            "lines": [
+                {
+                    "category": line.category,
+                    "tokens": line.tokens,
+                    "rate_per_mtok": plain(line.rate_per_mtok),
+                    "amount": plain(line.amount),
+                }
+                for line in self.lines
+            ],
             "total": None if self.total is None else format(self.total, "f"),
             "stored_cost": None if self.stored_cost is None else format(self.stored_cost, "f"),
             "notes": self.notes,
@@ -89,9 +108,19 @@ def _tier(basis: dict[str, Any], prompt: int) -> str:
 def cost_breakdown(record: UsageRecord) -> CostBreakdown:
     basis = record.pricing or {}
     empty: dict[str, Any] = {
-        "request_id": record.request_id, "flag": record.price_flag, "priced_at": basis.get("at"), "price_row": None,
-        "pattern": None, "effective_from": None, "provenance": None, "speed": None, "tier": None, "multipliers": {},
-        "lines": [], "stored_cost": record.cost, "notes": _notes(record),
+        "request_id": record.request_id,
+        "flag": record.price_flag,
+        "priced_at": basis.get("at"),
+        "price_row": None,
+        "pattern": None,
+        "effective_from": None,
+        "provenance": None,
+        "speed": None,
+        "tier": None,
+        "multipliers": {},
+        "lines": [],
+        "stored_cost": record.cost,
+        "notes": _notes(record),
     }
     if "rates" not in basis:
         if not record.priced:
@@ -102,16 +131,29 @@ def cost_breakdown(record: UsageRecord) -> CostBreakdown:
     batch, geo = Decimal(basis["batch"]), Decimal(basis["geo"])
     multiplier = batch * geo
     lines = [
-        CostLine(CATEGORY_LABELS[name], getattr(record, tokens), stored_rates[name],
-                 getattr(record, tokens) * stored_rates[name] * multiplier / PER_MILLION)
+        CostLine(
+            CATEGORY_LABELS[name],
+            getattr(record, tokens),
+            stored_rates[name],
+            getattr(record, tokens) * stored_rates[name] * multiplier / PER_MILLION,
+        )
         for name, tokens in CATEGORIES
     ]
     rates = Rates(us_geo_multiplier=geo, **stored_rates)
     return CostBreakdown(
-        request_id=record.request_id, status="priced", flag=record.price_flag, priced_at=basis["at"], price_row=basis.get("row"),
-        pattern=basis.get("pattern"), effective_from=basis.get("effective_from"), provenance=basis.get("provenance"),
-        speed=basis.get("speed"), tier=_tier(basis, prompt_tokens_of(record)),
+        request_id=record.request_id,
+        status="priced",
+        flag=record.price_flag,
+        priced_at=basis["at"],
+        price_row=basis.get("row"),
+        pattern=basis.get("pattern"),
+        effective_from=basis.get("effective_from"),
+        provenance=basis.get("provenance"),
+        speed=basis.get("speed"),
+        tier=_tier(basis, prompt_tokens_of(record)),
         multipliers={"batch": plain(batch), "geo": plain(geo)},
-        lines=lines, total=cost_at_rates(record, rates, multiplier).quantize(COST_QUANTUM), stored_cost=record.cost,
+        lines=lines,
+        total=cost_at_rates(record, rates, multiplier).quantize(COST_QUANTUM),
+        stored_cost=record.cost,
         notes=_notes(record),
     )

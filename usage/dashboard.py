@@ -3,12 +3,14 @@ models, spend today and this month, and the circuit breaker's state.
 
 The breaker belongs to `gateway`, a layer above this one: the gateway registers the function that
 reads its state (`register_breaker_state`), so this module never imports it."""
+
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.utils.safestring import SafeString
@@ -16,7 +18,7 @@ from django.utils.safestring import SafeString
 from usage.charts import Series, stacked_bar_chart
 from usage.reports import GroupBy, UsageFilter, UsageGroup, UsageTotals, usage_groups, usage_totals
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 PERIODS: dict[str, tuple[dt.timedelta, GroupBy]] = {
     "24h": (dt.timedelta(hours=24), "hour"),
     "7d": (dt.timedelta(days=7), "day"),
@@ -110,19 +112,34 @@ def _charts(since: dt.datetime, until: dt.datetime, group_by: GroupBy, groups: l
     rows = [by_key.get(key, UsageTotals()) for key in keys]
     labels = [_short(key, group_by) for key in keys]
     return {
-        "requests": stacked_bar_chart(labels, [
-            Series("ok", "#417690", [r.requests - r.errors for r in rows]),
-            Series("errors", "#ba2121", [r.errors for r in rows]),
-        ], title="Requests"),
-        "tokens": stacked_bar_chart(labels, [
-            Series("input", "#79aec8", [r.counts["input_tokens"] for r in rows]),
-            Series("cache read", "#9ccc65", [r.counts["cache_read_tokens"] for r in rows]),
-            Series("cache write", "#ffb74d",
-                   [r.counts["cache_write_5m_tokens"] + r.counts["cache_write_1h_tokens"] for r in rows]),
-            Series("output", "#264b5d", [r.counts["output_tokens"] for r in rows]),
-        ], title="Tokens"),
-        "spend": stacked_bar_chart(labels, [Series("USD", "#8e6bb8", [float(r.cost) for r in rows])],
-                                   title="Spend (USD)", value_format=lambda value: f"${value:,.4f}"),
+        "requests": stacked_bar_chart(
+            labels,
+            [
+                Series("ok", "#417690", [r.requests - r.errors for r in rows]),
+                Series("errors", "#ba2121", [r.errors for r in rows]),
+            ],
+            title="Requests",
+        ),
+        "tokens": stacked_bar_chart(
+            labels,
+            [
+                Series("input", "#79aec8", [r.counts["input_tokens"] for r in rows]),
+                Series("cache read", "#9ccc65", [r.counts["cache_read_tokens"] for r in rows]),
+                Series(
+                    "cache write",
+                    "#ffb74d",
+                    [r.counts["cache_write_5m_tokens"] + r.counts["cache_write_1h_tokens"] for r in rows],
+                ),
+                Series("output", "#264b5d", [r.counts["output_tokens"] for r in rows]),
+            ],
+            title="Tokens",
+        ),
+        "spend": stacked_bar_chart(
+            labels,
+            [Series("USD", "#8e6bb8", [float(r.cost) for r in rows])],
+            title="Spend (USD)",
+            value_format=lambda value: f"${value:,.4f}",
+        ),
     }
 
 

@@ -1,4 +1,5 @@
 """GET /device: a device asks, with its own wrapper token, what the gateway thinks of it."""
+
 from __future__ import annotations
 
 import orjson

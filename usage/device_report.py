@@ -5,6 +5,7 @@ count requests whose records are still in the write queue: the figure the caps a
 The report is built for the token's own device and holds no secret: no token, no device secret or
 its hash, no client address.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -38,7 +39,7 @@ def _period_ends(period: str, moment: dt.datetime) -> dt.datetime:
 
 def _spend(scope: str, pk: int, period: str, cap: Decimal | None, now: float) -> dict[str, Any]:
     settled, reserved = current_spend(scope, pk, period, now)
-    moment = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(now, dt.UTC)
     return {
         "spent_usd": _cost(settled),
         "in_flight_usd": _cost(reserved),
@@ -60,7 +61,7 @@ def device_report(identity: DeviceIdentity, *, now: float | None = None) -> dict
         "app_version": device.app_version,
         "os": device.os,
         "organization": device.organization.name if device.organization else None,
-        "token_expires_at": format_timestamp(dt.datetime.fromtimestamp(identity.expires_at, dt.timezone.utc)),
+        "token_expires_at": format_timestamp(dt.datetime.fromtimestamp(identity.expires_at, dt.UTC)),
         "policy": policy_to_json(policy),
         "spend": {
             "day": _spend("device", device.pk, "day", policy.device_daily_cap_usd, moment),

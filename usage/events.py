@@ -1,5 +1,6 @@
 """One proxied request's usage as the gateway saw it: the contract between `gateway` (which fills it
 in while relaying) and `usage` (which prices, stores and aggregates it)."""
+
 from __future__ import annotations
 
 import datetime as dt

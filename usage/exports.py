@@ -1,5 +1,6 @@
 """CSV exports of usage records and rollups, streamed so an export of a month of traffic never
 sits in memory."""
+
 from __future__ import annotations
 
 import csv
@@ -10,16 +11,59 @@ from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 
 RECORD_COLUMNS = (
-    "occurred_at", "request_id", "upstream_request_id", "device_ref", "device_pk", "org_pk", "session_id", "model",
-    "endpoint", "method", "status", "error_type", "is_error", "streamed", "client_disconnected", "input_tokens",
-    "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "web_search_requests",
-    "web_fetch_requests", "service_tier", "speed", "inference_geo", "latency_ms", "ttfb_ms", "upstream_key_name",
-    "cost", "priced", "price_flag",
+    "occurred_at",
+    "request_id",
+    "upstream_request_id",
+    "device_ref",
+    "device_pk",
+    "org_pk",
+    "session_id",
+    "model",
+    "endpoint",
+    "method",
+    "status",
+    "error_type",
+    "is_error",
+    "streamed",
+    "client_disconnected",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+    "web_fetch_requests",
+    "service_tier",
+    "speed",
+    "inference_geo",
+    "latency_ms",
+    "ttfb_ms",
+    "upstream_key_name",
+    "cost",
+    "priced",
+    "price_flag",
 )
 ROLLUP_COLUMNS = (
-    "period", "bucket_start", "device_ref", "device_pk", "org_pk", "model", "requests", "errors", "unpriced_requests",
-    "input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
-    "web_search_requests", "web_fetch_requests", "cost", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+    "period",
+    "bucket_start",
+    "device_ref",
+    "device_pk",
+    "org_pk",
+    "model",
+    "requests",
+    "errors",
+    "unpriced_requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+    "web_fetch_requests",
+    "cost",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
 )
 
 

@@ -1,6 +1,7 @@
 """The live feed: each stored batch of usage records goes to a channels group that the admin's
 websocket consumers join. Best effort: a feed nobody watches, or a channel layer that is down,
 never holds up or fails the writer."""
+
 from __future__ import annotations
 
 import logging

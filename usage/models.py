@@ -1,5 +1,6 @@
 """Usage records, model prices and rollups. The rules (pricing, rollups, spend) live in their own
 modules; these are the tables they read and write."""
+
 from __future__ import annotations
 
 from django.db import models
@@ -60,7 +61,9 @@ class ModelPrice(models.Model):
         help_text="Applied to every category when inference_geo is US-only (1.1 for Opus 4.6 and newer).",
     )
     provenance = models.CharField(
-        max_length=16, choices=Provenance.choices, default=Provenance.PUBLISHED,
+        max_length=16,
+        choices=Provenance.choices,
+        default=Provenance.PUBLISHED,
         help_text="Requests priced from an assumed row are flagged in the usage records and on the dashboard.",
     )
     provenance_note = models.CharField(max_length=300, blank=True, help_text="How a derived or assumed rate was made.")
@@ -136,9 +139,7 @@ class UsageRecord(models.Model):
             models.Index(fields=["org_pk", "occurred_at"], name="usage_rec_org_time"),
             models.Index(fields=["device_ref", "occurred_at"], name="usage_rec_devref_time"),
             models.Index(fields=["priced", "occurred_at"], name="usage_rec_priced_time"),
-            models.Index(
-                fields=["price_flag", "occurred_at"], name="usage_rec_flagged_time", condition=~models.Q(price_flag="")
-            ),
+            models.Index(fields=["price_flag", "occurred_at"], name="usage_rec_flagged_time", condition=~models.Q(price_flag="")),
         ]
 
     def __str__(self) -> str:

@@ -11,6 +11,7 @@ mid-stream (`usage.records.record_orphaned_streams` turns it into an interrupted
 Short streams cost no database work here: a checkpoint and the final record of the same stream
 usually travel in one batch, and cancel out before anything is written.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,8 +35,7 @@ def _upsert_sql() -> str:
     )
 
 
-def note_stream_progress(checkpoints: list[StreamCheckpoint], heartbeats: set[str], finished: set[str],
-                         now: dt.datetime) -> None:
+def note_stream_progress(checkpoints: list[StreamCheckpoint], heartbeats: set[str], finished: set[str], now: dt.datetime) -> None:
     """Store one batch's checkpoints and heartbeats; `finished` are the request ids of checkpointed
     streams whose final record this batch stored."""
     latest: dict[str, StreamCheckpoint] = {}
@@ -58,10 +58,13 @@ def note_stream_progress(checkpoints: list[StreamCheckpoint], heartbeats: set[st
             OpenStream.objects.filter(request_id__in=stored_before).delete()
         if pending:
             with connection.cursor() as cursor:
-                cursor.executemany(_upsert_sql(), [
-                    [checkpoint.request_id, checkpoint.owner, checkpoint.sequence, checkpoint.event.decode(), seen_at]
-                    for checkpoint in pending
-                ])
+                cursor.executemany(
+                    _upsert_sql(),
+                    [
+                        [checkpoint.request_id, checkpoint.owner, checkpoint.sequence, checkpoint.event.decode(), seen_at]
+                        for checkpoint in pending
+                    ],
+                )
         if heartbeats:
             OpenStream.objects.filter(owner__in=heartbeats).update(seen_at=now)
 

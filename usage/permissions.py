@@ -2,6 +2,7 @@
 surface that shows it: the admin list, dashboard, live page and CSV export, the live-feed
 websocket and a staff session on GET /admin/usage. Seeing any device's traffic and costs is the
 usage record's view permission; being staff alone is not enough."""
+
 from __future__ import annotations
 
 from django.contrib.auth.base_user import AbstractBaseUser

@@ -11,6 +11,7 @@ Matching: ids are compared lower-cased without a `[...]` suffix; the most specif
 `claude-sonnet-4*`). Which pattern an id matches is remembered per table, so the fnmatch scan runs
 once per model id rather than once per request.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -13,6 +13,7 @@ Rules (anthropic-api.md, "Rules that cost calculators commonly get wrong"):
 - a row whose provenance is `assumed` flags the request `assumed`; a model without a price is
   recorded unpriced (`unknown`), never at zero.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,8 +33,20 @@ from usage.price_table import (
 )
 
 __all__ = [
-    "BATCH_MULTIPLIER", "COST_QUANTUM", "PriceQuote", "Rates", "as_utc", "billable", "cost_at_rates", "get_price_table",
-    "invalidate_price_table", "normalize_model_id", "preload_price_table", "price_usage", "quote_usage", "worst_case_cost",
+    "BATCH_MULTIPLIER",
+    "COST_QUANTUM",
+    "PriceQuote",
+    "Rates",
+    "as_utc",
+    "billable",
+    "cost_at_rates",
+    "get_price_table",
+    "invalidate_price_table",
+    "normalize_model_id",
+    "preload_price_table",
+    "price_usage",
+    "quote_usage",
+    "worst_case_cost",
 ]
 
 COST_QUANTUM = Decimal(1).scaleb(-COST_DECIMAL_PLACES)
@@ -97,7 +110,7 @@ def cost_at_rates(counts: TokenCounts, rates: Rates, multiplier: Decimal) -> Dec
 
 
 def as_utc(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
 
 
 def pricing_moment(event: UsageEvent) -> dt.datetime:

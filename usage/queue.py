@@ -6,6 +6,7 @@ list and refreshing its lease; it deletes that list only after the batch is comm
 dies leaves its list behind with an expired lease, and the next writer to look returns it to the
 queue. Replays are harmless because records are inserted idempotently by request id.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -130,8 +131,12 @@ def decode_item(payload: bytes | str) -> QueuedItem:
     data: dict[str, Any] = orjson.loads(payload)
     if "checkpoint" in data:
         marker, event = data["checkpoint"], data["event"]
-        return StreamCheckpoint(request_id=str(event["request_id"]), owner=str(marker["owner"]), sequence=int(marker["sequence"]),
-                                event=orjson.dumps(event))
+        return StreamCheckpoint(
+            request_id=str(event["request_id"]),
+            owner=str(marker["owner"]),
+            sequence=int(marker["sequence"]),
+            event=orjson.dumps(event),
+        )
     if "heartbeat" in data:
         return OwnerHeartbeat(owner=str(data["heartbeat"]))
     return _event_from(data)

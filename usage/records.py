@@ -8,6 +8,7 @@ The queue also carries streams' checkpoints and their processes' heartbeats (`us
 a stream whose process died becomes an interrupted record here, which its final record replaces if
 it turns up after all.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -37,11 +38,21 @@ _MAX_SMALL = 32767
 _MAX_INT = 2_147_483_647
 
 
-_TEXT_LIMITS = {field.attname: field.max_length for field in UsageRecord._meta.concrete_fields if field.get_internal_type() == "CharField"}
+_TEXT_LIMITS = {
+    field.attname: field.max_length for field in UsageRecord._meta.concrete_fields if field.get_internal_type() == "CharField"
+}
 _COLUMNS = [field for field in UsageRecord._meta.concrete_fields if not field.primary_key]
 _STORED_AS_IS = frozenset({"CharField", "TextField", "BooleanField", "FloatField", "AutoField", "BigAutoField", "SmallAutoField"})
-_INTEGER_TYPES = frozenset({"IntegerField", "BigIntegerField", "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField",
-                            "PositiveSmallIntegerField"})
+_INTEGER_TYPES = frozenset(
+    {
+        "IntegerField",
+        "BigIntegerField",
+        "SmallIntegerField",
+        "PositiveIntegerField",
+        "PositiveBigIntegerField",
+        "PositiveSmallIntegerField",
+    }
+)
 StoredRow = dict[str, Any]
 """A stored usage record as its columns' values, keyed by attribute name (`device_id`, not `device`)."""
 
@@ -61,8 +72,9 @@ def is_error_event(event: UsageEvent) -> bool:
     return event.status >= 400 or bool(event.error_type)
 
 
-def row_from_event(event: UsageEvent, quote: PriceQuote, known_devices: set[int], known_orgs: set[int],
-                   recorded_at: dt.datetime) -> StoredRow:
+def row_from_event(
+    event: UsageEvent, quote: PriceQuote, known_devices: set[int], known_orgs: set[int], recorded_at: dt.datetime
+) -> StoredRow:
     """The record's column values, bounded to the columns; foreign keys only to rows that exist."""
     return {
         "request_id": _text(event.request_id, "request_id"),
@@ -147,9 +159,13 @@ def _on_conflict(replace_interrupted: bool) -> str:
     if not replace_interrupted:
         return f"ON CONFLICT ({quote('request_id')}) DO NOTHING"
     table = quote(UsageRecord._meta.db_table)
-    updated = ", ".join(f"{quote(field.column)} = excluded.{quote(field.column)}" for field in _COLUMNS if field.attname != "request_id")
-    return (f"ON CONFLICT ({quote('request_id')}) DO UPDATE SET {updated} "
-            f"WHERE {table}.{quote('error_type')} = '{STREAM_INTERRUPTED_BY_CRASH}'")
+    updated = ", ".join(
+        f"{quote(field.column)} = excluded.{quote(field.column)}" for field in _COLUMNS if field.attname != "request_id"
+    )
+    return (
+        f"ON CONFLICT ({quote('request_id')}) DO UPDATE SET {updated} "
+        f"WHERE {table}.{quote('error_type')} = '{STREAM_INTERRUPTED_BY_CRASH}'"
+    )
 
 
 def insert_ignoring_stored(rows: list[StoredRow], *, replace_interrupted: bool = True) -> None:
@@ -252,6 +268,11 @@ def record_orphaned_streams(now: dt.datetime | None = None) -> list[StoredRow]:
             forget_streams(request_ids)
         stored += rows
         if rows:
-            log_event(logger, "Interrupted streams recorded", logging.WARNING, streams=len(rows),
-                      requestIds=[row["request_id"] for row in rows][:20])
+            log_event(
+                logger,
+                "Interrupted streams recorded",
+                logging.WARNING,
+                streams=len(rows),
+                requestIds=[row["request_id"] for row in rows][:20],
+            )
     return stored

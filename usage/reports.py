@@ -1,5 +1,6 @@
 """Usage totals and breakdowns over raw records, for GET /admin/usage, the admin dashboard and the
 device list's spend column alike."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,7 +19,7 @@ from usage.pricing import COST_QUANTUM
 GroupBy = Literal["day", "hour", "model", "device"]
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
 COUNT_FIELDS = (*TOKEN_FIELDS, "web_search_requests", "web_fetch_requests")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ESTIMATED_FLAGS = (PriceFlag.ASSUMED, PriceFlag.FALLBACK)
 """Priced, but at a rate that is not published for what the request did."""
 

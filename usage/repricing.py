@@ -13,6 +13,7 @@ worst case settled; its new cost is added on top, erring on the side of the cap.
 (REDIS_URL) change at once for every gateway process; the in-process counters of gateway processes
 without Redis follow a rise within a minute and a fall at their next start.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,9 +34,27 @@ from usage.spend_counters import Counter, to_nanos
 
 CHUNK = 2000
 _FIELDS = (
-    "pk", "request_id", "occurred_at", "endpoint", "method", "model", "status", "input_tokens", "output_tokens",
-    "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens", "service_tier", "speed", "inference_geo",
-    "device_pk", "org_pk", "cost", "priced", "price_flag", "pricing",
+    "pk",
+    "request_id",
+    "occurred_at",
+    "endpoint",
+    "method",
+    "model",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "service_tier",
+    "speed",
+    "inference_geo",
+    "device_pk",
+    "org_pk",
+    "cost",
+    "priced",
+    "price_flag",
+    "pricing",
 )
 
 
@@ -63,8 +82,10 @@ class RepriceReport:
         """The difference, in the words the command and the admin page both show."""
         verb = "would change" if self.dry_run else "changed"
         lines = [
-            (f"Records from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC: {self.records:,} checked, "
-             f"{self.changed:,} {verb}."),
+            (
+                f"Records from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC: {self.records:,} checked, "
+                f"{self.changed:,} {verb}."
+            ),
             f"Cost: {self.cost_before:.10f} -> {self.cost_after:.10f} USD (difference {self.difference:+.10f}).",
         ]
         if self.newly_priced or self.newly_unpriced:
@@ -72,9 +93,14 @@ class RepriceReport:
         if self.dry_run:
             lines.append("Dry run: nothing was written.")
         else:
-            where = "shared (Redis)" if self.shared_counters else (
-                "in-process (no REDIS_URL: gateway processes follow a rise within a minute, a fall at their next start)")
-            lines.append(f"Rebuilt {self.rollup_buckets:,} rollup buckets; adjusted {self.counters_adjusted:,} {where} spend counters.")
+            where = (
+                "shared (Redis)"
+                if self.shared_counters
+                else ("in-process (no REDIS_URL: gateway processes follow a rise within a minute, a fall at their next start)")
+            )
+            lines.append(
+                f"Rebuilt {self.rollup_buckets:,} rollup buckets; adjusted {self.counters_adjusted:,} {where} spend counters."
+            )
         return lines
 
 
@@ -82,11 +108,20 @@ def event_of(record: UsageRecord) -> UsageEvent:
     """What pricing reads of a stored record, priced at the moment its basis names."""
     at = (record.pricing or {}).get("at")
     return UsageEvent(
-        request_id=record.request_id, occurred_at=record.occurred_at, endpoint=record.endpoint, method=record.method,
-        model=record.model or None, status=record.status, input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens, cache_write_5m_tokens=record.cache_write_5m_tokens,
-        cache_write_1h_tokens=record.cache_write_1h_tokens, cache_read_tokens=record.cache_read_tokens,
-        service_tier=record.service_tier or None, speed=record.speed or None, inference_geo=record.inference_geo or None,
+        request_id=record.request_id,
+        occurred_at=record.occurred_at,
+        endpoint=record.endpoint,
+        method=record.method,
+        model=record.model or None,
+        status=record.status,
+        input_tokens=record.input_tokens,
+        output_tokens=record.output_tokens,
+        cache_write_5m_tokens=record.cache_write_5m_tokens,
+        cache_write_1h_tokens=record.cache_write_1h_tokens,
+        cache_read_tokens=record.cache_read_tokens,
+        service_tier=record.service_tier or None,
+        speed=record.speed or None,
+        inference_geo=record.inference_geo or None,
         priced_at=dt.datetime.fromisoformat(at) if at else None,
     )
 
@@ -117,7 +152,7 @@ class _CounterDeltas:
 
 def reprice_usage(*, since: dt.datetime, until: dt.datetime | None = None, dry_run: bool = False) -> RepriceReport:
     """Recompute the cost of every record that happened in [since, until) from the current prices."""
-    now = timezone.now().astimezone(dt.timezone.utc)
+    now = timezone.now().astimezone(dt.UTC)
     until = until or now
     report = RepriceReport(since, until, dry_run, shared_counters=bool(settings.REDIS_URL))
     invalidate_price_table()  # this process prices from the table as it is now
@@ -142,7 +177,12 @@ def reprice_usage(*, since: dt.datetime, until: dt.datetime | None = None, dry_r
             report.by_model[record.model] = report.by_model.get(record.model, Decimal(0)) + difference
             counters.add(record, quote.cost)
             changed_times.append(record.occurred_at)
-            record.cost, record.priced, record.price_flag, record.pricing = quote.cost, quote.cost is not None, quote.flag, quote.basis()
+            record.cost, record.priced, record.price_flag, record.pricing = (
+                quote.cost,
+                quote.cost is not None,
+                quote.flag,
+                quote.basis(),
+            )
             updates.append(record)
         if updates and not dry_run:
             with transaction.atomic():

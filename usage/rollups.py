@@ -5,6 +5,7 @@ be re-run. Buckets that start before the retention cutoff are left alone: their 
 already be pruned, and rebuilding them would erase what the rollup still knows.
 Latency percentiles are nearest-rank over the bucket's requests.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,9 +23,22 @@ from usage.models import RollupPeriod, UsageRecord, UsageRollup
 
 PERIOD_LENGTH = {RollupPeriod.HOUR: dt.timedelta(hours=1), RollupPeriod.DAY: dt.timedelta(days=1)}
 _RECORD_FIELDS = (
-    "device_ref", "model", "device_id", "device_pk", "org_pk", "is_error", "priced", "cost", "latency_ms",
-    "input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens",
-    "web_search_requests", "web_fetch_requests",
+    "device_ref",
+    "model",
+    "device_id",
+    "device_pk",
+    "org_pk",
+    "is_error",
+    "priced",
+    "cost",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "web_search_requests",
+    "web_fetch_requests",
 )
 _SUMMED = _RECORD_FIELDS[9:]
 
@@ -51,7 +65,7 @@ class RollupSummary:
 
 
 def bucket_start(period: str, moment: dt.datetime) -> dt.datetime:
-    moment = moment.astimezone(dt.timezone.utc)
+    moment = moment.astimezone(dt.UTC)
     start = moment.replace(minute=0, second=0, microsecond=0)
     return start.replace(hour=0) if period == RollupPeriod.DAY else start
 
@@ -114,12 +128,25 @@ def rollup_bucket(bucket: Bucket) -> tuple[int, int]:
     rollups = []
     for (device_ref, model), group in groups.items():
         latencies = sorted(group.latencies)
-        rollups.append(UsageRollup(
-            period=bucket.period, bucket_start=bucket.start, device_id=group.device_fk, device_ref=device_ref,
-            device_pk=group.device_pk, org_pk=group.org_pk, model=model, requests=group.requests, errors=group.errors,
-            unpriced_requests=group.unpriced, cost=group.cost, latency_p50_ms=nearest_rank(latencies, 0.50),
-            latency_p95_ms=nearest_rank(latencies, 0.95), latency_p99_ms=nearest_rank(latencies, 0.99), **group.sums,
-        ))
+        rollups.append(
+            UsageRollup(
+                period=bucket.period,
+                bucket_start=bucket.start,
+                device_id=group.device_fk,
+                device_ref=device_ref,
+                device_pk=group.device_pk,
+                org_pk=group.org_pk,
+                model=model,
+                requests=group.requests,
+                errors=group.errors,
+                unpriced_requests=group.unpriced,
+                cost=group.cost,
+                latency_p50_ms=nearest_rank(latencies, 0.50),
+                latency_p95_ms=nearest_rank(latencies, 0.95),
+                latency_p99_ms=nearest_rank(latencies, 0.99),
+                **group.sums,
+            )
+        )
     with transaction.atomic():
         UsageRollup.objects.filter(period=bucket.period, bucket_start=bucket.start).delete()
         UsageRollup.objects.bulk_create(rollups)

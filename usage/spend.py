@@ -12,15 +12,16 @@ Settled totals are reconciled from the database by the rollup task and at start-
 (`reconcile_spend_counters`): a counter only ever rises to the database's figure, so records still
 in the write queue are never forgotten.
 """
+
 from __future__ import annotations
 
 import calendar
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -50,13 +51,13 @@ class SpendReservation:
 
 
 def _day_bucket(moment: dt.datetime) -> tuple[str, float]:
-    end = dt.datetime(moment.year, moment.month, moment.day, tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
+    end = dt.datetime(moment.year, moment.month, moment.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
     return moment.strftime("%Y-%m-%d"), end.timestamp()
 
 
 def _month_bucket(moment: dt.datetime) -> tuple[str, float]:
     days = calendar.monthrange(moment.year, moment.month)[1]
-    end = dt.datetime(moment.year, moment.month, 1, tzinfo=dt.timezone.utc) + dt.timedelta(days=days)
+    end = dt.datetime(moment.year, moment.month, 1, tzinfo=dt.UTC) + dt.timedelta(days=days)
     return moment.strftime("%Y-%m"), end.timestamp()
 
 
@@ -67,7 +68,7 @@ def counter_for(scope: str, pk: int, period: str, moment: dt.datetime) -> Counte
 
 def cap_checks(identity: DeviceIdentity, now: float) -> list[CapCheck]:
     """The caps that apply to this device now; empty when it and its organization have none."""
-    moment = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(now, dt.UTC)
     policy = identity.policy
     wanted = [
         ("device", identity.device_pk, "day", policy.device_daily_cap_usd),
@@ -118,8 +119,15 @@ class SpendLedger:
         ttl = settings.SPEND_RESERVATION_TTL_SECONDS if ttl_seconds is None else ttl_seconds
         failed = await self._backend().reserve(checks, nanos, request_id, now, ttl)
         if failed is not None:
-            log_event(logger, "Spend cap reached", device_pk=identity.device_pk, org_id=identity.org_id,
-                      counter=checks[failed].counter.name, request_id=request_id, amount=str(amount))
+            log_event(
+                logger,
+                "Spend cap reached",
+                device_pk=identity.device_pk,
+                org_id=identity.org_id,
+                counter=checks[failed].counter.name,
+                request_id=request_id,
+                amount=str(amount),
+            )
             raise SpendCapReached(checks[failed].description)
         return SpendReservation(request_id, Decimal(amount), nanos, tuple(check.counter for check in checks))
 
@@ -164,7 +172,7 @@ def _sum_by(field_name: str, since: dt.datetime) -> dict[int, Decimal]:
 
 def database_totals(now: float | None = None) -> dict[Counter, int]:
     """Today's and this month's recorded cost per device and organization, as counters."""
-    moment = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
     day_start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
     month_start = day_start.replace(day=1)
     totals: dict[Counter, int] = {}
@@ -202,6 +210,6 @@ async def load_spend_counters() -> None:
 def current_spend(scope: str, pk: int, period: str, now: float | None = None) -> tuple[Decimal, Decimal]:
     """(settled, reserved) USD of one counter now, for operators' views."""
     moment_ts = time.time() if now is None else now
-    counter = counter_for(scope, pk, period, dt.datetime.fromtimestamp(moment_ts, dt.timezone.utc))
+    counter = counter_for(scope, pk, period, dt.datetime.fromtimestamp(moment_ts, dt.UTC))
     settled, reserved = spend_backend().snapshot(counter, moment_ts)
     return from_nanos(settled), from_nanos(reserved)

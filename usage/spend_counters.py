@@ -1,18 +1,19 @@
 """Spend counters and the two places they live: the interface both backends implement, and the
 in-process backend (Redis's is `spend_redis`). Amounts are integer nano-dollars, rounded up, so
 neither Redis nor Lua ever sees a float."""
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
-from typing import Callable, Protocol
+from typing import Protocol
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import close_old_connections
 
 from proxyproject.lib.logging import log_event
@@ -108,8 +109,9 @@ class LocalSpendBackend:
         try:
             totals = await sync_to_async(_load_totals_and_close, thread_sensitive=False)(self.totals_loader)
         except Exception as exc:  # database away: enforce on what this process knows, retry in a minute
-            log_event(logger, "Spend counters not refreshed from the database", logging.WARNING,
-                      error=f"{type(exc).__name__}: {exc}")
+            log_event(
+                logger, "Spend counters not refreshed from the database", logging.WARNING, error=f"{type(exc).__name__}: {exc}"
+            )
         else:
             self.raise_settled_to(totals)
         self.loaded_at = time.monotonic()

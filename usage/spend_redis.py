@@ -1,8 +1,8 @@
 """The Redis spend backend: every check-and-reserve, settle and reconciliation is one Lua script,
 so all gateway processes sharing the Redis see one set of counters and no race can slip between a
 check and its reservation."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key
 from usage.spend_counters import CapCheck, Counter
@@ -123,7 +123,8 @@ class RedisSpendBackend:
         fields = {k.decode(): v.decode() for k, v in get_sync_redis().hgetall(_key(counter)).items()}
         now_ms = now * 1000
         live = sum(
-            int(value) for name, value in fields.items()
+            int(value)
+            for name, value in fields.items()
             if name.startswith("r:") and float(fields.get("x:" + name[2:], "0")) > now_ms
         )
         return int(fields.get("settled", 0)), live

@@ -9,6 +9,7 @@ commit and delete replays the segment, which the idempotent insert turns into no
 Segments live in a subdirectory named for the database, so records spooled against one database
 (a test run's) are never written into another (the development one).
 """
+
 from __future__ import annotations
 
 import errno

@@ -1,5 +1,6 @@
 """Periodic usage work, scheduled in proxyproject/celery.py: draining what gateway processes left
 queued, rolling up recent buckets, reconciling spend counters, pruning old raw records."""
+
 from __future__ import annotations
 
 import datetime as dt

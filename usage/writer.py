@@ -13,6 +13,7 @@ Records leave the queue only after their batch commits; while the database is un
 queued and the writer backs off. Celery (`drain_usage_queue_task`) and `manage.py drain_usage` drain
 the same queues, which picks up what a dead process left behind.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -191,11 +192,16 @@ class _LoopWriter:
                 delay = settings.USAGE_FLUSH_INTERVAL
             except Exception as exc:  # database or Redis away: records stay queued; retry with backoff
                 delay = min(max(delay, settings.USAGE_FLUSH_INTERVAL) * 2, MAX_BACKOFF_SECONDS)
-                log_event(logger, "Usage flush failed; records stay queued", logging.WARNING,
-                          error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+                log_event(
+                    logger,
+                    "Usage flush failed; records stay queued",
+                    logging.WARNING,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=delay,
+                )
 
 
-_writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWriter]" = weakref.WeakKeyDictionary()
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWriter] = weakref.WeakKeyDictionary()
 
 
 def _writer_for(loop: asyncio.AbstractEventLoop, *, drains: bool | None = None) -> _LoopWriter:

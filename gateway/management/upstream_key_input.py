@@ -1,6 +1,7 @@
 """How the key commands take a secret: from standard input (typed without echo at a terminal, or
 piped) or from an environment variable the operator names, never from an argument, which would
 land in shell history and in the process list."""
+
 from __future__ import annotations
 
 import getpass
@@ -12,7 +13,8 @@ from django.core.management.base import CommandError, CommandParser
 
 def add_secret_arguments(parser: CommandParser) -> None:
     parser.add_argument(
-        "--from-env", metavar="VARIABLE",
+        "--from-env",
+        metavar="VARIABLE",
         help="Read the secret from this environment variable instead of standard input.",
     )
 

@@ -7,41 +7,101 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='UpstreamKey',
+            name="UpstreamKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('encrypted_secret', models.TextField(editable=False, help_text='Fernet token (proxyproject.lib.encryption); emptied when retired.')),
-                ('secret_sha256', models.CharField(editable=False, help_text='Recognises a secret seen before (kept after retirement), so a retired key never comes back.', max_length=64, unique=True)),
-                ('secret_last4', models.CharField(editable=False, max_length=4)),
-                ('state', models.CharField(choices=[('active', 'Active'), ('draining', 'Draining (in-flight requests finish, no new ones)'), ('retired', 'Retired')], db_index=True, default='active', max_length=16)),
-                ('weight', models.PositiveIntegerField(default=1, help_text='Share of new requests relative to the other active keys.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)])),
-                ('from_environment', models.BooleanField(default=False, editable=False, help_text='Seeded from ANTHROPIC_API_KEY.')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('created_by', models.CharField(blank=True, editable=False, max_length=150)),
-                ('draining_since', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('retired_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('flagged_at', models.DateTimeField(blank=True, editable=False, help_text='Set when the upstream rejected the key (401/403): out of rotation.', null=True)),
-                ('flagged_reason', models.CharField(blank=True, editable=False, max_length=200)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('request_count', models.PositiveBigIntegerField(default=0, editable=False)),
-                ('rejected_count', models.PositiveBigIntegerField(default=0, editable=False, help_text='Upstream 401/403 answers.')),
-                ('rate_limited_count', models.PositiveBigIntegerField(default=0, editable=False, help_text='Upstream 429 answers.')),
-                ('server_error_count', models.PositiveBigIntegerField(default=0, editable=False, help_text='Upstream 5xx answers.')),
-                ('connection_failure_count', models.PositiveBigIntegerField(default=0, editable=False)),
-                ('replaced_by', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='replaced', to='gateway.upstreamkey')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "encrypted_secret",
+                    models.TextField(
+                        editable=False, help_text="Fernet token (proxyproject.lib.encryption); emptied when retired."
+                    ),
+                ),
+                (
+                    "secret_sha256",
+                    models.CharField(
+                        editable=False,
+                        help_text="Recognises a secret seen before (kept after retirement), so a retired key never comes back.",
+                        max_length=64,
+                        unique=True,
+                    ),
+                ),
+                ("secret_last4", models.CharField(editable=False, max_length=4)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active"),
+                            ("draining", "Draining (in-flight requests finish, no new ones)"),
+                            ("retired", "Retired"),
+                        ],
+                        db_index=True,
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "weight",
+                    models.PositiveIntegerField(
+                        default=1,
+                        help_text="Share of new requests relative to the other active keys.",
+                        validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)],
+                    ),
+                ),
+                (
+                    "from_environment",
+                    models.BooleanField(default=False, editable=False, help_text="Seeded from ANTHROPIC_API_KEY."),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("created_by", models.CharField(blank=True, editable=False, max_length=150)),
+                ("draining_since", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("retired_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "flagged_at",
+                    models.DateTimeField(
+                        blank=True,
+                        editable=False,
+                        help_text="Set when the upstream rejected the key (401/403): out of rotation.",
+                        null=True,
+                    ),
+                ),
+                ("flagged_reason", models.CharField(blank=True, editable=False, max_length=200)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("request_count", models.PositiveBigIntegerField(default=0, editable=False)),
+                (
+                    "rejected_count",
+                    models.PositiveBigIntegerField(default=0, editable=False, help_text="Upstream 401/403 answers."),
+                ),
+                (
+                    "rate_limited_count",
+                    models.PositiveBigIntegerField(default=0, editable=False, help_text="Upstream 429 answers."),
+                ),
+                (
+                    "server_error_count",
+                    models.PositiveBigIntegerField(default=0, editable=False, help_text="Upstream 5xx answers."),
+                ),
+                ("connection_failure_count", models.PositiveBigIntegerField(default=0, editable=False)),
+                (
+                    "replaced_by",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="replaced",
+                        to="gateway.upstreamkey",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'upstream key',
-                'ordering': ['state', '-created_at'],
+                "verbose_name": "upstream key",
+                "ordering": ["state", "-created_at"],
             },
         ),
     ]

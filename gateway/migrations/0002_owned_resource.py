@@ -6,28 +6,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0001_initial'),
-        ('tokens', '0001_initial'),
+        ("gateway", "0001_initial"),
+        ("tokens", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='OwnedResource',
+            name="OwnedResource",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('message_batch', 'Message batch'), ('file', 'File')], max_length=32)),
-                ('resource_id', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('reservation', models.JSONField(blank=True, help_text="The batch's spend reservation, until it is settled.", null=True)),
-                ('settled_at', models.DateTimeField(blank=True, null=True)),
-                ('device', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tokens.device')),
-                ('organization', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tokens.organization')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("kind", models.CharField(choices=[("message_batch", "Message batch"), ("file", "File")], max_length=32)),
+                ("resource_id", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "reservation",
+                    models.JSONField(blank=True, help_text="The batch's spend reservation, until it is settled.", null=True),
+                ),
+                ("settled_at", models.DateTimeField(blank=True, null=True)),
+                ("device", models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="+", to="tokens.device")),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="tokens.organization",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['device', 'kind', '-id'], name='owned_resource_device_list')],
-                'constraints': [models.UniqueConstraint(fields=('kind', 'resource_id'), name='owned_resource_unique_id')],
+                "indexes": [models.Index(fields=["device", "kind", "-id"], name="owned_resource_device_list")],
+                "constraints": [models.UniqueConstraint(fields=("kind", "resource_id"), name="owned_resource_unique_id")],
             },
         ),
     ]

@@ -1,4 +1,5 @@
 """Admin building blocks every app's admin uses for its big, append-only tables."""
+
 from __future__ import annotations
 
 from functools import cached_property

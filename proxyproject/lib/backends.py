@@ -1,6 +1,7 @@
 """Which backend keeps the state processes could share: Redis when REDIS_URL is set, else each
 process its own (the embedded default). Every swappable backend (rate limiter, circuit breaker,
 spend counters, the key pool's in-flight counts) is chosen here, so no two of them can disagree."""
+
 from __future__ import annotations
 
 from typing import Literal, TypeVar

@@ -11,6 +11,7 @@ walk at the trusted hop that wrote it: its address is the answer, never the clie
 The ASGI server must not rewrite the peer from these headers itself (uvicorn does by default, for
 127.0.0.1): `proxyproject.server` runs it with `--no-proxy-headers`.
 """
+
 from __future__ import annotations
 
 import ipaddress

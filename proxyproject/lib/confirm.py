@@ -1,4 +1,5 @@
 """Destructive commands print what they will do and act only with --yes or a typed "yes"."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser

@@ -1,8 +1,10 @@
 """Readable output for management commands: aligned tables and a progress bar on long work."""
+
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Iterator, Sequence, TextIO, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TextIO, TypeVar
 
 T = TypeVar("T")
 

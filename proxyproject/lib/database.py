@@ -9,6 +9,7 @@ is unusable or past its age (with `CONN_HEALTH_CHECKS` that includes a ping), an
 meets a dead connection is retried once on a new one: these reads are idempotent. A database that
 stays away becomes DatabaseUnavailable (503, retry-after) instead of a 500.
 """
+
 from __future__ import annotations
 
 import logging

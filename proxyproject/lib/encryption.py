@@ -5,6 +5,7 @@ may list several comma-separated keys: the first encrypts, every one decrypts, s
 rotate it by prepending a new key and re-saving (`MultiFernet`). Each entry may be a Fernet key
 (urlsafe base64 of 32 bytes) or any other high-entropy string, which is stretched with HKDF.
 """
+
 from __future__ import annotations
 
 import base64

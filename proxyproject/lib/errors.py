@@ -37,6 +37,7 @@ client may retry, so a revoked or capped device does not hammer the gateway.
 Redis failures on the way to the upstream become SharedStateUnavailable here too
 (`refuse_when_shared_state_fails`), so every caller maps them the same way.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,7 +63,9 @@ class GatewayError(Exception):
     default_retry_after: float | None = None
     should_retry: bool | None = None
 
-    def __init__(self, message: str | None = None, *, retry_after: float | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, retry_after: float | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.message = message or self.default_message
         self.retry_after = self.default_retry_after if retry_after is None else retry_after
         self.extra_headers = headers or {}
@@ -251,8 +254,14 @@ def refuse_when_shared_state_fails(stage: str, request_id: str | None = None) ->
     try:
         yield
     except RedisError as exc:
-        log_event(logger, "Shared state unavailable; request refused", logging.WARNING, stage=stage, requestId=request_id,
-                  error=f"{type(exc).__name__}: {exc}")
+        log_event(
+            logger,
+            "Shared state unavailable; request refused",
+            logging.WARNING,
+            stage=stage,
+            requestId=request_id,
+            error=f"{type(exc).__name__}: {exc}",
+        )
         raise SharedStateUnavailable() from exc
 
 

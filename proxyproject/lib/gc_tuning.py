@@ -8,6 +8,7 @@ collections gave a worker 19% more requests per second at 64 connections (median
 3-second windows each, the gateway on one core); garbage cycles are still collected, in larger
 batches.
 """
+
 from __future__ import annotations
 
 import gc

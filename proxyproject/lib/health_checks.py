@@ -4,9 +4,10 @@ The platform registers its own (database, Redis, cache, broker) and each app add
 on (the gateway: the circuit breaker), so the check that runs them needs to import no app. A check
 raises when its dependency is down; it may return a short state to report when up.
 """
+
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 DeepCheck = Callable[[], Awaitable[str | None]]
 

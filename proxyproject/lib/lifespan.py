@@ -1,10 +1,12 @@
 """ASGI lifespan: apps register start-up and shut-down hooks here (the usage writer's final flush,
 closing the upstream connection pool), and the ASGI server runs them once per worker process; the
 worker's garbage collection is tuned once they have run."""
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from proxyproject.lib.gc_tuning import tune_garbage_collection
 from proxyproject.lib.logging import log_event

@@ -7,13 +7,15 @@ Field values and messages often carry what a client sent (a model name, a path, 
 both formats escape unprintable characters (`proxyproject.lib.printable`): no value can write a line of
 its own, and text values holding spaces, quotes or `=` are quoted so none can fake another field.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -74,10 +76,16 @@ class StructuredFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = getattr(record, _FIELDS_ATTR, {})
-        timestamp = dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds")
+        timestamp = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
         message = escape_unprintable(record.getMessage())
         if self.as_json:
-            payload = {"time": timestamp, "level": record.levelname.lower(), "logger": record.name, "event": message, **_clean_fields(fields)}
+            payload = {
+                "time": timestamp,
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "event": message,
+                **_clean_fields(fields),
+            }
             if record.exc_info:
                 payload["exception"] = self.formatException(record.exc_info)
             return orjson.dumps(payload, default=_json_default).decode()

@@ -2,6 +2,7 @@
 (controls such as newline, NUL and ESC, bidi and other format characters, line separators, lone
 surrogates) becomes a visible escape, so a value can neither start a log line of its own, hide text,
 reorder what a person reads, nor put a byte a log shipper or a metrics scraper chokes on."""
+
 from __future__ import annotations
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

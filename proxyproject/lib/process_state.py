@@ -5,9 +5,10 @@ Each module that keeps such state registers how to forget it, next to the state;
 forgets all of it. Tests call it around each test, since the database is rolled back under the caches
 and a value cached by one test must not answer the next.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 Forget = Callable[[], None]
 

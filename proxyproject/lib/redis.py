@@ -10,6 +10,7 @@ pooled connection is dead, and without the retry each one cost a request its 503
 although Redis was back. The retry can repeat a command whose reply was lost (a rate-limit hit
 counted twice): the error is on the strict side, never a request let through unchecked.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +26,7 @@ from redis.retry import Retry
 
 from proxyproject.lib.backends import shared_state_backend
 
-_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 _sync_client: redis.Redis | None = None
 
 
@@ -38,9 +39,14 @@ def get_async_redis() -> aioredis.Redis | None:
         # A blocking pool: under a burst of thousands of streams a request waits briefly for a free
         # connection instead of failing with "Too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS, timeout=settings.REDIS_POOL_TIMEOUT,
-            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT, socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-            health_check_interval=30, retry=AsyncRetry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=settings.REDIS_POOL_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            health_check_interval=30,
+            retry=AsyncRetry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         client = aioredis.Redis(connection_pool=pool)
         _clients[loop] = client
@@ -54,8 +60,11 @@ def get_sync_redis() -> redis.Redis | None:
         return None
     if _sync_client is None:
         _sync_client = redis.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT, socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError],
+            settings.REDIS_URL,
+            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
     return _sync_client
 

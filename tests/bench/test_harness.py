@@ -1,5 +1,6 @@
 """The benchmark harness itself: its arithmetic, its table, its HTTP framing, and short bounded
 runs of the load generator against the bundled fake and the lean upstream on 127.0.0.1."""
+
 from __future__ import annotations
 
 import math
@@ -51,9 +52,11 @@ def test_stream_rate_is_connections_over_mean_duration():
 
 
 def test_combine_takes_medians_and_sums_errors():
-    cells = [CellFigures(rate=100.0, p50_ms=1.0, p99_ms=9.0, completed=10, errors=0),
-             CellFigures(rate=300.0, p50_ms=3.0, p99_ms=7.0, completed=30, errors=2),
-             CellFigures(rate=200.0, p50_ms=2.0, p99_ms=8.0, completed=20, errors=1)]
+    cells = [
+        CellFigures(rate=100.0, p50_ms=1.0, p99_ms=9.0, completed=10, errors=0),
+        CellFigures(rate=300.0, p50_ms=3.0, p99_ms=7.0, completed=30, errors=2),
+        CellFigures(rate=200.0, p50_ms=2.0, p99_ms=8.0, completed=20, errors=1),
+    ]
     combined = combine(cells)
     assert (combined.rate, combined.p50_ms, combined.p99_ms, combined.completed, combined.errors) == (200.0, 2.0, 8.0, 20, 3)
     assert math.isnan(combined.peak_rss)
@@ -72,7 +75,14 @@ def test_compare_gives_added_latency_and_ratios():
 
 
 def test_memory_per_stream_is_the_rise_while_held_over_the_streams_held():
-    samples = [(0.0, 100_000_000), (1.0, 100_000_000), (2.0, 150_000_000), (3.0, 160_000_000), (3.5, 170_000_000), (5.0, 210_000_000)]
+    samples = [
+        (0.0, 100_000_000),
+        (1.0, 100_000_000),
+        (2.0, 150_000_000),
+        (3.0, 160_000_000),
+        (3.5, 170_000_000),
+        (5.0, 210_000_000),
+    ]
     phases = {"open": 1.5, "held": 2.5, "probe": 4.0, "close": 6.0}
     figures = memory_figures(samples, phases, held=1000)
     assert figures == {"peak_rss": 210_000_000.0, "bytes_per_stream": 65_000.0}  # median of 160 and 170 MB, less 100 MB
@@ -88,7 +98,12 @@ def test_variants_run_only_in_their_scenarios_and_order_rotates():
     def target(key: str, role: str) -> Target:
         return Target(key, role, key, Service(key, [], {}, 0, frozenset()))
 
-    targets = [target("direct", DIRECT), target("passthrough", PASSTHROUGH), target("variant:x", VARIANT), target("gateway", "gateway")]
+    targets = [
+        target("direct", DIRECT),
+        target("passthrough", PASSTHROUGH),
+        target("variant:x", VARIANT),
+        target("gateway", "gateway"),
+    ]
     plain_16 = next(scenario for scenario in SCENARIOS if scenario.key == "plain-16")
     plain_64 = next(scenario for scenario in SCENARIOS if scenario.key == "plain-64")
     assert [t.key for t in targets_for(plain_16, targets, 0)] == ["direct", "passthrough", "gateway"]
@@ -105,8 +120,10 @@ def test_table_shows_ratios_only_for_proxies():
     direct_figures = CellFigures(rate=20_000.0, p50_ms=0.05, p99_ms=0.1)
     gateway_figures = CellFigures(rate=900.0, p50_ms=1.05, p99_ms=2.5, errors=0, peak_rss=120 * 2**20, bytes_per_stream=30 * 1024)
     ninja, asgi = CellFigures(rate=1_200.0, p50_ms=0.8), CellFigures(rate=3_000.0, p50_ms=0.3)
-    rows = [Row(scenario, direct, compare(direct_figures, direct_figures, ninja, asgi)),
-            Row(scenario, gateway, compare(gateway_figures, direct_figures, ninja, asgi))]
+    rows = [
+        Row(scenario, direct, compare(direct_figures, direct_figures, ninja, asgi)),
+        Row(scenario, gateway, compare(gateway_figures, direct_figures, ninja, asgi)),
+    ]
     lines = format_table(rows).splitlines()
     assert lines[2] == "| JSON, 1 conn | direct | 20,000 | 0.05 | 0.10 |  |  |  |  | 0 |  |  |"
     assert lines[3] == "| JSON, 1 conn | gateway, uvicorn | 900 | 1.05 | 2.50 | 1.00 | 0.045 | 0.75 | 0.30 | 0 | 120 | 30.0 |"
@@ -116,8 +133,12 @@ def test_table_shows_ratios_only_for_proxies():
 def test_parser_finds_the_end_of_a_chunked_stream_split_anywhere(cut):
     body = b"event: ping\ndata: {}\n\n"
     end = b"event: message_stop\ndata: {}\n\n"
-    response = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                + b"%x\r\n%b\r\n" % (len(body), body) + b"%x\r\n%b\r\n" % (len(end), end) + b"0\r\n\r\n")
+    response = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n%b\r\n" % (len(body), body)
+        + b"%x\r\n%b\r\n" % (len(end), end)
+        + b"0\r\n\r\n"
+    )
     parser = ResponseParser(watch_stream=True)
     assert parser.feed(response[:cut]) is False
     assert parser.feed(response[cut:]) is True
@@ -144,12 +165,17 @@ def messages_request(endpoint: Endpoint, *, stream: bool, key: str = KEY, shape:
 async def test_load_generator_sends_exactly_its_budget_to_the_fake():
     async with FakeAnthropic(api_keys=[KEY]) as fake:
         endpoint = Endpoint("127.0.0.1", fake.port)
-        samples = await run_closed_loop(endpoint, Workload(messages_request(endpoint, stream=False), concurrency=2,
-                                                           duration=5.0, warmup=0.0, max_requests=20))
+        samples = await run_closed_loop(
+            endpoint, Workload(messages_request(endpoint, stream=False), concurrency=2, duration=5.0, warmup=0.0, max_requests=20)
+        )
         assert (samples.completed, samples.errors, len(samples.latencies)) == (20, {}, 20)
         assert len(fake.requests) == 20
-        streamed = await run_closed_loop(endpoint, Workload(messages_request(endpoint, stream=True), concurrency=2,
-                                                            duration=5.0, warmup=0.0, max_requests=4, streaming=True))
+        streamed = await run_closed_loop(
+            endpoint,
+            Workload(
+                messages_request(endpoint, stream=True), concurrency=2, duration=5.0, warmup=0.0, max_requests=4, streaming=True
+            ),
+        )
         assert (streamed.completed, streamed.errors) == (4, {})
         assert all(0.02 <= first <= whole for first, whole in zip(streamed.first_bytes, streamed.latencies))
 
@@ -157,16 +183,21 @@ async def test_load_generator_sends_exactly_its_budget_to_the_fake():
 async def test_load_generator_counts_refusals_as_errors():
     async with FakeAnthropic(api_keys=[KEY]) as fake:
         endpoint = Endpoint("127.0.0.1", fake.port)
-        samples = await run_closed_loop(endpoint, Workload(messages_request(endpoint, stream=False, key="sk-wrong"),
-                                                           concurrency=1, duration=5.0, warmup=0.0, max_requests=3))
+        samples = await run_closed_loop(
+            endpoint,
+            Workload(
+                messages_request(endpoint, stream=False, key="sk-wrong"), concurrency=1, duration=5.0, warmup=0.0, max_requests=3
+            ),
+        )
         assert (samples.completed, samples.errors) == (0, {"http-401": 3})
 
 
 async def test_capacity_holds_slow_streams_while_probing():
     async with FakeAnthropic(api_keys=[KEY]) as fake:
         endpoint = Endpoint("127.0.0.1", fake.port)
-        probe = Workload(messages_request(endpoint, stream=True), concurrency=2, duration=5.0, warmup=0.0, max_requests=2,
-                         streaming=True)
+        probe = Workload(
+            messages_request(endpoint, stream=True), concurrency=2, duration=5.0, warmup=0.0, max_requests=2, streaming=True
+        )
         slow = messages_request(endpoint, stream=True, shape="events=30,interval_ms=1000,first_byte_ms=0")
         result = await run_capacity(endpoint, CapacityWorkload(slow, held=10, probe=probe, settle=0.05))
         assert (result.held_opened, result.held_errors) == (10, {})
@@ -189,8 +220,17 @@ async def test_lean_upstream_replies_like_the_bundled_fake():
             for stream in (False, True):
                 bodies = []
                 for endpoint in (lean, bundled):
-                    samples = await run_closed_loop(endpoint, Workload(messages_request(endpoint, stream=stream), concurrency=1,
-                                                                       duration=5.0, warmup=0.0, max_requests=2, streaming=stream))
+                    samples = await run_closed_loop(
+                        endpoint,
+                        Workload(
+                            messages_request(endpoint, stream=stream),
+                            concurrency=1,
+                            duration=5.0,
+                            warmup=0.0,
+                            max_requests=2,
+                            streaming=stream,
+                        ),
+                    )
                     assert (samples.completed, samples.errors) == (2, {})
                     bodies.append(await fetch_body(endpoint, stream))
                 lean_body, bundled_body = bodies
@@ -203,9 +243,10 @@ async def fetch_body(endpoint: Endpoint, stream: bool) -> list[dict]:
     """The JSON payloads of one reply (one per SSE event), ids removed."""
     headers = {"anthropic-version": "2023-06-01", "x-api-key": KEY, "x-fake-stream": SHORT_STREAM}
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"http://127.0.0.1:{endpoint.port}/v1/messages", content=message_body(stream=stream),
-                                     headers=headers)
+        response = await client.post(
+            f"http://127.0.0.1:{endpoint.port}/v1/messages", content=message_body(stream=stream), headers=headers
+        )
     assert response.status_code == 200
     if not stream:
         return [without_ids(response.json())]
-    return [without_ids(orjson.loads(line[len("data: "):])) for line in response.text.splitlines() if line.startswith("data: ")]
+    return [without_ids(orjson.loads(line[len("data: ") :])) for line in response.text.splitlines() if line.startswith("data: ")]

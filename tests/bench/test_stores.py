@@ -1,5 +1,6 @@
 """A benchmark run on PostgreSQL and Redis works in a database and a key prefix of its own, so runs
 never meet each other's signing keys or records, and leaves neither behind."""
+
 from __future__ import annotations
 
 import psycopg
@@ -12,7 +13,10 @@ from tests import servers
 
 
 def test_the_database_name_is_swapped_in_the_url():
-    assert with_database_name("postgres://u:p@db:5432/test?sslmode=disable", "bench_1") == "postgres://u:p@db:5432/bench_1?sslmode=disable"
+    assert (
+        with_database_name("postgres://u:p@db:5432/test?sslmode=disable", "bench_1")
+        == "postgres://u:p@db:5432/bench_1?sslmode=disable"
+    )
 
 
 def test_embedded_defaults_need_nothing_of_their_own():

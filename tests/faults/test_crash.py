@@ -2,6 +2,7 @@
 (`gateway_crashed`) with the tokens relayed until the crash, once the writer finds their process
 gone; what had finished is recorded once. Runs on the embedded defaults (the spool) and, in the
 second pass, with the records and checkpoints queued in Redis."""
+
 from __future__ import annotations
 
 import signal
@@ -21,7 +22,9 @@ from tests.usage.cast import ensure_seeded_prices
 from usage.models import OpenStream, UsageRecord
 from usage.writer import drain_usage_queue
 
-LONG_STREAM_BODY = b'{"model":"claude-sonnet-4-5","max_tokens":4096,"stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
+LONG_STREAM_BODY = (
+    b'{"model":"claude-sonnet-4-5","max_tokens":4096,"stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
+)
 DELTAS_BEFORE_THE_CRASH = 8
 
 
@@ -39,7 +42,9 @@ class ReadStream:
 
     def run(self) -> None:
         try:
-            with httpx.stream("POST", self.url + "/v1/messages", content=LONG_STREAM_BODY, headers=self.headers, timeout=30) as answer:
+            with httpx.stream(
+                "POST", self.url + "/v1/messages", content=LONG_STREAM_BODY, headers=self.headers, timeout=30
+            ) as answer:
                 self.request_id = answer.headers["x-gateway-request-id"]
                 buffered = b""
                 for chunk in answer.iter_raw():
@@ -79,8 +84,12 @@ def test_streams_cut_by_a_gateway_crash_are_recorded_with_the_tokens_relayed_so_
     ensure_seeded_prices()
     settings.USAGE_ORPHAN_STREAM_SECONDS = 1.0
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
-        server = gateway_process(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, USAGE_FLUSH_INTERVAL="0.1",
-                                 USAGE_CHECKPOINT_TOKENS="1").start()
+        server = gateway_process(
+            ANTHROPIC_BASE_URL=fake.base_url,
+            ANTHROPIC_API_KEY=MASTER_KEY,
+            USAGE_FLUSH_INTERVAL="0.1",
+            USAGE_CHECKPOINT_TOKENS="1",
+        ).start()
         try:
             token = enroll(server)
             headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}

@@ -1,5 +1,6 @@
 """The database going away under a running gateway: /v1 recovers without a restart, and answers a
 clear 503 while it cannot read what it needs."""
+
 from __future__ import annotations
 
 import socket
@@ -53,7 +54,9 @@ def test_v1_serves_again_after_its_database_sessions_are_terminated(transactiona
     ours = session_pids()
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
         # Connections kept between requests, as in production; no Redis, so device state comes from the database.
-        server = gateway_process(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, DB_CONN_MAX_AGE="60", REDIS_URL="").start()
+        server = gateway_process(
+            ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, DB_CONN_MAX_AGE="60", REDIS_URL=""
+        ).start()
         try:
             first, second = bootstrap(server, "db-fault-first"), bootstrap(server, "db-fault-second")
             assert messages(server, first).status_code == 200
@@ -67,15 +70,19 @@ def test_v1_serves_again_after_its_database_sessions_are_terminated(transactiona
 
 def test_v1_answers_503_database_unavailable_while_the_database_is_away(transactional_db, tmp_path):
     enrolled = Client().post("/bootstrap", {"device_id": "db-away", "app_version": "1.0.0"}, content_type="application/json")
-    away = (f"postgres://postgres@127.0.0.1:{free_port()}/gone" if connection.vendor == "postgresql"
-            else f"sqlite:///{tmp_path}/missing-dir/db.sqlite3")
+    away = (
+        f"postgres://postgres@127.0.0.1:{free_port()}/gone"
+        if connection.vendor == "postgresql"
+        else f"sqlite:///{tmp_path}/missing-dir/db.sqlite3"
+    )
     server = gateway_process(DATABASE_URL=away, REDIS_URL="").start()
     try:
         answer = messages(server, enrolled.json()["wrapper_token"])  # its signing key must be read from the database
         assert answer.status_code == 503
         assert answer.headers["retry-after"] == "5"
         assert orjson.loads(answer.content)["error"] == {
-            "type": "api_error", "message": "The gateway's database is unreachable. Retry shortly.",
+            "type": "api_error",
+            "message": "The gateway's database is unreachable. Retry shortly.",
             "details": {"error_code": "database_unavailable"},
         }
     finally:
@@ -134,14 +141,22 @@ def test_a_request_refused_while_the_database_is_away_is_recorded_once_it_is_bac
     device, but the request id, path, status and error type; the gateway's own writer stores it."""
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (CI's second pass)")
-    enrolled = Client().post("/bootstrap", {"device_id": "db-away-recorded", "app_version": "1.0.0"}, content_type="application/json")
+    enrolled = Client().post(
+        "/bootstrap", {"device_id": "db-away-recorded", "app_version": "1.0.0"}, content_type="application/json"
+    )
     link = DatabaseLink()
     db = connection.settings_dict
-    server = gateway_process(DATABASE_URL=f"postgres://{db['USER'] or 'postgres'}@127.0.0.1:{link.port}/{db['NAME']}", REDIS_URL="",
-                             USAGE_FLUSH_INTERVAL="0.1").start()
+    server = gateway_process(
+        DATABASE_URL=f"postgres://{db['USER'] or 'postgres'}@127.0.0.1:{link.port}/{db['NAME']}",
+        REDIS_URL="",
+        USAGE_FLUSH_INTERVAL="0.1",
+    ).start()
     try:
         answer = messages(server, enrolled.json()["wrapper_token"])
-        assert (answer.status_code, orjson.loads(answer.content)["error"]["details"]["error_code"]) == (503, "database_unavailable")
+        assert (answer.status_code, orjson.loads(answer.content)["error"]["details"]["error_code"]) == (
+            503,
+            "database_unavailable",
+        )
         request_id = answer.headers["request-id"]
         assert not UsageRecord.objects.filter(request_id=request_id).exists()
         link.up()
@@ -153,6 +168,17 @@ def test_a_request_refused_while_the_database_is_away_is_recorded_once_it_is_bac
         link.down()
     record = UsageRecord.objects.get(request_id=request_id)
     assert (record.device_id, record.device_ref, record.organization_id, record.endpoint, record.method) == (
-        None, "", None, "/v1/messages", "POST")
+        None,
+        "",
+        None,
+        "/v1/messages",
+        "POST",
+    )
     assert (record.status, record.error_type, record.is_error, record.streamed, record.input_tokens, record.cost) == (
-        503, "database_unavailable", True, False, 0, 0)
+        503,
+        "database_unavailable",
+        True,
+        False,
+        0,
+        0,
+    )

@@ -1,5 +1,6 @@
 """Deep health tells the truth about Redis, quickly: a Redis that accepts connections and never
 answers used to keep /healthz?deep=1 from answering at all."""
+
 from __future__ import annotations
 
 import socket

@@ -1,5 +1,6 @@
 """A Redis of the test's own, restarted under the gateway's clients: the first command on each dead
 pooled connection is retried on a new one, so a restart costs no request its 503."""
+
 from __future__ import annotations
 
 import shutil
@@ -22,7 +23,8 @@ class OwnRedis:
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

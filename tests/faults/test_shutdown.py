@@ -1,6 +1,7 @@
 """SIGTERM with a stream longer than the grace period: the stream ends with a retryable
 `event: error` rather than being cut mid-event, the request is recorded as interrupted with what it
 used so far, and the server exits without a traceback."""
+
 from __future__ import annotations
 
 import signal
@@ -19,15 +20,22 @@ from usage.models import UsageRecord
 
 def test_a_stream_longer_than_the_grace_period_ends_with_a_retryable_error_event(transactional_db, settings):
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
-        server = gateway_process(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, SHUTDOWN_GRACE_SECONDS="2",
-                                 REDIS_KEY_PREFIX=settings.REDIS_KEY_PREFIX).start()
+        server = gateway_process(
+            ANTHROPIC_BASE_URL=fake.base_url,
+            ANTHROPIC_API_KEY=MASTER_KEY,
+            SHUTDOWN_GRACE_SECONDS="2",
+            REDIS_KEY_PREFIX=settings.REDIS_KEY_PREFIX,
+        ).start()
         token = enroll(server)
         first_bytes = threading.Event()
         body = bytearray()
 
         def stream() -> None:
-            headers = {"authorization": f"Bearer {token}", "content-type": "application/json",
-                       "x-fake-stream": "events=100,interval_ms=200,first_byte_ms=0"}
+            headers = {
+                "authorization": f"Bearer {token}",
+                "content-type": "application/json",
+                "x-fake-stream": "events=100,interval_ms=200,first_byte_ms=0",
+            }
             with httpx.stream("POST", server.url + "/v1/messages", content=STREAM_BODY, headers=headers, timeout=30) as answer:
                 for chunk in answer.iter_raw():
                     body.extend(chunk)

@@ -2,6 +2,7 @@
 nothing, and once a writer runs again every request has exactly one record, with its own usage (no
 record lost in the dead writer's claimed batch, none doubled by its replay, no stream taken for an
 interrupted one)."""
+
 from __future__ import annotations
 
 import signal
@@ -19,13 +20,23 @@ from tests.gateway.test_sdk import enroll
 from tests.usage.cast import ensure_seeded_prices
 from usage.models import OpenStream, UsageRecord
 
-WRITER_ENV = {"USAGE_WRITER": "process", "USAGE_FLUSH_INTERVAL": "0.05", "USAGE_BATCH_SIZE": "5",
-              "USAGE_WRITER_LEASE_SECONDS": "1", "USAGE_ORPHAN_STREAM_SECONDS": "5"}
+WRITER_ENV = {
+    "USAGE_WRITER": "process",
+    "USAGE_FLUSH_INTERVAL": "0.05",
+    "USAGE_BATCH_SIZE": "5",
+    "USAGE_WRITER_LEASE_SECONDS": "1",
+    "USAGE_ORPHAN_STREAM_SECONDS": "5",
+}
 
 
 def start_writer() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "manage.py", "run_usage_writer"], cwd=servers.BASE_DIR,
-                            env=servers.server_environment(**WRITER_ENV), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "run_usage_writer"],
+        cwd=servers.BASE_DIR,
+        env=servers.server_environment(**WRITER_ENV),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_for_stored(count: int, before: float) -> None:
@@ -47,15 +58,18 @@ class Traffic:
         with httpx.Client(timeout=10) as client:
             while not self.stop.is_set():
                 streamed = len(self.answers) % 2 == 1
-                answer = client.post(self.url + "/v1/messages", content=STREAM_BODY if streamed else MESSAGE_BODY, headers=self.headers)
+                answer = client.post(
+                    self.url + "/v1/messages", content=STREAM_BODY if streamed else MESSAGE_BODY, headers=self.headers
+                )
                 self.answers.append((answer.headers.get("x-gateway-request-id", ""), answer.status_code, streamed))
 
 
 def test_killing_the_usage_writer_loses_and_doubles_no_record(transactional_db):
     ensure_seeded_prices()
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
-        gateway = servers.gateway_process(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, RATE_LIMIT_MAX="1000000",
-                                          **WRITER_ENV).start()
+        gateway = servers.gateway_process(
+            ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, RATE_LIMIT_MAX="1000000", **WRITER_ENV
+        ).start()
         writer = start_writer()
         traffic = Traffic(gateway.url, enroll(gateway))
         try:

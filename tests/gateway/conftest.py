@@ -1,18 +1,19 @@
 """The gateway's test cast: the fake Anthropic upstream on a real socket, devices enrolled through
 POST /bootstrap, and a driver that speaks raw ASGI to the gateway in this process."""
+
 from __future__ import annotations
 
 import asyncio
 import secrets
-from urllib.parse import unquote
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from gateway import breaker as breaker_module
 from fake_anthropic import FakeAnthropic
+from gateway import breaker as breaker_module
 from gateway.upstream import close_upstream_client
 from proxyproject.lib.backends import shared_state_backend
 from tokens.models import Device
@@ -50,7 +51,9 @@ async def enroll_device(**policy: object) -> str:
     """A wrapper token for a new device, enrolled through POST /bootstrap; `policy` fields are set
     on the device afterwards, as an operator would."""
     device_id = f"dev-{secrets.token_hex(6)}"
-    response = await AsyncClient().post("/bootstrap", {"device_id": device_id, "app_version": "1.0.0"}, content_type="application/json")
+    response = await AsyncClient().post(
+        "/bootstrap", {"device_id": device_id, "app_version": "1.0.0"}, content_type="application/json"
+    )
     assert response.status_code == 200, response.content
     if policy:
         await sync_to_async(_set_policy)(device_id, policy)
@@ -116,10 +119,18 @@ async def call_gateway(
 
     pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": unquote(path), "raw_path": path.encode(), "query_string": query, "root_path": "",
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": unquote(path),
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
         "headers": [(name.lower().encode(), value.encode()) for name, value in pairs],
-        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
     }
     parts = body if isinstance(body, list) else [body]
     incoming = [{"type": "http.request", "body": part, "more_body": index < len(parts) - 1} for index, part in enumerate(parts)]

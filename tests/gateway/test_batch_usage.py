@@ -1,5 +1,6 @@
 """Batch results: each succeeded result's usage recorded once as the client fetches the results,
 the body relayed untouched."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,27 +26,58 @@ from usage.writer import flush_usage, stop_usage_writer
 BATCH_ID = "msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"
 RESULTS_PATH = f"{BATCHES_PATH}/{BATCH_ID}/results"
 SONNET = "claude-sonnet-4-5-20250929"
-FETCHED_AT = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.timezone.utc)
+FETCHED_AT = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
 
 
 def succeeded(custom_id: str, message_id: str, **usage: object) -> bytes:
-    message = {"id": message_id, "type": "message", "role": "assistant", "model": SONNET,
-               "content": [{"type": "text", "text": "Hello\nthere"}], "stop_reason": "end_turn", "usage": usage}
+    message = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": SONNET,
+        "content": [{"type": "text", "text": "Hello\nthere"}],
+        "stop_reason": "end_turn",
+        "usage": usage,
+    }
     return orjson.dumps({"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}) + b"\n"
 
 
 FIRST = succeeded("first", "msg_01A", input_tokens=1000, output_tokens=200, service_tier="batch")
-SECOND = succeeded("second", "msg_01B", input_tokens=40, output_tokens=7, cache_read_input_tokens=500,
-                   cache_creation={"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 10})
-ERRORED = orjson.dumps({"custom_id": "bad", "result": {"type": "errored", "error": {"type": "error", "error": {
-    "type": "invalid_request_error", "message": "max_tokens: Field required"}}}}) + b"\n"
+SECOND = succeeded(
+    "second",
+    "msg_01B",
+    input_tokens=40,
+    output_tokens=7,
+    cache_read_input_tokens=500,
+    cache_creation={"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 10},
+)
+ERRORED = (
+    orjson.dumps(
+        {
+            "custom_id": "bad",
+            "result": {
+                "type": "errored",
+                "error": {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}},
+            },
+        }
+    )
+    + b"\n"
+)
 CANCELED = b'{"custom_id":"gone","result":{"type":"canceled"}}\n'
 EXPIRED = b'{"custom_id":"late","result":{"type":"expired"}}\n'
 
 
 def fetch_event() -> UsageEvent:
-    return UsageEvent(request_id="req_gw_fetch", occurred_at=FETCHED_AT, endpoint=RESULTS_PATH, method="GET",
-                      device_id="dev-ada", device_pk=7, org_id=3, session_id="sess-9")
+    return UsageEvent(
+        request_id="req_gw_fetch",
+        occurred_at=FETCHED_AT,
+        endpoint=RESULTS_PATH,
+        method="GET",
+        device_id="dev-ada",
+        device_pk=7,
+        org_id=3,
+        session_id="sess-9",
+    )
 
 
 @pytest.fixture
@@ -68,18 +100,31 @@ def test_a_succeeded_result_becomes_a_batch_priced_event_of_the_fetching_device(
     read([FIRST])
     [event] = submitted
     assert event == UsageEvent(
-        request_id=f"batch_{BATCH_ID}_first", occurred_at=FETCHED_AT, endpoint=RESULTS_PATH, method="GET",
-        device_id="dev-ada", device_pk=7, org_id=3, session_id="sess-9", model=SONNET, upstream_request_id="msg_01A",
-        status=200, streamed=False, input_tokens=1000, output_tokens=200, service_tier="batch",
+        request_id=f"batch_{BATCH_ID}_first",
+        occurred_at=FETCHED_AT,
+        endpoint=RESULTS_PATH,
+        method="GET",
+        device_id="dev-ada",
+        device_pk=7,
+        org_id=3,
+        session_id="sess-9",
+        model=SONNET,
+        upstream_request_id="msg_01A",
+        status=200,
+        streamed=False,
+        input_tokens=1000,
+        output_tokens=200,
+        service_tier="batch",
         extra={"batch_id": BATCH_ID, "custom_id": "first", "message_id": "msg_01A"},
     )
 
 
 def test_lines_split_across_chunks_are_each_read_once(submitted):
     body = FIRST + SECOND
-    read([body[index:index + 7] for index in range(0, len(body), 7)])
+    read([body[index : index + 7] for index in range(0, len(body), 7)])
     assert [(e.request_id, e.input_tokens, e.output_tokens) for e in submitted] == [
-        (f"batch_{BATCH_ID}_first", 1000, 200), (f"batch_{BATCH_ID}_second", 40, 7),
+        (f"batch_{BATCH_ID}_first", 1000, 200),
+        (f"batch_{BATCH_ID}_second", 40, 7),
     ]
     second = submitted[1]
     assert (second.cache_read_tokens, second.cache_write_5m_tokens, second.cache_write_1h_tokens) == (500, 30, 10)
@@ -127,13 +172,16 @@ def test_a_request_id_too_long_to_store_is_a_digest_of_the_pair():
     assert batch_result_request_id(long_batch, custom_id) == hashlib.sha256(f"{long_batch}\0{custom_id}".encode()).hexdigest()
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("POST", RESULTS_PATH, 200),
-    ("GET", RESULTS_PATH, 404),
-    ("GET", f"{BATCHES_PATH}/{BATCH_ID}", 200),
-    ("GET", f"{BATCHES_PATH}/{BATCH_ID}/results/extra", 200),
-    ("GET", "/v1/files/file_1/content", 200),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", RESULTS_PATH, 200),
+        ("GET", RESULTS_PATH, 404),
+        ("GET", f"{BATCHES_PATH}/{BATCH_ID}", 200),
+        ("GET", f"{BATCHES_PATH}/{BATCH_ID}/results/extra", 200),
+        ("GET", "/v1/files/file_1/content", 200),
+    ],
+)
 def test_only_a_successful_get_of_a_batch_results_is_read(method, path, status):
     assert batch_results_reader(method=method, path=path, status=status, request_event=fetch_event()) is None
     assert batch_results_reader(method="GET", path=RESULTS_PATH, status=200, request_event=fetch_event()) is not None
@@ -159,15 +207,25 @@ def stored_records(path: str) -> list[UsageRecord]:
 
 
 def standard_cost(record: UsageRecord) -> Decimal | None:
-    return price_usage(UsageEvent(request_id="standard", occurred_at=record.occurred_at, endpoint="/v1/messages", method="POST",
-                                  model=record.model, input_tokens=record.input_tokens, output_tokens=record.output_tokens))
+    return price_usage(
+        UsageEvent(
+            request_id="standard",
+            occurred_at=record.occurred_at,
+            endpoint="/v1/messages",
+            method="POST",
+            model=record.model,
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+        )
+    )
 
 
 async def test_results_fetched_twice_record_each_succeeded_result_once_at_the_batch_price(fake_upstream, token, seeded_prices):
     usage_header = orjson.dumps({"input_tokens": 1000, "output_tokens": 200}).decode()
     requests = [{"custom_id": custom_id, "params": orjson.loads(MESSAGE_BODY)} for custom_id in ("first", "second")]
-    created = await call_gateway("POST", BATCHES_PATH, headers=bearer(token, **{"x-fake-usage": usage_header}),
-                                 body=orjson.dumps({"requests": requests}))
+    created = await call_gateway(
+        "POST", BATCHES_PATH, headers=bearer(token, **{"x-fake-usage": usage_header}), body=orjson.dumps({"requests": requests})
+    )
     batch_id = orjson.loads(created.body)["id"]
     ended = await call_gateway("GET", f"{BATCHES_PATH}/{batch_id}", headers=bearer(token))
     assert orjson.loads(ended.body)["processing_status"] == "ended"
@@ -189,8 +247,19 @@ async def test_results_fetched_twice_record_each_succeeded_result_once_at_the_ba
     results = [record for record in records if not record.request_id.startswith("req_gw_")]
     fetch_rows = [(record.status, record.input_tokens, record.output_tokens, record.cost) for record in fetches]
     assert fetch_rows == [(200, 0, 0, Decimal(0))] * 2
-    assert [(record.request_id, record.upstream_request_id, record.method, record.status, record.streamed,
-             record.service_tier, record.input_tokens, record.output_tokens) for record in results] == [
+    assert [
+        (
+            record.request_id,
+            record.upstream_request_id,
+            record.method,
+            record.status,
+            record.streamed,
+            record.service_tier,
+            record.input_tokens,
+            record.output_tokens,
+        )
+        for record in results
+    ] == [
         (f"batch_{batch_id}_first", message_ids[0], "GET", 200, False, "batch", 1000, 200),
         (f"batch_{batch_id}_second", message_ids[1], "GET", 200, False, "batch", 1000, 200),
     ]
@@ -203,13 +272,19 @@ async def test_results_fetched_twice_record_each_succeeded_result_once_at_the_ba
     assert [record.cost for record in results] == [standard / 2] * 2
 
 
-async def batch_results_recorded(token: str, model: str, usage: dict, *, created_at: dt.datetime | None = None) -> list[UsageRecord]:
+async def batch_results_recorded(
+    token: str, model: str, usage: dict, *, created_at: dt.datetime | None = None
+) -> list[UsageRecord]:
     """Create a batch of two requests through the gateway with the given usage, optionally move its
     recorded creation time, fetch its results and return their usage records."""
     params = {**orjson.loads(MESSAGE_BODY), "model": model}
     requests = [{"custom_id": custom_id, "params": params} for custom_id in ("first", "second")]
-    created = await call_gateway("POST", BATCHES_PATH, headers=bearer(token, **{"x-fake-usage": orjson.dumps(usage).decode()}),
-                                 body=orjson.dumps({"requests": requests}))
+    created = await call_gateway(
+        "POST",
+        BATCHES_PATH,
+        headers=bearer(token, **{"x-fake-usage": orjson.dumps(usage).decode()}),
+        body=orjson.dumps({"requests": requests}),
+    )
     batch_id = orjson.loads(created.body)["id"]
     if created_at is not None:
         await sync_to_async(OwnedResource.objects.filter(resource_id=batch_id).update)(created_at=created_at)
@@ -224,28 +299,41 @@ async def batch_results_recorded(token: str, model: str, usage: dict, *, created
 
 async def test_batch_and_cache_multipliers_stack_on_a_cached_batch(fake_upstream, token, seeded_prices):
     # Opus 4.6 per result: 1000*5 + 500*25 + 2000*6.25 + 3000*10 + 4000*0.50 = 62,000 per million, halved: 0.031
-    usage = {"input_tokens": 1000, "output_tokens": 500, "cache_read_input_tokens": 4000,
-             "cache_creation": {"ephemeral_5m_input_tokens": 2000, "ephemeral_1h_input_tokens": 3000}}
+    usage = {
+        "input_tokens": 1000,
+        "output_tokens": 500,
+        "cache_read_input_tokens": 4000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 2000, "ephemeral_1h_input_tokens": 3000},
+    }
     results = await batch_results_recorded(token, "claude-opus-4-6", usage)
     assert [(record.cache_write_5m_tokens, record.cache_write_1h_tokens, record.cost) for record in results] == [
-        (2000, 3000, Decimal("0.031"))] * 2
+        (2000, 3000, Decimal("0.031"))
+    ] * 2
     assert sum(record.cost for record in results) == Decimal("0.062")
     assert results[0].pricing["batch"] == "0.5"
 
 
 async def test_a_batch_is_priced_at_its_creation_not_when_its_results_are_fetched(fake_upstream, token, seeded_prices):
     # Sonnet 5.5 cache reads: 0.20 until 2026-10-07, 0.10 after; created the day before, fetched now
-    created_at = dt.datetime(2026, 10, 6, 12, 0, tzinfo=dt.timezone.utc)
-    results = await batch_results_recorded(token, "claude-sonnet-5-5", {"input_tokens": 0, "output_tokens": 0,
-                                           "cache_read_input_tokens": 1_000_000}, created_at=created_at)
+    created_at = dt.datetime(2026, 10, 6, 12, 0, tzinfo=dt.UTC)
+    results = await batch_results_recorded(
+        token,
+        "claude-sonnet-5-5",
+        {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 1_000_000},
+        created_at=created_at,
+    )
     assert [record.cost for record in results] == [Decimal("0.1")] * 2  # 1M * 0.20 * 0.5
-    assert results[0].occurred_at > dt.datetime(2026, 10, 7, tzinfo=dt.timezone.utc)
+    assert results[0].occurred_at > dt.datetime(2026, 10, 7, tzinfo=dt.UTC)
     assert results[0].pricing["at"] == created_at.isoformat()
 
 
 async def test_a_created_batch_is_recorded_at_the_upstream_creation_time(fake_upstream, token, seeded_prices):
-    created = await call_gateway("POST", BATCHES_PATH, headers=bearer(token),
-                                 body=orjson.dumps({"requests": [{"custom_id": "one", "params": orjson.loads(MESSAGE_BODY)}]}))
+    created = await call_gateway(
+        "POST",
+        BATCHES_PATH,
+        headers=bearer(token),
+        body=orjson.dumps({"requests": [{"custom_id": "one", "params": orjson.loads(MESSAGE_BODY)}]}),
+    )
     batch = orjson.loads(created.body)
     row = await sync_to_async(OwnedResource.objects.get)(resource_id=batch["id"])
     assert row.created_at == dt.datetime.fromisoformat(batch["created_at"].replace("Z", "+00:00"))

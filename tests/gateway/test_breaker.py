@@ -1,5 +1,6 @@
 """The circuit breaker's rules, run against the per-process backend and (CI's second pass) Redis,
 with an injected clock."""
+
 from __future__ import annotations
 
 import secrets
@@ -136,4 +137,13 @@ async def test_a_process_trusts_the_state_it_saw_for_the_cache_time(stores, cloc
 
 def test_only_server_errors_count_as_failures():
     assert [is_failure_status(status) for status in (200, 400, 401, 404, 413, 429, 500, 502, 529)] == [
-        False, False, False, False, False, False, True, True, True]
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]

@@ -1,4 +1,5 @@
 """The gateway's system checks, by id."""
+
 from __future__ import annotations
 
 from gateway.checks import check_shared_limits, check_upstream_key

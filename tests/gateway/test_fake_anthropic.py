@@ -3,6 +3,7 @@
 Everything upstream of the gateway in tests and benchmarks is this fake, so it is checked here
 against the real client (`anthropic` SDK) and, where the bytes matter, raw HTTP.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -132,9 +133,13 @@ def test_stream_follows_the_event_grammar(http: httpx.Client) -> None:
     assert "[DONE]" not in response.text
     events = sse_events(response.text)
     assert [name for name, _ in events] == [
-        "message_start", "content_block_start", "ping",
+        "message_start",
+        "content_block_start",
+        "ping",
         *["content_block_delta"] * 5,
-        "content_block_stop", "message_delta", "message_stop",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
     ]
     assert all(data["type"] == name for name, data in events)
     start = events[0][1]["message"]
@@ -204,7 +209,9 @@ def test_streamed_tool_use_assembles_the_input(client: anthropic.Anthropic) -> N
 
 def test_use_tool_phrase_gives_text_then_tool_use(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
-        model=MODEL, max_tokens=100, tools=[WEATHER_TOOL],
+        model=MODEL,
+        max_tokens=100,
+        tools=[WEATHER_TOOL],
         messages=[{"role": "user", "content": [{"type": "text", "text": "Please use tool for Paris"}]}],
     )
 
@@ -239,11 +246,15 @@ def test_a_growing_conversation_reads_its_old_prefix_and_writes_the_new_part(cli
     follow_up = {"type": "text", "text": "Second question.", "cache_control": {"type": "ephemeral"}}
 
     turn_one = client.messages.create(
-        model=MODEL, max_tokens=100, system="Be brief.",
+        model=MODEL,
+        max_tokens=100,
+        system="Be brief.",
         messages=[{"role": "user", "content": [{**question, "cache_control": {"type": "ephemeral"}}]}],
     ).usage
     turn_two = client.messages.create(
-        model=MODEL, max_tokens=100, system="Be brief.",
+        model=MODEL,
+        max_tokens=100,
+        system="Be brief.",
         messages=[
             {"role": "user", "content": [question]},
             {"role": "assistant", "content": "An answer."},
@@ -487,13 +498,15 @@ def test_rate_limit_headers_count_down_within_the_minute_and_reset_after() -> No
     after = window.headers()
 
     assert (during["anthropic-ratelimit-requests-remaining"], during["anthropic-ratelimit-requests-reset"]) == (
-        "3998", "2027-01-15T08:01:00Z"
+        "3998",
+        "2027-01-15T08:01:00Z",
     )
     assert during["anthropic-ratelimit-tokens-remaining"] == "2399880"
     assert during["anthropic-ratelimit-input-tokens-remaining"] == "1999900"
     assert during["anthropic-ratelimit-output-tokens-remaining"] == "399980"
     assert (after["anthropic-ratelimit-requests-remaining"], after["anthropic-ratelimit-requests-reset"]) == (
-        "4000", "2027-01-15T08:02:00Z"
+        "4000",
+        "2027-01-15T08:02:00Z",
     )
 
 
@@ -536,7 +549,8 @@ def test_invalid_messages_request_is_a_400(http: httpx.Client, body: bytes, mess
 
 def test_roles_and_block_types_are_not_validated(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
-        model=MODEL, max_tokens=100,
+        model=MODEL,
+        max_tokens=100,
         messages=[{"role": "system", "content": [{"type": "mystery_block", "payload": 1}]}, *SAY_HI],
     )
 
@@ -577,8 +591,13 @@ def test_gzip_stream_is_flushed_event_by_event(http: httpx.Client) -> None:
     assert "content-length" not in response.headers
     assert first.startswith(b"event: message_start\n") and first.endswith(b"\n\n")
     assert [name for name, _ in sse_events((first + rest).decode())] == [
-        "message_start", "content_block_start", "ping", *["content_block_delta"] * 3,
-        "content_block_stop", "message_delta", "message_stop",
+        "message_start",
+        "content_block_start",
+        "ping",
+        *["content_block_delta"] * 3,
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
     ]
     assert decoder.eof
 
@@ -704,7 +723,11 @@ def test_management_command_serves_until_sigterm() -> None:
     environment = {**os.environ, "FAKE_ANTHROPIC_API_KEYS": f"{OTHER_KEY},sk-ant-test-3", "DJANGO_DEBUG": "true"}
     command = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "manage.py"), "fake_anthropic", "--port", "0", "--api-key", KEY],
-        cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         banner = command.stdout.readline()

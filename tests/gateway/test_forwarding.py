@@ -1,4 +1,5 @@
 """What crosses the gateway in each direction: headers, query, body, status, and the usage seen."""
+
 from __future__ import annotations
 
 import gzip
@@ -14,10 +15,20 @@ def usage_events(monkeypatch):
     return capture_final_usage(monkeypatch)
 
 
-async def test_request_is_forwarded_byte_identical_with_the_master_key_and_without_client_credentials(fake_upstream, token, usage_events):
-    headers = [*bearer(token).items(), ("anthropic-beta", "context-1m-2025-08-07,fine-grained-tool-streaming-2025-05-14"),
-               ("x-api-key", token), ("cookie", "sessionid=abc"), ("connection", "keep-alive, x-hop"), ("x-hop", "1"),
-               ("keep-alive", "timeout=5"), ("x-claude-code-session-id", "sess-1"), ("accept-encoding", "gzip, br")]
+async def test_request_is_forwarded_byte_identical_with_the_master_key_and_without_client_credentials(
+    fake_upstream, token, usage_events
+):
+    headers = [
+        *bearer(token).items(),
+        ("anthropic-beta", "context-1m-2025-08-07,fine-grained-tool-streaming-2025-05-14"),
+        ("x-api-key", token),
+        ("cookie", "sessionid=abc"),
+        ("connection", "keep-alive, x-hop"),
+        ("x-hop", "1"),
+        ("keep-alive", "timeout=5"),
+        ("x-claude-code-session-id", "sess-1"),
+        ("accept-encoding", "gzip, br"),
+    ]
     answer = await call_gateway("POST", "/v1/messages", headers=headers, body=MESSAGE_BODY, query=b"beta=true")
     assert answer.status == 200
     [seen] = fake_upstream.requests
@@ -35,14 +46,18 @@ async def test_request_is_forwarded_byte_identical_with_the_master_key_and_witho
 
 async def test_upstream_auth_header_can_be_a_bearer_authorization(fake_upstream, token, settings):
     settings.UPSTREAM_AUTH_HEADER = "authorization"
-    answer = await call_gateway("POST", "/v1/messages", headers={"x-api-key": token, "content-type": "application/json"}, body=MESSAGE_BODY)
+    answer = await call_gateway(
+        "POST", "/v1/messages", headers={"x-api-key": token, "content-type": "application/json"}, body=MESSAGE_BODY
+    )
     assert answer.status == 200
     [seen] = fake_upstream.requests
     assert seen.headers["authorization"] == "Bearer ***" + MASTER_KEY[-4:]
     assert "x-api-key" not in seen.headers
 
 
-async def test_response_keeps_request_id_and_replaces_the_master_keys_rate_limits_with_the_devices(fake_upstream, token, settings):
+async def test_response_keeps_request_id_and_replaces_the_master_keys_rate_limits_with_the_devices(
+    fake_upstream, token, settings
+):
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     [seen] = fake_upstream.requests
     headers = answer.headers
@@ -60,14 +75,29 @@ async def test_non_streaming_usage_is_read_from_the_reply(fake_upstream, token, 
     usage = '{"input_tokens": 1200, "output_tokens": 345, "cache_read_input_tokens": 5000, "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20}}'
     await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-usage": usage}), body=MESSAGE_BODY)
     [event] = usage_events
-    assert (event.status, event.streamed, event.model, event.upstream_key_name) == (200, False, "claude-sonnet-4-5", "ANTHROPIC_API_KEY")
-    assert (event.input_tokens, event.output_tokens, event.cache_read_tokens, event.cache_write_5m_tokens, event.cache_write_1h_tokens) == (1200, 345, 5000, 10, 20)
+    assert (event.status, event.streamed, event.model, event.upstream_key_name) == (
+        200,
+        False,
+        "claude-sonnet-4-5",
+        "ANTHROPIC_API_KEY",
+    )
+    assert (
+        event.input_tokens,
+        event.output_tokens,
+        event.cache_read_tokens,
+        event.cache_write_5m_tokens,
+        event.cache_write_1h_tokens,
+    ) == (1200, 345, 5000, 10, 20)
 
 
 async def test_stream_is_relayed_unchanged_and_its_usage_read(fake_upstream, token, usage_events):
-    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-usage": '{"output_tokens": 77}'}), body=STREAM_BODY)
+    answer = await call_gateway(
+        "POST", "/v1/messages", headers=bearer(token, **{"x-fake-usage": '{"output_tokens": 77}'}), body=STREAM_BODY
+    )
     assert answer.status == 200 and answer.headers["content-type"].startswith("text/event-stream")
-    assert answer.body.startswith(b"event: message_start\n") and answer.body.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    assert answer.body.startswith(b"event: message_start\n") and answer.body.endswith(
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
     [event] = usage_events
     assert (event.streamed, event.output_tokens, event.client_disconnected, event.ttfb_ms is not None) == (True, 77, False, True)
 
@@ -94,7 +124,9 @@ async def test_unknown_routes_pass_through_when_the_operator_allows_them(fake_up
     settings.GATEWAY_FORWARD_UNKNOWN_ROUTES = True
     unknown = await call_gateway("DELETE", "/v1/skills/skill_123", headers=bearer(token), query=b"beta=true")
     assert unknown.status == 404 and orjson.loads(unknown.body)["error"]["type"] == "not_found_error"
-    assert [(r.method, r.path, r.query_string) for r in fake_upstream.requests] == [("DELETE", "/v1/skills/skill_123", "beta=true")]
+    assert [(r.method, r.path, r.query_string) for r in fake_upstream.requests] == [
+        ("DELETE", "/v1/skills/skill_123", "beta=true")
+    ]
 
 
 async def test_batch_results_url_points_at_the_gateway(fake_upstream, token, settings):

@@ -7,6 +7,7 @@ revokes the old one; once the drain task has retired the old key, the fake stops
 rotation finishes on it. With Redis, the drain task knows what is in flight in every process and
 retires the old key only after that stream ended; without Redis it waits out the grace period.
 """
+
 from __future__ import annotations
 
 import io
@@ -86,8 +87,11 @@ def wait_until(condition, timeout: float, what: str):
 def start_gateways(fake: FakeAnthropic, count: int) -> list[ServerProcess]:
     processes = [
         gateway_process(
-            ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=OLD, UPSTREAM_KEY_POOL_CACHE_SECONDS=POOL_CACHE_SECONDS,
-            ENROLLMENT_MODE="open", RATE_LIMIT_MAX="1000000",
+            ANTHROPIC_BASE_URL=fake.base_url,
+            ANTHROPIC_API_KEY=OLD,
+            UPSTREAM_KEY_POOL_CACHE_SECONDS=POOL_CACHE_SECONDS,
+            ENROLLMENT_MODE="open",
+            RATE_LIMIT_MAX="1000000",
             UPSTREAM_EXTRA_REQUEST_HEADERS="x-fake-fault,x-fake-stream,x-test-probe,x-test-gateway",  # the tags it finds requests by
         )
         for _ in range(count)
@@ -123,7 +127,8 @@ def test_rotating_under_load_fails_no_request_and_the_old_key_is_never_used_afte
                 assert output.getvalue().startswith("Upstream key 'rotated' (…N3W8) is active.\n")
                 wait_until(
                     lambda: {r.headers.get("x-test-gateway") for r in fake.requests if r.api_key_used == NEW[-4:]} >= {"0", "1"},
-                    10, "both gateways on the new key",
+                    10,
+                    "both gateways on the new key",
                 )
 
                 retired = wait_until(retire_drained_upstream_keys_task, 20, "the drain task to retire the old key")

@@ -1,5 +1,6 @@
 """The Celery side of key rotation: draining keys retired once idle everywhere (or after the grace
 period), never the last key that works; warnings about keys due for rotation; the beat schedule."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.django_db
 
 OLD = "sk-ant-api03-old-" + "o" * 30 + "0LD1"
 NEW = "sk-ant-api03-new-" + "n" * 30 + "N3W2"
-T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -111,7 +112,10 @@ def test_active_keys_older_than_the_rotation_age_are_warned_about(settings, capl
     assert warn_about_old_upstream_keys_task() == ["aged"]
     [line] = [record for record in caplog.records if record.getMessage() == "Upstream key due for rotation"]
     assert (line.levelno, line.event_fields["key"], line.event_fields["ageDays"], line.event_fields["hint"]) == (
-        logging.WARNING, "aged", 31, "manage.py rotate_upstream_key aged",
+        logging.WARNING,
+        "aged",
+        31,
+        "manage.py rotate_upstream_key aged",
     )
 
 

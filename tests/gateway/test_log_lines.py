@@ -1,4 +1,5 @@
 """The seed's four log lines per request, as structured events sharing one request id."""
+
 from __future__ import annotations
 
 import logging
@@ -12,14 +13,22 @@ SEED_LINES = ["Incoming request", "Proxying request to Anthropic", "Usage tracke
 async def test_a_proxied_request_logs_the_seed_lines_with_one_request_id(token, fake_upstream, caplog, settings):
     settings.LOG_REQUEST_STAGES = True
     caplog.set_level(logging.INFO, logger="gateway.proxy")
-    answer = await call_gateway("POST", "/v1/messages", headers={"authorization": f"Bearer {token}", "content-type": "application/json"}, body=MESSAGE_BODY)
+    answer = await call_gateway(
+        "POST",
+        "/v1/messages",
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+        body=MESSAGE_BODY,
+    )
     assert answer.status == 200
     records = [r for r in caplog.records if r.name == "gateway.proxy"]
     assert [r.getMessage() for r in records] == SEED_LINES
     fields = [r.event_fields for r in records]
     assert len({f["requestId"] for f in fields}) == 1
     usage = fields[2]
-    assert (usage["inputTokens"], usage["outputTokens"]) == (answer_usage(answer)["input_tokens"], answer_usage(answer)["output_tokens"])
+    assert (usage["inputTokens"], usage["outputTokens"]) == (
+        answer_usage(answer)["input_tokens"],
+        answer_usage(answer)["output_tokens"],
+    )
     assert fields[3]["status"] == 200
     assert MASTER_KEY not in caplog.text and token not in caplog.text
 
@@ -33,6 +42,11 @@ def answer_usage(answer) -> dict:
 async def test_production_logs_one_line_per_request_at_info(token, fake_upstream, caplog, settings):
     settings.LOG_REQUEST_STAGES = False
     caplog.set_level(logging.INFO, logger="gateway.proxy")
-    answer = await call_gateway("POST", "/v1/messages", headers={"authorization": f"Bearer {token}", "content-type": "application/json"}, body=MESSAGE_BODY)
+    answer = await call_gateway(
+        "POST",
+        "/v1/messages",
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+        body=MESSAGE_BODY,
+    )
     assert answer.status == 200
     assert [r.getMessage() for r in caplog.records if r.name == "gateway.proxy"] == ["Request completed"]

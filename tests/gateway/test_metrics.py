@@ -1,4 +1,5 @@
 """Metric labels stay bounded, and per-request samples appear in the Prometheus exposition."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -37,8 +38,17 @@ def gauge(text: str, name: str) -> float:
 def test_observed_request_is_counted_with_tokens_and_spend(db):
     model = f"claude-test-{uuid.uuid4().hex[:8]}"
     event = UsageEvent(
-        request_id="req_1", occurred_at=dt.datetime.now(dt.timezone.utc), endpoint="/v1/messages", method="POST",
-        model=model, status=200, input_tokens=120, output_tokens=30, cache_read_tokens=1000, latency_ms=250.0, ttfb_ms=40.0,
+        request_id="req_1",
+        occurred_at=dt.datetime.now(dt.UTC),
+        endpoint="/v1/messages",
+        method="POST",
+        model=model,
+        status=200,
+        input_tokens=120,
+        output_tokens=30,
+        cache_read_tokens=1000,
+        latency_ms=250.0,
+        ttfb_ms=40.0,
     )
     observe_request(event, Decimal("0.0123"), upstream_latency_ms=35.0)
     observe_request(event, Decimal("0.0123"), upstream_latency_ms=35.0)
@@ -67,11 +77,19 @@ async def test_scrape_token_reads_request_counts_and_platform_state(token, fake_
     from tests.gateway.conftest import MESSAGE_BODY, call_gateway
 
     settings.METRICS_TOKEN = "scrape-" + "s" * 30
-    answer = await call_gateway("POST", "/v1/messages", headers={"authorization": f"Bearer {token}", "content-type": "application/json"}, body=MESSAGE_BODY)
+    answer = await call_gateway(
+        "POST",
+        "/v1/messages",
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+        body=MESSAGE_BODY,
+    )
     assert answer.status == 200
     status, text = await scrape({"authorization": f"Bearer {settings.METRICS_TOKEN}"})
     assert status == 200
-    assert sample(text, "gateway_requests_total", endpoint="/v1/messages", method="POST", status="200", model="claude-sonnet-4-5") >= 1.0
+    assert (
+        sample(text, "gateway_requests_total", endpoint="/v1/messages", method="POST", status="200", model="claude-sonnet-4-5")
+        >= 1.0
+    )
     assert sample(text, "gateway_upstream_duration_seconds_count", endpoint="/v1/messages") >= 1.0
     assert gauge(text, "gateway_active_tokens") >= 1.0
     assert gauge(text, "gateway_circuit_breaker_state") == 0.0
@@ -94,12 +112,23 @@ def test_models_and_paths_that_clients_choose_cannot_grow_the_metrics_without_bo
     monkeypatch.setattr("gateway.metrics._bounded_endpoint", BoundedLabel(limit=2))
     prefix = f"made-up-{uuid.uuid4().hex[:8]}"
     for index in range(5):
-        observe_request(UsageEvent(
-            request_id=f"req_{index}", occurred_at=dt.datetime.now(dt.timezone.utc), endpoint=f"/v1/made_up_{index}",
-            method="POST", model=f"{prefix}-{index}", status=404, latency_ms=1.0,
-        ), None)
+        observe_request(
+            UsageEvent(
+                request_id=f"req_{index}",
+                occurred_at=dt.datetime.now(dt.UTC),
+                endpoint=f"/v1/made_up_{index}",
+                method="POST",
+                model=f"{prefix}-{index}",
+                status=404,
+                latency_ms=1.0,
+            ),
+            None,
+        )
     text = render_metrics().decode()
-    counted = {line.split('model="')[1].split('"')[0] for line in text.splitlines()
-               if line.startswith("gateway_requests_total{") and (prefix in line or 'model="other"' in line)}
+    counted = {
+        line.split('model="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("gateway_requests_total{") and (prefix in line or 'model="other"' in line)
+    }
     assert counted == {f"{prefix}-0", f"{prefix}-1", f"{prefix}-2", "other"}
     assert sample(text, "gateway_request_errors_total", endpoint="other", status="404", error_type="http_error") >= 3.0

@@ -1,5 +1,6 @@
 """Contract tests: both rate-limiter backends hold the same sliding-window rules (Redis only in CI's
 second pass). Time comes from an injected clock, never from sleeping."""
+
 from __future__ import annotations
 
 import asyncio

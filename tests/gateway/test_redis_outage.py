@@ -3,6 +3,7 @@ breaker, so it refuses with a retryable 503 in Anthropic's envelope and sends no
 
 Each test breaks one real connection (a port where nothing listens, or a listener that never
 answers), so the same tests run on the embedded defaults and beside CI's real Redis."""
+
 from __future__ import annotations
 
 import logging
@@ -67,12 +68,16 @@ def assert_shared_state_refusal(answer: Answer) -> None:
 
 
 def refusal_logs(caplog: pytest.LogCaptureFixture) -> list[dict]:
-    return [record.event_fields for record in caplog.records
-            if record.getMessage() == "Shared state unavailable; request refused" and record.levelno == logging.WARNING]
+    return [
+        record.event_fields
+        for record in caplog.records
+        if record.getMessage() == "Shared state unavailable; request refused" and record.levelno == logging.WARNING
+    ]
 
 
-def assert_refused_before_upstream(answer: Answer, fake_upstream, caplog: pytest.LogCaptureFixture, *, stage: str,
-                                   request_id: str | None, error: str) -> None:
+def assert_refused_before_upstream(
+    answer: Answer, fake_upstream, caplog: pytest.LogCaptureFixture, *, stage: str, request_id: str | None, error: str
+) -> None:
     assert_shared_state_refusal(answer)
     assert fake_upstream.requests == []
     [logged] = refusal_logs(caplog)
@@ -88,8 +93,9 @@ async def test_redis_refusing_connections_gets_a_retryable_503_and_nothing_goes_
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     for client in list(proxyproject.lib.redis._clients.values()):
         await client.aclose()
-    assert_refused_before_upstream(answer, fake_upstream, caplog, stage="rate_limit", request_id=answer.headers["request-id"],
-                                   error="ConnectionError: ")
+    assert_refused_before_upstream(
+        answer, fake_upstream, caplog, stage="rate_limit", request_id=answer.headers["request-id"], error="ConnectionError: "
+    )
 
 
 async def test_a_spend_reservation_timing_out_is_refused_before_going_upstream(
@@ -101,8 +107,9 @@ async def test_a_spend_reservation_timing_out_is_refused_before_going_upstream(
     patches.setattr(spend_redis, "get_async_redis", lambda: client)
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     await client.aclose()
-    assert_refused_before_upstream(answer, fake_upstream, caplog, stage="spend_cap", request_id=answer.headers["request-id"],
-                                   error="TimeoutError: ")
+    assert_refused_before_upstream(
+        answer, fake_upstream, caplog, stage="spend_cap", request_id=answer.headers["request-id"], error="TimeoutError: "
+    )
 
 
 async def test_a_breaker_that_cannot_reach_redis_refuses_before_going_upstream(fake_upstream, token, patches, caplog):
@@ -113,7 +120,9 @@ async def test_a_breaker_that_cannot_reach_redis_refuses_before_going_upstream(f
     patches.setattr(breaker_redis, "get_async_redis", lambda: client)
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     await client.aclose()
-    assert_refused_before_upstream(answer, fake_upstream, caplog, stage="circuit_breaker", request_id=None, error="ConnectionError: ")
+    assert_refused_before_upstream(
+        answer, fake_upstream, caplog, stage="circuit_breaker", request_id=None, error="ConnectionError: "
+    )
 
 
 async def test_redis_failing_after_the_response_still_records_the_usage(fake_upstream, transactional_db, patches, caplog):

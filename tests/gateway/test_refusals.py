@@ -1,5 +1,6 @@
 """The gateway's own refusals: each decided before any byte goes upstream, each in Anthropic's
 envelope with the error code and headers that tell a client whether to retry."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -40,12 +41,23 @@ async def test_body_over_the_limit_is_refused_while_reading_a_chunked_upload(fak
     assert fake_upstream.requests == []
 
 
-@pytest.mark.parametrize(("path", "body", "message"), [
-    ("/v1/messages", b'{"model": "claude-sonnet-4-5", "max_tokens": 5,', "There was an error parsing the body of your request. Please check that it is valid JSON."),
-    ("/v1/messages/count_tokens", b"[1, 2]", "body: Input should be a valid dictionary"),
-    ("/v1/messages/batches", b"\xff\xfe", "There was an error parsing the body of your request. Please check that it is valid JSON."),
-    ("/v1/messages", b'{"max_tokens": 5, "messages": []}', "model: Field required"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        (
+            "/v1/messages",
+            b'{"model": "claude-sonnet-4-5", "max_tokens": 5,',
+            "There was an error parsing the body of your request. Please check that it is valid JSON.",
+        ),
+        ("/v1/messages/count_tokens", b"[1, 2]", "body: Input should be a valid dictionary"),
+        (
+            "/v1/messages/batches",
+            b"\xff\xfe",
+            "There was an error parsing the body of your request. Please check that it is valid JSON.",
+        ),
+        ("/v1/messages", b'{"max_tokens": 5, "messages": []}', "model: Field required"),
+    ],
+)
 async def test_unreadable_json_is_a_400_that_never_reaches_upstream(fake_upstream, token, path, body, message):
     answer = await call_gateway("POST", path, headers=bearer(token), body=body)
     assert error_of(answer) == (400, "invalid_request_error", "invalid_request")
@@ -56,8 +68,17 @@ async def test_unreadable_json_is_a_400_that_never_reaches_upstream(fake_upstrea
 async def test_a_model_outside_the_devices_patterns_is_forbidden(fake_upstream, transactional_db):
     token = await enroll_device(allowed_models="claude-haiku-*, claude-sonnet-4-5*")
     allowed = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
-    refused = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY.replace(b"claude-sonnet-4-5", b"claude-opus-4-8"))
-    batch = orjson.dumps({"requests": [{"custom_id": "a", "params": {"model": "claude-haiku-4-5"}}, {"custom_id": "b", "params": {"model": "claude-opus-4-8"}}]})
+    refused = await call_gateway(
+        "POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY.replace(b"claude-sonnet-4-5", b"claude-opus-4-8")
+    )
+    batch = orjson.dumps(
+        {
+            "requests": [
+                {"custom_id": "a", "params": {"model": "claude-haiku-4-5"}},
+                {"custom_id": "b", "params": {"model": "claude-opus-4-8"}},
+            ]
+        }
+    )
     refused_batch = await call_gateway("POST", "/v1/messages/batches", headers=bearer(token), body=batch)
     assert allowed.status == 200
     assert error_of(refused) == error_of(refused_batch) == (403, "permission_error", "model_not_allowed")
@@ -98,9 +119,17 @@ def _price_sonnet() -> None:
     from usage.pricing import invalidate_price_table
 
     ModelPrice.objects.update_or_create(
-        model_pattern="claude-sonnet-4-5*", speed="standard", prompt_tokens_above=0, effective_from=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
-        defaults={"input_per_mtok": Decimal(3), "output_per_mtok": Decimal(15), "cache_write_5m_per_mtok": Decimal("3.75"),
-                  "cache_write_1h_per_mtok": Decimal(6), "cache_read_per_mtok": Decimal("0.30")},
+        model_pattern="claude-sonnet-4-5*",
+        speed="standard",
+        prompt_tokens_above=0,
+        effective_from=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        defaults={
+            "input_per_mtok": Decimal(3),
+            "output_per_mtok": Decimal(15),
+            "cache_write_5m_per_mtok": Decimal("3.75"),
+            "cache_write_1h_per_mtok": Decimal(6),
+            "cache_read_per_mtok": Decimal("0.30"),
+        },
     )
     invalidate_price_table()
 
@@ -109,7 +138,9 @@ async def test_a_request_that_could_pass_the_spend_cap_gets_429_that_clients_mus
     await sync_to_async(_price_sonnet)()
     token = await enroll_device(daily_spend_cap_usd=Decimal("0.01"))
     cheap = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
-    dear = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY.replace(b'"max_tokens":64', b'"max_tokens":4000'))
+    dear = await call_gateway(
+        "POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY.replace(b'"max_tokens":64', b'"max_tokens":4000')
+    )
     assert cheap.status == 200
     assert error_of(dear) == (429, "rate_limit_error", "spend_cap_reached")
     assert dear.headers["x-should-retry"] == "false"
@@ -132,7 +163,12 @@ async def test_a_refusal_of_ours_before_the_device_is_known_is_recorded_without_
     assert error_of(answer) == (503, "api_error", "database_unavailable")
     [event] = submitted
     assert (event.request_id, event.endpoint, event.method, event.status, event.error_type) == (
-        answer.headers["request-id"], "/v1/messages", "POST", 503, "database_unavailable")
+        answer.headers["request-id"],
+        "/v1/messages",
+        "POST",
+        503,
+        "database_unavailable",
+    )
     assert (event.device_id, event.device_pk, event.org_id, event.model) == (None, None, None, None)
     monkeypatch.undo()
     monkeypatch.setattr("gateway.proxy.submit_usage", submitted.append)

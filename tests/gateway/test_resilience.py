@@ -1,5 +1,6 @@
 """Upstream failures, client disconnects, the circuit breaker, and what must never happen: a master
 key in a response or a log line, or a database query on an ordinary request."""
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,12 @@ def usage_events(monkeypatch):
 
 
 async def test_upstream_dropping_mid_stream_ends_the_client_stream_with_an_error_event(fake_upstream, token, usage_events):
-    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-usage": '{"input_tokens": 321}', "x-fake-fault": "drop-mid-stream"}), body=STREAM_BODY)
+    answer = await call_gateway(
+        "POST",
+        "/v1/messages",
+        headers=bearer(token, **{"x-fake-usage": '{"input_tokens": 321}', "x-fake-fault": "drop-mid-stream"}),
+        body=STREAM_BODY,
+    )
     assert answer.status == 200
     head, _, last = answer.body.rstrip(b"\n").rpartition(b"\n\n")
     assert head.startswith(b"event: message_start") and b"event: message_stop" not in head
@@ -44,7 +50,9 @@ async def test_client_leaving_mid_stream_closes_upstream_at_once_and_records_usa
 
 
 async def test_a_connection_that_fails_before_any_response_is_retried_once_then_502(fake_upstream, token, usage_events):
-    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": "drop-before-response"}), body=MESSAGE_BODY)
+    answer = await call_gateway(
+        "POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": "drop-before-response"}), body=MESSAGE_BODY
+    )
     assert (answer.status, orjson.loads(answer.body)["error"]["details"]["error_code"]) == (502, "upstream_unreachable")
     assert len(fake_upstream.requests) == 2
     assert [event.status for event in usage_events] == [502]
@@ -52,9 +60,13 @@ async def test_a_connection_that_fails_before_any_response_is_retried_once_then_
 
 async def test_five_upstream_failures_open_the_breaker_and_4xx_never_count(fake_upstream, token):
     for _ in range(6):
-        assert (await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": "400"}), body=MESSAGE_BODY)).status == 400
-    statuses = [(await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": fault}), body=MESSAGE_BODY)).status
-                for fault in ("500", "529", "504", "500", "529")]
+        assert (
+            await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": "400"}), body=MESSAGE_BODY)
+        ).status == 400
+    statuses = [
+        (await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": fault}), body=MESSAGE_BODY)).status
+        for fault in ("500", "529", "504", "500", "529")
+    ]
     assert statuses == [500, 529, 504, 500, 529]
     refused = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     error = orjson.loads(refused.body)["error"]
@@ -66,14 +78,21 @@ async def test_five_upstream_failures_open_the_breaker_and_4xx_never_count(fake_
 async def test_operators_read_and_reset_the_breaker(fake_upstream, token):
     _, secret = await sync_to_async(create_operator_api_key)(name="ops", created_by=None)
     client = AsyncClient()
-    opened_before = (await client.get("/admin/circuit-breaker", headers={"authorization": f"Bearer {secret}"})).json()["times_opened"]
+    opened_before = (await client.get("/admin/circuit-breaker", headers={"authorization": f"Bearer {secret}"})).json()[
+        "times_opened"
+    ]
     other = await enroll_device()  # the upstream's breaker opens on failures of two devices
     for device_token in (token, other, token, other, token):
         await call_gateway("POST", "/v1/messages", headers=bearer(device_token, **{"x-fake-fault": "500"}), body=MESSAGE_BODY)
     assert (await client.get("/admin/circuit-breaker")).status_code == 401
     assert (await client.get("/admin/circuit-breaker", headers={"authorization": f"Bearer {token}"})).status_code == 401
     state = (await client.get("/admin/circuit-breaker", headers={"authorization": f"Bearer {secret}"})).json()
-    assert (state["state"], state["consecutive_failures"], state["times_opened"], state["failure_threshold"]) == ("open", 5, opened_before + 1, 5)
+    assert (state["state"], state["consecutive_failures"], state["times_opened"], state["failure_threshold"]) == (
+        "open",
+        5,
+        opened_before + 1,
+        5,
+    )
     reset = (await client.post("/admin/circuit-breaker/reset", headers={"authorization": f"Bearer {secret}"})).json()
     assert (reset["state"], reset["consecutive_failures"]) == ("closed", 0)
     assert (await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)).status == 200
@@ -94,8 +113,12 @@ async def test_the_master_key_never_reaches_a_response_or_a_log_line(fake_upstre
     caplog.set_level(logging.DEBUG)
     answers = [
         await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY),
-        await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": "drop-mid-stream"}), body=STREAM_BODY),
-        await call_gateway("POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": "drop-before-response"}), body=MESSAGE_BODY),
+        await call_gateway(
+            "POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": "drop-mid-stream"}), body=STREAM_BODY
+        ),
+        await call_gateway(
+            "POST", "/v1/messages", headers=bearer(token, **{"x-fake-fault": "drop-before-response"}), body=MESSAGE_BODY
+        ),
     ]
     settings.ANTHROPIC_API_KEY = "sk-ant-rejected-" + "r" * 24
     answers.append(await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY))
@@ -103,7 +126,10 @@ async def test_the_master_key_never_reaches_a_response_or_a_log_line(fake_upstre
     everything = caplog.text + "".join(str(record.__dict__) for record in caplog.records)
     for secret in (MASTER_KEY, settings.ANTHROPIC_API_KEY):
         assert secret not in everything
-        assert all(secret.encode() not in answer.body and secret.encode() not in b"".join(v for _, v in answer.raw_headers) for answer in answers)
+        assert all(
+            secret.encode() not in answer.body and secret.encode() not in b"".join(v for _, v in answer.raw_headers)
+            for answer in answers
+        )
     assert "Upstream rejected the master key" in caplog.text
 
 

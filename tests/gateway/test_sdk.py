@@ -1,5 +1,6 @@
 """The official Anthropic SDK pointed at a live gateway (a real uvicorn process) in front of the fake
 upstream, on real sockets: what the client sees, and what the upstream received."""
+
 from __future__ import annotations
 
 import secrets
@@ -20,7 +21,11 @@ MODEL = "claude-sonnet-5"
 WEATHER_TOOL = {
     "name": "get_weather",
     "description": "Weather for a city",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city", "days"]},
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+    },
 }
 
 
@@ -71,14 +76,20 @@ class SentBodies:
 
 def sdk_client(gateway, token: str, sent: SentBodies | None = None, max_retries: int = 2) -> anthropic.Anthropic:
     hooks = {"request": [sent]} if sent else {}
-    return anthropic.Anthropic(base_url=gateway.url, api_key=token, max_retries=max_retries, http_client=httpx2.Client(event_hooks=hooks))
+    return anthropic.Anthropic(
+        base_url=gateway.url, api_key=token, max_retries=max_retries, http_client=httpx2.Client(event_hooks=hooks)
+    )
 
 
 def test_create_reaches_upstream_byte_identical_with_the_master_key(gateway, fake):
     sent = SentBodies()
     client = sdk_client(gateway, enroll(gateway), sent)
-    message = client.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}],
-                                     extra_headers={"anthropic-beta": "context-1m-2025-08-07"})
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Say hello"}],
+        extra_headers={"anthropic-beta": "context-1m-2025-08-07"},
+    )
     assert message.content[0].text == "Hello! This is the fake Anthropic API answering your request with a short fixed reply."
     assert message.usage.output_tokens == 22
     [seen] = fake.requests
@@ -91,8 +102,12 @@ def test_create_reaches_upstream_byte_identical_with_the_master_key(gateway, fak
 
 def test_stream_of_text_arrives_as_the_sdk_expects(gateway, fake):
     client = sdk_client(gateway, enroll(gateway))
-    with client.messages.stream(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}],
-                                extra_headers={"x-fake-usage": '{"input_tokens": 900, "output_tokens": 33}'}) as stream:
+    with client.messages.stream(
+        model=MODEL,
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Say hello"}],
+        extra_headers={"x-fake-usage": '{"input_tokens": 900, "output_tokens": 33}'},
+    ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "Hello! This is the fake Anthropic API answering your request with a short fixed reply."
@@ -101,8 +116,13 @@ def test_stream_of_text_arrives_as_the_sdk_expects(gateway, fake):
 
 def test_stream_of_tool_use_assembles_its_input(gateway, fake):
     client = sdk_client(gateway, enroll(gateway))
-    with client.messages.stream(model=MODEL, max_tokens=64, tools=[WEATHER_TOOL], tool_choice={"type": "tool", "name": "get_weather"},
-                                messages=[{"role": "user", "content": "Weather in Paris?"}]) as stream:
+    with client.messages.stream(
+        model=MODEL,
+        max_tokens=64,
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "tool", "name": "get_weather"},
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+    ) as stream:
         final = stream.get_final_message()
     [block] = final.content
     assert (block.type, block.name, block.input) == ("tool_use", "get_weather", {"city": "fake", "days": 1})
@@ -121,7 +141,9 @@ def test_count_tokens_and_models(gateway, fake):
 def test_upstream_overload_surfaces_as_the_sdks_overloaded_error_after_its_retries(gateway, fake):
     client = sdk_client(gateway, enroll(gateway), max_retries=2)
     with pytest.raises(anthropic.OverloadedError) as caught:
-        client.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}], extra_headers={"x-fake-fault": "529"})
+        client.messages.create(
+            model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}], extra_headers={"x-fake-fault": "529"}
+        )
     assert caught.value.status_code == 529
     assert len(fake.requests) == 3
 

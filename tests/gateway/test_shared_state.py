@@ -1,4 +1,5 @@
 """Two gateway processes sharing Redis enforce one rate limit and one circuit breaker."""
+
 from __future__ import annotations
 
 import time
@@ -10,8 +11,12 @@ from tests.gateway.test_sdk import enroll
 
 
 def post_message(server, token: str, **headers: str) -> httpx.Response:
-    return httpx.post(server.url + "/v1/messages", content=MESSAGE_BODY, timeout=10,
-                      headers={"authorization": f"Bearer {token}", "content-type": "application/json", **headers})
+    return httpx.post(
+        server.url + "/v1/messages",
+        content=MESSAGE_BODY,
+        timeout=10,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json", **headers},
+    )
 
 
 def test_requests_through_either_process_count_against_one_limit(two_gateways):
@@ -25,7 +30,9 @@ def test_requests_through_either_process_count_against_one_limit(two_gateways):
 def test_a_breaker_opened_through_one_process_refuses_on_the_other(two_gateways):
     fake, first, second = two_gateways
     token, other = enroll(first), enroll(first)  # the upstream's breaker opens on failures of two devices
-    assert [post_message(first, device_token, **{"x-fake-fault": "500"}).status_code for device_token in (token, other) * 2 + (token,)] == [500] * 5
+    assert [
+        post_message(first, device_token, **{"x-fake-fault": "500"}).status_code for device_token in (token, other) * 2 + (token,)
+    ] == [500] * 5
     deadline = time.monotonic() + 5
     while (answer := post_message(second, token)).status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.1)

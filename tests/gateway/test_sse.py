@@ -1,4 +1,5 @@
 """The SSE relay: whole events out as soon as they are complete, usage read on the way."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,19 +15,46 @@ def sse(name: str, payload: dict) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-MESSAGE_START = sse("message_start", {"type": "message_start", "message": {
-    "id": "msg_1", "model": "claude-sonnet-4-5-20250929",
-    "usage": {"input_tokens": 120, "cache_creation_input_tokens": 30, "cache_read_input_tokens": 500, "output_tokens": 1,
-              "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20}, "service_tier": "standard"}}})
-DELTA_TEXT = sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "message_delta is just text"}})
-FIRST_MESSAGE_DELTA = sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": None}, "usage": {"output_tokens": 7}})
-LAST_MESSAGE_DELTA = sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                                          "usage": {"output_tokens": 42, "input_tokens": None, "server_tool_use": {"web_search_requests": 2}}})
+MESSAGE_START = sse(
+    "message_start",
+    {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "model": "claude-sonnet-4-5-20250929",
+            "usage": {
+                "input_tokens": 120,
+                "cache_creation_input_tokens": 30,
+                "cache_read_input_tokens": 500,
+                "output_tokens": 1,
+                "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20},
+                "service_tier": "standard",
+            },
+        },
+    },
+)
+DELTA_TEXT = sse(
+    "content_block_delta",
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "message_delta is just text"}},
+)
+FIRST_MESSAGE_DELTA = sse(
+    "message_delta", {"type": "message_delta", "delta": {"stop_reason": None}, "usage": {"output_tokens": 7}}
+)
+LAST_MESSAGE_DELTA = sse(
+    "message_delta",
+    {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn"},
+        "usage": {"output_tokens": 42, "input_tokens": None, "server_tool_use": {"web_search_requests": 2}},
+    },
+)
 STREAM = MESSAGE_START + DELTA_TEXT + FIRST_MESSAGE_DELTA + LAST_MESSAGE_DELTA + sse("message_stop", {"type": "message_stop"})
 
 
 def event_for(tally: UsageTally) -> UsageEvent:
-    event = UsageEvent(request_id="req_1", occurred_at=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc), endpoint="/v1/messages", method="POST")
+    event = UsageEvent(
+        request_id="req_1", occurred_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC), endpoint="/v1/messages", method="POST"
+    )
     tally.apply_to(event)
     return event
 
@@ -34,7 +62,7 @@ def event_for(tally: UsageTally) -> UsageEvent:
 def test_events_split_across_chunks_are_relayed_whole_and_counted_with_the_last_cumulative_delta():
     tally = UsageTally()
     relay = SseRelay(tally)
-    out = [relay.feed(STREAM[i:i + 7]) for i in range(0, len(STREAM), 7)]
+    out = [relay.feed(STREAM[i : i + 7]) for i in range(0, len(STREAM), 7)]
     out.append(relay.finish())
     assert b"".join(out) == STREAM
     assert all(piece == b"" or piece.endswith(b"\n\n") for piece in out)

@@ -1,5 +1,6 @@
 """Checkpoints of a stream's usage while it is relayed: the first with `message_start`, then as the
 output grows, each carrying what was relayed so far; the final record says the stream had them."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,10 @@ from usage.writer import flush_usage, stop_usage_writer
 def submitted(monkeypatch):
     """(sequence, usage so far) of each checkpoint, then ("final", event), in order."""
     seen = []
-    monkeypatch.setattr("gateway.stream_checkpoints.submit_stream_checkpoint",
-                        lambda event, sequence: seen.append((sequence, dataclasses.replace(event))))
+    monkeypatch.setattr(
+        "gateway.stream_checkpoints.submit_stream_checkpoint",
+        lambda event, sequence: seen.append((sequence, dataclasses.replace(event))),
+    )
     monkeypatch.setattr("gateway.proxy.submit_usage", lambda event: seen.append(("final", event)))
     return seen
 
@@ -44,7 +47,12 @@ async def test_a_stream_is_checkpointed_as_its_output_grows(fake_upstream, token
     assert len(checkpoints) >= 3
     first = checkpoints[0][1]
     assert (first.request_id, first.status, first.streamed, first.input_tokens, first.output_tokens) == (
-        final.request_id, 200, True, 321, 1)
+        final.request_id,
+        200,
+        True,
+        321,
+        1,
+    )
     outputs = [event.output_tokens for _, event in checkpoints]
     assert all(later - earlier >= 5 for earlier, later in zip(outputs[1:], outputs[2:]))
     whole = estimated_tokens(relayed_text_bytes(answer.body))

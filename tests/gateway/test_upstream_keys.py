@@ -1,5 +1,6 @@
 """manage.py add_upstream_key / rotate_upstream_key / retire_upstream_key / list_upstream_keys, the
 secret at rest, and the pool seeded from ANTHROPIC_API_KEY."""
+
 from __future__ import annotations
 
 import io
@@ -9,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from gateway.models import UpstreamKey, UpstreamKeyState
-from gateway.upstream_keys import ENVIRONMENT_KEY_NAME, add_upstream_key, seed_environment_key, secret_digest
+from gateway.upstream_keys import ENVIRONMENT_KEY_NAME, add_upstream_key, secret_digest, seed_environment_key
 from proxyproject.lib.console import format_table
 from proxyproject.lib.encryption import decrypt_secret
 
@@ -159,13 +160,27 @@ def test_retire_names_an_unknown_key():
 def test_list_shows_keys_masked_with_their_state_and_counters():
     first = add_upstream_key(name="prod-1", secret=FIRST, weight=2, actor="test")
     add_upstream_key(name="prod-2", secret=SECOND, actor="test")
-    UpstreamKey.objects.filter(pk=first.pk).update(request_count=12, rejected_count=1, rate_limited_count=2, server_error_count=3,
-                                                   connection_failure_count=4)
+    UpstreamKey.objects.filter(pk=first.pk).update(
+        request_count=12, rejected_count=1, rate_limited_count=2, server_error_count=3, connection_failure_count=4
+    )
     run("retire_upstream_key", "prod-2", "--yes")
     output = run("list_upstream_keys")
     in_flight = 0 if _redis() else "-"
-    headers = ("name", "key", "state", "weight", "in flight", "age (days)", "last used", "requests", "401/403", "429", "5xx",
-               "conn", "flagged")
+    headers = (
+        "name",
+        "key",
+        "state",
+        "weight",
+        "in flight",
+        "age (days)",
+        "last used",
+        "requests",
+        "401/403",
+        "429",
+        "5xx",
+        "conn",
+        "flagged",
+    )
     table = format_table(headers, [("prod-1", "…F1R5", "active", 2, in_flight, 0, "never", 12, 1, 2, 3, 4, "")])
     footer = "" if _redis() else "In-flight counts need Redis (REDIS_URL); each process only knows its own.\n"
     assert output == table + "\n" + footer

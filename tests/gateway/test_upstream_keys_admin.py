@@ -1,5 +1,6 @@
 """The upstream key pool in the Django admin: masked secrets, add and rotate forms, actions calling
 the same services as the commands, and warnings about keys to rotate or out of rotation."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -1,6 +1,7 @@
 """The key pool on the request path, through the ASGI app and the fake upstream on a real socket:
 spread by weight, rejected keys flagged, rate-limited keys cooled down, connection failures moved to
 another key, requests counted in flight, and no database work per request."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,8 +41,10 @@ class Clock:
 
 def preferring(name: str):
     """A pick that takes `name` whenever it is a candidate: makes "which key goes first" certain."""
+
     def pick(keys, weights):
         return next((key for key in keys if key.credential.name == name), keys[0])
+
     return pick
 
 
@@ -240,8 +243,9 @@ async def test_secrets_are_decrypted_once_and_warm_requests_make_no_query(fake_u
     assert (await message(token)).status == 200
     queries: list[str] = []
     original_execute = CursorWrapper.execute
-    monkeypatch.setattr(CursorWrapper, "execute",
-                        lambda self, sql, params=None: queries.append(sql) or original_execute(self, sql, params))
+    monkeypatch.setattr(
+        CursorWrapper, "execute", lambda self, sql, params=None: queries.append(sql) or original_execute(self, sql, params)
+    )
     assert [(await message(token)).status for _ in range(20)] == [200] * 20
     assert queries == []
     assert len(decrypted) == 2
@@ -255,7 +259,10 @@ async def test_the_environment_key_serves_while_the_database_cannot_be_read(fake
     assert (await message(token)).status == 200
     assert keys_seen(fake_upstream) == [MASTER_KEY[-4:]]
     [line] = [record for record in caplog.records if record.getMessage() == "Upstream key pool not reloaded"]
-    assert (line.event_fields["error"], line.event_fields["keptKeys"]) == ("DatabaseError('connection refused')", [ENVIRONMENT_KEY_NAME])
+    assert (line.event_fields["error"], line.event_fields["keptKeys"]) == (
+        "DatabaseError('connection refused')",
+        [ENVIRONMENT_KEY_NAME],
+    )
     assert MASTER_KEY not in caplog.text
 
 
@@ -316,4 +323,6 @@ def test_every_process_reports_its_own_count_and_a_gone_process_stops_counting(r
         assert shared_in_flight_counts([key_id]) == {key_id: 5}
         assert process_name().encode() not in client.smembers(reporters)
     finally:
-        client.delete(reporters, *(redis_key("upstream-keys", "in-flight", key_id, name) for name in ("host-a:1:aa", "host-b:7:bb")))
+        client.delete(
+            reporters, *(redis_key("upstream-keys", "in-flight", key_id, name) for name in ("host-a:1:aa", "host-b:7:bb"))
+        )

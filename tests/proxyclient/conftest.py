@@ -1,5 +1,6 @@
 """Live gateways for the desktop client's tests, and a client configuration per test (its own
 state directory, the file key store, fast refresh timings)."""
+
 from __future__ import annotations
 
 import shutil
@@ -120,7 +121,18 @@ def wheel(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     source = shutil.copytree(CLIENT_SOURCE, work / "src", ignore=shutil.ignore_patterns("build", "dist", "*.egg-info"))
     built = run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(work / "dist"), str(source)]
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(work / "dist"),
+            str(source),
+        ]
     )
     assert built.returncode == 0, built.stderr
     (wheel_path,) = (work / "dist").glob("proxyclient-*.whl")

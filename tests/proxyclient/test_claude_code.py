@@ -1,6 +1,7 @@
 """The real Claude Code (the pinned `@anthropic-ai/claude-code` npm package) with the settings
 `proxyclient setup claude-code` writes, run from another directory, through the gateway to the
 bundled fake upstream: the issue's "Invalid API key" case, end to end."""
+
 from __future__ import annotations
 
 import json
@@ -39,10 +40,17 @@ def test_claude_code_answers_through_the_gateway_with_the_written_settings(claud
     environment = {"PATH": os.environ["PATH"], "HOME": str(home)}
     setup = run(
         [
-            str(fresh_venv / "bin" / "proxyclient"), "--bootstrap-url", f"{gateway.url}/bootstrap", "--home", str(state),
-            "--no-keyring", "setup", "claude-code",
+            str(fresh_venv / "bin" / "proxyclient"),
+            "--bootstrap-url",
+            f"{gateway.url}/bootstrap",
+            "--home",
+            str(state),
+            "--no-keyring",
+            "setup",
+            "claude-code",
         ],
-        env=environment, cwd=tmp_path,
+        env=environment,
+        cwd=tmp_path,
     )
     assert (setup.returncode, setup.stderr) == (0, ""), setup.stdout
     settings = json.loads((home / ".claude" / "settings.json").read_text())

@@ -1,4 +1,5 @@
 """`python -m proxyclient token | env | status` as Claude Code and a shell run them."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -119,7 +120,7 @@ def test_status_asks_the_gateway_for_status_policy_and_spend(gateway, tmp_path):
     assert lines["status"] == f"active (ada-laptop, Scribe, {operating_system()})"
     assert (lines["org"], lines["models"]) == ("none", "claude-haiku-*")
     assert lines["limits"] == "100000 requests per 60 s, no token limit"
-    tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     assert lines["today"] == f"$0.0000 of $2.50 cap, resets {tomorrow}T00:00:00.000Z"
     assert lines["month"].startswith("$0.0000 (no cap), resets ")
     assert lines["health"] == f"ok ({gateway.url}/healthz)"
@@ -171,7 +172,9 @@ def test_clock_skew_fails_status_with_exit_5_while_token_still_works(gateway, tm
     assert code == 5
     assert labelled(out)["token"].endswith("(in 24 h 00 min)")
     assert labelled(out)["health"].startswith("FAILED: This computer's clock is 3 h 00 min behind the gateway's")
-    assert labelled(out)["health"].endswith("Turn on automatic date and time (network time) in your system settings, then try again.")
+    assert labelled(out)["health"].endswith(
+        "Turn on automatic date and time (network time) in your system settings, then try again."
+    )
 
 
 def test_unknown_command_is_a_usage_error():

@@ -1,4 +1,5 @@
 """Configuration from the seed's variables, a .env in the working directory, the real environment winning."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +17,9 @@ def test_dotenv_in_the_working_directory_configures_the_client(tmp_path):
     )
     config = load_config("1.2.3", environ={}, cwd=tmp_path)
     assert (config.enabled, config.bootstrap_url, config.health_url) == (
-        True, "https://gw.example.com/bootstrap", "https://gw.example.com/healthz"
+        True,
+        "https://gw.example.com/bootstrap",
+        "https://gw.example.com/healthz",
     )
     assert config.state_dir == Path("/tmp/pc-home")
     assert config.app_version == "1.2.3"
@@ -24,19 +27,25 @@ def test_dotenv_in_the_working_directory_configures_the_client(tmp_path):
 
 def test_real_environment_wins_over_dotenv(tmp_path):
     (tmp_path / ".env").write_text("ENABLE_PROXY=true\nPROXY_BOOTSTRAP_URL=http://from-dotenv:3001/bootstrap\n")
-    config = load_config("1.0", environ={"ENABLE_PROXY": "false", "PROXY_BOOTSTRAP_URL": "http://from-env:3001/bootstrap"}, cwd=tmp_path)
+    config = load_config(
+        "1.0", environ={"ENABLE_PROXY": "false", "PROXY_BOOTSTRAP_URL": "http://from-env:3001/bootstrap"}, cwd=tmp_path
+    )
     assert (config.enabled, config.bootstrap_url) == (False, "http://from-env:3001/bootstrap")
 
 
 def test_defaults_are_the_seeds_local_gateway_with_proxy_mode_off(tmp_path):
     config = load_config("1.0", environ={}, cwd=tmp_path)
     assert (config.enabled, config.bootstrap_url, config.health_url) == (
-        False, "http://localhost:3001/bootstrap", "http://localhost:3001/healthz"
+        False,
+        "http://localhost:3001/bootstrap",
+        "http://localhost:3001/healthz",
     )
     assert (config.check_interval, config.refresh_margin) == (1800, 3600)
     with pytest.raises(ConfigurationError) as off:
         config.require_enabled()
-    assert str(off.value) == "Proxy mode is off. Set ENABLE_PROXY=true in the environment or in .env to route through the gateway."
+    assert (
+        str(off.value) == "Proxy mode is off. Set ENABLE_PROXY=true in the environment or in .env to route through the gateway."
+    )
 
 
 def test_health_url_follows_a_gateway_mounted_under_a_prefix(tmp_path):

@@ -1,5 +1,6 @@
 """What the client reports about the device at bootstrap is cleaned to what the gateway accepts,
 so an odd host name never costs the user their token."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Errors a user can act on: gateway down, enrollment refused (pending approval, wrong bootstrap
 secret, lost device secret), clock skew. Each names the problem and says what to do."""
+
 from __future__ import annotations
 
 import time
@@ -73,7 +74,10 @@ def test_wrong_bootstrap_secret_says_which_variable_to_set(secret_gateway, tmp_p
         wrong.ensure_token()
     wrong.close()
     assert refused.value.error_code == "bootstrap_secret_invalid"
-    assert refused.value.hint == "Set PROXY_BOOTSTRAP_SECRET to the enrollment secret your operator gave you (it is missing or wrong)."
+    assert (
+        refused.value.hint
+        == "Set PROXY_BOOTSTRAP_SECRET to the enrollment secret your operator gave you (it is missing or wrong)."
+    )
     right = ProxySession(client_config(secret_gateway.url, tmp_path / "right", bootstrap_secret=BOOTSTRAP_SECRET))
     right.ensure_token()
     right.close()

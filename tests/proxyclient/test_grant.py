@@ -1,8 +1,9 @@
 """When to renew, and the gateway's times moved onto a skewed local clock."""
+
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ BODY = {
 
 
 def dated(server_time: float) -> httpx.Response:
-    return httpx.Response(200, headers={"date": format_datetime(datetime.fromtimestamp(server_time, timezone.utc), usegmt=True)})
+    return httpx.Response(200, headers={"date": format_datetime(datetime.fromtimestamp(server_time, UTC), usegmt=True)})
 
 
 def test_a_day_long_token_is_refreshed_when_an_hour_remains():

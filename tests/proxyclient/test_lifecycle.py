@@ -3,6 +3,7 @@
 The gateway's audit trail (shared test database) is the evidence of what the client did on the
 wire: one row per bootstrap, refresh and detected reuse.
 """
+
 from __future__ import annotations
 
 import logging
@@ -89,7 +90,12 @@ def test_refused_refresh_falls_back_to_bootstrap(gateway, tmp_path, caplog):
         renewed = session.renew_rejected(stolen.wrapper_token)
     session.close()
     assert renewed.wrapper_token != stolen.wrapper_token
-    assert audit_kinds(session.device_id) == [AuditKind.BOOTSTRAP, AuditKind.REFRESH, AuditKind.REUSE_DETECTED, AuditKind.BOOTSTRAP]
+    assert audit_kinds(session.device_id) == [
+        AuditKind.BOOTSTRAP,
+        AuditKind.REFRESH,
+        AuditKind.REUSE_DETECTED,
+        AuditKind.BOOTSTRAP,
+    ]
     assert [record.getMessage().split(":")[0] for record in caplog.records] == ["proxyclient.refresh_failed"]
     assert "(refresh_token_reused, HTTP 401)" in caplog.records[0].getMessage()
 

@@ -1,5 +1,6 @@
 """The refresh service's timing, driven by an injected clock: checks every 30 minutes, refreshes
 when less than an hour remains, backs off exponentially with jitter after failures."""
+
 from __future__ import annotations
 
 import asyncio

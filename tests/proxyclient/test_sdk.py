@@ -1,5 +1,6 @@
 """Anthropic SDK clients from proxyclient, through a live gateway to the fake upstream: a long
 session that crosses refreshes, the asyncio twin, and the 401 that makes the client renew once."""
+
 from __future__ import annotations
 
 import asyncio

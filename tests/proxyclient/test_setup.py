@@ -1,5 +1,6 @@
 """`proxyclient setup claude-code` and `setup env`: settings merged without losing keys, the helper
 by absolute path, the TTL matched to the token's lifetime, models chosen when the allowlist needs."""
+
 from __future__ import annotations
 
 import json
@@ -26,17 +27,33 @@ def home(tmp_path, monkeypatch):
 
 
 def expected_helper(gateway_url: str, state) -> str:
-    return shlex.join([
-        sys.executable, "-m", "proxyclient", "--bootstrap-url", f"{gateway_url}/bootstrap", "--home", str(state), "--no-keyring", "token",
-    ])
+    return shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "proxyclient",
+            "--bootstrap-url",
+            f"{gateway_url}/bootstrap",
+            "--home",
+            str(state),
+            "--no-keyring",
+            "token",
+        ]
+    )
 
 
 def test_setup_claude_code_merges_into_existing_user_settings(gateway, home, tmp_path):
     settings_file = home / ".claude" / "settings.json"
     settings_file.parent.mkdir()
-    settings_file.write_text(json.dumps({
-        "permissions": {"allow": ["Bash(ls:*)"]}, "apiKeyHelper": "old-helper", "env": {"DISABLE_TELEMETRY": "1"},
-    }))
+    settings_file.write_text(
+        json.dumps(
+            {
+                "permissions": {"allow": ["Bash(ls:*)"]},
+                "apiKeyHelper": "old-helper",
+                "env": {"DISABLE_TELEMETRY": "1"},
+            }
+        )
+    )
     environ = cli_environment(gateway.url, tmp_path / "state") | {"PROXYCLIENT_KEYRING": "off"}
     code, out, err = run_cli(["--no-keyring", "setup", "claude-code"], environ)
     assert (code, err) == (0, "")
@@ -45,11 +62,15 @@ def test_setup_claude_code_merges_into_existing_user_settings(gateway, home, tmp
         "apiKeyHelper": expected_helper(gateway.url, tmp_path / "state"),
         "env": {"DISABLE_TELEMETRY": "1", "ANTHROPIC_BASE_URL": gateway.url, "CLAUDE_CODE_API_KEY_HELPER_TTL_MS": HELPER_TTL_MS},
     }
-    assert out == f"Wrote {settings_file}: Claude Code now gets its key from `{expected_helper(gateway.url, tmp_path / 'state')}`.\n"
+    assert (
+        out == f"Wrote {settings_file}: Claude Code now gets its key from `{expected_helper(gateway.url, tmp_path / 'state')}`.\n"
+    )
 
 
 def test_setup_claude_code_dry_run_prints_and_writes_nothing(gateway, home, tmp_path):
-    code, out, _ = run_cli(["--no-keyring", "setup", "claude-code", "--scope", "project", "--dry-run"], cli_environment(gateway.url, tmp_path / "s"))
+    code, out, _ = run_cli(
+        ["--no-keyring", "setup", "claude-code", "--scope", "project", "--dry-run"], cli_environment(gateway.url, tmp_path / "s")
+    )
     header, _, body = out.partition("\n")
     assert code == 0 and header == f"# would write {tmp_path / 'project' / '.claude' / 'settings.json'}"
     assert json.loads(body)["env"]["ANTHROPIC_BASE_URL"] == gateway.url
@@ -59,7 +80,9 @@ def test_setup_claude_code_dry_run_prints_and_writes_nothing(gateway, home, tmp_
 def test_setup_claude_code_picks_allowed_models_when_the_allowlist_excludes_the_defaults(gateway, home, tmp_path):
     environ = cli_environment(gateway.url, tmp_path / "state")
     run_cli(["token"], environ)
-    Device.objects.filter(device_id=(tmp_path / "state" / "device_id").read_text().strip()).update(allowed_models="claude-haiku-*")
+    Device.objects.filter(device_id=(tmp_path / "state" / "device_id").read_text().strip()).update(
+        allowed_models="claude-haiku-*"
+    )
     code, _, err = run_cli(["--no-keyring", "setup", "claude-code", "--scope", "local"], environ)
     settings = json.loads((tmp_path / "project" / ".claude" / "settings.local.json").read_text())
     assert (code, err) == (0, "")
@@ -85,4 +108,7 @@ def test_setup_env_prints_shell_exports(gateway, home, tmp_path):
     assert (code, err) == (0, "")
     assert comment.startswith("# proxyclient ") and "the token is valid until" in comment
     assert base_url == f"export ANTHROPIC_BASE_URL={gateway.url}"
-    assert token == f"export ANTHROPIC_AUTH_TOKEN={run_cli(['token'], environ | {'CLAUDE_CODE_API_KEY_HELPER_TTL_MS': '0'})[1].strip()}"
+    assert (
+        token
+        == f"export ANTHROPIC_AUTH_TOKEN={run_cli(['token'], environ | {'CLAUDE_CODE_API_KEY_HELPER_TTL_MS': '0'})[1].strip()}"
+    )

@@ -1,5 +1,6 @@
 """The encrypted state directory: stable device id, private key file or OS keyring, and caches
 that are discarded when tampered with or written for another device or gateway."""
+
 from __future__ import annotations
 
 import stat

@@ -1,5 +1,6 @@
 """The client as a user installs it: the wheel `make clients` builds, installed into a fresh
 virtualenv, its `proxyclient` command run from another directory against a live gateway."""
+
 from __future__ import annotations
 
 import email
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from proxyclient import __version__
 from tests.proxyclient.conftest import run
+
 
 def test_wheel_declares_its_version_dependencies_and_command(wheel):
     assert wheel.name == f"proxyclient-{__version__}-py3-none-any.whl"
@@ -27,10 +29,20 @@ def test_installed_command_prints_a_token_from_another_directory(fresh_venv, gat
     elsewhere = tmp_path / "somewhere-else"
     elsewhere.mkdir()
     environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    located = run([str(fresh_venv / "bin" / "python"), "-c", "import proxyclient; print(proxyclient.__file__)"], env=environment, cwd=elsewhere)
+    located = run(
+        [str(fresh_venv / "bin" / "python"), "-c", "import proxyclient; print(proxyclient.__file__)"],
+        env=environment,
+        cwd=elsewhere,
+    )
     assert Path(located.stdout.strip()).is_relative_to(fresh_venv), located.stdout + located.stderr
 
-    command = [str(fresh_venv / "bin" / "proxyclient"), "--bootstrap-url", f"{gateway.url}/bootstrap", "--home", str(tmp_path / "state")]
+    command = [
+        str(fresh_venv / "bin" / "proxyclient"),
+        "--bootstrap-url",
+        f"{gateway.url}/bootstrap",
+        "--home",
+        str(tmp_path / "state"),
+    ]
     first = run([*command, "--no-keyring", "token"], env=environment, cwd=elsewhere)
     assert (first.returncode, first.stderr) == (0, "")
     token = first.stdout.removesuffix("\n")

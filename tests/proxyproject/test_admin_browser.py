@@ -1,5 +1,6 @@
 """The operator's admin in a real browser (Debian's Chromium, headless): log in, approve a pending
 device, set its caps, see its usage and the dashboard. Screenshots go to test-artifacts/admin/."""
+
 from __future__ import annotations
 
 import shutil
@@ -28,8 +29,12 @@ USAGE = {"input_tokens": 100_000, "output_tokens": 10_000}
 def approval_gateway(transactional_db, settings):
     ensure_seeded_prices()
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
-        server = gateway_process(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, ENROLLMENT_MODE="approval",
-                                 REDIS_KEY_PREFIX=settings.REDIS_KEY_PREFIX).start()
+        server = gateway_process(
+            ANTHROPIC_BASE_URL=fake.base_url,
+            ANTHROPIC_API_KEY=MASTER_KEY,
+            ENROLLMENT_MODE="approval",
+            REDIS_KEY_PREFIX=settings.REDIS_KEY_PREFIX,
+        ).start()
         yield server
         server.stop()
 
@@ -43,10 +48,18 @@ def browser_page(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync",
-        ])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(15_000)
         yield page
@@ -86,7 +99,11 @@ def test_operator_approves_a_device_sets_caps_and_sees_its_usage(approval_gatewa
     assert "1 device approved." in page.locator("ul.messagelist").inner_text()
     shot(page, "03-approved")
 
-    enrolled = httpx.post(server.url + "/bootstrap", json={"device_id": "laptop-ada", "app_version": "2.1.0", "device_secret": device_secret}, timeout=10)
+    enrolled = httpx.post(
+        server.url + "/bootstrap",
+        json={"device_id": "laptop-ada", "app_version": "2.1.0", "device_secret": device_secret},
+        timeout=10,
+    )
     assert enrolled.status_code == 200, enrolled.text
     token = enrolled.json()["wrapper_token"]
 
@@ -98,9 +115,16 @@ def test_operator_approves_a_device_sets_caps_and_sees_its_usage(approval_gatewa
     assert "was changed successfully" in page.locator("ul.messagelist").inner_text()
 
     for _ in range(2):
-        answer = httpx.post(server.url + "/v1/messages", timeout=10, headers={
-            "authorization": f"Bearer {token}", "anthropic-version": "2023-06-01", "x-fake-usage": orjson.dumps(USAGE).decode(),
-        }, json={"model": "claude-sonnet-4-5-20250929", "max_tokens": 10_000, "messages": [{"role": "user", "content": "Hi"}]})
+        answer = httpx.post(
+            server.url + "/v1/messages",
+            timeout=10,
+            headers={
+                "authorization": f"Bearer {token}",
+                "anthropic-version": "2023-06-01",
+                "x-fake-usage": orjson.dumps(USAGE).decode(),
+            },
+            json={"model": "claude-sonnet-4-5-20250929", "max_tokens": 10_000, "messages": [{"role": "user", "content": "Hi"}]},
+        )
         assert answer.status_code == 200, answer.text
     deadline = time.monotonic() + 15
     while UsageRecord.objects.filter(device_ref="laptop-ada").count() < 2 and time.monotonic() < deadline:

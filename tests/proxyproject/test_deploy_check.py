@@ -1,4 +1,5 @@
 """`manage.py check --deploy` passes with the production settings the README documents."""
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,9 @@ def run_deploy_check(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         env={"PATH": os.environ["PATH"], "VAR_DIR": str(BASE_DIR / "var" / "deploy-check"), **env},
-        cwd=BASE_DIR, capture_output=True, text=True,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
     )
 
 

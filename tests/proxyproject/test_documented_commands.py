@@ -2,6 +2,7 @@
 order, as a subprocess against this test's database: an operator who copies them gets what the
 comment beside each promises, not a traceback. Also: a configuration or database problem is one
 line naming the fix."""
+
 from __future__ import annotations
 
 import re
@@ -44,30 +45,51 @@ def documented_world(client):
     Device.objects.filter(device_id="laptop-ada").update(organization=acme)
     get_user_model().objects.create_superuser("operator", password="correct horse battery staple")
     return server_environment(
-        DJANGO_DEBUG="true", NEW_KEY="sk-ant-api03-" + "n" * 40, NEXT_KEY="sk-ant-api03-" + "x" * 40,
-        ROTATED_KEY="sk-ant-api03-" + "r" * 40, ANTHROPIC_API_KEY="",
+        DJANGO_DEBUG="true",
+        NEW_KEY="sk-ant-api03-" + "n" * 40,
+        NEXT_KEY="sk-ant-api03-" + "x" * 40,
+        ROTATED_KEY="sk-ant-api03-" + "r" * 40,
+        ANTHROPIC_API_KEY="",
     )
 
 
 def test_the_documents_show_the_commands_an_operator_needs():
     shown = " ".join(documented_commands())
-    for command in ("revoke_device", "block_device", "unblock_device", "create_operator_key", "revoke_operator_key",
-                    "add_upstream_key", "rotate_upstream_key", "rotate_signing_key", "unlock_login"):
+    for command in (
+        "revoke_device",
+        "block_device",
+        "unblock_device",
+        "create_operator_key",
+        "revoke_operator_key",
+        "add_upstream_key",
+        "rotate_upstream_key",
+        "rotate_signing_key",
+        "unlock_login",
+    ):
         assert command in shown, command
 
 
 def test_every_documented_command_runs_as_written(documented_world):
     for command in documented_commands():
-        done = subprocess.run(command, shell=True, cwd=ROOT, env=documented_world, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            command,
+            shell=True,
+            cwd=ROOT,
+            env=documented_world,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
         assert "Traceback" not in done.stderr, command
 
 
 def test_a_missing_production_secret_is_one_line_naming_the_fix():
     env = server_environment(DJANGO_DEBUG="false", JWT_SECRET="", DJANGO_SECRET_KEY="")
-    done = subprocess.run([sys.executable, "manage.py", "list_devices"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "list_devices"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("manage.py: configuration: JWT_SECRET is missing")
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 2
@@ -75,8 +97,9 @@ def test_a_missing_production_secret_is_one_line_naming_the_fix():
 
 def test_an_unmigrated_database_is_one_line_naming_the_fix(tmp_path):
     env = server_environment(DJANGO_DEBUG="true", DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
-    done = subprocess.run([sys.executable, "manage.py", "list_devices"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "list_devices"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("manage.py: database: no such table")
     assert "make migrate" in done.stderr and "Traceback" not in done.stderr

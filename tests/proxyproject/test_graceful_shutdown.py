@@ -1,5 +1,6 @@
 """SIGTERM during streams: the gateway stops accepting, lets every in-flight stream finish, writes
 every usage record, then exits."""
+
 from __future__ import annotations
 
 import signal
@@ -19,15 +20,22 @@ STREAMS = 5
 
 def test_sigterm_lets_streams_finish_and_flushes_usage(transactional_db, settings):
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
-        server = gateway_process(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, SHUTDOWN_GRACE_SECONDS="20",
-                                 REDIS_KEY_PREFIX=settings.REDIS_KEY_PREFIX).start()
+        server = gateway_process(
+            ANTHROPIC_BASE_URL=fake.base_url,
+            ANTHROPIC_API_KEY=MASTER_KEY,
+            SHUTDOWN_GRACE_SECONDS="20",
+            REDIS_KEY_PREFIX=settings.REDIS_KEY_PREFIX,
+        ).start()
         token = enroll(server)
         started = threading.Barrier(STREAMS + 1, timeout=20)
         bodies: list[bytes] = [b""] * STREAMS
 
         def stream(index: int) -> None:
-            headers = {"authorization": f"Bearer {token}", "content-type": "application/json",
-                       "x-fake-stream": "events=15,interval_ms=100,first_byte_ms=0"}
+            headers = {
+                "authorization": f"Bearer {token}",
+                "content-type": "application/json",
+                "x-fake-stream": "events=15,interval_ms=100,first_byte_ms=0",
+            }
             with httpx.stream("POST", server.url + "/v1/messages", content=STREAM_BODY, headers=headers, timeout=30) as answer:
                 chunks = answer.iter_raw()
                 bodies[index] = next(chunks)

@@ -19,7 +19,7 @@ async def test_healthz_returns_ok_and_iso_timestamp():
     body = response.json()
     assert set(body) == {"status", "timestamp"}
     assert body["status"] == "ok"
-    age = dt.datetime.now(dt.timezone.utc) - parse_timestamp(body["timestamp"])
+    age = dt.datetime.now(dt.UTC) - parse_timestamp(body["timestamp"])
     assert dt.timedelta(0) <= age < dt.timedelta(seconds=5)
 
 
@@ -29,9 +29,7 @@ async def test_deep_healthz_reports_each_dependency():
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["status"] == "ok"
-    assert {name: check["status"] for name, check in body["checks"].items()} == {
-        name: "ok" for name in health.DEEP_CHECKS
-    }
+    assert {name: check["status"] for name, check in body["checks"].items()} == {name: "ok" for name in health.DEEP_CHECKS}
     assert {"database", "cache", "broker"} <= set(body["checks"])
 
 

@@ -1,4 +1,5 @@
 """The real ASGI servers boot the project and answer on a socket."""
+
 from __future__ import annotations
 
 import httpx

@@ -1,4 +1,5 @@
 """The shared Redis client survives more concurrent callers than it has connections."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """The base URL answers the probe clients send at launch with a quiet 200."""
+
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,6 @@
 """`make run`'s command on the embedded defaults: demo mode with the fake upstream, an operator
 login printed once, a proxied request end to end, and a clean stop on Ctrl-C."""
+
 from __future__ import annotations
 
 import os
@@ -44,24 +45,41 @@ def kill_child_and_wait_for_its_restart(log_path, name: str, timeout: float = 30
 
 def test_run_platform_serves_a_demo_request_restarts_a_dead_child_and_stops_cleanly_on_ctrl_c(tmp_path):
     port, fake_port = free_port(), free_port()
-    drop = {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "DATABASE_URL", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "CELERY_BROKER_URL"}
+    drop = {
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "PROMETHEUS_MULTIPROC_DIR",
+        "CELERY_BROKER_URL",
+    }
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(DJANGO_DEBUG="true", VAR_DIR=str(tmp_path), PORT=str(port), FAKE_UPSTREAM_PORT=str(fake_port), LOG_LEVEL="warning")
     output = (tmp_path / "run.log").open("w+")
-    process = subprocess.Popen([sys.executable, "manage.py", "run_platform"], cwd=BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "run_platform"], cwd=BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, process, tmp_path / "run.log")
         deep = httpx.get(url + "/healthz?deep=1", timeout=10).json()
         assert {name: check["status"] for name, check in deep["checks"].items()} == {
-            "database": "ok", "redis": "ok", "cache": "ok", "broker": "ok", "circuit_breaker": "ok",
+            "database": "ok",
+            "redis": "ok",
+            "cache": "ok",
+            "broker": "ok",
+            "circuit_breaker": "ok",
         }
         enrolled = httpx.post(url + "/bootstrap", json={"device_id": "run-platform-test", "app_version": "1.0"}, timeout=10)
         assert enrolled.status_code == 200, enrolled.text
         answer = httpx.post(
             url + "/v1/messages",
             headers={"authorization": f"Bearer {enrolled.json()['wrapper_token']}", "anthropic-version": "2023-06-01"},
-            json={"model": "claude-sonnet-4-5-20250929", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello!"}]},
+            json={
+                "model": "claude-sonnet-4-5-20250929",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": "Say hello!"}],
+            },
             timeout=10,
         )
         assert answer.status_code == 200, answer.text

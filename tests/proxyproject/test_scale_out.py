@@ -1,5 +1,6 @@
 """Two gateway instances on one PostgreSQL and one Redis behave as one gateway: one rate limit, one
 breaker, revocation seen everywhere within 5 s, and each request's usage stored exactly once."""
+
 from __future__ import annotations
 
 import re
@@ -56,8 +57,15 @@ def admin_session(server) -> httpx.Client:
     client = httpx.Client(base_url=server.url, timeout=10)
     page = client.get("/admin/login/")
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    done = client.post("/admin/login/?next=/admin/", data={"csrfmiddlewaretoken": csrf, "username": "scale-operator",
-                                                          "password": "scale-operator-password-1", "next": "/admin/"})
+    done = client.post(
+        "/admin/login/?next=/admin/",
+        data={
+            "csrfmiddlewaretoken": csrf,
+            "username": "scale-operator",
+            "password": "scale-operator-password-1",
+            "next": "/admin/",
+        },
+    )
     assert done.status_code == 302 and done.headers["location"] == "/admin/", done.text[:500]
     return client
 
@@ -65,14 +73,18 @@ def admin_session(server) -> httpx.Client:
 def test_a_breaker_opened_and_a_revocation_made_through_one_instance_hold_on_the_other(two_gateways):
     fake, first, second = two_gateways
     token, other = enroll(first), enroll(first)  # the upstream's breaker opens on failures of two devices
-    assert [post_message(first, device_token, **{"x-fake-fault": "529"}).status_code for device_token in (token, other) * 2 + (token,)] == [529] * 5
+    assert [
+        post_message(first, device_token, **{"x-fake-fault": "529"}).status_code for device_token in (token, other) * 2 + (token,)
+    ] == [529] * 5
     refused = wait_for(lambda: (a := post_message(second, token)).status_code == 503 and a, 5)
     assert refused and refused.json()["error"]["details"]["error_code"] == "circuit_open"
     httpx.post(first.url + "/admin/circuit-breaker/reset", timeout=10)  # no credential: refused, stays open
     assert post_message(second, token).status_code == 503
 
     operator = admin_session(first)
-    reset = operator.post("/admin/circuit-breaker/reset", headers={"x-csrftoken": operator.cookies["csrftoken"], "referer": first.url + "/admin/"})
+    reset = operator.post(
+        "/admin/circuit-breaker/reset", headers={"x-csrftoken": operator.cookies["csrftoken"], "referer": first.url + "/admin/"}
+    )
     assert reset.status_code == 200 and reset.json()["state"] == "closed"
     # Each process trusts the breaker state it last saw for CIRCUIT_BREAKER_CACHE_SECONDS (1 s).
     assert wait_for(lambda: post_message(second, token).status_code == 200, 5)
@@ -83,7 +95,10 @@ def test_a_breaker_opened_and_a_revocation_made_through_one_instance_hold_on_the
     changelist = operator.get("/admin/tokens/device/")
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', changelist.text).group(1)
     revoked_at = time.monotonic()
-    done = operator.post("/admin/tokens/device/", data={"csrfmiddlewaretoken": csrf, "action": "revoke_tokens", "_selected_action": [device.pk], "index": 0})
+    done = operator.post(
+        "/admin/tokens/device/",
+        data={"csrfmiddlewaretoken": csrf, "action": "revoke_tokens", "_selected_action": [device.pk], "index": 0},
+    )
     assert done.status_code == 302
     answer = wait_for(lambda: (a := post_message(second, token)).status_code == 401 and a, 5)
     assert answer, "the other instance still accepted a revoked token after 5 s"

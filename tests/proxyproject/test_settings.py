@@ -1,4 +1,5 @@
 """Settings come from the environment with the seed's defaults; production refuses weak secrets."""
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,18 @@ def read_settings(env: dict[str, str], *names: str) -> subprocess.CompletedProce
 def test_seed_defaults_when_nothing_is_set():
     result = read_settings(
         {"DJANGO_DEBUG": "true"},
-        "PORT", "PROXY_BASE_URL", "JWT_EXPIRATION_HOURS", "RATE_LIMIT_MAX", "RATE_LIMIT_WINDOW",
-        "ENROLLMENT_MODE", "CIRCUIT_BREAKER_FAILURE_THRESHOLD", "CIRCUIT_BREAKER_RESET_TIMEOUT",
-        "CIRCUIT_BREAKER_SUCCESS_THRESHOLD", "CELERY_BROKER_URL", "ANTHROPIC_BASE_URL", "MAX_REQUEST_BODY_BYTES",
+        "PORT",
+        "PROXY_BASE_URL",
+        "JWT_EXPIRATION_HOURS",
+        "RATE_LIMIT_MAX",
+        "RATE_LIMIT_WINDOW",
+        "ENROLLMENT_MODE",
+        "CIRCUIT_BREAKER_FAILURE_THRESHOLD",
+        "CIRCUIT_BREAKER_RESET_TIMEOUT",
+        "CIRCUIT_BREAKER_SUCCESS_THRESHOLD",
+        "CELERY_BROKER_URL",
+        "ANTHROPIC_BASE_URL",
+        "MAX_REQUEST_BODY_BYTES",
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
@@ -59,7 +69,10 @@ def test_embedded_backends_by_default():
 def test_redis_and_postgres_urls_switch_backends():
     result = read_settings(
         {"DJANGO_DEBUG": "true", "REDIS_URL": "redis://127.0.0.1:6379/3", "DATABASE_URL": "postgres://u@db.example:5432/gw"},
-        "DATABASES", "CACHES", "CHANNEL_LAYERS", "CELERY_BROKER_URL",
+        "DATABASES",
+        "CACHES",
+        "CHANNEL_LAYERS",
+        "CELERY_BROKER_URL",
     )
     assert result.returncode == 0, result.stderr
     values = json.loads(result.stdout)
@@ -71,11 +84,24 @@ def test_redis_and_postgres_urls_switch_backends():
 
 def test_overrides_are_parsed_and_typed():
     result = read_settings(
-        {"DJANGO_DEBUG": "true", "PORT": "8080", "RATE_LIMIT_MAX": "7", "RATE_LIMIT_WINDOW": "1000", "JWT_EXPIRATION_HOURS": "0.5"},
-        "PORT", "RATE_LIMIT_MAX", "RATE_LIMIT_WINDOW", "JWT_EXPIRATION_HOURS", "PROXY_BASE_URL",
+        {
+            "DJANGO_DEBUG": "true",
+            "PORT": "8080",
+            "RATE_LIMIT_MAX": "7",
+            "RATE_LIMIT_WINDOW": "1000",
+            "JWT_EXPIRATION_HOURS": "0.5",
+        },
+        "PORT",
+        "RATE_LIMIT_MAX",
+        "RATE_LIMIT_WINDOW",
+        "JWT_EXPIRATION_HOURS",
+        "PROXY_BASE_URL",
     )
     assert json.loads(result.stdout) == {
-        "PORT": "8080", "RATE_LIMIT_MAX": "7", "RATE_LIMIT_WINDOW": "1000", "JWT_EXPIRATION_HOURS": "0.5",
+        "PORT": "8080",
+        "RATE_LIMIT_MAX": "7",
+        "RATE_LIMIT_WINDOW": "1000",
+        "JWT_EXPIRATION_HOURS": "0.5",
         "PROXY_BASE_URL": "http://localhost:8080",
     }
 
@@ -108,7 +134,8 @@ def test_production_refuses_default_secret_key():
 def test_production_starts_with_strong_secrets_and_defaults_to_secret_enrollment():
     result = read_settings(
         {"DJANGO_DEBUG": "false", "JWT_SECRET": STRONG_JWT, "DJANGO_SECRET_KEY": STRONG_KEY, "BOOTSTRAP_SECRET": "b" * 24},
-        "ENROLLMENT_MODE", "SESSION_COOKIE_SECURE",
+        "ENROLLMENT_MODE",
+        "SESSION_COOKIE_SECURE",
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"ENROLLMENT_MODE": "secret", "SESSION_COOKIE_SECURE": "True"}

@@ -1,6 +1,7 @@
 """The security tests' cast: the gateway's (the fake upstream that records what it received, devices
 enrolled through /bootstrap, the in-process ASGI driver) and a browser, the same headless Chromium
 the admin browser test drives."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,7 @@ from django.contrib.auth import get_user_model
 import proxyproject.asgi  # noqa: F401  (Django's logging set up now, not over caplog's handler)
 from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool, token  # noqa: F401
 from tests.proxyproject.test_admin_browser import CHROMIUM, browser_page  # noqa: F401  (a fixture, shared)
-from tests.usage.conftest import live_prices, private_usage_queues, prices  # noqa: F401
+from tests.usage.conftest import live_prices, prices, private_usage_queues  # noqa: F401
 
 OPERATOR_PASSWORD = "operator-password-123"
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed (.ci/run installs it)")

@@ -1,4 +1,5 @@
 """Creating and naming batches and files through the gateway, for the ownership and spend tests."""
+
 from __future__ import annotations
 
 import orjson
@@ -9,21 +10,33 @@ BOUNDARY = "owned-test-boundary"
 
 
 def batch_body(count: int = 1, *, model: str = "claude-sonnet-4-5", max_tokens: int = 64) -> bytes:
-    return orjson.dumps({"requests": [
-        {"custom_id": f"r{index}", "params": {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Say hello"}]}}
-        for index in range(count)
-    ]})
+    return orjson.dumps(
+        {
+            "requests": [
+                {
+                    "custom_id": f"r{index}",
+                    "params": {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Say hello"}]},
+                }
+                for index in range(count)
+            ]
+        }
+    )
 
 
 def file_body(content: bytes = b"hello, file") -> bytes:
     return (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="notes.txt"\r\nContent-Type: text/plain\r\n\r\n'.encode()
-        + content + f"\r\n--{BOUNDARY}--\r\n".encode()
+        + content
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
     )
 
 
 def file_headers(token: str) -> dict[str, str]:
-    return {**bearer(token), "content-type": f"multipart/form-data; boundary={BOUNDARY}", "anthropic-beta": "files-api-2025-04-14"}
+    return {
+        **bearer(token),
+        "content-type": f"multipart/form-data; boundary={BOUNDARY}",
+        "anthropic-beta": "files-api-2025-04-14",
+    }
 
 
 async def create_batch(token: str, **shape: object) -> str:

@@ -1,5 +1,6 @@
 """Password guessing against the admin login, on a live gateway: each client is a real TCP peer
 with its own loopback address (127.0.0.x), so the per-address limit sees distinct addresses."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,8 +25,9 @@ PASSWORD = "operator-password-123"
 @pytest.fixture
 def gateway(transactional_db):
     get_user_model().objects.create_superuser("operator", password=PASSWORD)
-    server = gateway_process(ADMIN_LOGIN_FAILURE_LIMIT=str(LIMIT), ADMIN_LOGIN_COOLOFF_SECONDS=str(COOL_OFF),
-                             ADMIN_LOGIN_COOLOFF_MAX_SECONDS="3600").start()
+    server = gateway_process(
+        ADMIN_LOGIN_FAILURE_LIMIT=str(LIMIT), ADMIN_LOGIN_COOLOFF_SECONDS=str(COOL_OFF), ADMIN_LOGIN_COOLOFF_MAX_SECONDS="3600"
+    ).start()
     yield server
     server.stop()
 
@@ -35,9 +37,15 @@ def log_in(server, username: str, password: str, address: str = "127.0.0.1") -> 
     with httpx.Client(base_url=server.url, transport=httpx.HTTPTransport(local_address=address), timeout=10) as browser:
         form = browser.get("/admin/login/")
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
-        return browser.post("/admin/login/?next=/admin/", data={
-            "csrfmiddlewaretoken": token, "username": username, "password": password, "next": "/admin/",
-        })
+        return browser.post(
+            "/admin/login/?next=/admin/",
+            data={
+                "csrfmiddlewaretoken": token,
+                "username": username,
+                "password": password,
+                "next": "/admin/",
+            },
+        )
 
 
 def logged_in(response: httpx.Response) -> bool:
@@ -50,7 +58,8 @@ def age_attempts(seconds: int) -> None:
         AccessAttempt.objects.filter(pk=attempt.pk).update(attempt_time=attempt.attempt_time - dt.timedelta(seconds=seconds))
     for expiration in AccessAttemptExpiration.objects.all():
         AccessAttemptExpiration.objects.filter(pk=expiration.pk).update(
-            expires_at=expiration.expires_at - dt.timedelta(seconds=seconds))
+            expires_at=expiration.expires_at - dt.timedelta(seconds=seconds)
+        )
 
 
 def test_password_guessing_locks_the_username_even_with_the_right_password(gateway):
@@ -94,7 +103,14 @@ def test_the_cool_off_rule_doubles_per_limit_and_stops_at_the_ceiling(settings):
     settings.ADMIN_LOGIN_FAILURE_LIMIT, settings.ADMIN_LOGIN_COOLOFF_SECONDS = 5, 900
     settings.ADMIN_LOGIN_COOLOFF_MAX_SECONDS = 86400
     assert [cool_off_for_failures(n).total_seconds() for n in (0, 4, 5, 9, 10, 15, 20, 10**9)] == [
-        900, 900, 900, 900, 1800, 3600, 7200, 86400,
+        900,
+        900,
+        900,
+        900,
+        1800,
+        3600,
+        7200,
+        86400,
     ]
 
 
@@ -107,7 +123,10 @@ def test_every_guess_is_audited_and_the_lockout_is_logged(gateway):
 
 
 def test_the_lockout_audit_line_names_user_address_and_cool_off(db, caplog):
-    with caplog.at_level(logging.WARNING, logger="proxyproject.login_lockout"), override_settings(ADMIN_LOGIN_COOLOFF_SECONDS=900):
+    with (
+        caplog.at_level(logging.WARNING, logger="proxyproject.login_lockout"),
+        override_settings(ADMIN_LOGIN_COOLOFF_SECONDS=900),
+    ):
         audit_lockout("axes", request=None, username="operator", ip_address="203.0.113.9")
     (record,) = [r for r in caplog.records if r.name == "proxyproject.login_lockout"]
     assert record.getMessage() == "Admin login locked out"

@@ -1,5 +1,6 @@
 """A stolen operator password: with a TOTP device it is not enough to log in, and with
 ADMIN_TOTP_REQUIRED_FOR_SUPERUSERS a superuser cannot log in on a password alone at all."""
+
 from __future__ import annotations
 
 import io
@@ -18,8 +19,9 @@ PASSWORD = "operator-password-123"
 def log_in(username: str, otp_token: str = "") -> tuple[Client, int]:
     """The admin login form, then the admin index: (the browser, the index's status)."""
     client = Client()
-    client.post("/admin/login/?next=/admin/", {"username": username, "password": PASSWORD, "otp_token": otp_token,
-                                               "next": "/admin/"})
+    client.post(
+        "/admin/login/?next=/admin/", {"username": username, "password": PASSWORD, "otp_token": otp_token, "next": "/admin/"}
+    )
     return client, client.get("/admin/").status_code
 
 
@@ -72,8 +74,11 @@ def test_an_old_password_only_session_loses_the_admin_once_totp_is_required(supe
 def test_enroll_totp_prints_the_authenticator_url_once_and_refuses_to_replace_silently(superuser, capsys):
     call_command("enroll_totp", "root")
     url = capsys.readouterr().out.splitlines()[-1]
-    assert re.fullmatch(r"otpauth://totp/LLM%20gateway%3Aroot\?secret=[A-Z2-7]+&algorithm=SHA1&digits=6&period=30"
-                        r"&issuer=LLM%20gateway", url)
+    assert re.fullmatch(
+        r"otpauth://totp/LLM%20gateway%3Aroot\?secret=[A-Z2-7]+&algorithm=SHA1&digits=6&period=30"
+        r"&issuer=LLM%20gateway",
+        url,
+    )
     with pytest.raises(CommandError, match="already has a TOTP device"):
         call_command("enroll_totp", "root")
     assert TOTPDevice.objects.filter(user=superuser).count() == 1

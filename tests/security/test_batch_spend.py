@@ -1,6 +1,7 @@
 """Attack 4 of issue 13: creating a batch reserved nothing, so a device with a $0.01 daily cap could
 create a 1,000-request batch at max_tokens 64000. A batch is now checked and reserved as a whole
 at batch prices before it is created, settled from its results and released on cancel."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,8 +12,7 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.gateway.conftest import bearer, call_gateway, enroll_device
-from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.conftest import bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.gateway.test_sdk import enroll
 from tests.security.owned import batch_body, create_batch
 from usage.spend import current_spend
@@ -30,8 +30,14 @@ def _only_sonnet_priced() -> None:
 
     ModelPrice.objects.all().delete()
     ModelPrice.objects.create(
-        model_pattern="claude-sonnet-4-5*", speed="standard", prompt_tokens_above=0, effective_from=dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc),
-        input_per_mtok=INPUT, output_per_mtok=OUTPUT, cache_write_5m_per_mtok=Decimal("3.75"), cache_write_1h_per_mtok=CACHE_WRITE_1H,
+        model_pattern="claude-sonnet-4-5*",
+        speed="standard",
+        prompt_tokens_above=0,
+        effective_from=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        input_per_mtok=INPUT,
+        output_per_mtok=OUTPUT,
+        cache_write_5m_per_mtok=Decimal("3.75"),
+        cache_write_1h_per_mtok=CACHE_WRITE_1H,
         cache_read_per_mtok=Decimal("0.30"),
     )
     invalidate_price_table()
@@ -67,7 +73,11 @@ async def test_a_batch_whose_worst_case_passes_the_daily_cap_is_refused_before_i
     token, device_pk = await capped_device("0.01")
     answer = await call_gateway("POST", "/v1/messages/batches", headers=bearer(token), body=batch_body(1000, max_tokens=64000))
     body = orjson.loads(answer.body)
-    assert (answer.status, body["error"]["type"], body["error"]["details"]["error_code"]) == (429, "rate_limit_error", "spend_cap_reached")
+    assert (answer.status, body["error"]["type"], body["error"]["details"]["error_code"]) == (
+        429,
+        "rate_limit_error",
+        "spend_cap_reached",
+    )
     assert answer.headers["x-should-retry"] == "false"
     assert [seen.path for seen in fake_upstream.requests] == []
     assert spend_of(device_pk) == (Decimal(0), Decimal(0))
@@ -99,7 +109,9 @@ async def test_fetched_results_settle_the_batch_to_its_real_cost_once(fake_upstr
     assert first.status == 200
     usages = [orjson.loads(line)["result"]["message"]["usage"] for line in first.body.splitlines()]
     real_cost = sum(
-        ((usage["input_tokens"] * INPUT + usage["output_tokens"] * OUTPUT) * Decimal("0.5") / 1_000_000).quantize(QUANTUM, ROUND_HALF_UP)
+        ((usage["input_tokens"] * INPUT + usage["output_tokens"] * OUTPUT) * Decimal("0.5") / 1_000_000).quantize(
+            QUANTUM, ROUND_HALF_UP
+        )
         for usage in usages
     )
     assert real_cost > 0

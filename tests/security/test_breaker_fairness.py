@@ -4,6 +4,7 @@ device, while a real upstream outage still opens it within the seed's 5 failures
 
 The rules run against both backends with an injected clock (Redis in CI's second pass), then
 through the gateway: in this process, and through two gateway processes sharing Redis."""
+
 from __future__ import annotations
 
 import secrets
@@ -12,12 +13,11 @@ import httpx
 import orjson
 import pytest
 
+from fake_anthropic import FakeAnthropic
 from gateway.breaker import CircuitBreaker, get_circuit_breaker
 from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
 from gateway.breaker_state import BreakerConfig, BreakerState, LocalBreakerBackend, LocalDeviceBreakers
-from fake_anthropic import FakeAnthropic
-from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device
-from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.gateway.test_sdk import enroll
 from tests.servers import free_port, gateway_process
 
@@ -31,7 +31,9 @@ def failing_body(fault: str = "500") -> bytes:
     return orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [message]})
 
 
-HEALTHY_BODY = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello"}]})
+HEALTHY_BODY = orjson.dumps(
+    {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello"}]}
+)
 
 
 class Clock:
@@ -123,9 +125,13 @@ async def test_a_failure_admitted_by_a_process_that_did_not_know_the_device_was_
     assert ((await first.snapshot()).failures, await attempt(second, ATTACKER, success=False)) == (5, False)
 
 
-async def test_one_device_repeating_a_failing_request_through_the_gateway_cannot_open_the_breaker_for_others(fake_upstream, transactional_db):
+async def test_one_device_repeating_a_failing_request_through_the_gateway_cannot_open_the_breaker_for_others(
+    fake_upstream, transactional_db
+):
     attacker, victim = await enroll_device(), await enroll_device()
-    statuses = [(await call_gateway("POST", "/v1/messages", headers=bearer(attacker), body=failing_body())).status for _ in range(8)]
+    statuses = [
+        (await call_gateway("POST", "/v1/messages", headers=bearer(attacker), body=failing_body())).status for _ in range(8)
+    ]
     assert statuses == [500] * 5 + [503] * 3
     assert len(fake_upstream.requests) == 5
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(victim), body=HEALTHY_BODY)
@@ -137,7 +143,10 @@ async def test_an_unreachable_upstream_opens_the_breaker_within_five_failures(se
     settings.ANTHROPIC_BASE_URL = f"http://127.0.0.1:{free_port()}"  # nothing listens: every connection is refused
     settings.ANTHROPIC_API_KEY = MASTER_KEY
     tokens = [await enroll_device() for _ in range(3)]
-    statuses = [(await call_gateway("POST", "/v1/messages", headers=bearer(tokens[index % 3]), body=HEALTHY_BODY)).status for index in range(5)]
+    statuses = [
+        (await call_gateway("POST", "/v1/messages", headers=bearer(tokens[index % 3]), body=HEALTHY_BODY)).status
+        for index in range(5)
+    ]
     assert statuses == [502] * 5
     refused = await call_gateway("POST", "/v1/messages", headers=bearer(await enroll_device()), body=HEALTHY_BODY)
     assert (refused.status, orjson.loads(refused.body)["error"]["details"]["error_code"]) == (503, "circuit_open")
@@ -148,8 +157,12 @@ def two_gateways_reading_redis_each_time(redis_required, transactional_db, setti
     """Two gateway processes on one Redis that never trust a cached breaker state, so the
     statuses below are exact."""
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
-        env = {"REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "ANTHROPIC_BASE_URL": fake.base_url, "ANTHROPIC_API_KEY": MASTER_KEY,
-               "CIRCUIT_BREAKER_CACHE_SECONDS": "0"}
+        env = {
+            "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
+            "ANTHROPIC_BASE_URL": fake.base_url,
+            "ANTHROPIC_API_KEY": MASTER_KEY,
+            "CIRCUIT_BREAKER_CACHE_SECONDS": "0",
+        }
         first = gateway_process(**env).start()
         try:
             second = gateway_process(**env).start()
@@ -162,8 +175,12 @@ def two_gateways_reading_redis_each_time(redis_required, transactional_db, setti
 
 
 def post(server, token: str, body: bytes) -> int:
-    return httpx.post(server.url + "/v1/messages", content=body, timeout=10,
-                      headers={"authorization": f"Bearer {token}", "content-type": "application/json"}).status_code
+    return httpx.post(
+        server.url + "/v1/messages",
+        content=body,
+        timeout=10,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    ).status_code
 
 
 def test_one_device_through_two_gateways_cannot_open_the_shared_breaker(two_gateways_reading_redis_each_time):

@@ -2,6 +2,7 @@
 TRUSTED_PROXIES, and then the right-most address that is not a trusted proxy is the client. The
 enrollment abuse limit, the audit trail and the request log all see that address; the ASGI server
 as `make run` starts it does not rewrite the peer from the headers itself."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,15 +29,25 @@ def random_address() -> str:
     return str(ipaddress.ip_address("198.18.0.0") + random.randrange(1, 2**17))
 
 
-async def asgi_request(method: str, path: str, *, peer: str, headers: dict[str, str] | None = None, body: bytes = b"") -> tuple[int, bytes]:
+async def asgi_request(
+    method: str, path: str, *, peer: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> tuple[int, bytes]:
     """One request into the project's ASGI application from `peer`, as the server reports it."""
     from proxyproject.asgi import application
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
         "headers": [(name.lower().encode(), value.encode()) for name, value in {"host": "127.0.0.1", **(headers or {})}.items()],
-        "client": (peer, 40000), "server": ("127.0.0.1", 80),
+        "client": (peer, 40000),
+        "server": ("127.0.0.1", 80),
     }
     messages = [{"type": "http.request", "body": body, "more_body": False}]
     answer: dict[str, object] = {"body": b""}
@@ -58,7 +69,9 @@ async def asgi_request(method: str, path: str, *, peer: str, headers: dict[str, 
 
 async def bootstrap(peer: str, **headers: str) -> int:
     body = orjson.dumps({"device_id": f"dev-{random.getrandbits(64):016x}", "app_version": "1.0.0"})
-    status, _ = await asgi_request("POST", "/bootstrap", peer=peer, headers={"content-type": "application/json", **headers}, body=body)
+    status, _ = await asgi_request(
+        "POST", "/bootstrap", peer=peer, headers={"content-type": "application/json", **headers}, body=body
+    )
     return status
 
 
@@ -124,10 +137,17 @@ async def test_the_audit_trail_records_the_client_behind_a_trusted_proxy(small_l
     settings.TRUSTED_PROXIES = (ipaddress.ip_network(BALANCERS),)
     client = random_address()
     body = orjson.dumps({"device_id": "audited-device", "app_version": "1.0.0"})
-    status, _ = await asgi_request("POST", "/bootstrap", peer=BALANCER, body=body,
-                                   headers={"content-type": "application/json", "x-forwarded-for": f"203.0.113.66, {client}"})
+    status, _ = await asgi_request(
+        "POST",
+        "/bootstrap",
+        peer=BALANCER,
+        body=body,
+        headers={"content-type": "application/json", "x-forwarded-for": f"203.0.113.66, {client}"},
+    )
     assert status == 200
-    ips = await sync_to_async(list)(AuditEvent.objects.filter(device_ref="audited-device", kind=AuditKind.BOOTSTRAP).values_list("ip", flat=True))
+    ips = await sync_to_async(list)(
+        AuditEvent.objects.filter(device_ref="audited-device", kind=AuditKind.BOOTSTRAP).values_list("ip", flat=True)
+    )
     assert ips == [client]
 
 
@@ -135,8 +155,17 @@ async def test_the_request_log_names_the_client_behind_a_trusted_proxy(transacti
     settings.TRUSTED_PROXIES = (ipaddress.ip_network(BALANCERS),)
     caplog.set_level(logging.INFO, logger="gateway.proxy")
     token, client = await enroll_device(), random_address()
-    status, _ = await asgi_request("POST", "/v1/messages", peer=BALANCER, body=MESSAGE_BODY, headers={
-        "authorization": f"Bearer {token}", "content-type": "application/json", "x-forwarded-for": f"203.0.113.66, {client}"})
+    status, _ = await asgi_request(
+        "POST",
+        "/v1/messages",
+        peer=BALANCER,
+        body=MESSAGE_BODY,
+        headers={
+            "authorization": f"Bearer {token}",
+            "content-type": "application/json",
+            "x-forwarded-for": f"203.0.113.66, {client}",
+        },
+    )
     assert status == 200
     completed = [r.event_fields for r in caplog.records if r.getMessage() == "Request completed"]
     assert [fields["clientIp"] for fields in completed] == [client]
@@ -144,10 +173,12 @@ async def test_the_request_log_names_the_client_behind_a_trusted_proxy(transacti
 
 def test_the_server_make_run_starts_does_not_take_the_client_address_from_x_forwarded_for(transactional_db):
     port = free_port()
-    env = server_environment(PORT=str(port), ENROLLMENT_RATE_LIMIT_MAX="3", TRUSTED_PROXIES="",
-                             REDIS_KEY_PREFIX=f"xff-{random.getrandbits(32):08x}")
+    env = server_environment(
+        PORT=str(port), ENROLLMENT_RATE_LIMIT_MAX="3", TRUSTED_PROXIES="", REDIS_KEY_PREFIX=f"xff-{random.getrandbits(32):08x}"
+    )
     server = ServerProcess(server_argv("127.0.0.1", port), env, port).start()
     try:
+
         def bootstrap_live(**headers: str) -> int:
             body = {"device_id": f"dev-{random.getrandbits(64):016x}", "app_version": "1.0.0"}
             return httpx.post(server.url + "/bootstrap", json=body, headers=headers, timeout=10).status_code
@@ -158,13 +189,17 @@ def test_the_server_make_run_starts_does_not_take_the_client_address_from_x_forw
         server.stop()
 
 
-@pytest.mark.parametrize(("trusted", "behind_proxy", "ids"), [
-    ("0.0.0.0/0", False, ["proxyproject.W001"]),
-    ("10.0.0.0/8,::/0", True, ["proxyproject.W001"]),
-    ("", True, ["proxyproject.W002"]),
-    ("10.9.0.0/16", True, []),
-    ("", False, []),
-], ids=["trust-every-ipv4", "trust-every-ipv6", "balancer-not-trusted", "balancer-trusted", "no-balancer"])
+@pytest.mark.parametrize(
+    ("trusted", "behind_proxy", "ids"),
+    [
+        ("0.0.0.0/0", False, ["proxyproject.W001"]),
+        ("10.0.0.0/8,::/0", True, ["proxyproject.W001"]),
+        ("", True, ["proxyproject.W002"]),
+        ("10.9.0.0/16", True, []),
+        ("", False, []),
+    ],
+    ids=["trust-every-ipv4", "trust-every-ipv6", "balancer-not-trusted", "balancer-trusted", "no-balancer"],
+)
 def test_the_deploy_check_reports_trusting_everyone_or_no_balancer(settings, trusted, behind_proxy, ids):
     from django.core.checks import run_checks
 

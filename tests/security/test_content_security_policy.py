@@ -1,9 +1,9 @@
 """Script injection into the operator console: every HTML page sends a strict Content-Security-
 Policy (no inline script or style, only the gateway's own assets), and every page still works
 under it: loaded in headless Chromium with the policy on, none reports a violation."""
+
 from __future__ import annotations
 
-import pytest
 from django.test import Client
 
 from proxyproject.content_security import CONTENT_SECURITY_POLICY
@@ -44,10 +44,14 @@ def test_the_policy_forbids_inline_script_and_foreign_origins():
 def test_no_console_page_violates_the_policy_in_a_browser(live_gateway, browser_page):
     page = browser_page
     violations: list[str] = []
-    page.on("console", lambda message: violations.append(f"{page.url}: {message.text}")
-            if "Content Security Policy" in message.text else None)
-    page.add_init_script("document.addEventListener('securitypolicyviolation', e => console.error("
-                         "'Content Security Policy violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
+    page.on(
+        "console",
+        lambda message: violations.append(f"{page.url}: {message.text}") if "Content Security Policy" in message.text else None,
+    )
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => console.error("
+        "'Content Security Policy violation: ' + e.violatedDirective + ' ' + e.blockedURI))"
+    )
     log_in_in_browser(page, live_gateway.url)
     device = Device.objects.create(device_id="laptop-ada")
 

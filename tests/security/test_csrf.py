@@ -2,11 +2,12 @@
 state (POST /admin/circuit-breaker/reset): whatever other headers a forged request carries, a
 staff session alone never resets the breaker without the CSRF token; only a credential that
 authenticates by itself (an operator API key) goes without it."""
+
 from __future__ import annotations
 
 import logging
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -56,10 +57,17 @@ async def test_session_reset_without_the_csrf_token_is_refused(staff_session, re
 
 @pytest.mark.parametrize(
     "authorization",
-    ["Basic b3BzOmNvcnJlY3QtaG9yc2UtOQ==", "Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnagMDAuBgkqhkiC9xIBAgIGCSqGSIb3EgECAgYKKwYB", "Bearer", "Bearer   "],
+    [
+        "Basic b3BzOmNvcnJlY3QtaG9yc2UtOQ==",
+        "Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnagMDAuBgkqhkiC9xIBAgIGCSqGSIb3EgECAgYKKwYB",
+        "Bearer",
+        "Bearer   ",
+    ],
     ids=["basic", "negotiate", "bare-bearer", "bearer-with-blanks"],
 )
-async def test_session_reset_with_a_non_bearer_authorization_header_still_needs_the_csrf_token(staff_session, reset_actors, authorization):
+async def test_session_reset_with_a_non_bearer_authorization_header_still_needs_the_csrf_token(
+    staff_session, reset_actors, authorization
+):
     status, body = await post_reset(staff_session, authorization=authorization)
     assert (status, error_code(body)) == (403, "csrf_failed")
     assert reset_actors() == []
@@ -86,7 +94,8 @@ async def test_session_reset_with_a_device_token_is_refused(staff_session, reset
 
 async def test_session_reset_from_a_foreign_origin_is_refused_even_with_the_token(staff_session, reset_actors):
     status, body = await post_reset(
-        staff_session, cookie=f"{settings.SESSION_COOKIE_NAME}={staff_session}; {settings.CSRF_COOKIE_NAME}={CSRF_TOKEN}",
+        staff_session,
+        cookie=f"{settings.SESSION_COOKIE_NAME}={staff_session}; {settings.CSRF_COOKIE_NAME}={CSRF_TOKEN}",
         **{"x-csrftoken": CSRF_TOKEN, "origin": "https://evil.example"},
     )
     assert (status, error_code(body)) == (403, "csrf_failed")
@@ -95,7 +104,8 @@ async def test_session_reset_from_a_foreign_origin_is_refused_even_with_the_toke
 
 async def test_session_reset_with_the_csrf_token_resets(staff_session, reset_actors):
     status, body = await post_reset(
-        staff_session, cookie=f"{settings.SESSION_COOKIE_NAME}={staff_session}; {settings.CSRF_COOKIE_NAME}={CSRF_TOKEN}",
+        staff_session,
+        cookie=f"{settings.SESSION_COOKIE_NAME}={staff_session}; {settings.CSRF_COOKIE_NAME}={CSRF_TOKEN}",
         **{"x-csrftoken": CSRF_TOKEN},
     )
     assert (status, body["state"]) == (200, "closed")
@@ -115,7 +125,13 @@ async def test_session_reprice_without_the_csrf_token_is_refused(staff_session):
 
     user = await sync_to_async(get_user_model().objects.get)(username="ops")
     await sync_to_async(user.user_permissions.add)(await sync_to_async(Permission.objects.get)(codename="change_modelprice"))
-    answer = await call_gateway("POST", "/admin/usage/reprice", headers={
-        "cookie": f"{settings.SESSION_COOKIE_NAME}={staff_session}", "content-type": "application/json",
-    }, body=b'{"since": "2026-01-01T00:00:00Z", "dry_run": false}')
+    answer = await call_gateway(
+        "POST",
+        "/admin/usage/reprice",
+        headers={
+            "cookie": f"{settings.SESSION_COOKIE_NAME}={staff_session}",
+            "content-type": "application/json",
+        },
+        body=b'{"since": "2026-01-01T00:00:00Z", "dry_run": false}',
+    )
     assert (answer.status, error_code(orjson.loads(answer.body))) == (403, "csrf_failed")

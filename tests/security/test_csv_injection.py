@@ -1,6 +1,7 @@
 """CSV injection (OWASP): text a client controls (model names, device ids, session ids) must never
 reach a spreadsheet as a formula. Every cell starting with = + - @, TAB or CR is exported with a
 leading quote; the export is the admin's own action, downloaded as an operator would."""
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,7 @@ from tests.usage.cast import usage_event
 from usage.models import UsageRecord
 from usage.writer import drain_usage_queue, submit_usage
 
-PAYLOADS = ["=HYPERLINK(\"http://evil\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"]
+PAYLOADS = ['=HYPERLINK("http://evil")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"]
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """What a device says about itself (device_name, app_name, os) is an attacker's text: bounded,
 printable and free of markup before it reaches the admin, the logs or an export."""
+
 from __future__ import annotations
 
 import uuid
@@ -41,7 +42,9 @@ def test_os_and_app_name_over_their_length_cap_are_refused(client):
     assert refused_with(bootstrap(client, "dev-long-app", app_name="x" * 65)) == "app_name: must be at most 64 characters."
 
 
-@pytest.mark.parametrize("value", ["laptop\nINFO forged log line", "laptop\r", "lap\x00top", "lap\x1btop", "RT\u202eDEV", "a\u200bb"])
+@pytest.mark.parametrize(
+    "value", ["laptop\nINFO forged log line", "laptop\r", "lap\x00top", "lap\x1btop", "RT\u202eDEV", "a\u200bb"]
+)
 def test_control_and_invisible_characters_in_a_description_are_refused(client, value):
     assert refused_with(bootstrap(client, "dev-ctl", device_name=value)).startswith("device_name: must not contain control")
     assert not Device.objects.filter(device_id="dev-ctl").exists()

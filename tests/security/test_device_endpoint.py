@@ -1,5 +1,6 @@
 """GET /device answers only about the token's own device, only to a live wrapper token of an active
 device, and never with a secret."""
+
 from __future__ import annotations
 
 import uuid

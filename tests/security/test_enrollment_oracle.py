@@ -1,6 +1,7 @@
 """Who is enrolled must not leak from /bootstrap: in `secret` and `approval` modes a bootstrap
 without a valid enrollment credential gets the same answer (status, body, headers, and about the
 same time) for a known device as for an unknown one."""
+
 from __future__ import annotations
 
 import statistics
@@ -78,10 +79,15 @@ def test_approval_mode_answers_a_known_device_without_its_secret_as_an_unknown_o
 
     assert _answer(known) == _answer(unknown)
     assert _answer(known)[:2] == (
-        403, {"type": "error", "error": {
-            "type": "permission_error", "message": orjson.loads(known.content)["error"]["message"],
-            "details": {"error_code": "device_pending_approval", "device_secret": 43},
-        }},
+        403,
+        {
+            "type": "error",
+            "error": {
+                "type": "permission_error",
+                "message": orjson.loads(known.content)["error"]["message"],
+                "details": {"error_code": "device_pending_approval", "device_secret": 43},
+            },
+        },
     )
     assert Device.objects.get(device_id="known-laptop").status == status
 

@@ -1,11 +1,11 @@
 """Attack 6 of issue 13, headers: what a device sends besides Anthropic's API headers must not reach
 the upstream. The fake upstream records exactly what it received."""
+
 from __future__ import annotations
 
 import pytest
 
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, call_gateway
-from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool, token  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, call_gateway, fake_upstream, fresh_breaker_and_pool, token  # noqa: F401  (the gateway tests' fixtures)
 
 # Claude Code 2.1's headers on a model call, as captured through a proxy, with the SDK's own extras.
 CLAUDE_CODE_HEADERS = {
@@ -52,8 +52,16 @@ async def send(token: str, extra: dict[str, str]):
 
 
 async def test_only_anthropic_and_client_headers_reach_the_upstream(fake_upstream, token, default_allowlist):
-    others = {"cookie": "sessionid=abc", "proxy-authorization": "Basic eDp5", "x-api-key": token, "accept-language": "*",
-              "sec-fetch-mode": "cors", "x-team": "blue", "via": "1.1 corp-proxy", "accept-encoding": "gzip, br"}
+    others = {
+        "cookie": "sessionid=abc",
+        "proxy-authorization": "Basic eDp5",
+        "x-api-key": token,
+        "accept-language": "*",
+        "sec-fetch-mode": "cors",
+        "x-team": "blue",
+        "via": "1.1 corp-proxy",
+        "accept-encoding": "gzip, br",
+    }
     answer = await send(token, others)
     assert answer.status == 200
     [seen] = fake_upstream.requests
@@ -86,7 +94,15 @@ async def test_fake_fault_header_does_not_reach_the_upstream(fake_upstream, toke
 
 
 async def test_operator_extra_headers_cross_but_never_routing_credentials_or_organization(fake_upstream, token, settings):
-    settings.UPSTREAM_EXTRA_REQUEST_HEADERS = ("x-team", "x-forwarded-for", "forwarded", "x-real-ip", "anthropic-organization-id", "cookie", "authorization")
+    settings.UPSTREAM_EXTRA_REQUEST_HEADERS = (
+        "x-team",
+        "x-forwarded-for",
+        "forwarded",
+        "x-real-ip",
+        "anthropic-organization-id",
+        "cookie",
+        "authorization",
+    )
     answer = await send(token, {**ROUTING_HEADERS, "x-team": "blue", "anthropic-organization-id": "org-x", "cookie": "a=b"})
     assert answer.status == 200
     [seen] = fake_upstream.requests

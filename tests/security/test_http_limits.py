@@ -2,6 +2,7 @@
 gateway process started as production starts it (proxyproject/server.py), on `/v1` and on a Django
 path alike: huge or numerous headers, an over-long request line, clients stalled in their headers,
 in their body or idle, and many idle connections. A slow upstream stream must still complete."""
+
 from __future__ import annotations
 
 import select
@@ -38,9 +39,13 @@ def upstream() -> Iterator[FakeAnthropic]:
 def module_gateway(django_db_setup, upstream) -> Iterator[ServerProcess]:
     """One worker process (its RSS is the server's), short timeouts, the default size limits."""
     server = gateway_process(
-        ANTHROPIC_BASE_URL=upstream.base_url, ANTHROPIC_API_KEY=MASTER_KEY, ENROLLMENT_MODE="open",
-        ENROLLMENT_RATE_LIMIT_MAX="100000", WEB_CONCURRENCY="1",
-        HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT), HTTP_BODY_IDLE_TIMEOUT_SECONDS=str(BODY_IDLE_TIMEOUT),
+        ANTHROPIC_BASE_URL=upstream.base_url,
+        ANTHROPIC_API_KEY=MASTER_KEY,
+        ENROLLMENT_MODE="open",
+        ENROLLMENT_RATE_LIMIT_MAX="100000",
+        WEB_CONCURRENCY="1",
+        HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
+        HTTP_BODY_IDLE_TIMEOUT_SECONDS=str(BODY_IDLE_TIMEOUT),
         HTTP_KEEP_ALIVE_TIMEOUT_SECONDS=str(int(KEEP_ALIVE_TIMEOUT)),
     ).start()
     yield server
@@ -54,8 +59,9 @@ def gateway(module_gateway, transactional_db) -> ServerProcess:
 
 @pytest.fixture
 def token(gateway) -> str:
-    response = httpx.post(gateway.url + "/bootstrap", json={"device_id": f"limits-{uuid.uuid4().hex}", "app_version": "1.0"},
-                          timeout=30)
+    response = httpx.post(
+        gateway.url + "/bootstrap", json={"device_id": f"limits-{uuid.uuid4().hex}", "app_version": "1.0"}, timeout=30
+    )
     assert response.status_code == 200, response.text
     return response.json()["wrapper_token"]
 
@@ -77,8 +83,14 @@ def request_headers(path: str, token: str) -> dict[str, str]:
 
 
 def message_body(text: str = "Say hello", *, stream: bool = False) -> bytes:
-    return orjson.dumps({"model": "claude-sonnet-4-5-20250929", "max_tokens": 64, "stream": stream,
-                         "messages": [{"role": "user", "content": text}]})
+    return orjson.dumps(
+        {
+            "model": "claude-sonnet-4-5-20250929",
+            "max_tokens": 64,
+            "stream": stream,
+            "messages": [{"role": "user", "content": text}],
+        }
+    )
 
 
 def complete_request(path: str, token: str) -> bytes:
@@ -238,8 +250,10 @@ def test_body_trickled_faster_than_the_idle_timeout_is_answered(gateway, token, 
     pieces = [body[:20], body[20:40], body[40:]]
     with connect(gateway) as sock:
         method = "POST" if path == MESSAGES else "GET"
-        sock.sendall(head(method, path, {**request_headers(path, token), "Content-Length": str(len(body)), "Connection": "close"})
-                     + b"\r\n")
+        sock.sendall(
+            head(method, path, {**request_headers(path, token), "Content-Length": str(len(body)), "Connection": "close"})
+            + b"\r\n"
+        )
         started = time.monotonic()
         for piece in pieces:
             sock.sendall(piece)
@@ -257,7 +271,9 @@ def test_idle_keep_alive_connection_is_closed(gateway, token, path):
         while b"\r\n\r\n" not in answer:
             answer += sock.recv(65536)
         head_bytes, _, body = answer.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":", 1)[1] for line in head_bytes.split(b"\r\n") if line.lower().startswith(b"content-length:")))
+        length = int(
+            next(line.split(b":", 1)[1] for line in head_bytes.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+        )
         while len(body) < length:
             body += sock.recv(65536)
         started = time.monotonic()
@@ -288,8 +304,9 @@ def test_thousand_idle_connections_do_not_delay_a_normal_request(gateway, token,
 def test_slow_upstream_stream_outlasting_every_timeout_completes(gateway, token):
     started = time.monotonic()
     with httpx.Client(base_url=gateway.url, timeout=30) as client:
-        response = client.post(MESSAGES, content=message_body("FAKE_FAULT:slow-stream=700", stream=True),
-                               headers=request_headers(MESSAGES, token))
+        response = client.post(
+            MESSAGES, content=message_body("FAKE_FAULT:slow-stream=700", stream=True), headers=request_headers(MESSAGES, token)
+        )
     elapsed = time.monotonic() - started
     assert response.status_code == 200
     assert "event: message_stop" in response.text

@@ -1,6 +1,7 @@
 """Identifiers that look like something else: control and bidi characters, untrimmed or
 unnormalised spellings and case variants of one device id, and model names that would forge log
 lines. Refused with 400 invalid_request_error naming the field, or folded into the one device."""
+
 from __future__ import annotations
 
 import uuid
@@ -45,7 +46,10 @@ def test_device_id_with_bidi_or_invisible_characters_is_refused_naming_the_field
     response = bootstrap(client, device_id)
 
     assert error_of(response) == (400, "invalid_request_error", "invalid_request")
-    assert _message(response) == f"device_id: must not contain control or invisible characters (U+{code_point} at position {position})."
+    assert (
+        _message(response)
+        == f"device_id: must not contain control or invisible characters (U+{code_point} at position {position})."
+    )
     assert Device.objects.count() == 0
 
 
@@ -111,7 +115,10 @@ def test_device_id_differing_only_in_case_cannot_be_added_in_the_admin(admin_cli
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ("claude-sonnet-4-5\nINFO forged log line", "model: must not contain control or invisible characters (U+000A at position 17)."),
+        (
+            "claude-sonnet-4-5\nINFO forged log line",
+            "model: must not contain control or invisible characters (U+000A at position 17).",
+        ),
         ("claude-sonnet-4-5\x00", "model: must not contain control or invisible characters (U+0000 at position 17)."),
         ("claude-\u202e5-4-tennos", "model: must not contain control or invisible characters (U+202E at position 7)."),
     ],

@@ -1,6 +1,7 @@
 """Links built from data: a device id chosen by a client must not add query parameters, cut the
 query short or change its own value in the links of the admin. The device page's "usage records"
 link must list exactly that device's records, whatever characters its id holds."""
+
 from __future__ import annotations
 
 import html
@@ -44,4 +45,3 @@ def test_device_id_cannot_inject_into_the_usage_records_link(db, operator, devic
     records = operator.get(link(page, "usage records"))
     assert records.status_code == 200
     assert listed_request_ids(records.content.decode()) == {"req_own"}
-

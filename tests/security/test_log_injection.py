@@ -1,6 +1,7 @@
 """Log and metric injection: what a client sends (a model name, a path, a Host header) cannot write
 a log line of its own, put a NUL or another control character into a log or a metric label, fake
 another field, or flood the log with tracebacks."""
+
 from __future__ import annotations
 
 import logging
@@ -47,7 +48,11 @@ async def test_a_model_name_with_control_characters_is_refused_before_it_is_logg
     settings.LOG_REQUEST_STAGES = True
     caplog.set_level(logging.INFO, logger="gateway.proxy")
     assert await send_model(token, f"claude-sonnet-4-5\n{FORGED_LINE}") == 400
-    assert [r.getMessage() for r in caplog.records if r.name == "gateway.proxy"] == ["Incoming request", "Usage tracked", "Request completed"]
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.proxy"] == [
+        "Incoming request",
+        "Usage tracked",
+        "Request completed",
+    ]
     assert fake_upstream.requests == []
 
 
@@ -61,7 +66,9 @@ async def test_a_value_with_spaces_cannot_fake_another_field_in_text_logs(token,
     assert proxying[0].count(" deviceId=") == 2  # the real field, and the quoted text inside the model's value
 
 
-async def test_a_nul_byte_in_a_v1_path_reaches_neither_the_log_nor_a_metric_label(transactional_db, fake_upstream, settings, caplog):  # noqa: F811
+async def test_a_nul_byte_in_a_v1_path_reaches_neither_the_log_nor_a_metric_label(
+    transactional_db, fake_upstream, settings, caplog
+):  # noqa: F811
     settings.METRICS_TOKEN = "scrape-" + secrets.token_hex(16)
     caplog.set_level(logging.INFO, logger="gateway.proxy")
     marker = secrets.token_hex(4)
@@ -91,7 +98,9 @@ async def test_a_path_with_an_encoded_newline_cannot_write_its_own_log_line(capl
 @pytest.fixture
 def host_filter_clock(monkeypatch) -> list[float]:
     """The invalid-Host log filter's clock, moved by the test; starts past any time it has seen."""
-    host_filters = [f for f in logging.getLogger("django.security.DisallowedHost").filters if isinstance(f, DisallowedHostLogFilter)]
+    host_filters = [
+        f for f in logging.getLogger("django.security.DisallowedHost").filters if isinstance(f, DisallowedHostLogFilter)
+    ]
     assert host_filters
     now = [max(host_filter.clock() for host_filter in host_filters) + 10_000.0]
     for host_filter in host_filters:  # Django configures logging again each time it is set up

@@ -2,6 +2,7 @@
 another organization's resource is a 404 as if it did not exist (nothing fetched upstream), a
 cursor from elsewhere is refused, the platform-wide endpoints refuse the key, and deleting the
 organization deletes the key rather than widening it."""
+
 from __future__ import annotations
 
 import orjson
@@ -9,8 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from gateway.models import OwnedResource
-from tests.gateway.conftest import bearer, call_gateway, enroll_device
-from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.conftest import bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.security.owned import create_batch, upload_file
 from tokens.models import OperatorApiKey, Organization
 from tokens.operators import create_operator_api_key
@@ -25,7 +25,8 @@ def operator(secret: str) -> dict[str, str]:
 def _tenants() -> dict[str, object]:
     acme, globex = Organization.objects.create(name="Acme"), Organization.objects.create(name="Globex")
     return {
-        "acme": acme, "globex": globex,
+        "acme": acme,
+        "globex": globex,
         "acme_key": create_operator_api_key(name="acme-ops", created_by=None, organization=acme)[1],
         "platform_key": create_operator_api_key(name="platform-ops", created_by=None)[1],
     }
@@ -37,8 +38,12 @@ async def tenants(fake_upstream):
     found = await sync_to_async(_tenants)()
     acme_device = await enroll_device(organization=found["acme"])
     globex_device = await enroll_device(organization=found["globex"])
-    return {**found, "acme_batch": await create_batch(acme_device), "globex_batch": await create_batch(globex_device),
-            "globex_device": globex_device}
+    return {
+        **found,
+        "acme_batch": await create_batch(acme_device),
+        "globex_batch": await create_batch(globex_device),
+        "globex_device": globex_device,
+    }
 
 
 def listed(answer) -> list[str]:
@@ -59,7 +64,11 @@ async def test_an_organization_key_reads_its_own_batch_with_its_upstream_state(t
     assert answer.status == 200, answer.body
     body = orjson.loads(answer.body)
     assert (body["id"], body["kind"], body["organization"], body["upstream"]["id"]) == (
-        batch, "message_batch", tenants["acme"].pk, batch)
+        batch,
+        "message_batch",
+        tenants["acme"].pk,
+        batch,
+    )
     fetched = [seen for seen in fake_upstream.requests if seen.path == f"/v1/messages/batches/{batch}"]
     assert len(fetched) == 1
 
@@ -80,22 +89,29 @@ async def test_an_organization_key_reading_another_organization_s_file_gets_404(
 
 
 async def test_an_organization_key_paging_from_another_organization_s_cursor_is_refused(tenants):
-    answer = await call_gateway("GET", "/admin/resources", headers=operator(tenants["acme_key"]),
-                                query=f"after_id={tenants['globex_batch']}".encode())
+    answer = await call_gateway(
+        "GET", "/admin/resources", headers=operator(tenants["acme_key"]), query=f"after_id={tenants['globex_batch']}".encode()
+    )
     assert answer.status == 400
     assert orjson.loads(answer.body)["error"]["type"] == "invalid_request_error"
 
 
 async def test_an_organization_key_naming_another_organization_s_device_lists_nothing(tenants):
     globex_owner = await sync_to_async(lambda: OwnedResource.objects.get(resource_id=tenants["globex_batch"]).device.device_id)()
-    answer = await call_gateway("GET", "/admin/resources", headers=operator(tenants["acme_key"]),
-                                query=f"device={globex_owner}".encode())
+    answer = await call_gateway(
+        "GET", "/admin/resources", headers=operator(tenants["acme_key"]), query=f"device={globex_owner}".encode()
+    )
     assert listed(answer) == []
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/admin/circuit-breaker"), ("POST", "/admin/circuit-breaker/reset"), ("GET", "/metrics"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/admin/circuit-breaker"),
+        ("POST", "/admin/circuit-breaker/reset"),
+        ("GET", "/metrics"),
+    ],
+)
 async def test_an_organization_key_is_refused_on_platform_wide_endpoints(tenants, method, path):
     answer = await call_gateway(method, path, headers=operator(tenants["acme_key"]))
     assert answer.status == 403

@@ -1,5 +1,6 @@
 """An organization's operator key reads its organization's usage only: naming another
 organization is refused, naming another organization's device finds nothing."""
+
 from __future__ import annotations
 
 import pytest

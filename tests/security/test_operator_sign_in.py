@@ -3,6 +3,7 @@ relying party owes is tested against a provider that misbehaves that way: an ID 
 client or from another issuer, expired, carrying another sign-in's nonce, or signed by a key the
 provider does not publish; a forged state; a person outside the console groups. Group membership
 is decided again at every sign-in."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit

@@ -1,19 +1,21 @@
 """List endpoints answer the caller's own resources only, paginated as the API paginates:
 `limit`, `after_id` (older), `before_id` (newer), `has_more`, `first_id`, `last_id`, newest first."""
+
 from __future__ import annotations
 
 import httpx
 import orjson
 import pytest
 
-from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device
-from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.security.owned import create_batch, file_headers, upload_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def page(token: str, path: str, query: str, headers: dict[str, str] | None = None) -> tuple[list[str], bool, str | None, str | None]:
+async def page(
+    token: str, path: str, query: str, headers: dict[str, str] | None = None
+) -> tuple[list[str], bool, str | None, str | None]:
     answer = await call_gateway("GET", path, headers=headers or bearer(token), query=query.encode())
     assert answer.status == 200, answer.body
     body = orjson.loads(answer.body)

@@ -1,15 +1,15 @@
 """Attack 3 of issue 13: devices share one upstream organization, so device B could list, read,
 fetch the results of, cancel and delete device A's batches, and list, read, download and delete
 A's files. Each is refused as if the resource did not exist, with nothing sent upstream."""
+
 from __future__ import annotations
 
 import httpx
 import orjson
 import pytest
 
-from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device
+from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.gateway.conftest import MESSAGE_BODY as MESSAGE
-from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.gateway.test_sdk import enroll
 from tests.security.owned import batch_body, create_batch, file_headers, listed_ids, not_found_shape, upload_file
 
@@ -89,14 +89,18 @@ async def test_device_b_listing_files_sees_none_of_device_a_s(fake_upstream, two
 async def test_device_b_reading_device_a_s_file_gets_404(fake_upstream, two_devices):
     device_a, device_b = two_devices
     file_id = await upload_file(device_a)
-    body = await refused_without_forwarding(fake_upstream, "GET", f"/v1/files/{file_id}", device_b, headers=file_headers(device_b))
+    body = await refused_without_forwarding(
+        fake_upstream, "GET", f"/v1/files/{file_id}", device_b, headers=file_headers(device_b)
+    )
     assert body["error"]["message"] == f"File not found: {file_id}"
 
 
 async def test_device_b_downloading_device_a_s_file_gets_404(fake_upstream, two_devices):
     device_a, device_b = two_devices
     file_id = await upload_file(device_a)
-    await refused_without_forwarding(fake_upstream, "GET", f"/v1/files/{file_id}/content", device_b, headers=file_headers(device_b))
+    await refused_without_forwarding(
+        fake_upstream, "GET", f"/v1/files/{file_id}/content", device_b, headers=file_headers(device_b)
+    )
 
 
 async def test_device_b_deleting_device_a_s_file_gets_404(fake_upstream, two_devices):
@@ -138,7 +142,9 @@ async def test_the_owner_downloads_and_deletes_its_own_file(fake_upstream, two_d
 
 async def test_resources_created_before_ownership_belong_to_no_device(fake_upstream, two_devices):
     device_a, _ = two_devices
-    async with httpx.AsyncClient(base_url=fake_upstream.base_url, headers={"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"}) as upstream:
+    async with httpx.AsyncClient(
+        base_url=fake_upstream.base_url, headers={"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"}
+    ) as upstream:
         created = await upstream.post("/v1/messages/batches", content=batch_body(), headers={"content-type": "application/json"})
     old_batch = created.json()["id"]
     listed = await call_gateway("GET", "/v1/messages/batches", headers=bearer(device_a))
@@ -152,16 +158,26 @@ def test_ownership_recorded_on_one_gateway_holds_on_the_other(two_gateways):
     device_a, device_b = enroll(first), enroll(second)
 
     def call(server, method: str, path: str, token: str, body: bytes = b"") -> httpx.Response:
-        return httpx.request(method, server.url + path, content=body, timeout=10, headers={
-            "authorization": f"Bearer {token}", "content-type": "application/json", "anthropic-version": "2023-06-01"})
+        return httpx.request(
+            method,
+            server.url + path,
+            content=body,
+            timeout=10,
+            headers={"authorization": f"Bearer {token}", "content-type": "application/json", "anthropic-version": "2023-06-01"},
+        )
 
     created = call(first, "POST", "/v1/messages/batches", device_a, batch_body())
     batch = created.json()["id"]
     forwarded = len(fake.requests)
-    refused = [call(second, method, path, device_b).status_code for method, path in (
-        ("GET", f"/v1/messages/batches/{batch}"), ("GET", f"/v1/messages/batches/{batch}/results"),
-        ("POST", f"/v1/messages/batches/{batch}/cancel"), ("DELETE", f"/v1/messages/batches/{batch}"),
-    )]
+    refused = [
+        call(second, method, path, device_b).status_code
+        for method, path in (
+            ("GET", f"/v1/messages/batches/{batch}"),
+            ("GET", f"/v1/messages/batches/{batch}/results"),
+            ("POST", f"/v1/messages/batches/{batch}/cancel"),
+            ("DELETE", f"/v1/messages/batches/{batch}"),
+        )
+    ]
     assert refused == [404, 404, 404, 404]
     assert len(fake.requests) == forwarded
     assert call(second, "GET", "/v1/messages/batches", device_b).json()["data"] == []
@@ -190,7 +206,9 @@ def count_queries(monkeypatch):
     return executed
 
 
-async def test_messages_and_a_cached_owner_read_make_no_query_a_stranger_read_makes_one(fake_upstream, two_devices, count_queries):
+async def test_messages_and_a_cached_owner_read_make_no_query_a_stranger_read_makes_one(
+    fake_upstream, two_devices, count_queries
+):
     device_a, device_b = two_devices
     batch = await create_batch(device_a)
     assert (await call_gateway("POST", "/v1/messages", headers=bearer(device_b), body=MESSAGE)).status == 200

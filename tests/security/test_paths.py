@@ -4,6 +4,7 @@ The upstream client normalises dot segments and percent-encoded dots and slashes
 paths used to skip policy and billing (`/v1/./messages` served as `/v1/messages`) or leave `/v1`
 with the master key (`/v1/../admin/usage`). Each must be refused before authentication, and the
 upstream must receive nothing."""
+
 from __future__ import annotations
 
 import http.client
@@ -11,7 +12,6 @@ import logging
 
 import orjson
 import pytest
-from asgiref.sync import sync_to_async
 
 from fake_anthropic import FakeAnthropic
 from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, bearer, call_gateway, enroll_device
@@ -81,8 +81,16 @@ async def test_unknown_route_is_not_offered(fake_upstream, token):
     assert fake_upstream.requests == []
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/messages"), ("PUT", "/v1/files"), ("POST", "/v1/models"), ("GET", "/v1"),
-                                              ("GET", "/v1/messages/batches/msgbatch_1/results/extra")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/messages"),
+        ("PUT", "/v1/files"),
+        ("POST", "/v1/models"),
+        ("GET", "/v1"),
+        ("GET", "/v1/messages/batches/msgbatch_1/results/extra"),
+    ],
+)
 async def test_known_path_with_another_method_or_suffix_is_not_offered(fake_upstream, token, method, path):
     answer = await call_gateway(method, path, headers=bearer(token))
     assert error_of(answer) == (404, "not_found_error", "route_not_offered")
@@ -139,11 +147,17 @@ def test_a_live_server_refuses_every_attack_path_sent_raw(transactional_db):
         try:
             import httpx
 
-            enrolled = httpx.post(server.url + "/bootstrap", json={"device_id": "raw-path-device", "app_version": "1.0.0"}, timeout=10)
+            enrolled = httpx.post(
+                server.url + "/bootstrap", json={"device_id": "raw-path-device", "app_version": "1.0.0"}, timeout=10
+            )
             assert enrolled.status_code == 200, enrolled.text
             Device.objects.filter(device_id="raw-path-device").update(allowed_models="claude-sonnet-*")
-            headers = {"authorization": f"Bearer {enrolled.json()['wrapper_token']}", "content-type": "application/json",
-                       "anthropic-version": "2023-06-01", "host": f"127.0.0.1:{server.port}"}
+            headers = {
+                "authorization": f"Bearer {enrolled.json()['wrapper_token']}",
+                "content-type": "application/json",
+                "anthropic-version": "2023-06-01",
+                "host": f"127.0.0.1:{server.port}",
+            }
             for path in DOT_SEGMENT_PATHS + TRAVERSAL_PATHS:
                 status, body = raw_request(server.port, "POST", path, headers, DISALLOWED_MODEL_BODY)
                 assert (path, status, body["error"]["details"]["error_code"]) == (path, 400, "non_canonical_path")
@@ -159,7 +173,9 @@ async def test_a_flood_of_invalid_hosts_on_v1_logs_one_line(fake_upstream, token
     settings.DISALLOWED_HOST_LOG_INTERVAL = 3600
     caplog.set_level(logging.WARNING, logger="django.security.DisallowedHost")
     for index in range(20):
-        answer = await call_gateway("POST", "/v1/messages", headers={**bearer(token), "host": f"evil-{index}.example"}, body=MESSAGE_BODY)
+        answer = await call_gateway(
+            "POST", "/v1/messages", headers={**bearer(token), "host": f"evil-{index}.example"}, body=MESSAGE_BODY
+        )
         assert answer.status == 400
     refused = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
     assert len(refused) <= 1

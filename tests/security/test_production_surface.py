@@ -1,6 +1,7 @@
 """Reconnaissance of a production instance: with debug off the API docs and schema, and the deep
 health check's details, are for operators only (a setting publishes the docs); the docs page loads
 nothing from another host; the plain /healthz answers exactly as the seed says."""
+
 from __future__ import annotations
 
 import re
@@ -10,7 +11,6 @@ import httpx
 import orjson
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.test import AsyncClient
 
 from proxyproject import health
@@ -63,7 +63,9 @@ async def test_a_browser_without_credentials_is_sent_to_the_login_for_the_docs_p
 
 
 async def test_a_bogus_operator_key_cannot_read_the_api_schema(production, transactional_db):
-    answer = await call_gateway("GET", "/api/openapi.json", headers={"host": "127.0.0.1", "authorization": "Bearer gwop_" + secrets.token_urlsafe(32)})
+    answer = await call_gateway(
+        "GET", "/api/openapi.json", headers={"host": "127.0.0.1", "authorization": "Bearer gwop_" + secrets.token_urlsafe(32)}
+    )
     assert (answer.status, error_code(answer)) == (401, "invalid_token")
 
 
@@ -74,7 +76,9 @@ async def test_a_logged_in_user_who_is_not_staff_cannot_read_the_api_schema(prod
 
 
 async def test_an_operator_key_reads_the_api_schema_and_no_cache_keeps_it(production, operator_key):
-    answer = await call_gateway("GET", "/api/openapi.json", headers={"host": "127.0.0.1", "authorization": f"Bearer {operator_key}"})
+    answer = await call_gateway(
+        "GET", "/api/openapi.json", headers={"host": "127.0.0.1", "authorization": f"Bearer {operator_key}"}
+    )
     assert answer.status == 200
     assert "/admin/usage" in orjson.loads(answer.body)["paths"]
     assert set(headers_of(answer)["cache-control"].split(", ")) == {"private", "no-store"}
@@ -101,8 +105,10 @@ async def test_the_docs_page_loads_every_asset_from_this_server(settings, transa
     assert "http://" not in html and "https://" not in html and "//cdn" not in html
     assert re.search(r'"validatorUrl":\s*null', html)  # Swagger UI would otherwise ask validator.swagger.io
     assets = ASSET.findall(html)
-    assert sorted(assets) == sorted(f"{settings.STATIC_URL}ninja/{name}" for name in (
-        "swagger-ui.css", "favicon.svg", "favicon.png", "swagger-ui-bundle.js", "swagger-ui-init.js"))
+    assert sorted(assets) == sorted(
+        f"{settings.STATIC_URL}ninja/{name}"
+        for name in ("swagger-ui.css", "favicon.svg", "favicon.png", "swagger-ui-bundle.js", "swagger-ui-init.js")
+    )
     for asset in assets:
         answer = await call_gateway("GET", asset, headers={"host": "127.0.0.1"})
         assert answer.status == 200 and len(answer.body) > 100, asset
@@ -114,7 +120,9 @@ async def test_anonymous_deep_health_gets_the_status_only(production, transactio
     assert set(orjson.loads(answer.body)) == {"status", "timestamp"} and orjson.loads(answer.body)["status"] == "ok"
 
 
-async def test_anonymous_deep_health_of_a_broken_dependency_gets_503_without_its_details(production, transactional_db, monkeypatch):
+async def test_anonymous_deep_health_of_a_broken_dependency_gets_503_without_its_details(
+    production, transactional_db, monkeypatch
+):
     async def broken() -> None:
         raise ConnectionError("cache host 10.0.0.7:6379 unreachable")
 
@@ -126,9 +134,13 @@ async def test_anonymous_deep_health_of_a_broken_dependency_gets_503_without_its
 
 
 async def test_an_operator_key_sees_the_deep_health_details(production, operator_key):
-    answer = await call_gateway("GET", "/healthz", query=b"deep=1", headers={"host": "127.0.0.1", "authorization": f"Bearer {operator_key}"})
+    answer = await call_gateway(
+        "GET", "/healthz", query=b"deep=1", headers={"host": "127.0.0.1", "authorization": f"Bearer {operator_key}"}
+    )
     assert answer.status == 200
-    assert {name: check["status"] for name, check in orjson.loads(answer.body)["checks"].items()} == {name: "ok" for name in health.DEEP_CHECKS}
+    assert {name: check["status"] for name, check in orjson.loads(answer.body)["checks"].items()} == {
+        name: "ok" for name in health.DEEP_CHECKS
+    }
 
 
 async def test_a_staff_session_sees_the_deep_health_details(production, transactional_db):
@@ -148,8 +160,11 @@ def test_a_server_with_debug_off_hides_docs_and_health_details_by_default(transa
     """The defaults follow DJANGO_DEBUG, on a real server started as in production."""
     _, key = create_operator_api_key(name="oncall", created_by=None)
     server = gateway_process(
-        DJANGO_DEBUG="false", JWT_SECRET=secrets.token_urlsafe(32), DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
-        ENROLLMENT_MODE="approval", LOG_LEVEL="warning",
+        DJANGO_DEBUG="false",
+        JWT_SECRET=secrets.token_urlsafe(32),
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        ENROLLMENT_MODE="approval",
+        LOG_LEVEL="warning",
     ).start()
     try:
         with httpx.Client(base_url=server.url, timeout=10) as http:

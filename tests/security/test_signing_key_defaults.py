@@ -2,6 +2,7 @@
 key seeded from the public development JWT_SECRET; with debug off and a real JWT_SECRET that key
 neither signs nor verifies, start-up says so in one line with the fix, and `check --deploy` reports
 it until `rotate_signing_key` retires it."""
+
 from __future__ import annotations
 
 import secrets
@@ -27,13 +28,19 @@ def var_dir_used_in_development(tmp_path):
     """A var dir whose database was created, and whose first signing key was seeded, with debug on;
     then the environment of the same instance in production."""
     common = {
-        "VAR_DIR": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "FIELD_ENCRYPTION_KEY": secrets.token_urlsafe(32), "REDIS_KEY_PREFIX": f"keys-{uuid.uuid4().hex[:8]}",
-        "ENROLLMENT_MODE": "open", "ENROLLMENT_RATE_LIMIT_MAX": "1000",
+        "VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "FIELD_ENCRYPTION_KEY": secrets.token_urlsafe(32),
+        "REDIS_KEY_PREFIX": f"keys-{uuid.uuid4().hex[:8]}",
+        "ENROLLMENT_MODE": "open",
+        "ENROLLMENT_RATE_LIMIT_MAX": "1000",
     }
     development = {**common, "DJANGO_DEBUG": "true", "JWT_SECRET": "", "DJANGO_SECRET_KEY": ""}
     production = {
-        **common, "DJANGO_DEBUG": "false", "JWT_SECRET": secrets.token_urlsafe(32), "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        **common,
+        "DJANGO_DEBUG": "false",
+        "JWT_SECRET": secrets.token_urlsafe(32),
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
     }
     _manage(development, "migrate", "--verbosity", "0")
     return development, production
@@ -66,8 +73,13 @@ def _forged_wrapper(device_id: str) -> str:
     """What anyone who read the source can sign: a wrapper token under the development default."""
     now = time.time()
     claims = {
-        "token_type": "access", "exp": int(now) + 3600, "iat": now, "jti": uuid.uuid4().hex, "sub": device_id,
-        "fam": uuid.uuid4().hex, "policy": {},
+        "token_type": "access",
+        "exp": int(now) + 3600,
+        "iat": now,
+        "jti": uuid.uuid4().hex,
+        "sub": device_id,
+        "fam": uuid.uuid4().hex,
+        "policy": {},
     }
     return jwt.encode(claims, DEVELOPMENT_JWT_SECRET, algorithm="HS256", headers={"kid": next(iter(development_kids()))})
 
@@ -90,9 +102,13 @@ def test_development_signing_key_is_not_used_once_debug_is_off(var_dir_used_in_d
     try:
         later = _bootstrap(server, "prod-era-laptop")
         old_refresh = httpx.post(server.url + "/refresh", json={"refresh_token": early["refresh_token"]}, timeout=10)
-        old_wrapper = httpx.post(server.url + "/refresh", headers={"authorization": f"Bearer {early['wrapper_token']}"}, timeout=10)
+        old_wrapper = httpx.post(
+            server.url + "/refresh", headers={"authorization": f"Bearer {early['wrapper_token']}"}, timeout=10
+        )
         forged = httpx.post(
-            server.url + "/v1/messages", timeout=10, content=b'{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[]}',
+            server.url + "/v1/messages",
+            timeout=10,
+            content=b'{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[]}',
             headers={"authorization": f"Bearer {_forged_wrapper('prod-era-laptop')}", "content-type": "application/json"},
         )
     finally:

@@ -1,5 +1,6 @@
 """A stolen token dies: the wrapper and the refresh token issued with it are one grant, spent by
 exchanging either member; a second exchange of any member is reuse and revokes the whole family."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -64,7 +65,9 @@ def test_thief_refreshing_with_the_stolen_wrapper_is_caught_when_the_owner_refre
         authenticate(thief["wrapper_token"])
     event = AuditEvent.objects.get(kind=AuditKind.REUSE_DETECTED)
     assert (event.jti, event.detail["presented_kind"], event.detail["revoked_tokens"]) == (
-        jwt_parts(owner["refresh_token"])[1]["jti"], "refresh", 4,
+        jwt_parts(owner["refresh_token"])[1]["jti"],
+        "refresh",
+        4,
     )
 
 
@@ -119,16 +122,24 @@ def test_revoke_token_on_one_member_kills_its_sibling(client, owner, revoked_mem
     assert error_of(refresh_with_bearer(client, owner["wrapper_token"])) == (401, "authentication_error", "token_revoked")
     with pytest.raises(TokenRevoked):
         authenticate(owner["wrapper_token"])
-    assert IssuedToken.objects.filter(grant=IssuedToken.objects.get(jti=jwt_parts(owner["wrapper_token"])[1]["jti"]).grant,
-                                      revoked_at__isnull=False).count() == 2
+    assert (
+        IssuedToken.objects.filter(
+            grant=IssuedToken.objects.get(jti=jwt_parts(owner["wrapper_token"])[1]["jti"]).grant, revoked_at__isnull=False
+        ).count()
+        == 2
+    )
 
 
 def _exchange_15_times_at_once(servers: list, owner: dict, member: str) -> list[httpx.Response]:
     request = (
-        {"headers": {"authorization": f"Bearer {owner[member]}"}} if member == "wrapper_token" else {"json": {"refresh_token": owner[member]}}
+        {"headers": {"authorization": f"Bearer {owner[member]}"}}
+        if member == "wrapper_token"
+        else {"json": {"refresh_token": owner[member]}}
     )
     with concurrent.futures.ThreadPoolExecutor(max_workers=15) as pool:
-        return list(pool.map(lambda index: httpx.post(servers[index % len(servers)].url + "/refresh", timeout=30, **request), range(15)))
+        return list(
+            pool.map(lambda index: httpx.post(servers[index % len(servers)].url + "/refresh", timeout=30, **request), range(15))
+        )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -138,7 +149,9 @@ def test_the_same_member_exchanged_15_times_at_once_succeeds_exactly_once():
     answers = {}
     try:
         for member in ("wrapper_token", "refresh_token"):
-            owner = httpx.post(servers[0].url + "/bootstrap", json={"device_id": f"race-{member}", "app_version": "1"}, timeout=10).json()
+            owner = httpx.post(
+                servers[0].url + "/bootstrap", json={"device_id": f"race-{member}", "app_version": "1"}, timeout=10
+            ).json()
             answers[member] = (owner, _exchange_15_times_at_once(servers, owner, member))
     finally:
         for server in servers:
@@ -157,7 +170,10 @@ def test_split_attack_across_two_gateway_processes_is_refused_everywhere(two_gat
     _, first, second = two_gateways
     owner = httpx.post(first.url + "/bootstrap", json={"device_id": "grant-split", "app_version": "1"}, timeout=10).json()
     thief = httpx.post(first.url + "/refresh", headers={"authorization": f"Bearer {owner['wrapper_token']}"}, timeout=10).json()
-    assert httpx.post(first.url + "/v1/messages", headers=bearer(thief["wrapper_token"]), content=MESSAGE, timeout=10).status_code == 200
+    assert (
+        httpx.post(first.url + "/v1/messages", headers=bearer(thief["wrapper_token"]), content=MESSAGE, timeout=10).status_code
+        == 200
+    )
 
     reused = httpx.post(second.url + "/refresh", json={"refresh_token": owner["refresh_token"]}, timeout=10)
     assert (reused.status_code, reused.json()["error"]["details"]["error_code"]) == (401, "refresh_token_reused")
@@ -165,5 +181,7 @@ def test_split_attack_across_two_gateway_processes_is_refused_everywhere(two_gat
     deadline = time.monotonic() + 5.0
     status = 200
     while status == 200 and time.monotonic() < deadline:
-        status = httpx.post(first.url + "/v1/messages", headers=bearer(thief["wrapper_token"]), content=MESSAGE, timeout=10).status_code
+        status = httpx.post(
+            first.url + "/v1/messages", headers=bearer(thief["wrapper_token"]), content=MESSAGE, timeout=10
+        ).status_code
     assert status == 401

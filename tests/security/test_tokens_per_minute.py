@@ -3,24 +3,27 @@ concurrent streams against a 200-token limit all passed. Each request now reserv
 bytes + max_tokens, clamped to the limit) at admission, atomically with the check, and settles to
 its real count when it ends. The bound: the tokens admitted in a window never exceed the limit, so
 at most floor(limit / bound) requests of that bound are in flight at once, on one gateway or many."""
+
 from __future__ import annotations
 
 import asyncio
 
 import httpx
 import orjson
-import pytest
 
 from proxyproject.lib import ratelimit
-from tests.gateway.conftest import bearer, call_gateway, enroll_device
-from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.conftest import bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.gateway.test_sdk import enroll
 
 LIMIT = 200
-SLOW_STREAM = orjson.dumps({
-    "model": "claude-sonnet-4-5", "max_tokens": 32, "stream": True,
-    "messages": [{"role": "user", "content": "Hi FAKE_FAULT:slow-first-byte=1500"}],
-})
+SLOW_STREAM = orjson.dumps(
+    {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 32,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Hi FAKE_FAULT:slow-first-byte=1500"}],
+    }
+)
 BOUND = len(SLOW_STREAM) + 32
 PLAIN = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello"}]})
 
@@ -31,9 +34,9 @@ def test_the_attack_stream_bound_admits_one_stream_at_a_time():
 
 async def test_twenty_concurrent_streams_against_a_200_token_limit_do_not_all_pass(fake_upstream, transactional_db):
     token = await enroll_device(tokens_per_minute=LIMIT)
-    answers = await asyncio.gather(*(
-        call_gateway("POST", "/v1/messages", headers=bearer(token), body=SLOW_STREAM) for _ in range(20)
-    ))
+    answers = await asyncio.gather(
+        *(call_gateway("POST", "/v1/messages", headers=bearer(token), body=SLOW_STREAM) for _ in range(20))
+    )
     statuses = sorted(answer.status for answer in answers)
     assert statuses == [200] * (LIMIT // BOUND) + [429] * (20 - LIMIT // BOUND)
     refused = next(answer for answer in answers if answer.status == 429)
@@ -67,10 +70,12 @@ def test_twenty_concurrent_streams_through_two_gateways_share_one_token_budget(t
 
     async def send_all() -> list[int]:
         async with httpx.AsyncClient(timeout=20) as client:
-            answers = await asyncio.gather(*(
-                client.post((first if index % 2 else second).url + "/v1/messages", content=SLOW_STREAM, headers=headers)
-                for index in range(20)
-            ))
+            answers = await asyncio.gather(
+                *(
+                    client.post((first if index % 2 else second).url + "/v1/messages", content=SLOW_STREAM, headers=headers)
+                    for index in range(20)
+                )
+            )
         return sorted(answer.status_code for answer in answers)
 
     assert asyncio.run(send_all()) == [200] * (LIMIT // BOUND) + [429] * (20 - LIMIT // BOUND)

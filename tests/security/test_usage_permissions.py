@@ -1,6 +1,7 @@
 """A staff user without the usage view permission must not read usage data on any surface: the
 live-feed websocket, GET /admin/usage with a session, the dashboard, the live page, the usage
 lists and the CSV export. The same user with the permission (the control) gets each of them."""
+
 from __future__ import annotations
 
 import pytest
@@ -74,9 +75,14 @@ def session_cookie(*, may_view_usage: bool) -> bytes:
 
 
 async def open_live_feed(cookie: bytes) -> tuple[bool, int | None]:
-    socket = WebsocketCommunicator(application, "/ws/usage/live/", headers=[
-        (b"origin", settings.PROXY_BASE_URL.encode()), (b"cookie", cookie),
-    ])
+    socket = WebsocketCommunicator(
+        application,
+        "/ws/usage/live/",
+        headers=[
+            (b"origin", settings.PROXY_BASE_URL.encode()),
+            (b"cookie", cookie),
+        ],
+    )
     connected, code = await socket.connect()
     if connected:
         await socket.disconnect()

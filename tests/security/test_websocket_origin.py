@@ -1,6 +1,7 @@
 """Cross-origin websocket hijacking of the live feed: a page of another origin (another port,
 host or scheme) opens the feed with the operator's cookie. Only the gateway's own origin, the
 origin the request was made to, or a configured one may open it."""
+
 from __future__ import annotations
 
 import threading
@@ -42,10 +43,20 @@ async def test_a_page_on_the_gateways_own_origin_opens_the_feed(transactional_db
     assert await opens(settings.PROXY_BASE_URL.encode(), host=b"gateway.internal:1") is True
 
 
-@pytest.mark.parametrize("origin", [
-    b"http://127.0.0.1:4952", b"http://127.0.0.1", b"http://localhost:9999", b"http://localhost:4000",
-    b"https://127.0.0.1", b"https://127.0.0.1:4000", b"http://evil.example:4000", b"null", b"http://127.0.0.1:4000/x",
-])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"http://127.0.0.1:4952",
+        b"http://127.0.0.1",
+        b"http://localhost:9999",
+        b"http://localhost:4000",
+        b"https://127.0.0.1",
+        b"https://127.0.0.1:4000",
+        b"http://evil.example:4000",
+        b"null",
+        b"http://127.0.0.1:4000/x",
+    ],
+)
 async def test_a_page_of_another_origin_cannot_open_the_feed(transactional_db, origin):
     assert await opens(origin) is False
 
@@ -93,7 +104,7 @@ class EvilPage:
         self.url = f"http://127.0.0.1:{self.server.server_port}/evil.html"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "EvilPage":
+    def __enter__(self) -> EvilPage:
         self.thread.start()
         return self
 

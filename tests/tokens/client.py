@@ -1,4 +1,5 @@
 """Small HTTP helpers for the tokens tests: the calls a desktop client makes."""
+
 from __future__ import annotations
 
 import base64

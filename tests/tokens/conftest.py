@@ -1,6 +1,7 @@
 """Fixtures for the tokens tests: each test gets its own Redis key space (the in-process caches are
 emptied by the root conftest), and enrollment limits high enough that only the test about them
 meets them."""
+
 from __future__ import annotations
 
 import uuid

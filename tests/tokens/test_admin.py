@@ -1,4 +1,5 @@
 """The operators' admin for devices, organizations, tokens, keys and the audit trail."""
+
 from __future__ import annotations
 
 import hashlib
@@ -93,7 +94,12 @@ def test_status_cannot_be_edited_in_the_form(admin_client):
 def _device_form(device: Device, **policy) -> dict:
     form = {"device_id": device.device_id, "organization": device.organization_id or "", "user_label": "", "app_version": ""}
     policy_fields = (
-        "allowed_models", "requests_per_window", "window_ms", "tokens_per_minute", "daily_spend_cap_usd", "monthly_spend_cap_usd",
+        "allowed_models",
+        "requests_per_window",
+        "window_ms",
+        "tokens_per_minute",
+        "daily_spend_cap_usd",
+        "monthly_spend_cap_usd",
     )
     form.update({field: "" for field in policy_fields})
     form.update(policy)
@@ -121,8 +127,15 @@ def test_editing_organization_policy_reaches_its_devices(admin_client, client):
     token = bootstrap(client, "dev-org").json()["wrapper_token"]
     assert authenticate(token).policy.tokens_per_minute == 0
 
-    form = {"name": "Acme", "allowed_models": "", "requests_per_window": "", "window_ms": "", "tokens_per_minute": "1234",
-            "daily_spend_cap_usd": "", "monthly_spend_cap_usd": "99.00"}
+    form = {
+        "name": "Acme",
+        "allowed_models": "",
+        "requests_per_window": "",
+        "window_ms": "",
+        "tokens_per_minute": "1234",
+        "daily_spend_cap_usd": "",
+        "monthly_spend_cap_usd": "99.00",
+    }
     assert admin_client.post(f"/admin/tokens/organization/{organization.pk}/change/", form).status_code == 302
 
     policy = authenticate(token).policy

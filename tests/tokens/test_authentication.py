@@ -1,4 +1,5 @@
 """authenticate_wrapper_token (the /v1 hot path) and extract_bearer_token."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -6,15 +7,15 @@ from decimal import Decimal
 import pytest
 import redis
 import redis.asyncio
+from asgiref.sync import async_to_sync
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from asgiref.sync import async_to_sync
 
 from proxyproject.lib.errors import AuthenticationFailed, DeviceBlocked, DevicePendingApproval, TokenExpired, TokenRevoked
 from tests.tokens.client import bootstrap, jwt_parts
-from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
 from tokens import device_state
+from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
 from tokens.device_state import device_state_cache, forget_device_states
 from tokens.identity import DeviceIdentity, DevicePolicy
 from tokens.models import Device, DeviceStatus, Organization

@@ -1,4 +1,5 @@
 """Bad /bootstrap and /refresh bodies get invalid_request_error naming the field at fault."""
+
 from __future__ import annotations
 
 import orjson

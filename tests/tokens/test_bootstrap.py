@@ -1,4 +1,5 @@
 """POST /bootstrap: the seed's response shape, the token's claims, and device secrets."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,7 +18,7 @@ ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 def test_first_bootstrap_returns_the_seed_shape_plus_refresh_and_secret(client, settings):
     settings.JWT_EXPIRATION_HOURS = 24
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     response = bootstrap(client, "test-device-123", "1.0.0")
 
     assert response.status_code == 200
@@ -45,10 +46,12 @@ def test_wrapper_token_carries_device_kid_type_and_policy_claims(client, setting
     assert claims["sub"] == "dev-claims"
     assert claims["token_type"] == "access"
     assert claims["policy"] == {
-        "rate_limit": {"max": 40, "window_ms": 30_000}, "tokens_per_minute": 5000, "allowed_models": ["claude-haiku-*"],
+        "rate_limit": {"max": 40, "window_ms": 30_000},
+        "tokens_per_minute": 5000,
+        "allowed_models": ["claude-haiku-*"],
     }
     expires_at = dt.datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
-    assert dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc) == expires_at
+    assert dt.datetime.fromtimestamp(claims["exp"], dt.UTC) == expires_at
     _, refresh_claims = jwt_parts(body["refresh_token"])
     assert refresh_claims["token_type"] == "refresh"
     assert refresh_claims["fam"] == claims["fam"]

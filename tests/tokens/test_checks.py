@@ -1,4 +1,5 @@
 """System checks of the tokens app, by id."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """manage.py revoke_device / revoke_token / revoke_org / rotate_signing_key, and the token purge task."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -31,8 +32,7 @@ def _run(*args, answer: str | None = None, monkeypatch=None) -> str:
 def test_revoke_device_with_yes_revokes_and_says_what_it_did(enrolled):
     output = _run("revoke_device", "laptop-ada", "--yes")
     assert output == (
-        "Revoke all tokens of device 'laptop-ada' (active, 2 unrevoked tokens).\n"
-        "Revoked 2 tokens of device 'laptop-ada'.\n"
+        "Revoke all tokens of device 'laptop-ada' (active, 2 unrevoked tokens).\nRevoked 2 tokens of device 'laptop-ada'.\n"
     )
     with pytest.raises(TokenRevoked):
         authenticate(enrolled["wrapper_token"])
@@ -142,7 +142,9 @@ def test_create_operator_key_prints_the_secret_of_a_key_scoped_to_the_named_orga
     assert OperatorApiKey.objects.get(secret_sha256=hashlib.sha256(platform.encode()).hexdigest()).organization is None
 
 
-def test_block_device_refuses_the_device_until_unblock_device_lets_it_enroll_again(client, enrolled, django_capture_on_commit_callbacks):
+def test_block_device_refuses_the_device_until_unblock_device_lets_it_enroll_again(
+    client, enrolled, django_capture_on_commit_callbacks
+):
     from tests.tokens.client import bootstrap
 
     with django_capture_on_commit_callbacks(execute=True):

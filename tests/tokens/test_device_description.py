@@ -1,5 +1,6 @@
 """Device name, app name and OS sent at bootstrap: stored, kept when not sent again, and shown and
 searchable in the admin."""
+
 from __future__ import annotations
 
 import uuid
@@ -32,7 +33,9 @@ def test_bootstrap_stores_what_the_device_says_it_is(client):
 
 
 def test_a_later_bootstrap_without_a_description_keeps_it(client):
-    secret = bootstrap(client, "dev-kept", "1.0", device_name="ada-laptop", app_name="Scribe", os="Linux 6.8").json()["device_secret"]
+    secret = bootstrap(client, "dev-kept", "1.0", device_name="ada-laptop", app_name="Scribe", os="Linux 6.8").json()[
+        "device_secret"
+    ]
     assert bootstrap(client, "dev-kept", "1.1", device_secret=secret).status_code == 200
     assert described("dev-kept") == ("ada-laptop", "Scribe", "1.1", "Linux 6.8")
 
@@ -49,6 +52,10 @@ def test_admin_lists_and_searches_the_description(client):
     client.force_login(get_user_model().objects.create_superuser("ops", password="ops-password-123"))
     listing = client.get("/admin/tokens/device/").content.decode()
     assert all(text in listing for text in ("ada-laptop", "Scribe", "macOS 15.1", "bob-desktop", "Ledger", "Windows 11"))
-    for query, found, hidden in (("ada-laptop", "dev-ada", "dev-bob"), ("Ledger", "dev-bob", "dev-ada"), ("Windows", "dev-bob", "dev-ada")):
+    for query, found, hidden in (
+        ("ada-laptop", "dev-ada", "dev-bob"),
+        ("Ledger", "dev-bob", "dev-ada"),
+        ("Windows", "dev-bob", "dev-ada"),
+    ):
         page = client.get("/admin/tokens/device/", {"q": query}).content.decode()
         assert found in page and hidden not in page

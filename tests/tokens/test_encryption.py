@@ -1,4 +1,5 @@
 """encrypt_secret / decrypt_secret: what the signing keys and the upstream key pool store."""
+
 from __future__ import annotations
 
 import pytest

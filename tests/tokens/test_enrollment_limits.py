@@ -1,4 +1,5 @@
 """Abuse limits on /bootstrap and /refresh per client IP."""
+
 from __future__ import annotations
 
 import pytest

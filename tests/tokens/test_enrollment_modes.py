@@ -1,4 +1,5 @@
 """ENROLLMENT_MODE open / secret / approval, and blocked devices on every endpoint."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Forged tokens get 401 on /refresh and from the /v1 authentication, and are never accepted."""
+
 from __future__ import annotations
 
 import base64
@@ -9,10 +10,10 @@ import orjson
 import pytest
 from asgiref.sync import async_to_sync
 
+from proxyproject.lib.encryption import decrypt_secret
 from proxyproject.lib.errors import AuthenticationFailed
 from tests.tokens.client import error_of, jwt_parts, refresh, refresh_with_bearer
 from tokens.authentication import authenticate_wrapper_token
-from proxyproject.lib.encryption import decrypt_secret
 from tokens.models import SigningKey, SigningKeyState
 
 pytestmark = [

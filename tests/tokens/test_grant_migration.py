@@ -1,5 +1,6 @@
 """Migrations 0002-0003: tokens issued before grants existed are paired as they were issued, and a token
 exchanged or revoked alone marks its sibling, so an old pair cannot be exchanged once per token."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,13 +30,22 @@ def test_old_pairs_become_grants_carrying_their_use_and_revocation():
         now = timezone.now()
         later = now + dt.timedelta(hours=1)
         rows = {
-            "a1": ("access", now, None, None), "r1": ("refresh", now, now, None),
-            "a2": ("access", later, None, later), "r2": ("refresh", later, None, None),
+            "a1": ("access", now, None, None),
+            "r1": ("refresh", now, now, None),
+            "a2": ("access", later, None, later),
+            "r2": ("refresh", later, None, None),
         }
         for jti, (kind, issued_at, used_at, revoked_at) in rows.items():
             IssuedToken.objects.create(
-                jti=jti, device=device, kind=kind, family="fam", kid="k", issued_at=issued_at,
-                expires_at=later + dt.timedelta(days=1), used_at=used_at, revoked_at=revoked_at,
+                jti=jti,
+                device=device,
+                kind=kind,
+                family="fam",
+                kid="k",
+                issued_at=issued_at,
+                expires_at=later + dt.timedelta(days=1),
+                used_at=used_at,
+                revoked_at=revoked_at,
             )
 
         apps = _migrate(AFTER)

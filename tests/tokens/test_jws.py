@@ -1,4 +1,5 @@
 """tokens.jws: the strict HS256 verifier under the token backend, against tokens PyJWT encodes."""
+
 from __future__ import annotations
 
 import jwt

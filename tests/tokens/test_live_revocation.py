@@ -1,6 +1,7 @@
 """Revocation across real processes sharing PostgreSQL/SQLite and Redis: a family revoked through one
 gateway process is refused by every other process within 5 seconds, including one whose cache
 was warm (this test process plays that one, through authenticate_wrapper_token)."""
+
 from __future__ import annotations
 
 import time

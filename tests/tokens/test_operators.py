@@ -1,4 +1,5 @@
 """authenticate_operator: operator API keys or a logged-in staff session."""
+
 from __future__ import annotations
 
 import datetime as dt

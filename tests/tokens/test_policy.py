@@ -1,4 +1,5 @@
 """A device's effective policy: device, else organization, else settings."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -21,24 +22,42 @@ def defaults(settings):
 
 def test_no_overrides_uses_the_settings(defaults):
     assert resolve_policy(Device(device_id="d"), None) == DevicePolicy(
-        requests_per_window=100, window_ms=60_000, tokens_per_minute=0, allowed_models=(),
-        device_daily_cap_usd=Decimal("10"), device_monthly_cap_usd=None, org_daily_cap_usd=None, org_monthly_cap_usd=None,
+        requests_per_window=100,
+        window_ms=60_000,
+        tokens_per_minute=0,
+        allowed_models=(),
+        device_daily_cap_usd=Decimal("10"),
+        device_monthly_cap_usd=None,
+        org_daily_cap_usd=None,
+        org_monthly_cap_usd=None,
     )
 
 
 def test_organization_overrides_settings_and_device_overrides_organization(defaults):
     organization = Organization(
-        name="Acme", requests_per_window=50, window_ms=10_000, tokens_per_minute=9_000, allowed_models="claude-haiku-*",
-        daily_spend_cap_usd=Decimal("20.00"), monthly_spend_cap_usd=Decimal("300.00"),
+        name="Acme",
+        requests_per_window=50,
+        window_ms=10_000,
+        tokens_per_minute=9_000,
+        allowed_models="claude-haiku-*",
+        daily_spend_cap_usd=Decimal("20.00"),
+        monthly_spend_cap_usd=Decimal("300.00"),
     )
     device = Device(
-        device_id="d", requests_per_window=5, allowed_models="claude-sonnet-*, claude-opus-4-5*",
+        device_id="d",
+        requests_per_window=5,
+        allowed_models="claude-sonnet-*, claude-opus-4-5*",
         monthly_spend_cap_usd=Decimal("50.00"),
     )
     assert resolve_policy(device, organization) == DevicePolicy(
-        requests_per_window=5, window_ms=10_000, tokens_per_minute=9_000, allowed_models=("claude-sonnet-*", "claude-opus-4-5*"),
-        device_daily_cap_usd=Decimal("20.00"), device_monthly_cap_usd=Decimal("50.00"),
-        org_daily_cap_usd=Decimal("20.00"), org_monthly_cap_usd=Decimal("300.00"),
+        requests_per_window=5,
+        window_ms=10_000,
+        tokens_per_minute=9_000,
+        allowed_models=("claude-sonnet-*", "claude-opus-4-5*"),
+        device_daily_cap_usd=Decimal("20.00"),
+        device_monthly_cap_usd=Decimal("50.00"),
+        org_daily_cap_usd=Decimal("20.00"),
+        org_monthly_cap_usd=Decimal("300.00"),
     )
 
 

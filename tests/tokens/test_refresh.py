@@ -1,4 +1,5 @@
 """POST /refresh: rotation, single use, reuse detection, expiry."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -93,7 +94,9 @@ def test_refresh_without_any_token_is_401(client):
 
 def test_body_token_wins_over_header(client, enrolled):
     response = client.post(
-        "/refresh", data={"refresh_token": enrolled["refresh_token"]}, content_type="application/json",
+        "/refresh",
+        data={"refresh_token": enrolled["refresh_token"]},
+        content_type="application/json",
         headers={"authorization": "Bearer not-a-token"},
     )
     assert response.status_code == 200

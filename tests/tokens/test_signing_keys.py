@@ -1,5 +1,6 @@
 """Signing keys: seeded from JWT_SECRET, rotated without logging anyone out, retired after their
 tokens expire, encrypted at rest."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -10,11 +11,11 @@ from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.utils import timezone
 
+from proxyproject.lib.encryption import decrypt_secret
 from proxyproject.lib.errors import AuthenticationFailed
 from tests.tokens.client import bootstrap, error_of, jwt_parts, refresh
-from tokens.authentication import authenticate_wrapper_token
 from tokens import signing_keys
-from proxyproject.lib.encryption import decrypt_secret
+from tokens.authentication import authenticate_wrapper_token
 from tokens.models import AuditEvent, AuditKind, SigningKey, SigningKeyState
 from tokens.signing_keys import (
     LATE_SIGNING_MARGIN,
@@ -112,7 +113,9 @@ def test_scheduled_rotation_happens_every_rotation_period(settings):
 def test_maintenance_task_retires_expired_keys_and_rotates_when_due(settings):
     settings.SIGNING_KEY_ROTATION_DAYS = 30
     old = SigningKey.objects.create(
-        kid="k-old", encrypted_secret="gone-anyway", state=SigningKeyState.VERIFY_ONLY,
+        kid="k-old",
+        encrypted_secret="gone-anyway",
+        state=SigningKeyState.VERIFY_ONLY,
         created_at=timezone.now() - dt.timedelta(days=90),
         verify_until=timezone.now() - dt.timedelta(minutes=1),
     )

@@ -1,4 +1,5 @@
 """Once, through the real broker: a Celery worker process runs the signing-key maintenance."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,11 +15,30 @@ from tokens.tasks import maintain_signing_keys
 
 def test_a_worker_rotates_a_signing_key_that_is_due(redis_required, transactional_db, settings):
     old = ensure_active_signing_key()
-    SigningKey.objects.filter(pk=old.pk).update(created_at=old.created_at - dt.timedelta(days=settings.SIGNING_KEY_ROTATION_DAYS + 1))
+    SigningKey.objects.filter(pk=old.pk).update(
+        created_at=old.created_at - dt.timedelta(days=settings.SIGNING_KEY_ROTATION_DAYS + 1)
+    )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "proxyproject", "worker", "--pool", "solo", "--loglevel", "warning",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=servers.BASE_DIR, env=servers.server_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "proxyproject",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "warning",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=servers.BASE_DIR,
+        env=servers.server_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         maintain_signing_keys.delay()

@@ -1,5 +1,6 @@
 """The usage tests' cast: an ordinary successful request's usage event, a capped caller, and the
 seeded price table."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,7 +16,7 @@ from usage.pricing import invalidate_price_table
 seed_migration = importlib.import_module("usage.migrations.0002_seed_model_prices")
 provenance_migration = importlib.import_module("usage.migrations.0004_price_provenance_and_record_pricing")
 
-NOV_25 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+NOV_25 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
 def usage_event(**fields: object) -> UsageEvent:
@@ -42,9 +43,14 @@ def identity_with(
 ) -> DeviceIdentity:
     """A caller as the gateway sees it after authentication, with the given caps (USD)."""
     policy = DevicePolicy(
-        requests_per_window=100, window_ms=60000, tokens_per_minute=0, allowed_models=(),
-        device_daily_cap_usd=device_daily, device_monthly_cap_usd=device_monthly,
-        org_daily_cap_usd=org_daily, org_monthly_cap_usd=org_monthly,
+        requests_per_window=100,
+        window_ms=60000,
+        tokens_per_minute=0,
+        allowed_models=(),
+        device_daily_cap_usd=device_daily,
+        device_monthly_cap_usd=device_monthly,
+        org_daily_cap_usd=org_daily,
+        org_monthly_cap_usd=org_monthly,
     )
     return DeviceIdentity(f"device-{device_pk}", device_pk, org_id, f"jti-{device_pk}", 2_000_000_000.0, policy)
 
@@ -53,8 +59,12 @@ def ensure_seeded_prices() -> None:
     """Transactional tests flush the tables, migration data included: put the seed back."""
     if not ModelPrice.objects.exists():
         ModelPrice.objects.bulk_create(
-            ModelPrice(**row, **dict(zip(("provenance", "provenance_note"),
-                                         provenance_migration.provenance_of(row["model_pattern"], row["speed"]))))
+            ModelPrice(
+                **row,
+                **dict(
+                    zip(("provenance", "provenance_note"), provenance_migration.provenance_of(row["model_pattern"], row["speed"]))
+                ),
+            )
             for row in seed_migration.seed_rows()
         )
     invalidate_price_table()

@@ -1,4 +1,5 @@
 """Fixtures of the usage tests: the seeded price table, a private spool, an empty Redis queue."""
+
 from __future__ import annotations
 
 import pytest

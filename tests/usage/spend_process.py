@@ -5,6 +5,7 @@ the test's environment. Prints `ready`, waits for a line on stdin (so several pr
 once), reserves `count` times concurrently, settles each success at `settle`, and prints
 `reserved=<n> refused=<m>`.
 """
+
 from __future__ import annotations
 
 import asyncio

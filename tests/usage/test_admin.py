@@ -1,5 +1,6 @@
 """The operators' usage pages in the Django admin: the dashboard with its SVG charts, prices edited
 in the admin, unpriced records flagged, CSV exports, and the device list's spend summary."""
+
 from __future__ import annotations
 
 import csv
@@ -37,13 +38,22 @@ def recent_usage():
         ("req_a1", "ada", "claude-sonnet-4-5", 200, 1000, 500),  # 0.0105
         ("req_a2", "ada", "claude-sonnet-4-5", 529, 0, 0),
         ("req_b1", "bob", "claude-haiku-4-5", 200, 2000, 100),  # 0.0025
-        ("req_c1", "cy", "=HYPERLINK(\"x\")", 200, 10, 1),  # unknown model, unpriced
+        ("req_c1", "cy", '=HYPERLINK("x")', 200, 10, 1),  # unknown model, unpriced
     ]
     for index, (request_id, device, model, status, tokens_in, tokens_out) in enumerate(rows):
-        submit_usage(usage_event(
-            request_id=request_id, occurred_at=now - dt.timedelta(minutes=10 + index), device_id=device, device_pk=index + 1,
-            model=model, status=status, input_tokens=tokens_in, output_tokens=tokens_out, latency_ms=100.0 * (index + 1),
-        ))
+        submit_usage(
+            usage_event(
+                request_id=request_id,
+                occurred_at=now - dt.timedelta(minutes=10 + index),
+                device_id=device,
+                device_pk=index + 1,
+                model=model,
+                status=status,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                latency_ms=100.0 * (index + 1),
+            )
+        )
     drain_usage_queue()
     return now
 
@@ -53,7 +63,7 @@ def test_the_dashboard_draws_real_charts_and_numbers(operator, recent_usage):
     assert response.status_code == 200
     html = response.content.decode()
     assert html.count('<svg xmlns="http://www.w3.org/2000/svg" class="usage-chart"') == 3
-    assert '<title>Requests</title>' in html and '<title>Tokens</title>' in html and '<title>Spend (USD)</title>' in html
+    assert "<title>Requests</title>" in html and "<title>Tokens</title>" in html and "<title>Spend (USD)</title>" in html
     assert '<div class="value" id="tile-requests">4</div>' in html
     assert '<div class="value" id="tile-errors">25.0%</div>' in html
     assert '<div class="value" id="tile-tokens">3,611</div>' in html
@@ -89,10 +99,20 @@ def test_a_price_edited_in_the_admin_applies_to_the_next_record(operator):
     page = operator.get(f"/admin/usage/modelprice/{price.pk}/change/")
     assert page.status_code == 200
     form = {
-        "model_pattern": "claude-haiku-4-5*", "label": "Haiku 4.5", "speed": "standard", "prompt_tokens_above": "0",
-        "effective_from_0": "2020-01-01", "effective_from_1": "00:00:00", "input_per_mtok": "1", "output_per_mtok": "4.5",
-        "cache_write_5m_per_mtok": "1.25", "cache_write_1h_per_mtok": "2", "cache_read_per_mtok": "0.1", "us_geo_multiplier": "1",
-        "provenance": "published", "provenance_note": "",
+        "model_pattern": "claude-haiku-4-5*",
+        "label": "Haiku 4.5",
+        "speed": "standard",
+        "prompt_tokens_above": "0",
+        "effective_from_0": "2020-01-01",
+        "effective_from_1": "00:00:00",
+        "input_per_mtok": "1",
+        "output_per_mtok": "4.5",
+        "cache_write_5m_per_mtok": "1.25",
+        "cache_write_1h_per_mtok": "2",
+        "cache_read_per_mtok": "0.1",
+        "us_geo_multiplier": "1",
+        "provenance": "published",
+        "provenance_note": "",
     }
     response = operator.post(f"/admin/usage/modelprice/{price.pk}/change/", form)
     assert response.status_code == 302, response.content.decode()[:2000]
@@ -106,13 +126,31 @@ def test_unpriced_records_are_flagged_and_filterable(operator, recent_usage):
 
 
 def test_requests_priced_at_an_assumed_or_fallback_rate_are_counted_and_filterable(operator, recent_usage):
-    submit_usage(usage_event(request_id="req_fast_fallback", occurred_at=recent_usage - dt.timedelta(minutes=2), speed="fast",
-                             input_tokens=10, output_tokens=10))
-    submit_usage(usage_event(request_id="req_fast_assumed", occurred_at=recent_usage - dt.timedelta(minutes=3),
-                             model="claude-opus-5-5", speed="fast", input_tokens=10, cache_read_tokens=10))
+    submit_usage(
+        usage_event(
+            request_id="req_fast_fallback",
+            occurred_at=recent_usage - dt.timedelta(minutes=2),
+            speed="fast",
+            input_tokens=10,
+            output_tokens=10,
+        )
+    )
+    submit_usage(
+        usage_event(
+            request_id="req_fast_assumed",
+            occurred_at=recent_usage - dt.timedelta(minutes=3),
+            model="claude-opus-5-5",
+            speed="fast",
+            input_tokens=10,
+            cache_read_tokens=10,
+        )
+    )
     drain_usage_queue()
     assert dict(UsageRecord.objects.exclude(price_flag="").values_list("request_id", "price_flag")) == {
-        "req_fast_fallback": "fallback", "req_fast_assumed": "assumed", "req_c1": "unknown"}
+        "req_fast_fallback": "fallback",
+        "req_fast_assumed": "assumed",
+        "req_c1": "unknown",
+    }
     flagged = operator.get("/admin/usage/usagerecord/", {"price_flag": "flagged"}).content.decode()
     assert all(request_id in flagged for request_id in ("req_fast_fallback", "req_fast_assumed", "req_c1"))
     assert "req_a1" not in flagged
@@ -124,8 +162,18 @@ def test_requests_priced_at_an_assumed_or_fallback_rate_are_counted_and_filterab
 
 
 def test_the_record_page_shows_how_the_cost_was_computed(operator, prices):
-    submit_usage(usage_event(request_id="req_costed", model="claude-opus-4-6", service_tier="batch", inference_geo="us",
-                             input_tokens=1000, output_tokens=500, cache_read_tokens=4000, cache_write_1h_tokens=3000))
+    submit_usage(
+        usage_event(
+            request_id="req_costed",
+            model="claude-opus-4-6",
+            service_tier="batch",
+            inference_geo="us",
+            input_tokens=1000,
+            output_tokens=500,
+            cache_read_tokens=4000,
+            cache_write_1h_tokens=3000,
+        )
+    )
     drain_usage_queue()
     record = UsageRecord.objects.get(request_id="req_costed")
     # (1000*5 + 500*25 + 3000*10 + 4000*0.50) * 0.5 * 1.1 = 27,225 per million
@@ -153,7 +201,7 @@ def test_records_export_as_csv(operator, recent_usage):
     a1 = by_id["req_a1"]
     assert (a1["cost"], a1["priced"], a1["input_tokens"]) == ("0.0105000000", "True", "1000")
     assert (by_id["req_c1"]["cost"], by_id["req_c1"]["priced"]) == ("", "False")
-    assert by_id["req_c1"]["model"] == "'=HYPERLINK(\"x\")"  # a formula is never live in a spreadsheet
+    assert by_id["req_c1"]["model"] == '\'=HYPERLINK("x")'  # a formula is never live in a spreadsheet
 
 
 def test_rollups_export_as_csv(operator, recent_usage):
@@ -172,7 +220,7 @@ def test_rollups_export_as_csv(operator, recent_usage):
 
 
 def test_spend_summary_for_the_device_list():
-    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
     for request_id, at, pk, tokens_out in (
         ("req_today", now - dt.timedelta(hours=1), 41, 100_000),  # 1.50
         ("req_earlier", now - dt.timedelta(days=3), 41, 20_000),  # 0.30
@@ -188,7 +236,9 @@ def test_spend_summary_for_the_device_list():
     }
 
 
-@pytest.mark.parametrize("path", ["/admin/usage/", "/admin/usage/modelprice/", "/admin/usage/usagerecord/", "/admin/usage/usagerollup/"])
+@pytest.mark.parametrize(
+    "path", ["/admin/usage/", "/admin/usage/modelprice/", "/admin/usage/usagerecord/", "/admin/usage/usagerollup/"]
+)
 def test_every_usage_admin_list_renders(operator, recent_usage, path):
     assert operator.get(path).status_code == 200
 

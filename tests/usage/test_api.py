@@ -1,5 +1,6 @@
 """GET /admin/usage through the real HTTP surface: a device token sees its own usage, an operator
 key or staff session everything; filters, grouping and totals; documented in the OpenAPI page."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -54,16 +55,22 @@ def fleet(client):
 
     def use(device_id: str, at: dt.datetime, **fields: object) -> None:
         device = devices[device_id]
-        submit_usage(usage_event(
-            occurred_at=at, device_id=device_id, device_pk=device.pk, org_id=device.organization_id, **fields
-        ))
+        submit_usage(
+            usage_event(occurred_at=at, device_id=device_id, device_pk=device.pk, org_id=device.organization_id, **fields)
+        )
 
     # Sonnet 4.5 at 1000 in / 500 out = 0.0105; Haiku 4.5 at 1000 in / 500 out = 0.0035
     use("laptop-ada", day, input_tokens=1000, output_tokens=500, cache_read_tokens=3000)
     use("laptop-ada", day + dt.timedelta(hours=2), model="claude-haiku-4-5", input_tokens=1000, output_tokens=500)
     use("laptop-ada", day + dt.timedelta(hours=2, minutes=5), status=529, error_type="overloaded_error")
-    use("laptop-bob", day + dt.timedelta(hours=1), input_tokens=1000, output_tokens=500,
-        cache_write_5m_tokens=100, cache_write_1h_tokens=10)
+    use(
+        "laptop-bob",
+        day + dt.timedelta(hours=1),
+        input_tokens=1000,
+        output_tokens=500,
+        cache_write_5m_tokens=100,
+        cache_write_1h_tokens=10,
+    )
     use("kiosk-cy", day, model="gpt-unknown", input_tokens=77, output_tokens=7)
     drain_usage_queue()
     return {"org": org, "tokens": tokens, "devices": devices, "day": day}
@@ -82,9 +89,18 @@ def test_a_device_token_reads_only_its_own_usage(client, fleet):
     assert body["filters"] == {"device": "laptop-ada", "org": None, "model": None, "request_id": None}
     # 0.0105 + 0.0009 (3000 cache reads at 0.30) + 0.0035
     assert body["totals"] == {
-        "requests": 3, "errors": 1, "unpriced_requests": 0, "estimated_requests": 0, "input_tokens": 2000, "output_tokens": 1000,
-        "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0, "cache_read_tokens": 3000,
-        "web_search_requests": 0, "web_fetch_requests": 0, "cost": "0.0149000000",
+        "requests": 3,
+        "errors": 1,
+        "unpriced_requests": 0,
+        "estimated_requests": 0,
+        "input_tokens": 2000,
+        "output_tokens": 1000,
+        "cache_write_5m_tokens": 0,
+        "cache_write_1h_tokens": 0,
+        "cache_read_tokens": 3000,
+        "web_search_requests": 0,
+        "web_fetch_requests": 0,
+        "cost": "0.0149000000",
     }
     assert body["groups"] == []
     assert body["record"] is None
@@ -138,12 +154,18 @@ def test_group_by_hour_day_model_and_device(client, fleet):
     day = fleet["day"]
     hours = get_usage(client, secret, group_by="hour").json()["groups"]
     assert [(g["key"], g["requests"]) for g in hours] == [
-        (day.strftime("%Y-%m-%dT09:00:00Z"), 2), (day.strftime("%Y-%m-%dT10:00:00Z"), 1), (day.strftime("%Y-%m-%dT11:00:00Z"), 2)]
+        (day.strftime("%Y-%m-%dT09:00:00Z"), 2),
+        (day.strftime("%Y-%m-%dT10:00:00Z"), 1),
+        (day.strftime("%Y-%m-%dT11:00:00Z"), 2),
+    ]
     days = get_usage(client, secret, group_by="day").json()["groups"]
     assert [(g["key"], g["requests"], g["errors"]) for g in days] == [(day.strftime("%Y-%m-%d"), 5, 1)]
     models = get_usage(client, secret, group_by="model").json()["groups"]
     assert [(g["key"], g["cost"]) for g in models] == [
-        ("claude-sonnet-4-5-20250929", "0.0223350000"), ("claude-haiku-4-5", "0.0035000000"), ("gpt-unknown", "0.0000000000")]
+        ("claude-sonnet-4-5-20250929", "0.0223350000"),
+        ("claude-haiku-4-5", "0.0035000000"),
+        ("gpt-unknown", "0.0000000000"),
+    ]
     devices = get_usage(client, fleet["tokens"]["laptop-ada"], group_by="device").json()["groups"]
     assert [(g["key"], g["requests"]) for g in devices] == [("laptop-ada", 3)]
 
@@ -173,12 +195,20 @@ def test_a_device_token_reads_how_its_own_record_was_costed(client, fleet):
     body = get_usage(client, fleet["tokens"]["laptop-bob"], request_id=request_id).json()
     record = body["record"]
     row = ModelPrice.objects.get(model_pattern="claude-sonnet-4-5*", prompt_tokens_above=0)
-    assert (record["status"], record["flag"], record["price_row"], record["pattern"]) == ("priced", "", row.pk, "claude-sonnet-4-5*")
+    assert (record["status"], record["flag"], record["price_row"], record["pattern"]) == (
+        "priced",
+        "",
+        row.pk,
+        "claude-sonnet-4-5*",
+    )
     assert record["effective_from"] == "2020-01-01T00:00:00+00:00"
     assert record["multipliers"] == {"batch": "1", "geo": "1"}
     assert [(line["category"], line["tokens"], line["rate_per_mtok"], line["amount"]) for line in record["lines"]] == [
-        ("Input", 1000, "3", "0.003"), ("Output", 500, "15", "0.0075"),
-        ("Cache write (5m)", 100, "3.75", "0.000375"), ("Cache write (1h)", 10, "6", "0.00006"), ("Cache read", 0, "0.3", "0"),
+        ("Input", 1000, "3", "0.003"),
+        ("Output", 500, "15", "0.0075"),
+        ("Cache write (5m)", 100, "3.75", "0.000375"),
+        ("Cache write (1h)", 10, "6", "0.00006"),
+        ("Cache read", 0, "0.3", "0"),
     ]
     assert record["total"] == record["stored_cost"] == "0.0109350000"
     assert body["totals"]["requests"] == 1
@@ -190,8 +220,10 @@ def test_a_device_token_cannot_read_another_devices_record(client, fleet):
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found_error"
     missing = get_usage(client, fleet["tokens"]["laptop-ada"], request_id="req_gw_nothing")
-    assert (missing.status_code, missing.json()["error"]["message"]) == (404, response.json()["error"]["message"].replace(
-        request_id, "req_gw_nothing"))
+    assert (missing.status_code, missing.json()["error"]["message"]) == (
+        404,
+        response.json()["error"]["message"].replace(request_id, "req_gw_nothing"),
+    )
 
 
 def test_an_operator_reads_any_record_and_an_unpriced_one_says_so(client, fleet):

@@ -1,4 +1,5 @@
 """System checks of the usage app."""
+
 from __future__ import annotations
 
 from usage.checks import check_orphan_window_spans_heartbeats, check_retention_covers_a_month

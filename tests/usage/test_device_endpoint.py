@@ -1,4 +1,5 @@
 """GET /device: the calling device's status, effective policy and spend, read with its wrapper token."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,12 +33,19 @@ def test_device_reads_its_status_policy_and_spend(client, settings):
     settings.RATE_LIMIT_MAX, settings.RATE_LIMIT_WINDOW, settings.TOKENS_PER_MINUTE_MAX = 50, 60_000, 9000
     organization = Organization.objects.create(name="Acme", monthly_spend_cap_usd=Decimal("100.00"))
     Device.objects.create(
-        pk=random.randrange(10**6, 10**9), device_id="dev-status", organization=organization, allowed_models="claude-haiku-*", daily_spend_cap_usd=Decimal("2.50")
+        pk=random.randrange(10**6, 10**9),
+        device_id="dev-status",
+        organization=organization,
+        allowed_models="claude-haiku-*",
+        daily_spend_cap_usd=Decimal("2.50"),
     )
     body = bootstrap(client, "dev-status", "4.2.0", device_name="Ada's laptop", app_name="Scribe", os="macOS 15.1").json()
     device = Device.objects.get(device_id="dev-status")
     identity = identity_with(
-        device_pk=device.pk, org_id=organization.pk, device_daily=Decimal("2.50"), device_monthly=Decimal("100"),
+        device_pk=device.pk,
+        org_id=organization.pk,
+        device_daily=Decimal("2.50"),
+        device_monthly=Decimal("100"),
         org_monthly=Decimal("100"),
     )
     asyncio.run(settle_spend(asyncio.run(reserve_spend(identity, Decimal("1"), "req-status")), Decimal("0.125")))
@@ -46,20 +54,35 @@ def test_device_reads_its_status_policy_and_spend(client, settings):
 
     assert response.status_code == 200 and response["cache-control"] == "no-store"
     report = response.json()
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     tomorrow = today + dt.timedelta(days=1)
-    assert {key: report[key] for key in ("device_id", "status", "device_name", "app_name", "app_version", "os", "organization")} == {
-        "device_id": "dev-status", "status": "active", "device_name": "Ada's laptop", "app_name": "Scribe",
-        "app_version": "4.2.0", "os": "macOS 15.1", "organization": "Acme",
+    assert {
+        key: report[key] for key in ("device_id", "status", "device_name", "app_name", "app_version", "os", "organization")
+    } == {
+        "device_id": "dev-status",
+        "status": "active",
+        "device_name": "Ada's laptop",
+        "app_name": "Scribe",
+        "app_version": "4.2.0",
+        "os": "macOS 15.1",
+        "organization": "Acme",
     }
     assert report["token_expires_at"] == body["expires_at"]
     assert report["policy"] == {
-        "requests_per_window": 50, "window_ms": 60_000, "tokens_per_minute": 9000, "allowed_models": ["claude-haiku-*"],
-        "device_daily_cap_usd": "2.50", "device_monthly_cap_usd": "100.00", "org_daily_cap_usd": None,
+        "requests_per_window": 50,
+        "window_ms": 60_000,
+        "tokens_per_minute": 9000,
+        "allowed_models": ["claude-haiku-*"],
+        "device_daily_cap_usd": "2.50",
+        "device_monthly_cap_usd": "100.00",
+        "org_daily_cap_usd": None,
         "org_monthly_cap_usd": "100.00",
     }
     assert report["spend"]["day"] == {
-        "spent_usd": "0.1250000000", "in_flight_usd": "0.0000000000", "cap_usd": "2.50", "resets_at": f"{tomorrow}T00:00:00.000Z",
+        "spent_usd": "0.1250000000",
+        "in_flight_usd": "0.0000000000",
+        "cap_usd": "2.50",
+        "resets_at": f"{tomorrow}T00:00:00.000Z",
     }
     assert report["spend"]["month"]["spent_usd"] == "0.1250000000"
     assert report["organization_spend"]["month"]["spent_usd"] == "0.1250000000"

@@ -1,6 +1,7 @@
 """Usage and spend through the real surface: gateway server processes relaying to the fake
 Anthropic upstream on a real socket, records landing in the shared test database, and spend caps
 holding for 50 concurrent requests spread over two gateway processes on one Redis."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,12 +12,11 @@ from decimal import Decimal
 import httpx
 import orjson
 import pytest
+from django.utils import timezone
 
 from fake_anthropic import FakeAnthropic
 from tests.servers import ServerProcess, gateway_process
 from tests.usage.cast import ensure_seeded_prices
-from django.utils import timezone
-
 from tokens.models import Device
 from tokens.revocation import policy_changed
 from usage.models import UsageRecord
@@ -27,7 +27,9 @@ MASTER_KEY = "sk-ant-test-master-usage-0001"
 SONNET = "claude-sonnet-4-5-20250929"
 # Sonnet 4.5: 1000*3 + 200*15 + 5000*0.30 (cache reads) + 300*3.75 (5m writes) + 100*6 (1h writes) = 9,225 per million
 FAKE_USAGE = {
-    "input_tokens": 1000, "output_tokens": 200, "cache_read_input_tokens": 5000,
+    "input_tokens": 1000,
+    "output_tokens": 200,
+    "cache_read_input_tokens": 5000,
     "cache_creation": {"ephemeral_5m_input_tokens": 300, "ephemeral_1h_input_tokens": 100},
 }
 
@@ -40,8 +42,13 @@ def fake_upstream() -> Iterator[FakeAnthropic]:
 
 def start_gateway(fake: FakeAnthropic, **env: str) -> ServerProcess:
     return gateway_process(
-        ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY=MASTER_KEY, ENROLLMENT_MODE="open",
-        ENROLLMENT_RATE_LIMIT_MAX="100000", USAGE_FLUSH_INTERVAL="0.05", USAGE_PRICE_CACHE_SECONDS="3600", **env,
+        ANTHROPIC_BASE_URL=fake.base_url,
+        ANTHROPIC_API_KEY=MASTER_KEY,
+        ENROLLMENT_MODE="open",
+        ENROLLMENT_RATE_LIMIT_MAX="100000",
+        USAGE_FLUSH_INTERVAL="0.05",
+        USAGE_PRICE_CACHE_SECONDS="3600",
+        **env,
     ).start()
 
 
@@ -69,8 +76,16 @@ def enroll(server: ServerProcess, device_id: str, **policy: object) -> str:
     return response.json()["wrapper_token"]
 
 
-def message(server: ServerProcess, token: str, *, stream: bool = False, model: str = SONNET, max_tokens: int = 64,
-            usage: dict | None = None, fault: str | None = None) -> httpx.Response:
+def message(
+    server: ServerProcess,
+    token: str,
+    *,
+    stream: bool = False,
+    model: str = SONNET,
+    max_tokens: int = 64,
+    usage: dict | None = None,
+    fault: str | None = None,
+) -> httpx.Response:
     headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01"}
     if usage is not None:
         headers["x-fake-usage"] = orjson.dumps(usage).decode()
@@ -122,14 +137,23 @@ def test_refusals_upstream_errors_and_broken_streams_are_recorded(gateway):
     assert (overloaded.status, overloaded.is_error, overloaded.error_type) == (529, True, "overloaded_error")
     # the stream broke before its message_delta: the output is what message_start reported (1)
     assert (mid_stream.status, mid_stream.is_error, mid_stream.streamed, mid_stream.input_tokens, mid_stream.output_tokens) == (
-        200, True, True, 40, 1)
+        200,
+        True,
+        True,
+        40,
+        1,
+    )
     assert mid_stream.cost == Decimal("0.000135")  # 40*3 + 1*15
 
 
 def test_a_client_that_leaves_mid_stream_is_still_recorded(gateway):
     token = enroll(gateway, "usage-live-dee")
-    headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01", "x-fake-fault": "slow-stream=300",
-               "x-fake-usage": orjson.dumps({"input_tokens": 700, "output_tokens": 50}).decode()}
+    headers = {
+        "authorization": f"Bearer {token}",
+        "anthropic-version": "2023-06-01",
+        "x-fake-fault": "slow-stream=300",
+        "x-fake-usage": orjson.dumps({"input_tokens": 700, "output_tokens": 50}).decode(),
+    }
     body = {"model": SONNET, "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "Tell me a long story"}]}
     with httpx.stream("POST", gateway.url + "/v1/messages", json=body, headers=headers, timeout=30) as response:
         assert response.status_code == 200
@@ -165,12 +189,19 @@ CAPPED_BODY = orjson.dumps({"model": "claude-haiku-4-5", "max_tokens": 160, "mes
 
 
 async def fire(servers: tuple[ServerProcess, ServerProcess], token: str, count: int, usage: dict) -> list[int]:
-    headers = {"authorization": f"Bearer {token}", "anthropic-version": "2023-06-01", "content-type": "application/json",
-               "x-fake-usage": orjson.dumps(usage).decode()}
+    headers = {
+        "authorization": f"Bearer {token}",
+        "anthropic-version": "2023-06-01",
+        "content-type": "application/json",
+        "x-fake-usage": orjson.dumps(usage).decode(),
+    }
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=count)) as client:
-        responses = await asyncio.gather(*(
-            client.post(servers[index % 2].url + "/v1/messages", content=CAPPED_BODY, headers=headers) for index in range(count)
-        ))
+        responses = await asyncio.gather(
+            *(
+                client.post(servers[index % 2].url + "/v1/messages", content=CAPPED_BODY, headers=headers)
+                for index in range(count)
+            )
+        )
     return [response.status_code for response in responses]
 
 

@@ -1,4 +1,5 @@
 """The admin's live feed: a channels websocket that sessions allowed to view usage open, fed by the usage writer."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,9 +40,11 @@ async def test_a_session_that_may_view_usage_sees_each_record_as_it_is_written()
     assert connected
     try:
         submit_usage(usage_event(request_id="req_live_1", device_id="ada", input_tokens=1000, output_tokens=500))
-        submit_usage(usage_event(
-            request_id="req_live_2", device_id="bob", model="gpt-x", status=500, error_type="api_error", input_tokens=10
-        ))
+        submit_usage(
+            usage_event(
+                request_id="req_live_2", device_id="bob", model="gpt-x", status=500, error_type="api_error", input_tokens=10
+            )
+        )
         assert await flush_usage() == 2
         message = await socket.receive_json_from(timeout=5)
     finally:

@@ -1,5 +1,6 @@
 """Costs to the micro-dollar (exactly, in fact) against hand-computed cases, one per pricing rule,
 on the price table the data migration seeds from docs/anthropic-api.md."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +13,7 @@ from usage.models import ModelPrice, PriceFlag, Provenance
 from usage.pricing import get_price_table, price_usage, quote_usage, worst_case_cost
 
 pytestmark = pytest.mark.usefixtures("prices")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_every_category_at_its_own_rate():
@@ -76,8 +77,14 @@ def test_haiku_5_5_tier_above_100k():
 
 def test_batch_halves_every_category_cache_writes_and_reads_included():
     # (10000*3 + 2000*15 + 10000*0.30 + 1000*3.75 + 1000*6) * 0.5 = 36,375
-    event = usage_event(service_tier="batch", input_tokens=10_000, output_tokens=2000, cache_read_tokens=10_000,
-                        cache_write_5m_tokens=1000, cache_write_1h_tokens=1000)
+    event = usage_event(
+        service_tier="batch",
+        input_tokens=10_000,
+        output_tokens=2000,
+        cache_read_tokens=10_000,
+        cache_write_5m_tokens=1000,
+        cache_write_1h_tokens=1000,
+    )
     assert price_usage(event) == Decimal("0.036375")
 
 
@@ -92,8 +99,9 @@ def test_batch_tier_and_geo_all_multiply():
     event = usage_event(service_tier="batch", input_tokens=250_000, cache_write_5m_tokens=10_000, output_tokens=1000)
     assert price_usage(event) == Decimal("0.79875")
     # Opus 4.6, US-only, batch: (1000*5 + 1000*10) * 0.5 * 1.1 = 8,250
-    us_batch = usage_event(model="claude-opus-4-6", service_tier="batch", inference_geo="us", input_tokens=1000,
-                           cache_write_1h_tokens=1000)
+    us_batch = usage_event(
+        model="claude-opus-4-6", service_tier="batch", inference_geo="us", input_tokens=1000, cache_write_1h_tokens=1000
+    )
     assert price_usage(us_batch) == Decimal("0.00825")
 
 
@@ -110,8 +118,9 @@ def test_fast_cache_rates_are_marked_assumed_and_flag_the_request():
     assert row.provenance == Provenance.ASSUMED
     assert ModelPrice.objects.get(model_pattern="claude-opus-5-5*", speed="standard").provenance == Provenance.DERIVED
     # 1000*8 + 1000*40 + 1000*10 (assumed 5m write rate) = 58,000
-    quote = quote_usage(usage_event(model="claude-opus-5-5", speed="fast", input_tokens=1000, output_tokens=1000,
-                                    cache_write_5m_tokens=1000))
+    quote = quote_usage(
+        usage_event(model="claude-opus-5-5", speed="fast", input_tokens=1000, output_tokens=1000, cache_write_5m_tokens=1000)
+    )
     assert (quote.cost, quote.flag) == (Decimal("0.058"), PriceFlag.ASSUMED)
     assert quote_usage(usage_event(model="claude-opus-5-5", input_tokens=1000)).flag == PriceFlag.EXACT
 
@@ -126,8 +135,13 @@ def test_the_bare_id_claude_sonnet_4_gets_the_long_context_tier():
 
 def test_a_batch_is_priced_at_the_rates_in_force_when_it_was_created():
     # Sonnet 5.5 cache reads: created before the 2026-10-07 cut (0.20), results fetched after it (0.10 would be wrong)
-    event = usage_event(model="claude-sonnet-5-5", service_tier="batch", cache_read_tokens=1_000_000,
-                        occurred_at=dt.datetime(2026, 10, 7, 1, tzinfo=UTC), priced_at=dt.datetime(2026, 10, 6, 23, tzinfo=UTC))
+    event = usage_event(
+        model="claude-sonnet-5-5",
+        service_tier="batch",
+        cache_read_tokens=1_000_000,
+        occurred_at=dt.datetime(2026, 10, 7, 1, tzinfo=UTC),
+        priced_at=dt.datetime(2026, 10, 6, 23, tzinfo=UTC),
+    )
     quote = quote_usage(event)
     assert quote.cost == Decimal("0.1")  # 0.20 * 0.5
     assert quote.basis()["at"] == "2026-10-06T23:00:00+00:00"
@@ -176,8 +190,13 @@ def test_unknown_model_has_no_price_rather_than_zero():
 
 def test_the_exact_pattern_beats_a_wildcard_with_the_same_letters():
     ModelPrice.objects.create(
-        model_pattern="claude-haiku-4-5", effective_from=dt.datetime(2020, 1, 1, tzinfo=UTC),
-        input_per_mtok=7, output_per_mtok=7, cache_write_5m_per_mtok=7, cache_write_1h_per_mtok=7, cache_read_per_mtok=7,
+        model_pattern="claude-haiku-4-5",
+        effective_from=dt.datetime(2020, 1, 1, tzinfo=UTC),
+        input_per_mtok=7,
+        output_per_mtok=7,
+        cache_write_5m_per_mtok=7,
+        cache_write_1h_per_mtok=7,
+        cache_read_per_mtok=7,
     )
     assert price_usage(usage_event(model="claude-haiku-4-5", input_tokens=1_000_000)) == Decimal("7")
     assert price_usage(usage_event(model="claude-haiku-4-5-20251001", input_tokens=1_000_000)) == Decimal("1")
@@ -213,8 +232,13 @@ def test_saving_a_price_takes_effect_at_once():
 
 def test_an_operator_can_schedule_a_new_price():
     ModelPrice.objects.create(
-        model_pattern="claude-haiku-4-5*", effective_from=dt.datetime(2026, 12, 1, tzinfo=UTC),
-        input_per_mtok=1, output_per_mtok=4, cache_write_5m_per_mtok="1.25", cache_write_1h_per_mtok=2, cache_read_per_mtok="0.1",
+        model_pattern="claude-haiku-4-5*",
+        effective_from=dt.datetime(2026, 12, 1, tzinfo=UTC),
+        input_per_mtok=1,
+        output_per_mtok=4,
+        cache_write_5m_per_mtok="1.25",
+        cache_write_1h_per_mtok=2,
+        cache_read_per_mtok="0.1",
     )
     assert price_usage(usage_event(model="claude-haiku-4-5", output_tokens=1_000_000)) == Decimal("5")
     later = usage_event(model="claude-haiku-4-5", output_tokens=1_000_000, occurred_at=dt.datetime(2026, 12, 1, tzinfo=UTC))
@@ -240,8 +264,13 @@ def test_worst_case_of_an_unknown_model_uses_the_dearest_known_prices():
 
 def test_worst_case_is_never_below_the_actual_cost():
     body_bytes, max_tokens = 4000, 500
-    actual = price_usage(usage_event(
-        model="claude-opus-5-5", speed="fast", inference_geo="us",
-        cache_write_1h_tokens=body_bytes, output_tokens=max_tokens,
-    ))
+    actual = price_usage(
+        usage_event(
+            model="claude-opus-5-5",
+            speed="fast",
+            inference_geo="us",
+            cache_write_1h_tokens=body_bytes,
+            output_tokens=max_tokens,
+        )
+    )
     assert worst_case_cost("claude-opus-5-5", body_bytes, max_tokens, NOV_25) == actual == Decimal("0.0924")

@@ -3,6 +3,7 @@ date x batch x fast x geo, priced through the gateway's usage reading (a JSON re
 and the pricing code, and checked against a small reference calculator written here from the rules
 of docs/anthropic-api.md alone (its own price table, its own family lookup, exact fractions): it
 shares no code or data with `usage.pricing` or the seed migration."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,7 +21,7 @@ from usage.events import UsageEvent
 from usage.pricing import quote_usage
 
 pytestmark = pytest.mark.usefixtures("prices")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class Family(NamedTuple):
@@ -48,28 +49,47 @@ REFERENCE = {
     "sonnet-4-6": Family(("3", "3.75", "6", "0.30", "15"), True),
     "sonnet-4-5": Family(("3", "3.75", "6", "0.30", "15"), False, tier=SONNET_4_TIER),
     "sonnet-3-7": Family(("3", "3.75", "6", "0.30", "15"), False),
-    "haiku-5-5": Family(("0.10", "0.125", "0.20", "0.01", "0.50"), True, tier=(100_000, ("0.50", "0.625", "1.00", "0.05", "2.50"))),
+    "haiku-5-5": Family(
+        ("0.10", "0.125", "0.20", "0.01", "0.50"), True, tier=(100_000, ("0.50", "0.625", "1.00", "0.05", "2.50"))
+    ),
     "haiku-4-5": Family(("1", "1.25", "2", "0.10", "5"), False),
     "haiku-3-5": Family(("0.80", "1", "1.60", "0.08", "4"), False),
     "haiku-3": Family(("0.25", "0.30", "0.50", "0.03", "1.25"), False),
 }
 MODELS = {  # model id as a client sends it -> family (None: not in the price list)
-    "claude-fable-5-1": "fable-5-1", "claude-mythos-5-1-20261001": "fable-5-1",
-    "claude-fable-5": "fable-5", "claude-mythos-5[1m]": "fable-5",
+    "claude-fable-5-1": "fable-5-1",
+    "claude-mythos-5-1-20261001": "fable-5-1",
+    "claude-fable-5": "fable-5",
+    "claude-mythos-5[1m]": "fable-5",
     "claude-opus-5-5": "opus-5-5",
-    "claude-opus-5": "opus-5", "claude-opus-4-8[1m]": "opus-5", "claude-opus-4-7": "opus-5", "claude-opus-4-6": "opus-5",
+    "claude-opus-5": "opus-5",
+    "claude-opus-4-8[1m]": "opus-5",
+    "claude-opus-4-7": "opus-5",
+    "claude-opus-4-6": "opus-5",
     "claude-opus-4-5-20251101": "opus-4-5",
-    "claude-opus-4-1-20250805": "opus-4-1", "claude-opus-4-0": "opus-4-1", "claude-opus-4-20250514": "opus-4-1",
-    "claude-sonnet-5-5": "sonnet-5-5", "claude-sonnet-5": "sonnet-5", "claude-sonnet-4-6": "sonnet-4-6",
-    "claude-sonnet-4-5-20250929": "sonnet-4-5", "claude-sonnet-4-5": "sonnet-4-5", "claude-sonnet-4": "sonnet-4-5",
-    "claude-sonnet-4-0": "sonnet-4-5", "claude-sonnet-4-20250514": "sonnet-4-5",
+    "claude-opus-4-1-20250805": "opus-4-1",
+    "claude-opus-4-0": "opus-4-1",
+    "claude-opus-4-20250514": "opus-4-1",
+    "claude-sonnet-5-5": "sonnet-5-5",
+    "claude-sonnet-5": "sonnet-5",
+    "claude-sonnet-4-6": "sonnet-4-6",
+    "claude-sonnet-4-5-20250929": "sonnet-4-5",
+    "claude-sonnet-4-5": "sonnet-4-5",
+    "claude-sonnet-4": "sonnet-4-5",
+    "claude-sonnet-4-0": "sonnet-4-5",
+    "claude-sonnet-4-20250514": "sonnet-4-5",
     "claude-3-7-sonnet-20250219": "sonnet-3-7",
-    "claude-haiku-5-5": "haiku-5-5", "claude-haiku-4-5-20251001": "haiku-4-5",
-    "claude-3-5-haiku-20241022": "haiku-3-5", "claude-3-haiku-20240307": "haiku-3",
+    "claude-haiku-5-5": "haiku-5-5",
+    "claude-haiku-4-5-20251001": "haiku-4-5",
+    "claude-3-5-haiku-20241022": "haiku-3-5",
+    "claude-3-haiku-20240307": "haiku-3",
     "gpt-4o": None,
 }
-DATES = (dt.datetime(2026, 10, 6, 23, 59, 59, tzinfo=UTC), dt.datetime(2026, 10, 7, tzinfo=UTC),
-         dt.datetime(2026, 11, 25, 12, tzinfo=UTC))
+DATES = (
+    dt.datetime(2026, 10, 6, 23, 59, 59, tzinfo=UTC),
+    dt.datetime(2026, 10, 7, tzinfo=UTC),
+    dt.datetime(2026, 11, 25, 12, tzinfo=UTC),
+)
 # The usage shapes of cache writes (in thousands of tokens): total, 5m split, 1h split (None: key absent).
 SPLITS = {
     "no cache": (None, None, None),
@@ -111,14 +131,19 @@ def usage_of(row: Row) -> dict[str, object]:
     cache_read = 3000
     usage: dict[str, object] = {
         "input_tokens": prompt_target(REFERENCE.get(MODELS[row.model] or ""), row.prompt) - cache_read - five_m - one_h,
-        "output_tokens": 1234, "cache_read_input_tokens": cache_read,
-        "service_tier": "batch" if row.batch else "standard", "speed": "fast" if row.fast else "standard",
+        "output_tokens": 1234,
+        "cache_read_input_tokens": cache_read,
+        "service_tier": "batch" if row.batch else "standard",
+        "speed": "fast" if row.fast else "standard",
         "inference_geo": "us" if row.us else "global",
     }
     if total is not None:
         usage["cache_creation_input_tokens"] = total * 1000
-    split = {key: value * 1000 for key, value in (("ephemeral_5m_input_tokens", five), ("ephemeral_1h_input_tokens", one))
-             if value is not None}
+    split = {
+        key: value * 1000
+        for key, value in (("ephemeral_5m_input_tokens", five), ("ephemeral_1h_input_tokens", one))
+        if value is not None
+    }
     if split:
         usage["cache_creation"] = split
     return usage
@@ -148,9 +173,9 @@ def reference_quote(row: Row, usage: dict[str, object]) -> tuple[Decimal | None,
 
 def matrix() -> list[Row]:
     rows = []
-    for index, (model, prompt, batch, fast, us) in enumerate(itertools.product(
-        MODELS, ("small", "at", "above"), (False, True), (False, True), (False, True)
-    )):
+    for index, (model, prompt, batch, fast, us) in enumerate(
+        itertools.product(MODELS, ("small", "at", "above"), (False, True), (False, True), (False, True))
+    ):
         family = REFERENCE.get(MODELS[model] or "")
         if prompt == "at" and not (family and family.tier):
             continue  # no threshold to sit on: "small" and "above" (250k-ish) already show no tier applies
@@ -171,8 +196,10 @@ def tally_of(row: Row, usage: dict[str, object]) -> UsageTally:
         tally.observe_message({**message, "usage": usage})
         return tally
     start = sse("message_start", {"type": "message_start", "message": {**message, "usage": {**usage, "output_tokens": 1}}})
-    delta = sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                                  "usage": {"output_tokens": usage["output_tokens"]}})
+    delta = sse(
+        "message_delta",
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": usage["output_tokens"]}},
+    )
     SseRelay(tally).feed(start + delta)
     return tally
 
@@ -189,11 +216,20 @@ def test_the_matrix_covers_every_dimension():
     assert {row.date for row in ROWS if row.model == "claude-sonnet-5-5"} == set(DATES)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=lambda row: "-".join(str(part) for part in row[:3]) + f"-{row.date:%m%d%H%M}-"
-                         + "".join(flag for flag, on in zip(("B", "F", "U", "S"), row[4:]) if on))
+@pytest.mark.parametrize(
+    "row",
+    ROWS,
+    ids=lambda row: (
+        "-".join(str(part) for part in row[:3])
+        + f"-{row.date:%m%d%H%M}-"
+        + "".join(flag for flag, on in zip(("B", "F", "U", "S"), row[4:]) if on)
+    ),
+)
 def test_cost_matches_the_reference_calculator(row: Row):
     usage = usage_of(row)
-    event = UsageEvent(request_id="req_matrix", occurred_at=row.date, endpoint="/v1/messages", method="POST", streamed=row.streamed)
+    event = UsageEvent(
+        request_id="req_matrix", occurred_at=row.date, endpoint="/v1/messages", method="POST", streamed=row.streamed
+    )
     if row.batch:
         # a batch result is fetched later than its batch was created, and priced at the creation
         event.priced_at, event.occurred_at = row.date, row.date + dt.timedelta(days=3)

@@ -1,6 +1,7 @@
 """Repricing after a retroactive price change: `manage.py reprice_usage` and the admin page call the
 same function; costs, their basis, rollups and live spend counters move by the difference; a dry
 run reports it and writes nothing."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,7 +24,7 @@ from usage.spend_counters import LocalSpendBackend, from_nanos
 from usage.writer import drain_usage_queue, submit_usage
 
 pytestmark = pytest.mark.usefixtures("prices")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture
@@ -31,9 +32,22 @@ def recorded():
     """Two Haiku 4.5 requests (1M output each: $5) and one of a model without a price, minutes ago, rolled up."""
     now = timezone.now()
     at = max(now - dt.timedelta(minutes=5), now.replace(hour=0, minute=0, second=0, microsecond=0))
-    for request_id, model in (("req_h1", "claude-haiku-4-5"), ("req_h2", "claude-haiku-4-5-20251001"), ("req_new", "claude-new-1")):
-        submit_usage(usage_event(request_id=request_id, occurred_at=at, model=model, device_id="ada", device_pk=41, org_id=None,
-                                 output_tokens=1_000_000))
+    for request_id, model in (
+        ("req_h1", "claude-haiku-4-5"),
+        ("req_h2", "claude-haiku-4-5-20251001"),
+        ("req_new", "claude-new-1"),
+    ):
+        submit_usage(
+            usage_event(
+                request_id=request_id,
+                occurred_at=at,
+                model=model,
+                device_id="ada",
+                device_pk=41,
+                org_id=None,
+                output_tokens=1_000_000,
+            )
+        )
     drain_usage_queue()
     rollup_usage(at - dt.timedelta(hours=1), now + dt.timedelta(hours=1))
     return at
@@ -87,8 +101,15 @@ def test_repricing_rewrites_costs_their_basis_rollups_and_live_spend_counters(re
 
 
 def test_a_model_given_a_price_afterwards_is_priced_by_repricing(recorded):
-    ModelPrice.objects.create(model_pattern="claude-new-*", effective_from=dt.datetime(2020, 1, 1, tzinfo=UTC), input_per_mtok=1,
-                              output_per_mtok=3, cache_write_5m_per_mtok=1, cache_write_1h_per_mtok=2, cache_read_per_mtok="0.1")
+    ModelPrice.objects.create(
+        model_pattern="claude-new-*",
+        effective_from=dt.datetime(2020, 1, 1, tzinfo=UTC),
+        input_per_mtok=1,
+        output_per_mtok=3,
+        cache_write_5m_per_mtok=1,
+        cache_write_1h_per_mtok=2,
+        cache_read_per_mtok="0.1",
+    )
     out = run_command("--since", (recorded - dt.timedelta(hours=1)).isoformat())
     assert "Newly priced: 1; newly unpriced: 0." in out
     record = UsageRecord.objects.get(request_id="req_new")
@@ -97,8 +118,16 @@ def test_a_model_given_a_price_afterwards_is_priced_by_repricing(recorded):
 
 def test_a_batch_result_is_repriced_at_its_batch_creation(prices):
     created, fetched = dt.datetime(2026, 10, 6, 12, tzinfo=UTC), dt.datetime(2026, 10, 8, 12, tzinfo=UTC)
-    submit_usage(usage_event(request_id="batch_b_1", model="claude-sonnet-5-5", service_tier="batch", occurred_at=fetched,
-                             priced_at=created, cache_read_tokens=1_000_000))
+    submit_usage(
+        usage_event(
+            request_id="batch_b_1",
+            model="claude-sonnet-5-5",
+            service_tier="batch",
+            occurred_at=fetched,
+            priced_at=created,
+            cache_read_tokens=1_000_000,
+        )
+    )
     drain_usage_queue()
     assert UsageRecord.objects.get(request_id="batch_b_1").cost == Decimal("0.1")
     out = run_command("--since", "2026-10-08", "--until", "2026-10-09")
@@ -154,16 +183,27 @@ def test_the_operator_api_reprices_with_the_same_function(recorded):
     assert (body["dry_run"], body["records"], body["changed"], body["difference"]) == (True, 3, 2, "-2.0000000000")
     assert body["by_model"] == {"claude-haiku-4-5": "-1.0000000000", "claude-haiku-4-5-20251001": "-1.0000000000"}
     assert UsageRecord.objects.filter(cost=Decimal("5")).count() == 2
-    real = client.post("/admin/usage/reprice", {"since": since, "dry_run": False}, content_type="application/json", headers=headers)
+    real = client.post(
+        "/admin/usage/reprice", {"since": since, "dry_run": False}, content_type="application/json", headers=headers
+    )
     assert (real.json()["dry_run"], real.json()["changed"]) == (False, 2)
     assert UsageRecord.objects.filter(cost=Decimal("4")).count() == 2
 
 
 def test_the_operator_api_refuses_a_device_token_and_a_session_without_the_price_permission(recorded):
     client = Client()
-    assert client.post("/admin/usage/reprice", {"since": "2026-01-01T00:00:00Z"}, content_type="application/json",
-                       headers={"authorization": "Bearer not-an-operator-key"}).status_code == 401
+    assert (
+        client.post(
+            "/admin/usage/reprice",
+            {"since": "2026-01-01T00:00:00Z"},
+            content_type="application/json",
+            headers={"authorization": "Bearer not-an-operator-key"},
+        ).status_code
+        == 401
+    )
     client.force_login(get_user_model().objects.create(username="viewer", is_staff=True))
-    refused = client.post("/admin/usage/reprice", {"since": "2026-01-01T00:00:00Z", "dry_run": False}, content_type="application/json")
+    refused = client.post(
+        "/admin/usage/reprice", {"since": "2026-01-01T00:00:00Z", "dry_run": False}, content_type="application/json"
+    )
     assert refused.status_code == 403
     assert UsageRecord.objects.filter(cost=Decimal("5")).count() == 2

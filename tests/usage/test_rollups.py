@@ -1,5 +1,6 @@
 """Hourly and daily rollups per device and model, rebuilt idempotently for any period; pruning of
 raw records; the Celery tasks and their beat entries."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,15 +35,24 @@ def record(at: dt.datetime, **fields: object) -> None:
 
 
 def run_rollup(since: dt.datetime, until: dt.datetime, out: io.StringIO | None = None, err: io.StringIO | None = None) -> None:
-    call_command("rollup_usage", since=since.isoformat(), until=until.isoformat(),
-                 stdout=out or io.StringIO(), stderr=err or io.StringIO())
+    call_command(
+        "rollup_usage", since=since.isoformat(), until=until.isoformat(), stdout=out or io.StringIO(), stderr=err or io.StringIO()
+    )
 
 
 def rollup_rows(period: str) -> dict[tuple, tuple]:
     return {
         (r.bucket_start, r.device_ref, r.model): (
-            r.requests, r.errors, r.unpriced_requests, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cost,
-            r.latency_p50_ms, r.latency_p95_ms, r.latency_p99_ms,
+            r.requests,
+            r.errors,
+            r.unpriced_requests,
+            r.input_tokens,
+            r.output_tokens,
+            r.cache_read_tokens,
+            r.cost,
+            r.latency_p50_ms,
+            r.latency_p95_ms,
+            r.latency_p99_ms,
         )
         for r in UsageRollup.objects.filter(period=period)
     }
@@ -53,12 +63,23 @@ def traffic(yesterday):
     ten, eleven = yesterday.replace(hour=10), yesterday.replace(hour=11)
     sonnet, haiku = "claude-sonnet-4-5", "claude-haiku-4-5"
     for minute, latency, status in ((1, 100.0, 200), (2, 300.0, 200), (3, 200.0, 529)):
-        record(ten.replace(minute=minute), device_id="alpha", device_pk=1, model=sonnet, status=status, latency_ms=latency,
-               input_tokens=1000, output_tokens=100, cache_read_tokens=500)
-    record(eleven.replace(minute=5), device_id="alpha", device_pk=1, model=sonnet, latency_ms=50.0,
-           input_tokens=10, output_tokens=10)
-    record(ten.replace(minute=30), device_id="beta", device_pk=2, model=haiku, latency_ms=80.0,
-           input_tokens=2000, output_tokens=200)
+        record(
+            ten.replace(minute=minute),
+            device_id="alpha",
+            device_pk=1,
+            model=sonnet,
+            status=status,
+            latency_ms=latency,
+            input_tokens=1000,
+            output_tokens=100,
+            cache_read_tokens=500,
+        )
+    record(
+        eleven.replace(minute=5), device_id="alpha", device_pk=1, model=sonnet, latency_ms=50.0, input_tokens=10, output_tokens=10
+    )
+    record(
+        ten.replace(minute=30), device_id="beta", device_pk=2, model=haiku, latency_ms=80.0, input_tokens=2000, output_tokens=200
+    )
     record(ten.replace(minute=31), device_id="beta", device_pk=2, model="mystery-model", latency_ms=90.0, input_tokens=7)
     drain_usage_queue()
     return ten, eleven
@@ -160,10 +181,26 @@ def test_the_tasks_run_on_a_real_worker(redis_required, live_prices, settings):
     for index in range(3):
         record(now - dt.timedelta(minutes=1), request_id=f"req_worker_{index}", device_id="delta", output_tokens=100)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "proxyproject", "worker", "--pool", "solo", "--loglevel", "warning",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=servers.BASE_DIR, env=servers.server_environment(USAGE_SPOOL_DIR=str(settings.USAGE_SPOOL_DIR)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "proxyproject",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "warning",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=servers.BASE_DIR,
+        env=servers.server_environment(USAGE_SPOOL_DIR=str(settings.USAGE_SPOOL_DIR)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         drain_usage_queue_task.delay()

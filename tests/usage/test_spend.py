@@ -1,6 +1,7 @@
 """Spend caps are never exceeded: worst-case reservations checked and taken atomically, settled to
 the actual cost, released on failure, expired when abandoned; per device and organization, per UTC
 day and month; on the in-process backend and on real Redis, within a process and across two."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +31,7 @@ from usage.spend_counters import LocalSpendBackend
 from usage.spend_redis import RedisSpendBackend
 from usage.writer import drain_usage_queue, flush_usage, stop_usage_writer, submit_usage
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def first_day_of_next_month() -> dt.datetime:
@@ -185,9 +186,11 @@ def test_counters_are_reconciled_from_the_database(prices):
     today = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     for index in range(3):
         # Sonnet 4.5: 10,000 output tokens at 15 = 0.15 each
-        submit_usage(usage_event(
-            request_id=f"req-rec-{index}", occurred_at=today, device_pk=device_pk, org_id=org_pk, output_tokens=10_000
-        ))
+        submit_usage(
+            usage_event(
+                request_id=f"req-rec-{index}", occurred_at=today, device_pk=device_pk, org_id=org_pk, output_tokens=10_000
+            )
+        )
     drain_usage_queue()
     assert current_spend("device", device_pk, "day") == (Decimal(0), Decimal(0))
     assert reconcile_spend_counters() >= 4
@@ -223,7 +226,11 @@ def test_caps_hold_across_two_processes_on_one_redis(redis_required):
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.usage.spend_process", str(device_pk), "1.00", "0.095", "25", "0.09"],
-            cwd=servers.BASE_DIR, env=servers.server_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=servers.BASE_DIR,
+            env=servers.server_environment(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]

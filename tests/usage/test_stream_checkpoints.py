@@ -1,5 +1,6 @@
 """The writer's side of crash-safe stream accounting: checkpoints kept until the final record, orphans
 (their process gone quiet) recorded as interrupted, the final record always winning, never doubled."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,14 +18,30 @@ OWNER = "host-123-abcd"
 
 
 def checkpoint(request_id: str, sequence: int, output_tokens: int, owner: str = OWNER) -> bytes:
-    event = usage_event(request_id=request_id, device_id="laptop-1", streamed=True, input_tokens=500, cache_read_tokens=40,
-                        output_tokens=output_tokens, extra={"output_tokens_estimated": True})
+    event = usage_event(
+        request_id=request_id,
+        device_id="laptop-1",
+        streamed=True,
+        input_tokens=500,
+        cache_read_tokens=40,
+        output_tokens=output_tokens,
+        extra={"output_tokens_estimated": True},
+    )
     return queue.encode_checkpoint(event, owner, sequence)
 
 
 def final(request_id: str, output_tokens: int) -> bytes:
-    return queue.encode_event(usage_event(request_id=request_id, device_id="laptop-1", streamed=True, input_tokens=500,
-                                          cache_read_tokens=40, output_tokens=output_tokens, checkpointed=True))
+    return queue.encode_event(
+        usage_event(
+            request_id=request_id,
+            device_id="laptop-1",
+            streamed=True,
+            input_tokens=500,
+            cache_read_tokens=40,
+            output_tokens=output_tokens,
+            checkpointed=True,
+        )
+    )
 
 
 def later(seconds: float) -> dt.datetime:
@@ -58,7 +75,12 @@ def test_an_orphaned_stream_becomes_an_interrupted_record_with_its_last_checkpoi
     [row] = record_orphaned_streams(later(16))
     record = UsageRecord.objects.get()
     assert (record.request_id, record.status, record.error_type, record.is_error, record.streamed) == (
-        "req_cut", 200, "gateway_crashed", True, True)
+        "req_cut",
+        200,
+        "gateway_crashed",
+        True,
+        True,
+    )
     assert (record.device_ref, record.input_tokens, record.cache_read_tokens, record.output_tokens) == ("laptop-1", 500, 40, 212)
     assert record.extra == {"output_tokens_estimated": True, "interrupted": "gateway_crashed", "checkpoint": 1}
     assert record.cost == row["cost"] > 0

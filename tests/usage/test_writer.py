@@ -1,5 +1,6 @@
 """Usage is written off the request path and never lost: batched, idempotent by request id, kept
 queued through crashes and outages (spool on the embedded default, Redis when configured)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -46,18 +47,41 @@ def usage_process(command: str, count: int, prefix: str, settings, **env: str) -
     environment = servers.server_environment(USAGE_SPOOL_DIR=str(settings.USAGE_SPOOL_DIR), **env)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.usage.usage_process", command, str(count), prefix],
-        cwd=servers.BASE_DIR, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=servers.BASE_DIR,
+        env=environment,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 async def test_submitted_usage_is_written_with_every_field_and_its_cost(settings, loop_writer):
     settings.USAGE_FLUSH_INTERVAL = 60
     event = usage_event(
-        request_id="req_gw_fields", upstream_request_id="req_011upstream", device_id="laptop-7", session_id="sess-1",
-        model="claude-opus-4-6", endpoint="/v1/messages", method="POST", status=200, streamed=True,
-        input_tokens=1000, output_tokens=1000, cache_write_5m_tokens=100, cache_write_1h_tokens=200, cache_read_tokens=3000,
-        web_search_requests=2, web_fetch_requests=1, service_tier="standard", speed="standard", inference_geo="us",
-        latency_ms=812.5, ttfb_ms=95.25, upstream_key_name="primary", extra={"x_app": "cli"},
+        request_id="req_gw_fields",
+        upstream_request_id="req_011upstream",
+        device_id="laptop-7",
+        session_id="sess-1",
+        model="claude-opus-4-6",
+        endpoint="/v1/messages",
+        method="POST",
+        status=200,
+        streamed=True,
+        input_tokens=1000,
+        output_tokens=1000,
+        cache_write_5m_tokens=100,
+        cache_write_1h_tokens=200,
+        cache_read_tokens=3000,
+        web_search_requests=2,
+        web_fetch_requests=1,
+        service_tier="standard",
+        speed="standard",
+        inference_geo="us",
+        latency_ms=812.5,
+        ttfb_ms=95.25,
+        upstream_key_name="primary",
+        extra={"x_app": "cli"},
     )
     submit_usage(event)
     assert await sync_to_async(stored_ids)() == []
@@ -69,7 +93,12 @@ async def test_submitted_usage_is_written_with_every_field_and_its_cost(settings
     assert (r.upstream_request_id, r.device_ref, r.session_id) == ("req_011upstream", "laptop-7", "sess-1")
     assert r.model == "claude-opus-4-6"
     assert (r.input_tokens, r.output_tokens, r.cache_write_5m_tokens, r.cache_write_1h_tokens, r.cache_read_tokens) == (
-        1000, 1000, 100, 200, 3000)
+        1000,
+        1000,
+        100,
+        200,
+        3000,
+    )
     assert (r.web_search_requests, r.web_fetch_requests, r.inference_geo, r.upstream_key_name) == (2, 1, "us", "primary")
     assert (r.streamed, r.status, r.is_error, r.latency_ms, r.ttfb_ms) == (True, 200, False, 812.5, 95.25)
     assert record.occurred_at == NOV_25 and record.extra == {"x_app": "cli"}
@@ -95,7 +124,12 @@ async def test_every_outcome_is_recorded(loop_writer):
     assert await flush_usage() == 5
     rows = {r.request_id: r async for r in UsageRecord.objects.all()}
     assert {rid: r.is_error for rid, r in rows.items()} == {
-        "req_ok": False, "req_upstream_529": True, "req_refused": True, "req_disconnect": False, "req_midstream": True}
+        "req_ok": False,
+        "req_upstream_529": True,
+        "req_refused": True,
+        "req_disconnect": False,
+        "req_midstream": True,
+    }
     assert rows["req_disconnect"].client_disconnected and rows["req_disconnect"].output_tokens == 40
     assert rows["req_midstream"].cost == Decimal("0.00021")  # 10*3 + 12*15
 

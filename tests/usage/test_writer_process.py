@@ -1,5 +1,6 @@
 """USAGE_WRITER=process: gateway workers only queue usage records and hand them over; the one
 `run_usage_writer` process writes every worker's records and, on SIGTERM, what is left."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,6 +29,7 @@ def queued_records(settings) -> int:
     if not settings.REDIS_URL:
         return spooled
     from proxyproject.lib.redis import get_sync_redis
+
     return spooled + get_sync_redis().llen(queue.queue_key())
 
 
@@ -38,10 +40,17 @@ def _released(segments):
 
 
 def writer_process(settings, interval: str) -> subprocess.Popen:
-    environment = servers.server_environment(USAGE_SPOOL_DIR=str(settings.USAGE_SPOOL_DIR), USAGE_FLUSH_INTERVAL=interval,
-                                             USAGE_WRITER="process", LOG_LEVEL="info")
-    return subprocess.Popen([sys.executable, "manage.py", "run_usage_writer"], cwd=servers.BASE_DIR, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    environment = servers.server_environment(
+        USAGE_SPOOL_DIR=str(settings.USAGE_SPOOL_DIR), USAGE_FLUSH_INTERVAL=interval, USAGE_WRITER="process", LOG_LEVEL="info"
+    )
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "run_usage_writer"],
+        cwd=servers.BASE_DIR,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 30.0) -> None:
@@ -134,9 +143,15 @@ def test_a_live_gateway_only_queues_and_the_writer_process_records_every_request
         writer = None
         try:
             token = enroll(gateway)
-            answers = [httpx.post(gateway.url + "/v1/messages", content=MESSAGE_BODY, timeout=10,
-                                  headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
-                       for _ in range(5)]
+            answers = [
+                httpx.post(
+                    gateway.url + "/v1/messages",
+                    content=MESSAGE_BODY,
+                    timeout=10,
+                    headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+                )
+                for _ in range(5)
+            ]
             assert [answer.status_code for answer in answers] == [200] * 5
             wanted = sorted(answer.headers["x-gateway-request-id"] for answer in answers)
             time.sleep(1.0)  # ten hand-over intervals: the server itself writes nothing

@@ -7,6 +7,7 @@ Run as `python -m tests.usage.usage_process <command> <count> <prefix>` with the
   drain-and-hang         queue them, drain, and after the first batch commits print `committed` and
                          hang before acknowledging it, so the test can SIGKILL a writer mid-batch
 """
+
 from __future__ import annotations
 
 import os

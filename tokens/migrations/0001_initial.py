@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,120 +14,284 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Organization',
+            name="Organization",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('allowed_models', models.TextField(blank=True, help_text='Model id patterns, one per line or comma-separated (claude-sonnet-*). Empty: inherit. * allows all.')),
-                ('requests_per_window', models.PositiveIntegerField(blank=True, help_text='Requests per window. Empty: inherit.', null=True)),
-                ('window_ms', models.PositiveIntegerField(blank=True, help_text='Rate-limit window in milliseconds. Empty: inherit.', null=True)),
-                ('tokens_per_minute', models.PositiveIntegerField(blank=True, help_text='Input+output tokens per minute; 0 = no limit. Empty: inherit.', null=True)),
-                ('daily_spend_cap_usd', models.DecimalField(blank=True, decimal_places=2, help_text='Empty: inherit.', max_digits=12, null=True)),
-                ('monthly_spend_cap_usd', models.DecimalField(blank=True, decimal_places=2, help_text='Empty: inherit.', max_digits=12, null=True)),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('tokens_revoked_before', models.DateTimeField(blank=True, help_text="Tokens of this organization's devices issued before this time are refused.", null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "allowed_models",
+                    models.TextField(
+                        blank=True,
+                        help_text="Model id patterns, one per line or comma-separated (claude-sonnet-*). Empty: inherit. * allows all.",
+                    ),
+                ),
+                (
+                    "requests_per_window",
+                    models.PositiveIntegerField(blank=True, help_text="Requests per window. Empty: inherit.", null=True),
+                ),
+                (
+                    "window_ms",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="Rate-limit window in milliseconds. Empty: inherit.", null=True
+                    ),
+                ),
+                (
+                    "tokens_per_minute",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="Input+output tokens per minute; 0 = no limit. Empty: inherit.", null=True
+                    ),
+                ),
+                (
+                    "daily_spend_cap_usd",
+                    models.DecimalField(blank=True, decimal_places=2, help_text="Empty: inherit.", max_digits=12, null=True),
+                ),
+                (
+                    "monthly_spend_cap_usd",
+                    models.DecimalField(blank=True, decimal_places=2, help_text="Empty: inherit.", max_digits=12, null=True),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                (
+                    "tokens_revoked_before",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="Tokens of this organization's devices issued before this time are refused.",
+                        null=True,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='SigningKey',
+            name="SigningKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kid', models.CharField(max_length=64, unique=True)),
-                ('encrypted_secret', models.TextField(editable=False)),
-                ('state', models.CharField(choices=[('active', 'Active (signs and verifies)'), ('verify_only', 'Verify only'), ('retired', 'Retired')], db_index=True, max_length=16)),
-                ('created_at', models.DateTimeField()),
-                ('verify_until', models.DateTimeField(blank=True, help_text='Set when the key stops signing: the expiry of the last token it can have signed.', null=True)),
-                ('retired_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("kid", models.CharField(max_length=64, unique=True)),
+                ("encrypted_secret", models.TextField(editable=False)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("active", "Active (signs and verifies)"),
+                            ("verify_only", "Verify only"),
+                            ("retired", "Retired"),
+                        ],
+                        db_index=True,
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField()),
+                (
+                    "verify_until",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="Set when the key stops signing: the expiry of the last token it can have signed.",
+                        null=True,
+                    ),
+                ),
+                ("retired_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='OperatorApiKey',
+            name="OperatorApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('prefix', models.CharField(editable=False, help_text="The key's first characters, to recognise it.", max_length=16)),
-                ('secret_sha256', models.CharField(editable=False, max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "prefix",
+                    models.CharField(editable=False, help_text="The key's first characters, to recognise it.", max_length=16),
+                ),
+                ("secret_sha256", models.CharField(editable=False, max_length=64, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'operator API key',
-                'ordering': ['-created_at'],
+                "verbose_name": "operator API key",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Device',
+            name="Device",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('allowed_models', models.TextField(blank=True, help_text='Model id patterns, one per line or comma-separated (claude-sonnet-*). Empty: inherit. * allows all.')),
-                ('requests_per_window', models.PositiveIntegerField(blank=True, help_text='Requests per window. Empty: inherit.', null=True)),
-                ('window_ms', models.PositiveIntegerField(blank=True, help_text='Rate-limit window in milliseconds. Empty: inherit.', null=True)),
-                ('tokens_per_minute', models.PositiveIntegerField(blank=True, help_text='Input+output tokens per minute; 0 = no limit. Empty: inherit.', null=True)),
-                ('daily_spend_cap_usd', models.DecimalField(blank=True, decimal_places=2, help_text='Empty: inherit.', max_digits=12, null=True)),
-                ('monthly_spend_cap_usd', models.DecimalField(blank=True, decimal_places=2, help_text='Empty: inherit.', max_digits=12, null=True)),
-                ('device_id', models.CharField(max_length=128, unique=True)),
-                ('user_label', models.CharField(blank=True, max_length=200)),
-                ('app_version', models.CharField(blank=True, max_length=64)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('pending', 'Pending approval'), ('blocked', 'Blocked')], db_index=True, default='active', max_length=16)),
-                ('secret_hash', models.CharField(blank=True, editable=False, help_text='Empty: the next bootstrap sets a new device secret.', max_length=128)),
-                ('tokens_revoked_before', models.DateTimeField(blank=True, help_text='Tokens of this device issued before this time are refused.', null=True)),
-                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
-                ('last_ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('organization', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='devices', to='tokens.organization')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "allowed_models",
+                    models.TextField(
+                        blank=True,
+                        help_text="Model id patterns, one per line or comma-separated (claude-sonnet-*). Empty: inherit. * allows all.",
+                    ),
+                ),
+                (
+                    "requests_per_window",
+                    models.PositiveIntegerField(blank=True, help_text="Requests per window. Empty: inherit.", null=True),
+                ),
+                (
+                    "window_ms",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="Rate-limit window in milliseconds. Empty: inherit.", null=True
+                    ),
+                ),
+                (
+                    "tokens_per_minute",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="Input+output tokens per minute; 0 = no limit. Empty: inherit.", null=True
+                    ),
+                ),
+                (
+                    "daily_spend_cap_usd",
+                    models.DecimalField(blank=True, decimal_places=2, help_text="Empty: inherit.", max_digits=12, null=True),
+                ),
+                (
+                    "monthly_spend_cap_usd",
+                    models.DecimalField(blank=True, decimal_places=2, help_text="Empty: inherit.", max_digits=12, null=True),
+                ),
+                ("device_id", models.CharField(max_length=128, unique=True)),
+                ("user_label", models.CharField(blank=True, max_length=200)),
+                ("app_version", models.CharField(blank=True, max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("pending", "Pending approval"), ("blocked", "Blocked")],
+                        db_index=True,
+                        default="active",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "secret_hash",
+                    models.CharField(
+                        blank=True,
+                        editable=False,
+                        help_text="Empty: the next bootstrap sets a new device secret.",
+                        max_length=128,
+                    ),
+                ),
+                (
+                    "tokens_revoked_before",
+                    models.DateTimeField(
+                        blank=True, help_text="Tokens of this device issued before this time are refused.", null=True
+                    ),
+                ),
+                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
+                ("last_ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="devices",
+                        to="tokens.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('occurred_at', models.DateTimeField(db_index=True)),
-                ('kind', models.CharField(choices=[('bootstrap', 'Bootstrap'), ('refresh', 'Refresh'), ('reuse_detected', 'Refresh token reuse detected'), ('token_revoked', 'Token revoked'), ('device_revoked', 'Device tokens revoked'), ('org_revoked', 'Organization tokens revoked'), ('device_approved', 'Device approved'), ('device_blocked', 'Device blocked'), ('device_secret_reset', 'Device secret reset'), ('enrollment_refused', 'Enrollment refused'), ('signing_key_rotated', 'Signing key rotated'), ('signing_key_retired', 'Signing key retired')], db_index=True, max_length=32)),
-                ('device_ref', models.CharField(blank=True, db_index=True, max_length=128)),
-                ('jti', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('user_agent', models.CharField(blank=True, max_length=512)),
-                ('actor', models.CharField(blank=True, help_text='Operator who acted, or empty for the device itself.', max_length=150)),
-                ('detail', models.JSONField(blank=True, default=dict)),
-                ('device', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to='tokens.device')),
-                ('organization', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='tokens.organization')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("occurred_at", models.DateTimeField(db_index=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("bootstrap", "Bootstrap"),
+                            ("refresh", "Refresh"),
+                            ("reuse_detected", "Refresh token reuse detected"),
+                            ("token_revoked", "Token revoked"),
+                            ("device_revoked", "Device tokens revoked"),
+                            ("org_revoked", "Organization tokens revoked"),
+                            ("device_approved", "Device approved"),
+                            ("device_blocked", "Device blocked"),
+                            ("device_secret_reset", "Device secret reset"),
+                            ("enrollment_refused", "Enrollment refused"),
+                            ("signing_key_rotated", "Signing key rotated"),
+                            ("signing_key_retired", "Signing key retired"),
+                        ],
+                        db_index=True,
+                        max_length=32,
+                    ),
+                ),
+                ("device_ref", models.CharField(blank=True, db_index=True, max_length=128)),
+                ("jti", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("user_agent", models.CharField(blank=True, max_length=512)),
+                (
+                    "actor",
+                    models.CharField(blank=True, help_text="Operator who acted, or empty for the device itself.", max_length=150),
+                ),
+                ("detail", models.JSONField(blank=True, default=dict)),
+                (
+                    "device",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit_events",
+                        to="tokens.device",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="tokens.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-occurred_at'],
+                "ordering": ["-occurred_at"],
             },
         ),
         migrations.CreateModel(
-            name='IssuedToken',
+            name="IssuedToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('jti', models.CharField(max_length=64, unique=True)),
-                ('kind', models.CharField(choices=[('access', 'Access (wrapper)'), ('refresh', 'Refresh')], max_length=16)),
-                ('family', models.CharField(db_index=True, max_length=64)),
-                ('kid', models.CharField(max_length=64)),
-                ('issued_at', models.DateTimeField()),
-                ('expires_at', models.DateTimeField(db_index=True)),
-                ('used_at', models.DateTimeField(blank=True, help_text='When a refresh token was exchanged (single use).', null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('user_agent', models.CharField(blank=True, max_length=512)),
-                ('device', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tokens', to='tokens.device')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("jti", models.CharField(max_length=64, unique=True)),
+                ("kind", models.CharField(choices=[("access", "Access (wrapper)"), ("refresh", "Refresh")], max_length=16)),
+                ("family", models.CharField(db_index=True, max_length=64)),
+                ("kid", models.CharField(max_length=64)),
+                ("issued_at", models.DateTimeField()),
+                ("expires_at", models.DateTimeField(db_index=True)),
+                (
+                    "used_at",
+                    models.DateTimeField(blank=True, help_text="When a refresh token was exchanged (single use).", null=True),
+                ),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("user_agent", models.CharField(blank=True, max_length=512)),
+                (
+                    "device",
+                    models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="tokens", to="tokens.device"),
+                ),
             ],
             options={
-                'ordering': ['-issued_at'],
-                'indexes': [models.Index(fields=['device', 'kind', 'revoked_at'], name='tokens_issu_device__dcd1f6_idx')],
+                "ordering": ["-issued_at"],
+                "indexes": [models.Index(fields=["device", "kind", "revoked_at"], name="tokens_issu_device__dcd1f6_idx")],
             },
         ),
     ]

@@ -1,6 +1,7 @@
 """Wrapper and refresh token issued together become one grant (the rows are paired in 0003: on
 PostgreSQL the new index is built when this migration ends, which it cannot do after data updates
 in the same transaction)."""
+
 from django.db import migrations, models
 
 
@@ -11,7 +12,9 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="issuedtoken",
             name="grant",
-            field=models.CharField(default="", max_length=64, db_index=True, help_text="Shared by the wrapper and refresh token issued together."),
+            field=models.CharField(
+                default="", max_length=64, db_index=True, help_text="Shared by the wrapper and refresh token issued together."
+            ),
             preserve_default=False,
         ),
         migrations.AlterField(

@@ -2,6 +2,7 @@
 are paired the way they were issued (one bootstrap or refresh wrote both rows of a family with the
 same `issued_at`); a token exchanged or revoked alone before it marks its sibling the same way, so
 an old pair cannot be exchanged twice, once through each token."""
+
 import uuid
 
 from django.db import migrations

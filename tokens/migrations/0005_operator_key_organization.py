@@ -5,15 +5,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tokens', '0004_device_identifiers'),
+        ("tokens", "0004_device_identifiers"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='operatorapikey',
-            name='organization',
-            field=models.ForeignKey(blank=True, help_text="Empty: a platform operator. Set: this organization's usage and resources only.", null=True, on_delete=django.db.models.deletion.CASCADE, related_name='operator_keys', to='tokens.organization'),
+            model_name="operatorapikey",
+            name="organization",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Empty: a platform operator. Set: this organization's usage and resources only.",
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="operator_keys",
+                to="tokens.organization",
+            ),
         ),
     ]

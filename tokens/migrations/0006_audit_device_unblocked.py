@@ -4,15 +4,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tokens', '0005_operator_key_organization'),
+        ("tokens", "0005_operator_key_organization"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='kind',
-            field=models.CharField(choices=[('bootstrap', 'Bootstrap'), ('refresh', 'Refresh'), ('reuse_detected', 'Refresh token reuse detected'), ('token_revoked', 'Token revoked'), ('device_revoked', 'Device tokens revoked'), ('org_revoked', 'Organization tokens revoked'), ('device_approved', 'Device approved'), ('device_blocked', 'Device blocked'), ('device_unblocked', 'Device unblocked'), ('device_secret_reset', 'Device secret reset'), ('enrollment_refused', 'Enrollment refused'), ('signing_key_rotated', 'Signing key rotated'), ('signing_key_retired', 'Signing key retired')], db_index=True, max_length=32),
+            model_name="auditevent",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("bootstrap", "Bootstrap"),
+                    ("refresh", "Refresh"),
+                    ("reuse_detected", "Refresh token reuse detected"),
+                    ("token_revoked", "Token revoked"),
+                    ("device_revoked", "Device tokens revoked"),
+                    ("org_revoked", "Organization tokens revoked"),
+                    ("device_approved", "Device approved"),
+                    ("device_blocked", "Device blocked"),
+                    ("device_unblocked", "Device unblocked"),
+                    ("device_secret_reset", "Device secret reset"),
+                    ("enrollment_refused", "Enrollment refused"),
+                    ("signing_key_rotated", "Signing key rotated"),
+                    ("signing_key_retired", "Signing key retired"),
+                ],
+                db_index=True,
+                max_length=32,
+            ),
         ),
     ]

@@ -4,21 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0002_seed_model_prices'),
+        ("usage", "0002_seed_model_prices"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='OpenStream',
+            name="OpenStream",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('request_id', models.CharField(max_length=128, unique=True)),
-                ('owner', models.CharField(db_index=True, max_length=200)),
-                ('sequence', models.PositiveIntegerField()),
-                ('event', models.TextField(help_text='The usage event so far, as queued (JSON).')),
-                ('seen_at', models.DateTimeField(db_index=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("request_id", models.CharField(max_length=128, unique=True)),
+                ("owner", models.CharField(db_index=True, max_length=200)),
+                ("sequence", models.PositiveIntegerField()),
+                ("event", models.TextField(help_text="The usage event so far, as queued (JSON).")),
+                ("seen_at", models.DateTimeField(db_index=True)),
             ],
         ),
     ]

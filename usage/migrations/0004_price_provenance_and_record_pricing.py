@@ -8,18 +8,29 @@ Data steps, on tables seeded by 0002 (an operator's own rows are left as they ar
   copied from the table as it is now, so an operator's edits carry over. Fresh databases get them
   from 0002.
 """
+
 import datetime as dt
 
 from django.db import migrations, models
 
-SEED_START = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+SEED_START = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 OPUS_5_5 = "claude-opus-5-5*"
 DERIVED_NOTE = "Cache writes: the standard 1.25x (5m) and 2x (1h) of input."
 ASSUMED_NOTE = "Input and output published (8 / 40); cache rates assumed at Opus 5.5's own ratios to input."
 BARE_SONNET_4 = "claude-sonnet-4"
 SONNET_4_0 = "claude-sonnet-4-0*"
-_COPIED = ("label", "speed", "prompt_tokens_above", "effective_from", "input_per_mtok", "output_per_mtok",
-           "cache_write_5m_per_mtok", "cache_write_1h_per_mtok", "cache_read_per_mtok", "us_geo_multiplier")
+_COPIED = (
+    "label",
+    "speed",
+    "prompt_tokens_above",
+    "effective_from",
+    "input_per_mtok",
+    "output_per_mtok",
+    "cache_write_5m_per_mtok",
+    "cache_write_1h_per_mtok",
+    "cache_read_per_mtok",
+    "us_geo_multiplier",
+)
 
 
 def provenance_of(pattern: str, speed: str) -> tuple[str, str]:
@@ -55,7 +66,6 @@ def remove_bare_sonnet_4(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("tokens", "0004_device_identifiers"),
         ("usage", "0003_open_stream"),
@@ -65,7 +75,16 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="modelprice",
             name="provenance",
-            field=models.CharField(choices=[("published", "Published by Anthropic"), ("derived", "Derived from published rates by a standard multiplier"), ("assumed", "Assumed by the operator (not published)")], default="published", help_text="Requests priced from an assumed row are flagged in the usage records and on the dashboard.", max_length=16),
+            field=models.CharField(
+                choices=[
+                    ("published", "Published by Anthropic"),
+                    ("derived", "Derived from published rates by a standard multiplier"),
+                    ("assumed", "Assumed by the operator (not published)"),
+                ],
+                default="published",
+                help_text="Requests priced from an assumed row are flagged in the usage records and on the dashboard.",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
             model_name="modelprice",
@@ -75,7 +94,17 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="usagerecord",
             name="price_flag",
-            field=models.CharField(blank=True, choices=[("", "Exact"), ("assumed", "Assumed rate"), ("fallback", "Fallback rate (no fast rate: priced at the standard rate)"), ("unknown", "Unknown model (unpriced)")], default="", max_length=16),
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("", "Exact"),
+                    ("assumed", "Assumed rate"),
+                    ("fallback", "Fallback rate (no fast rate: priced at the standard rate)"),
+                    ("unknown", "Unknown model (unpriced)"),
+                ],
+                default="",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
             model_name="usagerecord",
@@ -84,7 +113,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="usagerecord",
-            index=models.Index(condition=models.Q(("price_flag", ""), _negated=True), fields=["price_flag", "occurred_at"], name="usage_rec_flagged_time"),
+            index=models.Index(
+                condition=models.Q(("price_flag", ""), _negated=True),
+                fields=["price_flag", "occurred_at"],
+                name="usage_rec_flagged_time",
+            ),
         ),
         migrations.RunPython(flag_unpriced_records, migrations.RunPython.noop),
         migrations.RunPython(mark_provenance, migrations.RunPython.noop),

@@ -9,6 +9,7 @@ no Django: a desktop app adds it in minutes.
     claude = proxy.anthropic()
     claude.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=[...])
 """
+
 from .client import ProxyClient
 from .config import ProxyConfig, __version__, load_config
 from .errors import (

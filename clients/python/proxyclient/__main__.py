@@ -1,4 +1,5 @@
 """`python -m proxyclient token | env | status | setup` (see cli.py)."""
+
 import sys
 
 from .cli import main

@@ -9,6 +9,7 @@ there and perhaps without the user's shell variables.
 Settings are merged, never replaced: keys this module does not own (permissions, hooks, other env
 variables) are kept as they were.
 """
+
 from __future__ import annotations
 
 import fnmatch

@@ -10,6 +10,7 @@ default) has passed, or at once after a 401. So `token` remembers which token it
 when: asked again for the same token before the TTL is up, it takes that as a 401 (a revoked token
 that still looks valid here) and renews instead of printing the rejected token again.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@
 
 Starting prints the seed's console lines (to stderr; pass `announce=None` to keep quiet).
 """
+
 from __future__ import annotations
 
 import asyncio

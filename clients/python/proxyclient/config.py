@@ -7,6 +7,7 @@ device to the gateway at bootstrap.
 Timing knobs (how often the refresh service looks, how early it refreshes, how it backs off) are
 constructor arguments rather than variables: apps and tests set them in code, users never need to.
 """
+
 from __future__ import annotations
 
 import os

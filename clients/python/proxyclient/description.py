@@ -6,6 +6,7 @@ over-long values), and a refused bootstrap would leave the user without a token 
 field. So the host name and OS are cleaned here to what the gateway accepts; values the app or
 user chose are sent as they are, and a bad one is reported with the gateway's reason.
 """
+
 from __future__ import annotations
 
 import platform

@@ -19,6 +19,7 @@
 The refresh service retries `GatewayUnreachable` with backoff; a refusal during refresh makes it
 fall back to bootstrap, and a refusal of bootstrap reaches the application (and the CLI's stderr).
 """
+
 from __future__ import annotations
 
 # A 401 with one of these codes means "this token is stale": renewing can help. Others (forged,
@@ -124,4 +125,3 @@ class DeviceBlocked(EnrollmentRefused):
 
 class EnrollmentRateLimited(EnrollmentRefused):
     hint = "Too many enrollments from this network; the client retries after the gateway's retry-after."
-

@@ -4,10 +4,11 @@ Times are on the local clock: when the gateway's Date header shows the clocks di
 gateway's expiry times are shifted by the difference on arrival (`clock_offset`), so a skewed clock
 still refreshes on time instead of looping or letting the token lapse.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import UnexpectedResponse
@@ -99,9 +100,9 @@ def parse_timestamp(value: Any) -> float:
         raise TypeError(f"timestamp {value!r} is not a string")
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
 def format_timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

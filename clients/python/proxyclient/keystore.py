@@ -6,6 +6,7 @@ always wins, and a marker file records that the keyring holds the key, so a keyr
 later is reported (StateUnavailable) instead of silently replaced by a new key, which would
 orphan the device secret.
 """
+
 from __future__ import annotations
 
 import base64

@@ -1,6 +1,7 @@
 """One renewal at a time per state directory, across threads and processes: the app's refresh
 service and Claude Code's `python -m proxyclient token` share the cache, and two of them sending
 the same single-use refresh token would look like theft to the gateway (it revokes the family)."""
+
 from __future__ import annotations
 
 import os

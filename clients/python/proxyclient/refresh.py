@@ -3,6 +3,7 @@ hour remains (the session falls back to bootstrap when a refresh is refused), an
 retries with exponential backoff and jitter. Silent: it logs, it never prints or raises into the
 app. A thread for synchronous apps, an asyncio task for asyncio apps; both stop promptly.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -8,6 +8,7 @@ off) or was revoked, the middleware renews once and sends the request again. Err
 
 Imports `anthropic`, so `proxyclient` imports this module only when an app asks for a client.
 """
+
 from __future__ import annotations
 
 import json

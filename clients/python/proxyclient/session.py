@@ -6,6 +6,7 @@ Every caller (the app's first launch, the refresh service, the SDK before a requ
 and re-reads the cache first: whoever renews first wins and everyone else adopts its token, so no
 refresh token is ever sent twice.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -120,7 +121,9 @@ class ProxySession:
             if grant is None or grant.is_expired(now):
                 raise
             self._inline_renewal_after = now + self.config.retry_max
-            log.warning("proxyclient.renewal_deferred: %s; the current token is valid until %s", exc, format_timestamp(grant.expires_at))
+            log.warning(
+                "proxyclient.renewal_deferred: %s; the current token is valid until %s", exc, format_timestamp(grant.expires_at)
+            )
             return grant.wrapper_token
 
     async def atoken(self) -> str:

@@ -9,6 +9,7 @@ Encrypted files are AES-256-GCM with the file's purpose, the device id and (for 
 gateway's bootstrap URL as associated data: a tampered file, or one written for another device or
 another gateway, fails authentication and is discarded, and the client bootstraps again.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """The gateway's three client endpoints on the wire: POST /bootstrap, POST {proxy_base_url}/refresh,
 GET /healthz. Transport failures and the gateway's error envelope become the types in errors.py
 here and nowhere else."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -101,7 +102,9 @@ class GatewayApi:
         except UnexpectedResponse:
             healthy = False
         if not healthy:
-            raise GatewayUnreachable(f"The gateway at {url} is not healthy (HTTP {response.status_code}: {response.text[:200]!r}).")
+            raise GatewayUnreachable(
+                f"The gateway at {url} is not healthy (HTTP {response.status_code}: {response.text[:200]!r})."
+            )
         check_server_date(response, now=self._clock(), tolerance=self._config.max_clock_skew)
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -109,7 +112,9 @@ class GatewayApi:
         try:
             response = self._http.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
-            raise GatewayUnreachable(f"The gateway at {origin} did not answer within {self._config.request_timeout:g} s.") from exc
+            raise GatewayUnreachable(
+                f"The gateway at {origin} did not answer within {self._config.request_timeout:g} s."
+            ) from exc
         except httpx.HTTPError as exc:
             raise GatewayUnreachable(f"Cannot reach the gateway at {origin} ({exc or type(exc).__name__}).") from exc
         if response.status_code >= 500:

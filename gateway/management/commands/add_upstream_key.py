@@ -1,4 +1,5 @@
 """Add a master key to the upstream pool; every gateway process starts using it within seconds."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """The upstream key pool as a table; secrets masked to their last four characters."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,8 +14,19 @@ from gateway.models import UpstreamKey, UpstreamKeyState
 from proxyproject.lib.console import format_table
 
 HEADERS = (
-    "name", "key", "state", "weight", "in flight", "age (days)", "last used",
-    "requests", "401/403", "429", "5xx", "conn", "flagged",
+    "name",
+    "key",
+    "state",
+    "weight",
+    "in flight",
+    "age (days)",
+    "last used",
+    "requests",
+    "401/403",
+    "429",
+    "5xx",
+    "conn",
+    "flagged",
 )
 
 
@@ -40,12 +52,23 @@ class Command(BaseCommand):
         for key in keys:
             age = (now - key.created_at).days
             due = key.state == UpstreamKeyState.ACTIVE and age >= settings.UPSTREAM_KEY_ROTATION_DAYS
-            rows.append((
-                key.name, key.masked_secret, key.state, key.weight,
-                "-" if counts is None or key.state == UpstreamKeyState.RETIRED else counts.get(key.pk, 0),
-                f"{age} (rotate)" if due else age, _when(key.last_used_at), key.request_count, key.rejected_count,
-                key.rate_limited_count, key.server_error_count, key.connection_failure_count, key.flagged_reason,
-            ))
+            rows.append(
+                (
+                    key.name,
+                    key.masked_secret,
+                    key.state,
+                    key.weight,
+                    "-" if counts is None or key.state == UpstreamKeyState.RETIRED else counts.get(key.pk, 0),
+                    f"{age} (rotate)" if due else age,
+                    _when(key.last_used_at),
+                    key.request_count,
+                    key.rejected_count,
+                    key.rate_limited_count,
+                    key.server_error_count,
+                    key.connection_failure_count,
+                    key.flagged_reason,
+                )
+            )
         self.stdout.write(format_table(HEADERS, rows))
         if counts is None:
             self.stdout.write("In-flight counts need Redis (REDIS_URL); each process only knows its own.")

@@ -1,4 +1,5 @@
 """Take a master key out of the pool at once (requests already on it finish)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """Rotate a master key without a failed request: the new key takes every new request within
 seconds, requests in flight finish on the old one, and Celery retires it once it carries none."""
+
 from __future__ import annotations
 
 import sys

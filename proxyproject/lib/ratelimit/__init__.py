@@ -10,6 +10,7 @@ sharing Redis enforce one global limit with no race; without Redis a per-process
 same with no await between reading and writing. Redis uses its own clock unless one is injected,
 so hosts with drifting clocks still agree on the window.
 """
+
 from __future__ import annotations
 
 from proxyproject.lib.backends import select_backend

@@ -1,4 +1,5 @@
 """The rate limiter's interface and the sliding-window arithmetic both backends share."""
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,9 @@ def estimate_count(previous: int, current: int, elapsed_ms: float, window_ms: in
     return previous * (1.0 - elapsed_ms / window_ms) + current
 
 
-def decide(limit: int, window_ms: int, cost: int, estimate: float, window_start_ms: float, previous: int, now_ms: float) -> LimitDecision:
+def decide(
+    limit: int, window_ms: int, cost: int, estimate: float, window_start_ms: float, previous: int, now_ms: float
+) -> LimitDecision:
     fits = estimate + cost <= limit if cost else estimate < limit
     remaining = max(0, math.floor(limit - estimate - (cost if fits else 0)))
     reset_at = (window_start_ms + window_ms) / 1000.0

@@ -1,5 +1,6 @@
 """The per-process rate limiter: no await between reading and writing a window, so it is atomic
 within one process (the embedded default), and knows nothing of other processes."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """The shared rate limiter: one Lua call per decision, so every instance sharing Redis sees one limit."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -96,8 +97,18 @@ class RedisRateLimiter:
         now_ms = float(raw[-1])
         decisions = []
         for i, check in enumerate(checks):
-            _, estimate_milli, window_start, previous = raw[i * 4: i * 4 + 4]
-            decisions.append(decide(check.limit, check.window_ms, check.cost, int(estimate_milli) / 1000.0, float(window_start), int(previous), now_ms))
+            _, estimate_milli, window_start, previous = raw[i * 4 : i * 4 + 4]
+            decisions.append(
+                decide(
+                    check.limit,
+                    check.window_ms,
+                    check.cost,
+                    int(estimate_milli) / 1000.0,
+                    float(window_start),
+                    int(previous),
+                    now_ms,
+                )
+            )
         return decisions
 
     async def add(self, key: str, window_ms: int, amount: int) -> None:

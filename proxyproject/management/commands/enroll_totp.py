@@ -26,5 +26,6 @@ class Command(BaseCommand):
                 return
             TOTPDevice.objects.filter(user=user).delete()
         device = TOTPDevice.objects.create(user=user, name="console", confirmed=True)
-        self.stdout.write(f"TOTP device created for {user.username}. Add it to an authenticator app (shown once):\n"
-                          f"{device.config_url}")
+        self.stdout.write(
+            f"TOTP device created for {user.username}. Add it to an authenticator app (shown once):\n{device.config_url}"
+        )

@@ -4,6 +4,7 @@ Keys come from `--api-key` (repeatable) and from FAKE_ANTHROPIC_API_KEYS (comma-
 command reads the environment itself: it configures the fake, not the gateway, so the gateway's
 settings module has no business knowing about it.
 """
+
 from __future__ import annotations
 
 import os

@@ -35,7 +35,9 @@ class Command(BaseCommand):
             self.stdout.flush()
             return True
 
-        raise SystemExit(supervise(platform_children(host, demo_key), env, settings.SHUTDOWN_GRACE_SECONDS + 5, announce_once_ready))
+        raise SystemExit(
+            supervise(platform_children(host, demo_key), env, settings.SHUTDOWN_GRACE_SECONDS + 5, announce_once_ready)
+        )
 
     def summary(self, url: str, login: OperatorLogin, demo_key: str | None) -> str:
         """Printed last, once the gateway answers: what to open and how to log in."""
@@ -46,8 +48,11 @@ class Command(BaseCommand):
             lines.append(f"Login:         {login.username}")
         lines.append(f"               forgot it? make manage ARGS='changepassword {login.username}'")
         if demo_key:
-            lines.append(self.style.WARNING(
-                f"Demo mode:     the bundled fake Anthropic API on 127.0.0.1:{settings.FAKE_UPSTREAM_PORT}; "
-                "set ANTHROPIC_API_KEY for the real one"))
+            lines.append(
+                self.style.WARNING(
+                    f"Demo mode:     the bundled fake Anthropic API on 127.0.0.1:{settings.FAKE_UPSTREAM_PORT}; "
+                    "set ANTHROPIC_API_KEY for the real one"
+                )
+            )
         lines += ["Stop:          Ctrl-C", _RULE]
         return "\n".join(lines)

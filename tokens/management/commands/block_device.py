@@ -1,4 +1,5 @@
 """Block devices: refused on every endpoint until unblocked, their tokens revoked (revoke_device --block does the same)."""
+
 from __future__ import annotations
 
 from django.core.management import call_command

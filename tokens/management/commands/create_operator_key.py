@@ -1,4 +1,5 @@
 """Create an operator API key from the shell (the admin's "Add operator API key" does the same)."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError

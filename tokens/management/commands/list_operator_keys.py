@@ -1,4 +1,5 @@
 """The operator API keys as a table: scope, prefix, last use, revocation; never a secret."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand
@@ -23,8 +24,14 @@ class Command(BaseCommand):
         if not all:
             keys = keys.filter(revoked_at__isnull=True)
         rows = [
-            (key.name, f"{key.prefix}…", key.organization.name if key.organization else "platform",
-             _moment(key.created_at), _moment(key.last_used_at), _moment(key.revoked_at))
+            (
+                key.name,
+                f"{key.prefix}…",
+                key.organization.name if key.organization else "platform",
+                _moment(key.created_at),
+                _moment(key.last_used_at),
+                _moment(key.revoked_at),
+            )
             for key in keys
         ]
         self.stdout.write(format_table(["name", "prefix", "scope", "created (UTC)", "last used", "revoked"], rows))

@@ -2,6 +2,7 @@
 
 Many devices at once (ids as arguments, or one per line from --from-file) show a progress bar and
 end with a table of what was done."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 
-from proxyproject.lib.console import format_table, progress
 from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
+from proxyproject.lib.console import format_table, progress
 from tokens.models import Device, IssuedToken
 from tokens.revocation import block_device, revoke_device_tokens
 
@@ -35,7 +36,9 @@ class Command(BaseCommand):
             raise CommandError(f"No device with device_id {', '.join(repr(m) for m in missing[:10])}; nothing was changed.")
         live_by_device = dict(
             IssuedToken.objects.filter(device__in=devices.values(), revoked_at__isnull=True)
-            .values_list("device__device_id").annotate(count=Count("id")).values_list("device__device_id", "count")
+            .values_list("device__device_id")
+            .annotate(count=Count("id"))
+            .values_list("device__device_id", "count")
         )
         live = sum(live_by_device.values())
         if len(wanted) == 1:
@@ -57,7 +60,11 @@ class Command(BaseCommand):
             rows.append((device_id, device.status, revoked))
         if len(rows) == 1:
             device_id, _, revoked = rows[0]
-            done = f"Device {device_id!r} blocked and its tokens revoked." if block else f"Revoked {revoked} tokens of device {device_id!r}."
+            done = (
+                f"Device {device_id!r} blocked and its tokens revoked."
+                if block
+                else f"Revoked {revoked} tokens of device {device_id!r}."
+            )
             self.stdout.write(self.style.SUCCESS(done))
             return
         self.stdout.write(format_table(["device", "status", "tokens revoked"], rows))

@@ -1,4 +1,5 @@
 """Revoke an operator API key by its name or prefix; refused at once by every process (no cache)."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError

@@ -1,4 +1,5 @@
 """Revoke every token of every device of one organization."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError

@@ -1,4 +1,5 @@
 """Revoke one token by its jti (from the admin's issued tokens or the audit trail), and so its grant."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError

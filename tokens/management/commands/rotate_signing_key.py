@@ -1,10 +1,11 @@
 """Make a new signing key the signer. Nobody is logged out: older keys keep verifying until the
 tokens they signed have expired, then the scheduled task retires them."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from tokens.signing_keys import rotate_signing_key, retire_expired_signing_keys
+from tokens.signing_keys import retire_expired_signing_keys, rotate_signing_key
 
 
 class Command(BaseCommand):

@@ -1,4 +1,5 @@
 """Unblock devices: they may enroll again (with their device secret); their old tokens stay revoked."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError

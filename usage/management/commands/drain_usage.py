@@ -1,4 +1,5 @@
 """Write every queued usage record now (Redis queue and local spool), e.g. after a database outage."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand

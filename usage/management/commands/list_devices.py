@@ -1,4 +1,5 @@
 """The device fleet as a table: status, organization, version, last seen, spend against caps."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand
@@ -30,9 +31,17 @@ class Command(BaseCommand):
         rows = []
         for device in page:
             policy = resolve_policy(device, device.organization)
-            rows.append((
-                device.device_id, device.status, device.organization.name if device.organization else "", device.app_version,
-                device.last_seen_at.strftime("%Y-%m-%d %H:%M") if device.last_seen_at else "never",
-                _money(spend[device.pk].today, policy.device_daily_cap_usd), _money(spend[device.pk].month, policy.device_monthly_cap_usd),
-            ))
-        self.stdout.write(format_table(["device", "status", "organization", "version", "last seen (UTC)", "today/cap", "month/cap"], rows))
+            rows.append(
+                (
+                    device.device_id,
+                    device.status,
+                    device.organization.name if device.organization else "",
+                    device.app_version,
+                    device.last_seen_at.strftime("%Y-%m-%d %H:%M") if device.last_seen_at else "never",
+                    _money(spend[device.pk].today, policy.device_daily_cap_usd),
+                    _money(spend[device.pk].month, policy.device_monthly_cap_usd),
+                )
+            )
+        self.stdout.write(
+            format_table(["device", "status", "organization", "version", "last seen (UTC)", "today/cap", "month/cap"], rows)
+        )

@@ -1,4 +1,5 @@
 """Reprice recorded usage after a retroactive price change: costs, rollups and spend counters."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError

@@ -1,4 +1,5 @@
 """Rebuild usage rollups for any period: idempotent, so safe to re-run after a fix or an outage."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -19,7 +20,7 @@ def parse_moment(value: str) -> dt.datetime:
         if day is None:
             raise CommandError(f"{value!r} is not a date (2026-11-25) or date-time (2026-11-25T13:00).")
         moment = dt.datetime(day.year, day.month, day.day)
-    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
 
 
 class Command(BaseCommand):
@@ -38,13 +39,17 @@ class Command(BaseCommand):
         self.stdout.write(f"Rolling up usage from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
         self.stderr.ending = ""  # the progress bar redraws one line with carriage returns
         summary = rollup_usage(start, end, each=lambda buckets, total: progress(buckets, total, "buckets", stream=self.stderr))
-        self.stdout.write(format_table(
-            ["period", "rows"], [["hour", f"{summary.rows['hour']:,}"], ["day", f"{summary.rows['day']:,}"]]
-        ))
-        self.stdout.write(self.style.SUCCESS(
-            f"Rebuilt {summary.buckets:,} buckets from {summary.records:,} records in {summary.seconds:.2f} s."
-        ))
+        self.stdout.write(
+            format_table(["period", "rows"], [["hour", f"{summary.rows['hour']:,}"], ["day", f"{summary.rows['day']:,}"]])
+        )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Rebuilt {summary.buckets:,} buckets from {summary.records:,} records in {summary.seconds:.2f} s."
+            )
+        )
         if summary.skipped_buckets:
-            self.stdout.write(self.style.WARNING(
-                f"Skipped {summary.skipped_buckets:,} buckets older than USAGE_RETENTION_DAYS: their raw records may be pruned."
-            ))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Skipped {summary.skipped_buckets:,} buckets older than USAGE_RETENTION_DAYS: their raw records may be pruned."
+                )
+            )

@@ -1,5 +1,6 @@
 """The usage writer process for USAGE_WRITER=process: writes every gateway worker's queued usage
 records to the database until SIGTERM or Ctrl-C, then writes what is left and exits."""
+
 from __future__ import annotations
 
 import asyncio
