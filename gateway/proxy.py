@@ -46,7 +46,7 @@ from gateway.ownership import OwnedPath, owned_path_for
 from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
 from gateway.routes import Route, resolve_route
 from gateway.upstream import build_upstream_request, gateway_error_for, retryable_before_response, send_upstream
-from gateway.usage_tally import UsageTally
+from gateway.usage_tally import UsageTally, estimate_cut_stream_output
 from proxyproject.lib.client_address import client_ip_from_scope
 from proxyproject.lib.errors import CircuitOpen, GatewayError, GatewayShuttingDown, new_request_id
 from proxyproject.lib.logging import log_event
@@ -325,6 +325,8 @@ class ProxiedRequest:
         event.ttfb_ms = round(ttfb_ms, 3) if ttfb_ms is not None else None
         event.client_disconnected = self.client_gone
         self.tally.apply_to(event)
+        if event.streamed:
+            estimate_cut_stream_output(self.tally, event)
         if self.tally.error_type and not event.error_type:
             event.error_type = self.tally.error_type
         submit_usage(event)

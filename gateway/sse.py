@@ -41,16 +41,20 @@ def _last_event_end(data: bytes) -> int:
 class SseRelay:
     """Splits upstream bytes into whole events for the client and tallies usage on the way."""
 
-    __slots__ = ("tally", "_held", "content_bytes")
+    __slots__ = ("tally", "_held")
 
     def __init__(self, tally: UsageTally) -> None:
         self.tally = tally
         self._held = b""
-        self.content_bytes = 0  # of the content deltas relayed so far
+
+    @property
+    def content_bytes(self) -> int:
+        """Of the content deltas relayed so far (kept on the tally, which estimates a cut stream's output from it)."""
+        return self.tally.content_bytes
 
     def _measure_content(self, block: bytes) -> None:
         for match in _DELTA_TEXT.finditer(block):
-            self.content_bytes += match.end(1) - match.start(1)
+            self.tally.content_bytes += match.end(1) - match.start(1)
 
     @property
     def holds_partial_event(self) -> bool:
@@ -109,5 +113,6 @@ class SseRelay:
             self.tally.observe_message(payload.get("message"))
         elif name == b"message_delta":
             self.tally.merge(payload.get("usage"))
+            self.tally.final_count_seen = True
         else:
             self.tally.observe_error(payload)

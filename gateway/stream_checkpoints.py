@@ -22,16 +22,11 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from gateway.sse import SseRelay
+from gateway.usage_tally import estimated_tokens
 from usage.writer import stream_closed, submit_stream_checkpoint
 
 if TYPE_CHECKING:
     from gateway.proxy import ProxiedRequest
-
-BYTES_PER_TOKEN = 4  # English text and code run at 3.5-4.5 bytes per token on Claude's tokenizers
-
-
-def estimated_tokens(content_bytes: int) -> int:
-    return (content_bytes + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
 
 
 class StreamCheckpoints:

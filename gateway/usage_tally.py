@@ -21,6 +21,8 @@ from typing import Any
 
 from usage.events import UsageEvent
 
+BYTES_PER_TOKEN = 4  # English text and code run at 3.5-4.5 bytes per token on Claude's tokenizers
+
 
 def _count(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -35,7 +37,7 @@ def _text(value: object) -> str | None:
 class UsageTally:
     """The merged usage of one response, plus the model and message id the upstream named."""
 
-    __slots__ = ("fields", "model", "message_id", "error_type", "seen")
+    __slots__ = ("fields", "model", "message_id", "error_type", "seen", "content_bytes", "final_count_seen")
 
     def __init__(self) -> None:
         self.fields: dict[str, Any] = {}
@@ -43,6 +45,8 @@ class UsageTally:
         self.message_id: str | None = None
         self.error_type: str | None = None
         self.seen = False
+        self.content_bytes = 0  # of a stream's text, thinking and tool-input deltas relayed so far
+        self.final_count_seen = False  # a stream's message_delta, which carries its output count
 
     def merge(self, usage: object) -> None:
         """Fold one `usage` object in: every non-null field overrides what was seen before."""
@@ -83,6 +87,22 @@ class UsageTally:
             event.model = self.model
         if self.message_id:
             event.extra["message_id"] = self.message_id
+
+
+def estimated_tokens(content_bytes: int) -> int:
+    return (content_bytes + BYTES_PER_TOKEN - 1) // BYTES_PER_TOKEN
+
+
+def estimate_cut_stream_output(tally: UsageTally, event: UsageEvent) -> None:
+    """A stream cut before its message_delta (client gone, upstream dropped, shutdown) reported only
+    message_start's output count: the output relayed meanwhile is estimated from its bytes, as a
+    crash checkpoint does, and marked as an estimate."""
+    if tally.final_count_seen or not tally.content_bytes:
+        return
+    estimated = estimated_tokens(tally.content_bytes)
+    if estimated > event.output_tokens:
+        event.output_tokens = estimated
+        event.extra["output_tokens_estimated"] = True
 
 
 def cache_writes_of(fields: Mapping[str, Any]) -> tuple[int, int, int]:

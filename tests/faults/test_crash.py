@@ -14,7 +14,7 @@ import httpx
 import orjson
 
 from fake_anthropic import FakeAnthropic
-from gateway.stream_checkpoints import estimated_tokens
+from gateway.usage_tally import estimated_tokens
 from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
 from tests.gateway.test_sdk import enroll
 from tests.servers import gateway_process

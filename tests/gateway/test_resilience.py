@@ -12,7 +12,9 @@ from asgiref.sync import sync_to_async
 from django.db.backends.utils import CursorWrapper
 from django.test import AsyncClient
 
+from gateway.usage_tally import estimated_tokens
 from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway, capture_final_usage, enroll_device
+from tests.gateway.test_stream_checkpoints import relayed_text_bytes
 from tokens.operators import create_operator_api_key
 
 
@@ -37,6 +39,18 @@ async def test_upstream_dropping_mid_stream_ends_the_client_stream_with_an_error
     assert envelope["type"] == "error" and envelope["error"]["type"] == "api_error"
     [event] = usage_events
     assert (event.input_tokens, event.error_type, event.status) == (321, "upstream_unreachable", 200)
+
+
+async def test_a_stream_cut_before_its_final_count_records_the_output_relayed_so_far_as_an_estimate(
+    fake_upstream, token, usage_events
+):
+    cut = bearer(token, **{"x-fake-fault": "drop-mid-stream"})
+    answer = await call_gateway("POST", "/v1/messages", headers=cut, body=STREAM_BODY)
+    relayed = relayed_text_bytes(answer.body)
+    assert relayed > 8  # some text reached the client before the cut
+    [event] = usage_events
+    assert event.output_tokens == estimated_tokens(relayed) > 1
+    assert event.extra["output_tokens_estimated"] is True
 
 
 async def test_client_leaving_mid_stream_closes_upstream_at_once_and_records_usage_so_far(fake_upstream, token, usage_events):

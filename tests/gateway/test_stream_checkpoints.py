@@ -8,7 +8,7 @@ import dataclasses
 import orjson
 import pytest
 
-from gateway.stream_checkpoints import estimated_tokens
+from gateway.usage_tally import estimated_tokens
 from tests.gateway.conftest import MESSAGE_BODY, STREAM_BODY, bearer, call_gateway
 from usage.models import OpenStream, UsageRecord
 from usage.records import record_orphaned_streams
