@@ -112,3 +112,14 @@ def test_setup_env_prints_shell_exports(gateway, home, tmp_path):
         token
         == f"export ANTHROPIC_AUTH_TOKEN={run_cli(['token'], environ | {'CLAUDE_CODE_API_KEY_HELPER_TTL_MS': '0'})[1].strip()}"
     )
+
+
+def test_a_sonnet_only_allowlist_overrides_claude_code_s_opus_default_and_a_full_one_sets_nothing():
+    from proxyclient.claude_code import model_overrides
+
+    available = ["claude-opus-4-8", "claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"]
+    assert model_overrides(["claude-sonnet-*"], available) == {
+        "ANTHROPIC_MODEL": "claude-sonnet-4-5-20250929",
+        "ANTHROPIC_SMALL_FAST_MODEL": "claude-sonnet-4-5-20250929",
+    }
+    assert model_overrides(["claude-opus-*", "claude-sonnet-*", "claude-haiku-*"], available) == {}

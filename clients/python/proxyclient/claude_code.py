@@ -26,10 +26,12 @@ from .grant import TokenGrant
 
 SCOPES = ("user", "project", "local")
 # The models Claude Code asks for when ANTHROPIC_MODEL / ANTHROPIC_SMALL_FAST_MODEL are unset: the
-# main model and the small one it uses for titles and summaries.
+# main model and the small one it uses for titles and summaries. The default depends on Claude Code's
+# version and the account's plan (claude-opus-4-8 for the current one, as seen through the gateway;
+# Sonnet 4.5 for earlier ones), so a variable is set when the allowlist excludes any of its defaults.
 CLAUDE_CODE_DEFAULT_MODELS = {
-    "ANTHROPIC_MODEL": "claude-sonnet-4-5-20250929",
-    "ANTHROPIC_SMALL_FAST_MODEL": "claude-haiku-4-5-20251001",
+    "ANTHROPIC_MODEL": ("claude-opus-4-8", "claude-sonnet-4-5-20250929"),
+    "ANTHROPIC_SMALL_FAST_MODEL": ("claude-haiku-4-5-20251001",),
 }
 PREFERRED_FAMILIES = {"ANTHROPIC_MODEL": ("sonnet", "opus", ""), "ANTHROPIC_SMALL_FAST_MODEL": ("haiku", "sonnet", "")}
 MIN_HELPER_TTL_MS = 1000
@@ -79,8 +81,8 @@ def model_overrides(allowed_patterns: Sequence[str], available: Sequence[str]) -
         return {}
     allowed = [model for model in available if is_allowed(model, allowed_patterns)]
     overrides: dict[str, str] = {}
-    for variable, default in CLAUDE_CODE_DEFAULT_MODELS.items():
-        if is_allowed(default, allowed_patterns):
+    for variable, defaults in CLAUDE_CODE_DEFAULT_MODELS.items():
+        if all(is_allowed(default, allowed_patterns) for default in defaults):
             continue
         choice = next((model for family in PREFERRED_FAMILIES[variable] for model in allowed if family in model), None)
         if choice is None:
