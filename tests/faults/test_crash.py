@@ -68,6 +68,9 @@ class ReadStream:
                 self.progressed.set()
 
 
+UNPUSHED_TAIL_EVENTS = 5
+
+
 def records_by_request(request_ids: list[str], timeout: float = 30.0) -> dict[str, UsageRecord]:
     """Drain as the writer would until every request has its record (the orphans need their
     owner to have been quiet for USAGE_ORPHAN_STREAM_SECONDS first)."""
@@ -118,9 +121,12 @@ def test_streams_cut_by_a_gateway_crash_are_recorded_with_the_tokens_relayed_so_
         assert (record.status, record.error_type, record.is_error, record.streamed) == (200, "gateway_crashed", True, True)
         assert record.input_tokens == stream.input_tokens > 0
         # Checkpointed before each event was written to the client: everything the client got is
-        # counted; the event the gateway relayed as it died may be counted too.
-        received = estimated_tokens(sum(stream.text_bytes))
-        assert received <= record.output_tokens <= estimated_tokens(sum(stream.text_bytes) + max(stream.text_bytes))
+        # counted, and the event the gateway relayed as it died may be counted too. With Redis a
+        # checkpoint reaches the queue at the writer's next push (the documented bound): the events of
+        # the last UNPUSHED_TAIL_EVENTS (half a second at this pace) may be missing.
+        counted_from = sum(stream.text_bytes[:-UNPUSHED_TAIL_EVENTS]) if settings.REDIS_URL else sum(stream.text_bytes)
+        upper = estimated_tokens(sum(stream.text_bytes) + max(stream.text_bytes))
+        assert estimated_tokens(counted_from) <= record.output_tokens <= upper
         assert record.extra["output_tokens_estimated"] is True
         assert record.cost > 0
     assert OpenStream.objects.count() == 0
