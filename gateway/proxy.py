@@ -31,7 +31,8 @@ from gateway.breaker_state import Admission
 from gateway.channel import ClientChannel, Receive, Scope, Send
 from gateway.headers import header_value, upstream_request_headers
 from gateway.hosts import check_host_allowed
-from gateway.keypool import HeldKey, choose_upstream_key, report_upstream_result
+from gateway.key_check import KEY_REFUSED_STATUSES
+from gateway.keypool import HeldKey, choose_upstream_key, confirm_upstream_key_refused, report_upstream_result
 from gateway.metrics import observe_request
 from gateway.owned_exchange import (
     after_owned_response,
@@ -48,7 +49,14 @@ from gateway.routes import Route, resolve_route
 from gateway.upstream import build_upstream_request, gateway_error_for, retryable_before_response, send_upstream
 from gateway.usage_tally import UsageTally
 from proxyproject.lib.client_address import client_ip_from_scope
-from proxyproject.lib.errors import CircuitOpen, GatewayError, GatewayShuttingDown, new_request_id
+from proxyproject.lib.errors import (
+    CircuitOpen,
+    GatewayError,
+    GatewayShuttingDown,
+    NoUpstreamKey,
+    UpstreamAuthFailed,
+    new_request_id,
+)
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.ratelimit import get_rate_limiter
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
@@ -201,11 +209,18 @@ class ProxiedRequest:
             await after_owned_response(self, owned)
 
     async def _open_upstream(self, body: bytes, summary: RequestSummary, identity: DeviceIdentity) -> httpx.Response:
-        """Send upstream; a connection that failed before any response is tried once more on
-        another key. Nothing has reached the client yet, so the retry is invisible to it."""
+        """Send upstream; a connection that failed before any response, or a key the upstream
+        refused, is tried once more on another key. Nothing has reached the client yet, so the
+        retry is invisible to it."""
         tried: list[str] = []
+        key_refused = False
         while True:
-            credential = await choose_upstream_key(exclude=tried)
+            try:
+                credential = await choose_upstream_key(exclude=tried)
+            except NoUpstreamKey as exc:
+                if key_refused:
+                    raise UpstreamAuthFailed() from exc
+                raise
             await self.held_key.hold(credential)
             tried.append(credential.name)
             log_event(
@@ -236,7 +251,14 @@ class ProxiedRequest:
             if self.event is not None:
                 self.event.upstream_key_name = credential.name
                 self.event.upstream_request_id = response.headers.get("request-id")
-            return response
+            if response.status_code not in KEY_REFUSED_STATUSES:
+                return response
+            key_refused = await confirm_upstream_key_refused(credential, response.status_code)
+            if not key_refused and response.status_code != 401:
+                return response  # a 403 about the request (a model or beta it may not use): the client's to see
+            await discard(response)
+            if not (key_refused and len(tried) == 1):
+                raise UpstreamAuthFailed()
 
     async def _refuse(self, error: GatewayError) -> None:
         self.status = error.status
@@ -361,6 +383,16 @@ class ProxiedRequest:
         used_tokens = event.input_tokens + event.cache_write_5m_tokens + event.cache_write_1h_tokens + event.output_tokens
         if grant.tokens_key is not None and used_tokens != grant.tokens_reserved:
             await get_rate_limiter().add(grant.tokens_key, TOKENS_WINDOW_MS, used_tokens - grant.tokens_reserved)
+
+
+async def discard(response: httpx.Response) -> None:
+    """Read a small error answer to its end, which gives its connection back to the pool."""
+    try:
+        await response.aread()
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
 
 
 async def proxy_request(scope: Scope, receive: Receive, send: Send) -> None:
