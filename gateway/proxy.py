@@ -104,6 +104,7 @@ class ProxiedRequest:
         self.admission: Admission | None = None
         self.upstream_ok: bool | None = None  # the breaker's view of the outcome, once known
         self.status = 0
+        self.error_code: str | None = None  # the gateway's refusal, or the upstream error relayed
         self.client_gone = False
         self.upstream_latency_ms: float | None = None
         self.held_key = HeldKey()  # counted in flight on its key until bookkeeping
@@ -262,6 +263,7 @@ class ProxiedRequest:
 
     async def _refuse(self, error: GatewayError) -> None:
         self.status = error.status
+        self.error_code = error.error_code
         if self.event is None and error.status >= 500:
             # A failure of ours before the device is known (its database away, say) is still a request
             # the operator must see: recorded without a device. Refused credentials (4xx) are not.
@@ -277,6 +279,7 @@ class ProxiedRequest:
         same error as JSON. A passthrough body already under way is left unfinished (a truncated
         body must not look complete). Recorded as interrupted, with the tokens seen so far."""
         error = GatewayShuttingDown()
+        self.error_code = error.error_code
         if self.event is not None:
             self.event.error_type = error.error_code
         log_event(logger, "Request ended by shutdown", logging.WARNING, requestId=self.request_id, started=self.client.started)
@@ -306,6 +309,7 @@ class ProxiedRequest:
             "Request completed",
             requestId=self.request_id,
             status=self.status,
+            errorCode=self.error_code or (self.event.error_type if self.event is not None else None),
             latencyMs=round(latency_ms, 2),
             ttfbMs=round(ttfb_ms, 2) if ttfb_ms is not None else None,
             clientDisconnected=self.client_gone,
