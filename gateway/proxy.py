@@ -34,6 +34,7 @@ from gateway.hosts import check_host_allowed
 from gateway.key_check import KEY_REFUSED_STATUSES
 from gateway.keypool import HeldKey, choose_upstream_key, confirm_upstream_key_refused, report_upstream_result
 from gateway.metrics import observe_request
+from gateway.model_alias import apply_model_alias
 from gateway.owned_exchange import (
     after_owned_response,
     answer_owned_list,
@@ -123,8 +124,9 @@ class ProxiedRequest:
             check_declared_length(header_value(self.headers, b"content-length"), settings.MAX_REQUEST_BODY_BYTES)
             check_body_readable(route, header_value(self.headers, b"content-encoding"))
             body = await read_body(self.receive, settings.MAX_REQUEST_BODY_BYTES)
-            summary = summarize_body(route, body)
-            self.event.model = summary.model
+            aliased = apply_model_alias(identity.policy, body, summarize_body(route, body))
+            body, summary = aliased.body, aliased.summary
+            self.event.model, self.event.requested_model = summary.model, aliased.requested_model
             self.owned = owned_path_for(route, self.path)
             if self.owned is not None:
                 await check_owned_access(self.owned, identity)

@@ -37,6 +37,7 @@ POLICY_FIELDSET = (
     {
         "fields": (
             "allowed_models",
+            "model_aliases",
             ("requests_per_window", "window_ms"),
             "tokens_per_minute",
             ("daily_spend_cap_usd", "monthly_spend_cap_usd"),
