@@ -30,7 +30,9 @@ class DateRangeFilter(admin.FieldListFilter):
 
     template = "admin/filters/date_range.html"
 
-    def __init__(self, field: Any, request: HttpRequest, params: dict, model: Any, model_admin: Any, field_path: str) -> None:
+    def __init__(
+        self, field: Any, request: HttpRequest, params: dict[str, Any], model: Any, model_admin: Any, field_path: str
+    ) -> None:
         self.since_parameter = f"{field_path}__from"
         self.until_parameter = f"{field_path}__to"
         super().__init__(field, request, params, model, model_admin, field_path)
@@ -73,7 +75,9 @@ class ExactValueFilter(admin.FieldListFilter):
 
     template = "admin/filters/exact_value.html"
 
-    def __init__(self, field: Any, request: HttpRequest, params: dict, model: Any, model_admin: Any, field_path: str) -> None:
+    def __init__(
+        self, field: Any, request: HttpRequest, params: dict[str, Any], model: Any, model_admin: Any, field_path: str
+    ) -> None:
         self.parameter = field_path
         super().__init__(field, request, params, model, model_admin, field_path)
 

@@ -30,7 +30,9 @@ def put_in_organization(token_device: str, **org_fields: object) -> None:
     policy_changed(device=device)
 
 
-async def test_claude_codes_default_model_is_served_by_the_alias_for_a_device_limited_to_sonnet(transactional_db, fake_upstream, monkeypatch):
+async def test_claude_codes_default_model_is_served_by_the_alias_for_a_device_limited_to_sonnet(
+    transactional_db, fake_upstream, monkeypatch
+):
     events = capture_final_usage(monkeypatch)
     token = await enroll_device(allowed_models="claude-sonnet-*", model_aliases=OPUS_TO_SONNET)
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=body_for("claude-opus-4-8", stream=False))
@@ -41,7 +43,9 @@ async def test_claude_codes_default_model_is_served_by_the_alias_for_a_device_li
     assert (event.model, event.requested_model) == ("claude-sonnet-4-5", "claude-opus-4-8")
 
 
-async def test_a_model_no_alias_matches_goes_as_asked_and_records_no_requested_model(transactional_db, fake_upstream, monkeypatch):
+async def test_a_model_no_alias_matches_goes_as_asked_and_records_no_requested_model(
+    transactional_db, fake_upstream, monkeypatch
+):
     events = capture_final_usage(monkeypatch)
     token = await enroll_device(model_aliases=OPUS_TO_SONNET)
     raw = b'{"model":"claude-haiku-4-5",  "max_tokens":16,"messages":[{"role":"user","content":"hi"}]}'
