@@ -172,15 +172,13 @@ class ReadOnlyUsageAdmin(ReadOnlyAdmin):
 class UsageRecordAdmin(ReadOnlyUsageAdmin):
     list_display = (
         "occurred_at",
-        "request_id",
         "device_ref",
         "model",
-        "endpoint",
         "status",
         "error_type",
         "total_tokens",
         "cost_display",
-        "latency_ms",
+        "latency_display",
     )
     list_filter = (
         ("occurred_at", DateRangeFilter),
@@ -208,6 +206,10 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
     @admin.display(description="Tokens")
     def total_tokens(self, record: UsageRecord) -> str:
         return f"{record.total_tokens:,}"
+
+    @admin.display(description="Latency", ordering="latency_ms")
+    def latency_display(self, record: UsageRecord) -> str:
+        return f"{record.latency_ms:,.0f} ms"
 
     @admin.display(description="Cost (USD)", ordering="cost")
     def cost_display(self, record: UsageRecord) -> str:
