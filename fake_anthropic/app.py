@@ -100,6 +100,9 @@ class FakeApi:
         batch_processing_seconds: float = 0.0,
     ) -> None:
         self.api_keys = frozenset(api_keys)
+        # Keys the real API knows but refuses everything (a disabled organization, a workspace key
+        # without access): 403 permission_error on every endpoint, GET /v1/models included.
+        self.forbidden_api_keys: frozenset[str] = frozenset()
         self.organization_id = organization_id or str(uuid.uuid4())
         self.base_url = ""  # known once the socket is bound; batches' results_url needs it
         self.request_log = RequestLog(max_logged_requests)
@@ -156,6 +159,8 @@ class FakeApi:
                 raise FakeApiError(401, "x-api-key header is required")
             if credential not in self.api_keys:
                 raise FakeApiError(401)
+            if credential in self.forbidden_api_keys:
+                raise FakeApiError(403)
             fault_header = headers.get(FAULT_HEADER)
             faults = parse_faults(fault_header) if fault_header else NO_FAULTS
             if route is None:

@@ -83,6 +83,10 @@ class FakeAnthropic:
         """Replace the accepted keys at once (one reference swap: safe from any thread)."""
         self.api.api_keys = frozenset(api_keys)
 
+    def set_forbidden_api_keys(self, api_keys: Iterable[str]) -> None:
+        """Keys (among the known ones) answered 403 permission_error on every endpoint."""
+        self.api.forbidden_api_keys = frozenset(api_keys)
+
     async def start(self) -> None:
         """Listen on the running event loop; returns once the socket accepts connections."""
         listener = socket.create_server((self.host, self.port), family=self._address_family(), backlog=1024)

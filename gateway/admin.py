@@ -25,6 +25,7 @@ from gateway.models import MAX_WEIGHT, OwnedResource, UpstreamKey, UpstreamKeySt
 from gateway.upstream_keys import (
     UpstreamKeyError,
     add_upstream_key,
+    probe_upstream_key,
     reactivate_upstream_key,
     retire_upstream_key,
     rotate_upstream_key,
@@ -92,7 +93,7 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
         "connection_failure_count",
     )
     readonly_fields = tuple(name for name in fields if name != "weight")
-    actions = ["rotate", "retire", "reactivate"]
+    actions = ["test_keys", "rotate", "retire", "reactivate"]
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # retire instead: the row keeps the digest that stops the secret coming back
@@ -176,7 +177,7 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
         form = AddUpstreamKeyForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                key = add_upstream_key(actor=request.user, **form.cleaned_data)
+                key = add_upstream_key(actor=request.user, verify=True, **form.cleaned_data)
             except UpstreamKeyError as exc:
                 form.add_error(None, str(exc))
             else:
@@ -187,7 +188,10 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
             form,
             title="Add upstream key",
             submit_label="Add key",
-            explanation="The key joins the pool at once: every gateway process uses it within seconds.",
+            explanation=(
+                "The upstream is asked first whether the key works (GET /v1/models); then it joins the pool at once: "
+                "every gateway process uses it within seconds."
+            ),
         )
 
     def rotate_view(self, request: HttpRequest, key_id: int) -> HttpResponse:
@@ -202,6 +206,7 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
                     secret=form.cleaned_data["secret"],
                     new_name=form.cleaned_data["new_name"] or None,
                     actor=request.user,
+                    verify=True,
                 )
             except UpstreamKeyError as exc:
                 form.add_error(None, str(exc))
@@ -238,6 +243,18 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(request, f"{key.name}: {done}.", messages.SUCCESS)
+
+    @admin.action(description="Test key: ask the upstream whether the selected keys work", permissions=["change"])
+    def test_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for key in queryset:
+            try:
+                check = probe_upstream_key(name=key.name, actor=request.user)
+            except UpstreamKeyError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            level = messages.SUCCESS if check.works else messages.ERROR
+            flagged = "" if check.works or check.verdict != "refused" else " It is flagged out of rotation."
+            self.message_user(request, f"{key.name}: {check.detail}.{flagged}", level)
 
     @admin.action(description="Retire the selected keys now (requests in flight finish)", permissions=["change"])
     def retire(self, request: HttpRequest, queryset: QuerySet) -> None:

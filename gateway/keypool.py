@@ -9,12 +9,15 @@ in memory. A request picks among the active keys by weight; it never touches the
 - a change made in this process (admin, a flagged key) bumps the local version: the next request
   reloads at once.
 
-What the upstream says about a key is acted on in this process at once and recorded for all: a
-401 takes the key out of rotation here and flags it in the database (every process then drops
-it); so do UPSTREAM_KEY_FORBIDDEN_THRESHOLD 403s in a row on one key. A single 403 is usually about
-the request (a model or beta the organization may not use), and flagging on it would let one
-device take every key out by asking for something forbidden. A 429 cools the key down here for
-its `retry-after`. Counters (requests, failures, last use)
+What the upstream says about a key is acted on in this process at once and recorded for all. A
+401 or 403 to a request is not proof against the key: a device can make the upstream refuse its
+own request (something its organization may not use, or a fault word for the bundled fake), and
+flagging on that would let one device take every key out. So the key is checked with the cheap
+call of `gateway.key_check`, which carries nothing of the client's; only when that is refused too
+is the key taken out of rotation here and flagged in the database (every process then drops it).
+A key that passed the check is not checked again for KEY_CHECK_TRUSTED_SECONDS, so a device
+cannot turn its refusals into a stream of checks. A 429 cools the key down here for its
+`retry-after`. Counters (requests, failures, last use)
 are summed in memory and written with the next confirmation, never per request.
 
 With no usable active key (all flagged), draining keys carry requests rather than none; with the
@@ -36,6 +39,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 
+from gateway.key_check import KeyCheck, KeyVerdict, acheck_upstream_key
 from gateway.keypool_shared import count_in_flight, local_pool_version, read_shared_pool_version, start_in_flight_reporter
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.upstream_keys import (
@@ -53,10 +57,8 @@ from proxyproject.lib.process_state import register_process_state
 
 logger = logging.getLogger("gateway.keypool")
 
-# The statuses with which the upstream says the key itself is bad, not the request.
-KEY_REJECTED_STATUS = 401
-KEY_FORBIDDEN_STATUS = 403
 RATE_LIMITED_STATUS = 429
+KEY_CHECK_TRUSTED_SECONDS = 30.0
 # With Redis a pool unchanged by version is still reloaded this often: a change made outside the
 # services (a shell, raw SQL) or an announcement lost while Redis was down is picked up anyway.
 POOL_MAX_AGE_SECONDS = 60.0
@@ -170,7 +172,8 @@ class KeyPool:
         self.retry_at = 0.0  # after a failed reload, the next attempt waits until then
         self.cooldown_until: dict[str, float] = {}
         self.rejected_until: dict[str, float] = {}
-        self.forbidden_in_a_row: dict[str, int] = {}
+        self.works_until: dict[str, float] = {}  # keys the check accepted, trusted until then
+        self._checking: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[KeyCheck]]] = {}
         self.in_flight: dict[str, int] = {}
         self.stats: dict[int, KeyStats] = {}
         self.stats_due_at = clock() + STATS_FLUSH_SECONDS
@@ -259,7 +262,7 @@ class KeyPool:
         previous = self.snapshot
         self.snapshot = snapshot
         names = {key.credential.name for key in snapshot.active + snapshot.draining}
-        for table in (self.cooldown_until, self.rejected_until):
+        for table in (self.cooldown_until, self.rejected_until, self.works_until):
             for name in [name for name in table if name not in names]:
                 del table[name]
         if previous is None or [k.credential.name for k in previous.active] != [k.credential.name for k in snapshot.active]:
@@ -304,17 +307,7 @@ class KeyPool:
             seen.last_used = dt.datetime.now(dt.UTC)
         else:
             seen = KeyStats()
-        if status == KEY_FORBIDDEN_STATUS:
-            self.forbidden_in_a_row[name] = self.forbidden_in_a_row.get(name, 0) + 1
-        elif status is not None:
-            self.forbidden_in_a_row.pop(name, None)
-        if status == KEY_REJECTED_STATUS or (
-            status == KEY_FORBIDDEN_STATUS and self.forbidden_in_a_row[name] >= settings.UPSTREAM_KEY_FORBIDDEN_THRESHOLD
-        ):
-            seen.rejected += 1
-            log_event(logger, "Upstream rejected the master key", logging.ERROR, upstreamKey=name, status=status)
-            self._reject(credential, status)
-        elif status == RATE_LIMITED_STATUS:
+        if status == RATE_LIMITED_STATUS:
             seen.rate_limited += 1
             seconds = retry_after_seconds(retry_after)
             self.cooldown_until[name] = self.clock() + seconds
@@ -325,12 +318,45 @@ class KeyPool:
             seen.connection_failures += 1
             log_event(logger, "Upstream attempt failed", logging.WARNING, upstreamKey=name, error=type(exception).__name__)
 
+    async def confirm_refusal(self, credential: UpstreamCredential, status: int) -> bool:
+        """The upstream answered `status` (401/403) to a request on `credential`: is the key itself
+        refused? Checked once however many requests ask at the same time; a refused key is taken
+        out of rotation. A check that cannot tell (upstream unreachable) leaves the key in."""
+        name = credential.name
+        if self.rejected_until.get(name, 0.0) > self.clock():
+            return True
+        if self.works_until.get(name, 0.0) > self.clock():
+            return False
+        loop = asyncio.get_running_loop()
+        running = self._checking.get(name)
+        if running is None or running[0] is not loop or running[1].done():
+            running = self._checking[name] = (loop, loop.create_task(acheck_upstream_key(credential.secret)))
+        check = await asyncio.shield(running[1])
+        if check.verdict is KeyVerdict.REFUSED:
+            self._reject(credential, status)
+            return True
+        if check.verdict is KeyVerdict.WORKS:
+            self.works_until[name] = self.clock() + KEY_CHECK_TRUSTED_SECONDS
+        log_event(
+            logger,
+            "Upstream refused a request, not the key" if check.works else "Upstream key could not be checked",
+            logging.WARNING,
+            upstreamKey=name,
+            status=status,
+            check=check.detail,
+        )
+        return False
+
     def _reject(self, credential: UpstreamCredential, status: int) -> None:
         now = self.clock()
         already = self.rejected_until.get(credential.name, 0.0) > now
         self.rejected_until[credential.name] = now + REJECTION_HOLD_SECONDS
-        if already or credential.key_id is None:
+        if already:
             return
+        log_event(logger, "Upstream rejected the master key", logging.ERROR, upstreamKey=credential.name, status=status)
+        if credential.key_id is None:
+            return
+        self.stats.setdefault(credential.key_id, KeyStats()).rejected += 1
         flag = sync_to_async(flag_upstream_key)(key_id=credential.key_id, reason=f"Upstream answered {status}", actor="gateway")
         self._keep(asyncio.get_running_loop().create_task(flag))
 
@@ -406,6 +432,12 @@ def report_upstream_result(
     """Hear how an attempt with `credential` went: an HTTP status (with its `retry-after`), or the
     exception that ended it."""
     _pool.report(credential, status=status, exception=exception, retry_after=retry_after)
+
+
+async def confirm_upstream_key_refused(credential: UpstreamCredential, status: int) -> bool:
+    """After a 401/403 to a request: True when the key itself is refused (and now out of
+    rotation), False when the refusal was about the request or could not be pinned on the key."""
+    return await _pool.confirm_refusal(credential, status)
 
 
 def local_in_flight() -> dict[str, int]:

@@ -31,8 +31,10 @@ from gateway.breaker_state import Admission
 from gateway.channel import ClientChannel, Receive, Scope, Send
 from gateway.headers import header_value, upstream_request_headers
 from gateway.hosts import check_host_allowed
-from gateway.keypool import HeldKey, choose_upstream_key, report_upstream_result
+from gateway.key_check import KEY_REFUSED_STATUSES
+from gateway.keypool import HeldKey, choose_upstream_key, confirm_upstream_key_refused, report_upstream_result
 from gateway.metrics import observe_request
+from gateway.model_alias import apply_model_alias
 from gateway.owned_exchange import (
     after_owned_response,
     answer_owned_list,
@@ -48,7 +50,14 @@ from gateway.routes import Route, resolve_route
 from gateway.upstream import build_upstream_request, gateway_error_for, retryable_before_response, send_upstream
 from gateway.usage_tally import UsageTally, estimate_cut_stream_output
 from proxyproject.lib.client_address import client_ip_from_scope
-from proxyproject.lib.errors import CircuitOpen, GatewayError, GatewayShuttingDown, new_request_id
+from proxyproject.lib.errors import (
+    CircuitOpen,
+    GatewayError,
+    GatewayShuttingDown,
+    NoUpstreamKey,
+    UpstreamAuthFailed,
+    new_request_id,
+)
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.ratelimit import get_rate_limiter
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
@@ -96,6 +105,7 @@ class ProxiedRequest:
         self.admission: Admission | None = None
         self.upstream_ok: bool | None = None  # the breaker's view of the outcome, once known
         self.status = 0
+        self.error_code: str | None = None  # the gateway's refusal, or the upstream error relayed
         self.client_gone = False
         self.upstream_latency_ms: float | None = None
         self.held_key = HeldKey()  # counted in flight on its key until bookkeeping
@@ -114,8 +124,9 @@ class ProxiedRequest:
             check_declared_length(header_value(self.headers, b"content-length"), settings.MAX_REQUEST_BODY_BYTES)
             check_body_readable(route, header_value(self.headers, b"content-encoding"))
             body = await read_body(self.receive, settings.MAX_REQUEST_BODY_BYTES)
-            summary = summarize_body(route, body)
-            self.event.model = summary.model
+            aliased = apply_model_alias(identity.policy, body, summarize_body(route, body))
+            body, summary = aliased.body, aliased.summary
+            self.event.model, self.event.requested_model = summary.model, aliased.requested_model
             self.owned = owned_path_for(route, self.path)
             if self.owned is not None:
                 await check_owned_access(self.owned, identity)
@@ -201,11 +212,18 @@ class ProxiedRequest:
             await after_owned_response(self, owned)
 
     async def _open_upstream(self, body: bytes, summary: RequestSummary, identity: DeviceIdentity) -> httpx.Response:
-        """Send upstream; a connection that failed before any response is tried once more on
-        another key. Nothing has reached the client yet, so the retry is invisible to it."""
+        """Send upstream; a connection that failed before any response, or a key the upstream
+        refused, is tried once more on another key. Nothing has reached the client yet, so the
+        retry is invisible to it."""
         tried: list[str] = []
+        key_refused = False
         while True:
-            credential = await choose_upstream_key(exclude=tried)
+            try:
+                credential = await choose_upstream_key(exclude=tried)
+            except NoUpstreamKey as exc:
+                if key_refused:
+                    raise UpstreamAuthFailed() from exc
+                raise
             await self.held_key.hold(credential)
             tried.append(credential.name)
             log_event(
@@ -236,10 +254,18 @@ class ProxiedRequest:
             if self.event is not None:
                 self.event.upstream_key_name = credential.name
                 self.event.upstream_request_id = response.headers.get("request-id")
-            return response
+            if response.status_code not in KEY_REFUSED_STATUSES:
+                return response
+            key_refused = await confirm_upstream_key_refused(credential, response.status_code)
+            if not key_refused and response.status_code != 401:
+                return response  # a 403 about the request (a model or beta it may not use): the client's to see
+            await discard(response)
+            if not (key_refused and len(tried) == 1):
+                raise UpstreamAuthFailed()
 
     async def _refuse(self, error: GatewayError) -> None:
         self.status = error.status
+        self.error_code = error.error_code
         if self.event is None and error.status >= 500:
             # A failure of ours before the device is known (its database away, say) is still a request
             # the operator must see: recorded without a device. Refused credentials (4xx) are not.
@@ -255,6 +281,7 @@ class ProxiedRequest:
         same error as JSON. A passthrough body already under way is left unfinished (a truncated
         body must not look complete). Recorded as interrupted, with the tokens seen so far."""
         error = GatewayShuttingDown()
+        self.error_code = error.error_code
         if self.event is not None:
             self.event.error_type = error.error_code
         log_event(logger, "Request ended by shutdown", logging.WARNING, requestId=self.request_id, started=self.client.started)
@@ -284,6 +311,7 @@ class ProxiedRequest:
             "Request completed",
             requestId=self.request_id,
             status=self.status,
+            errorCode=self.error_code or (self.event.error_type if self.event is not None else None),
             latencyMs=round(latency_ms, 2),
             ttfbMs=round(ttfb_ms, 2) if ttfb_ms is not None else None,
             clientDisconnected=self.client_gone,
@@ -363,6 +391,16 @@ class ProxiedRequest:
         used_tokens = event.input_tokens + event.cache_write_5m_tokens + event.cache_write_1h_tokens + event.output_tokens
         if grant.tokens_key is not None and used_tokens != grant.tokens_reserved:
             await get_rate_limiter().add(grant.tokens_key, TOKENS_WINDOW_MS, used_tokens - grant.tokens_reserved)
+
+
+async def discard(response: httpx.Response) -> None:
+    """Read a small error answer to its end, which gives its connection back to the pool."""
+    try:
+        await response.aread()
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()
 
 
 async def proxy_request(scope: Scope, receive: Receive, send: Send) -> None:

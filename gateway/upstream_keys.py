@@ -24,10 +24,11 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
+from gateway.key_check import KeyCheck, KeyVerdict, check_upstream_key
 from gateway.keypool_shared import IN_FLIGHT_REPORT_SECONDS, bump_pool_version, shared_in_flight_counts
 from gateway.metrics import register_state_reader
 from gateway.models import MAX_WEIGHT, UpstreamKey, UpstreamKeyState
-from proxyproject.lib.encryption import encrypt_secret
+from proxyproject.lib.encryption import decrypt_secret, encrypt_secret
 from proxyproject.lib.logging import log_event
 from tokens.audit import Actor, actor_label
 
@@ -136,17 +137,20 @@ def _refuse_known_secret(digest: str) -> None:
         raise UpstreamKeyConflict(f"This secret is already in the pool as {known.name!r} ({known.get_state_display().lower()}).")
 
 
+def _check_can_create(name: str, secret: str) -> None:
+    if UpstreamKey.objects.filter(name=name).exists():
+        raise UpstreamKeyConflict(f"An upstream key named {name!r} exists already.")
+    _refuse_known_secret(secret_digest(secret))
+
+
 def _create(
     *, name: str, secret: str, weight: int, actor: Actor, now: dt.datetime, from_environment: bool = False
 ) -> UpstreamKey:
-    if UpstreamKey.objects.filter(name=name).exists():
-        raise UpstreamKeyConflict(f"An upstream key named {name!r} exists already.")
-    digest = secret_digest(secret)
-    _refuse_known_secret(digest)
+    _check_can_create(name, secret)
     return UpstreamKey.objects.create(
         name=name,
         encrypted_secret=encrypt_secret(secret),
-        secret_sha256=digest,
+        secret_sha256=secret_digest(secret),
         secret_last4=secret[-4:],
         weight=weight,
         created_at=now,
@@ -155,15 +159,37 @@ def _create(
     )
 
 
-def add_upstream_key(*, name: str, secret: str, weight: int = 1, actor: Actor, now: dt.datetime | None = None) -> UpstreamKey:
-    """A new active key: it starts taking its weight's share of new requests within seconds."""
+def _refuse_unless_it_works(secret: str) -> None:
+    """A key that does not work must not serve: every request it took would fail until flagged.
+    Called before the transaction (an upstream call must not hold row locks), after the cheap
+    checks that the transaction repeats."""
+    check = check_upstream_key(secret)
+    if not check.works:
+        raise UpstreamKeyError(f"Key not added: {check.detail}. Check the secret, or skip the check with --no-verify.")
+
+
+def add_upstream_key(
+    *, name: str, secret: str, weight: int = 1, actor: Actor, verify: bool = False, now: dt.datetime | None = None
+) -> UpstreamKey:
+    """A new active key: it starts taking its weight's share of new requests within seconds.
+    With `verify` (the commands' and the admin's default) it serves only once the upstream accepted it."""
     now = now or timezone.now()
     secret = clean_secret(secret)
+    if verify:
+        _check_can_create(_check_name(name), secret)
+        _refuse_unless_it_works(secret)
     with transaction.atomic():
         key = _create(name=_check_name(name), secret=secret, weight=_check_weight(weight), actor=actor, now=now)
         _announce_after_commit()
     _audit("added", key, actor, weight=key.weight)
     return key
+
+
+def _check_rotatable(old: UpstreamKey | None, name: str) -> None:
+    if old is None:
+        raise UpstreamKeyNotFound(f"No upstream key named {name!r}. See: manage.py list_upstream_keys")
+    if old.state != UpstreamKeyState.ACTIVE:
+        raise UpstreamKeyConflict(f"Key {name!r} is {old.state}: only an active key can be rotated.")
 
 
 def _rotated_name(old_name: str, now: dt.datetime) -> str:
@@ -183,16 +209,21 @@ def rotate_upstream_key(
     new_name: str | None = None,
     weight: int | None = None,
     actor: Actor,
+    verify: bool = False,
     now: dt.datetime | None = None,
 ) -> Rotation:
     """Replace key `name` by a new one: the new key is active at once, the old one drains (requests
-    in flight finish on it, new ones go elsewhere) until the drain task retires it."""
+    in flight finish on it, new ones go elsewhere) until the drain task retires it. With `verify`
+    the old key keeps serving unless the upstream accepted the new one."""
     now = now or timezone.now()
     secret = clean_secret(secret)
+    if verify:
+        _check_rotatable(UpstreamKey.objects.filter(name=name).first(), name)
+        _check_can_create(_check_name(new_name) if new_name else "", secret)
+        _refuse_unless_it_works(secret)
     with transaction.atomic():
         old = _get_for_update(name)
-        if old.state != UpstreamKeyState.ACTIVE:
-            raise UpstreamKeyConflict(f"Key {name!r} is {old.state}: only an active key can be rotated.")
+        _check_rotatable(old, name)
         new = _create(
             name=_check_name(new_name) if new_name else _rotated_name(old.name, now),
             secret=secret,
@@ -291,6 +322,22 @@ def flag_upstream_key(
         _announce_after_commit()
     _audit("flagged", key, actor, reason=key.flagged_reason)
     return key
+
+
+def probe_upstream_key(*, name: str, actor: Actor) -> KeyCheck:
+    """The operator's "Test key": the cheap upstream call with this key. A refused key is flagged
+    out of rotation, as the gateway would; a working flagged key stays flagged until reactivated,
+    so the operator decides when it serves again."""
+    key = UpstreamKey.objects.filter(name=name).first()
+    if key is None:
+        raise UpstreamKeyNotFound(f"No upstream key named {name!r}. See: manage.py list_upstream_keys")
+    if key.state == UpstreamKeyState.RETIRED:
+        raise UpstreamKeyConflict(f"Key {name!r} is retired and its secret wiped: nothing to test.")
+    check = check_upstream_key(decrypt_secret(key.encrypted_secret))
+    _audit("tested", key, actor, verdict=str(check.verdict))
+    if check.verdict is KeyVerdict.REFUSED:
+        flag_upstream_key(key_id=key.pk, reason=f"Test: {check.detail}", actor=actor)
+    return check
 
 
 def _environment_key_name() -> str:

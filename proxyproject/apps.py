@@ -30,7 +30,7 @@ def export_metrics_dir() -> None:
 
 
 class ConsoleAdminConfig(admin_apps.AdminConfig):
-    """Django's admin whose default site asks the optional second factor (proxyproject/second_factor.py)."""
+    """Django's admin whose default site asks the optional second factor and opens on an overview (proxyproject/admin_site.py)."""
 
     default = False
-    default_site = "proxyproject.second_factor.ConsoleAdminSite"
+    default_site = "proxyproject.admin_site.GatewayAdminSite"

@@ -14,13 +14,14 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from proxyproject.lib.admin import CappedCountPaginator, ReadOnlyAdmin
 from tokens.device_state import invalidate_all_devices, invalidate_devices
 from tokens.models import AuditEvent, Device, DeviceStatus, IssuedToken, OperatorApiKey, Organization, SigningKey
 from tokens.operators import issue_operator_api_key, revoke_operator_api_key
+from tokens.policy_sources import effective_policy_sources
 from tokens.revocation import (
     approve_device,
     block_device,
@@ -37,12 +38,24 @@ POLICY_FIELDSET = (
     {
         "fields": (
             "allowed_models",
+            "model_aliases",
             ("requests_per_window", "window_ms"),
             "tokens_per_minute",
             ("daily_spend_cap_usd", "monthly_spend_cap_usd"),
         )
     },
 )
+
+
+def render_policy_sources(device: Device | None, organization: Organization | None) -> str:
+    rows = effective_policy_sources(device, organization)
+    return format_html(
+        '<table class="policy-sources"><thead><tr><th>Setting</th><th>In force</th><th>Set by</th></tr></thead><tbody>{}</tbody></table>',
+        format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", ((r.label, r.value, r.source) for r in rows)),
+    )
+
+
+IN_FORCE_FIELDSET = ("Policy in force (saved values)", {"fields": ("effective_policy",)})
 
 
 @admin.register(Organization)
@@ -56,12 +69,17 @@ class OrganizationAdmin(admin.ModelAdmin):
         "tokens_revoked_before",
     )
     search_fields = ("name",)
-    readonly_fields = ("tokens_revoked_before", "created_at", "updated_at")
-    fieldsets = ((None, {"fields": ("name",)}), POLICY_FIELDSET, ("State", {"fields": readonly_fields}))
+    state_fields = ("tokens_revoked_before", "created_at", "updated_at")
+    readonly_fields = (*state_fields, "effective_policy")
+    fieldsets = ((None, {"fields": ("name",)}), POLICY_FIELDSET, IN_FORCE_FIELDSET, ("State", {"fields": state_fields}))
     actions = ["revoke_tokens"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(device_total=Count("devices"))
+
+    @admin.display(description="For its devices (unless a device sets its own)")
+    def effective_policy(self, obj: Organization) -> str:
+        return render_policy_sources(None, obj if obj.pk else None)
 
     @admin.display(description="Devices", ordering="device_total")
     def device_count(self, obj: Organization) -> int:
@@ -121,19 +139,24 @@ class DeviceAdmin(admin.ModelAdmin):
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Device | None = None) -> tuple[str, ...]:
-        return self.described_fields + self.state_fields
+        return (*self.described_fields, *self.state_fields, "effective_policy")
 
     def get_fieldsets(self, request: HttpRequest, obj: Device | None = None) -> list:
         return [
             (None, {"fields": ("device_id", "organization", "user_label", "app_version")}),
             ("Reported by the device at bootstrap", {"fields": self.described_fields}),
             POLICY_FIELDSET,
+            IN_FORCE_FIELDSET,
             ("State (change with the actions on the device list)", {"fields": self.state_fields}),
         ]
 
     actions = ["approve", "block", "unblock", "revoke_tokens", "reset_secret"]
     paginator = CappedCountPaginator
     show_full_result_count = False
+
+    @admin.display(description="Each value and where it comes from")
+    def effective_policy(self, obj: Device) -> str:
+        return render_policy_sources(obj, obj.organization)
 
     @admin.display(description="Device secret")
     def secret_state(self, obj: Device) -> str:

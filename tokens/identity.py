@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from tokens.model_aliases import ModelAliases
+
 
 @dataclass(frozen=True, slots=True)
 class DevicePolicy:
@@ -24,6 +26,7 @@ class DevicePolicy:
     device_monthly_cap_usd: Decimal | None
     org_daily_cap_usd: Decimal | None
     org_monthly_cap_usd: Decimal | None
+    model_aliases: ModelAliases = ()  # (pattern, served model), first match wins
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from django.db.models.functions import Lower
 
 from tokens.description import validate_description
 from tokens.identifiers import validate_identifier
+from tokens.model_aliases import validate_model_aliases
 
 
 class PolicyFields(models.Model):
@@ -17,6 +18,12 @@ class PolicyFields(models.Model):
     allowed_models = models.TextField(
         blank=True,
         help_text="Model id patterns, one per line or comma-separated (claude-sonnet-*). Empty: inherit. * allows all.",
+    )
+    model_aliases = models.TextField(
+        blank=True,
+        validators=[validate_model_aliases],
+        help_text="Requested model = served model, one per line (claude-opus-* = claude-sonnet-4-5). "
+        "Applied before the allowed models, which the served model must pass. A device's rules come before its organization's.",
     )
     requests_per_window = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per window. Empty: inherit.")
     window_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Rate-limit window in milliseconds. Empty: inherit.")

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from tokens.identity import DevicePolicy
+from tokens.model_aliases import parse_model_aliases
 from tokens.models import Device, Organization
 
 T = TypeVar("T")
@@ -58,6 +59,7 @@ def resolve_policy(device: Device, organization: Organization | None) -> DeviceP
         ),
         org_daily_cap_usd=org_value("daily_spend_cap_usd"),
         org_monthly_cap_usd=org_value("monthly_spend_cap_usd"),
+        model_aliases=parse_model_aliases(device.model_aliases) + parse_model_aliases(org_value("model_aliases") or ""),
     )
 
 
@@ -83,6 +85,7 @@ def policy_to_json(policy: DevicePolicy) -> dict[str, Any]:
         "device_monthly_cap_usd": money(policy.device_monthly_cap_usd),
         "org_daily_cap_usd": money(policy.org_daily_cap_usd),
         "org_monthly_cap_usd": money(policy.org_monthly_cap_usd),
+        "model_aliases": [list(rule) for rule in policy.model_aliases],
     }
 
 
@@ -99,4 +102,5 @@ def policy_from_json(data: dict[str, Any]) -> DevicePolicy:
         device_monthly_cap_usd=money(data["device_monthly_cap_usd"]),
         org_daily_cap_usd=money(data["org_daily_cap_usd"]),
         org_monthly_cap_usd=money(data["org_monthly_cap_usd"]),
+        model_aliases=tuple((pattern, served) for pattern, served in data.get("model_aliases", ())),
     )

@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from proxyproject.lib.admin import CappedCountPaginator, ReadOnlyAdmin
+from proxyproject.lib.admin_filters import DateRangeFilter, ExactValueFilter
 from tokens.admin import DeviceAdmin
 from tokens.models import Device
 from tokens.policy import resolve_policy
@@ -171,17 +172,28 @@ class ReadOnlyUsageAdmin(ReadOnlyAdmin):
 class UsageRecordAdmin(ReadOnlyUsageAdmin):
     list_display = (
         "occurred_at",
-        "request_id",
         "device_ref",
         "model",
-        "endpoint",
         "status",
+        "error_type",
         "total_tokens",
         "cost_display",
-        "latency_ms",
-        "streamed",
+        "latency_display",
     )
-    list_filter = (PricedFilter, PriceFlagFilter, "is_error", "streamed", "client_disconnected", "service_tier", "status")
+    list_filter = (
+        ("occurred_at", DateRangeFilter),
+        ("device_ref", ExactValueFilter),
+        "organization",
+        ("model", ExactValueFilter),
+        "status",
+        ("error_type", ExactValueFilter),
+        PricedFilter,
+        PriceFlagFilter,
+        "is_error",
+        "streamed",
+        "client_disconnected",
+        "service_tier",
+    )
     search_fields = ("=request_id", "=upstream_request_id", "=device_ref", "model")
     raw_id_fields = ("device", "organization")
     readonly_fields = ("cost_breakdown",)
@@ -194,6 +206,10 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
     @admin.display(description="Tokens")
     def total_tokens(self, record: UsageRecord) -> str:
         return f"{record.total_tokens:,}"
+
+    @admin.display(description="Latency", ordering="latency_ms")
+    def latency_display(self, record: UsageRecord) -> str:
+        return f"{record.latency_ms:,.0f} ms"
 
     @admin.display(description="Cost (USD)", ordering="cost")
     def cost_display(self, record: UsageRecord) -> str:

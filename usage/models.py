@@ -105,6 +105,9 @@ class UsageRecord(models.Model):
     org_pk = models.BigIntegerField(null=True, blank=True)
     session_id = models.CharField(max_length=128, blank=True)
     model = models.CharField(max_length=200, blank=True)
+    requested_model = models.CharField(
+        max_length=200, blank=True, help_text="The model the client asked for, when a model alias served it another."
+    )
     status = models.PositiveSmallIntegerField(default=0)
     error_type = models.CharField(max_length=100, blank=True)
     is_error = models.BooleanField(default=False)

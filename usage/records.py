@@ -89,6 +89,7 @@ def row_from_event(
         "org_pk": event.org_id,
         "session_id": _text(event.session_id, "session_id"),
         "model": _text(event.model, "model"),
+        "requested_model": _text(event.requested_model, "requested_model"),
         "status": _count(event.status, _MAX_SMALL),
         "error_type": _text(event.error_type, "error_type"),
         "is_error": is_error_event(event),

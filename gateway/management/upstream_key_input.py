@@ -17,6 +17,11 @@ def add_secret_arguments(parser: CommandParser) -> None:
         metavar="VARIABLE",
         help="Read the secret from this environment variable instead of standard input.",
     )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="Skip the upstream call (GET /v1/models) that checks the key works before it serves.",
+    )
 
 
 def read_secret(*, from_env: str | None, stdin: TextIO) -> str:

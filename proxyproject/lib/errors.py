@@ -29,6 +29,7 @@
     ├── DatabaseUnavailable           503 api_error              (retry-after: the database did not answer)
     ├── GatewayShuttingDown           503 overloaded_error       (retry-after: the server's grace period ended)
     ├── NoUpstreamKey                 503 api_error              (no master key configured)
+    ├── UpstreamAuthFailed            503 api_error              (the upstream refused the gateway's keys, not the client's token)
     └── UpstreamTimeout               504 timeout_error
 
 SDKs retry 408/409/429/5xx unless `x-should-retry: false`; the headers here decide which refusals a
@@ -240,6 +241,15 @@ class GatewayShuttingDown(GatewayError):
 class NoUpstreamKey(GatewayError):
     status, error_type, error_code = 503, "api_error", "no_upstream_key"
     default_message = "The gateway has no upstream API key configured."
+
+
+class UpstreamAuthFailed(GatewayError):
+    """The upstream refused the gateway's own credential. Never relayed as the upstream's 401
+    `authentication_error`: SDKs and Claude Code take that for their own token being bad."""
+
+    status, error_type, error_code = 503, "api_error", "upstream_auth_failed"
+    default_message = "The upstream API refused the gateway's API keys; the operator has been told."
+    default_retry_after = 10.0
 
 
 class UpstreamTimeout(GatewayError):

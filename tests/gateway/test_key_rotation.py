@@ -120,6 +120,7 @@ def test_rotating_under_load_fails_no_request_and_the_old_key_is_never_used_afte
                 wait_until(lambda: any(r.headers.get("x-test-probe") == "long" for r in fake.requests), 10, "the long stream")
 
                 fake.set_api_keys({OLD, NEW})
+                settings.ANTHROPIC_BASE_URL = fake.base_url  # the command checks the new key first
                 output = io.StringIO()
                 call_command(
                     "rotate_upstream_key", ENVIRONMENT_KEY_NAME, "--new-name", "rotated", stdin=io.StringIO(NEW), stdout=output

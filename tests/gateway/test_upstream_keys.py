@@ -9,6 +9,7 @@ import logging
 import pytest
 from django.core.management import CommandError, call_command
 
+from fake_anthropic import FakeAnthropic
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.upstream_keys import ENVIRONMENT_KEY_NAME, add_upstream_key, secret_digest, seed_environment_key
 from proxyproject.lib.console import format_table
@@ -18,6 +19,15 @@ pytestmark = pytest.mark.django_db
 
 FIRST = "sk-ant-api03-first-" + "f" * 30 + "F1R5"
 SECOND = "sk-ant-api03-second-" + "s" * 30 + "S3C0"
+THIRD = "sk-ant-api03-third-" + "t" * 30 + "TH1R"
+
+
+@pytest.fixture(autouse=True)
+def upstream(settings):
+    """The commands check a key with the upstream before it serves: the fake knows this file's keys."""
+    with FakeAnthropic(api_keys={FIRST, SECOND, THIRD}) as fake:
+        settings.ANTHROPIC_BASE_URL = fake.base_url
+        yield fake
 
 
 def run(*args: str, stdin: str | None = None, answer: str | None = None, monkeypatch=None) -> str:
@@ -109,7 +119,7 @@ def test_rotate_refuses_an_unknown_or_draining_key():
     run("add_upstream_key", "prod-1", stdin=FIRST)
     run("rotate_upstream_key", "prod-1", "--new-name", "prod-2", stdin=SECOND)
     with pytest.raises(CommandError, match="Key 'prod-1' is draining: only an active key can be rotated."):
-        run("rotate_upstream_key", "prod-1", stdin="sk-ant-api03-third-" + "t" * 30 + "TH1R")
+        run("rotate_upstream_key", "prod-1", stdin=THIRD)
     assert UpstreamKey.objects.count() == 2
 
 
@@ -214,3 +224,25 @@ def test_a_retired_environment_key_left_in_the_environment_never_comes_back():
     assert seed_environment_key(FIRST) is None
     states = list(UpstreamKey.objects.values_list("name", "state").order_by("name"))
     assert states == [(ENVIRONMENT_KEY_NAME, "retired"), ("prod-2", "active")]
+
+
+def test_add_refuses_a_key_the_upstream_refuses():
+    unknown = "sk-ant-api03-unknown-" + "u" * 30 + "UNKN"
+    with pytest.raises(CommandError, match=r"Key not added: the upstream refused the key \(GET /v1/models: 401\)"):
+        run("add_upstream_key", "prod-1", stdin=unknown)
+    assert not UpstreamKey.objects.exists()
+
+
+def test_add_refuses_when_the_upstream_cannot_be_asked_unless_told_not_to_verify(settings):
+    settings.ANTHROPIC_BASE_URL = "http://127.0.0.1:9"  # discard port: nothing listens
+    with pytest.raises(CommandError, match="did not answer .*--no-verify"):
+        run("add_upstream_key", "prod-1", stdin=FIRST)
+    output = run("add_upstream_key", "prod-1", "--no-verify", stdin=FIRST)
+    assert output == "Added upstream key 'prod-1' (…F1R5, weight 1): active.\n"
+
+
+def test_rotate_checks_the_new_key_and_keeps_the_old_one_when_refused():
+    run("add_upstream_key", "prod-1", stdin=FIRST)
+    with pytest.raises(CommandError, match="Key not added: the upstream refused the key"):
+        run("rotate_upstream_key", "prod-1", stdin="sk-ant-api03-unknown-" + "u" * 30 + "UNKN")
+    assert list(UpstreamKey.objects.values_list("name", "state")) == [("prod-1", "active")]

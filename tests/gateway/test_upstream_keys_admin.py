@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
 from django.utils import timezone
 
+from fake_anthropic import FakeAnthropic
 from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.upstream_keys import add_upstream_key, flag_upstream_key, rotate_upstream_key
 from proxyproject.lib.encryption import decrypt_secret
@@ -19,7 +20,17 @@ pytestmark = pytest.mark.django_db
 
 FIRST = "sk-ant-api03-first-" + "f" * 30 + "F1R5"
 SECOND = "sk-ant-api03-second-" + "s" * 30 + "S3C0"
+THIRD = "sk-ant-api03-third-" + "t" * 30 + "TH1R"
+UNKNOWN = "sk-ant-api03-unknown-" + "u" * 30 + "UNKN"
 LIST_URL = "/admin/gateway/upstreamkey/"
+
+
+@pytest.fixture(autouse=True)
+def upstream(settings):
+    """The forms check a key with the upstream before it serves: the fake knows this file's keys."""
+    with FakeAnthropic(api_keys={FIRST, SECOND, THIRD}) as fake:
+        settings.ANTHROPIC_BASE_URL = fake.base_url
+        yield fake
 
 
 @pytest.fixture
@@ -91,7 +102,7 @@ def test_rotating_needs_exactly_one_key(admin_client, first):
 
 def test_rotating_a_draining_key_is_refused_on_the_form(admin_client, first):
     rotate_upstream_key(name="prod-1", secret=SECOND, new_name="prod-2", actor="test")
-    response = admin_client.post(f"{LIST_URL}{first.pk}/rotate/", {"secret": "sk-ant-api03-third-" + "t" * 30 + "TH1R"})
+    response = admin_client.post(f"{LIST_URL}{first.pk}/rotate/", {"secret": THIRD})
     assert "Key &#x27;prod-1&#x27; is draining: only an active key can be rotated." in response.content.decode()
     assert UpstreamKey.objects.count() == 2
 
@@ -141,3 +152,32 @@ def test_the_list_warns_about_keys_to_rotate_and_keys_out_of_rotation(admin_clie
 def test_keys_cannot_be_deleted_only_retired(admin_client, first):
     assert admin_client.get(f"{LIST_URL}{first.pk}/delete/").status_code == 403
     assert 'value="delete_selected"' not in admin_client.get(LIST_URL).content.decode()
+
+
+def test_a_key_the_upstream_refuses_is_not_added(admin_client, upstream):
+    response = admin_client.post(f"{LIST_URL}add/", {"name": "prod-9", "secret": UNKNOWN, "weight": "1"})
+    html = response.content.decode()
+    assert "Key not added: the upstream refused the key (GET /v1/models: 401)." in html
+    assert UNKNOWN not in html and not UpstreamKey.objects.exists()
+    assert [(seen.path, seen.api_key_used) for seen in upstream.requests] == [("/v1/models", "UNKN")]
+
+
+def test_rotating_to_a_key_the_upstream_refuses_keeps_the_old_key_serving(admin_client, first):
+    response = admin_client.post(f"{LIST_URL}{first.pk}/rotate/", {"secret": UNKNOWN, "new_name": "prod-2"})
+    assert "Key not added: the upstream refused the key" in response.content.decode()
+    assert list(UpstreamKey.objects.values_list("name", "state")) == [("prod-1", "active")]
+
+
+def test_the_test_key_action_reports_each_key_and_flags_a_refused_one(admin_client, first, upstream):
+    second = add_upstream_key(name="prod-2", secret=SECOND, actor="test")
+    upstream.set_api_keys({FIRST})
+    response = act(admin_client, "test_keys", first, second)
+    assert sorted(messages_of(response)) == [
+        "Key 'prod-2' is out of rotation: Test: the upstream refused the key (GET /v1/models: 401). "
+        "Rotate it, or reactivate it once it works again.",
+        "prod-1: the upstream accepted the key (GET /v1/models: 200).",
+        "prod-2: the upstream refused the key (GET /v1/models: 401). It is flagged out of rotation.",
+    ]
+    flagged = UpstreamKey.objects.get(name="prod-2")
+    assert flagged.flagged_reason == "Test: the upstream refused the key (GET /v1/models: 401)"
+    assert UpstreamKey.objects.get(name="prod-1").flagged_at is None

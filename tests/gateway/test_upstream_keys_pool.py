@@ -104,43 +104,71 @@ async def test_the_share_of_each_key_follows_its_weight(fake_upstream, transacti
     assert 2800 <= picks["heavy"] <= 3200  # 3000 expected; the bounds are more than 8 standard deviations wide
 
 
-async def test_a_key_the_upstream_rejects_is_flagged_and_taken_out_of_rotation(fake_upstream, token, monkeypatch, caplog):
+def calls_seen(fake) -> list[tuple[str, str]]:
+    return [(request.path, request.api_key_used) for request in fake.requests]
+
+
+async def test_a_key_the_upstream_rejects_is_flagged_and_the_request_retried_on_another(
+    fake_upstream, token, monkeypatch, caplog
+):
     use_pool(monkeypatch, pick=preferring("revoked"))
     assert (await message(token)).status == 200
     await add_key("revoked", REJECTED)
-    rejected = await message(token)
-    assert (rejected.status, orjson.loads(rejected.body)["error"]["type"]) == (401, "authentication_error")
-    assert [(await message(token)).status for _ in range(5)] == [200] * 5
-    assert keys_seen(fake_upstream) == [MASTER_KEY[-4:], REJECTED[-4:]] + [MASTER_KEY[-4:]] * 5
+    assert (await message(token)).status == 200
+    assert [(await message(token)).status for _ in range(3)] == [200] * 3
+    assert (
+        calls_seen(fake_upstream)
+        == [
+            ("/v1/messages", MASTER_KEY[-4:]),
+            ("/v1/messages", REJECTED[-4:]),
+            ("/v1/models", REJECTED[-4:]),  # the check: refused too, so the key is at fault
+        ]
+        + [("/v1/messages", MASTER_KEY[-4:])] * 4
+    )
     flagged = await poll(lambda: UpstreamKey.objects.filter(name="revoked", flagged_at__isnull=False).afirst())
     assert (flagged.state, flagged.flagged_reason) == ("active", "Upstream answered 401")
     assert REJECTED not in caplog.text
 
 
-async def test_one_forbidden_request_does_not_take_the_key_out(fake_upstream, token, monkeypatch, settings):
-    settings.UPSTREAM_KEY_FORBIDDEN_THRESHOLD = 3
+async def test_with_no_key_left_the_device_gets_503_upstream_auth_failed_not_401(fake_upstream, token, monkeypatch):
+    use_pool(monkeypatch)
+    assert (await message(token)).status == 200
+    fake_upstream.set_api_keys(set())  # the environment key revoked at Anthropic
+    answer = await message(token)
+    error = orjson.loads(answer.body)["error"]
+    assert (answer.status, error["type"], error["details"]["error_code"]) == (503, "api_error", "upstream_auth_failed")
+    assert (answer.headers["retry-after"], answer.headers.get("x-should-retry")) == ("10", None)
+    assert (await message(token)).status == 503
+    assert calls_seen(fake_upstream)[1:] == [("/v1/messages", MASTER_KEY[-4:]), ("/v1/models", MASTER_KEY[-4:])]
+
+
+async def test_a_key_answered_403_by_the_check_too_is_taken_out(fake_upstream, token, monkeypatch):
     fake_upstream.set_api_keys({MASTER_KEY, SECOND})
     use_pool(monkeypatch, pick=preferring("second"))
     assert (await message(token)).status == 200
     await add_key("second", SECOND)
-    statuses = [(await message(token, **{"x-fake-fault": "403"})).status for _ in range(2)]
-    assert statuses + [(await message(token)).status] == [403, 403, 200]
-    assert [(await message(token, **{"x-fake-fault": "403"})).status for _ in range(2)] == [403, 403]
-    assert keys_seen(fake_upstream)[1:] == [SECOND[-4:]] * 5
-    assert not await UpstreamKey.objects.filter(name="second", flagged_at__isnull=False).aexists()
-
-
-async def test_forbidden_answers_in_a_row_take_the_key_out(fake_upstream, token, monkeypatch, settings):
-    settings.UPSTREAM_KEY_FORBIDDEN_THRESHOLD = 3
-    fake_upstream.set_api_keys({MASTER_KEY, SECOND})
-    use_pool(monkeypatch, pick=preferring("second"))
-    assert (await message(token)).status == 200
-    await add_key("second", SECOND)
-    assert [(await message(token, **{"x-fake-fault": "403"})).status for _ in range(3)] == [403, 403, 403]
-    assert (await message(token)).status == 200
-    assert keys_seen(fake_upstream)[1:] == [SECOND[-4:]] * 3 + [MASTER_KEY[-4:]]
+    fake_upstream.set_forbidden_api_keys({SECOND})
+    assert [(await message(token)).status for _ in range(2)] == [200, 200]
+    assert [path for path, used in calls_seen(fake_upstream)[1:] if used == SECOND[-4:]] == ["/v1/messages", "/v1/models"]
     flagged = await poll(lambda: UpstreamKey.objects.filter(name="second", flagged_at__isnull=False).afirst())
     assert flagged.flagged_reason == "Upstream answered 403"
+
+
+async def test_a_403_about_the_request_is_relayed_and_the_key_stays(fake_upstream, token, monkeypatch, caplog):
+    fake_upstream.set_api_keys({MASTER_KEY, SECOND})
+    use_pool(monkeypatch, pick=preferring("second"))
+    assert (await message(token)).status == 200
+    await add_key("second", SECOND)
+    statuses = [(await message(token, **{"x-fake-fault": "403"})).status for _ in range(3)]
+    assert statuses + [(await message(token)).status] == [403, 403, 403, 200]
+    # One check, trusted afterwards: refusals of its own requests cannot make a device flood the upstream with checks.
+    assert (
+        calls_seen(fake_upstream)[1:]
+        == [("/v1/messages", SECOND[-4:]), ("/v1/models", SECOND[-4:])] + [("/v1/messages", SECOND[-4:])] * 3
+    )
+    assert not await UpstreamKey.objects.filter(name="second", flagged_at__isnull=False).aexists()
+    [line] = [record for record in caplog.records if record.getMessage() == "Upstream refused a request, not the key"]
+    assert (line.event_fields["upstreamKey"], line.event_fields["status"]) == ("second", 403)
 
 
 async def test_a_rate_limited_key_cools_down_for_its_retry_after(fake_upstream, token, monkeypatch, caplog):
@@ -192,9 +220,8 @@ async def test_a_rotation_here_takes_effect_on_the_next_request(fake_upstream, t
 async def test_draining_keys_carry_requests_when_no_active_key_works(fake_upstream, token, monkeypatch):
     assert (await message(token)).status == 200
     await sync_to_async(rotate_upstream_key)(name=ENVIRONMENT_KEY_NAME, secret=REJECTED, new_name="mistyped", actor="test")
-    assert (await message(token)).status == 401
-    assert [(await message(token)).status for _ in range(3)] == [200] * 3
-    assert keys_seen(fake_upstream) == [MASTER_KEY[-4:], REJECTED[-4:]] + [MASTER_KEY[-4:]] * 3
+    assert [(await message(token)).status for _ in range(4)] == [200] * 4
+    assert keys_seen(fake_upstream) == [MASTER_KEY[-4:], REJECTED[-4:], REJECTED[-4:]] + [MASTER_KEY[-4:]] * 4
 
 
 def shared_count(key_id: int, redis_url: str, count: int) -> dict[int, int] | None:

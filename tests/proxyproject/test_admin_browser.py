@@ -88,6 +88,8 @@ def test_operator_approves_a_device_sets_caps_and_sees_its_usage(approval_gatewa
     page.fill("#id_password", "operator-password-123")
     page.click("input[type=submit]")
     page.wait_for_url(server.url + "/admin/")
+    assert page.locator("#admin-overview h2 a").first.inner_text() == "Dashboard"
+    assert page.locator("#overview-attention").inner_text() == "1 device waiting for approval"
     shot(page, "02-index")
 
     page.goto(server.url + "/admin/tokens/device/?status__exact=pending")
@@ -132,6 +134,8 @@ def test_operator_approves_a_device_sets_caps_and_sees_its_usage(approval_gatewa
 
     page.reload()
     assert "Today $0.90 / $5.00 · this month $0.90 / $50.00" in page.locator(".field-usage_summary").inner_text()
+    in_force = page.locator(".field-effective_policy").inner_text()
+    assert "Daily spend cap (USD)\t$5.00\tthis device" in in_force
     shot(page, "04-device-caps-and-usage")
 
     page.goto(server.url + "/admin/tokens/device/")
@@ -143,3 +147,15 @@ def test_operator_approves_a_device_sets_caps_and_sees_its_usage(approval_gatewa
     assert page.locator("svg").count() >= 1
     assert "laptop-ada" in page.content()
     shot(page, "06-dashboard")
+
+    page.goto(server.url + "/admin/usage/usagerecord/")
+    page.fill("input[name=device_ref]", "laptop-ada")
+    page.locator("input[name=device_ref] ~ input[type=submit]").click()
+    assert page.locator("#result_list tbody tr").count() == 2
+    visible = page.locator("#changelist .results").bounding_box()
+    assert visible is not None
+    for column in ("status", "error_type", "total_tokens", "cost_display", "latency_display"):
+        box = page.locator(f"#result_list thead th.column-{column}").bounding_box()
+        # The important columns fit 1400 px: inside the list's visible area, no horizontal scrolling.
+        assert box is not None and box["x"] + box["width"] <= visible["x"] + visible["width"] + 1, column
+    shot(page, "07-usage-records-filtered")

@@ -14,6 +14,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from fake_anthropic import FakeAnthropic
 from tests.servers import server_environment
 from tests.tokens.client import bootstrap
 from tokens.models import Device, Organization
@@ -37,20 +38,23 @@ def documented_commands() -> list[str]:
     return commands
 
 
+UPSTREAM_KEYS = {
+    "NEW_KEY": "sk-ant-api03-" + "n" * 40,
+    "NEXT_KEY": "sk-ant-api03-" + "x" * 40,
+    "ROTATED_KEY": "sk-ant-api03-" + "r" * 40,
+}
+
+
 @pytest.fixture
 def documented_world(client):
-    """What the examples name: device laptop-ada, organization Acme, the operator login."""
+    """What the examples name: device laptop-ada, organization Acme, the operator login, and an
+    upstream that accepts the keys the examples add (the commands check them first)."""
     assert bootstrap(client, "laptop-ada").status_code == 200
     acme = Organization.objects.create(name="Acme")
     Device.objects.filter(device_id="laptop-ada").update(organization=acme)
     get_user_model().objects.create_superuser("operator", password="correct horse battery staple")
-    return server_environment(
-        DJANGO_DEBUG="true",
-        NEW_KEY="sk-ant-api03-" + "n" * 40,
-        NEXT_KEY="sk-ant-api03-" + "x" * 40,
-        ROTATED_KEY="sk-ant-api03-" + "r" * 40,
-        ANTHROPIC_API_KEY="",
-    )
+    with FakeAnthropic(api_keys=UPSTREAM_KEYS.values()) as upstream:
+        yield server_environment(DJANGO_DEBUG="true", ANTHROPIC_API_KEY="", ANTHROPIC_BASE_URL=upstream.base_url, **UPSTREAM_KEYS)
 
 
 def test_the_documents_show_the_commands_an_operator_needs():

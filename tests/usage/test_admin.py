@@ -247,3 +247,44 @@ def test_the_live_page_opens_the_staff_websocket(operator):
     html = operator.get("/admin/usage/usagerecord/live/").content.decode()
     assert '<script src="/static/usage/live.js" defer></script>' in html
     assert 'id="live-table"' in html
+
+
+def test_usage_records_filter_by_date_range_device_model_status_and_error_code(db, client):
+    from django.contrib.auth import get_user_model
+
+    from usage.models import UsageRecord
+
+    client.force_login(get_user_model().objects.create_superuser("filters", password="filters-password-123"))
+    rows = [
+        ("a", "2026-03-01T10:00:00+00:00", "laptop-ada", "claude-sonnet-4-5", 200, ""),
+        ("b", "2026-03-02T23:59:00+00:00", "laptop-ada", "claude-haiku-4-5", 429, "spend_cap_reached"),
+        ("c", "2026-03-03T00:00:00+00:00", "laptop-bob", "claude-sonnet-4-5", 401, "invalid_token"),
+    ]
+    for request_id, occurred_at, device_ref, model, status, error_type in rows:
+        UsageRecord.objects.create(
+            request_id=request_id,
+            occurred_at=occurred_at,
+            endpoint="/v1/messages",
+            method="POST",
+            device_ref=device_ref,
+            model=model,
+            status=status,
+            error_type=error_type,
+            priced=False,
+        )
+
+    def shown(query: str) -> list[str]:
+        response = client.get("/admin/usage/usagerecord/?" + query)
+        assert response.status_code == 200, query
+        return sorted(record.request_id for record in response.context["cl"].result_list)
+
+    assert shown("occurred_at__from=2026-03-01&occurred_at__to=2026-03-02") == ["a", "b"]
+    assert shown("occurred_at__from=2026-03-03") == ["c"]
+    assert shown("device_ref=laptop-ada&model=claude-haiku-4-5") == ["b"]
+    assert shown("status__exact=401") == ["c"]
+    assert shown("error_type=spend_cap_reached") == ["b"]
+    page = client.get("/admin/usage/usagerecord/?device_ref=laptop-ada").content.decode()
+    assert '<input type="hidden" name="device_ref" value="laptop-ada">' in page  # the date form keeps the other filters
+    assert (
+        client.get("/admin/usage/usagerecord/?occurred_at__from=yesterday").status_code == 302
+    )  # invalid: back to the list (Django's ?e=1)

@@ -24,7 +24,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, name: str, weight: int, from_env: str | None, **options: Any) -> None:
         secret = read_secret(from_env=from_env, stdin=options.get("stdin") or sys.stdin)
         try:
-            key = add_upstream_key(name=name, secret=secret, weight=weight, actor="command:add_upstream_key")
+            key = add_upstream_key(
+                name=name, secret=secret, weight=weight, actor="command:add_upstream_key", verify=not options["no_verify"]
+            )
         except UpstreamKeyError as exc:
             raise CommandError(str(exc)) from exc
         summary = f"Added upstream key {key.name!r} ({key.masked_secret}, weight {key.weight}): active."

@@ -29,7 +29,12 @@ class Command(BaseCommand):
         secret = read_secret(from_env=from_env, stdin=options.get("stdin") or sys.stdin)
         try:
             rotation = rotate_upstream_key(
-                name=name, secret=secret, new_name=new_name, weight=weight, actor="command:rotate_upstream_key"
+                name=name,
+                secret=secret,
+                new_name=new_name,
+                weight=weight,
+                actor="command:rotate_upstream_key",
+                verify=not options["no_verify"],
             )
         except UpstreamKeyError as exc:
             raise CommandError(str(exc)) from exc

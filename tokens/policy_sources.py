@@ -1,0 +1,78 @@
+"""Where each value of a device's (or an organization's devices') effective policy comes from, for
+the admin pages: an empty field says "inherit", which is no answer to "what is in force?".
+
+Mirrors `tokens.policy.resolve_policy`; a test holds the two to the same values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+
+from tokens.model_aliases import parse_model_aliases
+from tokens.models import Device, Organization
+from tokens.policy import parse_model_patterns
+
+_FIELDS = (
+    # (label, model field, setting it falls back to)
+    ("Allowed models", "allowed_models", None),
+    ("Requests per window", "requests_per_window", "RATE_LIMIT_MAX"),
+    ("Window (ms)", "window_ms", "RATE_LIMIT_WINDOW"),
+    ("Tokens per minute", "tokens_per_minute", "TOKENS_PER_MINUTE_MAX"),
+    ("Daily spend cap (USD)", "daily_spend_cap_usd", "DAILY_SPEND_CAP_USD"),
+    ("Monthly spend cap (USD)", "monthly_spend_cap_usd", "MONTHLY_SPEND_CAP_USD"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyValue:
+    label: str
+    value: str
+    source: str
+
+
+def _own(owner: Device | Organization | None, field: str) -> object | None:
+    if owner is None:
+        return None
+    value = getattr(owner, field)
+    if field == "allowed_models":
+        return (", ".join(parse_model_patterns(value)) or "any model") if value.strip() else None
+    return value
+
+
+def _shown(value: object) -> str:
+    if value in (None, ""):
+        return "none"
+    if isinstance(value, Decimal):
+        return f"${value:.2f}"
+    return str(value)
+
+
+def effective_policy_sources(device: Device | None, organization: Organization | None) -> list[PolicyValue]:
+    """For a device: each value and whether the device, its organization or a setting sets it. For
+    an organization (`device` None): what its devices get unless they set their own."""
+    rows = []
+    for label, field, setting in _FIELDS:
+        for owner, source in ((device, "this device"), (organization, f"organization {organization}")):
+            value = _own(owner, field)
+            if value is not None:
+                rows.append(PolicyValue(label, _shown(value), source))
+                break
+        else:
+            if setting is None:
+                rows.append(PolicyValue(label, "any model", "default (no allowlist)"))
+            else:
+                rows.append(PolicyValue(label, _shown(getattr(settings, setting)), f"setting {setting}"))
+    aliases = [(rule, "this device") for rule in _lines(device)] + [
+        (rule, f"organization {organization}") for rule in _lines(organization)
+    ]
+    for rule, source in aliases:
+        rows.append(PolicyValue("Model alias", rule, source))
+    return rows
+
+
+def _lines(owner: Device | Organization | None) -> list[str]:
+    if owner is None:
+        return []
+    return [f"{pattern} → {served}" for pattern, served in parse_model_aliases(owner.model_aliases)]
