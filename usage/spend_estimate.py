@@ -34,8 +34,8 @@ from typing import Any
 
 import orjson
 
-from usage.pricing import BATCH_MULTIPLIER, ONE, PER_MILLION, as_utc, get_price_table
 from usage.price_table import Rates
+from usage.pricing import BATCH_MULTIPLIER, ONE, PER_MILLION, as_utc, get_price_table
 
 TEXT_BYTES_PER_TOKEN = 3.0
 JSON_BYTES_PER_TOKEN = 2.5
@@ -97,7 +97,7 @@ def _block_media(block: dict[str, Any]) -> _Media:
     encoded = len(data) if source.get("type") == "base64" and isinstance(data, str) else 0
     if kind == "image":
         return _Media(encoded, IMAGE_TOKENS)
-    if source.get("media_type") == "application/pdf" and encoded:
+    if source.get("media_type") == "application/pdf" and encoded and isinstance(data, str):
         tokens = _pdf_tokens(data)
         if tokens is not None:
             return _Media(encoded, tokens)

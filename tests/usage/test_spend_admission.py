@@ -51,7 +51,9 @@ def test_the_estimate_of_a_claude_code_request_covers_what_the_fake_bills_and_is
 def test_an_image_is_estimated_as_the_api_bills_it_not_by_its_base64_bytes():
     picture = base64.b64encode(bytes(range(256)) * 2000).decode()  # 512 KB, ~680 KB of base64
     request = claude_code_request(10_000)
-    request["messages"][-1]["content"].insert(0, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": picture}})
+    request["messages"][-1]["content"].insert(
+        0, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": picture}}
+    )
     body = orjson.dumps(request)
     without_image = claude_code_body(10_000)
     wrapper_bytes = len(body) - len(picture) - len(without_image)  # the image block's JSON around its data
@@ -62,7 +64,10 @@ def test_an_image_is_estimated_as_the_api_bills_it_not_by_its_base64_bytes():
 
 def test_a_pdf_is_estimated_by_its_pages():
     pdf = b"%PDF-1.4\n1 0 obj << /Type /Pages /Count 3 >>\n" + b"2 0 obj << /Type /Page >>\n" * 3 + b"x" * 90_000
-    document = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": base64.b64encode(pdf).decode()}}
+    document = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": base64.b64encode(pdf).decode()},
+    }
     request = {"model": OPUS, "max_tokens": 100, "messages": [{"role": "user", "content": [document]}]}
     body = orjson.dumps(request)
     text_bytes = len(body) - len(document["source"]["data"])

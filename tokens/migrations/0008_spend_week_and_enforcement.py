@@ -4,30 +4,51 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tokens', '0007_device_description'),
+        ("tokens", "0007_device_description"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='device',
-            name='spend_cap_enforcement',
-            field=models.CharField(blank=True, choices=[('clamp', 'Clamp: serve what fits, lowering max_tokens'), ('strict', 'Strict: refuse unless the whole bound fits'), ('soft', 'Soft: never refuse, alert only')], help_text='How the spend caps bite. Empty: inherit (organization, then SPEND_CAP_ENFORCEMENT).', max_length=8),
+            model_name="device",
+            name="spend_cap_enforcement",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("clamp", "Clamp: serve what fits, lowering max_tokens"),
+                    ("strict", "Strict: refuse unless the whole bound fits"),
+                    ("soft", "Soft: never refuse, alert only"),
+                ],
+                help_text="How the spend caps bite. Empty: inherit (organization, then SPEND_CAP_ENFORCEMENT).",
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='device',
-            name='weekly_spend_cap_usd',
-            field=models.DecimalField(blank=True, decimal_places=2, help_text='Monday to Sunday, UTC. Empty: inherit.', max_digits=12, null=True),
+            model_name="device",
+            name="weekly_spend_cap_usd",
+            field=models.DecimalField(
+                blank=True, decimal_places=2, help_text="Monday to Sunday, UTC. Empty: inherit.", max_digits=12, null=True
+            ),
         ),
         migrations.AddField(
-            model_name='organization',
-            name='spend_cap_enforcement',
-            field=models.CharField(blank=True, choices=[('clamp', 'Clamp: serve what fits, lowering max_tokens'), ('strict', 'Strict: refuse unless the whole bound fits'), ('soft', 'Soft: never refuse, alert only')], help_text='How the spend caps bite. Empty: inherit (organization, then SPEND_CAP_ENFORCEMENT).', max_length=8),
+            model_name="organization",
+            name="spend_cap_enforcement",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("clamp", "Clamp: serve what fits, lowering max_tokens"),
+                    ("strict", "Strict: refuse unless the whole bound fits"),
+                    ("soft", "Soft: never refuse, alert only"),
+                ],
+                help_text="How the spend caps bite. Empty: inherit (organization, then SPEND_CAP_ENFORCEMENT).",
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='organization',
-            name='weekly_spend_cap_usd',
-            field=models.DecimalField(blank=True, decimal_places=2, help_text='Monday to Sunday, UTC. Empty: inherit.', max_digits=12, null=True),
+            model_name="organization",
+            name="weekly_spend_cap_usd",
+            field=models.DecimalField(
+                blank=True, decimal_places=2, help_text="Monday to Sunday, UTC. Empty: inherit.", max_digits=12, null=True
+            ),
         ),
     ]
