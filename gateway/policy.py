@@ -144,15 +144,15 @@ class SpendAdmission:
 _ClampWith = BatchEstimate | tuple[dict[str, Any], CostEstimate] | None
 
 
-def _estimate_bounds(path: str, model: str | None, body: bytes, now: dt.datetime) -> tuple[Decimal, Decimal, _ClampWith]:
+def _estimate_bounds(path: str, summary: RequestSummary, body: bytes, now: dt.datetime) -> tuple[Decimal, Decimal, _ClampWith]:
     """(full bound, minimum, what to clamp with) of a request; zero for one that costs nothing."""
     min_output = settings.SPEND_CAP_MIN_OUTPUT_TOKENS
     if path == BATCHES_PATH:
         batch = estimate_batch(body, now, min_output_tokens=min_output)
         return batch.full, batch.minimum, batch
-    if model and path not in FREE_PATHS:
-        parsed = orjson.loads(body)
-        estimate = estimate_message_cost(model, parsed, body, now, min_output_tokens=min_output)
+    if summary.model and path not in FREE_PATHS:
+        parsed = summary.parsed if summary.parsed is not None else orjson.loads(body)
+        estimate = estimate_message_cost(summary.model, parsed, body, now, min_output_tokens=min_output)
         return estimate.full, estimate.minimum, (parsed, estimate)
     return Decimal(0), Decimal(0), None
 
@@ -177,7 +177,7 @@ async def reserve_estimate(
     clamp_with: _ClampWith = None
     ttl_seconds = BATCH_RESERVATION_SECONDS if path == BATCHES_PATH else None
     try:
-        full, minimum, clamp_with = _estimate_bounds(path, summary.model, body, dt.datetime.now(dt.UTC))
+        full, minimum, clamp_with = _estimate_bounds(path, summary, body, dt.datetime.now(dt.UTC))
     except LookupError as exc:
         log_event(logger, "No model prices in force; reserving nothing", logging.WARNING, requestId=request_id, error=str(exc))
     mode = identity.policy.spend_cap_enforcement

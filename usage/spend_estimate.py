@@ -8,7 +8,8 @@ The prompt side is estimated, the output side bounded:
   only add bytes, so the figure is above the real count for ordinary prompts: English prose runs
   about 4 bytes a token and code about 3.5, and the gateway's fake bills 4;
 - images are priced as the API bills them, never by their base64 bytes: width x height / 750
-  tokens after the API scales an image into ~1.15 megapixels, so at most IMAGE_TOKENS;
+  tokens after the API scales an image into ~1.15 megapixels, so at most IMAGE_TOKENS (a URL or
+  file image too);
 - a PDF costs its pages, each page's text and its image (PDF_PAGE_TOKENS a page, pages counted in
   the decoded file; a file whose pages cannot be counted falls back to its base64 bytes as text);
 - with a `cache_control` mark anywhere, the whole prompt is priced at the dearest cache write the
@@ -16,7 +17,8 @@ The prompt side is estimated, the output side bounded:
 - the output is `max_tokens` at the output rate, with the US-only multiplier and any tier the
   estimated prompt reaches.
 
-`CostEstimate.affordable_max_tokens` turns an amount the caps grant into the `max_tokens` that fits.
+One walk over the blocks finds media and cache marks (a substring search of a 100 KB body costs
+more than the walk). `CostEstimate.affordable_max_tokens` turns an amount the caps grant into the `max_tokens` that fits.
 Tokens a body does not carry (a Files API document, web search results) are outside the estimate;
 settling adds them.
 """
@@ -71,12 +73,6 @@ class CostEstimate:
         return max(0, min(self.max_tokens, math.floor((amount - self.input_cost) / self.output_rate)))
 
 
-@dataclass(frozen=True, slots=True)
-class _Media:
-    base64_bytes: int = 0
-    tokens: int = 0
-
-
 def _pdf_tokens(data: str) -> int | None:
     try:
         decoded = base64.b64decode(data, validate=False)
@@ -86,65 +82,82 @@ def _pdf_tokens(data: str) -> int | None:
     return pages * PDF_PAGE_TOKENS if pages else None
 
 
-def _block_media(block: dict[str, Any]) -> _Media:
-    kind = block.get("type")
-    if kind == "tool_result" and isinstance(block.get("content"), list):
-        return _blocks_media(block["content"])
-    source = block.get("source")
-    if kind not in ("image", "document") or not isinstance(source, dict):
-        return _Media()
-    data = source.get("data")
-    encoded = len(data) if source.get("type") == "base64" and isinstance(data, str) else 0
-    if kind == "image":
-        return _Media(encoded, IMAGE_TOKENS)
-    if source.get("media_type") == "application/pdf" and encoded and isinstance(data, str):
-        tokens = _pdf_tokens(data)
-        if tokens is not None:
-            return _Media(encoded, tokens)
-    return _Media()
+@dataclass(slots=True)
+class _Scan:
+    """What one walk over the body's blocks found: base64 media and its billed tokens, and the
+    dearest cache write a `cache_control` mark asks for."""
+
+    base64_bytes: int = 0
+    media_tokens: int = 0
+    cache_write: str | None = None  # "5m" or "1h"
+
+    def mark(self, block: dict[str, Any]) -> None:
+        marked = block.get("cache_control")
+        if isinstance(marked, dict) and self.cache_write != "1h":
+            self.cache_write = "1h" if marked.get("ttl") == "1h" else "5m"
+
+    def media(self, block: dict[str, Any]) -> None:
+        kind = block.get("type")
+        if kind == "tool_result" and isinstance(block.get("content"), list):
+            self.blocks(block["content"])
+            return
+        source = block.get("source")
+        if kind not in ("image", "document") or not isinstance(source, dict):
+            return
+        data = source.get("data")
+        if source.get("type") != "base64" or not isinstance(data, str):
+            if kind == "image":
+                self.media_tokens += IMAGE_TOKENS
+            return
+        if kind == "image":
+            self.base64_bytes += len(data)
+            self.media_tokens += IMAGE_TOKENS
+        elif source.get("media_type") == "application/pdf" and (tokens := _pdf_tokens(data)) is not None:
+            self.base64_bytes += len(data)
+            self.media_tokens += tokens
+
+    def blocks(self, blocks: list[Any]) -> None:
+        for block in blocks:
+            if isinstance(block, dict):
+                self.mark(block)
+                self.media(block)
 
 
-def _blocks_media(blocks: list[Any]) -> _Media:
-    encoded = tokens = 0
-    for block in blocks:
-        if isinstance(block, dict):
-            found = _block_media(block)
-            encoded += found.base64_bytes
-            tokens += found.tokens
-    return _Media(encoded, tokens)
-
-
-def _media(parsed: dict[str, Any]) -> _Media:
+def _scan(parsed: dict[str, Any]) -> _Scan:
+    scan = _Scan()
+    scan.mark(parsed)
+    for section in (parsed.get("tools"), parsed.get("system")):
+        if isinstance(section, list):
+            scan.blocks(section)
     messages = parsed.get("messages")
-    if not isinstance(messages, list):
-        return _Media()
-    blocks = [block for message in messages if isinstance(message, dict) for block in _content_list(message)]
-    return _blocks_media(blocks)
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            scan.blocks(content)
+    return scan
 
 
-def _content_list(message: dict[str, Any]) -> list[Any]:
-    content = message.get("content")
-    return content if isinstance(content, list) else []
-
-
-def estimate_prompt_tokens(parsed: dict[str, Any], body: bytes) -> int:
-    """Prompt tokens the body can be billed for, by the ratios above."""
-    media = _media(parsed) if b'"base64"' in body or b'"image"' in body else _Media()
+def _prompt_tokens(parsed: dict[str, Any], body: bytes, scan: _Scan) -> int:
     tools = parsed.get("tools")
     tool_bytes = len(orjson.dumps(tools)) if isinstance(tools, list) and tools else 0
-    text_bytes = max(len(body) - media.base64_bytes - tool_bytes, 0)
+    text_bytes = max(len(body) - scan.base64_bytes - tool_bytes, 0)
     return (
         math.ceil(text_bytes / TEXT_BYTES_PER_TOKEN)
         + math.ceil(tool_bytes / JSON_BYTES_PER_TOKEN)
-        + media.tokens
+        + scan.media_tokens
         + REQUEST_OVERHEAD_TOKENS
     )
 
 
-def _prompt_rate(rates: Rates, body: bytes) -> Decimal:
-    if b'"cache_control"' not in body:
+def estimate_prompt_tokens(parsed: dict[str, Any], body: bytes) -> int:
+    """Prompt tokens the body can be billed for, by the ratios above."""
+    return _prompt_tokens(parsed, body, _scan(parsed))
+
+
+def _prompt_rate(rates: Rates, cache_write: str | None) -> Decimal:
+    if cache_write is None:
         return rates.input
-    return max(rates.input, rates.cache_write_1h if b'"1h"' in body else rates.cache_write_5m)
+    return max(rates.input, rates.cache_write_1h if cache_write == "1h" else rates.cache_write_5m)
 
 
 def _min_output_tokens(parsed: dict[str, Any], configured: int) -> int:
@@ -165,14 +178,17 @@ def estimate_message_cost(
     when no prices are in force. An unknown model takes the dearest rates of every known one."""
     max_tokens = parsed.get("max_tokens")
     max_tokens = max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0 else 0
-    prompt_tokens = estimate_prompt_tokens(parsed, body)
+    scan = _scan(parsed)
+    prompt_tokens = _prompt_tokens(parsed, body, scan)
     table = get_price_table()
     at = as_utc(at)
     candidates = table.every_rate_for(model, at, prompt_tokens_at_most=prompt_tokens) or table.every_rate_at(at)
     if not candidates:
         raise LookupError("no model prices are in force: seed or add ModelPrice rows")
     multiplier = BATCH_MULTIPLIER if batch else ONE
-    prompt_rate = max(_prompt_rate(rates, body) * max(rates.us_geo_multiplier, ONE) for rates in candidates) * multiplier
+    prompt_rate = (
+        max(_prompt_rate(rates, scan.cache_write) * max(rates.us_geo_multiplier, ONE) for rates in candidates) * multiplier
+    )
     output_rate = max(rates.output * max(rates.us_geo_multiplier, ONE) for rates in candidates) * multiplier
     return CostEstimate(
         prompt_tokens=prompt_tokens,
