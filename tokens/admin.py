@@ -39,7 +39,8 @@ POLICY_FIELDSET = (
             "allowed_models",
             ("requests_per_window", "window_ms"),
             "tokens_per_minute",
-            ("daily_spend_cap_usd", "monthly_spend_cap_usd"),
+            ("daily_spend_cap_usd", "weekly_spend_cap_usd", "monthly_spend_cap_usd"),
+            "spend_cap_enforcement",
         )
     },
 )
