@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -68,6 +69,12 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def measure_estimator() -> str:
+    """In its own process: it sets Django up with the development settings and a price table."""
+    done = subprocess.run([sys.executable, "-m", "bench.estimator"], capture_output=True, text=True, timeout=300)
+    return done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-300:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     config, output = parse_config(argv)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(describe(record, rows))
     print(f"JSON: {path}")
+    print(f"Spend estimator (microseconds per request): {measure_estimator()}")
     return 0
 
 

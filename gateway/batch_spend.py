@@ -1,8 +1,11 @@
 """A message batch's spend, reserved as a whole before it is created and settled from its results.
 
-Before POST /v1/messages/batches goes upstream, the worst case of every request in it is summed at
-batch prices and reserved against the device's and organization's caps in one step, like a single
-request's: a batch that does not fit is refused (429 spend_cap_reached) and nothing is created.
+Before POST /v1/messages/batches goes upstream, the estimate of every request in it
+(`usage.spend_estimate`, at batch prices) is summed and reserved against the device's and
+organization's caps in one step, by the rule of a single request: all of it when it fits; else, in
+clamp mode, what the caps have left when that covers every request's minimum, every request's
+max_tokens then lowered to one common ceiling that fits (`clamp_batch`); else refused (429
+spend_cap_reached) and nothing is created.
 The reservation is kept with the batch's ownership row and held for the batch's lifetime
 (BATCH_RESERVATION_SECONDS), because its requests run and are billed long after the create call:
 
@@ -18,6 +21,7 @@ The reservation is kept with the batch's ownership row and held for the batch's 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -27,32 +31,64 @@ from django.utils import timezone
 
 from gateway.models import OwnedResource, OwnedResourceKind
 from usage.events import UsageEvent
-from usage.pricing import BATCH_MULTIPLIER, price_usage, worst_case_cost
+from usage.pricing import price_usage
 from usage.spend import SpendReservation, release_spend, settle_spend
 from usage.spend_counters import Counter
+from usage.spend_estimate import CostEstimate, clamped_params, estimate_message_cost
 
 # The API processes a batch within 24 hours and then expires what is left; an hour's margin.
 BATCH_RESERVATION_SECONDS = 25 * 3600
 
 
-def _request_worst_case(params: dict[str, Any], at: dt.datetime) -> Decimal:
-    """A single request's worst case, halved: batch halves every category, cache writes included."""
-    model = params.get("model")
-    if not isinstance(model, str):
-        return Decimal(0)
-    max_tokens = params.get("max_tokens")
-    output_bound = max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0 else 0
-    return worst_case_cost(model, len(orjson.dumps(params)), output_bound, at) * BATCH_MULTIPLIER
+@dataclass(frozen=True, slots=True)
+class BatchEstimate:
+    parsed: dict[str, Any]
+    requests: tuple[tuple[dict[str, Any], CostEstimate], ...]  # each request item and its estimate
+
+    @property
+    def full(self) -> Decimal:
+        return sum((estimate.full for _, estimate in self.requests), Decimal(0))
+
+    @property
+    def minimum(self) -> Decimal:
+        return sum((estimate.minimum for _, estimate in self.requests), Decimal(0))
+
+    def cost_with_ceiling(self, ceiling: int) -> Decimal:
+        return sum(
+            (e.input_cost + min(e.max_tokens, ceiling) * e.output_rate for _, e in self.requests),
+            Decimal(0),
+        )
 
 
-def batch_worst_case_cost(body: bytes, at: dt.datetime) -> Decimal:
-    """What the whole batch can cost at most; raises LookupError when no prices are in force."""
+def estimate_batch(body: bytes, at: dt.datetime, *, min_output_tokens: int) -> BatchEstimate:
+    """Every request's estimate at batch prices; raises LookupError when no prices are in force."""
     parsed = orjson.loads(body)
-    requests = parsed.get("requests") if isinstance(parsed, dict) else None
-    if not isinstance(requests, list):
-        return Decimal(0)
-    params = [item["params"] for item in requests if isinstance(item, dict) and isinstance(item.get("params"), dict)]
-    return sum((_request_worst_case(one, at) for one in params), Decimal(0))
+    items = parsed.get("requests") if isinstance(parsed, dict) else None
+    estimates = []
+    for item in items if isinstance(items, list) else []:
+        params = item.get("params") if isinstance(item, dict) else None
+        if isinstance(params, dict) and isinstance(params.get("model"), str):
+            estimate = estimate_message_cost(
+                params["model"], params, orjson.dumps(params), at, min_output_tokens=min_output_tokens, batch=True
+            )
+            estimates.append((item, estimate))
+    return BatchEstimate(parsed, tuple(estimates))
+
+
+def clamp_batch(batch: BatchEstimate, granted: Decimal) -> bytes:
+    """The batch body with every request's max_tokens lowered to the highest common ceiling whose
+    total fits `granted` (the caps granted at least every request's minimum, so one exists)."""
+    low, high = 0, max((e.max_tokens for _, e in batch.requests), default=0)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if batch.cost_with_ceiling(middle) <= granted:
+            low = middle
+        else:
+            high = middle - 1
+    for item, estimate in batch.requests:
+        if estimate.max_tokens > low:
+            item["params"] = clamped_params(item["params"], low)
+    return orjson.dumps(batch.parsed)
 
 
 def batch_cost(results: list[UsageEvent]) -> Decimal | None:

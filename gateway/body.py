@@ -10,7 +10,7 @@ that model checked, anything else passes as it is.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -37,6 +37,7 @@ class RequestSummary:
     stream: bool = False
     max_tokens: int = 0
     batch_models: tuple[str, ...] = ()
+    parsed: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # the body, for the spend estimate
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -124,7 +125,9 @@ def summarize_body(route: Route, body: bytes) -> RequestSummary:
     if model is not None and not isinstance(model, str):
         raise InvalidRequest("model: Input should be a valid string")
     require_clean_identifier(model, field="model")
-    return RequestSummary(model=model, stream=parsed.get("stream") is True, max_tokens=_max_tokens(parsed.get("max_tokens")))
+    return RequestSummary(
+        model=model, stream=parsed.get("stream") is True, max_tokens=_max_tokens(parsed.get("max_tokens")), parsed=parsed
+    )
 
 
 def _summarize_unknown(body: bytes) -> RequestSummary:

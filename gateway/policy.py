@@ -25,15 +25,20 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from fnmatch import fnmatchcase
+from typing import Any
 
-from gateway.batch_spend import BATCH_RESERVATION_SECONDS, batch_worst_case_cost
+import orjson
+from django.conf import settings
+
+from gateway.batch_spend import BATCH_RESERVATION_SECONDS, BatchEstimate, clamp_batch, estimate_batch
 from gateway.body import BATCHES_PATH, MESSAGES_PATH, RequestSummary
 from proxyproject.lib.errors import GatewayError, ModelNotAllowed, RateLimited, refuse_when_shared_state_fails
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.ratelimit import LimitCheck, LimitDecision, get_rate_limiter
 from tokens.identity import DeviceIdentity, DevicePolicy
-from usage.pricing import worst_case_cost
 from usage.spend import SpendReservation, reserve_spend
+from usage.spend_counters import to_nanos
+from usage.spend_estimate import CostEstimate, clamped_params, estimate_message_cost
 
 logger = logging.getLogger("gateway.policy")
 TOKENS_WINDOW_MS = 60_000
@@ -46,6 +51,7 @@ class PolicyGrant:
     reservation: SpendReservation | None
     tokens_key: str | None  # the tokens-per-minute counter, when the device has that limit
     tokens_reserved: int = 0  # reserved under tokens_key at admission; settling adds real minus this
+    forwarded_body: bytes | None = None  # replaces the client's body when the spend caps clamped max_tokens
 
 
 def check_models_allowed(policy: DevicePolicy, models: tuple[str, ...]) -> None:
@@ -120,30 +126,73 @@ def has_spend_caps(policy: DevicePolicy) -> bool:
         cap is not None
         for cap in (
             policy.device_daily_cap_usd,
+            policy.device_weekly_cap_usd,
             policy.device_monthly_cap_usd,
             policy.org_daily_cap_usd,
+            policy.org_weekly_cap_usd,
             policy.org_monthly_cap_usd,
         )
     )
 
 
-async def reserve_worst_case(
+@dataclass(frozen=True, slots=True)
+class SpendAdmission:
+    reservation: SpendReservation | None
+    forwarded_body: bytes | None = None  # the body with max_tokens lowered, when the caps clamped it
+
+
+_ClampWith = BatchEstimate | tuple[dict[str, Any], CostEstimate] | None
+
+
+def _estimate_bounds(path: str, summary: RequestSummary, body: bytes, now: dt.datetime) -> tuple[Decimal, Decimal, _ClampWith]:
+    """(full bound, minimum, what to clamp with) of a request; zero for one that costs nothing."""
+    min_output = settings.SPEND_CAP_MIN_OUTPUT_TOKENS
+    if path == BATCHES_PATH:
+        batch = estimate_batch(body, now, min_output_tokens=min_output)
+        return batch.full, batch.minimum, batch
+    if summary.model and path not in FREE_PATHS:
+        parsed = summary.parsed if summary.parsed is not None else orjson.loads(body)
+        estimate = estimate_message_cost(summary.model, parsed, body, now, min_output_tokens=min_output)
+        return estimate.full, estimate.minimum, (parsed, estimate)
+    return Decimal(0), Decimal(0), None
+
+
+def _clamped_body(clamp_with: _ClampWith, granted: Decimal) -> bytes:
+    if isinstance(clamp_with, BatchEstimate):
+        return clamp_batch(clamp_with, granted)
+    assert clamp_with is not None
+    parsed, estimate = clamp_with
+    return orjson.dumps(clamped_params(parsed, estimate.affordable_max_tokens(granted)))
+
+
+async def reserve_estimate(
     identity: DeviceIdentity, summary: RequestSummary, *, path: str, body: bytes, request_id: str
-) -> SpendReservation | None:
-    """Reserve what this request could cost at most: a batch all its requests at batch prices, for
-    its lifetime (`gateway.batch_spend`). A device already at a cap is refused even when the amount
-    is 0 (a request whose model has no price)."""
-    amount = Decimal(0)
-    ttl_seconds = None
-    now = dt.datetime.now(dt.UTC)
+) -> SpendAdmission:
+    """Reserve the request's cost bound (`usage.spend_estimate`): a batch all its requests at batch
+    prices, for its lifetime (`gateway.batch_spend`). By the device's SPEND_CAP_ENFORCEMENT:
+    `clamp` takes what the caps have left when that covers the minimum answer and lowers max_tokens
+    to fit it; `strict` refuses unless the whole bound fits; `soft` reserves and never refuses. A
+    device already at a cap is refused even when the amount is 0 (a request whose model has no price)."""
+    full = minimum = Decimal(0)
+    clamp_with: _ClampWith = None
+    ttl_seconds = BATCH_RESERVATION_SECONDS if path == BATCHES_PATH else None
     try:
-        if path == BATCHES_PATH:
-            amount, ttl_seconds = batch_worst_case_cost(body, now), BATCH_RESERVATION_SECONDS
-        elif summary.model and path not in FREE_PATHS:
-            amount = worst_case_cost(summary.model, len(body), summary.max_tokens, now)
+        full, minimum, clamp_with = _estimate_bounds(path, summary, body, dt.datetime.now(dt.UTC))
     except LookupError as exc:
         log_event(logger, "No model prices in force; reserving nothing", logging.WARNING, requestId=request_id, error=str(exc))
-    return await reserve_spend(identity, amount, request_id, ttl_seconds=ttl_seconds)
+    mode = identity.policy.spend_cap_enforcement
+    reservation = await reserve_spend(
+        identity,
+        full,
+        request_id,
+        minimum=minimum if mode == "clamp" else None,
+        soft=mode == "soft",
+        ttl_seconds=ttl_seconds,
+    )
+    if reservation is None or clamp_with is None or reservation.nanos >= to_nanos(full):
+        return SpendAdmission(reservation)
+    log_event(logger, "Request clamped to the spend cap", requestId=request_id, reserved=str(reservation.amount), bound=str(full))
+    return SpendAdmission(reservation, _clamped_body(clamp_with, reservation.amount))
 
 
 async def enforce_policy(
@@ -159,13 +208,13 @@ async def enforce_policy(
             identity, counts_tokens=bool(models), tokens_to_reserve=tokens_reserved
         )
     tokens_reserved = tokens_reserved if counted_tokens_key else 0
-    reservation = None
+    spend = SpendAdmission(None)
     if models and has_spend_caps(identity.policy):
         try:
             with refuse_when_shared_state_fails("spend_cap", request_id):
-                reservation = await reserve_worst_case(identity, summary, path=path, body=body, request_id=request_id)
+                spend = await reserve_estimate(identity, summary, path=path, body=body, request_id=request_id)
         except GatewayError:
             if counted_tokens_key and tokens_reserved:
                 await get_rate_limiter().add(counted_tokens_key, TOKENS_WINDOW_MS, -tokens_reserved)
             raise
-    return PolicyGrant(headers, reservation, counted_tokens_key, tokens_reserved)
+    return PolicyGrant(headers, spend.reservation, counted_tokens_key, tokens_reserved, spend.forwarded_body)

@@ -132,6 +132,7 @@ class ProxiedRequest:
                 await check_owned_access(self.owned, identity)
                 self.batch_created_at = await batch_results_priced_at(self.method, self.owned)
             self.grant = await enforce_policy(identity, summary, path=self.path, body=body, request_id=self.request_id)
+            body = self.grant.forwarded_body or body
             self.admission = await get_circuit_breaker().admit(str(identity.device_pk))
             if not self.admission.allowed:
                 raise CircuitOpen(retry_after=self.admission.retry_after)

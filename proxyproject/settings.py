@@ -402,6 +402,11 @@ RATE_LIMIT_WINDOW = env_int("RATE_LIMIT_WINDOW", 60000, minimum=1000)
 TOKENS_PER_MINUTE_MAX = env_int("TOKENS_PER_MINUTE_MAX", 0, minimum=0)
 DAILY_SPEND_CAP_USD = env_str("DAILY_SPEND_CAP_USD")
 MONTHLY_SPEND_CAP_USD = env_str("MONTHLY_SPEND_CAP_USD")
+WEEKLY_SPEND_CAP_USD = env_str("WEEKLY_SPEND_CAP_USD")
+# clamp: serve what fits (max_tokens lowered); strict: refuse unless the whole bound fits; soft: never refuse.
+SPEND_CAP_ENFORCEMENT = env_choice("SPEND_CAP_ENFORCEMENT", "clamp", ("clamp", "strict", "soft"))
+# The least output a clamped request may be left with; below it the request is refused.
+SPEND_CAP_MIN_OUTPUT_TOKENS = env_int("SPEND_CAP_MIN_OUTPUT_TOKENS", 1024, minimum=1)
 CIRCUIT_BREAKER_FAILURE_THRESHOLD = env_int("CIRCUIT_BREAKER_FAILURE_THRESHOLD", 5, minimum=1)
 CIRCUIT_BREAKER_RESET_TIMEOUT = env_float("CIRCUIT_BREAKER_RESET_TIMEOUT", 30.0, minimum=0.1)
 CIRCUIT_BREAKER_SUCCESS_THRESHOLD = env_int("CIRCUIT_BREAKER_SUCCESS_THRESHOLD", 2, minimum=1)

@@ -41,7 +41,8 @@ POLICY_FIELDSET = (
             "model_aliases",
             ("requests_per_window", "window_ms"),
             "tokens_per_minute",
-            ("daily_spend_cap_usd", "monthly_spend_cap_usd"),
+            ("daily_spend_cap_usd", "weekly_spend_cap_usd", "monthly_spend_cap_usd"),
+            "spend_cap_enforcement",
         )
     },
 )

@@ -15,7 +15,8 @@ class DevicePolicy:
     """A device's effective policy: its own fields, else its organization's, else the settings.
 
     `allowed_models` holds fnmatch-style patterns (`claude-sonnet-*`); empty means every model.
-    Caps are USD; None means no cap. `tokens_per_minute` 0 means no limit.
+    Caps are USD; None means no cap. `tokens_per_minute` 0 means no limit. `spend_cap_enforcement`
+    is how the caps bite (`usage.spend_enforcement`): clamp, strict or soft.
     """
 
     requests_per_window: int
@@ -27,6 +28,9 @@ class DevicePolicy:
     org_daily_cap_usd: Decimal | None
     org_monthly_cap_usd: Decimal | None
     model_aliases: ModelAliases = ()  # (pattern, served model), first match wins
+    device_weekly_cap_usd: Decimal | None = None
+    org_weekly_cap_usd: Decimal | None = None
+    spend_cap_enforcement: str = "clamp"
 
 
 @dataclass(frozen=True, slots=True)

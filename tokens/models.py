@@ -34,6 +34,19 @@ class PolicyFields(models.Model):
     monthly_spend_cap_usd = models.DecimalField(
         max_digits=12, decimal_places=2, null=True, blank=True, help_text="Empty: inherit."
     )
+    weekly_spend_cap_usd = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, help_text="Monday to Sunday, UTC. Empty: inherit."
+    )
+    spend_cap_enforcement = models.CharField(
+        max_length=8,
+        blank=True,
+        choices=[
+            ("clamp", "Clamp: serve what fits, lowering max_tokens"),
+            ("strict", "Strict: refuse unless the whole bound fits"),
+            ("soft", "Soft: never refuse, alert only"),
+        ],
+        help_text="How the spend caps bite. Empty: inherit (organization, then SPEND_CAP_ENFORCEMENT).",
+    )
 
     class Meta:
         abstract = True

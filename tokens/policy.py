@@ -60,6 +60,13 @@ def resolve_policy(device: Device, organization: Organization | None) -> DeviceP
         org_daily_cap_usd=org_value("daily_spend_cap_usd"),
         org_monthly_cap_usd=org_value("monthly_spend_cap_usd"),
         model_aliases=parse_model_aliases(device.model_aliases) + parse_model_aliases(org_value("model_aliases") or ""),
+        device_weekly_cap_usd=_first(
+            device.weekly_spend_cap_usd, org_value("weekly_spend_cap_usd"), _settings_cap("WEEKLY_SPEND_CAP_USD")
+        ),
+        org_weekly_cap_usd=org_value("weekly_spend_cap_usd"),
+        spend_cap_enforcement=device.spend_cap_enforcement
+        or org_value("spend_cap_enforcement")
+        or settings.SPEND_CAP_ENFORCEMENT,
     )
 
 
@@ -86,6 +93,9 @@ def policy_to_json(policy: DevicePolicy) -> dict[str, Any]:
         "org_daily_cap_usd": money(policy.org_daily_cap_usd),
         "org_monthly_cap_usd": money(policy.org_monthly_cap_usd),
         "model_aliases": [list(rule) for rule in policy.model_aliases],
+        "device_weekly_cap_usd": money(policy.device_weekly_cap_usd),
+        "org_weekly_cap_usd": money(policy.org_weekly_cap_usd),
+        "spend_cap_enforcement": policy.spend_cap_enforcement,
     }
 
 
@@ -103,4 +113,7 @@ def policy_from_json(data: dict[str, Any]) -> DevicePolicy:
         org_daily_cap_usd=money(data["org_daily_cap_usd"]),
         org_monthly_cap_usd=money(data["org_monthly_cap_usd"]),
         model_aliases=tuple((pattern, served) for pattern, served in data.get("model_aliases", ())),
+        device_weekly_cap_usd=money(data.get("device_weekly_cap_usd")),
+        org_weekly_cap_usd=money(data.get("org_weekly_cap_usd")),
+        spend_cap_enforcement=data.get("spend_cap_enforcement", "clamp"),
     )

@@ -18,7 +18,7 @@ from tokens.issuance import format_timestamp
 from tokens.models import Device
 from tokens.policy import policy_to_json
 from usage.pricing import COST_QUANTUM
-from usage.spend import current_spend
+from usage.spend import current_spend, period_start
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -31,10 +31,12 @@ def _cost(value: Decimal) -> str:
 
 
 def _period_ends(period: str, moment: dt.datetime) -> dt.datetime:
-    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    start = period_start(period, moment)
     if period == "day":
         return start + dt.timedelta(days=1)
-    return (start.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    if period == "week":
+        return start + dt.timedelta(days=7)
+    return (start + dt.timedelta(days=32)).replace(day=1)
 
 
 def _spend(scope: str, pk: int, period: str, cap: Decimal | None, now: float) -> dict[str, Any]:
@@ -49,7 +51,7 @@ def _spend(scope: str, pk: int, period: str, cap: Decimal | None, now: float) ->
 
 
 def device_report(identity: DeviceIdentity, *, now: float | None = None) -> dict[str, Any]:
-    """The authenticated device's status, effective policy and spend this UTC day and month."""
+    """The authenticated device's status, effective policy and spend this UTC day, ISO week and month."""
     moment = time.time() if now is None else now
     device = Device.objects.select_related("organization").get(pk=identity.device_pk)
     policy = identity.policy
@@ -65,12 +67,14 @@ def device_report(identity: DeviceIdentity, *, now: float | None = None) -> dict
         "policy": policy_to_json(policy),
         "spend": {
             "day": _spend("device", device.pk, "day", policy.device_daily_cap_usd, moment),
+            "week": _spend("device", device.pk, "week", policy.device_weekly_cap_usd, moment),
             "month": _spend("device", device.pk, "month", policy.device_monthly_cap_usd, moment),
         },
     }
     if identity.org_id is not None:
         report["organization_spend"] = {
             "day": _spend("org", identity.org_id, "day", policy.org_daily_cap_usd, moment),
+            "week": _spend("org", identity.org_id, "week", policy.org_weekly_cap_usd, moment),
             "month": _spend("org", identity.org_id, "month", policy.org_monthly_cap_usd, moment),
         }
     return report

@@ -1,5 +1,5 @@
 """Exact cost of a request from the price table (`usage.price_table`), the record of how it was
-computed, and the worst-case cost the spend caps reserve.
+computed. (What the spend caps reserve is estimated in `usage.spend_estimate`.)
 
 Rules (anthropic-api.md, "Rules that cost calculators commonly get wrong"):
 - the most specific matching pattern wins, at the rates in force at the request's pricing moment:
@@ -46,7 +46,6 @@ __all__ = [
     "preload_price_table",
     "price_usage",
     "quote_usage",
-    "worst_case_cost",
 ]
 
 COST_QUANTUM = Decimal(1).scaleb(-COST_DECIMAL_PLACES)
@@ -179,24 +178,3 @@ def quote_usage(event: UsageEvent) -> PriceQuote:
 def price_usage(event: UsageEvent) -> Decimal | None:
     """The exact USD cost of one request, or None when its model matches no price."""
     return quote_usage(event).cost
-
-
-def worst_case_cost(model: str, body_bytes: int, max_tokens: int, at: dt.datetime) -> Decimal:
-    """An upper bound on what a request can cost, for the spend reservation.
-
-    Every body byte may be a prompt token, billed at the dearest prompt-side rate (a 1h cache write
-    is 2x input); output is bounded by max_tokens. Any speed, the US multiplier and every tier the
-    body is big enough to reach are assumed, because the reservation must hold whatever the
-    response turns out to be. An unknown model is bounded by the dearest rates of every known
-    model, so caps still hold. (Tokens the body does not carry, such as a Files API document or
-    web search results, are outside this bound; settling adds them, so a cap can be passed by them.)
-    """
-    table = get_price_table()
-    at = as_utc(at)
-    candidates = table.every_rate_for(model, at, prompt_tokens_at_most=body_bytes) or table.every_rate_at(at)
-    if not candidates:
-        raise LookupError("no model prices are in force: seed or add ModelPrice rows")
-    prompt_rate = max(rates.prompt_side_max * max(rates.us_geo_multiplier, ONE) for rates in candidates)
-    output_rate = max(rates.output * max(rates.us_geo_multiplier, ONE) for rates in candidates)
-    total = (max(body_bytes, 0) * prompt_rate + max(max_tokens, 0) * output_rate) / PER_MILLION
-    return total.quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)

@@ -1,9 +1,11 @@
 """Spend caps that hold under concurrency and across instances.
 
-Before a request goes upstream the gateway reserves its worst-case cost against every cap that
-applies (device daily and monthly, organization daily and monthly; UTC day and month). Checking all
-of them and reserving in all of them is one atomic step: one Lua script on Redis, or one critical
-section of plain dict operations in process. When usage lands the reservation is replaced by the
+Before a request goes upstream the gateway reserves its cost bound against every cap that applies
+(device and organization, each per UTC day, ISO week and month). Checking all of them and reserving
+in all of them is one atomic step: one Lua script on Redis, or one critical section of plain dict
+operations in process. The step reserves the whole bound when every cap has room for it, else the
+least room left when that still covers the request's minimum (`gateway.policy` then lowers the
+request's max_tokens to what was granted), else nothing and the request is refused. When usage lands the reservation is replaced by the
 actual cost (`settle_spend`); a request that fails before any usage releases it. A reservation that
 is never settled (its process died) stops counting after SPEND_RESERVATION_TTL_SECONDS.
 
@@ -21,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -33,13 +35,22 @@ from proxyproject.lib.errors import SpendCapReached
 from proxyproject.lib.logging import log_event
 from tokens.identity import DeviceIdentity
 from usage.models import UsageRecord
-from usage.spend_counters import CapCheck, Counter, LocalSpendBackend, SpendBackend, from_nanos, to_nanos
+from usage.spend_counters import (
+    CapCheck,
+    Counter,
+    LocalSpendBackend,
+    ReserveOutcome,
+    SpendBackend,
+    from_nanos,
+    to_nanos,
+)
 from usage.spend_redis import RedisSpendBackend
 
 logger = logging.getLogger("usage.spend")
 _PERIOD_GRACE_SECONDS = 2 * 86400
-_PERIOD_NAMES = {"day": "Daily", "month": "Monthly"}
+_PERIOD_NAMES = {"day": "Daily", "week": "Weekly", "month": "Monthly"}
 _SCOPE_NAMES = {"device": "device", "org": "organization"}
+PERIODS = ("day", "week", "month")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,30 @@ class SpendReservation:
     amount: Decimal
     nanos: int
     counters: tuple[Counter, ...]
+
+
+def _week_bucket(moment: dt.datetime) -> tuple[str, float]:
+    """ISO weeks: Monday 00:00 UTC to the next Monday."""
+    monday = dt.datetime(moment.year, moment.month, moment.day, tzinfo=dt.UTC) - dt.timedelta(days=moment.weekday())
+    year, week, _ = moment.isocalendar()
+    return f"{year}-W{week:02d}", (monday + dt.timedelta(days=7)).timestamp()
+
+
+def period_start(period: str, moment: dt.datetime) -> dt.datetime:
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - dt.timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def _bucket(period: str, moment: dt.datetime) -> tuple[str, float]:
+    if period == "day":
+        return _day_bucket(moment)
+    if period == "week":
+        return _week_bucket(moment)
+    return _month_bucket(moment)
 
 
 def _day_bucket(moment: dt.datetime) -> tuple[str, float]:
@@ -62,7 +97,7 @@ def _month_bucket(moment: dt.datetime) -> tuple[str, float]:
 
 
 def counter_for(scope: str, pk: int, period: str, moment: dt.datetime) -> Counter:
-    bucket, ends_at = _day_bucket(moment) if period == "day" else _month_bucket(moment)
+    bucket, ends_at = _bucket(period, moment)
     return Counter(f"{scope}:{pk}:{period}:{bucket}", ends_at + _PERIOD_GRACE_SECONDS)
 
 
@@ -72,22 +107,47 @@ def cap_checks(identity: DeviceIdentity, now: float) -> list[CapCheck]:
     policy = identity.policy
     wanted = [
         ("device", identity.device_pk, "day", policy.device_daily_cap_usd),
+        ("device", identity.device_pk, "week", policy.device_weekly_cap_usd),
         ("device", identity.device_pk, "month", policy.device_monthly_cap_usd),
     ]
     if identity.org_id is not None:
         wanted += [
             ("org", identity.org_id, "day", policy.org_daily_cap_usd),
+            ("org", identity.org_id, "week", policy.org_weekly_cap_usd),
             ("org", identity.org_id, "month", policy.org_monthly_cap_usd),
         ]
-    return [
-        CapCheck(
-            counter_for(scope, pk, period, moment),
-            to_nanos(cap),
-            f"{_PERIOD_NAMES[period]} spend cap of ${cap} reached for this {_SCOPE_NAMES[scope]}.",
-        )
-        for scope, pk, period, cap in wanted
-        if cap is not None
-    ]
+    checks = []
+    for scope, pk, period, cap in wanted:
+        if cap is not None:
+            counter = counter_for(scope, pk, period, moment)
+            checks.append(CapCheck(counter, to_nanos(cap), scope, period, counter.expires_at - _PERIOD_GRACE_SECONDS))
+    return checks
+
+
+def _usd(amount: Decimal) -> str:
+    return f"${amount.quantize(Decimal('0.01'), rounding=ROUND_CEILING)}"
+
+
+def cap_refusal(check: CapCheck, outcome: ReserveOutcome, needed_nanos: int) -> SpendCapReached:
+    """What the client is told: which cap, what it holds, and what this request needed."""
+    cap, spent, reserved, needed = (from_nanos(n) for n in (check.cap_nanos, outcome.settled, outcome.reserved, needed_nanos))
+    remaining = max(cap - spent - reserved, Decimal(0))
+    in_flight = f", ${reserved.quantize(Decimal('0.01'))} reserved by requests in flight" if reserved else ""
+    message = (
+        f"{_PERIOD_NAMES[check.period]} spend cap {_usd(cap)} for this {_SCOPE_NAMES[check.scope]}: "
+        f"{_usd(spent)} spent{in_flight}, this request needs at least {_usd(needed)}."
+    )
+    details: dict[str, object] = {
+        "scope": check.scope,
+        "period": check.period,
+        "cap": format(cap.normalize(), "f"),
+        "spent": format(spent.normalize(), "f"),
+        "reserved_in_flight": format(reserved.normalize(), "f"),
+        "remaining": format(remaining.normalize(), "f"),
+        "request_estimate": format(needed.normalize(), "f"),
+        "resets_at": dt.datetime.fromtimestamp(check.resets_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return SpendCapReached(message, details=details)
 
 
 _local_backend = LocalSpendBackend(totals_loader=lambda: database_totals())
@@ -109,27 +169,36 @@ class SpendLedger:
         return self.backend or spend_backend()
 
     async def reserve(
-        self, identity: DeviceIdentity, amount: Decimal, request_id: str, *, ttl_seconds: float | None = None
+        self,
+        identity: DeviceIdentity,
+        amount: Decimal,
+        request_id: str,
+        *,
+        minimum: Decimal | None = None,
+        soft: bool = False,
+        ttl_seconds: float | None = None,
     ) -> SpendReservation | None:
         now = self.clock()
         checks = cap_checks(identity, now)
         if not checks:
             return None
         nanos = to_nanos(amount)
+        floor = -1 if soft else (nanos if minimum is None else min(to_nanos(minimum), nanos))
         ttl = settings.SPEND_RESERVATION_TTL_SECONDS if ttl_seconds is None else ttl_seconds
-        failed = await self._backend().reserve(checks, nanos, request_id, now, ttl)
-        if failed is not None:
+        outcome = await self._backend().reserve(checks, nanos, request_id, now, ttl, floor=floor)
+        if outcome.granted is None:
+            failed = checks[outcome.failed or 0]
             log_event(
                 logger,
                 "Spend cap reached",
                 device_pk=identity.device_pk,
                 org_id=identity.org_id,
-                counter=checks[failed].counter.name,
+                counter=failed.counter.name,
                 request_id=request_id,
                 amount=str(amount),
             )
-            raise SpendCapReached(checks[failed].description)
-        return SpendReservation(request_id, Decimal(amount), nanos, tuple(check.counter for check in checks))
+            raise cap_refusal(failed, outcome, floor)
+        return SpendReservation(request_id, from_nanos(outcome.granted), outcome.granted, tuple(c.counter for c in checks))
 
     async def settle(self, reservation: SpendReservation, actual: Decimal | None) -> None:
         """None (the model had no price) keeps the reserved worst case as spent, so caps stay safe."""
@@ -144,13 +213,21 @@ _ledger = SpendLedger()
 
 
 async def reserve_spend(
-    identity: DeviceIdentity, amount: Decimal, request_id: str, *, ttl_seconds: float | None = None
+    identity: DeviceIdentity,
+    amount: Decimal,
+    request_id: str,
+    *,
+    minimum: Decimal | None = None,
+    soft: bool = False,
+    ttl_seconds: float | None = None,
 ) -> SpendReservation | None:
     """Reserve `amount` against every cap of the device and its organization; None when there are
-    no caps (nothing is stored then). Raises SpendCapReached (429, x-should-retry false) when it does
-    not fit in one of them. The reservation lapses after SPEND_RESERVATION_TTL_SECONDS unless
-    `ttl_seconds` says otherwise (a batch is held for its whole lifetime)."""
-    return await _ledger.reserve(identity, amount, request_id, ttl_seconds=ttl_seconds)
+    no caps (nothing is stored then). With `minimum`, as much as fits when that is at least the
+    minimum (the reservation's `amount` says how much); `soft` reserves `amount` whatever the caps
+    hold. Raises SpendCapReached (429, x-should-retry false) when not even the minimum fits in one
+    of them. The reservation lapses after SPEND_RESERVATION_TTL_SECONDS unless `ttl_seconds` says
+    otherwise (a batch is held for its whole lifetime)."""
+    return await _ledger.reserve(identity, amount, request_id, minimum=minimum, soft=soft, ttl_seconds=ttl_seconds)
 
 
 async def settle_spend(reservation: SpendReservation, actual: Decimal | None) -> None:
@@ -171,14 +248,12 @@ def _sum_by(field_name: str, since: dt.datetime) -> dict[int, Decimal]:
 
 
 def database_totals(now: float | None = None) -> dict[Counter, int]:
-    """Today's and this month's recorded cost per device and organization, as counters."""
+    """This day's, week's and month's recorded cost per device and organization, as counters."""
     moment = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
-    day_start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    month_start = day_start.replace(day=1)
     totals: dict[Counter, int] = {}
     for scope, field_name in (("device", "device_pk"), ("org", "org_pk")):
-        for period, since in (("day", day_start), ("month", month_start)):
-            for pk, total in _sum_by(field_name, since).items():
+        for period in PERIODS:
+            for pk, total in _sum_by(field_name, period_start(period, moment)).items():
                 totals[counter_for(scope, pk, period, moment)] = to_nanos(total)
     return totals
 

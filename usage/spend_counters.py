@@ -42,13 +42,30 @@ class Counter:
 class CapCheck:
     counter: Counter
     cap_nanos: int
-    description: str
+    scope: str  # "device" or "org"
+    period: str  # "day", "week" or "month"
+    resets_at: float  # epoch seconds: the period's end
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveOutcome:
+    """`granted` nanos were reserved in every counter; or none were (`granted` None) and `failed`
+    is the index of the first cap without room for the minimum, with that counter's state."""
+
+    granted: int | None
+    failed: int | None = None
+    settled: int = 0
+    reserved: int = 0
 
 
 class SpendBackend(Protocol):
-    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float) -> int | None:
-        """Reserve in every counter until `now + ttl_seconds`, or in none and return the index of the
-        first cap it would exceed."""
+    async def reserve(
+        self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float, *, floor: int | None = None
+    ) -> ReserveOutcome:
+        """Reserve until `now + ttl_seconds`, in every counter or in none: `nanos` when every cap has
+        room for it, else the least room left when that is at least `floor` (`floor` defaults to
+        `nanos`: all or nothing). A negative `floor` reserves `nanos` whatever the caps say (a soft
+        cap: counted, never refused)."""
 
     async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
         """Drop the reservation; add `actual_nanos` to the settled totals unless None (released)."""
@@ -130,18 +147,27 @@ class LocalSpendBackend:
                 del self.counters[name]
         return self.counters.setdefault(counter.name, _LocalCounter(counter.expires_at))
 
-    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float) -> int | None:
+    async def reserve(
+        self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float, *, floor: int | None = None
+    ) -> ReserveOutcome:
         await self.keep_in_step_with_database()
+        floor = nanos if floor is None else floor
         with self.lock:
             states = [self._counter(check.counter, now) for check in checks]
-            if request_id in states[0].reservations:
-                return None
-            for index, (check, state) in enumerate(zip(checks, states)):
-                if state.settled + state.live_reserved(now) + nanos > check.cap_nanos:
-                    return index
+            held = states[0].reservations.get(request_id)
+            if held is not None:
+                return ReserveOutcome(held[0])
+            granted = nanos
+            if floor >= 0:
+                for index, (check, state) in enumerate(zip(checks, states)):
+                    reserved = state.live_reserved(now)
+                    room = check.cap_nanos - state.settled - reserved
+                    if room < floor:
+                        return ReserveOutcome(None, index, state.settled, reserved)
+                    granted = min(granted, room)
             for state in states:
-                state.reservations[request_id] = (nanos, now + ttl_seconds)
-            return None
+                state.reservations[request_id] = (granted, now + ttl_seconds)
+            return ReserveOutcome(granted)
 
     async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
         with self.lock:

@@ -5,13 +5,15 @@ check and its reservation."""
 from __future__ import annotations
 
 from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key
-from usage.spend_counters import CapCheck, Counter
+from usage.spend_counters import CapCheck, Counter, ReserveOutcome
 
 RESERVE_SCRIPT = """
--- KEYS: one hash per counter. ARGV: nanos, request id, now ms, reservation expiry ms, then per
--- counter: cap nanos, counter expiry (epoch s). A hash holds `settled`, `reserved`, `r:<id>` amounts
--- and `x:<id>` expiries; expired reservations are dropped before the check.
-local nanos, id, now, expires = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+-- KEYS: one hash per counter. ARGV: nanos, request id, now ms, reservation expiry ms, floor nanos
+-- (negative: never refuse), then per counter: cap nanos, counter expiry (epoch s). A hash holds
+-- `settled`, `reserved`, `r:<id>` amounts and `x:<id>` expiries; expired reservations are dropped
+-- before the check. Reserves `nanos`, or the least room left when that is at least the floor.
+-- Returns {granted, 0, 0, 0} or {-1, failed counter (1-based), its settled, its reserved}.
+local nanos, id, now, expires, floor = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 for i, key in ipairs(KEYS) do
   local fields = redis.call('HGETALL', key)
   for j = 1, #fields, 2 do
@@ -24,22 +26,29 @@ for i, key in ipairs(KEYS) do
     end
   end
 end
-if redis.call('HEXISTS', KEYS[1], 'r:' .. id) == 1 then
-  return 0
+local held = redis.call('HGET', KEYS[1], 'r:' .. id)
+if held then
+  return {tonumber(held), 0, 0, 0}
 end
-for i, key in ipairs(KEYS) do
-  local cap = tonumber(ARGV[3 + 2 * i])
-  local used = tonumber(redis.call('HGET', key, 'settled') or '0') + tonumber(redis.call('HGET', key, 'reserved') or '0')
-  if used + tonumber(nanos) > cap then
-    return i
+local granted = nanos
+if floor >= 0 then
+  for i, key in ipairs(KEYS) do
+    local cap = tonumber(ARGV[4 + 2 * i])
+    local settled = tonumber(redis.call('HGET', key, 'settled') or '0')
+    local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
+    local room = cap - settled - reserved
+    if room < floor then
+      return {-1, i, settled, reserved}
+    end
+    if room < granted then granted = room end
   end
 end
 for i, key in ipairs(KEYS) do
-  redis.call('HINCRBY', key, 'reserved', nanos)
-  redis.call('HSET', key, 'r:' .. id, nanos, 'x:' .. id, expires)
-  redis.call('EXPIREAT', key, ARGV[4 + 2 * i])
+  redis.call('HINCRBY', key, 'reserved', granted)
+  redis.call('HSET', key, 'r:' .. id, granted, 'x:' .. id, expires)
+  redis.call('EXPIREAT', key, ARGV[5 + 2 * i])
 end
-return 0
+return {granted, 0, 0, 0}
 """
 
 FINISH_SCRIPT = """
@@ -88,14 +97,20 @@ def _key(counter: Counter) -> str:
 
 
 class RedisSpendBackend:
-    async def reserve(self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float) -> int | None:
+    async def reserve(
+        self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float, *, floor: int | None = None
+    ) -> ReserveOutcome:
         client = get_async_redis()
         expires_ms = int((now + ttl_seconds) * 1000)
-        argv: list[object] = [nanos, request_id, int(now * 1000), expires_ms]
+        argv: list[object] = [nanos, request_id, int(now * 1000), expires_ms, nanos if floor is None else floor]
         for check in checks:
             argv += [check.cap_nanos, int(check.counter.expires_at)]
-        failed = int(await client.eval(RESERVE_SCRIPT, len(checks), *[_key(c.counter) for c in checks], *argv))
-        return failed - 1 if failed else None
+        granted, failed, settled, reserved = (
+            int(value) for value in await client.eval(RESERVE_SCRIPT, len(checks), *[_key(c.counter) for c in checks], *argv)
+        )
+        if granted < 0:
+            return ReserveOutcome(None, failed - 1, settled, reserved)
+        return ReserveOutcome(granted)
 
     async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
         client = get_async_redis()

@@ -65,11 +65,17 @@ class GatewayError(Exception):
     should_retry: bool | None = None
 
     def __init__(
-        self, message: str | None = None, *, retry_after: float | None = None, headers: dict[str, str] | None = None
+        self,
+        message: str | None = None,
+        *,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+        details: dict[str, object] | None = None,
     ) -> None:
         self.message = message or self.default_message
         self.retry_after = self.default_retry_after if retry_after is None else retry_after
         self.extra_headers = headers or {}
+        self.details = details or {}
         super().__init__(self.message)
 
     def response_headers(self) -> dict[str, str]:
@@ -283,7 +289,11 @@ def error_body(error: GatewayError, request_id: str | None) -> bytes:
     return orjson.dumps(
         {
             "type": "error",
-            "error": {"type": error.error_type, "message": error.message, "details": {"error_code": error.error_code}},
+            "error": {
+                "type": error.error_type,
+                "message": error.message,
+                "details": {**error.details, "error_code": error.error_code},
+            },
             "request_id": request_id,
         }
     )

@@ -5,7 +5,8 @@ at batch prices before it is created, settled from its results and released on c
 from __future__ import annotations
 
 import datetime as dt
-from decimal import ROUND_HALF_UP, Decimal
+import math
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 import httpx
 import orjson
@@ -19,7 +20,8 @@ from usage.spend import current_spend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-QUANTUM = Decimal("1e-10")
+QUANTUM = Decimal("1e-12")
+COST_QUANTUM = Decimal("1e-10")
 INPUT, OUTPUT, CACHE_WRITE_1H = Decimal(3), Decimal(15), Decimal(6)
 
 
@@ -49,19 +51,20 @@ def _newest_device_pk() -> int:
     return Device.objects.order_by("-pk").values_list("pk", flat=True).first()
 
 
-async def capped_device(cap: str) -> tuple[str, int]:
+async def capped_device(cap: str, enforcement: str = "") -> tuple[str, int]:
     await sync_to_async(_only_sonnet_priced)()
-    token = await enroll_device(daily_spend_cap_usd=Decimal(cap))
+    token = await enroll_device(daily_spend_cap_usd=Decimal(cap), spend_cap_enforcement=enforcement)
     return token, await sync_to_async(_newest_device_pk)()
 
 
 def expected_worst_case(count: int, max_tokens: int) -> Decimal:
-    """Each request: every params byte a 1h cache write, max_tokens at the output rate, all halved
-    (batch halves every category, cache writes included)."""
+    """Each request: a token per 3 params bytes plus 512 of framing at the input rate (no cache
+    marks), max_tokens at the output rate, all halved (batch halves every category)."""
     params = orjson.loads(batch_body(1, max_tokens=max_tokens))["requests"][0]["params"]
-    prompt_bytes = len(orjson.dumps(params))
-    total = ((prompt_bytes * CACHE_WRITE_1H + max_tokens * OUTPUT) / 1_000_000).quantize(QUANTUM, ROUND_HALF_UP)
-    return count * total * Decimal("0.5")
+    prompt_tokens = math.ceil(len(orjson.dumps(params)) / 3) + 512
+    input_cost = (prompt_tokens * INPUT * Decimal("0.5") / 1_000_000).quantize(QUANTUM, ROUND_CEILING)
+    output_rate = (OUTPUT * Decimal("0.5") / 1_000_000).quantize(QUANTUM, ROUND_CEILING)
+    return count * (input_cost + max_tokens * output_rate)
 
 
 def spend_of(device_pk: int) -> tuple[Decimal, Decimal]:
@@ -83,8 +86,8 @@ async def test_a_batch_whose_worst_case_passes_the_daily_cap_is_refused_before_i
     assert spend_of(device_pk) == (Decimal(0), Decimal(0))
 
 
-async def test_a_batch_that_fits_holds_its_worst_case_at_batch_prices(fake_upstream):
-    token, device_pk = await capped_device("1.00")
+async def test_a_strict_device_batch_that_fits_holds_its_bound_and_one_past_the_cap_is_refused(fake_upstream):
+    token, device_pk = await capped_device("1.00", "strict")
     await create_batch(token, count=3, max_tokens=1000)
     worst_case = expected_worst_case(3, 1000)
     assert spend_of(device_pk) == (Decimal(0), worst_case)
@@ -92,6 +95,18 @@ async def test_a_batch_that_fits_holds_its_worst_case_at_batch_prices(fake_upstr
     too_big = batch_body(1, max_tokens=int(room_left * 1_000_000 / OUTPUT * 2) + 100)
     refused = await call_gateway("POST", "/v1/messages/batches", headers=bearer(token), body=too_big)
     assert (refused.status, orjson.loads(refused.body)["error"]["details"]["error_code"]) == (429, "spend_cap_reached")
+    assert len([seen for seen in fake_upstream.requests if seen.path == "/v1/messages/batches"]) == 1
+
+
+async def test_a_batch_past_the_cap_is_created_with_its_max_tokens_lowered_to_what_fits(fake_upstream):
+    token, device_pk = await capped_device("1.00")
+    answer = await call_gateway("POST", "/v1/messages/batches", headers=bearer(token), body=batch_body(3, max_tokens=64000))
+    assert answer.status == 200
+    sent = [seen for seen in fake_upstream.requests if seen.path == "/v1/messages/batches"]
+    ceilings = {item["params"]["max_tokens"] for item in orjson.loads(sent[0].body)["requests"]}
+    assert len(ceilings) == 1 and 1024 <= ceilings.pop() < 64000
+    settled, reserved = spend_of(device_pk)
+    assert settled == 0 and Decimal("0.99") < reserved <= Decimal("1.00")
 
 
 async def test_a_canceled_batch_releases_its_reservation(fake_upstream):

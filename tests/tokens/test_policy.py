@@ -18,6 +18,8 @@ def defaults(settings):
     settings.TOKENS_PER_MINUTE_MAX = 0
     settings.DAILY_SPEND_CAP_USD = "10"
     settings.MONTHLY_SPEND_CAP_USD = ""
+    settings.WEEKLY_SPEND_CAP_USD = ""
+    settings.SPEND_CAP_ENFORCEMENT = "clamp"
 
 
 def test_no_overrides_uses_the_settings(defaults):
@@ -84,3 +86,23 @@ def test_star_on_the_device_allows_every_model_despite_the_organization(defaults
 )
 def test_model_patterns_parse_lines_and_commas(text, patterns):
     assert parse_model_patterns(text) == patterns
+
+
+def test_spend_cap_enforcement_and_weekly_caps_inherit_device_then_organization_then_settings(defaults, settings):
+    settings.SPEND_CAP_ENFORCEMENT = "strict"
+    settings.WEEKLY_SPEND_CAP_USD = "30"
+    organization = Organization(name="o", spend_cap_enforcement="soft", weekly_spend_cap_usd=Decimal("40"))
+    assert resolve_policy(Device(device_id="d"), None).spend_cap_enforcement == "strict"
+    assert resolve_policy(Device(device_id="d"), None).device_weekly_cap_usd == Decimal("30")
+    inherited = resolve_policy(Device(device_id="d"), organization)
+    assert (inherited.spend_cap_enforcement, inherited.device_weekly_cap_usd, inherited.org_weekly_cap_usd) == (
+        "soft",
+        Decimal("40"),
+        Decimal("40"),
+    )
+    own = resolve_policy(Device(device_id="d", spend_cap_enforcement="clamp", weekly_spend_cap_usd=Decimal("5")), organization)
+    assert (own.spend_cap_enforcement, own.device_weekly_cap_usd, own.org_weekly_cap_usd) == (
+        "clamp",
+        Decimal("5"),
+        Decimal("40"),
+    )

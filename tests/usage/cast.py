@@ -40,6 +40,9 @@ def identity_with(
     device_monthly: Decimal | None = None,
     org_daily: Decimal | None = None,
     org_monthly: Decimal | None = None,
+    device_weekly: Decimal | None = None,
+    org_weekly: Decimal | None = None,
+    enforcement: str = "clamp",
 ) -> DeviceIdentity:
     """A caller as the gateway sees it after authentication, with the given caps (USD)."""
     policy = DevicePolicy(
@@ -51,6 +54,9 @@ def identity_with(
         device_monthly_cap_usd=device_monthly,
         org_daily_cap_usd=org_daily,
         org_monthly_cap_usd=org_monthly,
+        device_weekly_cap_usd=device_weekly,
+        org_weekly_cap_usd=org_weekly,
+        spend_cap_enforcement=enforcement,
     )
     return DeviceIdentity(f"device-{device_pk}", device_pk, org_id, f"jti-{device_pk}", 2_000_000_000.0, policy)
 

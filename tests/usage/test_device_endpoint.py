@@ -78,6 +78,9 @@ def test_device_reads_its_status_policy_and_spend(client, settings):
         "org_daily_cap_usd": None,
         "org_monthly_cap_usd": "100.00",
         "model_aliases": [],
+        "device_weekly_cap_usd": None,
+        "org_weekly_cap_usd": None,
+        "spend_cap_enforcement": "clamp",
     }
     assert report["spend"]["day"] == {
         "spent_usd": "0.1250000000",

@@ -12,15 +12,14 @@ from decimal import Decimal
 import httpx
 import orjson
 import pytest
-from django.utils import timezone
 
 from fake_anthropic import FakeAnthropic
 from tests.servers import ServerProcess, gateway_process
 from tests.usage.cast import ensure_seeded_prices
+from tests.usage.claude_code import claude_code_body
 from tokens.models import Device
 from tokens.revocation import policy_changed
 from usage.models import UsageRecord
-from usage.pricing import worst_case_cost
 
 pytestmark = pytest.mark.usefixtures("live_prices")
 MASTER_KEY = "sk-ant-test-master-usage-0001"
@@ -193,45 +192,40 @@ def two_gateways(redis_required, live_prices, fake_upstream) -> Iterator[tuple[S
     second.stop()
 
 
-CAPPED_BODY = orjson.dumps({"model": "claude-haiku-4-5", "max_tokens": 160, "messages": [{"role": "user", "content": "hi"}]})
-
-
-async def fire(servers: tuple[ServerProcess, ServerProcess], token: str, count: int, usage: dict) -> list[int]:
+async def fire(servers: tuple[ServerProcess, ServerProcess], token: str, count: int, body: bytes) -> list[httpx.Response]:
     headers = {
         "authorization": f"Bearer {token}",
         "anthropic-version": "2023-06-01",
         "content-type": "application/json",
-        "x-fake-usage": orjson.dumps(usage).decode(),
+        "x-fake-stream": "events=100000",  # the fake writes until max_tokens stops it: the dearest answer
     }
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=count)) as client:
-        responses = await asyncio.gather(
-            *(
-                client.post(servers[index % 2].url + "/v1/messages", content=CAPPED_BODY, headers=headers)
-                for index in range(count)
-            )
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=count)) as client:
+        return await asyncio.gather(
+            *(client.post(servers[index % 2].url + "/v1/messages", content=body, headers=headers) for index in range(count))
         )
-    return [response.status_code for response in responses]
 
 
-def test_fifty_concurrent_requests_through_two_gateways_never_pass_the_cap(two_gateways):
+@pytest.mark.parametrize("cap", ["1.00", "5.00"])
+def test_fifty_concurrent_claude_code_requests_through_two_gateways_never_pass_the_cap(two_gateways, cap):
+    """Claude Code's ordinary request (Opus, max_tokens 64000, 100 KB, streaming), each answered
+    with as much output as max_tokens allows: what is admitted is clamped to fit, the rest refused,
+    and the recorded spend stays within the cap."""
     first, _ = two_gateways
-    token = enroll(first, "usage-live-capped")
-    worst = worst_case_cost("claude-haiku-4-5", len(CAPPED_BODY), 160, timezone.now())
-    assert worst == Decimal(len(CAPPED_BODY) * 2 + 160 * 5) / 1_000_000  # every body byte at the 1h write rate, output at 5
-    cap = Decimal("0.01")  # ten worst cases fit (0.000978 each), an eleventh does not
-    device = Device.objects.get(device_id="usage-live-capped")
-    device.daily_spend_cap_usd = cap
+    device_id = f"usage-live-capped-{cap}"
+    token = enroll(first, device_id)
+    device = Device.objects.get(device_id=device_id)
+    device.daily_spend_cap_usd = Decimal(cap)
     device.save()
     policy_changed(device=device)
-    usage = {"input_tokens": 50, "output_tokens": 150}
-    actual = Decimal("0.0008")  # 50*1 + 150*5 per million
 
-    statuses = asyncio.run(fire(two_gateways, token, 50, usage))
+    answers = asyncio.run(fire(two_gateways, token, 50, claude_code_body()))
+    statuses = [answer.status_code for answer in answers]
     admitted = statuses.count(200)
-    assert statuses.count(429) == 50 - admitted
-    records = records_of("usage-live-capped", 50)
-    settled = sum((record.cost for record in records), Decimal(0))
-    assert settled == actual * admitted <= cap
-    # at least the ten the worst cases allow; more only as settled actual costs free room (at most 12)
-    assert 10 <= admitted <= int((cap - worst) / actual) + 1 == 12
+    assert admitted >= 1 and statuses.count(429) == 50 - admitted
+    records = records_of(device_id, 50)
+    settled = sum((record.cost for record in records if record.cost is not None), Decimal(0))
+    assert Decimal(cap) / 2 < settled <= Decimal(cap)
+    served = [record for record in records if record.status == 200]
+    assert all(record.output_tokens > 1024 for record in served)
+    assert any(record.output_tokens < 64_000 for record in served)  # the last one admitted was clamped
     assert {record.error_type for record in records if record.status == 429} == {"spend_cap_reached"}

@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from tests.usage.cast import NOV_25, usage_event
 from usage.models import ModelPrice, PriceFlag, Provenance
-from usage.pricing import get_price_table, price_usage, quote_usage, worst_case_cost
+from usage.pricing import get_price_table, price_usage, quote_usage
+from usage.spend_estimate import CostEstimate, estimate_message_cost
 
 pytestmark = pytest.mark.usefixtures("prices")
 UTC = dt.UTC
@@ -245,32 +247,23 @@ def test_an_operator_can_schedule_a_new_price():
     assert price_usage(later) == Decimal("4")
 
 
-def test_worst_case_bounds_every_body_byte_at_the_dearest_prompt_rate():
-    # Sonnet 4.5, 1000-byte body (no long tier reachable): 1000*6 (1h write) + 100*15 = 7,500
-    assert worst_case_cost("claude-sonnet-4-5-20250929", 1000, 100, NOV_25) == Decimal("0.0075")
-    # a body above 200k bytes can reach the long tier: 300000*12 + 100*22.50
-    assert worst_case_cost("claude-sonnet-4-5-20250929", 300_000, 100, NOV_25) == Decimal("3.60225")
+def estimate_of(model: str, body: dict) -> CostEstimate:
+    return estimate_message_cost(model, body, orjson.dumps(body), NOV_25, min_output_tokens=1024)
 
 
-def test_worst_case_assumes_fast_speed_and_us_geo():
-    # Opus 5.5 fast, US: 1000*16*1.1 + 100*40*1.1 = 22,000
-    assert worst_case_cost("claude-opus-5-5", 1000, 100, NOV_25) == Decimal("0.022")
+def test_the_estimate_assumes_fast_speed_and_us_geo():
+    # Opus 5.5 fast, US: output 40*1.1 a million tokens
+    assert estimate_of("claude-opus-5-5", {"max_tokens": 100}).output_rate == Decimal("0.000044")
 
 
-def test_worst_case_of_an_unknown_model_uses_the_dearest_known_prices():
-    # prompt: Opus 4.1's 1h write at 30 (above Fable's 20*1.1); output: Opus 4.1 at 75 (above Fable's 50*1.1)
-    assert worst_case_cost("some-new-model", 1000, 100, NOV_25) == Decimal("0.0375")
+def test_the_estimate_of_an_unknown_model_uses_the_dearest_known_prices():
+    # output: Opus 4.1 at 75 (above every other row with its geo multiplier)
+    assert estimate_of("some-new-model", {"max_tokens": 100}).output_rate == Decimal("0.000075")
 
 
-def test_worst_case_is_never_below_the_actual_cost():
-    body_bytes, max_tokens = 4000, 500
-    actual = price_usage(
-        usage_event(
-            model="claude-opus-5-5",
-            speed="fast",
-            inference_geo="us",
-            cache_write_1h_tokens=body_bytes,
-            output_tokens=max_tokens,
-        )
+def test_a_prompt_estimated_past_a_tier_is_priced_at_the_tier():
+    # Sonnet 4.5 above 200k prompt tokens: 22.50 output instead of 15
+    assert estimate_of("claude-sonnet-4-5-20250929", {"max_tokens": 1, "system": "x" * 10}).output_rate == Decimal("0.000015")
+    assert estimate_of("claude-sonnet-4-5-20250929", {"max_tokens": 1, "system": "x" * 700_000}).output_rate == Decimal(
+        "0.0000225"
     )
-    assert worst_case_cost("claude-opus-5-5", body_bytes, max_tokens, NOV_25) == actual == Decimal("0.0924")

@@ -21,13 +21,14 @@ from tests.usage.cast import identity_with, usage_event
 from usage.spend import (
     SpendLedger,
     cap_checks,
+    counter_for,
     current_spend,
     database_totals,
     reconcile_spend_counters,
     reserve_spend,
     settle_spend,
 )
-from usage.spend_counters import LocalSpendBackend
+from usage.spend_counters import LocalSpendBackend, from_nanos
 from usage.spend_redis import RedisSpendBackend
 from usage.writer import drain_usage_queue, flush_usage, stop_usage_writer, submit_usage
 
@@ -140,8 +141,69 @@ async def test_the_organization_cap_binds_all_its_devices(ledger):
     await ledger.settle(await ledger.reserve(first, Decimal("0.70"), "req-a"), Decimal("0.70"))
     with pytest.raises(SpendCapReached) as refused:
         await ledger.reserve(second, Decimal("0.40"), "req-b")
-    assert refused.value.message == "Daily spend cap of $1.00 reached for this organization."
+    assert refused.value.message == "Daily spend cap $1.00 for this organization: $0.70 spent, this request needs at least $0.40."
     assert await ledger.reserve(second, Decimal("0.30"), "req-c") is not None
+
+
+async def test_a_refusal_details_the_cap_what_is_spent_in_flight_and_left(ledger):
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("1.00"))
+    await ledger.settle(await ledger.reserve(identity, Decimal("0.87"), "req-a"), Decimal("0.87"))
+    await ledger.reserve(identity, Decimal("0.05"), "req-b")
+    with pytest.raises(SpendCapReached) as refused:
+        await ledger.reserve(identity, Decimal("0.50"), "req-c", minimum=Decimal("0.30"))
+    assert refused.value.message == (
+        "Daily spend cap $1.00 for this device: $0.87 spent, $0.05 reserved by requests in flight, "
+        "this request needs at least $0.30."
+    )
+    tomorrow = dt.datetime.fromtimestamp(NOON, UTC).replace(hour=0) + dt.timedelta(days=1)
+    assert refused.value.details == {
+        "scope": "device",
+        "period": "day",
+        "cap": "1",
+        "spent": "0.87",
+        "reserved_in_flight": "0.05",
+        "remaining": "0.08",
+        "request_estimate": "0.3",
+        "resets_at": tomorrow.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+async def test_a_request_past_the_cap_is_granted_what_is_left_when_that_covers_its_minimum(ledger):
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("1.00"), org_id=fresh_pk(), org_daily=Decimal("2.00"))
+    await ledger.settle(await ledger.reserve(identity, Decimal("0.40"), "req-a"), Decimal("0.40"))
+    granted = await ledger.reserve(identity, Decimal("2.10"), "req-b", minimum=Decimal("0.05"))
+    assert granted.amount == Decimal("0.60")
+    with pytest.raises(SpendCapReached):
+        await ledger.reserve(identity, Decimal("2.10"), "req-c", minimum=Decimal("0.000000001"))
+    assert current_spend_of(ledger, "device", identity.device_pk) == (Decimal("0.40"), Decimal("0.60"))
+
+
+async def test_a_soft_cap_reserves_past_the_cap_and_never_refuses(ledger):
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("1.00"))
+    await ledger.reserve(identity, Decimal("0.90"), "req-a", soft=True)
+    granted = await ledger.reserve(identity, Decimal("0.90"), "req-b", soft=True)
+    assert granted.amount == Decimal("0.90")
+    assert current_spend_of(ledger, "device", identity.device_pk) == (Decimal(0), Decimal("1.80"))
+
+
+async def test_the_weekly_cap_runs_monday_to_monday_utc(ledger):
+    identity = identity_with(device_pk=fresh_pk(), device_weekly=Decimal("1.00"))
+    noon = dt.datetime.fromtimestamp(NOON, UTC)
+    monday = (noon - dt.timedelta(days=noon.weekday())).replace(hour=0)
+    ledger.clock.now = (monday + dt.timedelta(days=7, seconds=-1)).timestamp()
+    await ledger.settle(await ledger.reserve(identity, Decimal("0.90"), "req-a"), Decimal("0.90"))
+    with pytest.raises(SpendCapReached) as refused:
+        await ledger.reserve(identity, Decimal("0.20"), "req-b")
+    assert refused.value.details["period"] == "week"
+    assert refused.value.details["resets_at"] == (monday + dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ledger.clock.now = (monday + dt.timedelta(days=7)).timestamp()
+    assert await ledger.reserve(identity, Decimal("0.90"), "req-c") is not None
+
+
+def current_spend_of(ledger: SpendLedger, scope: str, pk: int) -> tuple[Decimal, Decimal]:
+    counter = counter_for(scope, pk, "day", dt.datetime.fromtimestamp(ledger.clock.now, UTC))
+    settled, reserved = ledger.backend.snapshot(counter, ledger.clock.now)
+    return from_nanos(settled), from_nanos(reserved)
 
 
 async def test_the_monthly_cap_spans_days_and_the_daily_cap_resets_at_utc_midnight(ledger):
@@ -154,7 +216,7 @@ async def test_the_monthly_cap_spans_days_and_the_daily_cap_resets_at_utc_midnig
     await ledger.settle(await ledger.reserve(identity, Decimal("0.50"), "req-c"), Decimal("0.50"))
     with pytest.raises(SpendCapReached) as refused:
         await ledger.reserve(identity, Decimal("0.20"), "req-d")
-    assert refused.value.message == "Monthly spend cap of $1.50 reached for this device."
+    assert refused.value.message == "Monthly spend cap $1.50 for this device: $1.40 spent, this request needs at least $0.20."
     ledger.clock.now = MONTH_AFTER.timestamp()
     assert await ledger.reserve(identity, Decimal("0.90"), "req-e") is not None
 
