@@ -63,13 +63,30 @@ def slot_tag(*parts: object) -> str:
 
 
 class _AsyncRedisCluster(aioredis.RedisCluster):
-    """Learns the slot map before its first command: redis-py 8.1 lets commands that arrive together
-    on a new client race its initialization, and some then fail on connections it closes under them."""
+    """Two fixes over redis-py 8.1's client. It learns the slot map before its first command: commands
+    that arrive together on a new client race its initialization, and some then fail on connections it
+    closes under them. And a command beyond REDIS_MAX_CONNECTIONS waits up to REDIS_POOL_TIMEOUT for
+    one to finish, as with the blocking pool of a single Redis, where the cluster client would refuse
+    it (MaxConnectionsError): no node can then hold more connections than the limit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._commands_in_flight = asyncio.Semaphore(settings.REDIS_MAX_CONNECTIONS)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:
             await self.initialize()
-        return await super().execute_command(*args, **kwargs)
+        if self._commands_in_flight.locked():
+            try:
+                await asyncio.wait_for(self._commands_in_flight.acquire(), settings.REDIS_POOL_TIMEOUT)
+            except TimeoutError as exc:
+                raise RedisConnectionError("no Redis connection free within REDIS_POOL_TIMEOUT") from exc
+        else:
+            await self._commands_in_flight.acquire()  # free: no timer needed on the common path
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._commands_in_flight.release()
 
 
 def _async_cluster_client() -> aioredis.RedisCluster:
