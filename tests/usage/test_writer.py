@@ -20,7 +20,8 @@ from usage import queue, spool
 from usage.models import UsageRecord
 from usage.writer import drain_usage_queue, flush_usage, stop_usage_writer, submit_usage
 
-pytestmark = pytest.mark.usefixtures("live_prices")
+# `redis`: the Redis queue when REDIS_URL is set, so CI runs these again on a Redis Cluster.
+pytestmark = [pytest.mark.usefixtures("live_prices"), pytest.mark.redis]
 
 
 def stored_ids() -> list[str]:
