@@ -243,7 +243,9 @@ if REDIS_URL:
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
                 "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
                 "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
-                **({"CONNECTION_FACTORY": "proxyproject.lib.cache_cluster.ClusterConnectionFactory"} if _redis_is_cluster else {}),
+                **(
+                    {"CONNECTION_FACTORY": "proxyproject.lib.cache_cluster.ClusterConnectionFactory"} if _redis_is_cluster else {}
+                ),
             },
         }
     }

@@ -202,7 +202,7 @@ def recover_abandoned_batches(client: SyncRedis) -> int:
     writer, each declaring that writer's keys."""
     recovered = 0
     for member in client.smembers(writers_key()):
-        writer = member.decode()
+        writer = member.decode() if isinstance(member, bytes) else member
         if writer != writer_id():
             keys = [queue_key(), writers_key(), processing_key(writer), lease_key(writer)]
             recovered += int(client.eval(RECOVER_SCRIPT, len(keys), *keys, writer))

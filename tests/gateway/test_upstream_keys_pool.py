@@ -324,5 +324,6 @@ def test_every_process_reports_its_own_count_and_a_gone_process_stops_counting(r
         assert process_name().encode() not in client.smembers(reporters)
     finally:
         client.delete(
-            reporters, *(redis_key("upstream-keys", slot_tag("in-flight", key_id), name) for name in ("host-a:1:aa", "host-b:7:bb"))
+            reporters,
+            *(redis_key("upstream-keys", slot_tag("in-flight", key_id), name) for name in ("host-a:1:aa", "host-b:7:bb")),
         )
