@@ -71,6 +71,17 @@ return #items
 """
 
 
+ADOPT_SCRIPT = """
+-- KEYS: queue, a list of records kept under a name from before the hash tags. Moves them all.
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = 1, #items, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(items, i, math.min(i + 999, #items)))
+end
+redis.call('DEL', KEYS[2])
+return #items
+"""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class StreamCheckpoint:
     """A stream's usage so far, queued while it is relayed (`usage.models.OpenStream`)."""
@@ -207,6 +218,20 @@ def recover_abandoned_batches(client: SyncRedis) -> int:
             keys = [queue_key(), writers_key(), processing_key(writer), lease_key(writer)]
             recovered += int(client.eval(RECOVER_SCRIPT, len(keys), *keys, writer))
     return recovered
+
+
+def adopt_pre_cluster_queue(client: SyncRedis) -> int:
+    """On a single Redis, move the records that gateways of the previous release queue under the
+    untagged names (`<prefix>:usage:queue`, and the batches of its writers that died) into the queue,
+    so none is stranded by a rolling upgrade. Only a single Redis can hold those names together with
+    the new ones in one script; a cluster never had them."""
+    adopted = int(client.eval(ADOPT_SCRIPT, 2, queue_key(), redis_key("usage", "queue")))
+    for member in client.smembers(redis_key("usage", "writers")):
+        writer = member.decode() if isinstance(member, bytes) else member
+        if not client.exists(redis_key("usage", "lease", writer)):
+            adopted += int(client.eval(ADOPT_SCRIPT, 2, queue_key(), redis_key("usage", "processing", writer)))
+            client.srem(redis_key("usage", "writers"), writer)
+    return adopted
 
 
 def queued_count(client: SyncRedis) -> int:

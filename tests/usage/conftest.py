@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxyproject.lib.redis import get_sync_redis, redis_key, slot_tag
+from proxyproject.lib.redis import get_sync_redis, redis_key
 from tests.usage.cast import ensure_seeded_prices
 from usage.pricing import invalidate_price_table
 from usage.spend_redis import SPEND_TAG
@@ -30,7 +30,7 @@ def private_usage_queues(settings, tmp_path):
     settings.USAGE_SPOOL_DIR = tmp_path / "spool"
     client = get_sync_redis()
     if client is not None:
-        for key in client.scan_iter(redis_key(slot_tag("usage"), "*")):
+        for key in client.scan_iter(redis_key("*usage*")):  # the queue, and the names from before the hash tags
             client.delete(key)
         for key in client.scan_iter(redis_key(SPEND_TAG, "*")):
             client.delete(key)
