@@ -230,7 +230,7 @@ REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.05)
 REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 1.0, minimum=0.05)
 # /healthz?deep=1 runs its checks at once; each that has not answered within this many seconds is down.
 HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 1.0, minimum=0.05)
-CHANNEL_REDIS_URL = env_str("CHANNEL_REDIS_URL", "" if _redis_is_cluster else REDIS_URL)
+CHANNEL_REDIS_URL = env_str("CHANNEL_REDIS_URL") or ("" if _redis_is_cluster else REDIS_URL)
 if _redis_is_cluster and not CHANNEL_REDIS_URL:
     raise ImproperlyConfigured("REDIS_URL names a Redis Cluster: set CHANNEL_REDIS_URL to a plain Redis for the live feed.")
 if REDIS_URL:
@@ -261,7 +261,7 @@ if CHANNEL_REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "" if _redis_is_cluster else (REDIS_URL or "filesystem://"))
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or ("" if _redis_is_cluster else (REDIS_URL or "filesystem://"))
 if not CELERY_BROKER_URL:
     raise ImproperlyConfigured("REDIS_URL names a Redis Cluster, which Celery cannot use: set CELERY_BROKER_URL.")
 CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
