@@ -165,6 +165,8 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
         return await read_database(load_device_state, device_id)
     try:
         # One round trip on a single Redis; on a cluster the pipeline asks the two slots' nodes at once.
+        # The snapshot is read before its generation, so a change between the two reads makes them
+        # disagree (a database read) rather than let a stale snapshot pass.
         async with client.pipeline(transaction=False) as pipe:
             pipe.get(_snapshot_key(device_id))
             pipe.get(_generation_key(device_id))

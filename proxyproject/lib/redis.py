@@ -13,8 +13,9 @@ counted twice): the error is on the strict side, never a request let through unc
 On a Redis Cluster (`REDIS_CLUSTER`, or a `redis+cluster://` URL) the clients are redis-py's
 `RedisCluster`. Every script then declares every key it touches and the keys of one call share a hash
 tag (`slot_tag`), so each call lands on one slot; `tests/proxyproject/test_redis_slots.py` holds the
-scripts to that. The async cluster client keeps REDIS_MAX_CONNECTIONS per node and, unlike the
-blocking pool, refuses a command beyond them (MaxConnectionsError) instead of waiting.
+scripts to that. The async cluster client lets REDIS_MAX_CONNECTIONS commands run at once and makes
+the rest wait, as the blocking pool does; its pipelines (device state, in-flight reports) are outside
+that count and fail with MaxConnectionsError past REDIS_MAX_CONNECTIONS connections to one node.
 """
 
 from __future__ import annotations
