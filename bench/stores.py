@@ -39,7 +39,13 @@ def own_postgres_database(url: str) -> Iterator[str]:
 
 
 def delete_redis_keys(url: str, prefix: str) -> int:
-    client = redis.Redis.from_url(url)
+    """On a Redis Cluster (a `redis+cluster://` URL) the scan visits every node and DEL splits by slot."""
+    scheme, _, rest = url.partition("://")
+    client = (
+        redis.RedisCluster.from_url(f"{scheme.removesuffix('+cluster')}://{rest}")
+        if scheme.endswith("+cluster")
+        else redis.Redis.from_url(url)
+    )
     try:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         return client.delete(*keys) if keys else 0

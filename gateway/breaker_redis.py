@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from gateway.breaker_state import Admission, BreakerConfig, BreakerSnapshot, BreakerState
-from proxyproject.lib.redis import get_async_redis, redis_key
+from proxyproject.lib.redis import AsyncRedis, get_async_redis, redis_key
 
 _FIELDS = ("state", "failures", "successes", "opened_at", "changed_at", "trial_until", "opens", "devices")
 DEVICE_KEY_LIFETIMES = 10
@@ -135,7 +134,7 @@ return out
 _scripts: dict[int, AsyncScript] = {}
 
 
-def _script(client: Redis) -> AsyncScript:
+def _script(client: AsyncRedis) -> AsyncScript:
     script = _scripts.get(id(client))
     if script is None:
         script = _scripts[id(client)] = client.register_script(_STEP_SCRIPT)

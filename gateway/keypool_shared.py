@@ -27,11 +27,10 @@ import time
 import weakref
 from collections.abc import Iterable
 
-import redis
 from redis.exceptions import RedisError
 
 from proxyproject.lib.logging import log_event
-from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key
+from proxyproject.lib.redis import SyncRedis, get_async_redis, get_sync_redis, redis_key, slot_tag
 
 logger = logging.getLogger("gateway.keypool")
 
@@ -50,11 +49,12 @@ def _version_key() -> str:
 
 
 def _in_flight_key(key_id: int, process: str) -> str:
-    return redis_key("upstream-keys", "in-flight", key_id, process)
+    """A key's reports and its reporters share a hash tag: they are read together in one MGET."""
+    return redis_key("upstream-keys", slot_tag("in-flight", key_id), process)
 
 
 def _reporters_key(key_id: int) -> str:
-    return redis_key("upstream-keys", "in-flight", key_id, "reporters")
+    return redis_key("upstream-keys", slot_tag("in-flight", key_id), "reporters")
 
 
 _process: tuple[int, str] | None = None
@@ -162,7 +162,7 @@ async def report_in_flight() -> None:
     _reported = set(counts)
 
 
-def _sum_reports(client: redis.Redis, key_id: int) -> int:
+def _sum_reports(client: SyncRedis, key_id: int) -> int:
     """The live reports of every process that reported the key; an expired one counts nothing
     and its process leaves the set."""
     reporters = sorted(member.decode() for member in client.smembers(_reporters_key(key_id)))

@@ -35,6 +35,7 @@ from gateway.body import BATCHES_PATH, MESSAGES_PATH, RequestSummary
 from proxyproject.lib.errors import GatewayError, ModelNotAllowed, RateLimited, refuse_when_shared_state_fails
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.ratelimit import LimitCheck, LimitDecision, get_rate_limiter
+from proxyproject.lib.redis import slot_tag
 from tokens.identity import DeviceIdentity, DevicePolicy
 from usage.spend import SpendReservation, reserve_spend
 from usage.spend_counters import to_nanos
@@ -65,11 +66,12 @@ def check_models_allowed(policy: DevicePolicy, models: tuple[str, ...]) -> None:
 
 
 def requests_key(identity: DeviceIdentity) -> str:
-    return f"device:{identity.device_pk}:requests"
+    """The device's limits share a hash tag: they are checked in one script call."""
+    return f"{slot_tag('device', identity.device_pk)}:requests"
 
 
 def tokens_key(identity: DeviceIdentity) -> str:
-    return f"device:{identity.device_pk}:tokens"
+    return f"{slot_tag('device', identity.device_pk)}:tokens"
 
 
 def _rfc3339(epoch_seconds: float) -> bytes:

@@ -214,7 +214,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache, channels, Celery: Redis when REDIS_URL is set, embedded otherwise ---------------
 REDIS_URL = env_str("REDIS_URL")
+# A Redis Cluster is named by the URL's scheme (redis+cluster://host:port, rediss+cluster:// for TLS;
+# any one node) or by REDIS_CLUSTER=true with a plain URL. The cache then uses the cluster too; the
+# channel layer (channels_redis) and the Celery broker (kombu) cannot, so they need CHANNEL_REDIS_URL and
+# CELERY_BROKER_URL naming a plain Redis (or, for Celery, another broker).
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
+_redis_is_cluster = REDIS_CLUSTER or REDIS_URL.startswith(("redis+cluster://", "rediss+cluster://"))
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "gw")
+if "{" in REDIS_KEY_PREFIX or "}" in REDIS_KEY_PREFIX:
+    raise ImproperlyConfigured("REDIS_KEY_PREFIX must not hold { or }: a Redis Cluster would read it as the keys' hash tag.")
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 512, minimum=1)
 REDIS_POOL_TIMEOUT = env_float("REDIS_POOL_TIMEOUT", 5.0, minimum=0.01)
 # Seconds a Redis command (and a new connection) may take before the request is refused with 503.
@@ -222,6 +230,9 @@ REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.05)
 REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 1.0, minimum=0.05)
 # /healthz?deep=1 runs its checks at once; each that has not answered within this many seconds is down.
 HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 1.0, minimum=0.05)
+CHANNEL_REDIS_URL = env_str("CHANNEL_REDIS_URL") or ("" if _redis_is_cluster else REDIS_URL)
+if _redis_is_cluster and not CHANNEL_REDIS_URL:
+    raise ImproperlyConfigured("REDIS_URL names a Redis Cluster: set CHANNEL_REDIS_URL to a plain Redis for the live feed.")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -232,20 +243,27 @@ if REDIS_URL:
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
                 "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
                 "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+                **(
+                    {"CONNECTION_FACTORY": "proxyproject.lib.cache_cluster.ClusterConnectionFactory"} if _redis_is_cluster else {}
+                ),
             },
-        }
-    }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}:asgi"},
         }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}}
+if CHANNEL_REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [CHANNEL_REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}:asgi"},
+        }
+    }
+else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or ("" if _redis_is_cluster else (REDIS_URL or "filesystem://"))
+if not CELERY_BROKER_URL:
+    raise ImproperlyConfigured("REDIS_URL names a Redis Cluster, which Celery cannot use: set CELERY_BROKER_URL.")
 CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
 if CELERY_BROKER_URL == "filesystem://":
     (CELERY_BROKER_DIR / "out").mkdir(parents=True, exist_ok=True)

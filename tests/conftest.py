@@ -15,6 +15,14 @@ from proxyproject.lib.process_state import forget_process_state
 from tests.servers import gateway_process
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs Redis is marked `redis`, so `-m redis` runs the shared-state tests alone (CI's
+    Redis Cluster pass); backends chosen by a parameter mark their Redis case themselves."""
+    for item in items:
+        if "redis_required" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.redis)
+
+
 @pytest.fixture
 def redis_required() -> str:
     """Tests of shared state run on real Redis; on the embedded defaults they are skipped."""

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from proxyproject.lib.database import read_database
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.process_state import register_process_state
-from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key
+from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key, slot_tag
 from tokens.identity import DevicePolicy
 from tokens.models import Device, DeviceStatus, IssuedToken, TokenKind
 from tokens.policy import policy_from_json, policy_to_json, resolve_policy
@@ -112,23 +112,25 @@ def load_device_state(device_id: str) -> DeviceState | None:
 
 
 def _snapshot_key(device_id: str) -> str:
-    return redis_key("tokens", "device", device_id)
+    return redis_key("tokens", slot_tag("device", device_id), "snapshot")
 
 
 def _generation_key(device_id: str) -> str:
-    return redis_key("tokens", "device-gen", device_id)
+    """In the snapshot's slot: the conditional store reads it in the same script."""
+    return redis_key("tokens", slot_tag("device", device_id), "gen")
 
 
 def _org_generation_key() -> str:
     return redis_key("tokens", "orgs-gen")
 
 
-# KEYS: snapshot, device generation, organizations generation. ARGV: snapshot, device gen, orgs gen, ttl.
+# KEYS: snapshot, device generation. ARGV: snapshot, device gen, ttl. The organizations' generation
+# lives in another slot, so the script cannot read it: a snapshot stored after an organization changed
+# carries the generation it was built under and is refused when read, which is all the check bought.
 _STORE_IF_CURRENT = """
 local device_gen = redis.call('GET', KEYS[2]) or '0'
-local orgs_gen = redis.call('GET', KEYS[3]) or '0'
-if device_gen == ARGV[2] and orgs_gen == ARGV[3] then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[4]))
+if device_gen == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
   return 1
 end
 return 0
@@ -162,7 +164,14 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
     if client is None:
         return await read_database(load_device_state, device_id)
     try:
-        raw, device_gen, orgs_gen = await client.mget(_snapshot_key(device_id), _generation_key(device_id), _org_generation_key())
+        # One round trip on a single Redis; on a cluster the pipeline asks the two slots' nodes at once.
+        # The snapshot is read before its generation, so a change between the two reads makes them
+        # disagree (a database read) rather than let a stale snapshot pass.
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(_snapshot_key(device_id))
+            pipe.get(_generation_key(device_id))
+            pipe.get(_org_generation_key())
+            raw, device_gen, orgs_gen = await pipe.execute()
     except RedisError as exc:
         # Availability over sharing: the database is the authority, so answer from it.
         log_event(
@@ -179,15 +188,7 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
     payload = orjson.dumps({"gen": device_gen, "orgs_gen": orgs_gen, "state": state.as_json() if state else None})
     try:
         await client.eval(
-            _STORE_IF_CURRENT,
-            3,
-            _snapshot_key(device_id),
-            _generation_key(device_id),
-            _org_generation_key(),
-            payload,
-            device_gen,
-            orgs_gen,
-            SNAPSHOT_TTL_SECONDS,
+            _STORE_IF_CURRENT, 2, _snapshot_key(device_id), _generation_key(device_id), payload, device_gen, SNAPSHOT_TTL_SECONDS
         )
     except RedisError as exc:
         log_event(logger, "Device state: snapshot not shared", logging.WARNING, device_id=device_id, error=str(exc))

@@ -17,10 +17,9 @@ import socket
 from typing import Any
 
 import orjson
-import redis
 from django.conf import settings
 
-from proxyproject.lib.redis import redis_key
+from proxyproject.lib.redis import SyncRedis, redis_key, slot_tag
 from usage.events import UsageEvent
 
 _EVENT_FIELDS = {f.name for f in dataclasses.fields(UsageEvent)}
@@ -46,21 +45,18 @@ return items
 """
 
 RECOVER_SCRIPT = """
--- KEYS: queue, writers set. ARGV: key prefix for processing lists and leases, this writer's id.
-local recovered = 0
-for _, writer in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if writer ~= ARGV[2] and redis.call('EXISTS', ARGV[1] .. 'lease:' .. writer) == 0 then
-    local list = ARGV[1] .. 'processing:' .. writer
-    local items = redis.call('LRANGE', list, 0, -1)
-    for i = 1, #items, 1000 do
-      redis.call('LPUSH', KEYS[1], unpack(items, i, math.min(i + 999, #items)))
-    end
-    recovered = recovered + #items
-    redis.call('DEL', list)
-    redis.call('SREM', KEYS[2], writer)
-  end
+-- KEYS: queue, writers set, the other writer's processing list and lease. ARGV: that writer's id.
+-- Its batch returns to the queue only if its lease is still gone when the script runs.
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  return 0
 end
-return recovered
+local items = redis.call('LRANGE', KEYS[3], 0, -1)
+for i = 1, #items, 1000 do
+  redis.call('LPUSH', KEYS[1], unpack(items, i, math.min(i + 999, #items)))
+end
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[2], ARGV[1])
+return #items
 """
 
 
@@ -69,6 +65,17 @@ RETURN_SCRIPT = """
 local items = redis.call('LRANGE', KEYS[2], 0, -1)
 for i = 1, #items, 1000 do
   redis.call('LPUSH', KEYS[1], unpack(items, i, math.min(i + 999, #items)))
+end
+redis.call('DEL', KEYS[2])
+return #items
+"""
+
+
+ADOPT_SCRIPT = """
+-- KEYS: queue, a list of records kept under a name from before the hash tags. Moves them all.
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = 1, #items, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(items, i, math.min(i + 999, #items)))
 end
 redis.call('DEL', KEYS[2])
 return #items
@@ -142,16 +149,17 @@ def decode_item(payload: bytes | str) -> QueuedItem:
     return _event_from(data)
 
 
+# Every key of the queue carries one hash tag: a claim moves records from the queue to a writer's
+# list in one script, so on a Redis Cluster they all live in one slot (the queue is one node's load).
+_QUEUE_TAG = slot_tag("usage")
+
+
 def queue_key() -> str:
-    return redis_key("usage", "queue")
+    return redis_key(_QUEUE_TAG, "queue")
 
 
 def writers_key() -> str:
-    return redis_key("usage", "writers")
-
-
-def _writer_key_prefix() -> str:
-    return redis_key("usage", "")
+    return redis_key(_QUEUE_TAG, "writers")
 
 
 class _WriterIdentity:
@@ -175,14 +183,14 @@ def writer_id() -> str:
 
 
 def processing_key(writer: str) -> str:
-    return redis_key("usage", "processing", writer)
+    return redis_key(_QUEUE_TAG, "processing", writer)
 
 
 def lease_key(writer: str) -> str:
-    return redis_key("usage", "lease", writer)
+    return redis_key(_QUEUE_TAG, "lease", writer)
 
 
-def claim_batch(client: redis.Redis, size: int) -> list[bytes]:
+def claim_batch(client: SyncRedis, size: int) -> list[bytes]:
     """This writer's unacknowledged batch if it has one, else up to `size` records from the queue."""
     me = writer_id()
     lease_ms = int(settings.USAGE_WRITER_LEASE_SECONDS * 1000)
@@ -190,20 +198,41 @@ def claim_batch(client: redis.Redis, size: int) -> list[bytes]:
     return client.eval(CLAIM_SCRIPT, len(keys), *keys, size, lease_ms, me)
 
 
-def acknowledge_batch(client: redis.Redis) -> None:
+def acknowledge_batch(client: SyncRedis) -> None:
     client.delete(processing_key(writer_id()))
 
 
-def return_batch(client: redis.Redis) -> int:
+def return_batch(client: SyncRedis) -> int:
     """Give this writer's unacknowledged batch back to the queue (its write failed), so no other
     writer has to wait for this one's lease to run out."""
     return int(client.eval(RETURN_SCRIPT, 2, queue_key(), processing_key(writer_id())))
 
 
-def recover_abandoned_batches(client: redis.Redis) -> int:
-    """Return the batches of writers whose lease expired (they died) to the queue."""
-    return int(client.eval(RECOVER_SCRIPT, 2, queue_key(), writers_key(), _writer_key_prefix(), writer_id()))
+def recover_abandoned_batches(client: SyncRedis) -> int:
+    """Return the batches of writers whose lease expired (they died) to the queue: one script per
+    writer, each declaring that writer's keys."""
+    recovered = 0
+    for member in client.smembers(writers_key()):
+        writer = member.decode() if isinstance(member, bytes) else member
+        if writer != writer_id():
+            keys = [queue_key(), writers_key(), processing_key(writer), lease_key(writer)]
+            recovered += int(client.eval(RECOVER_SCRIPT, len(keys), *keys, writer))
+    return recovered
 
 
-def queued_count(client: redis.Redis) -> int:
+def adopt_pre_cluster_queue(client: SyncRedis) -> int:
+    """On a single Redis, move the records that gateways of the previous release queue under the
+    untagged names (`<prefix>:usage:queue`, and the batches of its writers that died) into the queue,
+    so none is stranded by a rolling upgrade. Only a single Redis can hold those names together with
+    the new ones in one script; a cluster never had them."""
+    adopted = int(client.eval(ADOPT_SCRIPT, 2, queue_key(), redis_key("usage", "queue")))
+    for member in client.smembers(redis_key("usage", "writers")):
+        writer = member.decode() if isinstance(member, bytes) else member
+        if not client.exists(redis_key("usage", "lease", writer)):
+            adopted += int(client.eval(ADOPT_SCRIPT, 2, queue_key(), redis_key("usage", "processing", writer)))
+            client.srem(redis_key("usage", "writers"), writer)
+    return adopted
+
+
+def queued_count(client: SyncRedis) -> int:
     return int(client.llen(queue_key()))

@@ -4,7 +4,7 @@ check and its reservation."""
 
 from __future__ import annotations
 
-from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key
+from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key, slot_tag
 from usage.spend_counters import CapCheck, Counter, ReserveOutcome
 
 RESERVE_SCRIPT = """
@@ -92,8 +92,13 @@ return 0
 """
 
 
+# One hash tag for every counter: a reservation checks a device's counters and its organization's in
+# one script, and reconciliation raises any counters together, so on a Redis Cluster they share a slot.
+SPEND_TAG = slot_tag("spend")
+
+
 def _key(counter: Counter) -> str:
-    return redis_key("spend", counter.name)
+    return redis_key(SPEND_TAG, counter.name)
 
 
 class RedisSpendBackend:

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from proxyproject.lib.backends import shared_state_backend
 from proxyproject.lib.logging import log_event
-from proxyproject.lib.redis import get_async_redis, get_sync_redis
+from proxyproject.lib.redis import cluster_configured, get_async_redis, get_sync_redis
 from usage import queue, spool
 from usage.events import UsageEvent
 from usage.live import MAX_ROWS_PER_MESSAGE, broadcast_records, live_row
@@ -74,6 +74,8 @@ def _drain_redis(result: DrainResult) -> None:
     client = get_sync_redis()
     if client is None:
         return
+    if not cluster_configured():
+        queue.adopt_pre_cluster_queue(client)
     queue.recover_abandoned_batches(client)
     while payloads := queue.claim_batch(client, settings.USAGE_BATCH_SIZE):
         try:

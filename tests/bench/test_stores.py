@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-import redis
 from django.db import connection
 
 from bench.stores import run_stores, with_database_name
+from proxyproject.lib.redis import get_sync_redis
 from tests import servers
 
 
@@ -34,7 +34,7 @@ def test_a_run_on_postgres_and_redis_gets_its_own_database_and_prefix_and_remove
     if connection.vendor != "postgresql":
         pytest.skip("needs DATABASE_URL on PostgreSQL (CI's second pass)")
     admin_url = servers.test_database_url()
-    client = redis.Redis.from_url(redis_required)
+    client = get_sync_redis()  # a single Redis or, in CI's third pass, a cluster
     with run_stores({"DATABASE_URL": admin_url, "REDIS_URL": redis_required}) as overrides:
         name = overrides["DATABASE_URL"].rsplit("/", 1)[1]
         assert name.startswith("bench_") and database_exists(admin_url, name)
@@ -44,4 +44,3 @@ def test_a_run_on_postgres_and_redis_gets_its_own_database_and_prefix_and_remove
         client.set(f"{prefix}:ratelimit:x", 1)
     assert not database_exists(admin_url, name)
     assert client.exists(f"{prefix}:ratelimit:x") == 0
-    client.close()

@@ -23,7 +23,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
 def stores(request):
     """The upstream's breaker and the devices' breakers, in this process or in Redis."""
     if request.param == "local":

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from proxyproject.lib.ratelimit import LimitCheck, LocalRateLimiter, RedisRateLimiter
+from proxyproject.lib.redis import slot_tag
 
 
 class FakeClock:
@@ -19,7 +20,7 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
 def limiter_and_clock(request):
     clock = FakeClock()
     if request.param == "redis":
@@ -60,7 +61,8 @@ async def test_previous_window_weighs_in_then_decays(limiter_and_clock):
 
 async def test_checks_are_all_or_nothing(limiter_and_clock):
     limiter, _ = limiter_and_clock
-    requests_key, tokens_key = key(), key()
+    device = slot_tag("test", uuid.uuid4().hex)  # checks decided together share a slot on a cluster
+    requests_key, tokens_key = f"{device}:requests", f"{device}:tokens"
     await limiter.add(tokens_key, 60000, 500)
     decisions = await limiter.hit([LimitCheck(requests_key, 5, 60000), LimitCheck(tokens_key, 500, 60000, cost=0)])
     assert [d.allowed for d in decisions] == [True, False]

@@ -24,7 +24,7 @@ from gateway.keypool_shared import (
 )
 from gateway.models import UpstreamKey
 from gateway.upstream_keys import ENVIRONMENT_KEY_NAME, add_upstream_key, rotate_upstream_key
-from proxyproject.lib.redis import get_sync_redis, redis_key
+from proxyproject.lib.redis import get_sync_redis, redis_key, slot_tag
 from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway
 
 SECOND = "sk-ant-api03-second-" + "s" * 30 + "S3C0"
@@ -329,10 +329,10 @@ def test_every_process_reports_its_own_count_and_a_gone_process_stops_counting(r
     expires and no longer holds a draining key back."""
     key_id = 10**8 + int(time.time() * 1000) % 10**6
     client = get_sync_redis()
-    reporters = redis_key("upstream-keys", "in-flight", key_id, "reporters")
+    reporters = redis_key("upstream-keys", slot_tag("in-flight", key_id), "reporters")
 
     def report(process: str, count: int, live_ms: int) -> None:
-        client.set(redis_key("upstream-keys", "in-flight", key_id, process), count, px=live_ms)
+        client.set(redis_key("upstream-keys", slot_tag("in-flight", key_id), process), count, px=live_ms)
         client.sadd(reporters, process)
 
     report("host-a:1:aa", 2, 60_000)
@@ -351,5 +351,6 @@ def test_every_process_reports_its_own_count_and_a_gone_process_stops_counting(r
         assert process_name().encode() not in client.smembers(reporters)
     finally:
         client.delete(
-            reporters, *(redis_key("upstream-keys", "in-flight", key_id, name) for name in ("host-a:1:aa", "host-b:7:bb"))
+            reporters,
+            *(redis_key("upstream-keys", slot_tag("in-flight", key_id), name) for name in ("host-a:1:aa", "host-b:7:bb")),
         )

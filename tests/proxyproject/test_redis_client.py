@@ -9,7 +9,7 @@ from proxyproject.lib.redis import get_async_redis, redis_key
 
 async def test_a_burst_beyond_the_pool_size_waits_instead_of_failing(redis_required, settings):
     client = get_async_redis()
-    max_connections = client.connection_pool.max_connections
+    max_connections = settings.REDIS_MAX_CONNECTIONS
     key = redis_key("test", "burst")
     results = await asyncio.gather(*(client.incr(key) for _ in range(max_connections * 2)))
     await client.delete(key)

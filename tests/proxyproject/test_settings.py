@@ -82,6 +82,38 @@ def test_redis_and_postgres_urls_switch_backends():
     assert values["CELERY_BROKER_URL"] == "redis://127.0.0.1:6379/3"
 
 
+def test_a_cluster_url_gives_the_cache_a_cluster_client_and_channels_and_celery_their_own_redis():
+    result = read_settings(
+        {
+            "DJANGO_DEBUG": "true",
+            "REDIS_URL": "redis+cluster://10.0.0.5:7000",
+            "CHANNEL_REDIS_URL": "redis://10.0.0.9:6379/0",
+            "CELERY_BROKER_URL": "redis://10.0.0.9:6379/1",
+        },
+        "CACHES",
+        "CHANNEL_LAYERS",
+        "CELERY_BROKER_URL",
+    )
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert "proxyproject.lib.cache_cluster.ClusterConnectionFactory" in values["CACHES"]
+    assert "redis://10.0.0.9:6379/0" in values["CHANNEL_LAYERS"] and "10.0.0.5" not in values["CHANNEL_LAYERS"]
+    assert values["CELERY_BROKER_URL"] == "redis://10.0.0.9:6379/1"
+
+
+def test_a_cluster_without_a_plain_redis_for_celery_or_the_live_feed_refuses_to_start():
+    cluster = {"DJANGO_DEBUG": "true", "REDIS_CLUSTER": "true", "REDIS_URL": "redis://10.0.0.5:7000"}
+    no_channels = read_settings({**cluster, "CELERY_BROKER_URL": "redis://10.0.0.9:6379/1"}, "CACHES")
+    assert no_channels.returncode != 0 and "set CHANNEL_REDIS_URL" in no_channels.stderr
+    no_broker = read_settings({**cluster, "CHANNEL_REDIS_URL": "redis://10.0.0.9:6379/0"}, "CACHES")
+    assert no_broker.returncode != 0 and "set CELERY_BROKER_URL" in no_broker.stderr
+
+
+def test_a_key_prefix_with_a_brace_is_refused():
+    result = read_settings({"DJANGO_DEBUG": "true", "REDIS_KEY_PREFIX": "gw{1}"}, "REDIS_KEY_PREFIX")
+    assert result.returncode != 0 and "must not hold { or }" in result.stderr
+
+
 def test_overrides_are_parsed_and_typed():
     result = read_settings(
         {

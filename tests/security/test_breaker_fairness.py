@@ -44,7 +44,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
 def stores(request):
     if request.param == "local":
         return LocalBreakerBackend(), LocalDeviceBreakers()

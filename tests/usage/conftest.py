@@ -7,6 +7,7 @@ import pytest
 from proxyproject.lib.redis import get_sync_redis, redis_key
 from tests.usage.cast import ensure_seeded_prices
 from usage.pricing import invalidate_price_table
+from usage.spend_redis import SPEND_TAG
 
 
 @pytest.fixture
@@ -29,8 +30,8 @@ def private_usage_queues(settings, tmp_path):
     settings.USAGE_SPOOL_DIR = tmp_path / "spool"
     client = get_sync_redis()
     if client is not None:
-        for key in client.scan_iter(redis_key("usage", "*")):
+        for key in client.scan_iter(redis_key("*usage*")):  # the queue, and the names from before the hash tags
             client.delete(key)
-        for key in client.scan_iter(redis_key("spend", "*")):
+        for key in client.scan_iter(redis_key(SPEND_TAG, "*")):
             client.delete(key)
     yield

@@ -29,7 +29,7 @@ from usage.spend import (
     settle_spend,
 )
 from usage.spend_counters import LocalSpendBackend, from_nanos
-from usage.spend_redis import RedisSpendBackend
+from usage.spend_redis import SPEND_TAG, RedisSpendBackend
 from usage.writer import drain_usage_queue, flush_usage, stop_usage_writer, submit_usage
 
 UTC = dt.UTC
@@ -55,7 +55,7 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
 def ledger(request):
     if request.param == "redis":
         if not django_settings.REDIS_URL:
@@ -73,7 +73,7 @@ def fresh_pk() -> int:
 async def test_no_caps_means_no_reservation_and_no_state(ledger):
     assert await ledger.reserve(identity_with(device_pk=fresh_pk(), org_id=3), Decimal("5"), "req-1") is None
     if isinstance(ledger.backend, RedisSpendBackend):
-        assert list(get_sync_redis().scan_iter(redis_key("spend", "*"))) == []
+        assert list(get_sync_redis().scan_iter(redis_key(SPEND_TAG, "*"))) == []
 
 
 async def test_fifty_concurrent_requests_fit_only_what_the_cap_allows(ledger):

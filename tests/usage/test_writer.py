@@ -20,7 +20,8 @@ from usage import queue, spool
 from usage.models import UsageRecord
 from usage.writer import drain_usage_queue, flush_usage, stop_usage_writer, submit_usage
 
-pytestmark = pytest.mark.usefixtures("live_prices")
+# `redis`: the Redis queue when REDIS_URL is set, so CI runs these again on a Redis Cluster.
+pytestmark = [pytest.mark.usefixtures("live_prices"), pytest.mark.redis]
 
 
 def stored_ids() -> list[str]:
@@ -283,3 +284,20 @@ async def test_records_go_to_the_spool_when_the_redis_push_fails(settings):
     finally:
         await stop_usage_writer()
     assert await sync_to_async(stored_ids)() == [f"req_push_failed_{index}" for index in range(3)]
+
+
+def test_records_queued_under_the_names_from_before_the_hash_tags_are_written_after_an_upgrade(redis_required, settings):
+    """A rolling upgrade: gateways of the previous release still push to `<prefix>:usage:queue`, and a
+    writer of that release died holding a batch; the new writer stores both, once."""
+    from proxyproject.lib.redis import cluster_configured, get_sync_redis, redis_key
+
+    if cluster_configured():
+        pytest.skip("a Redis Cluster never held the untagged names")
+    client = get_sync_redis()
+    client.rpush(redis_key("usage", "queue"), *(queue.encode_event(usage_event(request_id=f"req_old_{i}")) for i in range(3)))
+    client.rpush(redis_key("usage", "processing", "old-writer"), queue.encode_event(usage_event(request_id="req_old_held")))
+    client.sadd(redis_key("usage", "writers"), "old-writer")
+    assert drain_usage_queue() == 4
+    assert stored_ids() == ["req_old_0", "req_old_1", "req_old_2", "req_old_held"]
+    assert client.exists(redis_key("usage", "queue"), redis_key("usage", "processing", "old-writer")) == 0
+    assert client.smembers(redis_key("usage", "writers")) == set()

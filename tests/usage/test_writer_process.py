@@ -20,7 +20,8 @@ from tests.usage.test_writer import stored_ids, wait_for_records
 from usage import queue, spool
 from usage.writer import stop_usage_writer, submit_usage
 
-pytestmark = pytest.mark.usefixtures("live_prices")
+# `redis`: the Redis queue when REDIS_URL is set, so CI runs these again on a Redis Cluster.
+pytestmark = [pytest.mark.usefixtures("live_prices"), pytest.mark.redis]
 
 
 def queued_records(settings) -> int:

@@ -1,16 +1,22 @@
-"""The shared rate limiter: one Lua call per decision, so every instance sharing Redis sees one limit."""
+"""The shared rate limiter: one Lua call per decision, so every instance sharing Redis sees one limit.
+
+A limit is one hash whose fields are its window buckets: a bucket older than the previous window is
+deleted when the limit is next counted, and the hash expires two windows after its last count. The
+checks of one decision must share a hash tag on a Redis Cluster (`proxyproject.lib.redis.slot_tag`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from proxyproject.lib.ratelimit.base import Clock, LimitCheck, LimitDecision, decide
-from proxyproject.lib.redis import redis_key, require_async_redis
+from proxyproject.lib.redis import AsyncRedis, redis_key, require_async_redis
 
-# KEYS: one per check. ARGV: now_ms ('' = Redis server time), then limit, window_ms, cost per check.
+# KEYS: one hash per check, its fields the window buckets (window index -> count), so the script
+# declares every key it touches (a Redis Cluster routes on them) and still takes the window from
+# Redis's clock. ARGV: now_ms ('' = Redis server time), then limit, window_ms, cost per check.
 # Returns, per check: allowed (0/1), estimate * 1000 (integer), window_start_ms, previous.
 _HIT_SCRIPT = """
 local now_ms = tonumber(ARGV[1])
@@ -27,8 +33,9 @@ for i, key in ipairs(KEYS) do
   local cost = tonumber(ARGV[4 + (i - 1) * 3])
   local index = math.floor(now_ms / window)
   local start = index * window
-  local current = tonumber(redis.call('GET', key .. ':' .. index) or '0')
-  local previous = tonumber(redis.call('GET', key .. ':' .. (index - 1)) or '0')
+  local counts = redis.call('HMGET', key, index, index - 1)
+  local current = tonumber(counts[1] or '0')
+  local previous = tonumber(counts[2] or '0')
   local estimate = previous * (1 - (now_ms - start) / window) + current
   local ok
   if cost > 0 then ok = estimate + cost <= limit else ok = estimate < limit end
@@ -44,9 +51,9 @@ if all_ok then
     local window = tonumber(ARGV[3 + (i - 1) * 3])
     local cost = tonumber(ARGV[4 + (i - 1) * 3])
     if cost > 0 then
-      local bucket = key .. ':' .. starts[i]
-      redis.call('INCRBY', bucket, cost)
-      redis.call('PEXPIRE', bucket, window * 2 + 1000)
+      redis.call('HINCRBY', key, starts[i], cost)
+      redis.call('HDEL', key, starts[i] - 2)
+      redis.call('PEXPIRE', key, window * 2 + 1000)
     end
   end
 end
@@ -54,6 +61,7 @@ table.insert(out, now_ms)
 return out
 """
 
+# KEYS[1]: the limit's hash. ARGV: window_ms, amount, now_ms ('' = Redis server time).
 _ADD_SCRIPT = """
 local now_ms = tonumber(ARGV[3])
 if not now_ms then
@@ -61,9 +69,10 @@ if not now_ms then
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local window = tonumber(ARGV[1])
-local bucket = KEYS[1] .. ':' .. math.floor(now_ms / window)
-redis.call('INCRBY', bucket, tonumber(ARGV[2]))
-redis.call('PEXPIRE', bucket, window * 2 + 1000)
+local index = math.floor(now_ms / window)
+redis.call('HINCRBY', KEYS[1], index, tonumber(ARGV[2]))
+redis.call('HDEL', KEYS[1], index - 2)
+redis.call('PEXPIRE', KEYS[1], window * 2 + 1000)
 return 1
 """
 
@@ -75,7 +84,7 @@ class RedisRateLimiter:
         self._clock = clock
         self._scripts: dict[int, tuple[AsyncScript, AsyncScript]] = {}
 
-    def _scripts_for(self, client: Redis) -> tuple[AsyncScript, AsyncScript]:
+    def _scripts_for(self, client: AsyncRedis) -> tuple[AsyncScript, AsyncScript]:
         """Scripts run by SHA (EVALSHA) after the first call, so each decision sends only its arguments."""
         scripts = self._scripts.get(id(client))
         if scripts is None:

@@ -1,0 +1,202 @@
+"""Every Redis script can run on a Redis Cluster: it declares every key it touches in KEYS (a cluster
+routes a script by its declared keys; a key built inside the script may live on another node), and
+the keys of one call hash to one slot. Runs without Redis: the scripts are read from the source, and
+the callers talk to a recording client that computes each call's slots as a cluster would."""
+
+from __future__ import annotations
+
+import ast
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from redis.crc import key_slot
+
+from gateway import breaker_redis, keypool_shared
+from gateway.breaker_redis import RedisBreakerBackend
+from gateway.policy import requests_key, tokens_key
+from proxyproject.lib.ratelimit import LimitCheck, RedisRateLimiter
+from proxyproject.lib.redis import redis_key
+from tests.usage.cast import identity_with
+from tokens import device_state
+from usage import queue, spend_redis
+from usage.spend import cap_checks
+from usage.spend_redis import RedisSpendBackend
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+SOURCE_PACKAGES = ("proxyproject", "tokens", "usage", "gateway")
+KEYLESS_COMMANDS = {"TIME"}
+CALL = re.compile(r"redis\.call\(\s*'(?P<command>\w+)'\s*(?:,\s*(?P<key>[^,)]+))?")
+
+
+def lua_scripts() -> dict[str, str]:
+    """Every Lua script in the platform's source: the string constants that call Redis."""
+    scripts = {}
+    for package in SOURCE_PACKAGES:
+        for path in sorted((BASE_DIR / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and "redis.call(" in node.value:
+                    scripts[f"{path.relative_to(BASE_DIR)}:{node.lineno}"] = node.value
+    return scripts
+
+
+def undeclared_keys(script: str) -> list[str]:
+    """The key arguments of `redis.call` that are not KEYS[...] or a name bound to one."""
+    bound = set(re.findall(r"for\s+\w+\s*,\s*(\w+)\s+in\s+ipairs\(KEYS\)", script))
+    bound |= set(re.findall(r"local\s+(\w+)\s*=\s*KEYS\[[^\]]+\]\s*$", script, flags=re.MULTILINE))
+    wrong = []
+    for call in CALL.finditer(script):
+        if call["command"].upper() in KEYLESS_COMMANDS:
+            continue
+        key = (call["key"] or "").strip()
+        if not (re.fullmatch(r"KEYS\[[^\]]+\]", key) or key in bound):
+            wrong.append(call.group(0))
+    return wrong
+
+
+def test_the_platform_has_the_scripts_this_test_reads():
+    """Guards the reader: if it found nothing, the test below would pass on nothing."""
+    assert len(lua_scripts()) >= 9
+
+
+@pytest.mark.parametrize("where", sorted(lua_scripts()))
+def test_every_script_declares_every_key_it_touches(where):
+    assert undeclared_keys(lua_scripts()[where]) == []
+
+
+def test_a_script_that_builds_a_key_inside_is_caught():
+    built = "local bucket = KEYS[1] .. ':' .. ARGV[1]\nredis.call('INCRBY', bucket, 1)\n"
+    assert undeclared_keys(built) == ["redis.call('INCRBY', bucket"]
+    assert undeclared_keys("for i, key in ipairs(KEYS) do redis.call('HGET', key, 'x') end") == []
+
+
+class RecordingClient:
+    """Answers like a Redis Cluster would route: records the slots of each call's keys."""
+
+    def __init__(self, reply: object = 0, members: tuple[bytes, ...] = ()) -> None:
+        self.reply = reply
+        self.members = members
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def record(self, name: str, keys: list) -> object:
+        self.calls.append((name, [key.decode() if isinstance(key, bytes) else str(key) for key in keys]))
+        return self.reply
+
+    def eval(self, script: str, numkeys: int, *args: object) -> object:
+        return self.record("eval", list(args[:numkeys]))
+
+    def mget(self, keys: list, *more: object) -> object:
+        return self.record("mget", [*keys, *more] if isinstance(keys, list) else [keys, *more])
+
+    def smembers(self, key: str) -> set[bytes]:
+        return set(self.members)
+
+    def srem(self, key: str, *members: object) -> int:
+        return 0
+
+    def register_script(self, source: str):
+        client = self
+
+        class Script:
+            def __call__(self, keys: list, args: list) -> object:
+                return client.record("script", keys)
+
+        return Script()
+
+
+class AsyncRecordingClient(RecordingClient):
+    async def eval(self, script: str, numkeys: int, *args: object) -> object:
+        return self.record("eval", list(args[:numkeys]))
+
+    def register_script(self, source: str):
+        client = self
+
+        class Script:
+            async def __call__(self, keys: list, args: list) -> object:
+                return client.record("script", keys)
+
+        return Script()
+
+
+def slots(keys: list[str]) -> set[int]:
+    return {key_slot(key.encode()) for key in keys}
+
+
+def assert_one_slot_per_call(client: RecordingClient) -> None:
+    assert client.calls, "the caller made no Redis call"
+    for name, keys in client.calls:
+        assert len(slots(keys)) == 1, f"{name} mixes slots: {keys}"
+
+
+def test_a_key_of_another_slot_is_caught():
+    client = RecordingClient()
+    client.eval("", 2, redis_key("spend", "device:1"), redis_key("spend", "org:1"))
+    with pytest.raises(AssertionError, match="mixes slots"):
+        assert_one_slot_per_call(client)
+
+
+async def test_the_rate_limits_of_one_device_share_a_slot(monkeypatch):
+    client = AsyncRecordingClient(reply=[1, 0, 0, 0, 1, 0, 0, 0, 1_800_000_000_000])
+    monkeypatch.setattr("proxyproject.lib.ratelimit.redis.require_async_redis", lambda: client)
+    identity = identity_with(device_pk=41)
+    limiter = RedisRateLimiter()
+    checks = [LimitCheck(requests_key(identity), 100, 60000), LimitCheck(tokens_key(identity), 1000, 60000, 5)]
+    assert [decision.allowed for decision in await limiter.hit(checks)] == [True, True]
+    await limiter.add(tokens_key(identity), 60000, 10)
+    assert_one_slot_per_call(client)
+    assert len(client.calls[0][1]) == 2
+
+
+async def test_a_reservation_on_device_and_organization_caps_uses_one_slot(monkeypatch):
+    client = AsyncRecordingClient(reply=0)
+    sync_client = RecordingClient(reply=0)
+    monkeypatch.setattr(spend_redis, "get_async_redis", lambda: client)
+    monkeypatch.setattr(spend_redis, "get_sync_redis", lambda: sync_client)
+    identity = identity_with(
+        device_pk=7, org_id=3, device_daily=Decimal(1), device_monthly=Decimal(5), org_daily=Decimal(9), org_monthly=Decimal(20)
+    )
+    checks = cap_checks(identity, 1_800_000_000.0)
+    backend = RedisSpendBackend()
+    assert await backend.reserve(checks, 100, "req-1", 1_800_000_000.0, 600) is None
+    counters = tuple(check.counter for check in checks)
+    await backend.finish(counters, "req-1", 90, 1_800_000_000.0)
+    other = cap_checks(identity_with(device_pk=8, org_id=4, device_daily=Decimal(1)), 1_800_000_000.0)[0].counter
+    backend.raise_settled_to({counters[0]: 5, other: 6})
+    backend.adjust_settled({counters[3]: -5, other: 2})
+    assert len(client.calls[0][1]) == 4
+    assert_one_slot_per_call(client)
+    assert_one_slot_per_call(sync_client)
+
+
+def test_the_usage_queue_claims_returns_and_recovers_within_one_slot(settings):
+    settings.USAGE_WRITER_LEASE_SECONDS = 30
+    client = RecordingClient(reply=0, members=(b"writer-a", b"writer-b"))
+    queue.claim_batch(client, 100)
+    queue.return_batch(client)
+    queue.recover_abandoned_batches(client)
+    assert [len(keys) for _, keys in client.calls] == [4, 2, 4, 4]
+    assert_one_slot_per_call(client)
+
+
+async def test_the_breaker_step_declares_its_hash(monkeypatch):
+    state = ["closed", "0", "0", "0", "0", "0", "0", ""]
+    client = AsyncRecordingClient(reply=[*state, *state, "1", "0", "0"])
+    monkeypatch.setattr(breaker_redis, "get_async_redis", lambda: client)
+    monkeypatch.setattr(breaker_redis, "_scripts", {})
+    await RedisBreakerBackend("device:9", expire_seconds=60).reset(1_800_000_000.0)
+    assert client.calls == [("script", [redis_key("breaker", "device:9")])]
+
+
+def test_a_key_s_in_flight_reports_are_read_from_one_slot():
+    client = RecordingClient(reply=[b"1", None], members=(b"host-a:1:aa", b"host-b:2:bb"))
+    assert keypool_shared._sum_reports(client, 12) == 1
+    assert_one_slot_per_call(client)
+
+
+def test_a_device_s_snapshot_and_generation_share_a_slot():
+    """The conditional store reads the generation and writes the snapshot in one script."""
+    assert len(slots([device_state._snapshot_key("laptop-1"), device_state._generation_key("laptop-1")])) == 1
+    assert device_state._snapshot_key("laptop-1") != device_state._snapshot_key("laptop-2")
