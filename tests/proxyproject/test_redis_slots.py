@@ -151,7 +151,7 @@ async def test_the_rate_limits_of_one_device_share_a_slot(monkeypatch):
 
 
 async def test_a_reservation_on_device_and_organization_caps_uses_one_slot(monkeypatch):
-    client = AsyncRecordingClient(reply=0)
+    client = AsyncRecordingClient(reply=[100, 0, 0, 0])  # the reserve script's answer: all 100 granted
     sync_client = RecordingClient(reply=0)
     monkeypatch.setattr(spend_redis, "get_async_redis", lambda: client)
     monkeypatch.setattr(spend_redis, "get_sync_redis", lambda: sync_client)
@@ -160,7 +160,7 @@ async def test_a_reservation_on_device_and_organization_caps_uses_one_slot(monke
     )
     checks = cap_checks(identity, 1_800_000_000.0)
     backend = RedisSpendBackend()
-    assert await backend.reserve(checks, 100, "req-1", 1_800_000_000.0, 600) is None
+    assert (await backend.reserve(checks, 100, "req-1", 1_800_000_000.0, 600)).granted == 100
     counters = tuple(check.counter for check in checks)
     await backend.finish(counters, "req-1", 90, 1_800_000_000.0)
     other = cap_checks(identity_with(device_pk=8, org_id=4, device_daily=Decimal(1)), 1_800_000_000.0)[0].counter
