@@ -95,3 +95,26 @@ def gateway_process(server: str = "uvicorn", **env_overrides: str) -> ServerProc
     return ServerProcess(
         argv, server_environment(PORT=str(port), PROXY_BASE_URL=f"http://127.0.0.1:{port}", **env_overrides), port
     )
+
+
+def celery_worker_process(**env_overrides: str) -> subprocess.Popen:
+    """A Celery worker on the test's broker and database, without the cluster chatter that slows a
+    single test worker's start (gossip, mingle, heartbeat)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "proxyproject",
+        "worker",
+        "--pool",
+        "solo",
+        "--loglevel",
+        "warning",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    return subprocess.Popen(
+        argv, cwd=BASE_DIR, env=server_environment(**env_overrides), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 import time
 
 from tests import servers
@@ -18,28 +16,7 @@ def test_a_worker_rotates_a_signing_key_that_is_due(redis_required, transactiona
     SigningKey.objects.filter(pk=old.pk).update(
         created_at=old.created_at - dt.timedelta(days=settings.SIGNING_KEY_ROTATION_DAYS + 1)
     )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "proxyproject",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "warning",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=servers.BASE_DIR,
-        env=servers.server_environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = servers.celery_worker_process()
     try:
         maintain_signing_keys.delay()
         deadline = time.monotonic() + 30

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import subprocess
-import sys
 import time
 from decimal import Decimal
 
@@ -180,28 +178,7 @@ def test_the_tasks_run_on_a_real_worker(redis_required, live_prices, settings):
     now = timezone.now()
     for index in range(3):
         record(now - dt.timedelta(minutes=1), request_id=f"req_worker_{index}", device_id="delta", output_tokens=100)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "proxyproject",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "warning",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=servers.BASE_DIR,
-        env=servers.server_environment(USAGE_SPOOL_DIR=str(settings.USAGE_SPOOL_DIR)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = servers.celery_worker_process(USAGE_SPOOL_DIR=str(settings.USAGE_SPOOL_DIR))
     try:
         drain_usage_queue_task.delay()
         wait_until(lambda: UsageRecord.objects.filter(device_ref="delta").count() == 3)
