@@ -27,6 +27,7 @@ database unreachable at start-up, ANTHROPIC_API_KEY alone does.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import email.utils
 import logging
@@ -292,7 +293,10 @@ class KeyPool:
         if pending is not None and pending[0] is loop and not pending[1].cancelled() and pending[1].when() > loop.time():
             return
         delay = min(max(self.stats_due_at - self.clock(), 0.0), STATS_FLUSH_SECONDS) + 0.01
-        self._stats_timer = (loop, loop.call_later(delay, self._flush_stats_when_due))
+        # A fresh context: the request's own would send the write to an executor that has finished
+        # with that request (asgiref's thread-sensitive executors live in context variables).
+        handle = loop.call_later(delay, self._flush_stats_when_due, context=contextvars.Context())
+        self._stats_timer = (loop, handle)
 
     def _flush_stats_when_due(self) -> None:
         self._stats_timer = None
