@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from tokens.budget_alert_fields import parse_alert_thresholds
 from tokens.model_aliases import parse_model_aliases
 from tokens.models import Device, Organization
 from tokens.policy import parse_model_patterns
@@ -21,7 +22,9 @@ _FIELDS = (
     ("Window (ms)", "window_ms", "RATE_LIMIT_WINDOW"),
     ("Tokens per minute", "tokens_per_minute", "TOKENS_PER_MINUTE_MAX"),
     ("Daily spend cap (USD)", "daily_spend_cap_usd", "DAILY_SPEND_CAP_USD"),
+    ("Weekly spend cap (USD)", "weekly_spend_cap_usd", "WEEKLY_SPEND_CAP_USD"),
     ("Monthly spend cap (USD)", "monthly_spend_cap_usd", "MONTHLY_SPEND_CAP_USD"),
+    ("Budget alert thresholds (%)", "budget_alert_thresholds", "BUDGET_ALERT_THRESHOLDS"),
 )
 
 
@@ -38,6 +41,8 @@ def _own(owner: Device | Organization | None, field: str) -> object | None:
     value = getattr(owner, field)
     if field == "allowed_models":
         return (", ".join(parse_model_patterns(value)) or "any model") if value.strip() else None
+    if field == "budget_alert_thresholds":
+        return ", ".join(map(str, parse_alert_thresholds(value))) if value.strip() else None
     return value
 
 
