@@ -20,12 +20,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from proxyproject.lib.logging import log_event
 from tokens.models import Device, Organization
 from usage.budget_tasks import dispatch_budget_alert
 from usage.models import BudgetAlert
+from usage.periods import PERIODS, period_start
 from usage.spend_counters import CapCheck, from_nanos
 
 logger = logging.getLogger("usage.budget_alerts")
@@ -117,3 +120,24 @@ def record_budget_alerts(crossings: list[Crossing], *, now: dt.datetime | None =
         transaction.on_commit(lambda alert_pk=alert_pk: dispatch_budget_alert(alert_pk))
         created.append(alert)
     return created
+
+
+def current_budget_alerts(now: dt.datetime) -> list[BudgetAlert]:
+    """Each device's and organization's highest threshold passed per period in the current day,
+    week and month, highest first: what the admin index lists as needing attention."""
+    current = Q()
+    for period in PERIODS:
+        current |= Q(period=period, period_start=period_start(period, now))
+    highest: dict[tuple[str, int, str], BudgetAlert] = {}
+    for alert in BudgetAlert.objects.filter(current).order_by("threshold_percent"):
+        highest[(alert.scope, alert.subject_pk, alert.period)] = alert
+    return sorted(highest.values(), key=lambda alert: (-alert.threshold_percent, alert.subject))
+
+
+def budget_subject_url(alert: BudgetAlert) -> str | None:
+    """The device's or organization's admin page; None once it is deleted."""
+    if alert.device_id is not None:
+        return reverse("admin:tokens_device_change", args=[alert.device_id])
+    if alert.scope == "org" and alert.organization_id is not None:
+        return reverse("admin:tokens_organization_change", args=[alert.organization_id])
+    return None

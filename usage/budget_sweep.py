@@ -16,7 +16,8 @@ from tokens.policy import own_alert_thresholds, resolve_policy, settings_alert_t
 from usage.budget_alerts import Crossing, record_budget_alerts, thresholds_reached
 from usage.budget_tasks import dispatch_budget_alert
 from usage.models import BudgetAlert
-from usage.spend import PERIODS, period_start, recorded_cost_by
+from usage.periods import PERIODS, period_start
+from usage.spend import recorded_cost_by
 from usage.spend_counters import to_nanos
 
 REDISPATCH_AFTER = dt.timedelta(minutes=1)

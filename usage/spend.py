@@ -36,6 +36,7 @@ from proxyproject.lib.logging import log_event
 from tokens.identity import DeviceIdentity
 from usage.budget_alerts import Crossing, crossings_at_settle, record_budget_alerts
 from usage.models import UsageRecord
+from usage.periods import PERIODS, period_start
 from usage.spend_counters import (
     CapCheck,
     Counter,
@@ -51,7 +52,6 @@ logger = logging.getLogger("usage.spend")
 _PERIOD_GRACE_SECONDS = 2 * 86400
 _PERIOD_NAMES = {"day": "Daily", "week": "Weekly", "month": "Monthly"}
 _SCOPE_NAMES = {"device": "device", "org": "organization"}
-PERIODS = ("day", "week", "month")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +68,6 @@ def _week_bucket(moment: dt.datetime) -> tuple[str, float]:
     monday = dt.datetime(moment.year, moment.month, moment.day, tzinfo=dt.UTC) - dt.timedelta(days=moment.weekday())
     year, week, _ = moment.isocalendar()
     return f"{year}-W{week:02d}", (monday + dt.timedelta(days=7)).timestamp()
-
-
-def period_start(period: str, moment: dt.datetime) -> dt.datetime:
-    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "day":
-        return day
-    if period == "week":
-        return day - dt.timedelta(days=day.weekday())
-    return day.replace(day=1)
 
 
 def _bucket(period: str, moment: dt.datetime) -> tuple[str, float]:
