@@ -54,6 +54,13 @@ def _shown(value: object) -> str:
     return str(value)
 
 
+def _setting_shown(field: str, setting: str) -> str:
+    value = getattr(settings, setting)
+    if field == "budget_alert_thresholds":
+        return ", ".join(map(str, parse_alert_thresholds(value)))
+    return _shown(value)
+
+
 def effective_policy_sources(device: Device | None, organization: Organization | None) -> list[PolicyValue]:
     """For a device: each value and whether the device, its organization or a setting sets it. For
     an organization (`device` None): what its devices get unless they set their own."""
@@ -68,7 +75,7 @@ def effective_policy_sources(device: Device | None, organization: Organization |
             if setting is None:
                 rows.append(PolicyValue(label, "any model", "default (no allowlist)"))
             else:
-                rows.append(PolicyValue(label, _shown(getattr(settings, setting)), f"setting {setting}"))
+                rows.append(PolicyValue(label, _setting_shown(field, setting), f"setting {setting}"))
     aliases = [(rule, "this device") for rule in _lines(device)] + [
         (rule, f"organization {organization}") for rule in _lines(organization)
     ]
