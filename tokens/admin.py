@@ -8,6 +8,8 @@ the device pages are added by `usage.admin`, which owns spend.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
@@ -66,6 +68,10 @@ IN_FORCE_FIELDSET = ("Policy in force (saved values)", {"fields": ("effective_po
 MIN_WEBHOOK_SECRET_LENGTH = 16
 
 
+def _usd_or_dash(amount: Decimal | None) -> str:
+    return "-" if amount is None else f"${amount:.2f}"
+
+
 class OrganizationForm(forms.ModelForm):
     """The webhook secret is write-only: typed once, stored encrypted, never rendered back."""
 
@@ -91,6 +97,7 @@ class OrganizationForm(forms.ModelForm):
     class Meta:
         model = Organization
         fields = "__all__"
+        widgets = {"budget_alert_emails": forms.Textarea(attrs={"rows": 2})}
 
     def clean(self) -> dict:
         cleaned = super().clean()
@@ -107,9 +114,9 @@ class OrganizationAdmin(admin.ModelAdmin):
         "name",
         "device_count",
         "requests_per_window",
-        "daily_spend_cap_usd",
-        "weekly_spend_cap_usd",
-        "monthly_spend_cap_usd",
+        "daily_cap",
+        "weekly_cap",
+        "monthly_cap",
         "enforcement",
         "tokens_revoked_before",
     )
@@ -135,6 +142,18 @@ class OrganizationAdmin(admin.ModelAdmin):
         ("State", {"fields": state_fields}),
     )
     actions = ["revoke_tokens"]
+
+    @admin.display(description="Daily cap", ordering="daily_spend_cap_usd")
+    def daily_cap(self, obj: Organization) -> str:
+        return _usd_or_dash(obj.daily_spend_cap_usd)
+
+    @admin.display(description="Weekly cap", ordering="weekly_spend_cap_usd")
+    def weekly_cap(self, obj: Organization) -> str:
+        return _usd_or_dash(obj.weekly_spend_cap_usd)
+
+    @admin.display(description="Monthly cap", ordering="monthly_spend_cap_usd")
+    def monthly_cap(self, obj: Organization) -> str:
+        return _usd_or_dash(obj.monthly_spend_cap_usd)
 
     @admin.display(description="Enforcement", ordering="spend_cap_enforcement")
     def enforcement(self, obj: Organization) -> str:

@@ -22,17 +22,7 @@ def subject_link(alert: BudgetAlert) -> str:
 
 @admin.register(BudgetAlert)
 class BudgetAlertAdmin(ReadOnlyAdmin):
-    list_display = (
-        "occurred_at",
-        "scope",
-        "subject_display",
-        "period",
-        "period_start",
-        "threshold_display",
-        "cap",
-        "spent_display",
-        "deliveries_link",
-    )
+    list_display = ("occurred_at", "subject_display", "period_display", "threshold_display", "spent_display", "deliveries_link")
     list_filter = ("scope", "period", "threshold_percent")
     search_fields = ("subject",)
     list_select_related = ("device", "organization")
@@ -41,17 +31,21 @@ class BudgetAlertAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Device or organization", ordering="subject")
     def subject_display(self, obj: BudgetAlert) -> str:
-        return subject_link(obj)
+        return format_html("{} {}", obj.get_scope_display(), subject_link(obj))
+
+    @admin.display(description="Period", ordering="period_start")
+    def period_display(self, obj: BudgetAlert) -> str:
+        return f"{obj.period} of {obj.period_start:%Y-%m-%d}"
 
     @admin.display(description="Threshold", ordering="threshold_percent")
     def threshold_display(self, obj: BudgetAlert) -> str:
         return f"{obj.threshold_percent}%"
 
-    @admin.display(description="Spent", ordering="spent")
+    @admin.display(description="Spent / cap", ordering="spent")
     def spent_display(self, obj: BudgetAlert) -> str:
-        return f"${obj.spent:.2f}"
+        return f"${obj.spent:.2f} / ${obj.cap:.2f}"
 
-    @admin.display(description="Webhook deliveries")
+    @admin.display(description="Webhooks")
     def deliveries_link(self, obj: BudgetAlert) -> str:
         url = reverse("admin:usage_webhookdelivery_changelist") + f"?alert__id__exact={obj.pk}"
         return format_html('<a href="{}">Deliveries</a>', url)
@@ -59,13 +53,20 @@ class BudgetAlertAdmin(ReadOnlyAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ("attempted_at", "alert", "target", "attempt", "delivered", "status_code", "error", "duration_ms")
-    list_filter = ("delivered", "target")
+    list_display = ("attempted_at", "alert", "target", "attempt", "delivered", "status", "error", "duration")
     list_select_related = ("alert",)
     raw_id_fields = ("alert",)
     paginator = CappedCountPaginator
     show_full_result_count = False
     actions = ["redeliver"]
+
+    @admin.display(description="Status", ordering="status_code")
+    def status(self, obj: WebhookDelivery) -> str:
+        return "-" if obj.status_code is None else str(obj.status_code)
+
+    @admin.display(description="Time", ordering="duration_ms")
+    def duration(self, obj: WebhookDelivery) -> str:
+        return f"{obj.duration_ms} ms"
 
     @admin.action(description="Redeliver the selected deliveries' alerts to their webhooks")
     def redeliver(self, request: HttpRequest, queryset: QuerySet) -> None:

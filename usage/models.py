@@ -261,12 +261,12 @@ class BudgetAlert(models.Model):
         indexes = [models.Index(fields=["period", "period_start"])]
 
     def __str__(self) -> str:
-        return f"{self.subject}: {self.threshold_percent}% of the {self.period} cap"
+        return f"{self.subject} {self.threshold_percent}% {self.period}"
 
 
 class WebhookTarget(models.TextChoices):
-    SETTING = "setting", "BUDGET_WEBHOOK_URL"
-    ORGANIZATION = "organization", "The organization's webhook"
+    SETTING = "setting", "Setting"
+    ORGANIZATION = "organization", "Organization"
 
 
 class WebhookDelivery(models.Model):
