@@ -454,7 +454,7 @@ SPEND_RESERVATION_TTL_SECONDS = env_int("SPEND_RESERVATION_TTL_SECONDS", 1800, m
 
 # --- Budget alerts --------------------------------------------------------------------------
 # Percentages of each spend cap at which an alert is sent once per period (organizations and devices may override).
-BUDGET_ALERT_THRESHOLDS = env_str("BUDGET_ALERT_THRESHOLDS", "50,80,100")
+BUDGET_ALERT_THRESHOLDS = env_str("BUDGET_ALERT_THRESHOLDS") or "50,80,100"
 # Every alert is posted here (as well as to its organization's own webhook), signed with the secret.
 BUDGET_WEBHOOK_URL = env_str("BUDGET_WEBHOOK_URL")
 BUDGET_WEBHOOK_SECRET = env_secret("BUDGET_WEBHOOK_SECRET")
@@ -468,9 +468,8 @@ BUDGET_WEBHOOK_MAX_ATTEMPTS = env_int("BUDGET_WEBHOOK_MAX_ATTEMPTS", 5, minimum=
 BUDGET_WEBHOOK_RETRY_SECONDS = env_float("BUDGET_WEBHOOK_RETRY_SECONDS", 30.0, minimum=0.0)
 # Told of every alert by email (as well as its organization's own recipients).
 BUDGET_ALERT_EMAILS = tuple(part.strip() for part in env_str("BUDGET_ALERT_EMAILS").split(",") if part.strip())
-EMAIL_BACKEND = env_str(
-    "EMAIL_BACKEND",
-    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend"
 )
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
