@@ -13,8 +13,8 @@ limit (so a request larger than the whole limit can still run, alone, in an empt
 and the reservation are one atomic step, so concurrent requests cannot all see room that only one
 has: what is reserved and settled in the window never exceeds the limit at admission. The overshoot
 bound: the window's real total can pass the limit only by what admitted requests used beyond their
-reservation, that is by the estimator's error on their prompts (its ratios are set so the bundled
-fake's and Claude Code's prompts are never under-estimated) or one clamped request's excess. Settling adds the difference (real minus reserved, usually negative)
+reservation, that is by a prompt that tokenizes below the estimator's bytes per token (a test holds
+Claude Code's request above what the bundled fake bills for it) or one clamped request's excess. Settling adds the difference (real minus reserved, usually negative)
 to the window the response ends in. With Redis down neither step can be decided, so the
 request is refused (SharedStateUnavailable, 503) rather than let through unchecked.
 """
