@@ -452,6 +452,32 @@ USAGE_CHECKPOINT_SECONDS = env_float("USAGE_CHECKPOINT_SECONDS", 2.0, minimum=0.
 USAGE_ORPHAN_STREAM_SECONDS = env_float("USAGE_ORPHAN_STREAM_SECONDS", 15.0, minimum=0.1)
 SPEND_RESERVATION_TTL_SECONDS = env_int("SPEND_RESERVATION_TTL_SECONDS", 1800, minimum=1)
 
+# --- Budget alerts --------------------------------------------------------------------------
+# Percentages of each spend cap at which an alert is sent once per period (organizations and devices may override).
+BUDGET_ALERT_THRESHOLDS = env_str("BUDGET_ALERT_THRESHOLDS") or "50,80,100"
+# Every alert is posted here (as well as to its organization's own webhook), signed with the secret.
+BUDGET_WEBHOOK_URL = env_str("BUDGET_WEBHOOK_URL")
+BUDGET_WEBHOOK_SECRET = env_secret("BUDGET_WEBHOOK_SECRET")
+if BUDGET_WEBHOOK_URL and not BUDGET_WEBHOOK_SECRET:
+    raise ImproperlyConfigured("BUDGET_WEBHOOK_URL needs BUDGET_WEBHOOK_SECRET (or BUDGET_WEBHOOK_SECRET_FILE) to sign with.")
+if BUDGET_WEBHOOK_URL and urlparse(BUDGET_WEBHOOK_URL).scheme.lower() not in ("http", "https"):
+    raise ImproperlyConfigured("BUDGET_WEBHOOK_URL must be an http:// or https:// URL.")
+BUDGET_WEBHOOK_TIMEOUT_SECONDS = env_float("BUDGET_WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+# Attempts per alert and webhook, the n-th retry waiting BUDGET_WEBHOOK_RETRY_SECONDS * 2**(n-1).
+BUDGET_WEBHOOK_MAX_ATTEMPTS = env_int("BUDGET_WEBHOOK_MAX_ATTEMPTS", 5, minimum=1)
+BUDGET_WEBHOOK_RETRY_SECONDS = env_float("BUDGET_WEBHOOK_RETRY_SECONDS", 30.0, minimum=0.0)
+# Told of every alert by email (as well as its organization's own recipients).
+BUDGET_ALERT_EMAILS = tuple(part.strip() for part in env_str("BUDGET_ALERT_EMAILS").split(",") if part.strip())
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "llm-gateway@localhost")
+
 # --- Operations -----------------------------------------------------------------------------
 METRICS_TOKEN = env_secret("METRICS_TOKEN")
 # Without an operator credential (staff session or operator API key): /api/docs and /api/openapi.json,

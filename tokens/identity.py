@@ -16,7 +16,8 @@ class DevicePolicy:
 
     `allowed_models` holds fnmatch-style patterns (`claude-sonnet-*`); empty means every model.
     Caps are USD; None means no cap. `tokens_per_minute` 0 means no limit. `spend_cap_enforcement`
-    is how the caps bite (`usage.spend_enforcement`): clamp, strict or soft.
+    is how the caps bite (`usage.spend_enforcement`): clamp, strict or soft. The alert thresholds are
+    percentages of each cap (the device's caps, and the organization's) at which operators are told.
     """
 
     requests_per_window: int
@@ -31,6 +32,8 @@ class DevicePolicy:
     device_weekly_cap_usd: Decimal | None = None
     org_weekly_cap_usd: Decimal | None = None
     spend_cap_enforcement: str = "clamp"
+    device_alert_thresholds: tuple[int, ...] = (50, 80, 100)
+    org_alert_thresholds: tuple[int, ...] = (50, 80, 100)
 
 
 @dataclass(frozen=True, slots=True)

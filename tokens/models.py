@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
+from tokens.budget_alert_fields import validate_alert_emails, validate_alert_thresholds, validate_webhook_url
 from tokens.description import validate_description
 from tokens.identifiers import validate_identifier
 from tokens.model_aliases import validate_model_aliases
@@ -47,6 +48,13 @@ class PolicyFields(models.Model):
         ],
         help_text="How the spend caps bite. Empty: inherit (organization, then SPEND_CAP_ENFORCEMENT).",
     )
+    budget_alert_thresholds = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[validate_alert_thresholds],
+        help_text="Percentages of each spend cap at which an alert is sent, once per period (50, 80, 100). "
+        "Empty: inherit (organization, then BUDGET_ALERT_THRESHOLDS).",
+    )
 
     class Meta:
         abstract = True
@@ -56,6 +64,18 @@ class Organization(PolicyFields):
     name = models.CharField(max_length=200, unique=True)
     tokens_revoked_before = models.DateTimeField(
         null=True, blank=True, help_text="Tokens of this organization's devices issued before this time are refused."
+    )
+    budget_webhook_url = models.URLField(
+        max_length=500,
+        blank=True,
+        validators=[validate_webhook_url],
+        help_text="Budget alerts of this organization and its devices are also posted here, signed with its secret.",
+    )
+    budget_webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    budget_alert_emails = models.TextField(
+        blank=True,
+        validators=[validate_alert_emails],
+        help_text="Addresses (comma- or line-separated) told of this organization's and its devices' budget alerts.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from tokens.budget_alert_fields import AlertThresholds, parse_alert_thresholds
 from tokens.identity import DevicePolicy
 from tokens.model_aliases import parse_model_aliases
 from tokens.models import Device, Organization
@@ -35,6 +36,20 @@ def _settings_cap(name: str) -> Decimal | None:
         return Decimal(str(raw))
     except InvalidOperation:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a USD amount.") from None
+
+
+def settings_alert_thresholds() -> AlertThresholds:
+    try:
+        return parse_alert_thresholds(settings.BUDGET_ALERT_THRESHOLDS)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"BUDGET_ALERT_THRESHOLDS: {exc}") from None
+
+
+def own_alert_thresholds(owner: Device | Organization | None) -> AlertThresholds | None:
+    """The owner's own thresholds, or None when its field is empty (it inherits)."""
+    if owner is None or not owner.budget_alert_thresholds.strip():
+        return None
+    return parse_alert_thresholds(owner.budget_alert_thresholds)
 
 
 def _first(*values: T | None) -> T | None:
@@ -67,6 +82,9 @@ def resolve_policy(device: Device, organization: Organization | None) -> DeviceP
         spend_cap_enforcement=device.spend_cap_enforcement
         or org_value("spend_cap_enforcement")
         or settings.SPEND_CAP_ENFORCEMENT,
+        device_alert_thresholds=_first(own_alert_thresholds(device), own_alert_thresholds(organization))
+        or settings_alert_thresholds(),
+        org_alert_thresholds=own_alert_thresholds(organization) or settings_alert_thresholds(),
     )
 
 
@@ -96,6 +114,8 @@ def policy_to_json(policy: DevicePolicy) -> dict[str, Any]:
         "device_weekly_cap_usd": money(policy.device_weekly_cap_usd),
         "org_weekly_cap_usd": money(policy.org_weekly_cap_usd),
         "spend_cap_enforcement": policy.spend_cap_enforcement,
+        "device_alert_thresholds": list(policy.device_alert_thresholds),
+        "org_alert_thresholds": list(policy.org_alert_thresholds),
     }
 
 
@@ -116,4 +136,6 @@ def policy_from_json(data: dict[str, Any]) -> DevicePolicy:
         device_weekly_cap_usd=money(data.get("device_weekly_cap_usd")),
         org_weekly_cap_usd=money(data.get("org_weekly_cap_usd")),
         spend_cap_enforcement=data.get("spend_cap_enforcement", "clamp"),
+        device_alert_thresholds=tuple(data.get("device_alert_thresholds", (50, 80, 100))),
+        org_alert_thresholds=tuple(data.get("org_alert_thresholds", (50, 80, 100))),
     )

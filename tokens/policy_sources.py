@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from tokens.budget_alert_fields import parse_alert_thresholds
 from tokens.model_aliases import parse_model_aliases
 from tokens.models import Device, Organization
 from tokens.policy import parse_model_patterns
@@ -21,7 +22,9 @@ _FIELDS = (
     ("Window (ms)", "window_ms", "RATE_LIMIT_WINDOW"),
     ("Tokens per minute", "tokens_per_minute", "TOKENS_PER_MINUTE_MAX"),
     ("Daily spend cap (USD)", "daily_spend_cap_usd", "DAILY_SPEND_CAP_USD"),
+    ("Weekly spend cap (USD)", "weekly_spend_cap_usd", "WEEKLY_SPEND_CAP_USD"),
     ("Monthly spend cap (USD)", "monthly_spend_cap_usd", "MONTHLY_SPEND_CAP_USD"),
+    ("Budget alert thresholds (%)", "budget_alert_thresholds", "BUDGET_ALERT_THRESHOLDS"),
 )
 
 
@@ -38,6 +41,8 @@ def _own(owner: Device | Organization | None, field: str) -> object | None:
     value = getattr(owner, field)
     if field == "allowed_models":
         return (", ".join(parse_model_patterns(value)) or "any model") if value.strip() else None
+    if field == "budget_alert_thresholds":
+        return ", ".join(map(str, parse_alert_thresholds(value))) if value.strip() else None
     return value
 
 
@@ -47,6 +52,13 @@ def _shown(value: object) -> str:
     if isinstance(value, Decimal):
         return f"${value:.2f}"
     return str(value)
+
+
+def _setting_shown(field: str, setting: str) -> str:
+    value = getattr(settings, setting)
+    if field == "budget_alert_thresholds":
+        return ", ".join(map(str, parse_alert_thresholds(value)))
+    return _shown(value)
 
 
 def effective_policy_sources(device: Device | None, organization: Organization | None) -> list[PolicyValue]:
@@ -63,7 +75,7 @@ def effective_policy_sources(device: Device | None, organization: Organization |
             if setting is None:
                 rows.append(PolicyValue(label, "any model", "default (no allowlist)"))
             else:
-                rows.append(PolicyValue(label, _shown(getattr(settings, setting)), f"setting {setting}"))
+                rows.append(PolicyValue(label, _setting_shown(field, setting), f"setting {setting}"))
     aliases = [(rule, "this device") for rule in _lines(device)] + [
         (rule, f"organization {organization}") for rule in _lines(organization)
     ]

@@ -1,5 +1,6 @@
 """Operators' view of usage: prices (editable: saving one reprices from the next record on), records
-and rollups (read-only, CSV export), the dashboard and the live feed."""
+and rollups (read-only, CSV export), the dashboard and the live feed; budget alerts and their
+webhook deliveries are in `usage.budget_admin`."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from proxyproject.lib.admin_filters import DateRangeFilter, ExactValueFilter
 from tokens.admin import DeviceAdmin
 from tokens.models import Device
 from tokens.policy import resolve_policy
+from usage.budget_admin import BudgetAlertAdmin, WebhookDeliveryAdmin  # noqa: F401  (they register themselves)
 from usage.cost_breakdown import cost_breakdown
 from usage.dashboard import PERIODS, build_dashboard
 from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export

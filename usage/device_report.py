@@ -17,8 +17,9 @@ from tokens.identity import DeviceIdentity
 from tokens.issuance import format_timestamp
 from tokens.models import Device
 from tokens.policy import policy_to_json
+from usage.periods import period_start
 from usage.pricing import COST_QUANTUM
-from usage.spend import current_spend, period_start
+from usage.spend import current_spend
 
 
 def _money(value: Decimal | None) -> str | None:

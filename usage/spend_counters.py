@@ -45,6 +45,9 @@ class CapCheck:
     scope: str  # "device" or "org"
     period: str  # "day", "week" or "month"
     resets_at: float  # epoch seconds: the period's end
+    subject_pk: int = 0  # the device's or organization's primary key
+    starts_at: float = 0.0  # epoch seconds: the period's start
+    alert_thresholds: tuple[int, ...] = ()  # percentages of the cap at which operators are told
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +70,12 @@ class SpendBackend(Protocol):
         `nanos`: all or nothing). A negative `floor` reserves `nanos` whatever the caps say (a soft
         cap: counted, never refused)."""
 
-    async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
-        """Drop the reservation; add `actual_nanos` to the settled totals unless None (released)."""
+    async def finish(
+        self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float
+    ) -> tuple[int, ...]:
+        """Drop the reservation; add `actual_nanos` to the settled totals unless None (released).
+        Returns each counter's settled total after, in the same atomic step: the one settle that
+        moves a counter across a budget threshold is the one that sees it cross."""
 
     def raise_settled_to(self, totals: dict[Counter, int]) -> None:
         """Reconciliation: each counter's settled total becomes at least the database's figure."""
@@ -169,13 +176,18 @@ class LocalSpendBackend:
                 state.reservations[request_id] = (granted, now + ttl_seconds)
             return ReserveOutcome(granted)
 
-    async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
+    async def finish(
+        self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float
+    ) -> tuple[int, ...]:
+        settled = []
         with self.lock:
             for counter in counters:
                 state = self._counter(counter, now)
                 state.reservations.pop(request_id, None)
                 if actual_nanos is not None:
                     state.settled += actual_nanos
+                settled.append(state.settled)
+        return tuple(settled)
 
     def raise_settled_to(self, totals: dict[Counter, int]) -> None:
         now = time.time()
