@@ -18,6 +18,7 @@ from tokens.enrollment import Enrollment, bootstrap_device
 from tokens.enrollment_limits import enforce_enrollment_limit
 from tokens.issuance import TokenPair, format_timestamp
 from tokens.payloads import parse_bootstrap_request, parse_refresh_token, parse_sign_in_poll, parse_sign_in_start
+from tokens.provider_sessions import renew_provider_session
 from tokens.refresh import refresh_token_pair
 from tokens.sign_in import poll_sign_in, start_sign_in
 
@@ -76,6 +77,7 @@ async def refresh(request: HttpRequest) -> HttpResponse:
     raw_token = parse_refresh_token(request) or extract_bearer_token(request.headers)
     if not raw_token:
         raise AuthenticationFailed('Missing token: send {"refresh_token": ...} or Authorization: Bearer <token>.')
+    await renew_provider_session(raw_token=raw_token, client=client)
     pair = await sync_to_async(refresh_token_pair)(raw_token=raw_token, client=client)
     return _token_response(pair)
 
@@ -100,9 +102,9 @@ async def sign_in_poll(request: HttpRequest) -> HttpResponse:
     await enforce_enrollment_limit("sign_in_poll", client.ip)
     polled = parse_sign_in_poll(request)
     outcome = await poll_sign_in(handle=polled.handle, code=polled.code, state=polled.state, client=client)
-    if outcome.enrollment is None or outcome.enrollment.pair is None:
-        return _no_store({"status": "authorization_pending", "interval": outcome.interval}, status=202)
     enrollment = outcome.enrollment
+    if enrollment is None or enrollment.pair is None:
+        return _no_store({"status": "authorization_pending", "interval": outcome.interval}, status=202)
     extra = {"device_id": enrollment.device_id}
     if enrollment.device_secret is not None:
         extra["device_secret"] = enrollment.device_secret

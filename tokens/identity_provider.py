@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +40,14 @@ class ProviderAnswer:
         return None if self.status == 200 else str(self.body.get("error") or "invalid_response")
 
 
-class _ProviderCache:
-    def __init__(self) -> None:
+class ProviderCache:
+    """`clock` is injectable so tests can move time past JWKS_REFETCH_SECONDS."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.forget()
+
+    def forget(self) -> None:
         self.lock = asyncio.Lock()
         self.issuer = ""
         self.discovery: dict[str, Any] = {}
@@ -48,12 +55,9 @@ class _ProviderCache:
         self.keys: dict[str, jwt.PyJWK] = {}
         self.keys_fetched_at = float("-inf")
 
-    def forget(self) -> None:
-        self.__init__()
 
-
-_cache = _ProviderCache()
-register_process_state("identity provider", _cache.forget)
+provider_cache = ProviderCache()
+register_process_state("identity provider", provider_cache.forget)
 
 
 def _client() -> httpx.AsyncClient:
@@ -77,15 +81,21 @@ async def provider_metadata() -> dict[str, Any]:
     """The issuer's discovery document; its `issuer` must be the configured one, or a document
     served by someone else could point the gateway at their endpoints."""
     issuer = settings.PEOPLE_OIDC_ISSUER
-    async with _cache.lock:
-        fresh = _cache.issuer == issuer and time.monotonic() - _cache.discovered_at < DISCOVERY_CACHE_SECONDS
+    async with provider_cache.lock:
+        fresh = (
+            provider_cache.issuer == issuer and provider_cache.clock() - provider_cache.discovered_at < DISCOVERY_CACHE_SECONDS
+        )
         if not fresh:
             document = await _get_json(f"{issuer}/.well-known/openid-configuration")
             if str(document.get("issuer", "")).rstrip("/") != issuer:
                 raise IdentityProviderUnavailable("The discovery document names another issuer.")
-            _cache.issuer, _cache.discovery, _cache.discovered_at = issuer, document, time.monotonic()
-            _cache.keys, _cache.keys_fetched_at = {}, float("-inf")
-        return _cache.discovery
+            provider_cache.issuer, provider_cache.discovery, provider_cache.discovered_at = (
+                issuer,
+                document,
+                provider_cache.clock(),
+            )
+            provider_cache.keys, provider_cache.keys_fetched_at = {}, float("-inf")
+        return provider_cache.discovery
 
 
 async def endpoint(name: str) -> str | None:
@@ -99,8 +109,8 @@ async def signing_key(kid: str) -> jwt.PyJWK | None:
     jwks_uri = await endpoint("jwks_uri")
     if jwks_uri is None:
         raise IdentityProviderUnavailable("The discovery document has no jwks_uri.")
-    async with _cache.lock:
-        if kid not in _cache.keys and time.monotonic() - _cache.keys_fetched_at >= JWKS_REFETCH_SECONDS:
+    async with provider_cache.lock:
+        if kid not in provider_cache.keys and provider_cache.clock() - provider_cache.keys_fetched_at >= JWKS_REFETCH_SECONDS:
             document = await _get_json(jwks_uri)
             keys = {}
             for entry in document.get("keys", []):
@@ -109,8 +119,8 @@ async def signing_key(kid: str) -> jwt.PyJWK | None:
                         keys[str(entry["kid"])] = jwt.PyJWK(entry)
                     except jwt.PyJWKError:
                         continue  # a key type this library cannot use; tokens signed by it are refused
-            _cache.keys, _cache.keys_fetched_at = keys, time.monotonic()
-        return _cache.keys.get(kid)
+            provider_cache.keys, provider_cache.keys_fetched_at = keys, provider_cache.clock()
+        return provider_cache.keys.get(kid)
 
 
 def _client_credentials() -> dict[str, str]:

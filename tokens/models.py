@@ -171,9 +171,13 @@ class Device(PolicyFields):
         return self.device_id
 
 
+DEVICE_FLOW = "device"
+PKCE_FLOW = "pkce"
+
+
 class SignInFlow(models.TextChoices):
-    DEVICE = "device", "Device authorization grant (RFC 8628)"
-    PKCE = "pkce", "Authorization code with PKCE, loopback redirect"
+    DEVICE = DEVICE_FLOW, "Device authorization grant (RFC 8628)"
+    PKCE = PKCE_FLOW, "Authorization code with PKCE, loopback redirect"
 
 
 class SignIn(models.Model):

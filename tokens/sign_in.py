@@ -47,7 +47,7 @@ from tokens.enrollment import Enrollment
 from tokens.enrollment_modes import sign_in_enabled
 from tokens.id_tokens import verify_id_token
 from tokens.identity_provider import ProviderAnswer, endpoint, post_form, token_request
-from tokens.models import SignIn, SignInFlow
+from tokens.models import DEVICE_FLOW, PKCE_FLOW, SignIn
 from tokens.payloads import SignInStartRequest
 from tokens.sign_in_completion import (
     claim_poll,
@@ -79,7 +79,7 @@ class SignInStarted:
 
     def as_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"sign_in": self.handle, "flow": self.flow, "expires_in": self.expires_in}
-        if self.flow == SignInFlow.DEVICE:
+        if self.flow == DEVICE_FLOW:
             body |= {
                 "verification_uri": self.verification_uri,
                 "verification_uri_complete": self.verification_uri_complete or self.verification_uri,
@@ -123,13 +123,13 @@ def _pkce_challenge(verifier: str) -> str:
 
 async def _chosen_flow(requested: SignInStartRequest) -> str:
     device_endpoint = await endpoint("device_authorization_endpoint")
-    if requested.flow == SignInFlow.DEVICE or (requested.flow is None and device_endpoint):
+    if requested.flow == DEVICE_FLOW or (requested.flow is None and device_endpoint):
         if not device_endpoint:
             raise InvalidRequest("flow: the identity provider offers no device grant; use flow pkce with a redirect_uri.")
-        return SignInFlow.DEVICE
+        return DEVICE_FLOW
     if not requested.redirect_uri:
         raise InvalidRequest("redirect_uri: required for the pkce flow (the identity provider offers no device grant).")
-    return SignInFlow.PKCE
+    return PKCE_FLOW
 
 
 async def start_sign_in(*, requested: SignInStartRequest, now: dt.datetime | None = None) -> SignInStarted:
@@ -148,7 +148,7 @@ async def start_sign_in(*, requested: SignInStartRequest, now: dt.datetime | Non
         next_poll_at=now,
         created_at=now,
     )
-    if flow == SignInFlow.DEVICE:
+    if flow == DEVICE_FLOW:
         started = await _start_device_grant(sign_in, handle, nonce)
     else:
         started = await _start_pkce(sign_in, handle, nonce, loopback_redirect_uri(requested.redirect_uri or ""))
@@ -170,7 +170,7 @@ async def _start_device_grant(sign_in: SignIn, handle: str, nonce: str) -> SignI
     sign_in.interval = interval
     return SignInStarted(
         handle=handle,
-        flow=SignInFlow.DEVICE,
+        flow=DEVICE_FLOW,
         expires_in=expires_in,
         interval=interval,
         verification_uri=body["verification_uri"],
@@ -198,7 +198,7 @@ async def _start_pkce(sign_in: SignIn, handle: str, nonce: str, redirect_uri: st
     }
     return SignInStarted(
         handle=handle,
-        flow=SignInFlow.PKCE,
+        flow=PKCE_FLOW,
         expires_in=settings.PEOPLE_SIGN_IN_SECONDS,
         interval=0,
         authorization_url=f"{url}?{urlencode(query)}",
@@ -217,7 +217,7 @@ async def poll_sign_in(
     if sign_in is None:
         raise SignInExpired()
     try:
-        if sign_in.flow == SignInFlow.DEVICE:
+        if sign_in.flow == DEVICE_FLOW:
             answer = await _poll_device_grant(sign_in, now)
             if answer is None:
                 return SignInOutcome(None, sign_in.interval)
@@ -281,7 +281,7 @@ async def _finish(sign_in: SignIn, answer: ProviderAnswer, client: ClientInfo, n
     id_token = answer.body.get("id_token")
     if not isinstance(id_token, str):
         raise IdentityProviderUnavailable("The identity provider answered without an ID token (is `openid` in the scopes?).")
-    claims = await verify_id_token(id_token, nonce=sign_in.nonce, nonce_required=sign_in.flow == SignInFlow.PKCE)
+    claims = await verify_id_token(id_token, nonce=sign_in.nonce, nonce_required=sign_in.flow == PKCE_FLOW)
     refresh_token = answer.body.get("refresh_token")
     signed_in = await sync_to_async(complete_sign_in)(
         sign_in=sign_in,

@@ -60,7 +60,7 @@ def consume_sign_in(sign_in: SignIn) -> bool:
 def record_sign_in_refusal(*, device_id: str, reason: str, client: ClientInfo, now: dt.datetime) -> None:
     device = Device.objects.filter(device_id__iexact=device_id).first()
     record_audit_event(
-        AuditKind.SIGN_IN_REFUSED, device=device, device_ref=device_id, client=client, now=now, detail={"reason": reason}
+        AuditKind("sign_in_refused"), device=device, device_ref=device_id, client=client, now=now, detail={"reason": reason}
     )
 
 
@@ -92,7 +92,7 @@ def complete_sign_in(
     DeviceSecretInvalid."""
     with transaction.atomic():
         person = sign_in_person(claims=claims, now=now)
-        device, created = locked_device_or_new(sign_in.device_id, DeviceStatus.ACTIVE, sign_in.app_version)
+        device, created = locked_device_or_new(sign_in.device_id, DeviceStatus("active"), sign_in.app_version)
         refusal = _device_refusal(device, created, device_secret)
         if refusal is None:
             enrollment = _enroll_for(device, person, sign_in, device_secret, provider_refresh_token, client, now, created)
@@ -129,7 +129,7 @@ def _enroll_for(
     device.save()
     pair = issue_token_pair(device=device, client=client, now=now)
     record_audit_event(
-        AuditKind.PERSON_SIGNED_IN,
+        AuditKind("person_signed_in"),
         device=device,
         person=person,
         jti=pair.access_jti,

@@ -3,11 +3,15 @@ grant and the authorization code flow with PKCE, against the test provider on 12
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.test import Client
 
+from tests.oidc_provider import Grant
 from tests.tokens.client import bootstrap, error_of, jwt_parts, refresh
 from tests.tokens.sign_in_client import LOOPBACK, device_sign_in, pkce_sign_in, poll, start
+from tokens.identity_provider import JWKS_REFETCH_SECONDS, provider_cache
 from tokens.models import AuditEvent, AuditKind, Device, GroupOrganization, Organization, Person
 
 pytestmark = pytest.mark.django_db
@@ -149,3 +153,22 @@ def test_sign_in_is_refused_when_the_modes_do_not_include_oidc(people_provider, 
     settings.ENROLLMENT_MODE = "secret"
     assert error_of(start(Client())) == (403, "permission_error", "sign_in_not_enabled")
     assert error_of(poll(Client(), "x" * 43)) == (403, "permission_error", "sign_in_not_enabled")
+
+
+def test_a_rotated_provider_key_is_fetched_when_a_token_names_it(people_provider, monkeypatch):
+    client = Client()
+    assert device_sign_in(client, people_provider, "laptop-alice").status_code == 200
+    people_provider.rotate_keys()
+    later = time.monotonic() + JWKS_REFETCH_SECONDS
+    monkeypatch.setattr(provider_cache, "clock", lambda: later)
+    response = device_sign_in(client, people_provider, "desktop-alice")
+    assert response.status_code == 200, response.content
+    assert jwt_parts(people_provider.id_token(Grant("gateway-devices", "", None, None, {})))[0]["kid"] == "key-2"
+
+
+def test_an_unknown_key_refetches_the_provider_keys_at_most_once_per_interval(people_provider):
+    client = Client()
+    assert device_sign_in(client, people_provider, "laptop-alice").status_code == 200
+    people_provider.rotate_keys()
+    response = device_sign_in(client, people_provider, "desktop-alice")
+    assert error_of(response) == (401, "authentication_error", "id_token_rejected")
