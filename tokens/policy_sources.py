@@ -11,7 +11,7 @@ from decimal import Decimal
 from django.conf import settings
 
 from tokens.model_aliases import parse_model_aliases
-from tokens.models import Device, Organization
+from tokens.models import Device, Organization, Person
 from tokens.policy import parse_model_patterns
 
 _FIELDS = (
@@ -32,7 +32,7 @@ class PolicyValue:
     source: str
 
 
-def _own(owner: Device | Organization | None, field: str) -> object | None:
+def _own(owner: Device | Person | Organization | None, field: str) -> object | None:
     if owner is None:
         return None
     value = getattr(owner, field)
@@ -49,12 +49,16 @@ def _shown(value: object) -> str:
     return str(value)
 
 
-def effective_policy_sources(device: Device | None, organization: Organization | None) -> list[PolicyValue]:
-    """For a device: each value and whether the device, its organization or a setting sets it. For
-    an organization (`device` None): what its devices get unless they set their own."""
+def effective_policy_sources(
+    device: Device | None, organization: Organization | None, person: Person | None = None
+) -> list[PolicyValue]:
+    """For a device: each value and whether the device, its person, its organization or a setting
+    sets it. For a person or an organization (`device` None): what their devices get unless they set
+    their own."""
     rows = []
+    owners = ((device, "this device"), (person, f"person {person}"), (organization, f"organization {organization}"))
     for label, field, setting in _FIELDS:
-        for owner, source in ((device, "this device"), (organization, f"organization {organization}")):
+        for owner, source in owners:
             value = _own(owner, field)
             if value is not None:
                 rows.append(PolicyValue(label, _shown(value), source))
@@ -64,15 +68,12 @@ def effective_policy_sources(device: Device | None, organization: Organization |
                 rows.append(PolicyValue(label, "any model", "default (no allowlist)"))
             else:
                 rows.append(PolicyValue(label, _shown(getattr(settings, setting)), f"setting {setting}"))
-    aliases = [(rule, "this device") for rule in _lines(device)] + [
-        (rule, f"organization {organization}") for rule in _lines(organization)
-    ]
-    for rule, source in aliases:
-        rows.append(PolicyValue("Model alias", rule, source))
+    for owner, source in owners:
+        rows.extend(PolicyValue("Model alias", rule, source) for rule in _lines(owner))
     return rows
 
 
-def _lines(owner: Device | Organization | None) -> list[str]:
+def _lines(owner: Device | Person | Organization | None) -> list[str]:
     if owner is None:
         return []
     return [f"{pattern} → {served}" for pattern, served in parse_model_aliases(owner.model_aliases)]
