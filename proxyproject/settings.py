@@ -372,12 +372,13 @@ LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?sign_in=failed"
 # back to the console's when only one client is registered), and OIDC_PERSON_CLAIM / OIDC_GROUPS_CLAIM
 # mean the same for both. `offline_access` asks for a provider refresh token, which the gateway uses at
 # each device refresh to learn that an account was disabled.
-PEOPLE_OIDC_ISSUER = env_str("PEOPLE_OIDC_ISSUER", OIDC_ISSUER).rstrip("/")
-PEOPLE_OIDC_CLIENT_ID = env_str("PEOPLE_OIDC_CLIENT_ID", OIDC_CLIENT_ID)
-PEOPLE_OIDC_CLIENT_SECRET = env_secret(
-    "PEOPLE_OIDC_CLIENT_SECRET", "" if env_str("PEOPLE_OIDC_CLIENT_ID") else OIDC_CLIENT_SECRET
+# An empty value (as .env.example leaves them) counts as unset.
+PEOPLE_OIDC_ISSUER = (env_str("PEOPLE_OIDC_ISSUER") or OIDC_ISSUER).rstrip("/")
+PEOPLE_OIDC_CLIENT_ID = env_str("PEOPLE_OIDC_CLIENT_ID") or OIDC_CLIENT_ID
+PEOPLE_OIDC_CLIENT_SECRET = env_secret("PEOPLE_OIDC_CLIENT_SECRET") or (
+    "" if env_str("PEOPLE_OIDC_CLIENT_ID") else OIDC_CLIENT_SECRET
 )
-PEOPLE_OIDC_SCOPES = env_str("PEOPLE_OIDC_SCOPES", "openid email profile offline_access")
+PEOPLE_OIDC_SCOPES = env_str("PEOPLE_OIDC_SCOPES") or "openid email profile offline_access"
 # How long a started sign-in may wait for the person (the provider's own expiry is shorter when it says so).
 PEOPLE_SIGN_IN_SECONDS = env_int("PEOPLE_SIGN_IN_SECONDS", 600, minimum=60)
 if OPERATOR_SIGN_IN_OIDC:
