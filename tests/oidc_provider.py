@@ -68,6 +68,8 @@ class OIDCProvider:
         self.lifetime = 300
         self.nonce_override: str | None = None
         self.unpublished_key: SigningKey | None = None
+        self.forged_algorithm: str | None = None  # "none", or "HS256" keyed with a published key's kid
+        self.token_endpoint_down = False
         self.grants: dict[str, Grant] = {}
         self.access_tokens: dict[str, dict[str, Any]] = {}
         self.nonces_seen: list[str] = []
@@ -226,6 +228,12 @@ class OIDCProvider:
         if self.nonce_override or grant.nonce:
             claims["nonce"] = self.nonce_override or grant.nonce
         key = self.unpublished_key or self.keys[-1]
+        if self.forged_algorithm == "none":
+            return jwt.encode(claims, None, algorithm="none", headers={"kid": key.kid})
+        if self.forged_algorithm is not None:
+            return jwt.encode(
+                claims, "a-guessable-secret-of-32-bytes!!", algorithm=self.forged_algorithm, headers={"kid": key.kid}
+            )
         return jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": key.kid})
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -269,7 +277,11 @@ class OIDCProvider:
                 length = int(self.headers.get("content-length") or 0)
                 form = {name: values[-1] for name, values in parse_qs(self.rfile.read(length).decode()).items()}
                 path = urlsplit(self.path).path
-                if path == "/token":
+                if path == "/token" and provider.token_endpoint_down:
+                    self.send_response(503)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                elif path == "/token":
                     self._json(*provider.token(form))
                 elif path == "/device_authorization":
                     self._json(*provider.start_device_grant(form))

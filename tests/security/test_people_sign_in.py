@@ -17,7 +17,7 @@ from tests.tokens.client import error_of, refresh
 from tests.tokens.sign_in_client import LOOPBACK, browser_redirect, device_sign_in, pkce_sign_in, poll, start
 from tokens.authentication import authenticate_wrapper_token
 from tokens.models import AuditEvent, AuditKind, Device, Person
-from tokens.revocation import block_person
+from tokens.revocation import block_device, block_person
 
 pytestmark = pytest.mark.django_db
 REJECTED = (401, "authentication_error", "id_token_rejected")
@@ -84,6 +84,21 @@ def test_id_token_signed_by_an_unpublished_key_is_refused(people_provider):
     people_provider.unpublished_key = SigningKey("key-forged")
     reason = _refused_and_nothing_enrolled(device_sign_in(Client(), people_provider))
     assert reason == "id_token_rejected: The ID token is signed by a key the provider does not publish."
+
+
+@pytest.mark.parametrize("algorithm", ["none", "HS256"])
+def test_id_token_without_an_asymmetric_signature_is_refused(people_provider, algorithm):
+    people_provider.forged_algorithm = algorithm
+    reason = _refused_and_nothing_enrolled(device_sign_in(Client(), people_provider))
+    assert reason == f"id_token_rejected: The ID token's algorithm {algorithm!r} is not accepted."
+
+
+def test_sign_in_on_a_blocked_device_is_refused(people_provider):
+    client = Client()
+    body = device_sign_in(client, people_provider).json()
+    block_device(device=Device.objects.get(device_id="laptop-alice"), actor="test")
+    response = device_sign_in(client, people_provider, device_secret=body["device_secret"])
+    assert error_of(response) == (403, "permission_error", "device_blocked")
 
 
 def test_unverified_email_is_refused(people_provider):
@@ -165,6 +180,14 @@ def test_account_disabled_at_the_provider_loses_access_at_the_next_refresh(peopl
     with pytest.raises(TokenRevoked):
         async_to_sync(authenticate_wrapper_token)(body["wrapper_token"])
     assert Device.objects.get().provider_refresh_token == ""
+
+
+def test_an_unreachable_provider_does_not_log_people_out(people_provider):
+    client = Client()
+    body = device_sign_in(client, people_provider).json()
+    people_provider.token_endpoint_down = True
+    assert refresh(client, body["refresh_token"]).status_code == 200
+    assert Device.objects.get().provider_refresh_token != ""
 
 
 def test_blocked_person_is_refused_at_refresh_on_every_device(people_provider):

@@ -172,3 +172,14 @@ def test_an_unknown_key_refetches_the_provider_keys_at_most_once_per_interval(pe
     people_provider.rotate_keys()
     response = device_sign_in(client, people_provider, "desktop-alice")
     assert error_of(response) == (401, "authentication_error", "id_token_rejected")
+
+
+def test_each_refresh_renews_the_provider_session_with_its_rotated_refresh_token(people_provider):
+    client = Client()
+    body = device_sign_in(client, people_provider).json()
+    for _ in range(3):
+        response = refresh(client, body["refresh_token"])
+        assert response.status_code == 200, response.content
+        body = response.json()
+    renewals = [form for form in people_provider.token_requests if form["grant_type"] == "refresh_token"]
+    assert len(renewals) == 3 and len({form["refresh_token"] for form in renewals}) == 3
