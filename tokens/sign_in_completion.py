@@ -117,6 +117,7 @@ def _enroll_for(
         new_secret = device_secret or generate_device_secret()
         device.secret_hash = hash_device_secret(new_secret)
     previous_person = device.person_id
+    device.status = DeviceStatus("active")  # a pending device: the person's sign-in is its approval
     device.person = person
     device.organization = person.organization or device.organization
     device.provider_refresh_token = encrypt_secret(provider_refresh_token) if provider_refresh_token else ""

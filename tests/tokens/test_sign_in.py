@@ -183,3 +183,10 @@ def test_each_refresh_renews_the_provider_session_with_its_rotated_refresh_token
         body = response.json()
     renewals = [form for form in people_provider.token_requests if form["grant_type"] == "refresh_token"]
     assert len(renewals) == 3 and len({form["refresh_token"] for form in renewals}) == 3
+
+
+def test_a_device_pending_approval_is_approved_by_its_persons_sign_in(people_provider):
+    Device.objects.create(device_id="laptop-alice", status="pending")
+    response = device_sign_in(Client(), people_provider)
+    assert response.status_code == 200, response.content
+    assert Device.objects.get(device_id="laptop-alice").status == "active"
