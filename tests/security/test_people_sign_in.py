@@ -207,6 +207,7 @@ def test_blocked_person_cannot_sign_in_again(people_provider):
     assert error_of(response) == (403, "permission_error", "person_blocked")
 
 
+@pytest.mark.django_db(transaction=True)  # the block's cache invalidation runs once it is committed
 def test_blocked_persons_wrapper_tokens_are_refused_within_5_seconds(people_provider, settings):
     settings.REVOCATION_CACHE_SECONDS = 2.0
     client = Client()
