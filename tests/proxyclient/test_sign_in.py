@@ -117,3 +117,40 @@ def test_without_a_browser_the_person_is_told_to_open_the_address(people_gateway
     )
     assert code == 0
     assert "could not open a browser (OSError); open the address yourself" in err
+
+
+@pytest.fixture
+def code_flow_gateway(django_db_setup, transactional_db) -> Iterator[tuple[ServerProcess, OIDCProvider]]:
+    """A gateway whose provider offers no device grant (the gateway reads that from discovery once
+    an hour, so it gets a provider of its own)."""
+    provider = OIDCProvider(client_id="gateway-devices", client_secret="devices-secret").start()
+    provider.device_grant_offered = False
+    server = start_gateway(
+        ENROLLMENT_MODE="oidc",
+        PEOPLE_OIDC_ISSUER=provider.issuer,
+        PEOPLE_OIDC_CLIENT_ID=provider.client_id,
+        PEOPLE_OIDC_CLIENT_SECRET=provider.client_secret,
+    )
+    yield server, provider
+    server.stop()
+    provider.stop()
+
+
+def test_login_with_a_provider_without_the_device_grant_comes_back_to_the_loopback_listener(code_flow_gateway, tmp_path):
+    gateway, provider = code_flow_gateway
+    opened: list[str] = []
+
+    def browser(url: str) -> None:
+        opened.append(url)
+        assert httpx.get(url, follow_redirects=True).status_code == 200  # the provider sends it back to the client
+
+    code, out, err = run_cli(["login"], cli_environment(gateway.url, tmp_path), opener=browser, sleep=never_sleep)
+    assert code == 0, err
+    (url,) = opened
+    assert url.startswith(f"{provider.issuer}/authorize?") and "redirect_uri=http%3A%2F%2F127.0.0.1%3A" in url
+    assert err.splitlines()[:2] == [
+        f"proxyclient: sign in with your company account: open {url}",
+        "proxyclient: waiting for the sign-in to be approved...",
+    ]
+    device_id = (tmp_path / "device_id").read_text().strip()
+    assert Device.objects.get(device_id=device_id).person.email == "alice@example.com"

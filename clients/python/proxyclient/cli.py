@@ -147,7 +147,8 @@ def command_for(arguments: argparse.Namespace) -> Callable[[ProxySession, Invoca
 def terminal_sign_in(err: TextIO, opener: Callable[[str], object]) -> SignInPresenter:
     def present(prompt: SignInPrompt) -> None:
         print(f"proxyclient: sign in with your company account: open {prompt.verification_uri}", file=err)
-        print(f"proxyclient: and enter the code {prompt.user_code}", file=err)
+        if prompt.user_code:
+            print(f"proxyclient: and enter the code {prompt.user_code}", file=err)
         try:
             opener(prompt.verification_uri_complete)
         except Exception as exc:  # no browser here (a server, a container): the lines above suffice

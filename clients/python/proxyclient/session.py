@@ -28,10 +28,12 @@ from .errors import (
     SignInExpired,
     SignInRequired,
     TokenRejected,
+    UnexpectedResponse,
 )
 from .grant import TokenGrant, format_timestamp
 from .keystore import KeyringBackend, system_keyring
 from .locking import state_lock
+from .loopback import LoopbackReceiver
 from .state import StateStore
 from .wire import GatewayApi, check_grant_fresh
 
@@ -54,7 +56,8 @@ class TokenSource(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class SignInPrompt:
     """What the person must see to sign in: a URL to open and the code to enter there
-    (`verification_uri_complete` carries the code already)."""
+    (`verification_uri_complete` carries the code already). For the code flow (a provider without
+    the device grant) the URL is the provider's sign-in page and there is no code."""
 
     verification_uri: str
     verification_uri_complete: str
@@ -218,7 +221,34 @@ class ProxySession:
         return grant
 
     def _signed_in(self, presenter: SignInPresenter) -> TokenGrant:
-        started = self._api.sign_in_start(device_id=self.device_id, device_secret=self._store.load_device_secret())
+        with LoopbackReceiver() as receiver:
+            started = self._api.sign_in_start(
+                device_id=self.device_id, device_secret=self._store.load_device_secret(), redirect_uri=receiver.redirect_uri
+            )
+            if started.get("flow") == "pkce":
+                fresh, generated_secret = self._signed_in_by_code(started, receiver, presenter)
+            else:
+                fresh, generated_secret = self._signed_in_by_device_grant(started, presenter)
+        if generated_secret:
+            self._store.save_device_secret(generated_secret)
+        log.info("proxyclient.signed_in: device %s, expires %s", self.device_id, format_timestamp(fresh.expires_at))
+        return fresh
+
+    def _signed_in_by_code(
+        self, started: dict[str, Any], receiver: LoopbackReceiver, presenter: SignInPresenter
+    ) -> tuple[TokenGrant, str | None]:
+        url, expires_in = str(started.get("authorization_url", "")), float(started.get("expires_in") or 600)
+        presenter(SignInPrompt(verification_uri=url, verification_uri_complete=url, user_code="", expires_in=expires_in))
+        redirect = receiver.wait(expires_in)
+        if redirect is None or "code" not in redirect or "state" not in redirect:
+            error = (redirect or {}).get("error", "no answer in time")
+            raise SignInExpired(f"The sign-in did not finish: {error}.", status=400, error_code="sign_in_expired")
+        polled = self._api.sign_in_poll(str(started.get("sign_in", "")), code=redirect["code"], state=redirect["state"])
+        if isinstance(polled, float):
+            raise UnexpectedResponse("The gateway answered a finished code-flow sign-in as pending.")
+        return polled
+
+    def _signed_in_by_device_grant(self, started: dict[str, Any], presenter: SignInPresenter) -> tuple[TokenGrant, str | None]:
         expires_in = float(started.get("expires_in") or 600)
         presenter(
             SignInPrompt(
@@ -236,11 +266,7 @@ class ProxySession:
             if self._clock() + polled > deadline:
                 raise SignInExpired("The sign-in was not approved in time.", status=400, error_code="sign_in_expired")
             self._sleep(polled)
-        fresh, generated_secret = polled
-        if generated_secret:
-            self._store.save_device_secret(generated_secret)
-        log.info("proxyclient.signed_in: device %s, expires %s", self.device_id, format_timestamp(fresh.expires_at))
-        return fresh
+        return polled
 
     def _refresh_or_bootstrap(self, grant: TokenGrant | None) -> tuple[TokenGrant, TokenSource]:
         if grant is not None and grant.refresh_token_usable(self._clock()):

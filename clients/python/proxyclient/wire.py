@@ -83,13 +83,15 @@ class GatewayApi:
         generated = body.get("device_secret") if isinstance(body.get("device_secret"), str) else None
         return grant, generated
 
-    def sign_in_start(self, *, device_id: str, device_secret: str) -> dict[str, Any]:
-        """What the person must see (verification_uri, user_code) and the handle to poll with."""
+    def sign_in_start(self, *, device_id: str, device_secret: str, redirect_uri: str) -> dict[str, Any]:
+        """What the person must see (verification_uri and user_code for the device grant, an
+        authorization_url for the code flow, which returns to `redirect_uri`) and the handle to poll
+        with. The gateway picks the device grant where the provider offers it."""
         payload = {
             "device_id": device_id,
             "app_version": self._config.app_version,
             "device_secret": device_secret,
-            "flow": "device",
+            "redirect_uri": redirect_uri,
             **device_description(self._config),
         }
         response = self._send("POST", f"{gateway_root(self._config.bootstrap_url)}/auth/oidc/start", json=payload)
@@ -97,10 +99,13 @@ class GatewayApi:
             raise refusal_from_response(response, refused=SignInFailed, subject="start a sign-in")
         return read_json(response)
 
-    def sign_in_poll(self, handle: str) -> tuple[TokenGrant, str | None] | float:
-        """The grant and a generated device secret once the person approved; else the seconds to
-        wait before the next poll."""
-        response = self._send("POST", f"{gateway_root(self._config.bootstrap_url)}/auth/oidc/poll", json={"sign_in": handle})
+    def sign_in_poll(
+        self, handle: str, *, code: str | None = None, state: str | None = None
+    ) -> tuple[TokenGrant, str | None] | float:
+        """The grant and a generated device secret once the person approved (for the code flow:
+        with the redirect's `code` and `state`); else the seconds to wait before the next poll."""
+        body = {"sign_in": handle, **({"code": code, "state": state} if code is not None else {})}
+        response = self._send("POST", f"{gateway_root(self._config.bootstrap_url)}/auth/oidc/poll", json=body)
         if response.status_code == 202:
             interval = read_json(response).get("interval")
             return float(interval) if isinstance(interval, int | float) else 5.0
