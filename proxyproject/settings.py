@@ -85,6 +85,17 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def env_modes(name: str, default: str, choices: tuple[str, ...], exclusive: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of modes, each one of `choices`, at most one of `exclusive`."""
+    modes = tuple(dict.fromkeys(part.strip().lower() for part in env_str(name, default).split(",") if part.strip()))
+    unknown = [mode for mode in modes if mode not in choices]
+    if not modes or unknown:
+        raise ImproperlyConfigured(f"{name}={env_str(name, default)!r}: each mode must be one of {', '.join(choices)}.")
+    if len([mode for mode in modes if mode in exclusive]) > 1:
+        raise ImproperlyConfigured(f"{name}: choose at most one of {', '.join(exclusive)}.")
+    return modes
+
+
 def env_networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """Comma-separated CIDRs (a bare address is a /32 or /128)."""
     networks = []
@@ -354,6 +365,22 @@ OIDC_AUTHENTICATE_CLASS = "proxyproject.operator_sign_in.OperatorSignInRequestVi
 OIDC_CALLBACK_CLASS = "proxyproject.operator_sign_in.OperatorSignInCallbackView"
 LOGIN_REDIRECT_URL = "/admin/"
 LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?sign_in=failed"
+# --- People sign in on their devices (ENROLLMENT_MODE including `oidc`; tokens/sign_in.py) -------
+# The same provider as the console's as a rule, but another client: providers enable the device grant
+# (RFC 8628) per client, mostly on "native" or "public" ones, while the console's is a web client. So
+# the issuer is shared unless PEOPLE_OIDC_ISSUER says otherwise, the client has its own names (falling
+# back to the console's when only one client is registered), and OIDC_PERSON_CLAIM / OIDC_GROUPS_CLAIM
+# mean the same for both. `offline_access` asks for a provider refresh token, which the gateway uses at
+# each device refresh to learn that an account was disabled.
+# An empty value (as .env.example leaves them) counts as unset.
+PEOPLE_OIDC_ISSUER = (env_str("PEOPLE_OIDC_ISSUER") or OIDC_ISSUER).rstrip("/")
+PEOPLE_OIDC_CLIENT_ID = env_str("PEOPLE_OIDC_CLIENT_ID") or OIDC_CLIENT_ID
+PEOPLE_OIDC_CLIENT_SECRET = env_secret("PEOPLE_OIDC_CLIENT_SECRET") or (
+    "" if env_str("PEOPLE_OIDC_CLIENT_ID") else OIDC_CLIENT_SECRET
+)
+PEOPLE_OIDC_SCOPES = env_str("PEOPLE_OIDC_SCOPES") or "openid email profile offline_access"
+# How long a started sign-in may wait for the person (the provider's own expiry is shorter when it says so).
+PEOPLE_SIGN_IN_SECONDS = env_int("PEOPLE_SIGN_IN_SECONDS", 600, minimum=60)
 if OPERATOR_SIGN_IN_OIDC:
     AUTHENTICATION_BACKENDS = [*AUTHENTICATION_BACKENDS, "proxyproject.operator_sign_in.OperatorSignInBackend"]
 
@@ -387,12 +414,17 @@ GATEWAY_FORWARD_UNKNOWN_ROUTES = env_bool("GATEWAY_FORWARD_UNKNOWN_ROUTES", Fals
 JWT_EXPIRATION_HOURS = env_float("JWT_EXPIRATION_HOURS", 24.0, minimum=0.0001)
 REFRESH_TOKEN_DAYS = env_float("REFRESH_TOKEN_DAYS", 30.0, minimum=0.0001)
 SIGNING_KEY_ROTATION_DAYS = env_int("SIGNING_KEY_ROTATION_DAYS", 30, minimum=1)
-ENROLLMENT_MODE = env_choice("ENROLLMENT_MODE", "open" if DEBUG else "secret", ("open", "secret", "approval"))
+# One of open / secret / approval for /bootstrap, and/or `oidc` for people signing in (tokens/enrollment_modes.py).
+ENROLLMENT_MODE = ",".join(
+    env_modes(
+        "ENROLLMENT_MODE", "open" if DEBUG else "secret", ("open", "secret", "approval", "oidc"), ("open", "secret", "approval")
+    )
+)
 BOOTSTRAP_SECRET = env_secret("BOOTSTRAP_SECRET")
 ENROLLMENT_RATE_LIMIT_MAX = env_int("ENROLLMENT_RATE_LIMIT_MAX", 30, minimum=1)
 ENROLLMENT_RATE_LIMIT_WINDOW = env_int("ENROLLMENT_RATE_LIMIT_WINDOW", 60000, minimum=1000)
 REVOCATION_CACHE_SECONDS = env_float("REVOCATION_CACHE_SECONDS", 2.0, minimum=0.0)
-if not DEBUG and ENROLLMENT_MODE == "secret" and len(BOOTSTRAP_SECRET) < 16:
+if not DEBUG and "secret" in ENROLLMENT_MODE.split(",") and len(BOOTSTRAP_SECRET) < 16:
     raise ImproperlyConfigured(
         "ENROLLMENT_MODE=secret needs BOOTSTRAP_SECRET of at least 16 characters "
         "(openssl rand -base64 24), or choose ENROLLMENT_MODE=approval or open."

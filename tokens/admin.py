@@ -24,7 +24,7 @@ from proxyproject.lib.admin import CappedCountPaginator, ReadOnlyAdmin
 from tokens.budget_alert_fields import validate_webhook_url
 from tokens.budget_webhooks import set_organization_webhook_secret
 from tokens.device_state import invalidate_all_devices, invalidate_devices
-from tokens.models import AuditEvent, Device, DeviceStatus, IssuedToken, OperatorApiKey, Organization, SigningKey
+from tokens.models import AuditEvent, Device, DeviceStatus, IssuedToken, OperatorApiKey, Organization, Person, SigningKey
 from tokens.operators import issue_operator_api_key, revoke_operator_api_key
 from tokens.policy_sources import effective_policy_sources
 from tokens.revocation import (
@@ -39,7 +39,7 @@ from tokens.revocation import (
 )
 
 POLICY_FIELDSET = (
-    "Policy (empty inherits: device → organization → settings)",
+    "Policy (empty inherits: device → person → organization → settings)",
     {
         "fields": (
             "allowed_models",
@@ -54,8 +54,8 @@ POLICY_FIELDSET = (
 )
 
 
-def render_policy_sources(device: Device | None, organization: Organization | None) -> str:
-    rows = effective_policy_sources(device, organization)
+def render_policy_sources(device: Device | None, organization: Organization | None, person: Person | None = None) -> str:
+    rows = effective_policy_sources(device, organization, person)
     return format_html(
         '<table class="policy-sources"><thead><tr><th>Setting</th><th>In force</th><th>Set by</th></tr></thead><tbody>{}</tbody></table>',
         format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", ((r.label, r.value, r.source) for r in rows)),
@@ -208,6 +208,7 @@ class DeviceAdmin(admin.ModelAdmin):
         "device_id",
         "device_name",
         "status",
+        "person",
         "organization",
         "user_label",
         "app_name",
@@ -216,12 +217,13 @@ class DeviceAdmin(admin.ModelAdmin):
         "last_seen_at",
     )
     list_filter = ("status", "organization", "app_name", "app_version")
-    list_select_related = ("organization",)
-    search_fields = ("device_id", "device_name", "user_label", "app_name", "os", "organization__name", "last_ip")
+    list_select_related = ("organization", "person")
+    search_fields = ("device_id", "device_name", "user_label", "app_name", "os", "organization__name", "person__email", "last_ip")
     autocomplete_fields = ("organization",)
     described_fields = ("device_name", "app_name", "os")  # the device's word: its next bootstrap overwrites them
     state_fields: tuple[str, ...] = (
         "status",
+        "person",
         "secret_state",
         "tokens_revoked_before",
         "last_seen_at",
@@ -249,7 +251,7 @@ class DeviceAdmin(admin.ModelAdmin):
 
     @admin.display(description="Each value and where it comes from")
     def effective_policy(self, obj: Device) -> str:
-        return render_policy_sources(obj, obj.organization)
+        return render_policy_sources(obj, obj.organization, obj.person)
 
     @admin.display(description="Device secret")
     def secret_state(self, obj: Device) -> str:
@@ -334,10 +336,10 @@ class IssuedTokenAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("occurred_at", "kind", "device_ref", "organization", "jti", "ip", "actor")
+    list_display = ("occurred_at", "kind", "device_ref", "person", "organization", "jti", "ip", "actor")
     list_filter = ("kind",)
-    list_select_related = ("organization",)
-    search_fields = ("=device_ref", "=jti", "actor", "ip")
+    list_select_related = ("organization", "person")
+    search_fields = ("=device_ref", "=jti", "actor", "ip", "person__email")
     date_hierarchy = "occurred_at"
     paginator = CappedCountPaginator
     show_full_result_count = False

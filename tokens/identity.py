@@ -12,7 +12,9 @@ from tokens.model_aliases import ModelAliases
 
 @dataclass(frozen=True, slots=True)
 class DevicePolicy:
-    """A device's effective policy: its own fields, else its organization's, else the settings.
+    """A device's effective policy: its own fields, else its person's, else its organization's, else
+    the settings. The person's and the organization's caps are also carried on their own, since they
+    bound the total of all the person's (or the organization's) devices.
 
     `allowed_models` holds fnmatch-style patterns (`claude-sonnet-*`); empty means every model.
     Caps are USD; None means no cap. `tokens_per_minute` 0 means no limit. `spend_cap_enforcement`
@@ -34,6 +36,9 @@ class DevicePolicy:
     spend_cap_enforcement: str = "clamp"
     device_alert_thresholds: tuple[int, ...] = (50, 80, 100)
     org_alert_thresholds: tuple[int, ...] = (50, 80, 100)
+    person_daily_cap_usd: Decimal | None = None
+    person_weekly_cap_usd: Decimal | None = None
+    person_monthly_cap_usd: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +49,4 @@ class DeviceIdentity:
     jti: str
     expires_at: float
     policy: DevicePolicy
+    person_id: int | None = None

@@ -14,7 +14,8 @@ from tokens.model_aliases import validate_model_aliases
 
 
 class PolicyFields(models.Model):
-    """Per-device or per-organization overrides; an empty field inherits (device → org → settings)."""
+    """Per-device, per-person or per-organization overrides; an empty field inherits
+    (device → person → organization → settings)."""
 
     allowed_models = models.TextField(
         blank=True,
@@ -87,6 +88,55 @@ class Organization(PolicyFields):
         return self.name
 
 
+class Person(PolicyFields):
+    """Someone who signed in with the company's identity provider (tokens.sign_in). Known by the
+    provider's issuer and subject, which never change; the email and name are refreshed at each
+    sign-in. `blocked` is an operator's decision; `active` is what the provider last said."""
+
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    email = models.CharField(max_length=254, blank=True, db_index=True, help_text="The person claim (OIDC_PERSON_CLAIM).")
+    display_name = models.CharField(max_length=200, blank=True)
+    organization = models.ForeignKey(
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="people",
+        help_text="From the provider's groups at each sign-in (group mappings), else left as set here.",
+    )
+    groups = models.JSONField(default=list, blank=True, editable=False, help_text="As the provider last listed them.")
+    active = models.BooleanField(default=True, help_text="False once the provider refused to renew the person's session.")
+    blocked = models.BooleanField(default=False, db_index=True)
+    last_sign_in_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["email"]
+        verbose_name_plural = "people"
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="tokens_person_issuer_subject")]
+
+    def __str__(self) -> str:
+        return self.email or self.subject
+
+
+class GroupOrganization(models.Model):
+    """A provider group whose members' devices belong to an organization. A person in several mapped
+    groups gets the mapping with the lowest priority number."""
+
+    group = models.CharField(max_length=255, unique=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="group_mappings")
+    priority = models.PositiveIntegerField(default=100)
+
+    class Meta:
+        ordering = ["priority", "group"]
+        verbose_name = "group → organization mapping"
+
+    def __str__(self) -> str:
+        return f"{self.group} → {self.organization}"
+
+
 class DeviceStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     PENDING = "pending", "Pending approval"
@@ -98,6 +148,17 @@ class Device(PolicyFields):
 
     device_id = models.CharField(max_length=128, unique=True, validators=[validate_identifier])
     organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="devices")
+    person = models.ForeignKey(
+        Person,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="devices",
+        help_text="Set when a person signed in on this device; from then on only a sign-in enrolls it again.",
+    )
+    # The provider's refresh token from that sign-in (Fernet), renewed at each device refresh so a
+    # person the provider disabled loses access then (tokens.provider_sessions). Empty: none was issued.
+    provider_refresh_token = models.TextField(blank=True, editable=False)
     user_label = models.CharField(max_length=200, blank=True, validators=[validate_identifier])
     app_version = models.CharField(max_length=64, blank=True, validators=[validate_identifier])
     # What the device says it is, at each bootstrap (tokens.description): for telling devices apart.
@@ -128,6 +189,40 @@ class Device(PolicyFields):
 
     def __str__(self) -> str:
         return self.device_id
+
+
+DEVICE_FLOW = "device"
+PKCE_FLOW = "pkce"
+
+
+class SignInFlow(models.TextChoices):
+    DEVICE = DEVICE_FLOW, "Device authorization grant (RFC 8628)"
+    PKCE = PKCE_FLOW, "Authorization code with PKCE, loopback redirect"
+
+
+class SignIn(models.Model):
+    """A sign-in between /auth/oidc/start and its last /auth/oidc/poll. The client holds the handle;
+    only its hash is stored. Secrets the gateway must keep until then (the provider's device code,
+    the PKCE verifier, the device secret the client presented) are encrypted."""
+
+    handle_sha256 = models.CharField(max_length=64, unique=True)
+    flow = models.CharField(max_length=8, choices=SignInFlow.choices)
+    device_id = models.CharField(max_length=128)
+    app_version = models.CharField(max_length=64, blank=True)
+    description = models.JSONField(default=dict, blank=True)
+    encrypted_device_secret = models.TextField(blank=True)
+    encrypted_device_code = models.TextField(blank=True)
+    encrypted_code_verifier = models.TextField(blank=True)
+    redirect_uri = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=64, blank=True)
+    nonce = models.CharField(max_length=64)
+    interval = models.PositiveIntegerField(default=5)
+    next_poll_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.flow} sign-in for {self.device_id}"
 
 
 class TokenKind(models.TextChoices):
@@ -229,6 +324,12 @@ class AuditKind(models.TextChoices):
     ENROLLMENT_REFUSED = "enrollment_refused", "Enrollment refused"
     SIGNING_KEY_ROTATED = "signing_key_rotated", "Signing key rotated"
     SIGNING_KEY_RETIRED = "signing_key_retired", "Signing key retired"
+    PERSON_SIGNED_IN = "person_signed_in", "Person signed in"
+    SIGN_IN_REFUSED = "sign_in_refused", "Sign-in refused"
+    PERSON_BLOCKED = "person_blocked", "Person blocked"
+    PERSON_UNBLOCKED = "person_unblocked", "Person unblocked"
+    PERSON_REVOKED = "person_revoked", "Person's tokens revoked"
+    PROVIDER_SESSION_ENDED = "provider_session_ended", "Provider session ended"
 
 
 class AuditEvent(models.Model):
@@ -239,6 +340,7 @@ class AuditEvent(models.Model):
     device = models.ForeignKey(Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
     device_ref = models.CharField(max_length=128, blank=True, db_index=True)
     organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    person = models.ForeignKey(Person, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
     jti = models.CharField(max_length=64, blank=True, db_index=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)

@@ -308,7 +308,7 @@ class DeviceWithSpendAdmin(DeviceAdmin):
         spend = spend_summary_for_devices([device.pk for device in changelist.result_list])
         for device in changelist.result_list:
             device.page_spend = spend[device.pk]
-            device.page_policy = resolve_policy(device, device.organization)
+            device.page_policy = resolve_policy(device, device.organization, device.person)
         return changelist
 
     @admin.display(description="Spend today / daily cap")
@@ -324,7 +324,7 @@ class DeviceWithSpendAdmin(DeviceAdmin):
         if obj.pk is None:
             return "-"
         spend = spend_summary_for_devices([obj.pk])[obj.pk]
-        policy = resolve_policy(obj, obj.organization)
+        policy = resolve_policy(obj, obj.organization, obj.person)
         url = reverse("admin:usage_usagerecord_changelist") + "?" + urlencode({"device_ref": obj.device_id})
         return format_html(
             'Today {} · this month {} · <a href="{}">usage records</a>',

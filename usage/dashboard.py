@@ -39,6 +39,7 @@ class Dashboard:
     charts: dict[str, SafeString]
     top_devices: list[UsageGroup]
     top_models: list[UsageGroup]
+    top_people: list[UsageGroup]
     spend_today: Decimal
     spend_month: Decimal
     breaker: dict[str, Any] | None
@@ -80,6 +81,10 @@ class Dashboard:
     @property
     def model_rows(self) -> list[TableRow]:
         return table_rows(self.top_models)
+
+    @property
+    def person_rows(self) -> list[TableRow]:
+        return table_rows(self.top_people)
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,7 @@ def build_dashboard(period: str, now: dt.datetime) -> Dashboard:
         charts=_charts(since, until, group_by, usage_groups(usage_filter, group_by)),
         top_devices=usage_groups(usage_filter, "device", limit=TOP),
         top_models=usage_groups(usage_filter, "model", limit=TOP),
+        top_people=usage_groups(usage_filter, "person", limit=TOP),
         spend_today=usage_totals(UsageFilter(day_start, until)).cost,
         spend_month=usage_totals(UsageFilter(day_start.replace(day=1), until)).cost,
         breaker=breaker,

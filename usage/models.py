@@ -103,6 +103,7 @@ class UsageRecord(models.Model):
     device_ref = models.CharField(max_length=128, blank=True, verbose_name="device id")
     device_pk = models.BigIntegerField(null=True, blank=True)
     org_pk = models.BigIntegerField(null=True, blank=True)
+    person_pk = models.BigIntegerField(null=True, blank=True, help_text="The person signed in on the device (tokens.Person).")
     session_id = models.CharField(max_length=128, blank=True)
     model = models.CharField(max_length=200, blank=True)
     requested_model = models.CharField(
@@ -140,6 +141,7 @@ class UsageRecord(models.Model):
         indexes = [
             models.Index(fields=["device_pk", "occurred_at"], name="usage_rec_device_time"),
             models.Index(fields=["org_pk", "occurred_at"], name="usage_rec_org_time"),
+            models.Index(fields=["person_pk", "occurred_at"], name="usage_rec_person_time"),
             models.Index(fields=["device_ref", "occurred_at"], name="usage_rec_devref_time"),
             models.Index(fields=["priced", "occurred_at"], name="usage_rec_priced_time"),
             models.Index(fields=["price_flag", "occurred_at"], name="usage_rec_flagged_time", condition=~models.Q(price_flag="")),

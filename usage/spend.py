@@ -1,7 +1,8 @@
 """Spend caps that hold under concurrency and across instances.
 
 Before a request goes upstream the gateway reserves its cost bound against every cap that applies
-(device and organization, each per UTC day, ISO week and month). Checking all of them and reserving
+(device, person and organization, each per UTC day, ISO week and month; a person's counters are
+shared by all the devices they signed in on, as an organization's are by its devices). Checking all of them and reserving
 in all of them is one atomic step: one Lua script on Redis, or one critical section of plain dict
 operations in process. The step reserves the whole bound when every cap has room for it, else the
 least room left when that still covers the request's minimum (`gateway.policy` then lowers the
@@ -51,7 +52,7 @@ from usage.spend_redis import RedisSpendBackend
 logger = logging.getLogger("usage.spend")
 _PERIOD_GRACE_SECONDS = 2 * 86400
 _PERIOD_NAMES = {"day": "Daily", "week": "Weekly", "month": "Monthly"}
-_SCOPE_NAMES = {"device": "device", "org": "organization"}
+_SCOPE_NAMES = {"device": "device", "org": "organization", "person": "person"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,7 @@ def counter_for(scope: str, pk: int, period: str, moment: dt.datetime) -> Counte
 
 
 def cap_checks(identity: DeviceIdentity, now: float) -> list[CapCheck]:
-    """The caps that apply to this device now; empty when it and its organization have none."""
+    """The caps that apply to this device now; empty when it, its person and its organization have none."""
     moment = dt.datetime.fromtimestamp(now, dt.UTC)
     policy = identity.policy
     device_thresholds, org_thresholds = policy.device_alert_thresholds, policy.org_alert_thresholds
@@ -104,6 +105,13 @@ def cap_checks(identity: DeviceIdentity, now: float) -> list[CapCheck]:
         ("device", identity.device_pk, "week", policy.device_weekly_cap_usd, device_thresholds),
         ("device", identity.device_pk, "month", policy.device_monthly_cap_usd, device_thresholds),
     ]
+    if identity.person_id is not None:
+        wanted += [
+            # A person's caps are enforced; budget alerts are kept to devices and organizations.
+            ("person", identity.person_id, "day", policy.person_daily_cap_usd, ()),
+            ("person", identity.person_id, "week", policy.person_weekly_cap_usd, ()),
+            ("person", identity.person_id, "month", policy.person_monthly_cap_usd, ()),
+        ]
     if identity.org_id is not None:
         wanted += [
             ("org", identity.org_id, "day", policy.org_daily_cap_usd, org_thresholds),
@@ -273,10 +281,10 @@ def recorded_cost_by(field_name: str, since: dt.datetime) -> dict[int, Decimal]:
 
 
 def database_totals(now: float | None = None) -> dict[Counter, int]:
-    """This day's, week's and month's recorded cost per device and organization, as counters."""
+    """This day's, week's and month's recorded cost per device, organization and person, as counters."""
     moment = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
     totals: dict[Counter, int] = {}
-    for scope, field_name in (("device", "device_pk"), ("org", "org_pk")):
+    for scope, field_name in (("device", "device_pk"), ("org", "org_pk"), ("person", "person_pk")):
         for period in PERIODS:
             for pk, total in recorded_cost_by(field_name, period_start(period, moment)).items():
                 totals[counter_for(scope, pk, period, moment)] = to_nanos(total)

@@ -42,7 +42,7 @@ class Counter:
 class CapCheck:
     counter: Counter
     cap_nanos: int
-    scope: str  # "device" or "org"
+    scope: str  # "device", "person" or "org"
     period: str  # "day", "week" or "month"
     resets_at: float  # epoch seconds: the period's end
     subject_pk: int = 0  # the device's or organization's primary key

@@ -223,3 +223,40 @@ def test_the_budget_webhook_secret_is_read_from_a_file(tmp_path):
         "BUDGET_ALERT_THRESHOLDS": "50,80,100",
         "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
     }
+
+
+def test_enrollment_mode_takes_a_list_with_oidc():
+    result = read_settings({"DJANGO_DEBUG": "true", "ENROLLMENT_MODE": " OIDC , secret "}, "ENROLLMENT_MODE")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"ENROLLMENT_MODE": "oidc,secret"}
+
+
+def test_enrollment_mode_refuses_an_unknown_mode():
+    result = read_settings({"DJANGO_DEBUG": "true", "ENROLLMENT_MODE": "oidc,saml"}, "ENROLLMENT_MODE")
+    assert result.returncode != 0
+    assert "ENROLLMENT_MODE='oidc,saml': each mode must be one of open, secret, approval, oidc." in result.stderr
+
+
+def test_enrollment_mode_refuses_two_bootstrap_modes():
+    result = read_settings({"DJANGO_DEBUG": "true", "ENROLLMENT_MODE": "open,approval"}, "ENROLLMENT_MODE")
+    assert result.returncode != 0
+    assert "ENROLLMENT_MODE: choose at most one of open, secret, approval." in result.stderr
+
+
+def test_people_sign_in_shares_the_console_issuer_and_client_unless_set_apart():
+    names = ("PEOPLE_OIDC_ISSUER", "PEOPLE_OIDC_CLIENT_ID", "PEOPLE_OIDC_CLIENT_SECRET", "PEOPLE_OIDC_SCOPES")
+    console = {
+        "DJANGO_DEBUG": "true",
+        "OIDC_ISSUER": "https://id.example/",
+        "OIDC_CLIENT_ID": "console",
+        "OIDC_CLIENT_SECRET": "s1",
+    }
+    shared = read_settings({**console, "PEOPLE_OIDC_ISSUER": ""}, *names)
+    assert json.loads(shared.stdout) == {
+        "PEOPLE_OIDC_ISSUER": "https://id.example",
+        "PEOPLE_OIDC_CLIENT_ID": "console",
+        "PEOPLE_OIDC_CLIENT_SECRET": "s1",
+        "PEOPLE_OIDC_SCOPES": "openid email profile offline_access",
+    }
+    apart = read_settings({**console, "PEOPLE_OIDC_CLIENT_ID": "devices"}, *names)
+    assert json.loads(apart.stdout)["PEOPLE_OIDC_CLIENT_SECRET"] == ""
