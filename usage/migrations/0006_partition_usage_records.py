@@ -1,0 +1,78 @@
+"""PostgreSQL only: the usage records table becomes partitioned by month of `occurred_at`
+(`usage.partitions`); SQLite keeps its one table, and Django's model state is unchanged.
+
+The table is renamed, a partitioned one made in its place with the same columns, defaults, checks
+and identity, a partition made for every month that has records (and the next ones), the rows
+copied, the old table dropped, then its indexes and foreign keys made again on the new one (after
+the copy: building an index once is faster than keeping it up to date row by row). The primary key
+becomes (id, occurred_at) and the request id's unique constraint (request_id, occurred_at), since a
+partitioned table's unique constraints must include the partition key.
+
+On a big table this copies every row once, under an exclusive lock: plan the upgrade for a quiet
+moment (about a minute per million records on a small machine).
+"""
+
+import datetime as dt
+
+from django.db import migrations
+
+TABLE = "usage_usagerecord"
+OLD = "usage_usagerecord_unpartitioned"
+UNIQUE_REQUEST = "usage_usagerecord_request_id_occurred_at_key"
+
+
+def _rows(cursor, sql, params=()):
+    cursor.execute(sql, params)
+    return cursor.fetchall()
+
+
+def partition_usage_records(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    from usage.partitions import DEFAULT_PARTITION, create_month_partition, months_between, next_month
+
+    with schema_editor.connection.cursor() as cursor:
+        indexes = _rows(
+            cursor,
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname NOT IN "
+            "(SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype IN ('p', 'u'))",
+            [TABLE, TABLE],
+        )
+        foreign_keys = _rows(
+            cursor,
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'f'",
+            [TABLE],
+        )
+        first, last = _rows(cursor, f"SELECT MIN(occurred_at), MAX(occurred_at) FROM {TABLE}")[0]
+        cursor.execute(f"ALTER TABLE {TABLE} RENAME TO {OLD}")
+        cursor.execute(
+            f"CREATE TABLE {TABLE} (LIKE {OLD} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY) "
+            "PARTITION BY RANGE (occurred_at)"
+        )
+        cursor.execute(f"CREATE TABLE {DEFAULT_PARTITION} PARTITION OF {TABLE} DEFAULT")
+        now = dt.datetime.now(dt.UTC)
+        ahead = next_month(next_month(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)))
+        for month in months_between(min(first or now, now), max(last or ahead, ahead)):
+            create_month_partition(month)
+        cursor.execute(f"INSERT INTO {TABLE} OVERRIDING SYSTEM VALUE SELECT * FROM {OLD}")
+        cursor.execute(f"SELECT setval(pg_get_serial_sequence(%s, 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {TABLE}", [TABLE])
+        cursor.execute(f"DROP TABLE {OLD}")
+        cursor.execute(f"ALTER TABLE {TABLE} ADD CONSTRAINT {TABLE}_pkey PRIMARY KEY (id, occurred_at)")
+        cursor.execute(f"ALTER TABLE {TABLE} ADD CONSTRAINT {UNIQUE_REQUEST} UNIQUE (request_id, occurred_at)")
+        for _name, definition in indexes:
+            cursor.execute(
+                definition.replace(f" ON public.{OLD} ", f" ON public.{TABLE} ").replace(f" ON {OLD} ", f" ON {TABLE} ")
+            )
+        for name, definition in foreign_keys:
+            cursor.execute(f"ALTER TABLE {TABLE} ADD CONSTRAINT {name} {definition}")
+
+
+class Migration(migrations.Migration):
+    atomic = True
+
+    dependencies = [
+        ("usage", "0005_requested_model"),
+        ("tokens", "0001_initial"),
+    ]
+
+    operations = [migrations.RunPython(partition_usage_records, elidable=False)]
