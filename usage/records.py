@@ -132,6 +132,9 @@ def store_events(events: list[UsageEvent], *, interrupted: bool = False) -> list
         known_devices = set(Device.objects.filter(pk__in=device_pks).values_list("pk", flat=True)) if device_pks else set()
         known_orgs = set(Organization.objects.filter(pk__in=org_pks).values_list("pk", flat=True)) if org_pks else set()
         rows = [row_from_event(event, quote, known_devices, known_orgs, recorded_at) for event, quote in zip(unique, quotes)]
+        if connection.vendor == "postgresql":
+            moments = stored_moments([row["request_id"] for row in rows])
+            rows = [{**row, "occurred_at": moments[row["request_id"]]} if row["request_id"] in moments else row for row in rows]
         insert_ignoring_stored(rows, replace_interrupted=not interrupted)
     return rows
 
@@ -153,18 +156,37 @@ def _column_adapter(field: Field) -> Callable[[Any], Any] | None:
     return lambda value: field.get_db_prep_save(value, connection)
 
 
+def stored_moments(request_ids: list[str]) -> dict[str, dt.datetime]:
+    """The `occurred_at` of each of these request ids already stored; a new row takes it.
+
+    On PostgreSQL the table is partitioned by month of `occurred_at` and unique on (request_id,
+    occurred_at) (`usage.partitions`). A gateway request's moment is fixed when it starts, so a
+    replayed record and a stream's interrupted record share it; a batch result's is the fetch, which
+    a second fetch changes. With the stored moment the insert meets the stored row whatever the
+    moment, so the table stays unique by request id. One index probe per partition for the batch."""
+    return dict(UsageRecord.objects.filter(request_id__in=request_ids).values_list("request_id", "occurred_at"))
+
+
+def _conflict_target() -> str:
+    """The table's unique key that holds the request id: with the partition key on PostgreSQL."""
+    quote = connection.ops.quote_name
+    if connection.vendor == "postgresql":
+        return f"{quote('request_id')}, {quote('occurred_at')}"
+    return quote("request_id")
+
+
 def _on_conflict(replace_interrupted: bool) -> str:
     """Keep the stored row, unless it is the interrupted record of a stream whose final record this is
     (its process was thought dead, or its final record was still queued): the final record wins."""
     quote = connection.ops.quote_name
     if not replace_interrupted:
-        return f"ON CONFLICT ({quote('request_id')}) DO NOTHING"
+        return f"ON CONFLICT ({_conflict_target()}) DO NOTHING"
     table = quote(UsageRecord._meta.db_table)
     updated = ", ".join(
         f"{quote(field.column)} = excluded.{quote(field.column)}" for field in _COLUMNS if field.attname != "request_id"
     )
     return (
-        f"ON CONFLICT ({quote('request_id')}) DO UPDATE SET {updated} "
+        f"ON CONFLICT ({_conflict_target()}) DO UPDATE SET {updated} "
         f"WHERE {table}.{quote('error_type')} = '{STREAM_INTERRUPTED_BY_CRASH}'"
     )
 

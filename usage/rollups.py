@@ -220,15 +220,3 @@ def rollup_usage(
             summary.records += records
     summary.seconds = time.monotonic() - started
     return summary
-
-
-def prune_usage_records(*, now: dt.datetime | None = None, chunk: int = 5000) -> int:
-    """Delete raw records older than USAGE_RETENTION_DAYS, a chunk per transaction so a big backlog
-    never holds one long lock; rollups are kept."""
-    cutoff = retention_cutoff(now)
-    deleted = 0
-    while True:
-        ids = list(UsageRecord.objects.filter(occurred_at__lt=cutoff).order_by("pk").values_list("pk", flat=True)[:chunk])
-        if not ids:
-            return deleted
-        deleted += UsageRecord.objects.filter(pk__in=ids).delete()[0]

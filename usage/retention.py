@@ -1,0 +1,32 @@
+"""Raw usage records older than USAGE_RETENTION_DAYS go; their rollups stay.
+
+On PostgreSQL whole months go first, by dropping their partitions (`usage.partitions`): a lock of a
+few milliseconds per month instead of deleting and vacuuming its rows. What is left older than the
+cutoff (the part of the cutoff's month before it, stray records in the default partition; on SQLite,
+everything) is deleted a chunk per transaction, so no delete holds a lock for long either. The same
+run makes the coming months' partitions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.utils import timezone
+
+from usage.models import UsageRecord
+from usage.partitions import drop_months_before, ensure_upcoming_partitions, usage_table_is_partitioned
+from usage.rollups import retention_cutoff
+
+
+def prune_usage_records(*, now: dt.datetime | None = None, chunk: int = 5000) -> int:
+    """Returns the records removed."""
+    now = now or timezone.now()
+    cutoff = retention_cutoff(now)
+    deleted = 0
+    if usage_table_is_partitioned():
+        ensure_upcoming_partitions(now=now)
+        deleted += sum(month.records for month in drop_months_before(cutoff))
+    old = UsageRecord.objects.filter(occurred_at__lt=cutoff)
+    while ids := list(old.order_by("occurred_at").values_list("pk", flat=True)[:chunk]):
+        deleted += old.filter(pk__in=ids).delete()[0]
+    return deleted
