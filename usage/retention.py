@@ -10,15 +10,38 @@ run makes the coming months' partitions.
 from __future__ import annotations
 
 import datetime as dt
+import time
+from dataclasses import dataclass
 
+from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from usage.models import UsageRecord
 from usage.partitions import drop_months_before, ensure_upcoming_partitions, usage_table_is_partitioned
 from usage.rollups import retention_cutoff
 
+DELETE_CHUNK = 5000
 
-def prune_usage_records(*, now: dt.datetime | None = None, chunk: int = 5000) -> int:
+
+@dataclass(frozen=True)
+class ChunkedDeletion:
+    records: int
+    longest_chunk_s: float
+
+
+def delete_in_chunks(records: QuerySet[UsageRecord], *, chunk: int = DELETE_CHUNK) -> ChunkedDeletion:
+    """Delete `records` oldest first, one transaction per chunk."""
+    deleted, longest = 0, 0.0
+    while ids := list(records.order_by("occurred_at").values_list("pk", flat=True)[:chunk]):
+        started = time.monotonic()
+        with transaction.atomic():
+            deleted += records.filter(pk__in=ids).delete()[0]
+        longest = max(longest, time.monotonic() - started)
+    return ChunkedDeletion(deleted, longest)
+
+
+def prune_usage_records(*, now: dt.datetime | None = None, chunk: int = DELETE_CHUNK) -> int:
     """Returns the records removed."""
     now = now or timezone.now()
     cutoff = retention_cutoff(now)
@@ -26,7 +49,4 @@ def prune_usage_records(*, now: dt.datetime | None = None, chunk: int = 5000) ->
     if usage_table_is_partitioned():
         ensure_upcoming_partitions(now=now)
         deleted += sum(month.records for month in drop_months_before(cutoff))
-    old = UsageRecord.objects.filter(occurred_at__lt=cutoff)
-    while ids := list(old.order_by("occurred_at").values_list("pk", flat=True)[:chunk]):
-        deleted += old.filter(pk__in=ids).delete()[0]
-    return deleted
+    return deleted + delete_in_chunks(UsageRecord.objects.filter(occurred_at__lt=cutoff), chunk=chunk).records
