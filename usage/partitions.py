@@ -147,6 +147,7 @@ def drop_months_before(cutoff: dt.datetime) -> list[DroppedMonth]:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(f"SELECT COUNT(*) FROM {quote(month.name)}")
             records = cursor.fetchone()[0]
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # a table with deferred checks pending cannot be dropped
             cursor.execute(f"SET LOCAL lock_timeout = '{DETACH_LOCK_TIMEOUT}'")
             started = time.monotonic()
             cursor.execute(f"ALTER TABLE {quote(TABLE)} DETACH PARTITION {quote(month.name)}")
