@@ -16,7 +16,8 @@ from asgiref.sync import async_to_sync
 from django.utils.safestring import SafeString
 
 from usage.charts import Series, stacked_bar_chart
-from usage.reports import GroupBy, UsageFilter, UsageGroup, UsageTotals, usage_groups, usage_totals
+from usage.reports import GroupBy, UsageFilter, UsageGroup, UsageTotals
+from usage.rollup_reports import groups_with_rollups, totals_with_rollups
 
 UTC = dt.UTC
 PERIODS: dict[str, tuple[dt.timedelta, GroupBy]] = {
@@ -173,12 +174,12 @@ def build_dashboard(period: str, now: dt.datetime) -> Dashboard:
         period=period,
         since=since,
         until=until,
-        totals=usage_totals(usage_filter),
-        charts=_charts(since, until, group_by, usage_groups(usage_filter, group_by)),
-        top_devices=usage_groups(usage_filter, "device", limit=TOP),
-        top_models=usage_groups(usage_filter, "model", limit=TOP),
-        spend_today=usage_totals(UsageFilter(day_start, until)).cost,
-        spend_month=usage_totals(UsageFilter(day_start.replace(day=1), until)).cost,
+        totals=totals_with_rollups(usage_filter),
+        charts=_charts(since, until, group_by, groups_with_rollups(usage_filter, group_by)),
+        top_devices=groups_with_rollups(usage_filter, "device", limit=TOP),
+        top_models=groups_with_rollups(usage_filter, "model", limit=TOP),
+        spend_today=totals_with_rollups(UsageFilter(day_start, until)).cost,
+        spend_month=totals_with_rollups(UsageFilter(day_start.replace(day=1), until)).cost,
         breaker=breaker,
         breaker_error=breaker_error,
     )

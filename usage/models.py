@@ -196,6 +196,7 @@ class UsageRollup(models.Model):
     requests = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     unpriced_requests = models.PositiveIntegerField(default=0)
+    estimated_requests = models.PositiveIntegerField(default=0, help_text="Priced at an assumed or fallback rate.")
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cache_write_5m_tokens = models.PositiveBigIntegerField(default=0)
@@ -218,3 +219,19 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} {self.device_ref or '-'} {self.model or '-'}"
+
+
+class RolledUpBucket(models.Model):
+    """When a bucket was last rebuilt. A bucket rebuilt after it ended holds every record stored by
+    then, so reports may read its rollups instead of its records (`usage.rollup_reports`); an empty
+    bucket has no UsageRollup rows, so only this row tells it apart from one never rolled up."""
+
+    period = models.CharField(max_length=8, choices=RollupPeriod.choices)
+    bucket_start = models.DateTimeField()
+    rolled_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["period", "bucket_start"], name="usage_rolled_up_bucket_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} rolled up at {self.rolled_at:%Y-%m-%d %H:%M}"

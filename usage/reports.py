@@ -13,15 +13,14 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from usage.models import PriceFlag, UsageRecord
+from usage.models import UsageRecord
 from usage.pricing import COST_QUANTUM
+from usage.rollups import ESTIMATED_FLAGS
 
 GroupBy = Literal["day", "hour", "model", "device"]
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
 COUNT_FIELDS = (*TOKEN_FIELDS, "web_search_requests", "web_fetch_requests")
 UTC = dt.UTC
-ESTIMATED_FLAGS = (PriceFlag.ASSUMED, PriceFlag.FALLBACK)
-"""Priced, but at a rate that is not published for what the request did."""
 
 
 @dataclass(frozen=True)
@@ -104,12 +103,32 @@ def _totals(row: dict) -> UsageTotals:
     )
 
 
-def _group_key(group_by: GroupBy, value: object) -> str:
+def group_key(group_by: GroupBy, value: object) -> str:
     if group_by == "day":
         return value.astimezone(UTC).strftime("%Y-%m-%d")
     if group_by == "hour":
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
     return str(value)
+
+
+def sum_totals(parts: Iterable[UsageTotals]) -> UsageTotals:
+    total = UsageTotals()
+    for part in parts:
+        total.requests += part.requests
+        total.errors += part.errors
+        total.unpriced_requests += part.unpriced_requests
+        total.estimated_requests += part.estimated_requests
+        total.cost += part.cost
+        for name in COUNT_FIELDS:
+            total.counts[name] += part.counts[name]
+    return total
+
+
+def sort_groups(groups: list[UsageGroup], group_by: GroupBy) -> list[UsageGroup]:
+    """The order `usage_groups` answers in: time groups by time, others dearest first."""
+    if group_by in ("day", "hour"):
+        return sorted(groups, key=lambda group: group.key)
+    return sorted(groups, key=lambda group: (-group.totals.cost, -group.totals.requests, group.key))
 
 
 def usage_totals(usage_filter: UsageFilter) -> UsageTotals:
@@ -132,7 +151,7 @@ def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | N
         rows = rows.order_by(F("cost_sum").desc(nulls_last=True), "-requests", "group_key")
     if limit is not None:
         rows = rows[:limit]
-    return [UsageGroup(_group_key(group_by, row["group_key"]), _totals(row)) for row in rows]
+    return [UsageGroup(group_key(group_by, row["group_key"]), _totals(row)) for row in rows]
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from usage.models import RollupPeriod, UsageRecord, UsageRollup
+from usage.models import PriceFlag, RolledUpBucket, RollupPeriod, UsageRecord, UsageRollup
 
 PERIOD_LENGTH = {RollupPeriod.HOUR: dt.timedelta(hours=1), RollupPeriod.DAY: dt.timedelta(days=1)}
+ESTIMATED_FLAGS = (PriceFlag.ASSUMED, PriceFlag.FALLBACK)
+"""Priced, but at a rate that is not published for what the request did."""
 _RECORD_FIELDS = (
+    "price_flag",
     "device_ref",
     "model",
     "device_id",
@@ -44,7 +47,7 @@ _RECORD_FIELDS = (
     "web_search_requests",
     "web_fetch_requests",
 )
-_SUMMED = _RECORD_FIELDS[9:]
+_SUMMED = _RECORD_FIELDS[10:]
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class _Group:
     requests: int = 0
     errors: int = 0
     unpriced: int = 0
+    estimated: int = 0
     cost: Decimal = Decimal(0)
     latencies: list[float] = field(default_factory=list)
     sums: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SUMMED, 0))
@@ -108,6 +112,7 @@ class _Group:
         self.device_fk = row["device_id"]
         self.requests += 1
         self.errors += row["is_error"]
+        self.estimated += row["price_flag"] in ESTIMATED_FLAGS
         if row["priced"] and row["cost"] is not None:
             self.cost += row["cost"]
         else:
@@ -118,20 +123,24 @@ class _Group:
 
 
 def rollup_bucket(bucket: Bucket) -> tuple[int, int]:
-    """Rebuild one bucket; returns (records read, rollup rows written)."""
-    if connection.vendor == "postgresql":
-        return _rollup_bucket_in_sql(bucket)
-    return _rollup_bucket_in_python(bucket)
+    """Rebuild one bucket and note when; returns (records read, rollup rows written)."""
+    with transaction.atomic():
+        counts = _rollup_bucket_in_sql(bucket) if connection.vendor == "postgresql" else _rollup_bucket_in_python(bucket)
+        RolledUpBucket.objects.update_or_create(
+            period=bucket.period, bucket_start=bucket.start, defaults={"rolled_at": timezone.now()}
+        )
+    return counts
 
 
 _SQL_SUMS = ", ".join(f"SUM({name})" for name in _SUMMED)
 _ROLLUP_SQL = f"""
 INSERT INTO usage_usagerollup (
     period, bucket_start, device_id, device_ref, device_pk, org_pk, model, requests, errors, unpriced_requests,
-    cost, latency_p50_ms, latency_p95_ms, latency_p99_ms, computed_at, {", ".join(_SUMMED)}
+    estimated_requests, cost, latency_p50_ms, latency_p95_ms, latency_p99_ms, computed_at, {", ".join(_SUMMED)}
 )
 SELECT %(period)s, %(start)s, MAX(device_id), device_ref, MAX(device_pk), MAX(org_pk), model, COUNT(*),
     COUNT(*) FILTER (WHERE is_error), COUNT(*) FILTER (WHERE NOT priced OR cost IS NULL),
+    COUNT(*) FILTER (WHERE price_flag = ANY(%(estimated)s)),
     COALESCE(SUM(cost) FILTER (WHERE priced), 0),
     percentile_disc(0.50) WITHIN GROUP (ORDER BY latency_ms),
     percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms),
@@ -148,7 +157,16 @@ def _rollup_bucket_in_sql(bucket: Bucket) -> tuple[int, int]:
     """A device_ref keeps one device for life, so MAX of its keys is the value every record has."""
     with transaction.atomic(), connection.cursor() as cursor:
         UsageRollup.objects.filter(period=bucket.period, bucket_start=bucket.start).delete()
-        cursor.execute(_ROLLUP_SQL, {"period": bucket.period, "start": bucket.start, "end": bucket.end, "now": timezone.now()})
+        cursor.execute(
+            _ROLLUP_SQL,
+            {
+                "period": bucket.period,
+                "start": bucket.start,
+                "end": bucket.end,
+                "now": timezone.now(),
+                "estimated": [str(flag) for flag in ESTIMATED_FLAGS],
+            },
+        )
         requests = [row[0] for row in cursor.fetchall()]
     return sum(requests), len(requests)
 
@@ -179,6 +197,7 @@ def _rollup_bucket_in_python(bucket: Bucket) -> tuple[int, int]:
                 requests=group.requests,
                 errors=group.errors,
                 unpriced_requests=group.unpriced,
+                estimated_requests=group.estimated,
                 cost=group.cost,
                 latency_p50_ms=nearest_rank(latencies, 0.50),
                 latency_p95_ms=nearest_rank(latencies, 0.95),

@@ -140,9 +140,9 @@ def records_per_day(plan: SyntheticPlan) -> list[int]:
 
 
 def _first_day(plan: SyntheticPlan) -> dt.datetime:
+    """The plan's days are the whole UTC days before `until`'s: no record is in the future."""
     until = (plan.until or timezone.now()).astimezone(dt.UTC)
-    last = until.replace(hour=0, minute=0, second=0, microsecond=0)
-    return last - dt.timedelta(days=plan.days - 1)
+    return until.replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=plan.days)
 
 
 class _Pricer:
