@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/postgres"
 TARGETS = (
     ("dashboard, 30-day view", "dashboard_30d_s", "< 300 ms"),
+    ("dashboard, 30-day view, nothing cached", "dashboard_30d_cold_s", "< 300 ms"),
     ("GET /admin/usage, one device, 30 days", "admin_usage_device_s", "< 300 ms"),
     ("GET /admin/usage, one device, by day", "admin_usage_device_by_day_s", "< 300 ms"),
     ("admin usage records list", "admin_list_s", "< 1 s"),

@@ -17,7 +17,7 @@ from django.utils.safestring import SafeString
 
 from usage.charts import Series, stacked_bar_chart
 from usage.reports import GroupBy, UsageFilter, UsageGroup, UsageTotals
-from usage.rollup_reports import groups_with_rollups, totals_with_rollups
+from usage.rollup_reports import totals_with_rollups, usage_breakdown
 
 UTC = dt.UTC
 PERIODS: dict[str, tuple[dt.timedelta, GroupBy]] = {
@@ -170,14 +170,15 @@ def build_dashboard(period: str, now: dt.datetime) -> Dashboard:
     usage_filter = UsageFilter(since, until)
     day_start = until.replace(hour=0, minute=0, second=0, microsecond=0)
     breaker, breaker_error = _breaker()
+    breakdown = usage_breakdown(usage_filter, group_by, top=TOP)
     return Dashboard(
         period=period,
         since=since,
         until=until,
-        totals=totals_with_rollups(usage_filter),
-        charts=_charts(since, until, group_by, groups_with_rollups(usage_filter, group_by)),
-        top_devices=groups_with_rollups(usage_filter, "device", limit=TOP),
-        top_models=groups_with_rollups(usage_filter, "model", limit=TOP),
+        totals=breakdown.totals,
+        charts=_charts(since, until, group_by, breakdown.over_time),
+        top_devices=breakdown.devices,
+        top_models=breakdown.models,
         spend_today=totals_with_rollups(UsageFilter(day_start, until)).cost,
         spend_month=totals_with_rollups(UsageFilter(day_start.replace(day=1), until)).cost,
         breaker=breaker,

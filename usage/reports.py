@@ -135,16 +135,27 @@ def usage_totals(usage_filter: UsageFilter) -> UsageTotals:
     return _totals(usage_filter.apply(UsageRecord.objects.all()).aggregate(**_AGGREGATES))
 
 
-def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | None = None) -> list[UsageGroup]:
-    """Time groups in time order; model and device groups by cost, dearest first."""
-    records = usage_filter.apply(UsageRecord.objects.all())
-    expression = {
+def _group_expression(group_by: GroupBy) -> TruncDay | TruncHour | F:
+    return {
         "day": TruncDay("occurred_at", tzinfo=UTC),
         "hour": TruncHour("occurred_at", tzinfo=UTC),
         "model": F("model"),
         "device": F("device_ref"),
     }[group_by]
-    rows = records.annotate(group_key=expression).values("group_key").annotate(**_AGGREGATES)
+
+
+def usage_groups_by_time_and_model(usage_filter: UsageFilter, over_time: GroupBy) -> list[tuple[str, str, UsageTotals]]:
+    """(time key, model, totals) of every pair that has records: one query for what the totals, the
+    time series and the model breakdown each need."""
+    records = usage_filter.apply(UsageRecord.objects.all())
+    rows = records.annotate(group_key=_group_expression(over_time)).values("group_key", "model").annotate(**_AGGREGATES)
+    return [(group_key(over_time, row["group_key"]), row["model"], _totals(row)) for row in rows.order_by()]
+
+
+def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | None = None) -> list[UsageGroup]:
+    """Time groups in time order; model and device groups by cost, dearest first."""
+    records = usage_filter.apply(UsageRecord.objects.all())
+    rows = records.annotate(group_key=_group_expression(group_by)).values("group_key").annotate(**_AGGREGATES)
     if group_by in ("day", "hour"):
         rows = rows.order_by("group_key")
     else:

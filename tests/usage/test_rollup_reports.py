@@ -8,6 +8,7 @@ import io
 
 import pytest
 from django.core.management import call_command
+from django.db.models import Sum
 from django.utils import timezone
 
 from usage.dashboard import build_dashboard
@@ -75,7 +76,19 @@ def test_complete_days_are_the_longest_run_of_days_rolled_up_after_they_ended():
         period="day", bucket_start=day + dt.timedelta(days=6), rolled_at=day + dt.timedelta(days=6, hours=5)
     )
 
-    assert complete_days(day - dt.timedelta(hours=3), day + dt.timedelta(days=9)) == (
-        day + dt.timedelta(days=3),
-        day + dt.timedelta(days=6),
-    )
+    found = complete_days(day - dt.timedelta(hours=3), day + dt.timedelta(days=9))
+    assert (found.start, found.end) == (day + dt.timedelta(days=3), day + dt.timedelta(days=6))
+    assert found.rolled_at == day + dt.timedelta(days=6, minutes=5)
+
+
+def test_rebuilding_the_days_refreshes_what_the_dashboard_read_from_them(ten_days_of_usage):
+    now = timezone.now()
+    rollup_usage(now - dt.timedelta(days=12), now)
+    before = build_dashboard("30d", now).totals.counts["output_tokens"]
+    UsageRecord.objects.filter(occurred_at__lt=now - dt.timedelta(days=2)).update(output_tokens=0)
+    rollup_usage(now - dt.timedelta(days=12), now)
+
+    after = build_dashboard("30d", now).totals.counts["output_tokens"]
+
+    assert before > 0
+    assert after == UsageRecord.objects.aggregate(total=Sum("output_tokens"))["total"] < before
