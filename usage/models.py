@@ -215,7 +215,11 @@ class UsageRollup(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["period", "bucket_start", "device_ref", "model"], name="usage_rollup_unique_bucket")
         ]
-        indexes = [models.Index(fields=["period", "bucket_start"], name="usage_rollup_period_start")]
+        indexes = [
+            models.Index(fields=["period", "bucket_start"], name="usage_rollup_period_start"),
+            # GET /admin/usage for one device reads its complete days from here (usage.rollup_reports).
+            models.Index(fields=["device_ref", "period", "bucket_start"], name="usage_rollup_device_start"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} {self.device_ref or '-'} {self.model or '-'}"

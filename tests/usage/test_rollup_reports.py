@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.db.models import Sum
 from django.utils import timezone
 
+from tokens.operators import create_operator_api_key
 from usage.dashboard import build_dashboard
 from usage.models import RolledUpBucket, UsageRecord, UsageRollup
 from usage.reports import UsageFilter
@@ -92,3 +93,21 @@ def test_rebuilding_the_days_refreshes_what_the_dashboard_read_from_them(ten_day
 
     assert before > 0
     assert after == UsageRecord.objects.aggregate(total=Sum("output_tokens"))["total"] < before
+
+
+def test_admin_usage_for_a_device_answers_the_same_from_complete_day_rollups(client, ten_days_of_usage):
+    until = timezone.now()
+    device = UsageRecord.objects.values_list("device_ref", flat=True).order_by("device_ref")[0]
+    _key, secret = create_operator_api_key(name="rollups", created_by=None)
+
+    def report(group_by: str) -> dict:
+        query = {"device": device, "group_by": group_by, "until": until.isoformat()}
+        answer = client.get("/admin/usage", query, headers={"authorization": f"Bearer {secret}"}).json()
+        return {"totals": answer["totals"], "groups": answer["groups"]}
+
+    from_records = {group_by: report(group_by) for group_by in ("day", "model", "device")}
+    rollup_usage(until - dt.timedelta(days=12), until)
+    UsageRecord.objects.filter(occurred_at__lt=until - dt.timedelta(days=2)).update(input_tokens=0)
+
+    assert {group_by: report(group_by) for group_by in ("day", "model", "device")} == from_records
+    assert from_records["day"]["totals"]["input_tokens"] > 0
