@@ -78,15 +78,15 @@ def complete_days(since: dt.datetime, until: dt.datetime) -> CompleteDays | None
     rolled = RolledUpBucket.objects.filter(period=RollupPeriod.DAY, bucket_start__gte=first, bucket_start__lt=last)
     rebuilt = dict(rolled.values_list("bucket_start", "rolled_at"))
     complete = sorted(start for start, rolled_at in rebuilt.items() if rolled_at >= start + DAY)
-    best: tuple[dt.datetime, dt.datetime] | None = None
-    run_start = complete[0] if complete else None
-    for index, start in enumerate(complete):
-        if index and start != complete[index - 1] + DAY:
-            run_start = start
-        if best is None or start + DAY - run_start > best[1] - best[0]:
-            best = (run_start, start + DAY)
-    if best is None:
+    if not complete:
         return None
+    run_start = complete[0]
+    best = (run_start, run_start + DAY)
+    for previous, start in zip(complete, complete[1:]):
+        if start != previous + DAY:
+            run_start = start
+        if start + DAY - run_start > best[1] - best[0]:
+            best = (run_start, start + DAY)
     return CompleteDays(best[0], best[1], max(rebuilt[start] for start in complete if best[0] <= start < best[1]))
 
 

@@ -193,10 +193,12 @@ def synthetic_rows(plan: SyntheticPlan, cast: _Cast, run: str) -> Iterator[Store
     """Every record of the plan in time order, as the writer's column values."""
     rng = random.Random(plan.seed)
     pricer = _Pricer()
-    models, model_weights = zip(*MODELS)
+    models = [model for model, _ in MODELS]
+    model_weights = [share for _, share in MODELS]
     outcomes = [(status, error) for status, error, _ in OUTCOMES]
     outcome_weights = [share for _, _, share in OUTCOMES]
-    endpoints, endpoint_weights = zip(*ENDPOINTS)
+    endpoints = [endpoint for endpoint, _ in ENDPOINTS]
+    endpoint_weights = [share for _, share in ENDPOINTS]
     recorded_at = timezone.now()
     start = _first_day(plan)
     sequence = 0
@@ -301,9 +303,17 @@ def _row(
 
 def _cost(quote: _DayQuote, tokens: tuple[int, ...], model: str, occurred_at: dt.datetime) -> Decimal | None:
     if quote.unit_rates is None:
-        counts = dict(zip((name for _, name in CATEGORIES), tokens))
         event = UsageEvent(
-            request_id="quote", occurred_at=occurred_at, endpoint="/v1/messages", method="POST", model=model, **counts
+            request_id="quote",
+            occurred_at=occurred_at,
+            endpoint="/v1/messages",
+            method="POST",
+            model=model,
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            cache_write_5m_tokens=tokens[2],
+            cache_write_1h_tokens=tokens[3],
+            cache_read_tokens=tokens[4],
         )
         return quote_usage(event).cost
     units = sum(count * rate for count, rate in zip(tokens, quote.unit_rates))

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tokens', '0009_spend_week_and_enforcement'),
-        ('usage', '0008_rollup_estimated_and_rolled_up_buckets'),
+        ("tokens", "0009_spend_week_and_enforcement"),
+        ("usage", "0008_rollup_estimated_and_rolled_up_buckets"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='usagerollup',
-            index=models.Index(fields=['device_ref', 'period', 'bucket_start'], name='usage_rollup_device_start'),
+            model_name="usagerollup",
+            index=models.Index(fields=["device_ref", "period", "bucket_start"], name="usage_rollup_device_start"),
         ),
     ]
