@@ -15,14 +15,18 @@ on (request_id, occurred_at); `usage.records` keeps the writer idempotent by req
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import time
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
+from psycopg import errors
 
+from proxyproject.lib.logging import log_event
 from usage.models import UsageRecord
 
+logger = logging.getLogger("usage.partitions")
 TABLE = UsageRecord._meta.db_table
 DEFAULT_PARTITION = f"{TABLE}_default"
 MONTHS_AHEAD = 2
@@ -136,21 +140,39 @@ class DroppedMonth:
     seconds_locked: float
 
 
-def drop_months_before(cutoff: dt.datetime) -> list[DroppedMonth]:
+@dataclass(frozen=True)
+class MonthsDropped:
+    months: list[DroppedMonth]
+    blocked: bool
+    """A month older than the cutoff is still there: its lock did not come within DETACH_LOCK_TIMEOUT."""
+
+    @property
+    def records(self) -> int:
+        return sum(month.records for month in self.months)
+
+
+def drop_months_before(cutoff: dt.datetime) -> MonthsDropped:
     """Drop every month that ends at or before `cutoff`, one short transaction each: count, detach,
-    drop. Each waits at most DETACH_LOCK_TIMEOUT for the table's lock, then gives up until the next run."""
+    drop. Each waits at most DETACH_LOCK_TIMEOUT for the table's lock; if one does not get it, the
+    rest wait for the next run."""
     quote = connection.ops.quote_name
     dropped = []
     for month in month_partitions():
         if month.end > cutoff:
             break
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(f"SELECT COUNT(*) FROM {quote(month.name)}")
-            records = cursor.fetchone()[0]
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # a table with deferred checks pending cannot be dropped
-            cursor.execute(f"SET LOCAL lock_timeout = '{DETACH_LOCK_TIMEOUT}'")
-            started = time.monotonic()
-            cursor.execute(f"ALTER TABLE {quote(TABLE)} DETACH PARTITION {quote(month.name)}")
-            cursor.execute(f"DROP TABLE {quote(month.name)}")
-            dropped.append(DroppedMonth(month, records, time.monotonic() - started))
-    return dropped
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"SELECT COUNT(*) FROM {quote(month.name)}")
+                records = cursor.fetchone()[0]
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # a table with deferred checks pending cannot be dropped
+                cursor.execute(f"SET LOCAL lock_timeout = '{DETACH_LOCK_TIMEOUT}'")
+                started = time.monotonic()
+                cursor.execute(f"ALTER TABLE {quote(TABLE)} DETACH PARTITION {quote(month.name)}")
+                cursor.execute(f"DROP TABLE {quote(month.name)}")
+        except OperationalError as error:
+            if not isinstance(error.__cause__, errors.LockNotAvailable):
+                raise
+            log_event(logger, "Usage partition drop postponed: table busy", logging.WARNING, partition=month.name)
+            return MonthsDropped(dropped, blocked=True)
+        dropped.append(DroppedMonth(month, records, time.monotonic() - started))
+    return MonthsDropped(dropped, blocked=False)

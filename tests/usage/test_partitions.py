@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import psycopg
 import pytest
 from django.db import connection
 
+from tests import servers
 from tests.usage.cast import usage_event
 from usage import queue
 from usage.models import UsageRecord, UsageRollup
@@ -137,3 +139,19 @@ def test_the_sql_rollup_writes_the_rows_the_python_rollup_writes():
     assert _rollup_bucket_in_sql(bucket) == (9, 4)
     assert rollup_rows() == in_python
     assert sum(row[5] for row in in_python) > Decimal(0)
+
+
+def test_retention_postpones_a_month_whose_lock_does_not_come_and_deletes_nothing_row_by_row(
+    transactional_db, settings, monkeypatch
+):
+    settings.USAGE_RETENTION_DAYS = 30
+    monkeypatch.setattr("usage.partitions.DETACH_LOCK_TIMEOUT", "200ms")
+    ensure_month_partitions(first=at(2026, 8, 1), last=at(2026, 9, 1))
+    store(at(2026, 8, 10), at(2026, 9, 10))
+    with psycopg.connect(servers.test_database_url()) as reader:
+        reader.execute("SELECT COUNT(*) FROM usage_usagerecord_y2026m08").fetchone()  # holds its lock until the end
+
+        assert prune_usage_records(now=at(2026, 11, 15)) == 0
+
+    assert UsageRecord.objects.count() == 2
+    assert prune_usage_records(now=at(2026, 11, 15)) == 2
