@@ -156,7 +156,7 @@ def drop_months_before(cutoff: dt.datetime) -> MonthsDropped:
     drop. Each waits at most DETACH_LOCK_TIMEOUT for the table's lock; if one does not get it, the
     rest wait for the next run."""
     quote = connection.ops.quote_name
-    dropped = []
+    dropped: list[DroppedMonth] = []
     for month in month_partitions():
         if month.end > cutoff:
             break
