@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install migrate manage clients clean
+.PHONY: run test lint bench bench-usage install migrate manage clients clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Years of usage in a PostgreSQL database of its own (bench_usage, dropped after): make bench-usage BENCH_USAGE_ARGS="--records 1000000"
+bench-usage: $(STAMP)
+	$(PY) -m bench.usage $(BENCH_USAGE_ARGS)
 
 clients: $(STAMP)
 	rm -rf clients/dist

@@ -187,15 +187,17 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
         ("device_ref", ExactValueFilter),
         "organization",
         ("model", ExactValueFilter),
-        "status",
+        ("status", ExactValueFilter),
         ("error_type", ExactValueFilter),
         PricedFilter,
         PriceFlagFilter,
         "is_error",
         "streamed",
         "client_disconnected",
-        "service_tier",
+        ("service_tier", ExactValueFilter),
     )
+    # Typed values rather than Django's list of every value: that list is a SELECT DISTINCT over
+    # the whole table on each page view (seconds at ten million records).
     search_fields = ("=request_id", "=upstream_request_id", "=device_ref", "model")
     raw_id_fields = ("device", "organization")
     readonly_fields = ("cost_breakdown",)

@@ -18,8 +18,9 @@ from tokens.operators import KEY_PREFIX, SESSION_ACTOR_PREFIX, authenticate_oper
 from usage.cost_breakdown import cost_breakdown
 from usage.models import UsageRecord
 from usage.permissions import can_view_usage
-from usage.reports import GroupBy, UsageFilter, people_named, usage_groups, usage_totals
+from usage.reports import GroupBy, UsageFilter, people_named
 from usage.repricing import reprice_usage
+from usage.rollup_reports import groups_with_rollups, totals_with_rollups
 
 router = Router(tags=["usage"])
 DEFAULT_PERIOD = dt.timedelta(days=30)
@@ -179,7 +180,7 @@ def record_breakdown(usage_filter: UsageFilter) -> dict[str, object]:
 
 def build_report(reader: Reader, query: UsageQuery) -> dict[str, object]:
     usage_filter = usage_filter_for(reader, query)
-    groups = usage_groups(usage_filter, query.group_by) if query.group_by else []
+    groups = groups_with_rollups(usage_filter, query.group_by) if query.group_by else []
     return {
         "scope": reader.scope,
         "since": usage_filter.since,
@@ -192,7 +193,7 @@ def build_report(reader: Reader, query: UsageQuery) -> dict[str, object]:
             "request_id": query.request_id,
         },
         "group_by": query.group_by,
-        "totals": usage_totals(usage_filter).as_dict(),
+        "totals": totals_with_rollups(usage_filter).as_dict(),
         "groups": [{"key": group.key, **group.totals.as_dict()} for group in groups],
         "record": record_breakdown(usage_filter) if query.request_id else None,
     }

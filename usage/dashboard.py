@@ -18,7 +18,8 @@ from django.utils.safestring import SafeString
 from usage.budget_alerts import budget_subject_url, current_budget_alerts
 from usage.charts import Series, stacked_bar_chart
 from usage.models import BudgetAlert
-from usage.reports import GroupBy, UsageFilter, UsageGroup, UsageTotals, usage_groups, usage_totals
+from usage.reports import GroupBy, UsageFilter, UsageGroup, UsageTotals, usage_groups
+from usage.rollup_reports import totals_with_rollups, usage_breakdown
 
 UTC = dt.UTC
 PERIODS: dict[str, tuple[dt.timedelta, GroupBy]] = {
@@ -199,17 +200,18 @@ def build_dashboard(period: str, now: dt.datetime) -> Dashboard:
     usage_filter = UsageFilter(since, until)
     day_start = until.replace(hour=0, minute=0, second=0, microsecond=0)
     breaker, breaker_error = _breaker()
+    breakdown = usage_breakdown(usage_filter, group_by, top=TOP)
     return Dashboard(
         period=period,
         since=since,
         until=until,
-        totals=usage_totals(usage_filter),
-        charts=_charts(since, until, group_by, usage_groups(usage_filter, group_by)),
-        top_devices=usage_groups(usage_filter, "device", limit=TOP),
-        top_models=usage_groups(usage_filter, "model", limit=TOP),
+        totals=breakdown.totals,
+        charts=_charts(since, until, group_by, breakdown.over_time),
+        top_devices=breakdown.devices,
+        top_models=breakdown.models,
         top_people=usage_groups(usage_filter, "person", limit=TOP),
-        spend_today=usage_totals(UsageFilter(day_start, until)).cost,
-        spend_month=usage_totals(UsageFilter(day_start.replace(day=1), until)).cost,
+        spend_today=totals_with_rollups(UsageFilter(day_start, until)).cost,
+        spend_month=totals_with_rollups(UsageFilter(day_start.replace(day=1), until)).cost,
         breaker=breaker,
         breaker_error=breaker_error,
         budgets=current_budget_alerts(until),

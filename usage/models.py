@@ -93,7 +93,7 @@ class UsageRecord(models.Model):
 
     request_id = models.CharField(max_length=128, unique=True)
     upstream_request_id = models.CharField(max_length=128, blank=True)
-    occurred_at = models.DateTimeField(db_index=True)
+    occurred_at = models.DateTimeField()
     endpoint = models.CharField(max_length=300)
     method = models.CharField(max_length=10)
     device = models.ForeignKey("tokens.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records")
@@ -139,6 +139,9 @@ class UsageRecord(models.Model):
     class Meta:
         ordering = ["-occurred_at"]
         indexes = [
+            # The admin lists newest first with the primary key as tie-break: this index gives that
+            # order from each month's partition, so a page reads a hundred rows, not the table.
+            models.Index(fields=["occurred_at", "id"], name="usage_rec_time_id"),
             models.Index(fields=["device_pk", "occurred_at"], name="usage_rec_device_time"),
             models.Index(fields=["org_pk", "occurred_at"], name="usage_rec_org_time"),
             models.Index(fields=["person_pk", "occurred_at"], name="usage_rec_person_time"),
@@ -195,6 +198,7 @@ class UsageRollup(models.Model):
     requests = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     unpriced_requests = models.PositiveIntegerField(default=0)
+    estimated_requests = models.PositiveIntegerField(default=0, help_text="Priced at an assumed or fallback rate.")
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cache_write_5m_tokens = models.PositiveBigIntegerField(default=0)
@@ -213,7 +217,11 @@ class UsageRollup(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["period", "bucket_start", "device_ref", "model"], name="usage_rollup_unique_bucket")
         ]
-        indexes = [models.Index(fields=["period", "bucket_start"], name="usage_rollup_period_start")]
+        indexes = [
+            models.Index(fields=["period", "bucket_start"], name="usage_rollup_period_start"),
+            # GET /admin/usage for one device reads its complete days from here (usage.rollup_reports).
+            models.Index(fields=["device_ref", "period", "bucket_start"], name="usage_rollup_device_start"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} {self.device_ref or '-'} {self.model or '-'}"
@@ -292,3 +300,19 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alert} → {self.get_target_display()} #{self.attempt}"
+
+
+class RolledUpBucket(models.Model):
+    """When a bucket was last rebuilt. A bucket rebuilt after it ended holds every record stored by
+    then, so reports may read its rollups instead of its records (`usage.rollup_reports`); an empty
+    bucket has no UsageRollup rows, so only this row tells it apart from one never rolled up."""
+
+    period = models.CharField(max_length=8, choices=RollupPeriod.choices)
+    bucket_start = models.DateTimeField()
+    rolled_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["period", "bucket_start"], name="usage_rolled_up_bucket_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} rolled up at {self.rolled_at:%Y-%m-%d %H:%M}"

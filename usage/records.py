@@ -12,11 +12,13 @@ it turns up after all.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+import psycopg
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Field
@@ -133,6 +135,10 @@ def store_events(events: list[UsageEvent], *, interrupted: bool = False) -> list
         known_devices = set(Device.objects.filter(pk__in=device_pks).values_list("pk", flat=True)) if device_pks else set()
         known_orgs = set(Organization.objects.filter(pk__in=org_pks).values_list("pk", flat=True)) if org_pks else set()
         rows = [row_from_event(event, quote, known_devices, known_orgs, recorded_at) for event, quote in zip(unique, quotes)]
+        refetched = [event.request_id for event in unique if event.priced_at is not None]
+        if connection.vendor == "postgresql" and refetched:
+            moments = stored_moments(refetched)
+            rows = [{**row, "occurred_at": moments[row["request_id"]]} if row["request_id"] in moments else row for row in rows]
         insert_ignoring_stored(rows, replace_interrupted=not interrupted)
     return rows
 
@@ -154,40 +160,99 @@ def _column_adapter(field: Field) -> Callable[[Any], Any] | None:
     return lambda value: field.get_db_prep_save(value, connection)
 
 
+def stored_moments(request_ids: list[str]) -> dict[str, dt.datetime]:
+    """The `occurred_at` of each of these request ids already stored; a new row takes it.
+
+    On PostgreSQL the table is partitioned by month of `occurred_at` and unique on (request_id,
+    occurred_at) (`usage.partitions`). A gateway request's moment is fixed when it starts, so a
+    replayed record and a stream's interrupted record share it and need nothing. A batch result's
+    (the events with `priced_at`) is the fetch, which a second fetch changes: with the stored
+    moment its insert meets the stored row, so the table stays unique by request id. It costs an
+    index probe per partition per id, so only batch results pay it."""
+    return dict(UsageRecord.objects.filter(request_id__in=request_ids).values_list("request_id", "occurred_at"))
+
+
+def _conflict_target() -> str:
+    """The table's unique key that holds the request id: with the partition key on PostgreSQL."""
+    quote = connection.ops.quote_name
+    if connection.vendor == "postgresql":
+        return f"{quote('request_id')}, {quote('occurred_at')}"
+    return quote("request_id")
+
+
 def _on_conflict(replace_interrupted: bool) -> str:
     """Keep the stored row, unless it is the interrupted record of a stream whose final record this is
     (its process was thought dead, or its final record was still queued): the final record wins."""
     quote = connection.ops.quote_name
     if not replace_interrupted:
-        return f"ON CONFLICT ({quote('request_id')}) DO NOTHING"
+        return f"ON CONFLICT ({_conflict_target()}) DO NOTHING"
     table = quote(UsageRecord._meta.db_table)
     updated = ", ".join(
         f"{quote(field.column)} = excluded.{quote(field.column)}" for field in _COLUMNS if field.attname != "request_id"
     )
     return (
-        f"ON CONFLICT ({quote('request_id')}) DO UPDATE SET {updated} "
+        f"ON CONFLICT ({_conflict_target()}) DO UPDATE SET {updated} "
         f"WHERE {table}.{quote('error_type')} = '{STREAM_INTERRUPTED_BY_CRASH}'"
     )
 
 
 def insert_ignoring_stored(rows: list[StoredRow], *, replace_interrupted: bool = True) -> None:
-    """One INSERT ... ON CONFLICT (request_id) DO NOTHING (or replace an interrupted record),
-    executed for the whole batch.
+    """Insert the rows ON CONFLICT DO NOTHING (or replace an interrupted record).
 
     bulk_create compiles every field of every row through the ORM's SQL compiler, and even the
     fields' own get_db_prep_save chains cost a quarter of a gateway worker at a few hundred records
     a second (py-spy). Here the statement is built once, and each value only goes through the
     backend's adaptation for its column type, so the rows are exactly what bulk_create would write.
+
+    On PostgreSQL the whole batch is one statement over one array per column (`unnest`): one row per
+    statement made each row cost a millisecond on the partitioned table (every statement planned
+    and routed), and a VALUES list of thousands of parameters spends as long in the driver. Other
+    databases get VALUES lists as long as their parameter limit allows.
     """
     quote = connection.ops.quote_name
-    sql = (
-        f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({', '.join(quote(field.column) for field in _COLUMNS)}) "
-        f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) {_on_conflict(replace_interrupted)}"
-    )
     columns = [(field.attname, _column_adapter(field)) for field in _COLUMNS]
-    values = [[row[name] if adapt is None or row[name] is None else adapt(row[name]) for name, adapt in columns] for row in rows]
+    head = f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({', '.join(quote(field.column) for field in _COLUMNS)}) "
+    tail = f" {_on_conflict(replace_interrupted)}"
+
+    def adapted(row: StoredRow) -> list[Any]:
+        return [row[name] if adapt is None or row[name] is None else adapt(row[name]) for name, adapt in columns]
+
     with connection.cursor() as cursor:
-        cursor.executemany(sql, values)
+        if connection.vendor == "postgresql":
+            with psycopg.Cursor(cursor.connection) as bound:  # parameters bound by the server: the arrays go as they are
+                bound.execute(head + _unnest_select() + tail, _column_arrays(rows))
+            return
+        per_statement = (connection.features.max_query_params or 999) // len(columns)
+        placeholders = f"({', '.join(['%s'] * len(columns))})"
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            values = [value for row in chunk for value in adapted(row)]
+            cursor.execute(head + "VALUES " + ", ".join([placeholders] * len(chunk)) + tail, values)
+
+
+@functools.cache
+def _unnest_select() -> str:
+    """SELECT the columns from one array parameter each; JSON travels as text arrays."""
+    arrays = []
+    for field in _COLUMNS:
+        kind = field.target_field if field.is_relation else field
+        db_type = "text" if kind.get_internal_type() == "JSONField" else kind.db_type(connection)
+        arrays.append(f"%b::{db_type}[]")
+    names = [f"c{index}" for index in range(len(_COLUMNS))]
+    selected = [f"{name}::jsonb" if field.get_internal_type() == "JSONField" else name for name, field in zip(names, _COLUMNS)]
+    return f"SELECT {', '.join(selected)} FROM unnest({', '.join(arrays)}) AS given({', '.join(names)})"
+
+
+def _column_arrays(rows: list[StoredRow]) -> list[list[Any]]:
+    """One list per column, in _COLUMNS order; JSON columns as their text."""
+    arrays = []
+    for field in _COLUMNS:
+        name = field.attname
+        if field.get_internal_type() == "JSONField":
+            arrays.append([orjson.dumps(row[name]).decode() for row in rows])
+        else:
+            arrays.append([row[name] for row in rows])
+    return arrays
 
 
 def reject_payload(payload: bytes, reason: str) -> None:

@@ -14,16 +14,15 @@ from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from tokens.models import Person
-from usage.models import PriceFlag, UsageRecord
+from usage.models import UsageRecord
 from usage.pricing import COST_QUANTUM
+from usage.rollups import ESTIMATED_FLAGS
 
 GroupBy = Literal["day", "hour", "model", "device", "person"]
 NO_PERSON = "(no person)"
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
 COUNT_FIELDS = (*TOKEN_FIELDS, "web_search_requests", "web_fetch_requests")
 UTC = dt.UTC
-ESTIMATED_FLAGS = (PriceFlag.ASSUMED, PriceFlag.FALLBACK)
-"""Priced, but at a rate that is not published for what the request did."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ def _totals(row: dict) -> UsageTotals:
     )
 
 
-def _group_key(group_by: GroupBy, value: object) -> str:
+def group_key(group_by: GroupBy, value: object) -> str:
     if group_by == "day":
         return value.astimezone(UTC).strftime("%Y-%m-%d")
     if group_by == "hour":
@@ -117,22 +116,52 @@ def _group_key(group_by: GroupBy, value: object) -> str:
     return str(value)
 
 
+def sum_totals(parts: Iterable[UsageTotals]) -> UsageTotals:
+    total = UsageTotals()
+    for part in parts:
+        total.requests += part.requests
+        total.errors += part.errors
+        total.unpriced_requests += part.unpriced_requests
+        total.estimated_requests += part.estimated_requests
+        total.cost += part.cost
+        for name in COUNT_FIELDS:
+            total.counts[name] += part.counts[name]
+    return total
+
+
+def sort_groups(groups: list[UsageGroup], group_by: GroupBy) -> list[UsageGroup]:
+    """The order `usage_groups` answers in: time groups by time, others dearest first."""
+    if group_by in ("day", "hour"):
+        return sorted(groups, key=lambda group: group.key)
+    return sorted(groups, key=lambda group: (-group.totals.cost, -group.totals.requests, group.key))
+
+
 def usage_totals(usage_filter: UsageFilter) -> UsageTotals:
     return _totals(usage_filter.apply(UsageRecord.objects.all()).aggregate(**_AGGREGATES))
 
 
-def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | None = None) -> list[UsageGroup]:
-    """Time groups in time order; model, device and person groups by cost, dearest first. A person
-    is shown by the name operators know them by (their email), records of no person as NO_PERSON."""
-    records = usage_filter.apply(UsageRecord.objects.all())
-    expression = {
+def _group_expression(group_by: GroupBy) -> TruncDay | TruncHour | F:
+    return {
         "day": TruncDay("occurred_at", tzinfo=UTC),
         "hour": TruncHour("occurred_at", tzinfo=UTC),
         "model": F("model"),
         "device": F("device_ref"),
         "person": F("person_pk"),
     }[group_by]
-    rows = records.annotate(group_key=expression).values("group_key").annotate(**_AGGREGATES)
+
+
+def usage_groups_by_time_and_model(usage_filter: UsageFilter, over_time: GroupBy) -> list[tuple[str, str, UsageTotals]]:
+    """(time key, model, totals) of every pair that has records: one query for what the totals, the
+    time series and the model breakdown each need."""
+    records = usage_filter.apply(UsageRecord.objects.all())
+    rows = records.annotate(group_key=_group_expression(over_time)).values("group_key", "model").annotate(**_AGGREGATES)
+    return [(group_key(over_time, row["group_key"]), row["model"], _totals(row)) for row in rows.order_by()]
+
+
+def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | None = None) -> list[UsageGroup]:
+    """Time groups in time order; model and device groups by cost, dearest first."""
+    records = usage_filter.apply(UsageRecord.objects.all())
+    rows = records.annotate(group_key=_group_expression(group_by)).values("group_key").annotate(**_AGGREGATES)
     if group_by in ("day", "hour"):
         rows = rows.order_by("group_key")
     else:
@@ -143,7 +172,7 @@ def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | N
         rows = list(rows)
         names = person_names([row["group_key"] for row in rows if row["group_key"] is not None])
         return [UsageGroup(names.get(row["group_key"], NO_PERSON), _totals(row)) for row in rows]
-    return [UsageGroup(_group_key(group_by, row["group_key"]), _totals(row)) for row in rows]
+    return [UsageGroup(group_key(group_by, row["group_key"]), _totals(row)) for row in rows]
 
 
 def person_names(pks: Iterable[int]) -> dict[int, str]:

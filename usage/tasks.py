@@ -9,7 +9,8 @@ from celery import shared_task
 from django.utils import timezone
 
 from usage.budget_sweep import sweep_budget_alerts
-from usage.rollups import prune_usage_records, rollup_usage
+from usage.retention import prune_usage_records
+from usage.rollups import rollup_usage
 from usage.spend import reconcile_spend_counters
 from usage.writer import drain_usage_queue
 

@@ -151,6 +151,8 @@ def test_operator_approves_a_device_sets_caps_and_sees_its_usage(approval_gatewa
     page.goto(server.url + "/admin/usage/usagerecord/")
     page.fill("input[name=device_ref]", "laptop-ada")
     page.locator("input[name=device_ref] ~ input[type=submit]").click()
+    page.wait_for_load_state()  # count() does not wait for the filtered page
+    page.locator("#result_list tbody tr").first.wait_for()
     assert page.locator("#result_list tbody tr").count() == 2
     visible = page.locator("#changelist .results").bounding_box()
     assert visible is not None

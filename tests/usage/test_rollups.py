@@ -16,7 +16,8 @@ from proxyproject.celery import app as celery_app
 from tests import servers
 from tests.usage.cast import usage_event
 from usage.models import UsageRecord, UsageRollup
-from usage.rollups import nearest_rank, prune_usage_records
+from usage.retention import prune_usage_records
+from usage.rollups import nearest_rank
 from usage.tasks import drain_usage_queue_task, prune_usage_records_task, rollup_recent_usage
 from usage.writer import drain_usage_queue, submit_usage
 
