@@ -76,7 +76,7 @@ def capture_final_usage(monkeypatch: pytest.MonkeyPatch) -> list:
     checkpoints are dropped: with their final records captured here instead of queued, they would
     linger in the session's queue and become `gateway_crashed` records in a later test."""
     events: list = []
-    monkeypatch.setattr("gateway.proxy.submit_usage", events.append)
+    monkeypatch.setattr("usage.accounting.submit_usage", events.append)
     monkeypatch.setattr("gateway.stream_checkpoints.submit_stream_checkpoint", lambda event, sequence: None)
     return events
 

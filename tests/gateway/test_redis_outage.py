@@ -22,12 +22,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 import proxyproject.asgi  # noqa: F401  (set up Django's logging now, not under caplog's handler)
 import proxyproject.lib.redis
 from gateway import breaker as breaker_module
-from gateway import breaker_redis, proxy
+from gateway import breaker_redis
 from gateway.breaker import CircuitBreaker
 from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
 from tests.gateway.conftest import MESSAGE_BODY, Answer, bearer, call_gateway, enroll_device
 from tests.servers import free_port
-from usage import spend, spend_redis
+from usage import accounting, spend, spend_redis
 from usage.spend_redis import RedisSpendBackend
 
 EXPECTED_MESSAGE = "The gateway's shared state (Redis) is unreachable, so limits and spend caps cannot be checked. Retry shortly."
@@ -133,13 +133,13 @@ async def test_redis_failing_after_the_response_still_records_the_usage(fake_ups
     async def redis_gone(*args: object, **kwargs: object) -> None:
         raise RedisConnectionError("Connection reset by peer")
 
-    patches.setattr(proxy, "settle_spend", redis_gone)
+    patches.setattr(accounting, "settle_spend", redis_gone)
     patches.setattr(breaker_module.CircuitBreaker, "record", redis_gone)
-    patches.setattr(proxy, "submit_usage", submitted.append)
+    patches.setattr(accounting, "submit_usage", submitted.append)
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     assert answer.status == 200
     [event] = submitted
     assert (event.request_id, event.status) == (answer.headers["x-gateway-request-id"], 200)
     assert event.output_tokens == orjson.loads(answer.body)["usage"]["output_tokens"] > 0
     failed = [record.event_fields["step"] for record in caplog.records if record.getMessage() == "Bookkeeping failed"]
-    assert failed == ["circuit breaker", "spend and token counters"]
+    assert failed == ["circuit breaker", "usage and spend"]

@@ -156,7 +156,7 @@ async def test_a_refusal_of_ours_before_the_device_is_known_is_recorded_without_
     from proxyproject.lib.errors import DatabaseUnavailable
 
     submitted = []
-    monkeypatch.setattr("gateway.proxy.submit_usage", submitted.append)
+    monkeypatch.setattr("usage.accounting.submit_usage", submitted.append)
 
     async def database_away() -> None:
         raise DatabaseUnavailable()
@@ -174,6 +174,6 @@ async def test_a_refusal_of_ours_before_the_device_is_known_is_recorded_without_
     )
     assert (event.device_id, event.device_pk, event.org_id, event.model) == (None, None, None, None)
     monkeypatch.undo()
-    monkeypatch.setattr("gateway.proxy.submit_usage", submitted.append)
+    monkeypatch.setattr("usage.accounting.submit_usage", submitted.append)
     assert error_of(await call_gateway("POST", "/v1/messages", headers={"x-api-key": "forged"}, body=MESSAGE_BODY))[0] == 401
     assert len(submitted) == 1

@@ -23,7 +23,7 @@ def submitted(monkeypatch):
         "gateway.stream_checkpoints.submit_stream_checkpoint",
         lambda event, sequence: seen.append((sequence, dataclasses.replace(event))),
     )
-    monkeypatch.setattr("gateway.proxy.submit_usage", lambda event: seen.append(("final", event)))
+    monkeypatch.setattr("usage.accounting.submit_usage", lambda event: seen.append(("final", event)))
     return seen
 
 
