@@ -26,8 +26,7 @@ from django.conf import settings
 
 from gateway import relay
 from gateway.body import ClientDisconnected, RequestSummary, check_body_readable, check_declared_length, read_body, summarize_body
-from gateway.breaker import get_circuit_breaker, is_failure_status
-from gateway.breaker_state import Admission
+from gateway.breaker import Admission, get_circuit_breaker, is_failure_status
 from gateway.channel import ClientChannel, Receive, Scope, Send
 from gateway.headers import header_value, upstream_request_headers
 from gateway.hosts import check_host_allowed

@@ -22,9 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 import proxyproject.asgi  # noqa: F401  (set up Django's logging now, not under caplog's handler)
 import proxyproject.lib.redis
 from gateway import breaker as breaker_module
-from gateway import breaker_redis
-from gateway.breaker import CircuitBreaker
-from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
+from gateway.breaker import CircuitBreaker, RedisBreakerBackend, RedisDeviceBreakers
+from gateway.breaker import redis as breaker_redis
 from tests.gateway.conftest import MESSAGE_BODY, Answer, bearer, call_gateway, enroll_device
 from tests.servers import free_port
 from usage import accounting, spend, spend_redis
@@ -115,8 +114,8 @@ async def test_a_spend_reservation_timing_out_is_refused_before_going_upstream(
 async def test_a_breaker_that_cannot_reach_redis_refuses_before_going_upstream(fake_upstream, token, patches, caplog):
     client = unreachable_client(free_port())
     breaker = CircuitBreaker(RedisBreakerBackend(), devices=RedisDeviceBreakers(30.0), cache_seconds=0)
-    patches.setattr(breaker_module, "_local_breaker", breaker)
-    patches.setattr(breaker_module, "_redis_breaker", breaker)
+    patches.setitem(breaker_module._breakers, "local", breaker)
+    patches.setitem(breaker_module._breakers, "redis", breaker)
     patches.setattr(breaker_redis, "get_async_redis", lambda: client)
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     await client.aclose()

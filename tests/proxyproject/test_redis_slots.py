@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
-from gateway import breaker_redis, keypool_shared
-from gateway.breaker_redis import RedisBreakerBackend
+from gateway import keypool_shared
+from gateway.breaker import RedisBreakerBackend
+from gateway.breaker import redis as breaker_redis
 from gateway.policy import requests_key, tokens_key
 from proxyproject.lib.ratelimit import LimitCheck, RedisRateLimiter
 from proxyproject.lib.redis import redis_key

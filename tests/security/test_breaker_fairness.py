@@ -14,9 +14,16 @@ import orjson
 import pytest
 
 from fake_anthropic import FakeAnthropic
-from gateway.breaker import CircuitBreaker, get_circuit_breaker
-from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
-from gateway.breaker_state import BreakerConfig, BreakerState, LocalBreakerBackend, LocalDeviceBreakers
+from gateway.breaker import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    LocalBreakerBackend,
+    LocalDeviceBreakers,
+    RedisBreakerBackend,
+    RedisDeviceBreakers,
+    get_circuit_breaker,
+)
 from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.gateway.test_sdk import enroll
 from tests.servers import free_port, gateway_process

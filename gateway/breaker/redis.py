@@ -1,6 +1,6 @@
 """The breaker's shared backend: its state in one Redis hash, every step one atomic Lua script.
 
-The script is the state machine of `gateway.breaker_state` (admit_step, record_step, reset_step) written
+The script is the state machine of `gateway.breaker.base` (admit_step, record_step, reset_step) written
 once more in Lua, because a step must read and write the state with no other process in between;
 the contract tests run the same cases against both backends. Times are epoch seconds from the
 caller's clock (injectable in tests) and travel as strings: Lua numbers returned to Redis are
@@ -14,7 +14,7 @@ import math
 
 from redis.commands.core import AsyncScript
 
-from gateway.breaker_state import Admission, BreakerConfig, BreakerSnapshot, BreakerState
+from gateway.breaker.base import Admission, BreakerConfig, BreakerSnapshot, BreakerState
 from proxyproject.lib.redis import AsyncRedis, get_async_redis, redis_key
 
 _FIELDS = ("state", "failures", "successes", "opened_at", "changed_at", "trial_until", "opens", "devices")
