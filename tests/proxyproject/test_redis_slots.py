@@ -193,7 +193,7 @@ async def test_the_breaker_step_declares_its_hash(monkeypatch):
 
 def test_a_key_s_in_flight_reports_are_read_from_one_slot():
     client = RecordingClient(reply=[b"1", None], members=(b"host-a:1:aa", b"host-b:2:bb"))
-    assert keypool_shared._sum_reports(client, 12) == 1
+    assert keypool_shared.redis._sum_reports(client, 12) == 1
     assert_one_slot_per_call(client)
 
 
