@@ -38,8 +38,7 @@ from proxyproject.lib.ratelimit import LimitCheck, LimitDecision, get_rate_limit
 from proxyproject.lib.redis import slot_tag
 from tokens.identity import DeviceIdentity, DevicePolicy
 from usage.counts import TokenCounts, tokens_per_minute
-from usage.spend import SpendReservation, reserve_spend
-from usage.spend_counters import to_nanos
+from usage.spend import SpendReservation, reserve_spend, to_nanos
 from usage.spend_estimate import CostEstimate, clamped_params, estimate_message_cost
 
 logger = logging.getLogger("gateway.policy")

@@ -29,8 +29,7 @@ from usage.events import UsageEvent
 from usage.models import UsageRecord
 from usage.pricing import PriceQuote, invalidate_price_table, quote_usage
 from usage.rollups import PERIOD_LENGTH, rollup_usage
-from usage.spend import counter_for, spend_backend
-from usage.spend_counters import Counter, to_nanos
+from usage.spend import Counter, counter_for, spend_backend, to_nanos
 
 CHUNK = 2000
 _FIELDS = (

@@ -26,8 +26,9 @@ from gateway.breaker import CircuitBreaker, RedisBreakerBackend, RedisDeviceBrea
 from gateway.breaker import redis as breaker_redis
 from tests.gateway.conftest import MESSAGE_BODY, Answer, bearer, call_gateway, enroll_device
 from tests.servers import free_port
-from usage import accounting, spend, spend_redis
-from usage.spend_redis import RedisSpendBackend
+from usage import accounting, spend
+from usage.spend import redis as spend_redis
+from usage.spend.redis import RedisSpendBackend
 
 EXPECTED_MESSAGE = "The gateway's shared state (Redis) is unreachable, so limits and spend caps cannot be checked. Retry shortly."
 

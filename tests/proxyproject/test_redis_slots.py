@@ -21,9 +21,10 @@ from proxyproject.lib.ratelimit import LimitCheck, RedisRateLimiter
 from proxyproject.lib.redis import redis_key
 from tests.usage.cast import identity_with
 from tokens import device_state
-from usage import queue, spend_redis
+from usage import queue
 from usage.spend import cap_checks
-from usage.spend_redis import RedisSpendBackend
+from usage.spend import redis as spend_redis
+from usage.spend.redis import RedisSpendBackend
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 SOURCE_PACKAGES = ("proxyproject", "tokens", "usage", "gateway")

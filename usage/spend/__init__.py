@@ -33,18 +33,38 @@ from django.db.models import Sum
 from proxyproject.lib.backends import select_backend
 from proxyproject.lib.errors import SpendCapReached
 from proxyproject.lib.logging import log_event
+from proxyproject.lib.process_state import register_process_state
 from tokens.identity import DeviceIdentity
 from usage.models import UsageRecord
-from usage.spend_counters import (
-    CapCheck,
-    Counter,
-    LocalSpendBackend,
-    ReserveOutcome,
-    SpendBackend,
-    from_nanos,
-    to_nanos,
-)
-from usage.spend_redis import RedisSpendBackend
+from usage.spend.base import CapCheck, Counter, ReserveOutcome, SpendBackend, from_nanos, to_nanos
+from usage.spend.local import LocalSpendBackend
+from usage.spend.redis import RedisSpendBackend
+
+__all__ = [
+    "PERIODS",
+    "CapCheck",
+    "Counter",
+    "LocalSpendBackend",
+    "RedisSpendBackend",
+    "ReserveOutcome",
+    "SpendBackend",
+    "SpendLedger",
+    "SpendReservation",
+    "cap_checks",
+    "cap_refusal",
+    "counter_for",
+    "current_spend",
+    "database_totals",
+    "from_nanos",
+    "load_spend_counters",
+    "period_start",
+    "reconcile_spend_counters",
+    "release_spend",
+    "reserve_spend",
+    "settle_spend",
+    "spend_backend",
+    "to_nanos",
+]
 
 logger = logging.getLogger("usage.spend")
 _PERIOD_GRACE_SECONDS = 2 * 86400
@@ -156,6 +176,16 @@ _redis_backend = RedisSpendBackend()
 
 def spend_backend() -> SpendBackend:
     return select_backend(local=_local_backend, redis=_redis_backend)
+
+
+def forget_local_spend() -> None:
+    """Fresh in-process counters, loaded from the database before their first reservation (as a
+    restarted process's are); counters kept in Redis are shared state and stay."""
+    global _local_backend
+    _local_backend = LocalSpendBackend(totals_loader=lambda: database_totals())
+
+
+register_process_state("spend counters", forget_local_spend)
 
 
 @dataclass
