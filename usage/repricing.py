@@ -21,10 +21,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from proxyproject.lib.backends import shared_state_backend
 from usage.events import UsageEvent
 from usage.models import UsageRecord
 from usage.pricing import PriceQuote, invalidate_price_table, quote_usage
@@ -153,7 +153,7 @@ def reprice_usage(*, since: dt.datetime, until: dt.datetime | None = None, dry_r
     """Recompute the cost of every record that happened in [since, until) from the current prices."""
     now = timezone.now().astimezone(dt.UTC)
     until = until or now
-    report = RepriceReport(since, until, dry_run, shared_counters=bool(settings.REDIS_URL))
+    report = RepriceReport(since, until, dry_run, shared_counters=shared_state_backend() == "redis")
     invalidate_price_table()  # this process prices from the table as it is now
     counters = _CounterDeltas(now)
     changed_times: list[dt.datetime] = []
