@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
+TOKEN_KINDS = (
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cache_write_5m", "cache_write_5m_tokens"),
+    ("cache_write_1h", "cache_write_1h_tokens"),
+    ("cache_read", "cache_read_tokens"),
+)
+"""(kind, count field): the kind names a price's rate and a metric's label; the field is the count's
+name on UsageEvent, UsageRecord, UsageRollup, the API's totals and the CSV exports alike."""
+TOKEN_FIELDS = tuple(name for _, name in TOKEN_KINDS)
 """Token counts of a request, in the order the reports, exports and charts show them."""
 TOOL_REQUEST_FIELDS = ("web_search_requests", "web_fetch_requests")
 """Server tool uses, priced per request rather than per token."""

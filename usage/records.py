@@ -25,6 +25,7 @@ from django.utils import timezone
 from proxyproject.lib.logging import log_event
 from tokens.models import Device, Organization
 from usage import spool
+from usage.counts import COUNT_FIELDS
 from usage.events import UsageEvent
 from usage.models import OpenStream, UsageRecord
 from usage.open_streams import forget_streams, note_stream_progress, orphaned_streams
@@ -95,13 +96,7 @@ def row_from_event(
         "is_error": is_error_event(event),
         "streamed": bool(event.streamed),
         "client_disconnected": bool(event.client_disconnected),
-        "input_tokens": _count(event.input_tokens),
-        "output_tokens": _count(event.output_tokens),
-        "cache_write_5m_tokens": _count(event.cache_write_5m_tokens),
-        "cache_write_1h_tokens": _count(event.cache_write_1h_tokens),
-        "cache_read_tokens": _count(event.cache_read_tokens),
-        "web_search_requests": _count(event.web_search_requests),
-        "web_fetch_requests": _count(event.web_fetch_requests),
+        **{name: _count(getattr(event, name)) for name in COUNT_FIELDS},
         "service_tier": _text(event.service_tier, "service_tier"),
         "speed": _text(event.speed, "speed"),
         "inference_geo": _text(event.inference_geo, "inference_geo"),

@@ -13,12 +13,11 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
+from usage.counts import COUNT_FIELDS, TOKEN_FIELDS
 from usage.models import PriceFlag, UsageRecord
 from usage.pricing import COST_QUANTUM
 
 GroupBy = Literal["day", "hour", "model", "device"]
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
-COUNT_FIELDS = (*TOKEN_FIELDS, "web_search_requests", "web_fetch_requests")
 UTC = dt.UTC
 ESTIMATED_FLAGS = (PriceFlag.ASSUMED, PriceFlag.FALLBACK)
 """Priced, but at a rate that is not published for what the request did."""

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from proxyproject.lib.backends import shared_state_backend
+from usage.counts import TOKEN_FIELDS
 from usage.events import UsageEvent
 from usage.models import UsageRecord
 from usage.pricing import PriceQuote, invalidate_price_table, quote_usage
@@ -40,11 +41,7 @@ _FIELDS = (
     "method",
     "model",
     "status",
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
+    *TOKEN_FIELDS,
     "service_tier",
     "speed",
     "inference_geo",
@@ -113,11 +110,7 @@ def event_of(record: UsageRecord) -> UsageEvent:
         method=record.method,
         model=record.model or None,
         status=record.status,
-        input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens,
-        cache_write_5m_tokens=record.cache_write_5m_tokens,
-        cache_write_1h_tokens=record.cache_write_1h_tokens,
-        cache_read_tokens=record.cache_read_tokens,
+        **{name: getattr(record, name) for name in TOKEN_FIELDS},
         service_tier=record.service_tier or None,
         speed=record.speed or None,
         inference_geo=record.inference_geo or None,

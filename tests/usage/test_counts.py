@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from usage.counts import prompt_tokens, tokens_per_minute, total_tokens
+from usage.api import UsageTotalsOut
+from usage.counts import COUNT_FIELDS, prompt_tokens, tokens_per_minute, total_tokens
 from usage.events import UsageEvent
+from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS
+from usage.models import UsageRecord, UsageRollup
 
 
 def _event() -> UsageEvent:
@@ -32,3 +35,16 @@ def test_total_tokens_add_the_output_to_the_prompt():
 
 def test_cache_reads_do_not_count_toward_tokens_per_minute():
     assert tokens_per_minute(_event()) == 100 + 3000 + 400 + 20
+
+
+def test_every_count_is_a_column_of_records_and_rollups_and_a_field_of_events_and_the_api():
+    for name in COUNT_FIELDS:
+        UsageRecord._meta.get_field(name)
+        UsageRollup._meta.get_field(name)
+    assert set(COUNT_FIELDS) <= set(UsageEvent.__dataclass_fields__)
+    assert set(COUNT_FIELDS) <= set(UsageTotalsOut.model_fields)
+
+
+def test_the_csv_exports_carry_every_count_in_the_vocabulary_s_order():
+    for columns in (RECORD_COLUMNS, ROLLUP_COLUMNS):
+        assert tuple(name for name in columns if name in COUNT_FIELDS) == COUNT_FIELDS
