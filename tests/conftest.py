@@ -98,7 +98,7 @@ def two_gateways(redis_required, transactional_db, settings):
     """Two gateway instances (separate processes) on the same database and Redis, in front of one
     fake upstream: (fake, first, second)."""
     from fake_anthropic import FakeAnthropic
-    from tests.gateway.conftest import MASTER_KEY
+    from tests.support import MASTER_KEY
 
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
         env = {

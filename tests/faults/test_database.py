@@ -14,8 +14,8 @@ from django.db import connection
 from django.test import Client
 
 from fake_anthropic import FakeAnthropic
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
 from tests.servers import free_port, gateway_process
+from tests.support import MASTER_KEY, MESSAGE_BODY
 from usage.models import UsageRecord
 
 

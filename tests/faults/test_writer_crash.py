@@ -15,8 +15,7 @@ import httpx
 
 from fake_anthropic import FakeAnthropic
 from tests import servers
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY
-from tests.gateway.test_sdk import enroll
+from tests.support import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, enroll
 from tests.usage.cast import ensure_seeded_prices
 from usage.models import OpenStream, UsageRecord
 

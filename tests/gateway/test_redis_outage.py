@@ -24,8 +24,9 @@ import proxyproject.lib.redis
 from gateway import breaker as breaker_module
 from gateway.breaker import CircuitBreaker, RedisBreakerBackend, RedisDeviceBreakers
 from gateway.breaker import redis as breaker_redis
-from tests.gateway.conftest import MESSAGE_BODY, Answer, bearer, call_gateway, enroll_device
+from tests.gateway.conftest import Answer, bearer, call_gateway
 from tests.servers import free_port
+from tests.support import MESSAGE_BODY, enroll_device
 from usage import accounting, spend
 from usage.spend import redis as spend_redis
 from usage.spend.redis import RedisSpendBackend

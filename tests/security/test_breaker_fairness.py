@@ -24,9 +24,9 @@ from gateway.breaker import (
     RedisDeviceBreakers,
     get_circuit_breaker,
 )
-from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
-from tests.gateway.test_sdk import enroll
+from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.servers import free_port, gateway_process
+from tests.support import MASTER_KEY, enroll, enroll_device
 
 CONFIG = BreakerConfig(failure_threshold=5, reset_timeout=30.0, success_threshold=2, min_devices=2)  # the defaults
 ATTACKER, VICTIM = "101", "202"
