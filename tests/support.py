@@ -31,6 +31,8 @@ MASTER_KEY = "sk-ant-test-master-" + "k" * 20 + "MK42"
 MESSAGE_BODY = b'{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}'
 STREAM_BODY = b'{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
 
+OPERATOR_PASSWORD = "ops-password-123"
+
 T = TypeVar("T")
 
 
