@@ -145,7 +145,9 @@ class ProxiedRequest:
             if self.client_gone:
                 raise
             # The server cancels what is still running once its shutdown grace period is over.
-            asyncio.current_task().uncancel()
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
             await self._end_for_shutdown()
         except Exception:  # a bug must still answer in the envelope, never crash the worker
             logger.exception("Unexpected error in the proxy", extra={"event_fields": {"requestId": self.request_id}})
@@ -185,7 +187,7 @@ class ProxiedRequest:
         finally:
             watcher.cancel()
 
-    async def _cancel_when_client_leaves(self, task: asyncio.Task) -> None:
+    async def _cancel_when_client_leaves(self, task: asyncio.Task[None]) -> None:
         """After the body, the only message left to receive is the client going away; once the
         response is complete, that is just the end of the exchange."""
         while (await self.receive())["type"] != "http.disconnect":

@@ -51,7 +51,8 @@ def error_event(error: GatewayError, request_id: str) -> bytes:
 
 
 def _is_event_stream(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").startswith("text/event-stream")
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
 
 
 def _is_read_whole(path: str, response: httpx.Response) -> bool:
@@ -72,7 +73,8 @@ def _headers(proxied: ProxiedRequest, response: httpx.Response, content_length: 
 
 def _is_identity(response: httpx.Response) -> bool:
     # Asked for identity; an upstream that compresses anyway is relayed as it came.
-    return response.headers.get("content-encoding", "identity").lower() == "identity"
+    encoding: str = response.headers.get("content-encoding", "identity")
+    return encoding.lower() == "identity"
 
 
 def relays_as_stream(response: httpx.Response) -> bool:

@@ -224,12 +224,12 @@ class RepriceOut(Schema):
     summary: list[str] = Field(description="The same lines `manage.py reprice_usage` prints.")
 
 
-def _aware(moment: dt.datetime | None) -> dt.datetime | None:
-    return moment if moment is None or timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
 
 
 def run_reprice(body: RepriceIn) -> dict[str, object]:
-    since, until = _aware(body.since), _aware(body.until)
+    since, until = _aware(body.since), (_aware(body.until) if body.until is not None else None)
     if until is not None and since >= until:
         raise InvalidRequest("since must be before until.")
     report = reprice_usage(since=since, until=until, dry_run=body.dry_run)

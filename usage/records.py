@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, SupportsInt
 
 import orjson
 from django.conf import settings
@@ -63,8 +63,13 @@ def _text(value: object, attname: str) -> str:
 
 
 def _count(value: object, limit: int = _MAX_INT) -> int:
+    """A count from a queued event, which may come from an older or a foreign writer: anything that
+    is not a number counts zero."""
+    value = value or 0
+    if not isinstance(value, (str, bytes, SupportsInt)):
+        return 0
     try:
-        return min(max(int(value or 0), 0), limit)
+        return min(max(int(value), 0), limit)
     except (TypeError, ValueError):
         return 0
 

@@ -104,9 +104,9 @@ def _totals(row: dict) -> UsageTotals:
 
 
 def _group_key(group_by: GroupBy, value: object) -> str:
-    if group_by == "day":
+    if isinstance(value, dt.datetime) and group_by == "day":
         return value.astimezone(UTC).strftime("%Y-%m-%d")
-    if group_by == "hour":
+    if isinstance(value, dt.datetime) and group_by == "hour":
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
     return str(value)
 

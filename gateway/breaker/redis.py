@@ -11,6 +11,7 @@ expires `DEVICE_KEY_LIFETIMES` reset timeouts after its last change (a device th
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from redis.commands.core import AsyncScript
 
@@ -165,7 +166,7 @@ class RedisBreakerBackend:
 
     async def _step(
         self, op: str, now: float, config: BreakerConfig | None, success: bool = False, trial: bool = False, device: str = ""
-    ) -> list:
+    ) -> list[Any]:
         client = get_async_redis()
         if client is None:
             raise RuntimeError("RedisBreakerBackend needs REDIS_URL")
@@ -181,7 +182,8 @@ class RedisBreakerBackend:
             device,
             self._expire_seconds,
         ]
-        return await _script(client)(keys=[redis_key("breaker", self._name)], args=args)
+        answer: list[Any] = await _script(client)(keys=[redis_key("breaker", self._name)], args=args)
+        return answer
 
     async def admit(self, now: float, config: BreakerConfig) -> tuple[BreakerSnapshot, BreakerSnapshot, Admission]:
         raw = await self._step("admit", now, config)
