@@ -7,6 +7,7 @@ python -m bench --quick    # one short repetition, about a minute: a smoke run
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -75,6 +76,12 @@ def measure_estimator() -> str:
     return done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-300:]}"
 
 
+def measure_redis_client() -> str:
+    """With REDIS_URL (the production-like run): a hot-path command through redis-py and the lean client."""
+    done = subprocess.run([sys.executable, "-m", "bench.redis_client"], capture_output=True, text=True, timeout=300)
+    return done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-300:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     config, output = parse_config(argv)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
@@ -94,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(record, rows))
     print(f"JSON: {path}")
     print(f"Spend estimator (microseconds per request): {measure_estimator()}")
+    if os.environ.get("REDIS_URL"):
+        print(f"Rate-limit script, CPU microseconds per command: {measure_redis_client()}")
     return 0
 
 

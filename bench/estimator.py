@@ -4,7 +4,8 @@ with the seeded price table in memory, and prints one JSON line of microseconds 
 
 Timed: the prompt estimate and the price lookup, on the body `gateway.body` has already parsed (the
 estimate parses nothing again); and, apart, re-encoding a clamped body (only requests the caps
-clamp pay it). Only devices with a spend cap pay either. `make bench` runs it in its own process, beside the load run.
+clamp pay it). Only devices with a spend cap pay either. Also the duplicate-key check every Messages
+body pays (`gateway.duplicate_keys`, its fast path). `make bench` runs it in its own process, beside the load run.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def measure() -> dict[str, float]:
 
     django.setup()
     _install_seeded_prices()
+    from gateway.duplicate_keys import refuse_duplicate_top_level_keys
     from tests.usage.claude_code import claude_code_body
     from usage.spend_estimate import clamped_params, estimate_message_cost
 
@@ -58,6 +60,9 @@ def measure() -> dict[str, float]:
             lambda body=body, parsed=parsed: estimate_message_cost("claude-opus-4-8", parsed, body, now, min_output_tokens=1024)
         )
         results[f"clamp_us_{name}"] = _microseconds(lambda parsed=parsed: orjson.dumps(clamped_params(parsed, 20_000)))
+        results[f"duplicate_check_us_{name}"] = _microseconds(
+            lambda body=body, parsed=parsed: refuse_duplicate_top_level_keys(body, parsed)
+        )
     return results
 
 

@@ -144,6 +144,7 @@ class BatchResultsReader:
             device_id=fetched.device_id,
             device_pk=fetched.device_pk,
             org_id=fetched.org_id,
+            person_id=fetched.person_id,
             session_id=fetched.session_id,
             status=200,
             streamed=False,

@@ -1,7 +1,8 @@
 """The request body: read within the size limit, and the few fields policy needs.
 
 The body is forwarded byte for byte; only `model`, `stream` and `max_tokens` are read from it (and
-each request's `params.model` in a batch), with orjson. Malformed JSON on an endpoint that takes
+each request's `params.model` in a batch), with orjson, so a key named twice where they are read is
+refused (`gateway/duplicate_keys.py`). Malformed JSON on an endpoint that takes
 JSON is refused here, before anything goes upstream. On a route outside the table (forwarded only
 when an operator allows it) nothing is known of the body: a JSON object that names a model has
 that model checked, anything else passes as it is.
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.channel import Receive
+from gateway.duplicate_keys import refuse_duplicate_keys_anywhere, refuse_duplicate_top_level_keys
 from gateway.routes import Route, RoutePolicy
 from proxyproject.lib.errors import InvalidRequest, RequestTooLarge
 from tokens.identifiers import require_clean_identifier
@@ -116,7 +118,9 @@ def summarize_body(route: Route, body: bytes) -> RequestSummary:
         return _summarize_unknown(body)
     parsed = _parse_object(body)
     if spec.pattern == BATCHES_PATH:
+        refuse_duplicate_keys_anywhere(body)
         return _summarize_batch(parsed)
+    refuse_duplicate_top_level_keys(body, parsed)
     model = parsed.get("model")
     if model is None and spec.pattern == MESSAGES_PATH:
         raise InvalidRequest("model: Field required")
@@ -140,6 +144,7 @@ def _summarize_unknown(body: bytes) -> RequestSummary:
     model = parsed.get("model") if isinstance(parsed, dict) else None
     if model is None:
         return NO_SUMMARY
+    refuse_duplicate_top_level_keys(body, parsed)
     if not isinstance(model, str):
         raise InvalidRequest("model: Input should be a valid string")
     require_clean_identifier(model, field="model")

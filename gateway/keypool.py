@@ -27,6 +27,7 @@ database unreachable at start-up, ANTHROPIC_API_KEY alone does.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import email.utils
 import logging
@@ -179,6 +180,7 @@ class KeyPool:
         self.in_flight: dict[str, int] = {}
         self.stats: dict[int, KeyStats] = {}
         self.stats_due_at = clock() + STATS_FLUSH_SECONDS
+        self._stats_timer: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
         self._refreshing: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -280,6 +282,32 @@ class KeyPool:
     def _restore_stats(self, stats: dict[int, KeyStats]) -> None:
         for key_id, seen in stats.items():
             self.stats.setdefault(key_id, KeyStats()).merge(seen)
+        self._schedule_stats_flush()
+
+    def _schedule_stats_flush(self) -> None:
+        """Counters reach the rows within STATS_FLUSH_SECONDS even when no request follows to carry
+        them there (the last requests before a quiet spell would otherwise wait for the next one)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        pending = self._stats_timer
+        if pending is not None and pending[0] is loop and not pending[1].cancelled() and pending[1].when() > loop.time():
+            return
+        delay = min(max(self.stats_due_at - self.clock(), 0.0), STATS_FLUSH_SECONDS) + 0.01
+        # A fresh context: the request's own would send the write to an executor that has finished
+        # with that request (asgiref's thread-sensitive executors live in context variables).
+        handle = loop.call_later(delay, self._flush_stats_when_due, context=contextvars.Context())
+        self._stats_timer = (loop, handle)
+
+    def _flush_stats_when_due(self) -> None:
+        self._stats_timer = None
+        if not self.stats:
+            return
+        if self.clock() < self.stats_due_at:
+            self._schedule_stats_flush()
+            return
+        self._start_refresh(force_reload=False)
 
     # --- choosing -----------------------------------------------------------------------------
     async def choose(self, exclude: Collection[str] = ()) -> UpstreamCredential:
@@ -307,6 +335,7 @@ class KeyPool:
             seen = self.stats.setdefault(credential.key_id, KeyStats())
             seen.requests += 1
             seen.last_used = dt.datetime.now(dt.UTC)
+            self._schedule_stats_flush()
         else:
             seen = KeyStats()
         if status == RATE_LIMITED_STATUS:

@@ -7,13 +7,14 @@ device's own `anthropic-ratelimit-*` headers, the spend reservation to settle, a
 tokens-per-minute key with the tokens reserved under it, settled to the real count afterwards.
 
 Tokens per minute are reserved at admission, not counted after the fact: a Messages request
-reserves its bound, every body byte as an input token plus `max_tokens`, clamped to the limit (so a
-request larger than the whole limit can still run, alone, in an empty window). The check and the
-reservation are one atomic step, so concurrent requests cannot all see room that only one has:
-what is reserved and settled in the window never exceeds the limit at admission. The overshoot
+reserves its prompt as the spend caps estimate it (`usage.spend_estimate.estimate_prompt_tokens`:
+measured bytes per token, images and PDFs at what the API bills) plus `max_tokens`, clamped to the
+limit (so a request larger than the whole limit can still run, alone, in an empty window). The check
+and the reservation are one atomic step, so concurrent requests cannot all see room that only one
+has: what is reserved and settled in the window never exceeds the limit at admission. The overshoot
 bound: the window's real total can pass the limit only by what admitted requests used beyond their
-reservation, which for text cannot happen (a token is at least one byte) and otherwise is at most
-one clamped request's excess. Settling adds the difference (real minus reserved, usually negative)
+reservation, that is by a prompt that tokenizes below the estimator's bytes per token (a test holds
+Claude Code's request above what the bundled fake bills for it) or one clamped request's excess. Settling adds the difference (real minus reserved, usually negative)
 to the window the response ends in. With Redis down neither step can be decided, so the
 request is refused (SharedStateUnavailable, 503) rather than let through unchecked.
 """
@@ -39,7 +40,7 @@ from proxyproject.lib.redis import slot_tag
 from tokens.identity import DeviceIdentity, DevicePolicy
 from usage.counts import TokenCounts, tokens_per_minute
 from usage.spend import SpendReservation, reserve_spend, to_nanos
-from usage.spend_estimate import CostEstimate, clamped_params, estimate_message_cost
+from usage.spend_estimate import CostEstimate, clamped_params, estimate_message_cost, estimate_prompt_tokens
 
 logger = logging.getLogger("gateway.policy")
 TOKENS_WINDOW_MS = 60_000
@@ -98,13 +99,14 @@ def rate_limit_headers(kind: bytes, decision: LimitDecision) -> tuple[tuple[byte
     )
 
 
-def tokens_bound(path: str, body_bytes: int, max_tokens: int, limit: int) -> int:
-    """What a request reserves against tokens per minute: a Messages request its bound (each body
-    byte an input token, plus max_tokens) clamped to the limit; any other request nothing (it is
-    only checked against what is already counted)."""
-    if path != MESSAGES_PATH:
+def tokens_bound(path: str, summary: RequestSummary, body: bytes, limit: int) -> int:
+    """What a request reserves against tokens per minute: a Messages request its bound (the spend
+    estimator's prompt tokens plus max_tokens) clamped to the limit; any other request nothing (it
+    is only checked against what is already counted), and nothing is estimated without a limit."""
+    if path != MESSAGES_PATH or limit <= 0:
         return 0
-    return min(body_bytes + max_tokens, limit)
+    parsed = summary.parsed if summary.parsed is not None else orjson.loads(body)
+    return min(estimate_prompt_tokens(parsed, body) + summary.max_tokens, limit)
 
 
 async def check_rate_limits(
@@ -214,7 +216,7 @@ async def enforce_policy(
     SharedStateUnavailable (503, retry-after) when Redis does not answer."""
     models = summary.models
     check_models_allowed(identity.policy, models)
-    tokens_reserved = tokens_bound(path, len(body), summary.max_tokens, identity.policy.tokens_per_minute)
+    tokens_reserved = tokens_bound(path, summary, body, identity.policy.tokens_per_minute)
     with refuse_when_shared_state_fails("rate_limit", request_id):
         headers, counted_tokens_key = await check_rate_limits(
             identity, counts_tokens=bool(models), tokens_to_reserve=tokens_reserved

@@ -169,6 +169,7 @@ class ProxiedRequest:
             device_id=identity.device_id if identity else None,
             device_pk=identity.device_pk if identity else None,
             org_id=identity.org_id if identity else None,
+            person_id=identity.person_id if identity else None,
             session_id=session.decode("latin-1")[:200] if session else None,
         )
 

@@ -85,6 +85,17 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def env_modes(name: str, default: str, choices: tuple[str, ...], exclusive: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of modes, each one of `choices`, at most one of `exclusive`."""
+    modes = tuple(dict.fromkeys(part.strip().lower() for part in env_str(name, default).split(",") if part.strip()))
+    unknown = [mode for mode in modes if mode not in choices]
+    if not modes or unknown:
+        raise ImproperlyConfigured(f"{name}={env_str(name, default)!r}: each mode must be one of {', '.join(choices)}.")
+    if len([mode for mode in modes if mode in exclusive]) > 1:
+        raise ImproperlyConfigured(f"{name}: choose at most one of {', '.join(exclusive)}.")
+    return modes
+
+
 def env_networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """Comma-separated CIDRs (a bare address is a /32 or /128)."""
     networks = []
@@ -354,6 +365,22 @@ OIDC_AUTHENTICATE_CLASS = "proxyproject.operator_sign_in.OperatorSignInRequestVi
 OIDC_CALLBACK_CLASS = "proxyproject.operator_sign_in.OperatorSignInCallbackView"
 LOGIN_REDIRECT_URL = "/admin/"
 LOGIN_REDIRECT_URL_FAILURE = "/admin/login/?sign_in=failed"
+# --- People sign in on their devices (ENROLLMENT_MODE including `oidc`; tokens/sign_in.py) -------
+# The same provider as the console's as a rule, but another client: providers enable the device grant
+# (RFC 8628) per client, mostly on "native" or "public" ones, while the console's is a web client. So
+# the issuer is shared unless PEOPLE_OIDC_ISSUER says otherwise, the client has its own names (falling
+# back to the console's when only one client is registered), and OIDC_PERSON_CLAIM / OIDC_GROUPS_CLAIM
+# mean the same for both. `offline_access` asks for a provider refresh token, which the gateway uses at
+# each device refresh to learn that an account was disabled.
+# An empty value (as .env.example leaves them) counts as unset.
+PEOPLE_OIDC_ISSUER = (env_str("PEOPLE_OIDC_ISSUER") or OIDC_ISSUER).rstrip("/")
+PEOPLE_OIDC_CLIENT_ID = env_str("PEOPLE_OIDC_CLIENT_ID") or OIDC_CLIENT_ID
+PEOPLE_OIDC_CLIENT_SECRET = env_secret("PEOPLE_OIDC_CLIENT_SECRET") or (
+    "" if env_str("PEOPLE_OIDC_CLIENT_ID") else OIDC_CLIENT_SECRET
+)
+PEOPLE_OIDC_SCOPES = env_str("PEOPLE_OIDC_SCOPES") or "openid email profile offline_access"
+# How long a started sign-in may wait for the person (the provider's own expiry is shorter when it says so).
+PEOPLE_SIGN_IN_SECONDS = env_int("PEOPLE_SIGN_IN_SECONDS", 600, minimum=60)
 if OPERATOR_SIGN_IN_OIDC:
     AUTHENTICATION_BACKENDS = [*AUTHENTICATION_BACKENDS, "proxyproject.operator_sign_in.OperatorSignInBackend"]
 
@@ -387,12 +414,17 @@ GATEWAY_FORWARD_UNKNOWN_ROUTES = env_bool("GATEWAY_FORWARD_UNKNOWN_ROUTES", Fals
 JWT_EXPIRATION_HOURS = env_float("JWT_EXPIRATION_HOURS", 24.0, minimum=0.0001)
 REFRESH_TOKEN_DAYS = env_float("REFRESH_TOKEN_DAYS", 30.0, minimum=0.0001)
 SIGNING_KEY_ROTATION_DAYS = env_int("SIGNING_KEY_ROTATION_DAYS", 30, minimum=1)
-ENROLLMENT_MODE = env_choice("ENROLLMENT_MODE", "open" if DEBUG else "secret", ("open", "secret", "approval"))
+# One of open / secret / approval for /bootstrap, and/or `oidc` for people signing in (tokens/enrollment_modes.py).
+ENROLLMENT_MODE = ",".join(
+    env_modes(
+        "ENROLLMENT_MODE", "open" if DEBUG else "secret", ("open", "secret", "approval", "oidc"), ("open", "secret", "approval")
+    )
+)
 BOOTSTRAP_SECRET = env_secret("BOOTSTRAP_SECRET")
 ENROLLMENT_RATE_LIMIT_MAX = env_int("ENROLLMENT_RATE_LIMIT_MAX", 30, minimum=1)
 ENROLLMENT_RATE_LIMIT_WINDOW = env_int("ENROLLMENT_RATE_LIMIT_WINDOW", 60000, minimum=1000)
 REVOCATION_CACHE_SECONDS = env_float("REVOCATION_CACHE_SECONDS", 2.0, minimum=0.0)
-if not DEBUG and ENROLLMENT_MODE == "secret" and len(BOOTSTRAP_SECRET) < 16:
+if not DEBUG and "secret" in ENROLLMENT_MODE.split(",") and len(BOOTSTRAP_SECRET) < 16:
     raise ImproperlyConfigured(
         "ENROLLMENT_MODE=secret needs BOOTSTRAP_SECRET of at least 16 characters "
         "(openssl rand -base64 24), or choose ENROLLMENT_MODE=approval or open."
@@ -451,6 +483,32 @@ USAGE_CHECKPOINT_TOKENS = env_int("USAGE_CHECKPOINT_TOKENS", 200, minimum=1)
 USAGE_CHECKPOINT_SECONDS = env_float("USAGE_CHECKPOINT_SECONDS", 2.0, minimum=0.0)
 USAGE_ORPHAN_STREAM_SECONDS = env_float("USAGE_ORPHAN_STREAM_SECONDS", 15.0, minimum=0.1)
 SPEND_RESERVATION_TTL_SECONDS = env_int("SPEND_RESERVATION_TTL_SECONDS", 1800, minimum=1)
+
+# --- Budget alerts --------------------------------------------------------------------------
+# Percentages of each spend cap at which an alert is sent once per period (organizations and devices may override).
+BUDGET_ALERT_THRESHOLDS = env_str("BUDGET_ALERT_THRESHOLDS") or "50,80,100"
+# Every alert is posted here (as well as to its organization's own webhook), signed with the secret.
+BUDGET_WEBHOOK_URL = env_str("BUDGET_WEBHOOK_URL")
+BUDGET_WEBHOOK_SECRET = env_secret("BUDGET_WEBHOOK_SECRET")
+if BUDGET_WEBHOOK_URL and not BUDGET_WEBHOOK_SECRET:
+    raise ImproperlyConfigured("BUDGET_WEBHOOK_URL needs BUDGET_WEBHOOK_SECRET (or BUDGET_WEBHOOK_SECRET_FILE) to sign with.")
+if BUDGET_WEBHOOK_URL and urlparse(BUDGET_WEBHOOK_URL).scheme.lower() not in ("http", "https"):
+    raise ImproperlyConfigured("BUDGET_WEBHOOK_URL must be an http:// or https:// URL.")
+BUDGET_WEBHOOK_TIMEOUT_SECONDS = env_float("BUDGET_WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+# Attempts per alert and webhook, the n-th retry waiting BUDGET_WEBHOOK_RETRY_SECONDS * 2**(n-1).
+BUDGET_WEBHOOK_MAX_ATTEMPTS = env_int("BUDGET_WEBHOOK_MAX_ATTEMPTS", 5, minimum=1)
+BUDGET_WEBHOOK_RETRY_SECONDS = env_float("BUDGET_WEBHOOK_RETRY_SECONDS", 30.0, minimum=0.0)
+# Told of every alert by email (as well as its organization's own recipients).
+BUDGET_ALERT_EMAILS = tuple(part.strip() for part in env_str("BUDGET_ALERT_EMAILS").split(",") if part.strip())
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "llm-gateway@localhost")
 
 # --- Operations -----------------------------------------------------------------------------
 METRICS_TOKEN = env_secret("METRICS_TOKEN")

@@ -184,3 +184,20 @@ def flush_retried_after_a_deadlock():
     TransactionTestCase._fixture_teardown = teardown_with_retry
     yield
     TransactionTestCase._fixture_teardown = original
+
+
+@pytest.fixture
+def people_provider(settings):
+    """The test identity provider, with the gateway signing people in on devices against it
+    (ENROLLMENT_MODE=oidc,secret: people sign in, machines may still bootstrap with the secret)."""
+    from tests.oidc_provider import OIDCProvider
+
+    running = OIDCProvider(client_id="gateway-devices", client_secret="devices-secret").start()
+    settings.ENROLLMENT_MODE = "oidc,secret"
+    settings.BOOTSTRAP_SECRET = "machines-bootstrap-secret-0123456789"
+    settings.PEOPLE_OIDC_ISSUER = running.issuer
+    settings.PEOPLE_OIDC_CLIENT_ID = running.client_id
+    settings.PEOPLE_OIDC_CLIENT_SECRET = running.client_secret
+    forget_process_state()
+    yield running
+    running.stop()

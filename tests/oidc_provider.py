@@ -1,7 +1,9 @@
 """A small OpenID Connect provider on 127.0.0.1 for the sign-in tests: discovery, the authorization
-code flow with PKCE (S256), userinfo and a JWKS whose keys can rotate. Every sign-in is approved at
-once for `person`; the knobs make it misbehave the ways a relying party must refuse (another
-audience or issuer, an expired token, another flow's nonce, a key the JWKS does not publish)."""
+code flow with PKCE (S256), the device authorization grant (RFC 8628), refresh tokens, userinfo and a
+JWKS whose keys can rotate. An authorization-code sign-in is approved at once for `person`; a device
+grant waits until the test (or a browser opening the verification URL) approves it. The knobs make it
+misbehave the ways a relying party must refuse (another audience or issuer, an expired token, another
+flow's nonce, a key the JWKS does not publish) and disable an account, as an administrator would."""
 
 from __future__ import annotations
 
@@ -31,12 +33,23 @@ class SigningKey:
 
 
 @dataclass
+class DeviceGrant:
+    device_code: str
+    user_code: str
+    nonce: str | None
+    scope: str
+    claims: dict[str, Any] | None = None  # set when approved
+    denied: bool = False
+
+
+@dataclass
 class Grant:
     client_id: str
     redirect_uri: str
     nonce: str | None
     code_challenge: str | None
     claims: dict[str, Any]
+    scope: str = ""
 
 
 class OIDCProvider:
@@ -55,9 +68,17 @@ class OIDCProvider:
         self.lifetime = 300
         self.nonce_override: str | None = None
         self.unpublished_key: SigningKey | None = None
+        self.forged_algorithm: str | None = None  # "none", or "HS256" keyed with a published key's kid
+        self.token_endpoint_down = False
         self.grants: dict[str, Grant] = {}
         self.access_tokens: dict[str, dict[str, Any]] = {}
         self.nonces_seen: list[str] = []
+        self.device_grant_offered = True
+        self.interval = 5
+        self.device_grants: dict[str, DeviceGrant] = {}
+        self.refresh_tokens: dict[str, dict[str, Any]] = {}
+        self.disabled_subjects: set[str] = set()
+        self.token_requests: list[dict[str, str]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -78,7 +99,9 @@ class OIDCProvider:
         self.keys.append(SigningKey(f"key-{len(self.keys) + 1}"))
 
     def discovery(self) -> dict[str, Any]:
+        device = {"device_authorization_endpoint": f"{self.issuer}/device_authorization"} if self.device_grant_offered else {}
         return {
+            **device,
             "issuer": self.issuer,
             "authorization_endpoint": f"{self.issuer}/authorize",
             "token_endpoint": f"{self.issuer}/token",
@@ -93,15 +116,96 @@ class OIDCProvider:
         """The redirect back to the client, with a code for the current person."""
         code = secrets.token_urlsafe(16)
         self.grants[code] = Grant(
-            query["client_id"], query["redirect_uri"], query.get("nonce"), query.get("code_challenge"), dict(self.person)
+            query["client_id"],
+            query["redirect_uri"],
+            query.get("nonce"),
+            query.get("code_challenge"),
+            dict(self.person),
+            query.get("scope", ""),
         )
         if query.get("nonce"):
             self.nonces_seen.append(query["nonce"])
         return f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query.get('state', '')})}"
 
+    def _client_ok(self, form: dict[str, str]) -> bool:
+        return form.get("client_id") == self.client_id and form.get("client_secret") == self.client_secret
+
+    def start_device_grant(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if not self._client_ok(form):
+            return 401, {"error": "invalid_client"}
+        grant = DeviceGrant(
+            secrets.token_urlsafe(24), f"{secrets.randbelow(10**8):08d}", form.get("nonce"), form.get("scope", "")
+        )
+        self.device_grants[grant.user_code] = grant
+        if grant.nonce:
+            self.nonces_seen.append(grant.nonce)
+        return 200, {
+            "device_code": grant.device_code,
+            "user_code": grant.user_code,
+            "verification_uri": f"{self.issuer}/device",
+            "verification_uri_complete": f"{self.issuer}/device?{urlencode({'user_code': grant.user_code})}",
+            "expires_in": 600,
+            "interval": self.interval,
+        }
+
+    def approve(self, user_code: str | None = None) -> None:
+        """The person enters the code (the latest one unless named) and approves, as `person` now."""
+        grant = self.device_grants[user_code] if user_code else list(self.device_grants.values())[-1]
+        grant.claims = dict(self.person)
+
+    def deny(self) -> None:
+        list(self.device_grants.values())[-1].denied = True
+
+    def disable_account(self) -> None:
+        """An administrator disables the person: their refresh tokens stop working."""
+        self.disabled_subjects.add(self.person["sub"])
+
+    def _tokens(self, claims: dict[str, Any], client_id: str, nonce: str | None, scope: str) -> dict[str, Any]:
+        access_token = secrets.token_urlsafe(24)
+        self.access_tokens[access_token] = claims
+        answer = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "id_token": self.id_token(Grant(client_id, "", nonce, None, claims)),
+        }
+        if "offline_access" in scope.split():
+            refresh_token = secrets.token_urlsafe(24)
+            self.refresh_tokens[refresh_token] = claims
+            answer["refresh_token"] = refresh_token
+        return answer
+
+    def token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        self.token_requests.append(form)
+        grant_type = form.get("grant_type")
+        if grant_type == "urn:ietf:params:oauth:grant-type:device_code":
+            return self.poll_device_grant(form)
+        if grant_type == "refresh_token":
+            return self.refresh(form)
+        return self.exchange(form)
+
+    def poll_device_grant(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if not self._client_ok(form):
+            return 401, {"error": "invalid_client"}
+        grant = next((g for g in self.device_grants.values() if g.device_code == form.get("device_code")), None)
+        if grant is None:
+            return 400, {"error": "expired_token"}
+        if grant.denied:
+            return 400, {"error": "access_denied"}
+        if grant.claims is None:
+            return 400, {"error": "authorization_pending"}
+        del self.device_grants[grant.user_code]
+        return 200, self._tokens(grant.claims, form["client_id"], grant.nonce, grant.scope)
+
+    def refresh(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        claims = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+        if not self._client_ok(form) or claims is None or claims["sub"] in self.disabled_subjects:
+            return 400, {"error": "invalid_grant"}
+        return 200, self._tokens(claims, form["client_id"], None, "offline_access")
+
     def exchange(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         grant = self.grants.pop(form.get("code", ""), None)
-        if grant is None or form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
+        if grant is None or not self._client_ok(form):
             return 400, {"error": "invalid_grant"}
         if grant.redirect_uri != form.get("redirect_uri"):
             return 400, {"error": "invalid_grant", "error_description": "redirect_uri"}
@@ -110,9 +214,7 @@ class OIDCProvider:
             challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
             if challenge != grant.code_challenge:
                 return 400, {"error": "invalid_grant", "error_description": "PKCE"}
-        access_token = secrets.token_urlsafe(24)
-        self.access_tokens[access_token] = grant.claims
-        return 200, {"access_token": access_token, "token_type": "Bearer", "expires_in": 300, "id_token": self.id_token(grant)}
+        return 200, self._tokens(grant.claims, grant.client_id, grant.nonce, grant.scope)
 
     def id_token(self, grant: Grant) -> str:
         now = int(time.time())
@@ -122,9 +224,16 @@ class OIDCProvider:
             "aud": self.audience or grant.client_id,
             "iat": now,
             "exp": now + self.lifetime,
-            "nonce": self.nonce_override or grant.nonce,
         }
+        if self.nonce_override or grant.nonce:
+            claims["nonce"] = self.nonce_override or grant.nonce
         key = self.unpublished_key or self.keys[-1]
+        if self.forged_algorithm == "none":
+            return jwt.encode(claims, None, algorithm="none", headers={"kid": key.kid})
+        if self.forged_algorithm is not None:
+            return jwt.encode(
+                claims, "a-guessable-secret-of-32-bytes!!", algorithm=self.forged_algorithm, headers={"kid": key.kid}
+            )
         return jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": key.kid})
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -154,6 +263,9 @@ class OIDCProvider:
                     self.send_header("location", provider.authorize(query))
                     self.send_header("content-length", "0")
                     self.end_headers()
+                elif url.path == "/device":
+                    provider.approve(query.get("user_code"))
+                    self._json(200, {"approved": True})
                 elif url.path == "/userinfo":
                     token = self.headers.get("authorization", "").removeprefix("Bearer ").strip()
                     claims = provider.access_tokens.get(token)
@@ -164,8 +276,15 @@ class OIDCProvider:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 form = {name: values[-1] for name, values in parse_qs(self.rfile.read(length).decode()).items()}
-                if urlsplit(self.path).path == "/token":
-                    self._json(*provider.exchange(form))
+                path = urlsplit(self.path).path
+                if path == "/token" and provider.token_endpoint_down:
+                    self.send_response(503)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                elif path == "/token":
+                    self._json(*provider.token(form))
+                elif path == "/device_authorization":
+                    self._json(*provider.start_device_grant(form))
                 else:
                     self._json(404, {"error": "not_found"})
 

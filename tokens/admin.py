@@ -8,6 +8,9 @@ the device pages are added by `usage.admin`, which owns spend.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count, QuerySet
@@ -18,8 +21,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from proxyproject.lib.admin import CappedCountPaginator, ReadOnlyAdmin
+from tokens.budget_alert_fields import validate_webhook_url
+from tokens.budget_webhooks import set_organization_webhook_secret
 from tokens.device_state import invalidate_all_devices, invalidate_devices
-from tokens.models import AuditEvent, Device, DeviceStatus, IssuedToken, OperatorApiKey, Organization, SigningKey
+from tokens.models import AuditEvent, Device, DeviceStatus, IssuedToken, OperatorApiKey, Organization, Person, SigningKey
 from tokens.operators import issue_operator_api_key, revoke_operator_api_key
 from tokens.policy_sources import effective_policy_sources
 from tokens.revocation import (
@@ -34,7 +39,7 @@ from tokens.revocation import (
 )
 
 POLICY_FIELDSET = (
-    "Policy (empty inherits: device → organization → settings)",
+    "Policy (empty inherits: device → person → organization → settings)",
     {
         "fields": (
             "allowed_models",
@@ -43,13 +48,14 @@ POLICY_FIELDSET = (
             "tokens_per_minute",
             ("daily_spend_cap_usd", "weekly_spend_cap_usd", "monthly_spend_cap_usd"),
             "spend_cap_enforcement",
+            "budget_alert_thresholds",
         )
     },
 )
 
 
-def render_policy_sources(device: Device | None, organization: Organization | None) -> str:
-    rows = effective_policy_sources(device, organization)
+def render_policy_sources(device: Device | None, organization: Organization | None, person: Person | None = None) -> str:
+    rows = effective_policy_sources(device, organization, person)
     return format_html(
         '<table class="policy-sources"><thead><tr><th>Setting</th><th>In force</th><th>Set by</th></tr></thead><tbody>{}</tbody></table>',
         format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", ((r.label, r.value, r.source) for r in rows)),
@@ -59,21 +65,103 @@ def render_policy_sources(device: Device | None, organization: Organization | No
 IN_FORCE_FIELDSET = ("Policy in force (saved values)", {"fields": ("effective_policy",)})
 
 
+MIN_WEBHOOK_SECRET_LENGTH = 16
+
+
+def _usd_or_dash(amount: Decimal | None) -> str:
+    return "-" if amount is None else f"${amount:.2f}"
+
+
+class OrganizationForm(forms.ModelForm):
+    """The webhook secret is write-only: typed once, stored encrypted, never rendered back."""
+
+    budget_webhook_url = forms.URLField(
+        label="Webhook URL",
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        validators=[validate_webhook_url],
+        help_text=Organization._meta.get_field("budget_webhook_url").help_text,
+    )
+
+    budget_webhook_secret = forms.CharField(
+        label="Webhook secret",
+        required=False,
+        strip=True,
+        min_length=MIN_WEBHOOK_SECRET_LENGTH,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Signs each alert (HMAC-SHA256). Write-only: leave empty to keep the one in force.",
+    )
+    clear_budget_webhook_secret = forms.BooleanField(label="Remove the webhook secret", required=False)
+
+    class Meta:
+        model = Organization
+        fields = "__all__"
+        widgets = {"budget_alert_emails": forms.Textarea(attrs={"rows": 2})}
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        has_secret = bool(self.instance.budget_webhook_secret_encrypted) and not cleaned.get("clear_budget_webhook_secret")
+        if cleaned.get("budget_webhook_url") and not (cleaned.get("budget_webhook_secret") or has_secret):
+            self.add_error("budget_webhook_secret", "A webhook URL needs a secret to sign its alerts with.")
+        return cleaned
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
+    form = OrganizationForm
     list_display = (
         "name",
         "device_count",
         "requests_per_window",
-        "daily_spend_cap_usd",
-        "monthly_spend_cap_usd",
+        "daily_cap",
+        "weekly_cap",
+        "monthly_cap",
+        "enforcement",
         "tokens_revoked_before",
     )
     search_fields = ("name",)
     state_fields = ("tokens_revoked_before", "created_at", "updated_at")
-    readonly_fields = (*state_fields, "effective_policy")
-    fieldsets = ((None, {"fields": ("name",)}), POLICY_FIELDSET, IN_FORCE_FIELDSET, ("State", {"fields": state_fields}))
+    readonly_fields = (*state_fields, "effective_policy", "webhook_secret_state")
+    fieldsets = (
+        (None, {"fields": ("name",)}),
+        POLICY_FIELDSET,
+        (
+            "Budget alerts (for this organization's caps and its devices')",
+            {
+                "fields": (
+                    "budget_webhook_url",
+                    "webhook_secret_state",
+                    "budget_webhook_secret",
+                    "clear_budget_webhook_secret",
+                    "budget_alert_emails",
+                )
+            },
+        ),
+        IN_FORCE_FIELDSET,
+        ("State", {"fields": state_fields}),
+    )
     actions = ["revoke_tokens"]
+
+    @admin.display(description="Daily cap", ordering="daily_spend_cap_usd")
+    def daily_cap(self, obj: Organization) -> str:
+        return _usd_or_dash(obj.daily_spend_cap_usd)
+
+    @admin.display(description="Weekly cap", ordering="weekly_spend_cap_usd")
+    def weekly_cap(self, obj: Organization) -> str:
+        return _usd_or_dash(obj.weekly_spend_cap_usd)
+
+    @admin.display(description="Monthly cap", ordering="monthly_spend_cap_usd")
+    def monthly_cap(self, obj: Organization) -> str:
+        return _usd_or_dash(obj.monthly_spend_cap_usd)
+
+    @admin.display(description="Enforcement", ordering="spend_cap_enforcement")
+    def enforcement(self, obj: Organization) -> str:
+        return obj.spend_cap_enforcement or "inherit"
+
+    @admin.display(description="Webhook secret in force")
+    def webhook_secret_state(self, obj: Organization) -> str:
+        return "set (stored encrypted, never shown)" if obj.budget_webhook_secret_encrypted else "not set"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(device_total=Count("devices"))
@@ -88,6 +176,10 @@ class OrganizationAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Organization, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("clear_budget_webhook_secret"):
+            set_organization_webhook_secret(organization=obj, secret="")
+        elif form.cleaned_data.get("budget_webhook_secret"):
+            set_organization_webhook_secret(organization=obj, secret=form.cleaned_data["budget_webhook_secret"])
         policy_changed(organization=obj)
 
     def delete_model(self, request: HttpRequest, obj: Organization) -> None:
@@ -116,6 +208,7 @@ class DeviceAdmin(admin.ModelAdmin):
         "device_id",
         "device_name",
         "status",
+        "person",
         "organization",
         "user_label",
         "app_name",
@@ -124,12 +217,13 @@ class DeviceAdmin(admin.ModelAdmin):
         "last_seen_at",
     )
     list_filter = ("status", "organization", "app_name", "app_version")
-    list_select_related = ("organization",)
-    search_fields = ("device_id", "device_name", "user_label", "app_name", "os", "organization__name", "last_ip")
+    list_select_related = ("organization", "person")
+    search_fields = ("device_id", "device_name", "user_label", "app_name", "os", "organization__name", "person__email", "last_ip")
     autocomplete_fields = ("organization",)
     described_fields = ("device_name", "app_name", "os")  # the device's word: its next bootstrap overwrites them
     state_fields: tuple[str, ...] = (
         "status",
+        "person",
         "secret_state",
         "tokens_revoked_before",
         "last_seen_at",
@@ -157,7 +251,7 @@ class DeviceAdmin(admin.ModelAdmin):
 
     @admin.display(description="Each value and where it comes from")
     def effective_policy(self, obj: Device) -> str:
-        return render_policy_sources(obj, obj.organization)
+        return render_policy_sources(obj, obj.organization, obj.person)
 
     @admin.display(description="Device secret")
     def secret_state(self, obj: Device) -> str:
@@ -242,10 +336,10 @@ class IssuedTokenAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("occurred_at", "kind", "device_ref", "organization", "jti", "ip", "actor")
+    list_display = ("occurred_at", "kind", "device_ref", "person", "organization", "jti", "ip", "actor")
     list_filter = ("kind",)
-    list_select_related = ("organization",)
-    search_fields = ("=device_ref", "=jti", "actor", "ip")
+    list_select_related = ("organization", "person")
+    search_fields = ("=device_ref", "=jti", "actor", "ip", "person__email")
     date_hierarchy = "occurred_at"
     paginator = CappedCountPaginator
     show_full_result_count = False

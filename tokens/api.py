@@ -1,4 +1,5 @@
-"""POST /bootstrap and POST /refresh, at the seed's exact paths."""
+"""POST /bootstrap and POST /refresh, at the seed's exact paths, and a person's sign-in on a device:
+POST /auth/oidc/start and POST /auth/oidc/poll (tokens.sign_in)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from tokens.authentication import extract_bearer_token
 from tokens.enrollment import Enrollment, bootstrap_device
 from tokens.enrollment_limits import enforce_enrollment_limit
 from tokens.issuance import TokenPair, format_timestamp
-from tokens.payloads import parse_bootstrap_request, parse_refresh_token
+from tokens.payloads import parse_bootstrap_request, parse_refresh_token, parse_sign_in_poll, parse_sign_in_start
+from tokens.provider_sessions import renew_provider_session
 from tokens.refresh import refresh_token_pair
+from tokens.sign_in import poll_sign_in, start_sign_in
 
 router = Router(tags=["tokens"])
 
@@ -74,5 +77,35 @@ async def refresh(request: HttpRequest) -> HttpResponse:
     raw_token = parse_refresh_token(request) or extract_bearer_token(request.headers)
     if not raw_token:
         raise AuthenticationFailed('Missing token: send {"refresh_token": ...} or Authorization: Bearer <token>.')
+    await renew_provider_session(raw_token=raw_token, client=client)
     pair = await sync_to_async(refresh_token_pair)(raw_token=raw_token, client=client)
     return _token_response(pair)
+
+
+def _no_store(body: dict[str, Any], status: int = 200) -> HttpResponse:
+    response = HttpResponse(orjson.dumps(body), content_type="application/json", status=status)
+    response["cache-control"] = "no-store"
+    return response
+
+
+@router.post("/auth/oidc/start", auth=None, summary="Start signing a person in on this device with the identity provider")
+async def sign_in_start(request: HttpRequest) -> HttpResponse:
+    client = ClientInfo.from_request(request)
+    await enforce_enrollment_limit("sign_in_start", client.ip)
+    started = await start_sign_in(requested=parse_sign_in_start(request))
+    return _no_store(started.as_json())
+
+
+@router.post("/auth/oidc/poll", auth=None, summary="Finish a sign-in: 202 while the person has not approved, then a token pair")
+async def sign_in_poll(request: HttpRequest) -> HttpResponse:
+    client = ClientInfo.from_request(request)
+    await enforce_enrollment_limit("sign_in_poll", client.ip)
+    polled = parse_sign_in_poll(request)
+    outcome = await poll_sign_in(handle=polled.handle, code=polled.code, state=polled.state, client=client)
+    enrollment = outcome.enrollment
+    if enrollment is None or enrollment.pair is None:
+        return _no_store({"status": "authorization_pending", "interval": outcome.interval}, status=202)
+    extra = {"device_id": enrollment.device_id}
+    if enrollment.device_secret is not None:
+        extra["device_secret"] = enrollment.device_secret
+    return _token_response(enrollment.pair, extra)

@@ -7,7 +7,10 @@ class TokensConfig(AppConfig):
 
     def ready(self) -> None:
         from proxyproject.lib.lifespan import on_startup
-        from tokens import checks  # noqa: F401  (registers the system checks)
+        from tokens import (
+            checks,  # noqa: F401  (registers the system checks)
+            people_admin,  # noqa: F401  (registers the people pages beside tokens.admin's)
+        )
         from tokens.signing_keys import report_stranded_development_keys_at_startup
 
         on_startup(report_stranded_development_keys_at_startup)

@@ -14,11 +14,11 @@ from django.utils import timezone
 
 from proxyproject.lib.client_address import client_ip
 from proxyproject.lib.logging import log_event
-from tokens.models import AuditEvent, AuditKind, Device, Organization
+from tokens.models import AuditEvent, AuditKind, Device, Organization, Person
 
 logger = logging.getLogger("tokens.audit")
 
-_WARNING_KINDS = {AuditKind.REUSE_DETECTED, AuditKind.ENROLLMENT_REFUSED}
+_WARNING_KINDS = {AuditKind.REUSE_DETECTED, AuditKind.ENROLLMENT_REFUSED, AuditKind.SIGN_IN_REFUSED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,7 @@ def record_audit_event(
     device: Device | None = None,
     device_ref: str = "",
     organization: Organization | None = None,
+    person: Person | None = None,
     jti: str = "",
     client: ClientInfo = SYSTEM,
     actor: Actor = "",
@@ -63,6 +64,7 @@ def record_audit_event(
         device=device,
         device_ref=device.device_id if device is not None else device_ref,
         organization_id=device.organization_id if device is not None else (organization.pk if organization else None),
+        person_id=person.pk if person is not None else (device.person_id if device is not None else None),
         jti=jti,
         ip=client.ip,
         user_agent=client.user_agent,

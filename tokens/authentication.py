@@ -67,4 +67,5 @@ async def authenticate_wrapper_token(raw_token: str) -> DeviceIdentity:
         jti=claims["jti"],
         expires_at=float(claims["exp"]),
         policy=state.policy,
+        person_id=state.person_id,
     )

@@ -6,10 +6,12 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError
 
+from tokens.enrollment_modes import bootstrap_mode
+
 
 @register(Tags.security, deploy=True)
 def check_enrollment_mode(app_configs, **kwargs) -> list[CheckMessage]:
-    if settings.ENROLLMENT_MODE == "open" and not settings.DEBUG:
+    if bootstrap_mode() == "open" and not settings.DEBUG:
         return [
             Warning(
                 "ENROLLMENT_MODE=open lets anyone who can reach /bootstrap enroll a device and spend on your API key.",

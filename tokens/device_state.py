@@ -55,6 +55,7 @@ class DeviceState:
     revoked_before: float | None
     revoked_jtis: frozenset[str]
     policy: DevicePolicy
+    person_id: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class DeviceState:
             "revoked_before": self.revoked_before,
             "revoked_jtis": sorted(self.revoked_jtis),
             "policy": policy_to_json(self.policy),
+            "person_id": self.person_id,
         }
 
     @classmethod
@@ -77,6 +79,7 @@ class DeviceState:
             revoked_before=data["revoked_before"],
             revoked_jtis=frozenset(data["revoked_jtis"]),
             policy=policy_from_json(data["policy"]),
+            person_id=data.get("person_id"),
         )
 
     @property
@@ -90,8 +93,9 @@ def _latest_timestamp(*values: dt.datetime | None) -> float | None:
 
 
 def load_device_state(device_id: str) -> DeviceState | None:
-    """From the database: the device with its organization, and its revoked, unexpired access tokens."""
-    device = Device.objects.select_related("organization").filter(device_id=device_id).first()
+    """From the database: the device with its organization and person, and its revoked, unexpired
+    access tokens."""
+    device = Device.objects.select_related("organization", "person").filter(device_id=device_id).first()
     if device is None:
         return None
     organization = device.organization
@@ -107,7 +111,8 @@ def load_device_state(device_id: str) -> DeviceState | None:
             device.tokens_revoked_before, organization.tokens_revoked_before if organization else None
         ),
         revoked_jtis=frozenset(revoked_jtis),
-        policy=resolve_policy(device, organization),
+        policy=resolve_policy(device, organization, device.person),
+        person_id=device.person_id,
     )
 
 

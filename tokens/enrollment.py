@@ -1,7 +1,10 @@
 """Bootstrap: a device enrolls (or comes back) and gets a token pair.
 
-Modes (ENROLLMENT_MODE): `open` lets any device enroll; `secret` needs BOOTSTRAP_SECRET in the
-X-Bootstrap-Secret header; `approval` creates new devices pending until an operator approves them.
+Modes (ENROLLMENT_MODE, see tokens.enrollment_modes): `open` lets any device enroll; `secret` needs
+BOOTSTRAP_SECRET in the X-Bootstrap-Secret header; `approval` creates new devices pending until an
+operator approves them. With none of them (`oidc` alone) /bootstrap refuses every device, and a
+device a person signed in on is refused here whatever the mode: only a new sign-in enrolls it again
+(tokens.sign_in), so blocking the person cannot be undone by the device secret.
 Whatever the mode, an enrolled device must prove itself with its device secret, so knowing a device
 id is not enough to take it over.
 
@@ -30,12 +33,13 @@ from django.db.models import Value
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from proxyproject.lib.errors import BootstrapSecretInvalid, DeviceBlocked, DeviceSecretInvalid, GatewayError
+from proxyproject.lib.errors import BootstrapSecretInvalid, DeviceBlocked, DeviceSecretInvalid, GatewayError, SignInRequired
 from proxyproject.lib.logging import log_event
 from tokens.audit import ClientInfo, record_audit_event
 from tokens.description import NOT_DESCRIBED, DeviceDescription
 from tokens.device_secrets import device_secret_matches, generate_device_secret, hash_device_secret
 from tokens.device_state import invalidate_devices
+from tokens.enrollment_modes import bootstrap_mode
 from tokens.issuance import TokenPair, issue_token_pair
 from tokens.models import AuditKind, Device, DeviceStatus
 
@@ -66,7 +70,7 @@ def _locked_device(device_id: str) -> Device | None:
     return Device.objects.select_for_update().alias(key=Lower("device_id")).filter(key=Lower(Value(device_id))).first()
 
 
-def _locked_device_or_new(device_id: str, status: str, app_version: str) -> tuple[Device, bool]:
+def locked_device_or_new(device_id: str, status: str, app_version: str) -> tuple[Device, bool]:
     device = _locked_device(device_id)
     if device is not None:
         return device, False
@@ -77,19 +81,21 @@ def _locked_device_or_new(device_id: str, status: str, app_version: str) -> tupl
         return _locked_device(device_id), False
 
 
-def _proven(device: Device, created: bool, device_secret: str | None) -> bool:
+def device_proven(device: Device, created: bool, device_secret: str | None) -> bool:
     """Whether the caller may act as this device: it is new, it has no secret yet (first enrollment,
     or an operator reset it), or the caller presented its secret."""
     return created or not device.secret_hash or device_secret_matches(device_secret, device.secret_hash)
 
 
 def _refusal(device: Device, created: bool, device_secret: str | None) -> GatewayError | None:
-    if settings.ENROLLMENT_MODE == "approval" and not _proven(device, created, device_secret):
+    if bootstrap_mode() == "approval" and not device_proven(device, created, device_secret):
         return DeviceSecretInvalid()  # answered as for an unknown device: see _as_if_unknown
     if device.status == DeviceStatus.BLOCKED:
         return DeviceBlocked()
-    if not _proven(device, created, device_secret):
+    if not device_proven(device, created, device_secret):
         return DeviceSecretInvalid()
+    if device.person_id is not None:
+        return SignInRequired()  # else a blocked or disabled person's device secret would be a way back in
     return None
 
 
@@ -111,15 +117,17 @@ def bootstrap_device(
     """Enroll or re-enroll a device. Raises BootstrapSecretInvalid, DeviceSecretInvalid or
     DeviceBlocked (after recording the refusal); returns a pending Enrollment in approval mode."""
     now = now or timezone.now()
-    if settings.ENROLLMENT_MODE == "secret":
+    if bootstrap_mode() is None:
+        raise SignInRequired()
+    if bootstrap_mode() == "secret":
         try:
             check_bootstrap_secret(bootstrap_secret)
         except BootstrapSecretInvalid:
             log_event(logger, "Bootstrap refused: bootstrap secret", logging.WARNING, device_id=device_id, ip=client.ip)
             raise
-    initial_status = DeviceStatus.PENDING if settings.ENROLLMENT_MODE == "approval" else DeviceStatus.ACTIVE
+    initial_status = DeviceStatus.PENDING if bootstrap_mode() == "approval" else DeviceStatus.ACTIVE
     with transaction.atomic():
-        device, created = _locked_device_or_new(device_id, initial_status, app_version)
+        device, created = locked_device_or_new(device_id, initial_status, app_version)
         refusal = _refusal(device, created, device_secret)
         if refusal is not None:
             record_audit_event(
@@ -130,7 +138,7 @@ def bootstrap_device(
             enrollment = _enroll(device, created, app_version, description, device_secret, client, now)
         if created:
             transaction.on_commit(lambda: invalidate_devices([device_id]))
-    if isinstance(refusal, DeviceSecretInvalid) and settings.ENROLLMENT_MODE == "approval":
+    if isinstance(refusal, DeviceSecretInvalid) and bootstrap_mode() == "approval":
         return _as_if_unknown(device_id)
     if refusal is not None:
         raise refusal

@@ -152,12 +152,12 @@ def issue_token_pair(
     *, device: Device, client: ClientInfo, family: str | None = None, now: dt.datetime | None = None
 ) -> TokenPair:
     """Sign a wrapper token and a refresh token for the device and record both, as one grant. Call
-    inside the caller's transaction, with the device's organization loaded."""
+    inside the caller's transaction, with the device's organization and person loaded."""
     now = now or timezone.now()
     family = family or uuid.uuid4().hex
     keyring = get_keyring()
     access = _build(WrapperToken, device, family, now, dt.timedelta(hours=settings.JWT_EXPIRATION_HOURS))
-    access[POLICY_CLAIM] = policy_claims(resolve_policy(device, device.organization))
+    access[POLICY_CLAIM] = policy_claims(resolve_policy(device, device.organization, device.person))
     refresh = _build(DeviceRefreshToken, device, family, now, dt.timedelta(days=settings.REFRESH_TOKEN_DAYS))
     pair = TokenPair(
         wrapper_token=str(access),

@@ -7,13 +7,15 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 
+from tokens.budget_alert_fields import validate_alert_emails, validate_alert_thresholds, validate_webhook_url
 from tokens.description import validate_description
 from tokens.identifiers import validate_identifier
 from tokens.model_aliases import validate_model_aliases
 
 
 class PolicyFields(models.Model):
-    """Per-device or per-organization overrides; an empty field inherits (device → org → settings)."""
+    """Per-device, per-person or per-organization overrides; an empty field inherits
+    (device → person → organization → settings)."""
 
     allowed_models = models.TextField(
         blank=True,
@@ -47,6 +49,13 @@ class PolicyFields(models.Model):
         ],
         help_text="How the spend caps bite. Empty: inherit (organization, then SPEND_CAP_ENFORCEMENT).",
     )
+    budget_alert_thresholds = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[validate_alert_thresholds],
+        help_text="Percentages of each spend cap at which an alert is sent, once per period (50, 80, 100). "
+        "Empty: inherit (organization, then BUDGET_ALERT_THRESHOLDS).",
+    )
 
     class Meta:
         abstract = True
@@ -57,6 +66,18 @@ class Organization(PolicyFields):
     tokens_revoked_before = models.DateTimeField(
         null=True, blank=True, help_text="Tokens of this organization's devices issued before this time are refused."
     )
+    budget_webhook_url = models.URLField(
+        max_length=500,
+        blank=True,
+        validators=[validate_webhook_url],
+        help_text="Budget alerts of this organization and its devices are also posted here, signed with its secret.",
+    )
+    budget_webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    budget_alert_emails = models.TextField(
+        blank=True,
+        validators=[validate_alert_emails],
+        help_text="Addresses (comma- or line-separated) told of this organization's and its devices' budget alerts.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -65,6 +86,55 @@ class Organization(PolicyFields):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Person(PolicyFields):
+    """Someone who signed in with the company's identity provider (tokens.sign_in). Known by the
+    provider's issuer and subject, which never change; the email and name are refreshed at each
+    sign-in. `blocked` is an operator's decision; `active` is what the provider last said."""
+
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    email = models.CharField(max_length=254, blank=True, db_index=True, help_text="The person claim (OIDC_PERSON_CLAIM).")
+    display_name = models.CharField(max_length=200, blank=True)
+    organization = models.ForeignKey(
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="people",
+        help_text="From the provider's groups at each sign-in (group mappings), else left as set here.",
+    )
+    groups = models.JSONField(default=list, blank=True, editable=False, help_text="As the provider last listed them.")
+    active = models.BooleanField(default=True, help_text="False once the provider refused to renew the person's session.")
+    blocked = models.BooleanField(default=False, db_index=True)
+    last_sign_in_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["email"]
+        verbose_name_plural = "people"
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="tokens_person_issuer_subject")]
+
+    def __str__(self) -> str:
+        return self.email or self.subject
+
+
+class GroupOrganization(models.Model):
+    """A provider group whose members' devices belong to an organization. A person in several mapped
+    groups gets the mapping with the lowest priority number."""
+
+    group = models.CharField(max_length=255, unique=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="group_mappings")
+    priority = models.PositiveIntegerField(default=100)
+
+    class Meta:
+        ordering = ["priority", "group"]
+        verbose_name = "group → organization mapping"
+
+    def __str__(self) -> str:
+        return f"{self.group} → {self.organization}"
 
 
 class DeviceStatus(models.TextChoices):
@@ -78,6 +148,17 @@ class Device(PolicyFields):
 
     device_id = models.CharField(max_length=128, unique=True, validators=[validate_identifier])
     organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="devices")
+    person = models.ForeignKey(
+        Person,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="devices",
+        help_text="Set when a person signed in on this device; from then on only a sign-in enrolls it again.",
+    )
+    # The provider's refresh token from that sign-in (Fernet), renewed at each device refresh so a
+    # person the provider disabled loses access then (tokens.provider_sessions). Empty: none was issued.
+    provider_refresh_token = models.TextField(blank=True, editable=False)
     user_label = models.CharField(max_length=200, blank=True, validators=[validate_identifier])
     app_version = models.CharField(max_length=64, blank=True, validators=[validate_identifier])
     # What the device says it is, at each bootstrap (tokens.description): for telling devices apart.
@@ -108,6 +189,40 @@ class Device(PolicyFields):
 
     def __str__(self) -> str:
         return self.device_id
+
+
+DEVICE_FLOW = "device"
+PKCE_FLOW = "pkce"
+
+
+class SignInFlow(models.TextChoices):
+    DEVICE = DEVICE_FLOW, "Device authorization grant (RFC 8628)"
+    PKCE = PKCE_FLOW, "Authorization code with PKCE, loopback redirect"
+
+
+class SignIn(models.Model):
+    """A sign-in between /auth/oidc/start and its last /auth/oidc/poll. The client holds the handle;
+    only its hash is stored. Secrets the gateway must keep until then (the provider's device code,
+    the PKCE verifier, the device secret the client presented) are encrypted."""
+
+    handle_sha256 = models.CharField(max_length=64, unique=True)
+    flow = models.CharField(max_length=8, choices=SignInFlow.choices)
+    device_id = models.CharField(max_length=128)
+    app_version = models.CharField(max_length=64, blank=True)
+    description = models.JSONField(default=dict, blank=True)
+    encrypted_device_secret = models.TextField(blank=True)
+    encrypted_device_code = models.TextField(blank=True)
+    encrypted_code_verifier = models.TextField(blank=True)
+    redirect_uri = models.CharField(max_length=255, blank=True)
+    state = models.CharField(max_length=64, blank=True)
+    nonce = models.CharField(max_length=64)
+    interval = models.PositiveIntegerField(default=5)
+    next_poll_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.flow} sign-in for {self.device_id}"
 
 
 class TokenKind(models.TextChoices):
@@ -209,6 +324,12 @@ class AuditKind(models.TextChoices):
     ENROLLMENT_REFUSED = "enrollment_refused", "Enrollment refused"
     SIGNING_KEY_ROTATED = "signing_key_rotated", "Signing key rotated"
     SIGNING_KEY_RETIRED = "signing_key_retired", "Signing key retired"
+    PERSON_SIGNED_IN = "person_signed_in", "Person signed in"
+    SIGN_IN_REFUSED = "sign_in_refused", "Sign-in refused"
+    PERSON_BLOCKED = "person_blocked", "Person blocked"
+    PERSON_UNBLOCKED = "person_unblocked", "Person unblocked"
+    PERSON_REVOKED = "person_revoked", "Person's tokens revoked"
+    PROVIDER_SESSION_ENDED = "provider_session_ended", "Provider session ended"
 
 
 class AuditEvent(models.Model):
@@ -219,6 +340,7 @@ class AuditEvent(models.Model):
     device = models.ForeignKey(Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
     device_ref = models.CharField(max_length=128, blank=True, db_index=True)
     organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    person = models.ForeignKey(Person, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events")
     jti = models.CharField(max_length=64, blank=True, db_index=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)

@@ -118,3 +118,44 @@ def parse_refresh_token(request: HttpRequest) -> str | None:
     """`refresh_token` from the body, if the client sent one there."""
     data = read_json_object(request, required=False)
     return _string_field(data, "refresh_token", max_length=REFRESH_TOKEN_MAX_LENGTH, required=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SignInStartRequest:
+    device: BootstrapRequest
+    flow: str | None
+    redirect_uri: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignInPollRequest:
+    handle: str
+    code: str | None
+    state: str | None
+
+
+SIGN_IN_FLOWS = ("device", "pkce")
+REDIRECT_URI_MAX_LENGTH = 255
+HANDLE_MAX_LENGTH = 128
+CODE_MAX_LENGTH = 2048
+
+
+def parse_sign_in_start(request: HttpRequest) -> SignInStartRequest:
+    """The /bootstrap fields, and optionally `flow` (device or pkce) and the loopback `redirect_uri`
+    the client listens on for the pkce flow."""
+    device = parse_bootstrap_request(request)
+    data = orjson.loads(request.body)
+    flow = _string_field(data, "flow", max_length=8, required=False)
+    if flow is not None and flow not in SIGN_IN_FLOWS:
+        raise InvalidRequest(f"flow: must be one of {', '.join(SIGN_IN_FLOWS)}.")
+    redirect_uri = _string_field(data, "redirect_uri", max_length=REDIRECT_URI_MAX_LENGTH, required=False)
+    return SignInStartRequest(device=device, flow=flow, redirect_uri=redirect_uri)
+
+
+def parse_sign_in_poll(request: HttpRequest) -> SignInPollRequest:
+    data = read_json_object(request, required=True)
+    return SignInPollRequest(
+        handle=_string_field(data, "sign_in", max_length=HANDLE_MAX_LENGTH, required=True),
+        code=_string_field(data, "code", max_length=CODE_MAX_LENGTH, required=False),
+        state=_string_field(data, "state", max_length=HANDLE_MAX_LENGTH, required=False),
+    )

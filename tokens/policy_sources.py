@@ -10,8 +10,9 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from tokens.budget_alert_fields import parse_alert_thresholds
 from tokens.model_aliases import parse_model_aliases
-from tokens.models import Device, Organization
+from tokens.models import Device, Organization, Person
 from tokens.policy import parse_model_patterns
 
 _FIELDS = (
@@ -21,7 +22,9 @@ _FIELDS = (
     ("Window (ms)", "window_ms", "RATE_LIMIT_WINDOW"),
     ("Tokens per minute", "tokens_per_minute", "TOKENS_PER_MINUTE_MAX"),
     ("Daily spend cap (USD)", "daily_spend_cap_usd", "DAILY_SPEND_CAP_USD"),
+    ("Weekly spend cap (USD)", "weekly_spend_cap_usd", "WEEKLY_SPEND_CAP_USD"),
     ("Monthly spend cap (USD)", "monthly_spend_cap_usd", "MONTHLY_SPEND_CAP_USD"),
+    ("Budget alert thresholds (%)", "budget_alert_thresholds", "BUDGET_ALERT_THRESHOLDS"),
 )
 
 
@@ -32,12 +35,14 @@ class PolicyValue:
     source: str
 
 
-def _own(owner: Device | Organization | None, field: str) -> object | None:
-    if owner is None:
+def _own(owner: Device | Person | Organization | None, field: str) -> object | None:
+    value = getattr(owner, field, None)  # a person sets no alert thresholds of its own
+    if value is None:
         return None
-    value = getattr(owner, field)
     if field == "allowed_models":
         return (", ".join(parse_model_patterns(value)) or "any model") if value.strip() else None
+    if field == "budget_alert_thresholds":
+        return ", ".join(map(str, parse_alert_thresholds(value))) if value.strip() else None
     return value
 
 
@@ -49,12 +54,23 @@ def _shown(value: object) -> str:
     return str(value)
 
 
-def effective_policy_sources(device: Device | None, organization: Organization | None) -> list[PolicyValue]:
-    """For a device: each value and whether the device, its organization or a setting sets it. For
-    an organization (`device` None): what its devices get unless they set their own."""
+def _setting_shown(field: str, setting: str) -> str:
+    value = getattr(settings, setting)
+    if field == "budget_alert_thresholds":
+        return ", ".join(map(str, parse_alert_thresholds(value)))
+    return _shown(value)
+
+
+def effective_policy_sources(
+    device: Device | None, organization: Organization | None, person: Person | None = None
+) -> list[PolicyValue]:
+    """For a device: each value and whether the device, its person, its organization or a setting
+    sets it. For a person or an organization (`device` None): what their devices get unless they set
+    their own."""
     rows = []
+    owners = ((device, "this device"), (person, f"person {person}"), (organization, f"organization {organization}"))
     for label, field, setting in _FIELDS:
-        for owner, source in ((device, "this device"), (organization, f"organization {organization}")):
+        for owner, source in owners:
             value = _own(owner, field)
             if value is not None:
                 rows.append(PolicyValue(label, _shown(value), source))
@@ -63,16 +79,13 @@ def effective_policy_sources(device: Device | None, organization: Organization |
             if setting is None:
                 rows.append(PolicyValue(label, "any model", "default (no allowlist)"))
             else:
-                rows.append(PolicyValue(label, _shown(getattr(settings, setting)), f"setting {setting}"))
-    aliases = [(rule, "this device") for rule in _lines(device)] + [
-        (rule, f"organization {organization}") for rule in _lines(organization)
-    ]
-    for rule, source in aliases:
-        rows.append(PolicyValue("Model alias", rule, source))
+                rows.append(PolicyValue(label, _setting_shown(field, setting), f"setting {setting}"))
+    for owner, source in owners:
+        rows.extend(PolicyValue("Model alias", rule, source) for rule in _lines(owner))
     return rows
 
 
-def _lines(owner: Device | Organization | None) -> list[str]:
+def _lines(owner: Device | Person | Organization | None) -> list[str]:
     if owner is None:
         return []
     return [f"{pattern} → {served}" for pattern, served in parse_model_aliases(owner.model_aliases)]

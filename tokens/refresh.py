@@ -21,6 +21,7 @@ from proxyproject.lib.errors import (
     DeviceBlocked,
     DevicePendingApproval,
     GatewayError,
+    PersonBlocked,
     RefreshTokenReused,
     TokenRevoked,
 )
@@ -59,6 +60,8 @@ def _standing_refusal(device: Device, issued: IssuedToken, iat: float) -> Gatewa
         return DeviceBlocked()
     if device.status == DeviceStatus.PENDING:
         return DevicePendingApproval()
+    if device.person is not None and device.person.blocked:
+        return PersonBlocked()
     cutoff = revoked_before(device)
     if issued.revoked_at is not None or (cutoff is not None and iat < cutoff.timestamp()):
         return TokenRevoked()
@@ -76,7 +79,7 @@ def refresh_token_pair(*, raw_token: str, client: ClientInfo, now: dt.datetime |
     """
     now = now or timezone.now()
     claims = _verified_claims(raw_token)
-    issued = IssuedToken.objects.select_related("device__organization").filter(jti=claims["jti"]).first()
+    issued = IssuedToken.objects.select_related("device__organization", "device__person").filter(jti=claims["jti"]).first()
     if issued is None or issued.device.device_id != claims["sub"]:
         raise AuthenticationFailed("Invalid token.")
     device = issued.device

@@ -1,5 +1,5 @@
-"""Revocation per token, per device and per organization, and the operator actions on a device
-(approve, block, reset its secret). The admin, the commands and the API all call these.
+"""Revocation per token, per device, per person and per organization, and the operator actions on a
+device or a person (approve, block, reset its secret). The admin, the commands and the API all call these.
 
 Each writes the database (the authority) and, once committed, invalidates the hot-path caches
 (`device_state`), so every gateway process refuses the revoked tokens within
@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from tokens.audit import SYSTEM, Actor, ClientInfo, record_audit_event
 from tokens.device_state import invalidate_all_devices, invalidate_devices
-from tokens.models import AuditKind, Device, DeviceStatus, IssuedToken, Organization
+from tokens.models import AuditKind, Device, DeviceStatus, IssuedToken, Organization, Person
 
 
 class TokenNotFound(LookupError):
@@ -99,6 +99,64 @@ def revoke_organization_tokens(
     return RevocationResult(revoked_tokens=count, devices=devices)
 
 
+def _revoke_person_in_transaction(person: Person, now: dt.datetime) -> tuple[int, list[str]]:
+    devices = list(Device.objects.select_for_update().filter(person=person))
+    count = sum(_revoke_device_in_transaction(device, now) for device in devices)
+    return count, [device.device_id for device in devices]
+
+
+def revoke_person_tokens(
+    *, person: Person, actor: Actor, client: ClientInfo = SYSTEM, now: dt.datetime | None = None
+) -> RevocationResult:
+    """Every token of every device the person signed in on stops working; each device must sign
+    the person in again."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        count, device_ids = _revoke_person_in_transaction(person, now)
+        record_audit_event(
+            AuditKind.PERSON_REVOKED,
+            person=person,
+            device_ref="",
+            client=client,
+            actor=actor,
+            now=now,
+            detail={"person": str(person), "revoked_tokens": count, "devices": len(device_ids)},
+        )
+        transaction.on_commit(lambda: invalidate_devices(device_ids))
+    return RevocationResult(revoked_tokens=count, devices=len(device_ids))
+
+
+def block_person(*, person: Person, actor: Actor, now: dt.datetime | None = None) -> RevocationResult:
+    """Cut the person off everywhere: every device's tokens are revoked (refused by every gateway
+    process within REVOCATION_CACHE_SECONDS), and neither a refresh nor a new sign-in is accepted
+    until an operator unblocks the person."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        person.blocked = True
+        person.save(update_fields=["blocked", "updated_at"])
+        count, device_ids = _revoke_person_in_transaction(person, now)
+        record_audit_event(
+            AuditKind.PERSON_BLOCKED,
+            person=person,
+            device_ref="",
+            actor=actor,
+            now=now,
+            detail={"person": str(person), "revoked_tokens": count, "devices": len(device_ids)},
+        )
+        transaction.on_commit(lambda: invalidate_devices(device_ids))
+    return RevocationResult(revoked_tokens=count, devices=len(device_ids))
+
+
+def unblock_person(*, person: Person, actor: Actor, now: dt.datetime | None = None) -> Person:
+    """The person may sign in again; the old tokens stay revoked."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        person.blocked = False
+        person.save(update_fields=["blocked", "updated_at"])
+        record_audit_event(AuditKind.PERSON_UNBLOCKED, person=person, device_ref="", actor=actor, now=now)
+    return person
+
+
 def approve_device(*, device: Device, actor: Actor, now: dt.datetime | None = None) -> Device:
     """Pending (or blocked) → active. The device's next bootstrap gets tokens. The admin and the
     commands offer it for pending devices and `unblock_device` for blocked ones, so the audit
@@ -149,9 +207,14 @@ def reset_device_secret(*, device: Device, actor: Actor, now: dt.datetime | None
     return device
 
 
-def policy_changed(*, device: Device | None = None, organization: Organization | None = None) -> None:
-    """After an operator edits a device's or organization's policy: drop the cached copies once the
-    change is committed."""
+def policy_changed(
+    *, device: Device | None = None, organization: Organization | None = None, person: Person | None = None
+) -> None:
+    """After an operator edits a device's, person's or organization's policy: drop the cached copies
+    once the change is committed."""
+    if person is not None:
+        device_ids = list(Device.objects.filter(person=person).values_list("device_id", flat=True))
+        transaction.on_commit(lambda: invalidate_devices(device_ids))
     if organization is not None:
         transaction.on_commit(invalidate_all_devices)
     if device is not None:

@@ -1,5 +1,6 @@
 """Operators' view of usage: prices (editable: saving one reprices from the next record on), records
-and rollups (read-only, CSV export), the dashboard and the live feed."""
+and rollups (read-only, CSV export), the dashboard and the live feed; budget alerts and their
+webhook deliveries are in `usage.budget_admin`."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from proxyproject.lib.admin_filters import DateRangeFilter, ExactValueFilter
 from tokens.admin import DeviceAdmin
 from tokens.models import Device
 from tokens.policy import resolve_policy
+from usage.budget_admin import BudgetAlertAdmin, WebhookDeliveryAdmin  # noqa: F401  (they register themselves)
 from usage.cost_breakdown import cost_breakdown
 from usage.dashboard import PERIODS, build_dashboard
 from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
@@ -306,7 +308,7 @@ class DeviceWithSpendAdmin(DeviceAdmin):
         spend = spend_summary_for_devices([device.pk for device in changelist.result_list])
         for device in changelist.result_list:
             device.page_spend = spend[device.pk]
-            device.page_policy = resolve_policy(device, device.organization)
+            device.page_policy = resolve_policy(device, device.organization, device.person)
         return changelist
 
     @admin.display(description="Spend today / daily cap")
@@ -322,7 +324,7 @@ class DeviceWithSpendAdmin(DeviceAdmin):
         if obj.pk is None:
             return "-"
         spend = spend_summary_for_devices([obj.pk])[obj.pk]
-        policy = resolve_policy(obj, obj.organization)
+        policy = resolve_policy(obj, obj.organization, obj.person)
         url = reverse("admin:usage_usagerecord_changelist") + "?" + urlencode({"device_ref": obj.device_id})
         return format_html(
             'Today {} · this month {} · <a href="{}">usage records</a>',

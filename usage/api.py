@@ -18,7 +18,7 @@ from tokens.operators import KEY_PREFIX, SESSION_ACTOR_PREFIX, authenticate_oper
 from usage.cost_breakdown import cost_breakdown
 from usage.models import UsageRecord
 from usage.permissions import can_view_usage
-from usage.reports import GroupBy, UsageFilter, usage_groups, usage_totals
+from usage.reports import GroupBy, UsageFilter, people_named, usage_groups, usage_totals
 from usage.repricing import reprice_usage
 
 router = Router(tags=["usage"])
@@ -37,8 +37,9 @@ class UsageQuery(Schema):
     until: dt.datetime | None = Field(None, description="End, exclusive. Default: now.")
     device: str | None = Field(None, description="A device_id. A device token may only name itself.")
     org: int | None = Field(None, description="An organization id.")
+    person: str | None = Field(None, description="A person who signed in on devices: their email, or their id.")
     model: str | None = Field(None, description="Exact model id as the client sent it.")
-    group_by: GroupBy | None = Field(None, description="Also break the totals down by day, hour (UTC), model or device.")
+    group_by: GroupBy | None = Field(None, description="Also break the totals down by day, hour (UTC), model, device or person.")
     request_id: str | None = Field(
         None, description="One request's record, with how its cost was computed (`record`). Any period unless `since` is given."
     )
@@ -68,6 +69,7 @@ class UsageGroupOut(UsageTotalsOut):
 class UsageFiltersOut(Schema):
     device: str | None
     org: int | None
+    person: str | None = None
     model: str | None
     request_id: str | None
 
@@ -146,16 +148,23 @@ def usage_filter_for(reader: Reader, query: UsageQuery) -> UsageFilter:
     if since >= until:
         raise InvalidRequest("since must be before until.")
     if reader.device_pk is not None:
-        if query.device not in (None, reader.device_id) or query.org not in (None, reader.org_id):
+        if query.device not in (None, reader.device_id) or query.org not in (None, reader.org_id) or query.person is not None:
             raise PermissionDenied("A device token can only read its own usage.")
         return UsageFilter(since, until, device_pk=reader.device_pk, model=query.model, request_id=query.request_id)
+    org_pk: int | None = query.org
     if reader.org_id is not None:
         if query.org not in (None, reader.org_id):
             raise PermissionDenied("This operator API key can only read its own organization's usage.")
-        return UsageFilter(
-            since, until, device_ref=query.device, org_pk=reader.org_id, model=query.model, request_id=query.request_id
-        )
-    return UsageFilter(since, until, device_ref=query.device, org_pk=query.org, model=query.model, request_id=query.request_id)
+        org_pk = reader.org_id
+    return UsageFilter(
+        since,
+        until,
+        device_ref=query.device,
+        org_pk=org_pk,
+        model=query.model,
+        request_id=query.request_id,
+        person_pks=None if query.person is None else people_named(query.person),
+    )
 
 
 def record_breakdown(usage_filter: UsageFilter) -> dict[str, object]:
@@ -177,6 +186,7 @@ def build_report(reader: Reader, query: UsageQuery) -> dict[str, object]:
         "filters": {
             "device": reader.device_id or query.device,
             "org": usage_filter.org_pk or query.org,
+            "person": query.person,
             "model": query.model,
             "request_id": query.request_id,
         },

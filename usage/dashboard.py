@@ -1,5 +1,5 @@
 """What the admin's usage dashboard shows: totals, series over time drawn as SVG, top devices and
-models, spend today and this month, and the circuit breaker's state.
+models, spend today and this month, budgets past an alert threshold, and the circuit breaker's state.
 
 The breaker belongs to `gateway`, a layer above this one: the gateway registers the function that
 reads its state (`register_breaker_state`), so this module never imports it."""
@@ -15,7 +15,9 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.utils.safestring import SafeString
 
+from usage.budget_alerts import budget_subject_url, current_budget_alerts
 from usage.charts import Series, stacked_bar_chart
+from usage.models import BudgetAlert
 from usage.reports import GroupBy, UsageFilter, UsageGroup, UsageTotals, usage_groups, usage_totals
 
 UTC = dt.UTC
@@ -37,10 +39,12 @@ class Dashboard:
     charts: dict[str, SafeString]
     top_devices: list[UsageGroup]
     top_models: list[UsageGroup]
+    top_people: list[UsageGroup]
     spend_today: Decimal
     spend_month: Decimal
     breaker: dict[str, Any] | None
     breaker_error: str | None
+    budgets: list[BudgetAlert]
 
     @property
     def tiles(self) -> list[tuple[str, str, str]]:
@@ -58,12 +62,38 @@ class Dashboard:
         ]
 
     @property
+    def budget_rows(self) -> list[BudgetRow]:
+        return [
+            BudgetRow(
+                subject=f"{alert.get_scope_display()} {alert.subject}",
+                url=budget_subject_url(alert),
+                period=alert.period,
+                threshold=f"{alert.threshold_percent}%",
+                spent=f"${alert.spent:.2f} / ${alert.cap:.2f}",
+            )
+            for alert in self.budgets
+        ]
+
+    @property
     def device_rows(self) -> list[TableRow]:
         return table_rows(self.top_devices)
 
     @property
     def model_rows(self) -> list[TableRow]:
         return table_rows(self.top_models)
+
+    @property
+    def person_rows(self) -> list[TableRow]:
+        return table_rows(self.top_people)
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    subject: str
+    url: str | None
+    period: str
+    threshold: str
+    spent: str
 
 
 @dataclass(frozen=True)
@@ -177,8 +207,10 @@ def build_dashboard(period: str, now: dt.datetime) -> Dashboard:
         charts=_charts(since, until, group_by, usage_groups(usage_filter, group_by)),
         top_devices=usage_groups(usage_filter, "device", limit=TOP),
         top_models=usage_groups(usage_filter, "model", limit=TOP),
+        top_people=usage_groups(usage_filter, "person", limit=TOP),
         spend_today=usage_totals(UsageFilter(day_start, until)).cost,
         spend_month=usage_totals(UsageFilter(day_start.replace(day=1), until)).cost,
         breaker=breaker,
         breaker_error=breaker_error,
+        budgets=current_budget_alerts(until),
     )

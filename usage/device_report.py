@@ -17,8 +17,9 @@ from tokens.identity import DeviceIdentity
 from tokens.issuance import format_timestamp
 from tokens.models import Device
 from tokens.policy import policy_to_json
+from usage.periods import period_start
 from usage.pricing import COST_QUANTUM
-from usage.spend import current_spend, period_start
+from usage.spend import current_spend
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -53,7 +54,7 @@ def _spend(scope: str, pk: int, period: str, cap: Decimal | None, now: float) ->
 def device_report(identity: DeviceIdentity, *, now: float | None = None) -> dict[str, Any]:
     """The authenticated device's status, effective policy and spend this UTC day, ISO week and month."""
     moment = time.time() if now is None else now
-    device = Device.objects.select_related("organization").get(pk=identity.device_pk)
+    device = Device.objects.select_related("organization", "person").get(pk=identity.device_pk)
     policy = identity.policy
     report: dict[str, Any] = {
         "device_id": device.device_id,
@@ -63,6 +64,7 @@ def device_report(identity: DeviceIdentity, *, now: float | None = None) -> dict
         "app_version": device.app_version,
         "os": device.os,
         "organization": device.organization.name if device.organization else None,
+        "person": str(device.person) if device.person else None,
         "token_expires_at": format_timestamp(dt.datetime.fromtimestamp(identity.expires_at, dt.UTC)),
         "policy": policy_to_json(policy),
         "spend": {
@@ -71,6 +73,12 @@ def device_report(identity: DeviceIdentity, *, now: float | None = None) -> dict
             "month": _spend("device", device.pk, "month", policy.device_monthly_cap_usd, moment),
         },
     }
+    if identity.person_id is not None:
+        report["person_spend"] = {
+            "day": _spend("person", identity.person_id, "day", policy.person_daily_cap_usd, moment),
+            "week": _spend("person", identity.person_id, "week", policy.person_weekly_cap_usd, moment),
+            "month": _spend("person", identity.person_id, "month", policy.person_monthly_cap_usd, moment),
+        }
     if identity.org_id is not None:
         report["organization_spend"] = {
             "day": _spend("org", identity.org_id, "day", policy.org_daily_cap_usd, moment),

@@ -16,6 +16,7 @@ class UsageEvent:
     device_id: str | None = None
     device_pk: int | None = None
     org_id: int | None = None
+    person_id: int | None = None
     model: str | None = None  # the model served
     requested_model: str | None = None  # set when a model alias replaced the one the client asked for
     upstream_request_id: str | None = None

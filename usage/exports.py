@@ -19,6 +19,7 @@ RECORD_COLUMNS = (
     "device_ref",
     "device_pk",
     "org_pk",
+    "person_pk",
     "session_id",
     "model",
     "endpoint",

@@ -105,6 +105,7 @@ class UsageRecord(models.Model):
     device_ref = models.CharField(max_length=128, blank=True, verbose_name="device id")
     device_pk = models.BigIntegerField(null=True, blank=True)
     org_pk = models.BigIntegerField(null=True, blank=True)
+    person_pk = models.BigIntegerField(null=True, blank=True, help_text="The person signed in on the device (tokens.Person).")
     session_id = models.CharField(max_length=128, blank=True)
     model = models.CharField(max_length=200, blank=True)
     requested_model = models.CharField(
@@ -142,6 +143,7 @@ class UsageRecord(models.Model):
         indexes = [
             models.Index(fields=["device_pk", "occurred_at"], name="usage_rec_device_time"),
             models.Index(fields=["org_pk", "occurred_at"], name="usage_rec_org_time"),
+            models.Index(fields=["person_pk", "occurred_at"], name="usage_rec_person_time"),
             models.Index(fields=["device_ref", "occurred_at"], name="usage_rec_devref_time"),
             models.Index(fields=["priced", "occurred_at"], name="usage_rec_priced_time"),
             models.Index(fields=["price_flag", "occurred_at"], name="usage_rec_flagged_time", condition=~models.Q(price_flag="")),
@@ -211,3 +213,78 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} {self.device_ref or '-'} {self.model or '-'}"
+
+
+class BudgetScope(models.TextChoices):
+    DEVICE = "device", "Device"
+    ORG = "org", "Organization"
+
+
+class BudgetAlert(models.Model):
+    """A spend cap's threshold crossed in one period. The unique constraint is the once-only guard:
+    the settle that crosses it and the rollup task's sweep may both try to record it, from any
+    number of processes, and exactly one insert wins (`usage.budget_alerts`)."""
+
+    uuid = models.UUIDField(unique=True, editable=False, help_text="The webhook's event id: receivers deduplicate on it.")
+    scope = models.CharField(max_length=8, choices=BudgetScope.choices)
+    subject_pk = models.BigIntegerField(help_text="The device's or organization's primary key.")
+    subject = models.CharField(max_length=200, help_text="Device id or organization name, kept after either is deleted.")
+    device = models.ForeignKey("tokens.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    organization = models.ForeignKey(
+        "tokens.Organization",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The organization, or the device's: its webhook and recipients are told too.",
+    )
+    period = models.CharField(max_length=8)
+    period_start = models.DateTimeField()
+    threshold_percent = models.PositiveSmallIntegerField()
+    cap = models.DecimalField(max_digits=12, decimal_places=2)
+    spent = models.DecimalField(max_digits=18, decimal_places=9, help_text="Spent in the period when the threshold was crossed.")
+    occurred_at = models.DateTimeField(db_index=True)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its webhooks and email were queued; the rollup task queues any left behind."
+    )
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scope", "subject_pk", "period", "period_start", "threshold_percent"],
+                name="usage_budget_alert_once_per_period",
+            )
+        ]
+        indexes = [models.Index(fields=["period", "period_start"])]
+
+    def __str__(self) -> str:
+        return f"{self.subject} {self.threshold_percent}% {self.period}"
+
+
+class WebhookTarget(models.TextChoices):
+    SETTING = "setting", "Setting"
+    ORGANIZATION = "organization", "Organization"
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to post an alert to one webhook: kept for operators, never the secret or more than
+    a few hundred bytes of the receiver's answer."""
+
+    alert = models.ForeignKey(BudgetAlert, on_delete=models.CASCADE, related_name="deliveries")
+    target = models.CharField(max_length=16, choices=WebhookTarget.choices)
+    url = models.CharField(max_length=500)
+    attempt = models.PositiveSmallIntegerField()
+    delivered = models.BooleanField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    response_excerpt = models.CharField(max_length=300, blank=True)
+    duration_ms = models.PositiveIntegerField()
+    attempted_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-attempted_at"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.alert} → {self.get_target_display()} #{self.attempt}"

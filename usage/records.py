@@ -93,6 +93,7 @@ def row_from_event(
         "device_ref": _text(event.device_id, "device_ref"),
         "device_pk": event.device_pk,
         "org_pk": event.org_id,
+        "person_pk": event.person_id,
         "session_id": _text(event.session_id, "session_id"),
         "model": _text(event.model, "model"),
         "requested_model": _text(event.requested_model, "requested_model"),

@@ -13,11 +13,13 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
+from tokens.models import Person
 from usage.counts import COUNT_FIELDS, TOKEN_FIELDS
 from usage.models import PriceFlag, UsageRecord
 from usage.pricing import COST_QUANTUM
 
-GroupBy = Literal["day", "hour", "model", "device"]
+GroupBy = Literal["day", "hour", "model", "device", "person"]
+NO_PERSON = "(no person)"
 UTC = dt.UTC
 ESTIMATED_FLAGS = (PriceFlag.ASSUMED, PriceFlag.FALLBACK)
 """Priced, but at a rate that is not published for what the request did."""
@@ -32,6 +34,7 @@ class UsageFilter:
     org_pk: int | None = None
     model: str | None = None
     request_id: str | None = None
+    person_pks: tuple[int, ...] | None = None
 
     def apply(self, records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
         records = records.filter(occurred_at__gte=self.since, occurred_at__lt=self.until)
@@ -41,6 +44,8 @@ class UsageFilter:
             records = records.filter(device_ref=self.device_ref)
         if self.org_pk is not None:
             records = records.filter(org_pk=self.org_pk)
+        if self.person_pks is not None:
+            records = records.filter(person_pk__in=self.person_pks)
         if self.model is not None:
             records = records.filter(model=self.model)
         if self.request_id is not None:
@@ -116,13 +121,15 @@ def usage_totals(usage_filter: UsageFilter) -> UsageTotals:
 
 
 def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | None = None) -> list[UsageGroup]:
-    """Time groups in time order; model and device groups by cost, dearest first."""
+    """Time groups in time order; model, device and person groups by cost, dearest first. A person
+    is shown by the name operators know them by (their email), records of no person as NO_PERSON."""
     records = usage_filter.apply(UsageRecord.objects.all())
     expression = {
         "day": TruncDay("occurred_at", tzinfo=UTC),
         "hour": TruncHour("occurred_at", tzinfo=UTC),
         "model": F("model"),
         "device": F("device_ref"),
+        "person": F("person_pk"),
     }[group_by]
     rows = records.annotate(group_key=expression).values("group_key").annotate(**_AGGREGATES)
     if group_by in ("day", "hour"):
@@ -131,7 +138,24 @@ def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | N
         rows = rows.order_by(F("cost_sum").desc(nulls_last=True), "-requests", "group_key")
     if limit is not None:
         rows = rows[:limit]
+    if group_by == "person":
+        rows = list(rows)
+        names = person_names([row["group_key"] for row in rows if row["group_key"] is not None])
+        return [UsageGroup(names.get(row["group_key"], NO_PERSON), _totals(row)) for row in rows]
     return [UsageGroup(_group_key(group_by, row["group_key"]), _totals(row)) for row in rows]
+
+
+def person_names(pks: Iterable[int]) -> dict[int, str]:
+    """A deleted person's records keep their pk: shown as `person <pk>`."""
+    wanted = set(pks)
+    names = {person.pk: str(person) for person in Person.objects.filter(pk__in=wanted)}
+    return {pk: names.get(pk, f"person {pk}") for pk in wanted}
+
+
+def people_named(name: str) -> tuple[int, ...]:
+    """The people a report's `person` filter names: by email (any case), or by id."""
+    matches = Person.objects.filter(Q(email__iexact=name) | Q(pk=int(name)) if name.isdigit() else Q(email__iexact=name))
+    return tuple(matches.values_list("pk", flat=True))
 
 
 @dataclass(frozen=True)

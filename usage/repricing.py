@@ -47,6 +47,7 @@ _FIELDS = (
     "inference_geo",
     "device_pk",
     "org_pk",
+    "person_pk",
     "cost",
     "priced",
     "price_flag",
@@ -136,7 +137,7 @@ class _CounterDeltas:
         if not delta or record.occurred_at < self.month_start:
             return
         periods = ["month"] + (["day"] if record.occurred_at >= self.day_start else [])
-        for scope, pk in (("device", record.device_pk), ("org", record.org_pk)):
+        for scope, pk in (("device", record.device_pk), ("org", record.org_pk), ("person", record.person_pk)):
             if pk is not None:
                 for period in periods:
                     self.deltas[counter_for(scope, pk, period, self.now)] += delta

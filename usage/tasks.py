@@ -8,6 +8,7 @@ import datetime as dt
 from celery import shared_task
 from django.utils import timezone
 
+from usage.budget_sweep import sweep_budget_alerts
 from usage.rollups import prune_usage_records, rollup_usage
 from usage.spend import reconcile_spend_counters
 from usage.writer import drain_usage_queue
@@ -23,16 +24,18 @@ def drain_usage_queue_task() -> int:
 
 @shared_task(name="usage.rollup_recent_usage")
 def rollup_recent_usage() -> dict[str, int]:
-    """Rebuild the last two hours' hour buckets and the day buckets they fall in, then reconcile the
-    spend counters from the records they counted."""
+    """Rebuild the last two hours' hour buckets and the day buckets they fall in, reconcile the
+    spend counters from the records they counted, and record any budget alert they reach."""
     now = timezone.now()
     summary = rollup_usage(now - RECENT_WINDOW, now)
     counters = reconcile_spend_counters()
+    alerts = sweep_budget_alerts()
     return {
         "records": summary.records,
         "hour_rows": summary.rows["hour"],
         "day_rows": summary.rows["day"],
         "spend_counters": counters,
+        "budget_alerts": alerts,
     }
 
 

@@ -2,6 +2,7 @@
 
     GatewayError                      (base: status, Anthropic error type, error code, headers)
     ├── InvalidRequest                400 invalid_request_error
+    │   ├── SignInExpired             400 sign_in_expired        (unknown, finished or timed-out sign-in)
     │   ├── NonCanonicalPath          400 non_canonical_path     (dot segments, %2e, //, ...: refused before auth)
     │   └── HostNotAllowed            400 host_not_allowed       (Host not in ALLOWED_HOSTS)
     ├── RequestTooLarge               413 request_too_large
@@ -12,18 +13,24 @@
     │   ├── TokenRevoked              401 token_revoked
     │   ├── RefreshTokenReused        401 refresh_token_reused   (the token's whole family is revoked)
     │   ├── BootstrapSecretInvalid    401 bootstrap_secret_invalid
-    │   └── DeviceSecretInvalid       401 device_secret_invalid
+    │   ├── DeviceSecretInvalid       401 device_secret_invalid
+    │   └── IdTokenRejected           401 id_token_rejected      (the provider's ID token failed a check)
     ├── PermissionDenied              403 permission_error
     │   ├── DevicePendingApproval     403 device_pending_approval
     │   ├── DeviceBlocked             403 device_blocked
     │   ├── ModelNotAllowed           403 model_not_allowed
-    │   └── CsrfFailed                403 csrf_failed            (a session without the CSRF token)
+    │   ├── CsrfFailed                403 csrf_failed            (a session without the CSRF token)
+    │   ├── SignInRequired            403 sign_in_required       (only a person's sign-in enrolls this device)
+    │   ├── SignInNotEnabled          403 sign_in_not_enabled    (ENROLLMENT_MODE does not include oidc)
+    │   ├── SignInDenied              403 sign_in_denied         (the person declined at the provider)
+    │   └── PersonBlocked             403 person_blocked
     ├── NotFound                      404 not_found_error
     │   └── RouteNotOffered           404 route_not_offered
     ├── RateLimited                   429 rate_limit_error       (retry-after)
     │   └── EnrollmentRateLimited     429 enrollment_rate_limited
     ├── SpendCapReached               429 rate_limit_error       (x-should-retry: false)
     ├── UpstreamUnreachable           502 api_error
+    ├── IdentityProviderUnavailable   502 api_error              (the identity provider did not answer as expected)
     ├── CircuitOpen                   503 api_error              (retry-after)
     ├── SharedStateUnavailable        503 api_error              (retry-after: Redis unreachable, fail closed)
     ├── DatabaseUnavailable           503 api_error              (retry-after: the database did not answer)
@@ -107,6 +114,11 @@ class HostNotAllowed(InvalidRequest):
     should_retry = False
 
 
+class SignInExpired(InvalidRequest):
+    error_code = "sign_in_expired"
+    default_message = "This sign-in is unknown, already finished or timed out. Start a new one."
+
+
 class RequestTooLarge(GatewayError):
     status, error_type, error_code = 413, "request_too_large", "request_too_large"
     default_message = "Request exceeds the maximum allowed size"
@@ -156,6 +168,11 @@ class DeviceSecretInvalid(AuthenticationFailed):
     default_message = "device_secret is missing or does not match this device."
 
 
+class IdTokenRejected(AuthenticationFailed):
+    error_code = "id_token_rejected"
+    default_message = "The identity provider's ID token failed verification."
+
+
 class PermissionDenied(GatewayError):
     status, error_type, error_code = 403, "permission_error", "permission_denied"
     default_message = "Permission denied"
@@ -180,6 +197,30 @@ class ModelNotAllowed(PermissionDenied):
 class CsrfFailed(PermissionDenied):
     error_code = "csrf_failed"
     default_message = "CSRF verification failed."
+
+
+class SignInRequired(PermissionDenied):
+    error_code = "sign_in_required"
+    default_message = "This device enrolls by signing its person in: POST /auth/oidc/start."
+    should_retry = False
+
+
+class SignInNotEnabled(PermissionDenied):
+    error_code = "sign_in_not_enabled"
+    default_message = "Signing in with the identity provider is not enabled on this gateway."
+    should_retry = False
+
+
+class SignInDenied(PermissionDenied):
+    error_code = "sign_in_denied"
+    default_message = "The sign-in was declined at the identity provider."
+    should_retry = False
+
+
+class PersonBlocked(PermissionDenied):
+    error_code = "person_blocked"
+    default_message = "This person has been blocked by an operator."
+    should_retry = False
 
 
 class NotFound(GatewayError):
@@ -211,6 +252,11 @@ class SpendCapReached(GatewayError):
 class UpstreamUnreachable(GatewayError):
     status, error_type, error_code = 502, "api_error", "upstream_unreachable"
     default_message = "The upstream API could not be reached."
+
+
+class IdentityProviderUnavailable(GatewayError):
+    status, error_type, error_code = 502, "api_error", "identity_provider_unavailable"
+    default_message = "The identity provider could not be reached or answered unexpectedly."
 
 
 class CircuitOpen(GatewayError):

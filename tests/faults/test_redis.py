@@ -70,3 +70,14 @@ def test_sync_client_survives_a_redis_restart(own_redis):
     own_redis.stop()
     own_redis.start()
     assert client.get("before-restart") is None
+
+
+async def test_lean_client_survives_a_redis_restart(own_redis):
+    from proxyproject.lib.resp_client import get_resp_client
+
+    client = get_resp_client()
+    assert await client.execute("SET", "before-restart", "1") == b"OK"
+    own_redis.stop()
+    own_redis.start()
+    assert await client.execute("GET", "before-restart") is None
+    client.close()

@@ -347,3 +347,16 @@ def test_every_process_reports_its_own_count_and_a_gone_process_stops_counting(r
             reporters,
             *(redis_key("upstream-keys", slot_tag("in-flight", key_id), name) for name in ("host-a:1:aa", "host-b:7:bb")),
         )
+
+
+async def test_counters_reach_the_database_when_no_request_follows(fake_upstream, token, monkeypatch):
+    monkeypatch.setattr(keypool, "STATS_FLUSH_SECONDS", 0.2)
+    use_pool(monkeypatch)
+    await message(token)
+    await message(token, **{"x-fake-fault": "500"})
+
+    async def counted():
+        row = await key(ENVIRONMENT_KEY_NAME)
+        return (row.request_count, row.server_error_count) == (2, 1)
+
+    await apoll_until(counted)

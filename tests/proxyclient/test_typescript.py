@@ -1,5 +1,6 @@
 """The TypeScript client's own tests (`npm test`: Node's built-in runner) against live gateways
-started here, with the bundled fake upstream: 24 h tokens and 3.6 s tokens."""
+started here, with the bundled fake upstream: 24 h tokens and 3.6 s tokens, and one that signs
+people in against the test identity provider."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 
 import pytest
 
+from tests.proxyclient.test_sign_in import module_people_gateway, module_provider, people_gateway  # noqa: F401
 from tests.servers import BASE_DIR
 
 PACKAGE = BASE_DIR / "clients" / "typescript"
@@ -27,8 +29,14 @@ def npm_installed() -> None:
         assert installed.returncode == 0, installed.stderr[-2000:]
 
 
-def test_typescript_client_passes_its_tests_against_live_gateways(npm_installed, gateway, short_lived_gateway, upstream):
-    environment = os.environ | {"PROXY_TEST_GATEWAY_URL": gateway.url, "PROXY_TEST_SHORT_GATEWAY_URL": short_lived_gateway.url}
+def test_typescript_client_passes_its_tests_against_live_gateways(
+    npm_installed, gateway, short_lived_gateway, people_gateway, upstream
+):
+    environment = os.environ | {
+        "PROXY_TEST_GATEWAY_URL": gateway.url,
+        "PROXY_TEST_SHORT_GATEWAY_URL": short_lived_gateway.url,
+        "PROXY_TEST_PEOPLE_GATEWAY_URL": people_gateway.url,
+    }
     result = subprocess.run(
         ["npm", "test"], cwd=PACKAGE, env=environment, capture_output=True, text=True, timeout=300, check=False
     )

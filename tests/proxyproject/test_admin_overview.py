@@ -63,3 +63,29 @@ def test_a_user_without_usage_permission_sees_no_overview(client):
     client.force_login(user)
     html = client.get("/admin/").content.decode()
     assert "admin-overview" not in html
+
+
+def test_budgets_past_a_threshold_this_period_are_listed_with_links_to_them(operator_client):
+    from tokens.models import Organization
+    from usage.budget_alerts import Crossing, record_budget_alerts
+    from usage.periods import period_start
+
+    device = Device.objects.create(device_id="laptop-ada")
+    organization = Organization.objects.create(name="Acme")
+    now = timezone.now()
+    today, month = period_start("day", now), period_start("month", now)
+    record_budget_alerts(
+        [
+            Crossing("device", device.pk, "day", today, 50, Decimal("1.00"), Decimal("0.85")),
+            Crossing("device", device.pk, "day", today, 80, Decimal("1.00"), Decimal("0.85")),
+            Crossing("org", organization.pk, "month", month, 100, Decimal("50.00"), Decimal("51")),
+            Crossing("device", device.pk, "day", today - dt.timedelta(days=1), 100, Decimal("1.00"), Decimal("1.2")),
+        ]
+    )
+    html = operator_client.get("/admin/").content.decode()
+    org_link = f'<a class="console-alert" href="/admin/tokens/organization/{organization.pk}/change/">'
+    device_link = f'<a class="console-alert" href="/admin/tokens/device/{device.pk}/change/">'
+    assert org_link + "Organization Acme is past 100% of its monthly cap</a>" in html
+    assert device_link + "Device laptop-ada is past 80% of its daily cap</a>" in html
+    assert "past 50%" not in html  # only the highest threshold of each budget
+    assert html.index("Organization Acme") < html.index("Device laptop-ada")  # yesterday's 100 % is not listed

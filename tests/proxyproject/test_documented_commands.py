@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from fake_anthropic import FakeAnthropic
 from tests.servers import server_environment
 from tests.tokens.client import bootstrap
-from tokens.models import Device, Organization
+from tokens.models import Device, Organization, Person
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,6 +52,7 @@ def documented_world(client):
     assert bootstrap(client, "laptop-ada").status_code == 200
     acme = Organization.objects.create(name="Acme")
     Device.objects.filter(device_id="laptop-ada").update(organization=acme)
+    Person.objects.create(issuer="https://id.example", subject="alice-0001", email="alice@example.com")
     get_user_model().objects.create_superuser("operator", password="correct horse battery staple")
     with FakeAnthropic(api_keys=UPSTREAM_KEYS.values()) as upstream:
         yield server_environment(DJANGO_DEBUG="true", ANTHROPIC_API_KEY="", ANTHROPIC_BASE_URL=upstream.base_url, **UPSTREAM_KEYS)
@@ -63,6 +64,8 @@ def test_the_documents_show_the_commands_an_operator_needs():
         "revoke_device",
         "block_device",
         "unblock_device",
+        "block_person",
+        "unblock_person",
         "create_operator_key",
         "revoke_operator_key",
         "add_upstream_key",

@@ -143,6 +143,7 @@ def test_a_key_of_another_slot_is_caught():
 async def test_the_rate_limits_of_one_device_share_a_slot(monkeypatch):
     client = AsyncRecordingClient(reply=[1, 0, 0, 0, 1, 0, 0, 0, 1_800_000_000_000])
     monkeypatch.setattr("proxyproject.lib.ratelimit.redis.require_async_redis", lambda: client)
+    monkeypatch.setattr("proxyproject.lib.ratelimit.redis.get_resp_client", lambda: None)  # the keys, not the client
     identity = identity_with(device_pk=41)
     limiter = RedisRateLimiter()
     checks = [LimitCheck(requests_key(identity), 100, 60000), LimitCheck(tokens_key(identity), 1000, 60000, 5)]

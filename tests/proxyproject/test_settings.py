@@ -193,3 +193,70 @@ def test_dotenv_file_is_read(tmp_path):
     finally:
         env_file.unlink()
     assert json.loads(result.stdout) == {"RATE_LIMIT_MAX": "42", "PORT": "5000"}
+
+
+def test_a_budget_webhook_without_a_secret_is_refused():
+    result = read_settings({"DJANGO_DEBUG": "true", "BUDGET_WEBHOOK_URL": "https://hooks.example/budget"}, "PORT")
+    assert result.returncode != 0
+    assert "BUDGET_WEBHOOK_URL needs BUDGET_WEBHOOK_SECRET" in result.stderr
+
+
+def test_a_budget_webhook_that_is_not_http_is_refused():
+    env = {"DJANGO_DEBUG": "true", "BUDGET_WEBHOOK_URL": "file:///etc/passwd", "BUDGET_WEBHOOK_SECRET": "s" * 32}
+    result = read_settings(env, "PORT")
+    assert result.returncode != 0
+    assert "BUDGET_WEBHOOK_URL must be an http:// or https:// URL." in result.stderr
+
+
+def test_the_budget_webhook_secret_is_read_from_a_file(tmp_path):
+    secret_file = tmp_path / "budget-webhook"
+    secret_file.write_text("w" * 32 + "\n")
+    env = {
+        "DJANGO_DEBUG": "true",
+        "BUDGET_WEBHOOK_URL": "https://hooks.example/budget",
+        "BUDGET_WEBHOOK_SECRET_FILE": str(secret_file),
+    }
+    result = read_settings(env, "BUDGET_WEBHOOK_SECRET", "BUDGET_ALERT_THRESHOLDS", "EMAIL_BACKEND")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "BUDGET_WEBHOOK_SECRET": "w" * 32,
+        "BUDGET_ALERT_THRESHOLDS": "50,80,100",
+        "EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend",
+    }
+
+
+def test_enrollment_mode_takes_a_list_with_oidc():
+    result = read_settings({"DJANGO_DEBUG": "true", "ENROLLMENT_MODE": " OIDC , secret "}, "ENROLLMENT_MODE")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"ENROLLMENT_MODE": "oidc,secret"}
+
+
+def test_enrollment_mode_refuses_an_unknown_mode():
+    result = read_settings({"DJANGO_DEBUG": "true", "ENROLLMENT_MODE": "oidc,saml"}, "ENROLLMENT_MODE")
+    assert result.returncode != 0
+    assert "ENROLLMENT_MODE='oidc,saml': each mode must be one of open, secret, approval, oidc." in result.stderr
+
+
+def test_enrollment_mode_refuses_two_bootstrap_modes():
+    result = read_settings({"DJANGO_DEBUG": "true", "ENROLLMENT_MODE": "open,approval"}, "ENROLLMENT_MODE")
+    assert result.returncode != 0
+    assert "ENROLLMENT_MODE: choose at most one of open, secret, approval." in result.stderr
+
+
+def test_people_sign_in_shares_the_console_issuer_and_client_unless_set_apart():
+    names = ("PEOPLE_OIDC_ISSUER", "PEOPLE_OIDC_CLIENT_ID", "PEOPLE_OIDC_CLIENT_SECRET", "PEOPLE_OIDC_SCOPES")
+    console = {
+        "DJANGO_DEBUG": "true",
+        "OIDC_ISSUER": "https://id.example/",
+        "OIDC_CLIENT_ID": "console",
+        "OIDC_CLIENT_SECRET": "s1",
+    }
+    shared = read_settings({**console, "PEOPLE_OIDC_ISSUER": ""}, *names)
+    assert json.loads(shared.stdout) == {
+        "PEOPLE_OIDC_ISSUER": "https://id.example",
+        "PEOPLE_OIDC_CLIENT_ID": "console",
+        "PEOPLE_OIDC_CLIENT_SECRET": "s1",
+        "PEOPLE_OIDC_SCOPES": "openid email profile offline_access",
+    }
+    apart = read_settings({**console, "PEOPLE_OIDC_CLIENT_ID": "devices"}, *names)
+    assert json.loads(apart.stdout)["PEOPLE_OIDC_CLIENT_SECRET"] == ""

@@ -1,7 +1,7 @@
 """Attack 5 of issue 13: tokens per minute were counted only after requests finished, so 20
-concurrent streams against a 200-token limit all passed. Each request now reserves its bound (body
-bytes + max_tokens, clamped to the limit) at admission, atomically with the check, and settles to
-its real count when it ends. The bound: the tokens admitted in a window never exceed the limit, so
+concurrent streams against a 200-token limit all passed. Each request now reserves its bound (the
+spend estimator's prompt tokens + max_tokens, clamped to the limit) at admission, atomically with
+the check, and settles to its real count when it ends. The bound: the tokens admitted in a window never exceed the limit, so
 at most floor(limit / bound) requests of that bound are in flight at once, on one gateway or many."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import orjson
 from proxyproject.lib import ratelimit
 from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.support import enroll, enroll_device
+from tests.usage.claude_code import claude_code_body
+from usage.spend_estimate import estimate_prompt_tokens
 
 LIMIT = 200
 SLOW_STREAM = orjson.dumps(
@@ -24,7 +26,14 @@ SLOW_STREAM = orjson.dumps(
         "messages": [{"role": "user", "content": "Hi FAKE_FAULT:slow-first-byte=1500"}],
     }
 )
-BOUND = len(SLOW_STREAM) + 32
+
+
+def bound_of(body: bytes, limit: int) -> int:
+    parsed = orjson.loads(body)
+    return min(estimate_prompt_tokens(parsed, body) + parsed["max_tokens"], limit)
+
+
+BOUND = bound_of(SLOW_STREAM, LIMIT)
 PLAIN = orjson.dumps({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Say hello"}]})
 
 
@@ -52,9 +61,23 @@ async def test_a_finished_request_gives_back_what_it_reserved_beyond_its_real_co
     first = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=PLAIN)
     usage = orjson.loads(first.body)["usage"]
     used = usage["input_tokens"] + usage["output_tokens"] + usage["cache_creation_input_tokens"]
-    assert first.headers["anthropic-ratelimit-tokens-remaining"] == str(1000 - (len(PLAIN) + 64))
+    assert first.headers["anthropic-ratelimit-tokens-remaining"] == str(1000 - bound_of(PLAIN, 1000))
     second = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=PLAIN)
-    assert second.headers["anthropic-ratelimit-tokens-remaining"] == str(1000 - used - (len(PLAIN) + 64))
+    assert second.headers["anthropic-ratelimit-tokens-remaining"] == str(1000 - used - bound_of(PLAIN, 1000))
+
+
+async def test_a_claude_code_request_reserves_the_estimators_prompt_tokens_not_a_token_a_byte(
+    fake_upstream, transactional_db, monkeypatch
+):
+    monkeypatch.setattr(ratelimit, "_local_limiter", ratelimit.LocalRateLimiter(clock=lambda: 1_000_020.0))
+    monkeypatch.setattr(ratelimit, "_redis_limiter", ratelimit.RedisRateLimiter(clock=lambda: 1_000_020.0))
+    body = claude_code_body(100_000, stream=False)
+    estimated = estimate_prompt_tokens(orjson.loads(body), body)
+    assert estimated < len(body) / 2.5  # far below a token a byte
+    token = await enroll_device(tokens_per_minute=1_000_000)
+    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=body)
+    assert answer.status == 200, answer.body[:300]
+    assert answer.headers["anthropic-ratelimit-tokens-remaining"] == str(1_000_000 - estimated - 64_000)
 
 
 async def test_a_request_larger_than_the_whole_limit_still_runs_alone(fake_upstream, transactional_db):

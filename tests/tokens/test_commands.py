@@ -8,12 +8,13 @@ import io
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
+from django.test import Client
 from django.utils import timezone
 
 from proxyproject.lib.errors import DeviceBlocked, TokenRevoked
 from tests.tokens.client import bootstrap, jwt_parts
 from tokens.authentication import authenticate_wrapper_token
-from tokens.models import AuditEvent, AuditKind, Device, DeviceStatus, IssuedToken, Organization
+from tokens.models import AuditEvent, AuditKind, Device, DeviceStatus, IssuedToken, Organization, Person
 from tokens.tasks import purge_expired_tokens
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +28,27 @@ def _run(*args, answer: str | None = None, monkeypatch=None) -> str:
     out = io.StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
+
+
+def test_block_person_cuts_every_device_and_unblock_person_lets_them_sign_in_again():
+    person = Person.objects.create(issuer="https://id.example", subject="alice-0001", email="alice@example.com")
+    for device_id in ("laptop-alice", "desktop-alice"):
+        bootstrap(Client(), device_id)
+    Device.objects.filter(device_id__endswith="-alice").update(person=person)
+    assert _run("block_person", "ALICE@example.com", "--yes").endswith(
+        "Blocked alice@example.com: 4 tokens of 2 devices revoked.\n"
+    )
+    assert Person.objects.get(pk=person.pk).blocked
+    assert _run("unblock_person", "alice@example.com", "--yes") == "Unblock 'alice@example.com'.\nUnblocked alice@example.com.\n"
+    assert list(AuditEvent.objects.filter(person=person).values_list("kind", "actor").order_by("occurred_at", "id")) == [
+        (AuditKind.PERSON_BLOCKED, "command:block_person"),
+        (AuditKind.PERSON_UNBLOCKED, "command:unblock_person"),
+    ]
+
+
+def test_block_person_names_an_unknown_email():
+    with pytest.raises(CommandError, match="No person with the email 'nobody@example.com'."):
+        _run("block_person", "nobody@example.com", "--yes")
 
 
 def test_revoke_device_with_yes_revokes_and_says_what_it_did(enrolled):

@@ -106,3 +106,21 @@ def test_spend_cap_enforcement_and_weekly_caps_inherit_device_then_organization_
         Decimal("5"),
         Decimal("40"),
     )
+
+
+def test_alert_thresholds_survive_the_device_policy_cache():
+    from tokens.policy import policy_from_json, policy_to_json
+
+    organization = Organization(name="Acme", budget_alert_thresholds="90")
+    device = Device(device_id="d", budget_alert_thresholds="10, 20")
+    policy = resolve_policy(device, organization)
+    assert (policy.device_alert_thresholds, policy.org_alert_thresholds) == ((10, 20), (90,))
+    assert policy_from_json(policy_to_json(policy)) == policy
+
+
+@pytest.mark.parametrize("text", ["0", "50, lots", "1001", "-5"])
+def test_a_threshold_that_is_not_a_percentage_is_refused(text):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError):
+        Device._meta.get_field("budget_alert_thresholds").run_validators(text)

@@ -17,8 +17,14 @@ def test_each_value_names_the_device_the_organization_or_the_setting(settings):
     settings.RATE_LIMIT_MAX = 100
     settings.TOKENS_PER_MINUTE_MAX = 0
     settings.DAILY_SPEND_CAP_USD = ""
+    settings.WEEKLY_SPEND_CAP_USD = ""
+    settings.BUDGET_ALERT_THRESHOLDS = "50,80,100"
     acme = Organization(
-        name="Acme", window_ms=30_000, monthly_spend_cap_usd=Decimal("500"), model_aliases="claude-opus-* = claude-sonnet-4-5"
+        name="Acme",
+        window_ms=30_000,
+        monthly_spend_cap_usd=Decimal("500"),
+        model_aliases="claude-opus-* = claude-sonnet-4-5",
+        budget_alert_thresholds="100 80",
     )
     device = Device(device_id="laptop-ada", allowed_models="claude-sonnet-*", requests_per_window=7)
     rows = [(row.label, row.value, row.source) for row in effective_policy_sources(device, acme)]
@@ -28,10 +34,14 @@ def test_each_value_names_the_device_the_organization_or_the_setting(settings):
         ("Window (ms)", "30000", "organization Acme"),
         ("Tokens per minute", "0", "setting TOKENS_PER_MINUTE_MAX"),
         ("Daily spend cap (USD)", "none", "setting DAILY_SPEND_CAP_USD"),
+        ("Weekly spend cap (USD)", "none", "setting WEEKLY_SPEND_CAP_USD"),
         ("Monthly spend cap (USD)", "$500.00", "organization Acme"),
+        ("Budget alert thresholds (%)", "80, 100", "organization Acme"),
         ("Model alias", "claude-opus-* → claude-sonnet-4-5", "organization Acme"),
     ]
     policy = resolve_policy(device, acme)
+    assert (policy.device_alert_thresholds, policy.org_alert_thresholds) == ((80, 100), (80, 100))
+    assert resolve_policy(device, None).device_alert_thresholds == (50, 80, 100)
     assert (policy.allowed_models, policy.requests_per_window, policy.window_ms, policy.device_monthly_cap_usd) == (
         ("claude-sonnet-*",),
         7,

@@ -35,3 +35,23 @@ def private_usage_queues(settings, tmp_path):
         for key in client.scan_iter(redis_key(SPEND_TAG, "*")):
             client.delete(key)
     yield
+
+
+@pytest.fixture
+def webhook_receiver():
+    from tests.usage.webhook_receiver import WebhookReceiver
+
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def tasks_run_in_process():
+    """The budget alert tasks run where they are queued (Celery's eager mode), retries included and
+    without their countdown; one test runs them on a real worker through the broker instead."""
+    from proxyproject.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous

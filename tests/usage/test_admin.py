@@ -288,3 +288,18 @@ def test_usage_records_filter_by_date_range_device_model_status_and_error_code(d
     assert (
         client.get("/admin/usage/usagerecord/?occurred_at__from=yesterday").status_code == 302
     )  # invalid: back to the list (Django's ?e=1)
+
+
+def test_the_dashboard_lists_budgets_past_a_threshold_this_period(operator):
+    from tokens.models import Device
+    from usage.budget_alerts import Crossing, record_budget_alerts
+    from usage.periods import period_start
+
+    device = Device.objects.create(device_id="laptop-<b>ada</b>")
+    today = period_start("day", timezone.now())
+    record_budget_alerts([Crossing("device", device.pk, "day", today, 80, Decimal("1.00"), Decimal("0.85"))])
+    dashboard = operator.get(DASHBOARD).content.decode()
+    assert (
+        f'<tr><td><a href="/admin/tokens/device/{device.pk}/change/">Device laptop-&lt;b&gt;ada&lt;/b&gt;</a></td>'
+        "<td>day</td><td>80%</td><td>$0.85 / $1.00</td></tr>"
+    ) in dashboard

@@ -86,7 +86,7 @@ def test_a_device_token_reads_only_its_own_usage(client, fleet):
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["scope"] == "device"
-    assert body["filters"] == {"device": "laptop-ada", "org": None, "model": None, "request_id": None}
+    assert body["filters"] == {"device": "laptop-ada", "org": None, "person": None, "model": None, "request_id": None}
     # 0.0105 + 0.0009 (3000 cache reads at 0.30) + 0.0035
     assert body["totals"] == {
         "requests": 3,
@@ -179,7 +179,16 @@ def test_bad_parameters_are_400(client, fleet):
 def test_the_report_is_documented_in_the_openapi_page(client):
     schema = orjson.loads(client.get("/api/openapi.json").content)
     operation = schema["paths"]["/admin/usage"]["get"]
-    assert {p["name"] for p in operation["parameters"]} == {"since", "until", "device", "org", "model", "group_by", "request_id"}
+    assert {p["name"] for p in operation["parameters"]} == {
+        "since",
+        "until",
+        "device",
+        "org",
+        "person",
+        "model",
+        "group_by",
+        "request_id",
+    }
     report = schema["components"]["schemas"]["UsageReportOut"]
     assert set(report["properties"]) == {"scope", "since", "until", "filters", "group_by", "totals", "groups", "record"}
     totals = schema["components"]["schemas"]["UsageTotalsOut"]["properties"]

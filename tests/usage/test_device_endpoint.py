@@ -81,6 +81,11 @@ def test_device_reads_its_status_policy_and_spend(client, settings):
         "device_weekly_cap_usd": None,
         "org_weekly_cap_usd": None,
         "spend_cap_enforcement": "clamp",
+        "device_alert_thresholds": [50, 80, 100],
+        "org_alert_thresholds": [50, 80, 100],
+        "person_daily_cap_usd": None,
+        "person_weekly_cap_usd": None,
+        "person_monthly_cap_usd": None,
     }
     assert report["spend"]["day"] == {
         "spent_usd": "0.1250000000",

@@ -1,7 +1,8 @@
 """Spend caps that hold under concurrency and across instances.
 
 Before a request goes upstream the gateway reserves its cost bound against every cap that applies
-(device and organization, each per UTC day, ISO week and month). Checking all of them and reserving
+(device, person and organization, each per UTC day, ISO week and month; a person's counters are
+shared by all the devices they signed in on, as an organization's are by its devices). Checking all of them and reserving
 in all of them is one atomic step: one Lua script on Redis, or one critical section of plain dict
 operations in process. The step reserves the whole bound when every cap has room for it, else the
 least room left when that still covers the request's minimum (`gateway.policy` then lowers the
@@ -35,7 +36,9 @@ from proxyproject.lib.errors import SpendCapReached
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.process_state import register_process_state
 from tokens.identity import DeviceIdentity
+from usage import budget_alerts  # the module, not its names: it imports `usage.spend.base` in turn
 from usage.models import UsageRecord
+from usage.periods import PERIODS, period_start
 from usage.spend.base import CapCheck, Counter, ReserveOutcome, SpendBackend, from_nanos, to_nanos
 from usage.spend.local import LocalSpendBackend
 from usage.spend.redis import RedisSpendBackend
@@ -69,8 +72,7 @@ __all__ = [
 logger = logging.getLogger("usage.spend")
 _PERIOD_GRACE_SECONDS = 2 * 86400
 _PERIOD_NAMES = {"day": "Daily", "week": "Weekly", "month": "Monthly"}
-_SCOPE_NAMES = {"device": "device", "org": "organization"}
-PERIODS = ("day", "week", "month")
+_SCOPE_NAMES = {"device": "device", "org": "organization", "person": "person"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class SpendReservation:
     amount: Decimal
     nanos: int
     counters: tuple[Counter, ...]
+    checks: tuple[CapCheck, ...] = ()  # the caps behind the counters, for budget alerts at settle (none for batches)
 
 
 def _week_bucket(moment: dt.datetime) -> tuple[str, float]:
@@ -86,15 +89,6 @@ def _week_bucket(moment: dt.datetime) -> tuple[str, float]:
     monday = dt.datetime(moment.year, moment.month, moment.day, tzinfo=dt.UTC) - dt.timedelta(days=moment.weekday())
     year, week, _ = moment.isocalendar()
     return f"{year}-W{week:02d}", (monday + dt.timedelta(days=7)).timestamp()
-
-
-def period_start(period: str, moment: dt.datetime) -> dt.datetime:
-    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "day":
-        return day
-    if period == "week":
-        return day - dt.timedelta(days=day.weekday())
-    return day.replace(day=1)
 
 
 def _bucket(period: str, moment: dt.datetime) -> tuple[str, float]:
@@ -122,25 +116,44 @@ def counter_for(scope: str, pk: int, period: str, moment: dt.datetime) -> Counte
 
 
 def cap_checks(identity: DeviceIdentity, now: float) -> list[CapCheck]:
-    """The caps that apply to this device now; empty when it and its organization have none."""
+    """The caps that apply to this device now; empty when it, its person and its organization have none."""
     moment = dt.datetime.fromtimestamp(now, dt.UTC)
     policy = identity.policy
+    device_thresholds, org_thresholds = policy.device_alert_thresholds, policy.org_alert_thresholds
     wanted = [
-        ("device", identity.device_pk, "day", policy.device_daily_cap_usd),
-        ("device", identity.device_pk, "week", policy.device_weekly_cap_usd),
-        ("device", identity.device_pk, "month", policy.device_monthly_cap_usd),
+        ("device", identity.device_pk, "day", policy.device_daily_cap_usd, device_thresholds),
+        ("device", identity.device_pk, "week", policy.device_weekly_cap_usd, device_thresholds),
+        ("device", identity.device_pk, "month", policy.device_monthly_cap_usd, device_thresholds),
     ]
+    if identity.person_id is not None:
+        wanted += [
+            # A person's caps are enforced; budget alerts are kept to devices and organizations.
+            ("person", identity.person_id, "day", policy.person_daily_cap_usd, ()),
+            ("person", identity.person_id, "week", policy.person_weekly_cap_usd, ()),
+            ("person", identity.person_id, "month", policy.person_monthly_cap_usd, ()),
+        ]
     if identity.org_id is not None:
         wanted += [
-            ("org", identity.org_id, "day", policy.org_daily_cap_usd),
-            ("org", identity.org_id, "week", policy.org_weekly_cap_usd),
-            ("org", identity.org_id, "month", policy.org_monthly_cap_usd),
+            ("org", identity.org_id, "day", policy.org_daily_cap_usd, org_thresholds),
+            ("org", identity.org_id, "week", policy.org_weekly_cap_usd, org_thresholds),
+            ("org", identity.org_id, "month", policy.org_monthly_cap_usd, org_thresholds),
         ]
     checks = []
-    for scope, pk, period, cap in wanted:
+    for scope, pk, period, cap, thresholds in wanted:
         if cap is not None:
             counter = counter_for(scope, pk, period, moment)
-            checks.append(CapCheck(counter, to_nanos(cap), scope, period, counter.expires_at - _PERIOD_GRACE_SECONDS))
+            checks.append(
+                CapCheck(
+                    counter,
+                    to_nanos(cap),
+                    scope,
+                    period,
+                    counter.expires_at - _PERIOD_GRACE_SECONDS,
+                    subject_pk=pk,
+                    starts_at=period_start(period, moment).timestamp(),
+                    alert_thresholds=thresholds,
+                )
+            )
     return checks
 
 
@@ -228,15 +241,34 @@ class SpendLedger:
                 amount=str(amount),
             )
             raise cap_refusal(failed, outcome, floor)
-        return SpendReservation(request_id, from_nanos(outcome.granted), outcome.granted, tuple(c.counter for c in checks))
+        return SpendReservation(
+            request_id, from_nanos(outcome.granted), outcome.granted, tuple(c.counter for c in checks), tuple(checks)
+        )
 
     async def settle(self, reservation: SpendReservation, actual: Decimal | None) -> None:
-        """None (the model had no price) keeps the reserved worst case as spent, so caps stay safe."""
+        """None (the model had no price) keeps the reserved worst case as spent, so caps stay safe.
+        A budget threshold this settle crosses is recorded as an alert (`usage.budget_alerts`)."""
         nanos = reservation.nanos if actual is None else to_nanos(actual)
-        await self._backend().finish(reservation.counters, reservation.request_id, nanos, self.clock())
+        settled = await self._backend().finish(reservation.counters, reservation.request_id, nanos, self.clock())
+        crossings = budget_alerts.crossings_at_settle(reservation.checks, settled, nanos)
+        if crossings:
+            await _record_alerts(crossings, reservation.request_id)
 
     async def release(self, reservation: SpendReservation) -> None:
         await self._backend().finish(reservation.counters, reservation.request_id, None, self.clock())
+
+
+async def _record_alerts(crossings: list[budget_alerts.Crossing], request_id: str) -> None:
+    try:
+        await sync_to_async(budget_alerts.record_budget_alerts)(crossings)
+    except Exception as exc:  # the database is away: the rollup task's sweep records them later
+        log_event(
+            logger,
+            "Budget alerts not recorded at settle",
+            logging.WARNING,
+            requestId=request_id,
+            error=f"{type(exc).__name__}: {exc}",
+        )
 
 
 _ledger = SpendLedger()
@@ -268,7 +300,8 @@ async def release_spend(reservation: SpendReservation) -> None:
     await _ledger.release(reservation)
 
 
-def _sum_by(field_name: str, since: dt.datetime) -> dict[int, Decimal]:
+def recorded_cost_by(field_name: str, since: dt.datetime) -> dict[int, Decimal]:
+    """Recorded cost since `since` per device (`device_pk`) or organization (`org_pk`)."""
     rows = (
         UsageRecord.objects.filter(occurred_at__gte=since, **{f"{field_name}__isnull": False}, cost__isnull=False)
         .values(field_name)
@@ -278,12 +311,12 @@ def _sum_by(field_name: str, since: dt.datetime) -> dict[int, Decimal]:
 
 
 def database_totals(now: float | None = None) -> dict[Counter, int]:
-    """This day's, week's and month's recorded cost per device and organization, as counters."""
+    """This day's, week's and month's recorded cost per device, organization and person, as counters."""
     moment = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
     totals: dict[Counter, int] = {}
-    for scope, field_name in (("device", "device_pk"), ("org", "org_pk")):
+    for scope, field_name in (("device", "device_pk"), ("org", "org_pk"), ("person", "person_pk")):
         for period in PERIODS:
-            for pk, total in _sum_by(field_name, period_start(period, moment)).items():
+            for pk, total in recorded_cost_by(field_name, period_start(period, moment)).items():
                 totals[counter_for(scope, pk, period, moment)] = to_nanos(total)
     return totals
 

@@ -31,9 +31,12 @@ class Counter:
 class CapCheck:
     counter: Counter
     cap_nanos: int
-    scope: str  # "device" or "org"
+    scope: str  # "device", "person" or "org"
     period: str  # "day", "week" or "month"
     resets_at: float  # epoch seconds: the period's end
+    subject_pk: int = 0  # the device's or organization's primary key
+    starts_at: float = 0.0  # epoch seconds: the period's start
+    alert_thresholds: tuple[int, ...] = ()  # percentages of the cap at which operators are told
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +59,12 @@ class SpendBackend(Protocol):
         `nanos`: all or nothing). A negative `floor` reserves `nanos` whatever the caps say (a soft
         cap: counted, never refused)."""
 
-    async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
-        """Drop the reservation; add `actual_nanos` to the settled totals unless None (released)."""
+    async def finish(
+        self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float
+    ) -> tuple[int, ...]:
+        """Drop the reservation; add `actual_nanos` to the settled totals unless None (released).
+        Returns each counter's settled total after, in the same atomic step: the one settle that
+        moves a counter across a budget threshold is the one that sees it cross."""
 
     def raise_settled_to(self, totals: dict[Counter, int]) -> None:
         """Reconciliation: each counter's settled total becomes at least the database's figure."""

@@ -106,13 +106,18 @@ class LocalSpendBackend:
                 state.reservations[request_id] = (granted, now + ttl_seconds)
             return ReserveOutcome(granted)
 
-    async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
+    async def finish(
+        self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float
+    ) -> tuple[int, ...]:
+        settled = []
         with self.lock:
             for counter in counters:
                 state = self._counter(counter, now)
                 state.reservations.pop(request_id, None)
                 if actual_nanos is not None:
                     state.settled += actual_nanos
+                settled.append(state.settled)
+        return tuple(settled)
 
     def raise_settled_to(self, totals: dict[Counter, int]) -> None:
         now = time.time()

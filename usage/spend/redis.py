@@ -53,6 +53,8 @@ return {granted, 0, 0, 0}
 
 FINISH_SCRIPT = """
 -- KEYS: the reservation's counters. ARGV: request id, actual nanos or '' (release), then per counter its expiry.
+-- Returns each counter's settled total after.
+local settled = {}
 for i, key in ipairs(KEYS) do
   local amount = redis.call('HGET', key, 'r:' .. ARGV[1])
   if amount then
@@ -63,8 +65,9 @@ for i, key in ipairs(KEYS) do
     redis.call('HINCRBY', key, 'settled', ARGV[2])
     redis.call('EXPIREAT', key, ARGV[2 + i])
   end
+  settled[i] = tonumber(redis.call('HGET', key, 'settled') or '0')
 end
-return 0
+return settled
 """
 
 RAISE_SCRIPT = """
@@ -117,10 +120,13 @@ class RedisSpendBackend:
             return ReserveOutcome(None, failed - 1, settled, reserved)
         return ReserveOutcome(granted)
 
-    async def finish(self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float) -> None:
+    async def finish(
+        self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float
+    ) -> tuple[int, ...]:
         client = get_async_redis()
         argv: list[object] = [request_id, "" if actual_nanos is None else actual_nanos, *[int(c.expires_at) for c in counters]]
-        await client.eval(FINISH_SCRIPT, len(counters), *[_key(c) for c in counters], *argv)
+        settled = await client.eval(FINISH_SCRIPT, len(counters), *[_key(c) for c in counters], *argv)
+        return tuple(int(value) for value in settled)
 
     def raise_settled_to(self, totals: dict[Counter, int]) -> None:
         client = get_sync_redis()

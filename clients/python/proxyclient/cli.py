@@ -1,4 +1,5 @@
-"""`proxyclient token | env | status | setup`: Claude Code's apiKeyHelper, a shell's view, and setup.
+"""`proxyclient token | env | status | setup | login`: Claude Code's apiKeyHelper, a shell's view,
+setup, and a person's sign-in.
 
 `token` prints a valid wrapper token and nothing else on stdout (Claude Code reads the whole of
 stdout as the credential). Problems go to stderr with what to do, and the exit code says which
@@ -9,6 +10,11 @@ Claude Code runs the helper again when its TTL (CLAUDE_CODE_API_KEY_HELPER_TTL_M
 default) has passed, or at once after a 401. So `token` remembers which token it last printed and
 when: asked again for the same token before the TTL is up, it takes that as a 401 (a revoked token
 that still looks valid here) and renews instead of printing the rejected token again.
+
+Where the gateway enrolls devices by signing their person in, `login` does that at once, and every
+other command does it when the gateway asks for it: the URL and code go to stderr (never stdout,
+which is the credential), the browser opens at the URL where it can, and the command goes on once
+the person approved.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 import shlex
 import sys
 import time
+import webbrowser
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +36,7 @@ from . import claude_code
 from .config import __version__, load_config
 from .errors import ProxyClientError
 from .grant import TokenGrant, format_timestamp
-from .session import ProxySession
+from .session import ProxySession, SignInPresenter, SignInPrompt
 from .state import write_private
 from .wire import describe_duration
 
@@ -48,6 +55,7 @@ class Invocation:
     clock: Callable[[], float]
     environ: Mapping[str, str]
     arguments: argparse.Namespace
+    opener: Callable[[str], object] = webbrowser.open
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     naming.add_argument("--no-device-name", action="store_true", help="report no device name")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("token", help="print a valid wrapper token (for Claude Code's apiKeyHelper)")
+    commands.add_parser("login", help="sign in with your company account on this device")
     commands.add_parser("env", help="print ANTHROPIC_BASE_URL and ANTHROPIC_AUTH_TOKEN lines")
     status = commands.add_parser("status", help="ask the gateway for this device's status, policy and spend")
     status.add_argument("--offline", action="store_true", help="only the local view: device, cached token; no network")
@@ -81,7 +90,10 @@ def main(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     clock: Callable[[], float] = time.time,
+    opener: Callable[[str], object] = webbrowser.open,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> int:
+    """`opener` opens the sign-in URL in a browser and `sleep` waits between polls (tests replace both)."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
     arguments = build_parser().parse_args(argv)
     environ = os.environ if environ is None else environ
@@ -92,9 +104,9 @@ def main(
             **config_overrides(arguments, environ),
         )
         config.require_enabled()
-        session = ProxySession(config, clock=clock)
+        session = ProxySession(config, clock=clock, sign_in_presenter=terminal_sign_in(err, opener), sleep=sleep)
         try:
-            return command_for(arguments)(session, Invocation(out, err, clock, environ, arguments))
+            return command_for(arguments)(session, Invocation(out, err, clock, environ, arguments, opener))
         finally:
             session.close()
     except ProxyClientError as exc:
@@ -129,7 +141,29 @@ def command_for(arguments: argparse.Namespace) -> Callable[[ProxySession, Invoca
         return setup_claude_code if arguments.target == "claude-code" else print_shell_exports
     if arguments.command == "status":
         return print_local_status if arguments.offline else print_status
-    return {"token": print_token, "env": print_env}[arguments.command]
+    return {"token": print_token, "env": print_env, "login": log_in}[arguments.command]
+
+
+def terminal_sign_in(err: TextIO, opener: Callable[[str], object]) -> SignInPresenter:
+    def present(prompt: SignInPrompt) -> None:
+        print(f"proxyclient: sign in with your company account: open {prompt.verification_uri}", file=err)
+        if prompt.user_code:
+            print(f"proxyclient: and enter the code {prompt.user_code}", file=err)
+        try:
+            opener(prompt.verification_uri_complete)
+        except Exception as exc:  # no browser here (a server, a container): the lines above suffice
+            print(f"proxyclient: could not open a browser ({type(exc).__name__}); open the address yourself", file=err)
+        print("proxyclient: waiting for the sign-in to be approved...", file=err, flush=True)
+
+    return present
+
+
+def log_in(session: ProxySession, call: Invocation) -> int:
+    grant = session.sign_in(terminal_sign_in(call.err, call.opener))
+    print(
+        f"Signed in on device {session.device_id}; the token is {describe_expiry(grant.expires_at, call.clock())}.", file=call.out
+    )
+    return 0
 
 
 def print_token(session: ProxySession, call: Invocation) -> int:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .config import ProxyConfig, load_config
 from .keystore import KeyringBackend
 from .refresh import AsyncRefreshService, RefreshService
-from .session import ProxySession, TokenSource
+from .session import ProxySession, SignInPresenter, TokenSource
 
 if TYPE_CHECKING:
     import anthropic
@@ -31,6 +31,7 @@ TOKEN_READY_LINES = {
     TokenSource.REFRESH: "Proxy token refreshed successfully",
     TokenSource.CACHE: "Proxy token loaded from encrypted cache",
     TokenSource.CURRENT: "Proxy token loaded from encrypted cache",
+    TokenSource.SIGN_IN: "Signed in; proxy token issued",
 }
 
 
@@ -46,10 +47,13 @@ class ProxyClient:
         clock: Callable[[], float] = time.time,
         announce: Callable[[str], None] | None = announce_to_console,
         keyring: KeyringBackend | None = None,
+        sign_in_presenter: SignInPresenter | None = None,
     ) -> None:
+        """`sign_in_presenter` shows a person the sign-in URL and code when the gateway enrolls this
+        device only by signing its person in (an app opens the browser there)."""
         config.require_enabled()
         self.config = config
-        self.session = ProxySession(config, clock=clock, keyring=keyring)
+        self.session = ProxySession(config, clock=clock, keyring=keyring, sign_in_presenter=sign_in_presenter)
         self._announce = announce if announce is not None else (lambda line: None)
         self._service: RefreshService | AsyncRefreshService | None = None
 

@@ -14,7 +14,13 @@
         │   ├── DeviceSecretRejected        device_secret_invalid
         │   ├── DevicePendingApproval       device_pending_approval
         │   ├── DeviceBlocked               device_blocked
-        │   └── EnrollmentRateLimited       enrollment_rate_limited (carries retry_after)
+        │   ├── EnrollmentRateLimited       enrollment_rate_limited (carries retry_after)
+        │   └── SignInRequired              sign_in_required: this device enrolls by signing its person in
+        └── SignInFailed                exit 4: a sign-in did not finish
+            ├── SignInDenied                sign_in_denied
+            ├── SignInExpired               sign_in_expired
+            ├── PersonBlocked               person_blocked
+            └── SignInNotEnabled            sign_in_not_enabled
 
 The refresh service retries `GatewayUnreachable` with backoff; a refusal during refresh makes it
 fall back to bootstrap, and a refusal of bootstrap reaches the application (and the CLI's stderr).
@@ -125,3 +131,27 @@ class DeviceBlocked(EnrollmentRefused):
 
 class EnrollmentRateLimited(EnrollmentRefused):
     hint = "Too many enrollments from this network; the client retries after the gateway's retry-after."
+
+
+class SignInRequired(EnrollmentRefused):
+    hint = "Run `proxyclient login` to sign in with your company account (the browser opens, or enter the code shown)."
+
+
+class SignInFailed(GatewayRefused):
+    hint = "Run `proxyclient login` again."
+
+
+class SignInDenied(SignInFailed):
+    hint = "The sign-in was declined at your company's sign-in page; run `proxyclient login` again to retry."
+
+
+class SignInExpired(SignInFailed):
+    hint = "The sign-in took too long or was already used; run `proxyclient login` again."
+
+
+class PersonBlocked(SignInFailed):
+    hint = "An operator blocked your account on the gateway; only they can unblock it."
+
+
+class SignInNotEnabled(SignInFailed):
+    hint = "This gateway does not sign people in; ask its operator for PROXY_BOOTSTRAP_SECRET instead."

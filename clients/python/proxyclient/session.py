@@ -1,5 +1,6 @@
 """The current wrapper token of one device, and the one path that renews it: adopt the cache,
-refresh when due, fall back to bootstrap when the refresh is refused.
+refresh when due, fall back to bootstrap when the refresh is refused, and to a person's sign-in
+when the gateway enrolls this device only that way (and a presenter can show the sign-in).
 
 Every caller (the app's first launch, the refresh service, the SDK before a request or after a
 401, the CLI) goes through `_renew`, which holds a thread lock and the state directory's file lock
@@ -15,13 +16,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .config import ProxyConfig
-from .errors import RENEWABLE_ERROR_CODES, EnrollmentRateLimited, GatewayUnreachable, ProxyClientError, TokenRejected
+from .errors import (
+    RENEWABLE_ERROR_CODES,
+    EnrollmentRateLimited,
+    GatewayUnreachable,
+    ProxyClientError,
+    SignInExpired,
+    SignInRequired,
+    TokenRejected,
+    UnexpectedResponse,
+)
 from .grant import TokenGrant, format_timestamp
 from .keystore import KeyringBackend, system_keyring
 from .locking import state_lock
+from .loopback import LoopbackReceiver
 from .state import StateStore
 from .wire import GatewayApi, check_grant_fresh
 
@@ -38,6 +50,22 @@ class TokenSource(enum.Enum):
     CACHE = "cache"  # adopted from the encrypted cache (an earlier launch or another process)
     REFRESH = "refresh"
     BOOTSTRAP = "bootstrap"
+    SIGN_IN = "sign_in"
+
+
+@dataclass(frozen=True, slots=True)
+class SignInPrompt:
+    """What the person must see to sign in: a URL to open and the code to enter there
+    (`verification_uri_complete` carries the code already). For the code flow (a provider without
+    the device grant) the URL is the provider's sign-in page and there is no code."""
+
+    verification_uri: str
+    verification_uri_complete: str
+    user_code: str
+    expires_in: float
+
+
+SignInPresenter = Callable[[SignInPrompt], None]
 
 
 class ProxySession:
@@ -47,8 +75,12 @@ class ProxySession:
         *,
         clock: Callable[[], float] = time.time,
         keyring: KeyringBackend | None = None,
+        sign_in_presenter: SignInPresenter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`keyring` replaces the system keyring (tests); with `config.use_keyring` off none is used."""
+        """`keyring` replaces the system keyring (tests); with `config.use_keyring` off none is used.
+        With `sign_in_presenter`, a gateway that enrolls this device only by a person's sign-in gets
+        one: the presenter shows the URL and code, the session polls (sleeping with `sleep`)."""
         self.config = config
         self._clock = clock
         self._store = StateStore(config, keyring=(keyring or system_keyring()) if config.use_keyring else None)
@@ -56,6 +88,8 @@ class ProxySession:
         self._lock = threading.Lock()
         self._grant: TokenGrant | None = None
         self._inline_renewal_after = 0.0  # after a failed renewal, requests use the valid token until then
+        self._sign_in_presenter = sign_in_presenter
+        self._sleep = sleep
 
     @property
     def device_id(self) -> str:
@@ -178,6 +212,62 @@ class ProxySession:
             log.warning("proxyclient.clock_skew: the gateway's clock is %+.0f s from this computer's", grant.clock_offset)
         return grant, source
 
+    def sign_in(self, presenter: SignInPresenter) -> TokenGrant:
+        """Sign this device's person in now (`proxyclient login`), whatever token it holds."""
+        with self._lock, state_lock(self._store.directory):
+            grant = self._signed_in(presenter)
+            self._store.save_tokens(grant)
+            self._grant = grant
+        return grant
+
+    def _signed_in(self, presenter: SignInPresenter) -> TokenGrant:
+        with LoopbackReceiver() as receiver:
+            started = self._api.sign_in_start(
+                device_id=self.device_id, device_secret=self._store.load_device_secret(), redirect_uri=receiver.redirect_uri
+            )
+            if started.get("flow") == "pkce":
+                fresh, generated_secret = self._signed_in_by_code(started, receiver, presenter)
+            else:
+                fresh, generated_secret = self._signed_in_by_device_grant(started, presenter)
+        if generated_secret:
+            self._store.save_device_secret(generated_secret)
+        log.info("proxyclient.signed_in: device %s, expires %s", self.device_id, format_timestamp(fresh.expires_at))
+        return fresh
+
+    def _signed_in_by_code(
+        self, started: dict[str, Any], receiver: LoopbackReceiver, presenter: SignInPresenter
+    ) -> tuple[TokenGrant, str | None]:
+        url, expires_in = str(started.get("authorization_url", "")), float(started.get("expires_in") or 600)
+        presenter(SignInPrompt(verification_uri=url, verification_uri_complete=url, user_code="", expires_in=expires_in))
+        redirect = receiver.wait(expires_in)
+        if redirect is None or "code" not in redirect or "state" not in redirect:
+            error = (redirect or {}).get("error", "no answer in time")
+            raise SignInExpired(f"The sign-in did not finish: {error}.", status=400, error_code="sign_in_expired")
+        polled = self._api.sign_in_poll(str(started.get("sign_in", "")), code=redirect["code"], state=redirect["state"])
+        if isinstance(polled, float):
+            raise UnexpectedResponse("The gateway answered a finished code-flow sign-in as pending.")
+        return polled
+
+    def _signed_in_by_device_grant(self, started: dict[str, Any], presenter: SignInPresenter) -> tuple[TokenGrant, str | None]:
+        expires_in = float(started.get("expires_in") or 600)
+        presenter(
+            SignInPrompt(
+                verification_uri=str(started.get("verification_uri", "")),
+                verification_uri_complete=str(started.get("verification_uri_complete") or started.get("verification_uri", "")),
+                user_code=str(started.get("user_code", "")),
+                expires_in=expires_in,
+            )
+        )
+        deadline = self._clock() + expires_in
+        while True:
+            polled = self._api.sign_in_poll(str(started.get("sign_in", "")))
+            if not isinstance(polled, float):
+                break
+            if self._clock() + polled > deadline:
+                raise SignInExpired("The sign-in was not approved in time.", status=400, error_code="sign_in_expired")
+            self._sleep(polled)
+        return polled
+
     def _refresh_or_bootstrap(self, grant: TokenGrant | None) -> tuple[TokenGrant, TokenSource]:
         if grant is not None and grant.refresh_token_usable(self._clock()):
             try:
@@ -189,7 +279,14 @@ class ProxySession:
             else:
                 log.info("proxyclient.token_refreshed: device %s, expires %s", self.device_id, format_timestamp(fresh.expires_at))
                 return fresh, TokenSource.REFRESH
-        fresh, generated_secret = self._api.bootstrap(device_id=self.device_id, device_secret=self._store.load_device_secret())
+        try:
+            fresh, generated_secret = self._api.bootstrap(
+                device_id=self.device_id, device_secret=self._store.load_device_secret()
+            )
+        except SignInRequired:
+            if self._sign_in_presenter is None:
+                raise
+            return self._signed_in(self._sign_in_presenter), TokenSource.SIGN_IN
         if generated_secret:
             self._store.save_device_secret(generated_secret)
         log.info("proxyclient.token_bootstrapped: device %s, expires %s", self.device_id, format_timestamp(fresh.expires_at))

@@ -1,5 +1,5 @@
-"""The gateway's three client endpoints on the wire: POST /bootstrap, POST {proxy_base_url}/refresh,
-GET /healthz. Transport failures and the gateway's error envelope become the types in errors.py
+"""The gateway's client endpoints on the wire: POST /bootstrap, POST {proxy_base_url}/refresh,
+GET /healthz, and a person's sign-in (POST /auth/oidc/start and /auth/oidc/poll). Transport failures and the gateway's error envelope become the types in errors.py
 here and nowhere else."""
 
 from __future__ import annotations
@@ -23,8 +23,14 @@ from .errors import (
     EnrollmentRefused,
     GatewayRefused,
     GatewayUnreachable,
+    PersonBlocked,
     ProxyClientError,
     RefreshRejected,
+    SignInDenied,
+    SignInExpired,
+    SignInFailed,
+    SignInNotEnabled,
+    SignInRequired,
     TokenRejected,
     UnexpectedResponse,
 )
@@ -36,6 +42,11 @@ REFUSALS_BY_CODE: dict[str, type[GatewayRefused]] = {
     "device_pending_approval": DevicePendingApproval,
     "device_blocked": DeviceBlocked,
     "enrollment_rate_limited": EnrollmentRateLimited,
+    "sign_in_required": SignInRequired,
+    "sign_in_denied": SignInDenied,
+    "sign_in_expired": SignInExpired,
+    "person_blocked": PersonBlocked,
+    "sign_in_not_enabled": SignInNotEnabled,
 }
 DATE_HEADER_RESOLUTION = 1.0  # HTTP dates have whole seconds
 
@@ -71,6 +82,38 @@ class GatewayApi:
         grant = self._grant_from(response, body)
         generated = body.get("device_secret") if isinstance(body.get("device_secret"), str) else None
         return grant, generated
+
+    def sign_in_start(self, *, device_id: str, device_secret: str, redirect_uri: str) -> dict[str, Any]:
+        """What the person must see (verification_uri and user_code for the device grant, an
+        authorization_url for the code flow, which returns to `redirect_uri`) and the handle to poll
+        with. The gateway picks the device grant where the provider offers it."""
+        payload = {
+            "device_id": device_id,
+            "app_version": self._config.app_version,
+            "device_secret": device_secret,
+            "redirect_uri": redirect_uri,
+            **device_description(self._config),
+        }
+        response = self._send("POST", f"{gateway_root(self._config.bootstrap_url)}/auth/oidc/start", json=payload)
+        if response.status_code != 200:
+            raise refusal_from_response(response, refused=SignInFailed, subject="start a sign-in")
+        return read_json(response)
+
+    def sign_in_poll(
+        self, handle: str, *, code: str | None = None, state: str | None = None
+    ) -> tuple[TokenGrant, str | None] | float:
+        """The grant and a generated device secret once the person approved (for the code flow:
+        with the redirect's `code` and `state`); else the seconds to wait before the next poll."""
+        body = {"sign_in": handle, **({"code": code, "state": state} if code is not None else {})}
+        response = self._send("POST", f"{gateway_root(self._config.bootstrap_url)}/auth/oidc/poll", json=body)
+        if response.status_code == 202:
+            interval = read_json(response).get("interval")
+            return float(interval) if isinstance(interval, int | float) else 5.0
+        if response.status_code != 200:
+            raise refusal_from_response(response, refused=SignInFailed, subject="finish the sign-in")
+        body = read_json(response)
+        generated = body.get("device_secret") if isinstance(body.get("device_secret"), str) else None
+        return self._grant_from(response, body), generated
 
     def refresh(self, grant: TokenGrant) -> TokenGrant:
         response = self._send("POST", f"{grant.proxy_base_url}/refresh", json={"refresh_token": grant.refresh_token})
@@ -230,6 +273,11 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         return max(0.0, float(raw)) if raw else None
     except ValueError:
         return None
+
+
+def gateway_root(bootstrap_url: str) -> str:
+    """The gateway's root, where its /auth routes are: the bootstrap URL without /bootstrap."""
+    return bootstrap_url[: -len("/bootstrap")] if bootstrap_url.endswith("/bootstrap") else origin_of(bootstrap_url)
 
 
 def origin_of(url: str) -> str:

@@ -9,7 +9,9 @@
  *   └── GatewayRefused               the gateway said no; `errorCode` from its envelope
  *       ├── TokenRejected            a wrapper token was refused (expired, revoked, forged)
  *       ├── RefreshRejected          a refresh token was refused: bootstrap again
- *       └── EnrollmentRefused        bootstrap was refused: blocked, pending approval, bad secret
+ *       ├── EnrollmentRefused        bootstrap was refused: blocked, pending approval, bad secret,
+ *       │                            or sign_in_required (this device enrolls by its person's sign-in)
+ *       └── SignInFailed             a sign-in did not finish: sign_in_denied, sign_in_expired, person_blocked
  */
 export class ProxyClientError extends Error {
   readonly hint: string;
@@ -51,6 +53,13 @@ export class TokenRejected extends GatewayRefused {}
 export class RefreshRejected extends GatewayRefused {}
 
 export class EnrollmentRefused extends GatewayRefused {}
+
+export class SignInFailed extends GatewayRefused {}
+
+/** The gateway enrolls this device only by signing its person in (ENROLLMENT_MODE=oidc). */
+export function isSignInRequired(error: unknown): boolean {
+  return error instanceof EnrollmentRefused && error.errorCode === "sign_in_required";
+}
 
 /** 401 codes that mean "this token is stale": renewing can help. Others (forged, blocked) cannot. */
 export const RENEWABLE_ERROR_CODES: ReadonlySet<string> = new Set(["token_expired", "token_revoked"]);

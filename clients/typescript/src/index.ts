@@ -16,12 +16,14 @@ export {
   GatewayUnreachable,
   ProxyClientError,
   RefreshRejected,
+  SignInFailed,
   StateUnavailable,
   TokenRejected,
   UnexpectedResponse,
 } from "./errors.js";
 export { refreshDueInMs, type TokenGrant } from "./grant.js";
 export { ProxyBootstrap, type ProxyBootstrapOptions, type TokenSource } from "./proxy-bootstrap.js";
+export { openSystemBrowser, type SignInOptions, type SignInPrompt } from "./sign-in.js";
 export { backoffDelayMs, ProxyRefreshService, type RefreshServiceOptions } from "./proxy-refresh-service.js";
 export {
   defaultKeyProvider,

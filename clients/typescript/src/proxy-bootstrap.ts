@@ -1,7 +1,8 @@
 /**
  * The seed's bootstrap client: the device id generated once, the device secret kept, and the one
  * path that renews the wrapper token: refresh when due, fall back to bootstrap when the refresh is
- * refused.
+ * refused, and to a person's sign-in (sign-in.ts) when the gateway enrolls this device only that way
+ * and the app gave `signIn` options (or calls `signIn()` itself, for a "Sign in" button).
  *
  * Every caller (the app at launch, the refresh service, the SDK before a request or after a 401)
  * goes through `renew`, which runs one renewal at a time per instance: concurrent callers share the
@@ -11,12 +12,13 @@
 import { randomBytes, randomUUID } from "node:crypto";
 
 import { resolveConfig, type ProxyConfig, type ProxyConfigInput } from "./config.js";
-import { isWorthABootstrap, RENEWABLE_ERROR_CODES, TokenRejected } from "./errors.js";
+import { isSignInRequired, isWorthABootstrap, RENEWABLE_ERROR_CODES, TokenRejected } from "./errors.js";
 import { refreshDueInMs, refreshTokenUsable, type TokenGrant } from "./grant.js";
 import type { StoredState, TokenStore } from "./token-store.js";
-import { GatewayApi, type DeviceReport, type Fetch } from "./wire.js";
+import { runDeviceSignIn, type SignInOptions } from "./sign-in.js";
+import { GatewayApi, type BootstrapAnswer, type DeviceReport, type Fetch } from "./wire.js";
 
-export type TokenSource = "current" | "refresh" | "bootstrap";
+export type TokenSource = "current" | "refresh" | "bootstrap" | "sign_in";
 
 export interface ProxyBootstrapOptions {
   store: TokenStore;
@@ -26,6 +28,8 @@ export interface ProxyBootstrapOptions {
   clock?: () => number;
   /** Told about each renewal; the default says nothing. */
   onRenewed?: (source: TokenSource, grant: TokenGrant) => void;
+  /** Sign the person in when the gateway asks for it (ENROLLMENT_MODE=oidc); without it, that refusal is thrown. */
+  signIn?: SignInOptions;
 }
 
 export class ProxyBootstrap {
@@ -37,6 +41,7 @@ export class ProxyBootstrap {
   private readonly onRenewed: (source: TokenSource, grant: TokenGrant) => void;
   private state: StoredState | null = null;
   private inflight: Promise<TokenGrant> | null = null;
+  private readonly signInOptions: SignInOptions | undefined;
 
   constructor(config: ProxyConfig | ProxyConfigInput, options: ProxyBootstrapOptions) {
     this.config = resolveConfig(config); // idempotent on a resolved ProxyConfig
@@ -45,6 +50,16 @@ export class ProxyBootstrap {
     this.refreshMarginMs = options.refreshMarginMs ?? 60 * 60 * 1000;
     this.api = new GatewayApi(this.config, options.fetch ?? fetch, this.clock);
     this.onRenewed = options.onRenewed ?? (() => undefined);
+    this.signInOptions = options.signIn;
+  }
+
+  /** Sign the person in now, whatever token this device holds (opens the system browser by default). */
+  signIn(options: SignInOptions = this.signInOptions ?? {}): Promise<TokenGrant> {
+    if (this.inflight !== null) return this.inflight;
+    this.inflight = this.enroll("sign_in", options).finally(() => {
+      this.inflight = null;
+    });
+    return this.inflight;
   }
 
   get grant(): TokenGrant | null {
@@ -106,7 +121,6 @@ export class ProxyBootstrap {
     const state = await this.loadState(true);
     const current = state.grant;
     if (current !== null && current.wrapperToken !== rejectedToken && this.msUntilRefresh(current) > 0) return current;
-    let source: TokenSource = "refresh";
     let grant: TokenGrant | null = null;
     if (current !== null && refreshTokenUsable(current, this.clock())) {
       try {
@@ -116,13 +130,30 @@ export class ProxyBootstrap {
       }
     }
     if (grant === null) {
-      source = "bootstrap";
-      state.deviceSecret ??= randomBytes(32).toString("base64url");
-      await this.store.save(state); // the secret is kept before the gateway learns it
-      const answer = await this.api.bootstrap(state.deviceId, state.deviceSecret);
-      state.deviceSecret = answer.generatedSecret ?? state.deviceSecret;
-      grant = answer.grant;
+      try {
+        return await this.enroll("bootstrap");
+      } catch (error) {
+        if (!isSignInRequired(error) || this.signInOptions === undefined) throw error;
+        return this.enroll("sign_in", this.signInOptions);
+      }
     }
+    return this.adopt(state, grant, "refresh");
+  }
+
+  /** Bootstrap, or a person's sign-in, with the device secret kept before the gateway learns it. */
+  private async enroll(source: "bootstrap" | "sign_in", options?: SignInOptions): Promise<TokenGrant> {
+    const state = await this.loadState(true);
+    state.deviceSecret ??= randomBytes(32).toString("base64url");
+    await this.store.save(state);
+    const answer: BootstrapAnswer =
+      source === "bootstrap"
+        ? await this.api.bootstrap(state.deviceId, state.deviceSecret)
+        : await runDeviceSignIn(this.api, state.deviceId, state.deviceSecret, options ?? {}, this.clock);
+    state.deviceSecret = answer.generatedSecret ?? state.deviceSecret;
+    return this.adopt(state, answer.grant, source);
+  }
+
+  private async adopt(state: StoredState, grant: TokenGrant, source: TokenSource): Promise<TokenGrant> {
     state.grant = grant;
     await this.store.save(state);
     this.onRenewed(source, grant);

@@ -5,6 +5,7 @@ import {
   GatewayUnreachable,
   ProxyClientError,
   RefreshRejected,
+  SignInFailed,
   TokenRejected,
   UnexpectedResponse,
 } from "./errors.js";
@@ -18,9 +19,22 @@ export interface BootstrapAnswer {
   generatedSecret: string | null;
 }
 
+/** What POST /auth/oidc/start answers for the device grant: what the person must see. */
+export interface SignInStart {
+  sign_in: string;
+  verification_uri: string;
+  verification_uri_complete: string;
+  user_code: string;
+  interval: number;
+  expires_in: number;
+}
+
+/** POST /auth/oidc/poll: the grant once approved, else how long to wait before polling again. */
+export type SignInPoll = BootstrapAnswer | { waitMs: number };
+
 /**
  * The gateway's client endpoints on the wire: POST /bootstrap, POST {proxy_base_url}/refresh,
- * GET {proxy_base_url}/device, GET /healthz. Transport failures and the error envelope become the
+ * GET {proxy_base_url}/device, GET /healthz, and a person's sign-in (POST /auth/oidc/start, /poll). Transport failures and the error envelope become the
  * types in errors.ts here and nowhere else.
  */
 export class GatewayApi {
@@ -45,6 +59,34 @@ export class GatewayApi {
     const data = await readJson(response);
     const secret = (data as Record<string, unknown>).device_secret;
     return { grant: grantFromResponse(data, this.clock()), generatedSecret: typeof secret === "string" ? secret : null };
+  }
+
+  async signInStart(deviceId: string, deviceSecret: string): Promise<SignInStart> {
+    const body = { device_id: deviceId, app_version: this.config.appVersion, device_secret: deviceSecret, flow: "device", ...this.description() };
+    const response = await this.post(`${gatewayRoot(this.config.bootstrapUrl)}/auth/oidc/start`, body);
+    if (response.status !== 200) throw await refusal(response, SignInFailed, "start a sign-in");
+    return (await readJson(response)) as SignInStart;
+  }
+
+  async signInPoll(handle: string): Promise<SignInPoll> {
+    const response = await this.post(`${gatewayRoot(this.config.bootstrapUrl)}/auth/oidc/poll`, { sign_in: handle });
+    if (response.status === 202) {
+      const interval = (await readJson(response) as { interval?: unknown }).interval;
+      return { waitMs: (typeof interval === "number" ? interval : 5) * 1000 };
+    }
+    if (response.status !== 200) throw await refusal(response, SignInFailed, "finish the sign-in");
+    const data = await readJson(response);
+    const secret = (data as Record<string, unknown>).device_secret;
+    return { grant: grantFromResponse(data, this.clock()), generatedSecret: typeof secret === "string" ? secret : null };
+  }
+
+  private description(): Record<string, string> {
+    const description = { device_name: this.config.deviceName, app_name: this.config.appName, os: operatingSystem() };
+    return Object.fromEntries(Object.entries(description).filter(([, value]) => value)) as Record<string, string>;
+  }
+
+  private post(url: string, body: unknown): Promise<Response> {
+    return this.send(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
   }
 
   async refresh(grant: TokenGrant): Promise<TokenGrant> {
@@ -115,6 +157,11 @@ export interface DeviceReport {
   };
   spend: { day: SpendPeriod; month: SpendPeriod };
   organization_spend?: { day: SpendPeriod; month: SpendPeriod };
+}
+
+/** The gateway's root, where its /auth routes are: the bootstrap URL without /bootstrap. */
+export function gatewayRoot(bootstrapUrl: string): string {
+  return bootstrapUrl.endsWith("/bootstrap") ? bootstrapUrl.slice(0, -"/bootstrap".length) : new URL(bootstrapUrl).origin;
 }
 
 async function readJson(response: Response): Promise<unknown> {

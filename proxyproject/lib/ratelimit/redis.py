@@ -8,11 +8,13 @@ checks of one decision must share a hash tag on a Redis Cluster (`proxyproject.l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from redis.commands.core import AsyncScript
 
 from proxyproject.lib.ratelimit.base import Clock, LimitCheck, LimitDecision, decide
-from proxyproject.lib.redis import AsyncRedis, redis_key, require_async_redis
+from proxyproject.lib.redis import redis_key, require_async_redis
+from proxyproject.lib.resp_client import LeanScript, get_resp_client
 
 # KEYS: one hash per check, its fields the window buckets (window index -> count), so the script
 # declares every key it touches (a Redis Cluster routes on them) and still takes the window from
@@ -77,32 +79,38 @@ return 1
 """
 
 
+_HIT = LeanScript(_HIT_SCRIPT)
+_ADD = LeanScript(_ADD_SCRIPT)
+
+
 class RedisRateLimiter:
     """Shared backend: one Lua call per decision, so every instance sharing Redis sees one limit."""
 
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock = clock
-        self._scripts: dict[int, tuple[AsyncScript, AsyncScript]] = {}
+        self._registered: dict[tuple[int, str], AsyncScript] = {}
 
-    def _scripts_for(self, client: AsyncRedis) -> tuple[AsyncScript, AsyncScript]:
-        """Scripts run by SHA (EVALSHA) after the first call, so each decision sends only its arguments."""
-        scripts = self._scripts.get(id(client))
-        if scripts is None:
-            scripts = (client.register_script(_HIT_SCRIPT), client.register_script(_ADD_SCRIPT))
-            self._scripts[id(client)] = scripts
-        return scripts
+    async def _run(self, script: LeanScript, keys: list[str], args: list[str | int]) -> Any:
+        """On a single Redis through the lean client (every request pays this call), else redis-py's
+        (a Cluster), by SHA after the first call either way."""
+        lean = get_resp_client()
+        if lean is not None:
+            return await lean.run_script(script, keys, args)
+        client = require_async_redis()
+        registered = self._registered.get((id(client), script.sha))
+        if registered is None:
+            registered = self._registered[(id(client), script.sha)] = client.register_script(script.source)
+        return await registered(keys=keys, args=args)
 
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(int(self._clock() * 1000))
 
     async def hit(self, checks: Sequence[LimitCheck]) -> list[LimitDecision]:
-        client = require_async_redis()
         keys = [redis_key("rl", check.key) for check in checks]
         args: list[str | int] = [self._now_arg()]
         for check in checks:
             args += [check.limit, check.window_ms, check.cost]
-        hit_script, _ = self._scripts_for(client)
-        raw = await hit_script(keys=keys, args=args)
+        raw = await self._run(_HIT, keys, args)
         now_ms = float(raw[-1])
         decisions = []
         for i, check in enumerate(checks):
@@ -121,6 +129,4 @@ class RedisRateLimiter:
         return decisions
 
     async def add(self, key: str, window_ms: int, amount: int) -> None:
-        client = require_async_redis()
-        _, add_script = self._scripts_for(client)
-        await add_script(keys=[redis_key("rl", key)], args=[window_ms, amount, self._now_arg()])
+        await self._run(_ADD, [redis_key("rl", key)], [window_ms, amount, self._now_arg()])

@@ -23,14 +23,14 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=200, help="At most this many devices, most recently seen first.")
 
     def handle(self, *args, status: str | None, limit: int, **options) -> None:
-        devices = Device.objects.select_related("organization").order_by("-last_seen_at", "device_id")
+        devices = Device.objects.select_related("organization", "person").order_by("-last_seen_at", "device_id")
         if status:
             devices = devices.filter(status=status)
         page = list(devices[:limit])
         spend = spend_summary_for_devices([device.pk for device in page])
         rows = []
         for device in page:
-            policy = resolve_policy(device, device.organization)
+            policy = resolve_policy(device, device.organization, device.person)
             rows.append(
                 (
                     device.device_id,

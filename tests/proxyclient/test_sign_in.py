@@ -1,0 +1,156 @@
+"""`proxyclient login` and `proxyclient token` on a gateway that enrolls devices by signing their
+person in (ENROLLMENT_MODE=oidc), against the test identity provider. The "browser" the CLI opens
+is an HTTP GET of the verification URL, which the test provider takes as the person's approval."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.oidc_provider import OIDCProvider
+from tests.proxyclient.conftest import start_gateway
+from tests.proxyclient.test_cli import cli_environment, run_cli
+from tests.servers import ServerProcess
+from tokens.models import Device
+
+
+@pytest.fixture(scope="module")
+def module_provider() -> Iterator[OIDCProvider]:
+    provider = OIDCProvider(client_id="gateway-devices", client_secret="devices-secret").start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def module_people_gateway(django_db_setup, module_provider) -> Iterator[ServerProcess]:
+    server = start_gateway(
+        ENROLLMENT_MODE="oidc",
+        PEOPLE_OIDC_ISSUER=module_provider.issuer,
+        PEOPLE_OIDC_CLIENT_ID=module_provider.client_id,
+        PEOPLE_OIDC_CLIENT_SECRET=module_provider.client_secret,
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def people_gateway(module_people_gateway, module_provider, transactional_db) -> ServerProcess:
+    module_provider.disabled_subjects.clear()
+    module_provider.interval = 5
+    return module_people_gateway
+
+
+@pytest.fixture(autouse=True)
+def empty_working_directory(tmp_path, monkeypatch):
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+
+
+def approve_in_browser(url: str) -> None:
+    assert httpx.get(url).status_code == 200
+
+
+def never_sleep(seconds: float) -> None:
+    raise AssertionError(f"polled again after {seconds} s: the sign-in should have been approved already")
+
+
+def test_login_shows_the_url_and_code_opens_the_browser_and_enrolls_the_device(people_gateway, module_provider, tmp_path):
+    opened: list[str] = []
+
+    def browser(url: str) -> None:
+        opened.append(url)
+        approve_in_browser(url)
+
+    code, out, err = run_cli(["login"], cli_environment(people_gateway.url, tmp_path), opener=browser, sleep=never_sleep)
+    assert code == 0, err
+    device_id = (tmp_path / "device_id").read_text().strip()
+    assert out.startswith(f"Signed in on device {device_id}; the token is valid until ")
+    (url,) = opened
+    user_code = url.rsplit("user_code=", 1)[1]
+    assert err.splitlines() == [
+        f"proxyclient: sign in with your company account: open {module_provider.issuer}/device",
+        f"proxyclient: and enter the code {user_code}",
+        "proxyclient: waiting for the sign-in to be approved...",
+    ]
+    assert Device.objects.get(device_id=device_id).person.email == "alice@example.com"
+
+
+def test_token_signs_in_when_needed_then_renews_silently(people_gateway, tmp_path):
+    """Asked again within the helper TTL (as Claude Code does after a 401), `token` renews: through
+    the gateway's refresh, which renews the provider session too, without a word on stderr."""
+    environ = cli_environment(people_gateway.url, tmp_path)
+    code, out, err = run_cli(["token"], environ, opener=approve_in_browser, sleep=never_sleep)
+    assert code == 0, err
+    token = out.removesuffix("\n")
+    assert token.count(".") == 2 and "\n" not in token
+    assert "and enter the code" in err
+    code, renewed, err = run_cli(["token"], environ, opener=approve_in_browser, sleep=never_sleep)
+    assert (code, err) == (0, "") and renewed.strip() not in ("", token)
+
+
+def test_token_waits_the_interval_while_the_person_has_not_approved(people_gateway, module_provider, tmp_path):
+    """With the provider's interval at 0 the gateway may ask it at every poll, so the approval
+    given during the first wait is seen at the second poll."""
+    module_provider.interval = 0
+    waits: list[float] = []
+
+    def approve_while_waiting(seconds: float) -> None:
+        waits.append(seconds)
+        module_provider.approve()
+
+    code, out, err = run_cli(
+        ["token"], cli_environment(people_gateway.url, tmp_path), opener=lambda url: None, sleep=approve_while_waiting
+    )
+    assert (code, waits) == (0, [0.0]), err
+
+
+def test_without_a_browser_the_person_is_told_to_open_the_address(people_gateway, module_provider, tmp_path):
+    def no_browser(url: str) -> None:
+        raise OSError("no display")
+
+    module_provider.interval = 0
+    code, _, err = run_cli(
+        ["login"], cli_environment(people_gateway.url, tmp_path), opener=no_browser, sleep=lambda s: module_provider.approve()
+    )
+    assert code == 0
+    assert "could not open a browser (OSError); open the address yourself" in err
+
+
+@pytest.fixture
+def code_flow_gateway(django_db_setup, transactional_db) -> Iterator[tuple[ServerProcess, OIDCProvider]]:
+    """A gateway whose provider offers no device grant (the gateway reads that from discovery once
+    an hour, so it gets a provider of its own)."""
+    provider = OIDCProvider(client_id="gateway-devices", client_secret="devices-secret").start()
+    provider.device_grant_offered = False
+    server = start_gateway(
+        ENROLLMENT_MODE="oidc",
+        PEOPLE_OIDC_ISSUER=provider.issuer,
+        PEOPLE_OIDC_CLIENT_ID=provider.client_id,
+        PEOPLE_OIDC_CLIENT_SECRET=provider.client_secret,
+    )
+    yield server, provider
+    server.stop()
+    provider.stop()
+
+
+def test_login_with_a_provider_without_the_device_grant_comes_back_to_the_loopback_listener(code_flow_gateway, tmp_path):
+    gateway, provider = code_flow_gateway
+    opened: list[str] = []
+
+    def browser(url: str) -> None:
+        opened.append(url)
+        assert httpx.get(url, follow_redirects=True).status_code == 200  # the provider sends it back to the client
+
+    code, out, err = run_cli(["login"], cli_environment(gateway.url, tmp_path), opener=browser, sleep=never_sleep)
+    assert code == 0, err
+    (url,) = opened
+    assert url.startswith(f"{provider.issuer}/authorize?") and "redirect_uri=http%3A%2F%2F127.0.0.1%3A" in url
+    assert err.splitlines()[:2] == [
+        f"proxyclient: sign in with your company account: open {url}",
+        "proxyclient: waiting for the sign-in to be approved...",
+    ]
+    device_id = (tmp_path / "device_id").read_text().strip()
+    assert Device.objects.get(device_id=device_id).person.email == "alice@example.com"
