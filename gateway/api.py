@@ -20,8 +20,7 @@ from ninja import Field, Query, Router, Schema
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import platform_metrics  # noqa: F401  (registers the scrape-time gauges)
-from gateway.breaker import get_circuit_breaker
-from gateway.breaker_state import BreakerSnapshot
+from gateway.breaker import BreakerSnapshot, get_circuit_breaker
 from gateway.metrics import render_metrics
 from gateway.models import OwnedResourceKind
 from gateway.operator_resources import (

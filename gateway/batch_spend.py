@@ -32,8 +32,7 @@ from django.utils import timezone
 from gateway.models import OwnedResource, OwnedResourceKind
 from usage.events import UsageEvent
 from usage.pricing import price_usage
-from usage.spend import SpendReservation, release_spend, settle_spend
-from usage.spend_counters import Counter
+from usage.spend import Counter, SpendReservation, release_spend, settle_spend
 from usage.spend_estimate import CostEstimate, clamped_params, estimate_message_cost
 
 # The API processes a batch within 24 hours and then expires what is left; an hour's margin.

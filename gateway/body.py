@@ -10,18 +10,16 @@ that model checked, anything else passes as it is.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from gateway.channel import Receive
 from gateway.duplicate_keys import refuse_duplicate_keys_anywhere, refuse_duplicate_top_level_keys
 from gateway.routes import Route, RoutePolicy
 from proxyproject.lib.errors import InvalidRequest, RequestTooLarge
 from tokens.identifiers import require_clean_identifier
-
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 MESSAGES_PATH = "/v1/messages"
 BATCHES_PATH = "/v1/messages/batches"

@@ -3,8 +3,7 @@ the instance "down" (a load balancer may then prefer an instance whose upstream 
 
 from __future__ import annotations
 
-from gateway.breaker import get_circuit_breaker
-from gateway.breaker_state import BreakerState
+from gateway.breaker import BreakerState, get_circuit_breaker
 from proxyproject.lib.health_checks import register_deep_check
 
 HEALTH_CHECK_NAME = "circuit_breaker"

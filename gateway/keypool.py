@@ -35,6 +35,7 @@ import random
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -111,7 +112,8 @@ def load_pool_snapshot(local_version: int, shared_version: bytes | None, loaded_
     environment_key = settings.ANTHROPIC_API_KEY
     seed_environment_key(environment_key)
     rows = UpstreamKey.objects.filter(state__in=[UpstreamKeyState.ACTIVE, UpstreamKeyState.DRAINING], flagged_at__isnull=True)
-    active, draining = [], []
+    active: list[PooledKey] = []
+    draining: list[PooledKey] = []
     for row in rows.order_by("pk"):
         try:
             secret = _decrypt_once(row.encrypted_secret)
@@ -179,8 +181,8 @@ class KeyPool:
         self.stats: dict[int, KeyStats] = {}
         self.stats_due_at = clock() + STATS_FLUSH_SECONDS
         self._stats_timer: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
-        self._refreshing: tuple[asyncio.AbstractEventLoop, asyncio.Task] | None = None
-        self._background: set[asyncio.Task] = set()
+        self._refreshing: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     # --- keeping the copy current -------------------------------------------------------------
     def _changed(self, snapshot: PoolSnapshot) -> bool:
@@ -199,7 +201,7 @@ class KeyPool:
             self._start_refresh(force_reload=False)
         return snapshot
 
-    def _start_refresh(self, force_reload: bool) -> asyncio.Task:
+    def _start_refresh(self, force_reload: bool) -> asyncio.Task[None]:
         loop = asyncio.get_running_loop()
         if self._refreshing is not None and self._refreshing[0] is loop and not self._refreshing[1].done():
             return self._refreshing[1]
@@ -389,12 +391,12 @@ class KeyPool:
         flag = sync_to_async(flag_upstream_key)(key_id=credential.key_id, reason=f"Upstream answered {status}", actor="gateway")
         self._keep(asyncio.get_running_loop().create_task(flag))
 
-    def _keep(self, task: asyncio.Task) -> None:
+    def _keep(self, task: asyncio.Task[Any]) -> None:
         """Fire-and-forget work is kept referenced until done, and its failure logged."""
         self._background.add(task)
         task.add_done_callback(self._finished)
 
-    def _finished(self, task: asyncio.Task) -> None:
+    def _finished(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log_event(logger, "Upstream key bookkeeping failed", logging.ERROR, error=repr(task.exception()))
@@ -498,6 +500,6 @@ def upstream_key_configured() -> bool:
     if settings.ANTHROPIC_API_KEY:
         return True
     try:
-        return UpstreamKey.objects.filter(state=UpstreamKeyState.ACTIVE, flagged_at__isnull=True).exists()
+        return bool(UpstreamKey.objects.filter(state=UpstreamKeyState.ACTIVE, flagged_at__isnull=True).exists())
     except DatabaseError:
         return False

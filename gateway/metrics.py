@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from proxyproject.lib.printable import escape_unprintable
+from usage.counts import TOKEN_KINDS
 from usage.events import UsageEvent
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -127,14 +128,8 @@ def observe_request(event: UsageEvent, cost: Decimal | None, upstream_latency_ms
         _child(TTFB, endpoint).observe(event.ttfb_ms / 1000.0)
     if upstream_latency_ms is not None:
         _child(UPSTREAM_LATENCY, endpoint).observe(upstream_latency_ms / 1000.0)
-    for kind, count in (
-        ("input", event.input_tokens),
-        ("output", event.output_tokens),
-        ("cache_write_5m", event.cache_write_5m_tokens),
-        ("cache_write_1h", event.cache_write_1h_tokens),
-        ("cache_read", event.cache_read_tokens),
-    ):
-        if count:
+    for kind, name in TOKEN_KINDS:
+        if count := getattr(event, name):
             _child(TOKENS, model, kind).inc(count)
     if cost is not None:
         _child(SPEND, model).inc(float(cost))

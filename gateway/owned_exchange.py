@@ -9,17 +9,17 @@ batch's spend released on cancel or settled from its results).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
 import orjson
 
 from gateway.batch_spend import batch_cost, release_batch_spend, reservation_to_json, settle_batch_spend
+from gateway.batch_usage import BatchResultsReader
 from gateway.batches import rewrite_results_urls
-from gateway.breaker import is_failure_status
 from gateway.headers import client_response_headers
 from gateway.models import OwnedResourceKind
 from gateway.owned_lists import UpstreamItemFetcher, UpstreamItemRefused, list_owned, parse_page_request
@@ -51,29 +51,27 @@ async def check_owned_access(owned: OwnedPath, identity: DeviceIdentity) -> None
         await check_resource_access(identity, owned.kind, owned.resource_id)
 
 
-async def answer_owned_list(proxied: ProxiedRequest, owned: OwnedPath, identity: DeviceIdentity) -> None:
-    """GET of a collection: the caller's own resources, each fetched from the upstream by id."""
+async def answer_owned_list(proxied: ProxiedRequest, owned: OwnedPath, identity: DeviceIdentity) -> int:
+    """GET of a collection: the caller's own resources, each fetched from the upstream by id.
+    Returns the status the client got."""
     page = parse_page_request(proxied.query)
     grant_headers = proxied.grant.rate_limit_headers if proxied.grant else ()
     try:
         listed = await list_owned(identity, owned.kind, page, UpstreamItemFetcher(proxied.headers))
     except UpstreamItemRefused as refused:
-        proxied.status = refused.status
-        proxied.upstream_ok = not is_failure_status(refused.status)
         headers = client_response_headers(
             refused.headers, rate_limit_headers=grant_headers, gateway_request_id=proxied.request_id, content_length=None
         )
         await proxied.client.send_whole(refused.status, headers, refused.body)
-        return
+        return refused.status
     body = orjson.dumps(listed)
     if owned.kind == OwnedResourceKind.MESSAGE_BATCH:
         body = rewrite_results_urls(body)
-    proxied.status = 200
-    proxied.upstream_ok = True
     headers = client_response_headers(
         _JSON, rate_limit_headers=grant_headers, gateway_request_id=proxied.request_id, content_length=None
     )
     await proxied.client.send_whole(200, headers, body)
+    return 200
 
 
 def created_id_and_time(body: bytes) -> tuple[str | None, dt.datetime | None]:
@@ -111,16 +109,24 @@ def creates_resource(method: str, owned: OwnedPath, status: int) -> bool:
     return method == "POST" and owned.resource_id is None and status == 200
 
 
-async def relay_created(proxied: ProxiedRequest, owned: OwnedPath, identity: DeviceIdentity, response: httpx.Response) -> None:
+@dataclass(frozen=True, slots=True)
+class CreatedResource:
+    body: bytes  # the upstream's answer, as the client is to get it
+    reservation_handed_over: bool  # a batch holds the request's spend reservation from now on
+
+
+async def record_created(
+    proxied: ProxiedRequest, owned: OwnedPath, identity: DeviceIdentity, response: httpx.Response
+) -> CreatedResource:
     """A create the upstream accepted: the caller is recorded as owner (with a batch's spend
-    reservation, which from now on belongs to the batch) before the answer carries the id out."""
+    reservation, which from now on belongs to the batch) before the answer carries the id out
+    (`send_created`)."""
     try:
         body = await response.aread()
     except httpx.TransportError as exc:
-        proxied.upstream_ok = False
         raise gateway_error_for(exc) from exc
-    grant = proxied.grant
-    reservation = grant.reservation if grant is not None else None
+    reservation = proxied.grant.reservation if proxied.grant is not None else None
+    handed_over = False
     resource_id, created_at = created_id_and_time(body)
     if resource_id is None:
         log_event(
@@ -133,28 +139,32 @@ async def relay_created(proxied: ProxiedRequest, owned: OwnedPath, identity: Dev
     else:
         stored = reservation_to_json(reservation) if reservation is not None else None
         await record_resource_owner(identity, owned.kind, resource_id, reservation=stored, created_at=created_at)
-        if grant is not None and reservation is not None:
-            proxied.grant = grant = dataclasses.replace(grant, reservation=None)
+        handed_over = reservation is not None
     if owned.kind == OwnedResourceKind.MESSAGE_BATCH:
         body = rewrite_results_urls(body)
+    return CreatedResource(body, handed_over)
+
+
+async def send_created(proxied: ProxiedRequest, response: httpx.Response, created: CreatedResource) -> None:
+    grant = proxied.grant
     headers = client_response_headers(
         response.headers.raw,
         rate_limit_headers=grant.rate_limit_headers if grant else (),
         gateway_request_id=proxied.request_id,
         content_length=None,
     )
-    await proxied.client.send_whole(200, headers, body)
+    await proxied.client.send_whole(200, headers, created.body)
 
 
-async def after_owned_response(proxied: ProxiedRequest, owned: OwnedPath) -> None:
+async def after_owned_response(owned: OwnedPath, *, method: str, status: int, batch_results: BatchResultsReader | None) -> None:
     """What a successful action on one resource changes on our side."""
-    if owned.resource_id is None or proxied.status != 200:
+    if owned.resource_id is None or status != 200:
         return
-    if proxied.method == "DELETE" and owned.rest in ("", "/"):
+    if method == "DELETE" and owned.rest in ("", "/"):
         await forget_resources(owned.kind, [owned.resource_id])
     elif owned.kind != OwnedResourceKind.MESSAGE_BATCH:
         return
-    elif proxied.method == "POST" and owned.rest == "/cancel":
+    elif method == "POST" and owned.rest == "/cancel":
         await release_batch_spend(owned.resource_id)
-    elif proxied.batch_results is not None and proxied.batch_results.complete:
-        await settle_batch_spend(owned.resource_id, batch_cost(proxied.batch_results.events))
+    elif batch_results is not None and batch_results.complete:
+        await settle_batch_spend(owned.resource_id, batch_cost(batch_results.events))

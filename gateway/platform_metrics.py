@@ -11,8 +11,7 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from gateway.breaker import get_circuit_breaker
-from gateway.breaker_state import BreakerState
+from gateway.breaker import BreakerState, get_circuit_breaker
 from gateway.metrics import register_state_reader
 from proxyproject.lib.redis import get_sync_redis
 from tokens.models import AuditEvent, AuditKind, IssuedToken, TokenKind

@@ -38,8 +38,8 @@ from proxyproject.lib.logging import log_event
 from proxyproject.lib.ratelimit import LimitCheck, LimitDecision, get_rate_limiter
 from proxyproject.lib.redis import slot_tag
 from tokens.identity import DeviceIdentity, DevicePolicy
-from usage.spend import SpendReservation, reserve_spend
-from usage.spend_counters import to_nanos
+from usage.counts import TokenCounts, tokens_per_minute
+from usage.spend import SpendReservation, reserve_spend, to_nanos
 from usage.spend_estimate import CostEstimate, clamped_params, estimate_message_cost, estimate_prompt_tokens
 
 logger = logging.getLogger("gateway.policy")
@@ -54,6 +54,16 @@ class PolicyGrant:
     tokens_key: str | None  # the tokens-per-minute counter, when the device has that limit
     tokens_reserved: int = 0  # reserved under tokens_key at admission; settling adds real minus this
     forwarded_body: bytes | None = None  # replaces the client's body when the spend caps clamped max_tokens
+
+
+async def settle_tokens_per_minute(grant: PolicyGrant, usage: TokenCounts) -> None:
+    """Once the request is over: its tokens-per-minute reservation becomes the tokens it used (the
+    difference lands in the window the response ends in)."""
+    if grant.tokens_key is None:
+        return
+    used = tokens_per_minute(usage)
+    if used != grant.tokens_reserved:
+        await get_rate_limiter().add(grant.tokens_key, TOKENS_WINDOW_MS, used - grant.tokens_reserved)
 
 
 def check_models_allowed(policy: DevicePolicy, models: tuple[str, ...]) -> None:

@@ -14,6 +14,7 @@ is then cancelled at once (which closes its connection) and the usage seen so fa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -24,10 +25,8 @@ import httpx
 from django.conf import settings
 
 from gateway import relay
-from gateway.batch_usage import BatchResultsReader
 from gateway.body import ClientDisconnected, RequestSummary, check_body_readable, check_declared_length, read_body, summarize_body
-from gateway.breaker import get_circuit_breaker, is_failure_status
-from gateway.breaker_state import Admission
+from gateway.breaker import Admission, get_circuit_breaker, is_failure_status
 from gateway.channel import ClientChannel, Receive, Scope, Send
 from gateway.headers import header_value, upstream_request_headers
 from gateway.hosts import check_host_allowed
@@ -42,10 +41,12 @@ from gateway.owned_exchange import (
     check_owned_access,
     creates_resource,
     is_list,
-    relay_created,
+    record_created,
+    send_created,
 )
 from gateway.ownership import OwnedPath, owned_path_for
-from gateway.policy import TOKENS_WINDOW_MS, PolicyGrant, enforce_policy
+from gateway.policy import PolicyGrant, enforce_policy, settle_tokens_per_minute
+from gateway.relay import RelayOutcome
 from gateway.routes import Route, resolve_route
 from gateway.upstream import build_upstream_request, gateway_error_for, retryable_before_response, send_upstream
 from gateway.usage_tally import UsageTally, estimate_cut_stream_output
@@ -56,16 +57,16 @@ from proxyproject.lib.errors import (
     GatewayShuttingDown,
     NoUpstreamKey,
     UpstreamAuthFailed,
+    UpstreamTimeout,
+    UpstreamUnreachable,
     new_request_id,
 )
 from proxyproject.lib.logging import log_event
-from proxyproject.lib.ratelimit import get_rate_limiter
 from tokens.authentication import authenticate_wrapper_token, extract_bearer_token
 from tokens.identity import DeviceIdentity
+from usage.accounting import account_usage
+from usage.counts import cache_write_tokens
 from usage.events import UsageEvent
-from usage.pricing import price_usage
-from usage.spend import release_spend, settle_spend
-from usage.writer import submit_usage
 
 logger = logging.getLogger("gateway.proxy")
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
@@ -111,7 +112,6 @@ class ProxiedRequest:
         self.held_key = HeldKey()  # counted in flight on its key until bookkeeping
         self.cost: Decimal | None = None
         self.owned: OwnedPath | None = None  # set when the path names batches or files
-        self.batch_results: BatchResultsReader | None = None  # set by the relay for a batch's results
         self.batch_created_at: dt.datetime | None = None  # a batch's results are priced at its creation
 
     async def run(self) -> None:
@@ -145,7 +145,9 @@ class ProxiedRequest:
             if self.client_gone:
                 raise
             # The server cancels what is still running once its shutdown grace period is over.
-            asyncio.current_task().uncancel()
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
             await self._end_for_shutdown()
         except Exception:  # a bug must still answer in the envelope, never crash the worker
             logger.exception("Unexpected error in the proxy", extra={"event_fields": {"requestId": self.request_id}})
@@ -186,7 +188,7 @@ class ProxiedRequest:
         finally:
             watcher.cancel()
 
-    async def _cancel_when_client_leaves(self, task: asyncio.Task) -> None:
+    async def _cancel_when_client_leaves(self, task: asyncio.Task[None]) -> None:
         """After the body, the only message left to receive is the client going away; once the
         response is complete, that is just the end of the exchange."""
         while (await self.receive())["type"] != "http.disconnect":
@@ -198,20 +200,49 @@ class ProxiedRequest:
     async def _forward(self, body: bytes, summary: RequestSummary, identity: DeviceIdentity) -> None:
         owned = self.owned
         if owned is not None and is_list(self.method, owned):
-            await answer_owned_list(self, owned, identity)
+            self.status = await answer_owned_list(self, owned, identity)
+            self.upstream_ok = not is_failure_status(self.status)
             return
         response = await self._open_upstream(body, summary, identity)
         try:
-            self.status = response.status_code
-            self.upstream_ok = not is_failure_status(self.status)
-            if owned is not None and creates_resource(self.method, owned, self.status):
-                await relay_created(self, owned, identity, response)
-            else:
-                await relay.relay_response(self, response)
+            outcome = await self._relay(response, owned, identity)
         finally:
             await response.aclose()
+        self._record_relay_outcome(outcome)
         if owned is not None:
-            await after_owned_response(self, owned)
+            await after_owned_response(owned, method=self.method, status=self.status, batch_results=outcome.batch_results)
+
+    async def _relay(self, response: httpx.Response, owned: OwnedPath | None, identity: DeviceIdentity) -> RelayOutcome:
+        """What is known before the relay starts is recorded before it: a relay cut by the client
+        leaving (a cancellation) returns no outcome, yet its record must say it streamed and its
+        status must reach the breaker."""
+        event = self.event
+        assert event is not None
+        self.status = response.status_code
+        self.upstream_ok = not is_failure_status(self.status)
+        try:
+            if owned is not None and creates_resource(self.method, owned, self.status):
+                return await self._relay_created(response, owned, identity)
+            event.streamed = relay.relays_as_stream(response)
+            return await relay.relay_response(self, response)
+        except (UpstreamUnreachable, UpstreamTimeout):
+            self.upstream_ok = False  # the upstream broke off before anything reached the client
+            raise
+
+    async def _relay_created(self, response: httpx.Response, owned: OwnedPath, identity: DeviceIdentity) -> RelayOutcome:
+        """A reservation handed to a created batch leaves the grant before the client can leave,
+        so the bookkeeping never releases what the batch holds."""
+        created = await record_created(self, owned, identity, response)
+        if created.reservation_handed_over and self.grant is not None:
+            self.grant = dataclasses.replace(self.grant, reservation=None)
+        await send_created(self, response, created)
+        return RelayOutcome()
+
+    def _record_relay_outcome(self, outcome: RelayOutcome) -> None:
+        if outcome.upstream_failed:
+            self.upstream_ok = False
+            if self.event is not None:
+                self.event.error_type = outcome.upstream_error_code
 
     async def _open_upstream(self, body: bytes, summary: RequestSummary, identity: DeviceIdentity) -> httpx.Response:
         """Send upstream; a connection that failed before any response, or a key the upstream
@@ -305,8 +336,9 @@ class ProxiedRequest:
         await self._survive("upstream key", self.held_key.release())
         await self._survive("circuit breaker", self._record_breaker_outcome())
         if self.event is not None:
-            await self._survive("usage record", self._submit_usage(latency_ms, ttfb_ms))
-            await self._survive("spend and token counters", self._settle())
+            await self._survive("usage and spend", self._account_usage(latency_ms, ttfb_ms))
+            if self.grant is not None:
+                await self._survive("tokens per minute", settle_tokens_per_minute(self.grant, self.event))
         await self._survive("metrics", self._observe(latency_ms, ttfb_ms))
         log_event(
             logger,
@@ -346,8 +378,10 @@ class ProxiedRequest:
         if self.admission is not None and self.admission.allowed and self.upstream_ok is not None and self.event is not None:
             await get_circuit_breaker().record(self.admission, device=str(self.event.device_pk), success=self.upstream_ok)
 
-    async def _submit_usage(self, latency_ms: float, ttfb_ms: float | None) -> None:
-        """Complete the usage event with what the response showed and queue it durably."""
+    async def _account_usage(self, latency_ms: float, ttfb_ms: float | None) -> None:
+        """Complete the usage event with what the response showed; `usage` records, prices and
+        settles it. (A created batch's spend reservation is the batch's by now: the grant no longer
+        holds it.)"""
         event = self.event
         assert event is not None
         event.status = self.status
@@ -359,7 +393,8 @@ class ProxiedRequest:
             estimate_cut_stream_output(self.tally, event)
         if self.tally.error_type and not event.error_type:
             event.error_type = self.tally.error_type
-        submit_usage(event)
+        reservation = self.grant.reservation if self.grant is not None else None
+        self.cost = await account_usage(event, usage_reported=self.tally.seen, reservation=reservation)
         log_event(
             logger,
             "Usage tracked",
@@ -370,29 +405,10 @@ class ProxiedRequest:
             inputTokens=event.input_tokens,
             outputTokens=event.output_tokens,
             cacheReadTokens=event.cache_read_tokens,
-            cacheWriteTokens=event.cache_write_5m_tokens + event.cache_write_1h_tokens,
+            cacheWriteTokens=cache_write_tokens(event),
             streamed=event.streamed,
             clientDisconnected=self.client_gone,
         )
-
-    async def _settle(self) -> None:
-        """Price the request, turn its spend reservation into that cost, and its tokens-per-minute
-        reservation into the tokens it used. (A created batch's spend reservation is the batch's by
-        now: `relay_created` took it off the grant.)"""
-        event = self.event
-        assert event is not None
-        self.cost = cost = price_usage(event) if self.tally.seen else None
-        grant = self.grant
-        if grant is None:
-            return
-        if grant.reservation is not None:
-            if self.tally.seen:
-                await settle_spend(grant.reservation, cost)
-            else:
-                await release_spend(grant.reservation)
-        used_tokens = event.input_tokens + event.cache_write_5m_tokens + event.cache_write_1h_tokens + event.output_tokens
-        if grant.tokens_key is not None and used_tokens != grant.tokens_reserved:
-            await get_rate_limiter().add(grant.tokens_key, TOKENS_WINDOW_MS, used_tokens - grant.tokens_reserved)
 
 
 async def discard(response: httpx.Response) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
@@ -30,13 +31,28 @@ if TYPE_CHECKING:
     from gateway.proxy import ProxiedRequest
 
 
+@dataclass(frozen=True, slots=True)
+class RelayOutcome:
+    """How relaying an answer ended, for the proxy's bookkeeping: the relay reads the request and
+    feeds its usage tally, but decides nothing on it. Whether the answer streams is known before the
+    relay starts (`relays_as_stream`), since a relay cut by the client leaving returns nothing."""
+
+    upstream_error_code: str | None = None  # the upstream broke off after the client got the first bytes
+    batch_results: BatchResultsReader | None = None  # a batch's results, read on the way
+
+    @property
+    def upstream_failed(self) -> bool:
+        return self.upstream_error_code is not None
+
+
 def error_event(error: GatewayError, request_id: str) -> bytes:
     """The SSE event the API itself sends when a stream fails after it started."""
     return b"event: error\ndata: " + error_body(error, request_id) + b"\n\n"
 
 
 def _is_event_stream(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").startswith("text/event-stream")
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
 
 
 def _is_read_whole(path: str, response: httpx.Response) -> bool:
@@ -55,40 +71,45 @@ def _headers(proxied: ProxiedRequest, response: httpx.Response, content_length: 
     )
 
 
-async def relay_response(proxied: ProxiedRequest, response: httpx.Response) -> None:
-    if response.headers.get("content-encoding", "identity").lower() != "identity":
-        # Asked for identity; an upstream that compresses anyway is relayed as it came.
-        await _relay_passthrough(proxied, response)
-    elif _is_event_stream(response):
-        await _relay_event_stream(proxied, response)
-    elif (results := _results_reader(proxied, response)) is not None:
-        await _relay_passthrough(proxied, response, results)
-    elif _is_read_whole(proxied.path, response):
-        await _relay_whole(proxied, response)
-    else:
-        await _relay_passthrough(proxied, response)
+def _is_identity(response: httpx.Response) -> bool:
+    # Asked for identity; an upstream that compresses anyway is relayed as it came.
+    encoding: str = response.headers.get("content-encoding", "identity")
+    return encoding.lower() == "identity"
+
+
+def relays_as_stream(response: httpx.Response) -> bool:
+    """Whether `relay_response` relays this answer event by event."""
+    return _is_identity(response) and _is_event_stream(response)
+
+
+async def relay_response(proxied: ProxiedRequest, response: httpx.Response) -> RelayOutcome:
+    """Raises the gateway's error when the upstream breaks off before anything reached the client."""
+    if not _is_identity(response):
+        return await _relay_passthrough(proxied, response)
+    if _is_event_stream(response):
+        return await _relay_event_stream(proxied, response)
+    if (results := _results_reader(proxied, response)) is not None:
+        return await _relay_passthrough(proxied, response, results)
+    if _is_read_whole(proxied.path, response):
+        return await _relay_whole(proxied, response)
+    return await _relay_passthrough(proxied, response)
 
 
 def _results_reader(proxied: ProxiedRequest, response: httpx.Response) -> BatchResultsReader | None:
-    """Kept on the request too: once the body is read whole, its cost settles the batch's spend."""
-    proxied.batch_results = batch_results_reader(
+    return batch_results_reader(
         method=proxied.method,
         path=proxied.path,
         status=response.status_code,
         request_event=proxied.event,
         batch_created_at=proxied.batch_created_at,
     )
-    return proxied.batch_results
 
 
-async def _relay_event_stream(proxied: ProxiedRequest, response: httpx.Response) -> None:
+async def _relay_event_stream(proxied: ProxiedRequest, response: httpx.Response) -> RelayOutcome:
     sse = SseRelay(proxied.tally)
-    checkpoints = None
-    if proxied.event is not None:
-        proxied.event.streamed = True
-        checkpoints = StreamCheckpoints(proxied, sse)
+    checkpoints = StreamCheckpoints(proxied, sse) if proxied.event is not None else None
     try:
-        await _relay_events(proxied, response, sse, checkpoints)
+        return await _relay_events(proxied, response, sse, checkpoints)
     finally:
         if checkpoints is not None:
             checkpoints.close()
@@ -96,7 +117,7 @@ async def _relay_event_stream(proxied: ProxiedRequest, response: httpx.Response)
 
 async def _relay_events(
     proxied: ProxiedRequest, response: httpx.Response, sse: SseRelay, checkpoints: StreamCheckpoints | None
-) -> None:
+) -> RelayOutcome:
     """Each block of complete events is checkpointed (when due) before the client gets it."""
     client = proxied.client
     await client.start(response.status_code, _headers(proxied, response, None))
@@ -109,43 +130,41 @@ async def _relay_events(
                 await client.write(complete)
     except httpx.TransportError as exc:
         error = gateway_error_for(exc, mid_stream=True)
-        proxied.upstream_ok = False
-        if proxied.event is not None:
-            proxied.event.error_type = error.error_code
         await client.write(error_event(error, proxied.request_id))
         await client.finish()
-        return
+        return RelayOutcome(upstream_error_code=error.error_code)
     await client.finish(sse.finish())
+    return RelayOutcome()
 
 
-def _read_reply(proxied: ProxiedRequest, body: bytes) -> None:
+def _read_reply(proxied: ProxiedRequest, status: int, body: bytes) -> None:
     """Usage (or the error type) from a non-streaming Messages reply."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return
-    if proxied.status == 200:
+    if status == 200:
         proxied.tally.observe_message(parsed)
     else:
         proxied.tally.observe_error(parsed)
 
 
-async def _relay_whole(proxied: ProxiedRequest, response: httpx.Response) -> None:
+async def _relay_whole(proxied: ProxiedRequest, response: httpx.Response) -> RelayOutcome:
     try:
         body = b"".join([chunk async for chunk in response.aiter_raw()])
     except httpx.TransportError as exc:
-        proxied.upstream_ok = False
         raise gateway_error_for(exc) from exc
     if proxied.path == MESSAGES_PATH:
-        _read_reply(proxied, body)
+        _read_reply(proxied, response.status_code, body)
     else:
         body = rewrite_results_urls(body)
     await proxied.client.send_whole(response.status_code, _headers(proxied, response, None), body)
+    return RelayOutcome()
 
 
 async def _relay_passthrough(
     proxied: ProxiedRequest, response: httpx.Response, results: BatchResultsReader | None = None
-) -> None:
+) -> RelayOutcome:
     declared = response.headers.get("content-length")
     client = proxied.client
     await client.start(
@@ -158,10 +177,8 @@ async def _relay_passthrough(
                 results.feed(chunk)
     except httpx.TransportError as exc:
         # Headers are gone already: ending without the final chunk is how HTTP says "truncated".
-        proxied.upstream_ok = False
-        if proxied.event is not None:
-            proxied.event.error_type = gateway_error_for(exc, mid_stream=True).error_code
-        return
+        return RelayOutcome(upstream_error_code=gateway_error_for(exc, mid_stream=True).error_code, batch_results=results)
     await client.finish()
     if results is not None:
         results.finish()
+    return RelayOutcome(batch_results=results)

@@ -1,4 +1,6 @@
-"""The shared cast of tests: real servers and the services CI provides."""
+"""The shared cast of tests: real servers, the services CI provides, and a small named cast of
+objects (an organization, its device, a device of no organization, a blocked device, an operator)
+for the tests that need such objects rather than particular ones."""
 
 from __future__ import annotations
 
@@ -13,6 +15,50 @@ from django.db import connections
 
 from proxyproject.lib.process_state import forget_process_state
 from tests.servers import gateway_process
+from tests.support import OPERATOR_PASSWORD
+
+
+@pytest.fixture
+def operator(db):
+    """A superuser, as the first operator of a deployment is."""
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_superuser("ops", password=OPERATOR_PASSWORD)
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    """Django's test client, signed in to the admin as the operator."""
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def acme(db):
+    from tokens.models import Organization
+
+    return Organization.objects.create(name="Acme")
+
+
+@pytest.fixture
+def acme_device(acme):
+    from tokens.models import Device
+
+    return Device.objects.create(device_id="laptop-acme", organization=acme)
+
+
+@pytest.fixture
+def lone_device(db):
+    from tokens.models import Device
+
+    return Device.objects.create(device_id="laptop-lone")
+
+
+@pytest.fixture
+def blocked_device(db):
+    from tokens.models import Device, DeviceStatus
+
+    return Device.objects.create(device_id="laptop-blocked", status=DeviceStatus.BLOCKED)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -98,7 +144,7 @@ def two_gateways(redis_required, transactional_db, settings):
     """Two gateway instances (separate processes) on the same database and Redis, in front of one
     fake upstream: (fake, first, second)."""
     from fake_anthropic import FakeAnthropic
-    from tests.gateway.conftest import MASTER_KEY
+    from tests.support import MASTER_KEY
 
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
         env = {

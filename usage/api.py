@@ -152,12 +152,11 @@ def usage_filter_for(reader: Reader, query: UsageQuery) -> UsageFilter:
         if query.device not in (None, reader.device_id) or query.org not in (None, reader.org_id) or query.person is not None:
             raise PermissionDenied("A device token can only read its own usage.")
         return UsageFilter(since, until, device_pk=reader.device_pk, model=query.model, request_id=query.request_id)
+    org_pk: int | None = query.org
     if reader.org_id is not None:
         if query.org not in (None, reader.org_id):
             raise PermissionDenied("This operator API key can only read its own organization's usage.")
         org_pk = reader.org_id
-    else:
-        org_pk = query.org
     return UsageFilter(
         since,
         until,
@@ -236,12 +235,12 @@ class RepriceOut(Schema):
     summary: list[str] = Field(description="The same lines `manage.py reprice_usage` prints.")
 
 
-def _aware(moment: dt.datetime | None) -> dt.datetime | None:
-    return moment if moment is None or timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
 
 
 def run_reprice(body: RepriceIn) -> dict[str, object]:
-    since, until = _aware(body.since), _aware(body.until)
+    since, until = _aware(body.since), (_aware(body.until) if body.until is not None else None)
     if until is not None and since >= until:
         raise InvalidRequest("since must be before until.")
     report = reprice_usage(since=since, until=until, dry_run=body.dry_run)

@@ -29,7 +29,7 @@ from tokens.models import Device, Organization
 from usage.budget_tasks import dispatch_budget_alert
 from usage.models import BudgetAlert
 from usage.periods import PERIODS, period_start
-from usage.spend_counters import CapCheck, from_nanos
+from usage.spend.base import CapCheck, from_nanos
 
 logger = logging.getLogger("usage.budget_alerts")
 

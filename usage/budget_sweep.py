@@ -17,8 +17,7 @@ from usage.budget_alerts import Crossing, record_budget_alerts, thresholds_reach
 from usage.budget_tasks import dispatch_budget_alert
 from usage.models import BudgetAlert
 from usage.periods import PERIODS, period_start
-from usage.spend import recorded_cost_by
-from usage.spend_counters import to_nanos
+from usage.spend import recorded_cost_by, to_nanos
 
 REDISPATCH_AFTER = dt.timedelta(minutes=1)
 _CAP_FIELDS = {"day": "daily_spend_cap_usd", "week": "weekly_spend_cap_usd", "month": "monthly_spend_cap_usd"}

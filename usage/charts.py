@@ -50,7 +50,7 @@ def stacked_bar_chart(
     ]
     for index, label in enumerate(labels):
         x = LEFT + index * slot + (slot - bar_w) / 2
-        base = TOP + plot_h
+        base: float = TOP + plot_h
         for s in series:
             value = s.values[index]
             if value <= 0:

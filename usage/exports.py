@@ -10,6 +10,8 @@ from decimal import Decimal
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 
+from usage.counts import COUNT_FIELDS
+
 RECORD_COLUMNS = (
     "occurred_at",
     "request_id",
@@ -27,13 +29,7 @@ RECORD_COLUMNS = (
     "is_error",
     "streamed",
     "client_disconnected",
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "web_search_requests",
-    "web_fetch_requests",
+    *COUNT_FIELDS,
     "service_tier",
     "speed",
     "inference_geo",
@@ -54,13 +50,7 @@ ROLLUP_COLUMNS = (
     "requests",
     "errors",
     "unpriced_requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "web_search_requests",
-    "web_fetch_requests",
+    *COUNT_FIELDS,
     "cost",
     "latency_p50_ms",
     "latency_p95_ms",

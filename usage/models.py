@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from usage.counts import total_tokens
+
 COST_DECIMAL_PLACES = 10
 """Every seeded price times every multiplier (geo 1.1, batch 0.5) stays exact at 1e-10 USD per token."""
 
@@ -155,13 +157,7 @@ class UsageRecord(models.Model):
 
     @property
     def total_tokens(self) -> int:
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_write_5m_tokens
-            + self.cache_write_1h_tokens
-            + self.cache_read_tokens
-        )
+        return total_tokens(self)
 
 
 class OpenStream(models.Model):

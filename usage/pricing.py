@@ -19,8 +19,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Protocol
+from typing import Any
 
+from usage.counts import TOKEN_KINDS, TokenCounts, prompt_tokens, total_tokens
 from usage.events import UsageEvent
 from usage.models import COST_DECIMAL_PLACES, PriceFlag, Provenance, Speed
 from usage.price_table import (
@@ -54,22 +55,8 @@ BATCH_MULTIPLIER = Decimal("0.5")
 ONE = Decimal(1)
 BATCH_TIER = "batch"
 FREE_ENDPOINT_SUFFIXES = ("/count_tokens",)
-CATEGORIES = (
-    ("input", "input_tokens"),
-    ("output", "output_tokens"),
-    ("cache_write_5m", "cache_write_5m_tokens"),
-    ("cache_write_1h", "cache_write_1h_tokens"),
-    ("cache_read", "cache_read_tokens"),
-)
+CATEGORIES = TOKEN_KINDS
 """(rate name on Rates, token count name on UsageEvent and UsageRecord alike)."""
-
-
-class TokenCounts(Protocol):
-    input_tokens: int
-    output_tokens: int
-    cache_write_5m_tokens: int
-    cache_write_1h_tokens: int
-    cache_read_tokens: int
 
 
 def is_us_only(inference_geo: str | None) -> bool:
@@ -86,14 +73,15 @@ def is_fast(speed: str | None) -> bool:
 
 
 def prompt_tokens_of(counts: TokenCounts) -> int:
-    return counts.input_tokens + counts.cache_read_tokens + counts.cache_write_5m_tokens + counts.cache_write_1h_tokens
+    """What a long-context price tier is chosen by."""
+    return prompt_tokens(counts)
 
 
 def billable(event: UsageEvent) -> bool:
     """count_tokens is free; a request that used no tokens costs nothing whatever its model."""
     if event.endpoint.rstrip("/").endswith(FREE_ENDPOINT_SUFFIXES):
         return False
-    return prompt_tokens_of(event) + event.output_tokens > 0
+    return total_tokens(event) > 0
 
 
 def cost_at_rates(counts: TokenCounts, rates: Rates, multiplier: Decimal) -> Decimal:

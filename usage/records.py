@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, SupportsInt
 
 import orjson
 import psycopg
@@ -27,6 +27,7 @@ from django.utils import timezone
 from proxyproject.lib.logging import log_event
 from tokens.models import Device, Organization
 from usage import spool
+from usage.counts import COUNT_FIELDS
 from usage.events import UsageEvent
 from usage.models import OpenStream, UsageRecord
 from usage.open_streams import forget_streams, note_stream_progress, orphaned_streams
@@ -64,8 +65,13 @@ def _text(value: object, attname: str) -> str:
 
 
 def _count(value: object, limit: int = _MAX_INT) -> int:
+    """A count from a queued event, which may come from an older or a foreign writer: anything that
+    is not a number counts zero."""
+    value = value or 0
+    if not isinstance(value, (str, bytes, SupportsInt)):
+        return 0
     try:
-        return min(max(int(value or 0), 0), limit)
+        return min(max(int(value), 0), limit)
     except (TypeError, ValueError):
         return 0
 
@@ -98,13 +104,7 @@ def row_from_event(
         "is_error": is_error_event(event),
         "streamed": bool(event.streamed),
         "client_disconnected": bool(event.client_disconnected),
-        "input_tokens": _count(event.input_tokens),
-        "output_tokens": _count(event.output_tokens),
-        "cache_write_5m_tokens": _count(event.cache_write_5m_tokens),
-        "cache_write_1h_tokens": _count(event.cache_write_1h_tokens),
-        "cache_read_tokens": _count(event.cache_read_tokens),
-        "web_search_requests": _count(event.web_search_requests),
-        "web_fetch_requests": _count(event.web_fetch_requests),
+        **{name: _count(getattr(event, name)) for name in COUNT_FIELDS},
         "service_tier": _text(event.service_tier, "service_tier"),
         "speed": _text(event.speed, "speed"),
         "inference_geo": _text(event.inference_geo, "inference_geo"),

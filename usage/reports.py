@@ -14,14 +14,13 @@ from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
 from tokens.models import Person
+from usage.counts import COUNT_FIELDS, TOKEN_FIELDS
 from usage.models import UsageRecord
 from usage.pricing import COST_QUANTUM
 from usage.rollups import ESTIMATED_FLAGS
 
 GroupBy = Literal["day", "hour", "model", "device", "person"]
 NO_PERSON = "(no person)"
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
-COUNT_FIELDS = (*TOKEN_FIELDS, "web_search_requests", "web_fetch_requests")
 UTC = dt.UTC
 
 
@@ -109,9 +108,9 @@ def _totals(row: dict) -> UsageTotals:
 
 
 def group_key(group_by: GroupBy, value: object) -> str:
-    if group_by == "day":
+    if isinstance(value, dt.datetime) and group_by == "day":
         return value.astimezone(UTC).strftime("%Y-%m-%d")
-    if group_by == "hour":
+    if isinstance(value, dt.datetime) and group_by == "hour":
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:00:00Z")
     return str(value)
 

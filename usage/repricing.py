@@ -21,16 +21,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from proxyproject.lib.backends import shared_state_backend
+from usage.counts import TOKEN_FIELDS
 from usage.events import UsageEvent
 from usage.models import UsageRecord
 from usage.pricing import PriceQuote, invalidate_price_table, quote_usage
 from usage.rollups import PERIOD_LENGTH, rollup_usage
-from usage.spend import counter_for, spend_backend
-from usage.spend_counters import Counter, to_nanos
+from usage.spend import Counter, counter_for, spend_backend, to_nanos
 
 CHUNK = 2000
 _FIELDS = (
@@ -41,11 +41,7 @@ _FIELDS = (
     "method",
     "model",
     "status",
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
+    *TOKEN_FIELDS,
     "service_tier",
     "speed",
     "inference_geo",
@@ -115,11 +111,7 @@ def event_of(record: UsageRecord) -> UsageEvent:
         method=record.method,
         model=record.model or None,
         status=record.status,
-        input_tokens=record.input_tokens,
-        output_tokens=record.output_tokens,
-        cache_write_5m_tokens=record.cache_write_5m_tokens,
-        cache_write_1h_tokens=record.cache_write_1h_tokens,
-        cache_read_tokens=record.cache_read_tokens,
+        **{name: getattr(record, name) for name in TOKEN_FIELDS},
         service_tier=record.service_tier or None,
         speed=record.speed or None,
         inference_geo=record.inference_geo or None,
@@ -155,7 +147,7 @@ def reprice_usage(*, since: dt.datetime, until: dt.datetime | None = None, dry_r
     """Recompute the cost of every record that happened in [since, until) from the current prices."""
     now = timezone.now().astimezone(dt.UTC)
     until = until or now
-    report = RepriceReport(since, until, dry_run, shared_counters=bool(settings.REDIS_URL))
+    report = RepriceReport(since, until, dry_run, shared_counters=shared_state_backend() == "redis")
     invalidate_price_table()  # this process prices from the table as it is now
     counters = _CounterDeltas(now)
     changed_times: list[dt.datetime] = []

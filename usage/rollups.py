@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from usage.counts import COUNT_FIELDS
 from usage.models import PriceFlag, RolledUpBucket, RollupPeriod, UsageRecord, UsageRollup
 
 PERIOD_LENGTH = {RollupPeriod.HOUR: dt.timedelta(hours=1), RollupPeriod.DAY: dt.timedelta(days=1)}
@@ -39,15 +40,9 @@ _RECORD_FIELDS = (
     "priced",
     "cost",
     "latency_ms",
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "web_search_requests",
-    "web_fetch_requests",
+    *COUNT_FIELDS,
 )
-_SUMMED = _RECORD_FIELDS[10:]
+_SUMMED = COUNT_FIELDS
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -93,7 +93,7 @@ def client_ip(request: HttpRequest) -> str:
     return resolve_client_ip(peer, [value] if value else [], settings.TRUSTED_PROXIES, settings.TRUSTED_PROXY_HEADER)
 
 
-def client_ip_from_scope(scope: dict[str, Any]) -> str:
+def client_ip_from_scope(scope: Mapping[str, Any]) -> str:
     """The client's address of an ASGI HTTP or websocket scope ("" when the server reported no peer)."""
     client = scope.get("client")
     peer = str(client[0]) if client else ""

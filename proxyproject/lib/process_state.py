@@ -1,5 +1,5 @@
 """One registry of the state a process keeps for itself: caches (signing keys, device states, the
-upstream key pool) and the per-process backends (rate limiter, circuit breaker).
+upstream key pool) and the per-process backends (rate limiter, circuit breaker, spend counters).
 
 Each module that keeps such state registers how to forget it, next to the state; `forget_process_state`
 forgets all of it. Tests call it around each test, since the database is rolled back under the caches

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -15,9 +14,8 @@ import orjson
 
 from fake_anthropic import FakeAnthropic
 from gateway.usage_tally import estimated_tokens
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
-from tests.gateway.test_sdk import enroll
 from tests.servers import gateway_process
+from tests.support import MASTER_KEY, MESSAGE_BODY, enroll, poll_until
 from tests.usage.cast import ensure_seeded_prices
 from usage.models import OpenStream, UsageRecord
 from usage.writer import drain_usage_queue
@@ -74,13 +72,13 @@ UNPUSHED_TAIL_EVENTS = 5
 def records_by_request(request_ids: list[str], timeout: float = 30.0) -> dict[str, UsageRecord]:
     """Drain as the writer would until every request has its record (the orphans need their
     owner to have been quiet for USAGE_ORPHAN_STREAM_SECONDS first)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def all_recorded() -> dict[str, UsageRecord]:
         drain_usage_queue()
         found = {record.request_id: record for record in UsageRecord.objects.filter(request_id__in=request_ids)}
-        if len(found) == len(request_ids) or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
+        return found if len(found) == len(request_ids) else {}
+
+    return poll_until(all_recorded, timeout, f"the records of {len(request_ids)} requests", interval=0.2)
 
 
 def test_streams_cut_by_a_gateway_crash_are_recorded_with_the_tokens_relayed_so_far(transactional_db, settings):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import httpx
 import orjson
@@ -14,8 +13,8 @@ from django.db import connection
 from django.test import Client
 
 from fake_anthropic import FakeAnthropic
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
 from tests.servers import free_port, gateway_process
+from tests.support import MASTER_KEY, MESSAGE_BODY, poll_until
 from usage.models import UsageRecord
 
 
@@ -160,9 +159,7 @@ def test_a_request_refused_while_the_database_is_away_is_recorded_once_it_is_bac
         request_id = answer.headers["request-id"]
         assert not UsageRecord.objects.filter(request_id=request_id).exists()
         link.up()
-        deadline = time.monotonic() + 30
-        while not UsageRecord.objects.filter(request_id=request_id).exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        poll_until(lambda: UsageRecord.objects.filter(request_id=request_id).exists(), 30, "the record once the database is back")
     finally:
         server.stop()
         link.down()

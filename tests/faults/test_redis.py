@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +12,7 @@ import redis
 
 import proxyproject.lib.redis
 from tests.servers import free_port
+from tests.support import poll_until
 
 
 class OwnRedis:
@@ -26,14 +26,13 @@ class OwnRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis(port=self.port, socket_timeout=0.5).ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        poll_until(self._answers, 10, "redis-server to start")
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+        except redis.ConnectionError:
+            return False
 
     def stop(self) -> None:
         if self.process is not None:

@@ -12,9 +12,8 @@ import jwt
 import orjson
 
 from fake_anthropic import FakeAnthropic
-from tests.gateway.conftest import MASTER_KEY, STREAM_BODY
-from tests.gateway.test_sdk import enroll
 from tests.servers import gateway_process
+from tests.support import MASTER_KEY, STREAM_BODY, enroll
 from usage.models import UsageRecord
 
 

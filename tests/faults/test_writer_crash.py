@@ -15,8 +15,7 @@ import httpx
 
 from fake_anthropic import FakeAnthropic
 from tests import servers
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY
-from tests.gateway.test_sdk import enroll
+from tests.support import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, enroll, poll_until
 from tests.usage.cast import ensure_seeded_prices
 from usage.models import OpenStream, UsageRecord
 
@@ -37,11 +36,6 @@ def start_writer() -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def wait_for_stored(count: int, before: float) -> None:
-    while UsageRecord.objects.count() < count and time.monotonic() < before:
-        time.sleep(0.05)
 
 
 class Traffic:
@@ -74,7 +68,7 @@ def test_killing_the_usage_writer_loses_and_doubles_no_record(transactional_db):
         traffic = Traffic(gateway.url, enroll(gateway))
         try:
             traffic.thread.start()
-            wait_for_stored(20, before=time.monotonic() + 20)
+            poll_until(lambda: UsageRecord.objects.count() >= 20, 20, "20 stored records")
             writer.send_signal(signal.SIGKILL)  # most likely mid-batch: a batch of 5 every 50 ms
             writer.wait(timeout=10)
             killed_at = len(traffic.answers)
@@ -85,7 +79,7 @@ def test_killing_the_usage_writer_loses_and_doubles_no_record(transactional_db):
             traffic.stop.set()
             traffic.thread.join(timeout=20)
             wanted = {request_id: streamed for request_id, _, streamed in traffic.answers}
-            wait_for_stored(len(wanted), before=time.monotonic() + 30)
+            poll_until(lambda: UsageRecord.objects.count() >= len(wanted), 30, "every answered request's record")
         finally:
             traffic.stop.set()
             writer.send_signal(signal.SIGTERM)

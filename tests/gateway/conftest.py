@@ -1,27 +1,19 @@
-"""The gateway's test cast: the fake Anthropic upstream on a real socket, devices enrolled through
-POST /bootstrap, and a driver that speaks raw ASGI to the gateway in this process."""
+"""The gateway's test cast: the fake Anthropic upstream on a real socket, and a driver that speaks
+raw ASGI to the gateway in this process. (Constants and enrolling: `tests.support`.)"""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import pytest
-from asgiref.sync import sync_to_async
-from django.test import AsyncClient
 
 from fake_anthropic import FakeAnthropic
 from gateway import breaker as breaker_module
 from gateway.upstream import close_upstream_client
 from proxyproject.lib.backends import shared_state_backend
-from tokens.models import Device
-from tokens.revocation import policy_changed
-
-MASTER_KEY = "sk-ant-test-master-" + "k" * 20 + "MK42"
-MESSAGE_BODY = b'{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}'
-STREAM_BODY = b'{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
+from tests.support import MASTER_KEY, enroll_device
 
 
 @pytest.fixture
@@ -47,36 +39,13 @@ async def fresh_breaker_and_pool():
     await close_upstream_client()
 
 
-async def enroll_device(**policy: object) -> str:
-    """A wrapper token for a new device, enrolled through POST /bootstrap; `policy` fields are set
-    on the device afterwards, as an operator would."""
-    device_id = f"dev-{secrets.token_hex(6)}"
-    response = await AsyncClient().post(
-        "/bootstrap", {"device_id": device_id, "app_version": "1.0.0"}, content_type="application/json"
-    )
-    assert response.status_code == 200, response.content
-    if policy:
-        await sync_to_async(_set_policy)(device_id, policy)
-    return response.json()["wrapper_token"]
-
-
-def _set_policy(device_id: str, policy: dict[str, object]) -> None:
-    from django.db import transaction
-
-    with transaction.atomic():
-        device = Device.objects.get(device_id=device_id)
-        for name, value in policy.items():
-            setattr(device, name, value)
-        device.save()
-        policy_changed(device=device)
-
-
-def capture_final_usage(monkeypatch: pytest.MonkeyPatch) -> list:
-    """The usage events the proxy hands to `usage` (its contract boundary), in order. Streams'
-    checkpoints are dropped: with their final records captured here instead of queued, they would
-    linger in the session's queue and become `gateway_crashed` records in a later test."""
+@pytest.fixture
+def usage_events(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The usage events the proxy hands to `usage` (`usage.accounting`, its boundary), in order.
+    Streams' checkpoints are dropped: with their final records captured here instead of queued,
+    they would linger in the session's queue and become `gateway_crashed` records in a later test."""
     events: list = []
-    monkeypatch.setattr("gateway.proxy.submit_usage", events.append)
+    monkeypatch.setattr("usage.accounting.submit_usage", events.append)
     monkeypatch.setattr("gateway.stream_checkpoints.submit_stream_checkpoint", lambda event, sequence: None)
     return events
 

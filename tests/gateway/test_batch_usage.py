@@ -16,7 +16,8 @@ from asgiref.sync import sync_to_async
 from gateway.batch_usage import BatchResultsReader, batch_result_request_id, batch_results_reader
 from gateway.body import BATCHES_PATH
 from gateway.models import OwnedResource
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, bearer, call_gateway
+from tests.gateway.conftest import bearer, call_gateway
+from tests.support import MASTER_KEY, MESSAGE_BODY
 from tests.usage.cast import ensure_seeded_prices
 from usage.events import UsageEvent
 from usage.models import UsageRecord

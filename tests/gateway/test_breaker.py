@@ -7,9 +7,16 @@ import secrets
 
 import pytest
 
-from gateway.breaker import CircuitBreaker, is_failure_status
-from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
-from gateway.breaker_state import BreakerConfig, BreakerState, LocalBreakerBackend, LocalDeviceBreakers
+from gateway.breaker import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    LocalBreakerBackend,
+    LocalDeviceBreakers,
+    RedisBreakerBackend,
+    RedisDeviceBreakers,
+    is_failure_status,
+)
 
 CONFIG = BreakerConfig(failure_threshold=5, reset_timeout=30.0, success_threshold=2)  # min_devices 1: the seed's breaker
 DEVICE = "1"

@@ -7,12 +7,8 @@ import gzip
 import orjson
 import pytest
 
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway, capture_final_usage
-
-
-@pytest.fixture
-def usage_events(monkeypatch):
-    return capture_final_usage(monkeypatch)
+from tests.gateway.conftest import bearer, call_gateway
+from tests.support import MASTER_KEY, MESSAGE_BODY, STREAM_BODY
 
 
 async def test_request_is_forwarded_byte_identical_with_the_master_key_and_without_client_credentials(

@@ -25,6 +25,7 @@ from gateway.models import UpstreamKey, UpstreamKeyState
 from gateway.tasks import retire_drained_upstream_keys_task
 from gateway.upstream_keys import ENVIRONMENT_KEY_NAME
 from tests.servers import ServerProcess, gateway_process
+from tests.support import poll_until
 
 OLD = "sk-ant-api03-rotation-old-" + "o" * 30 + "0LD7"
 NEW = "sk-ant-api03-rotation-new-" + "n" * 30 + "N3W8"
@@ -76,14 +77,6 @@ def run_load(worker: int, gateways: list[ServerProcess], token: str, stop: threa
     return outcomes
 
 
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return result
-
-
 def start_gateways(fake: FakeAnthropic, count: int) -> list[ServerProcess]:
     processes = [
         gateway_process(
@@ -115,9 +108,9 @@ def test_rotating_under_load_fails_no_request_and_the_old_key_is_never_used_afte
             stop = threading.Event()
             with ThreadPoolExecutor(WORKERS + 1) as pool:
                 load = [pool.submit(run_load, worker, gateways, token, stop) for worker in range(WORKERS)]
-                wait_until(lambda: len(fake.requests) >= 20, 15, "load on the old key")
+                poll_until(lambda: len(fake.requests) >= 20, 15, "load on the old key")
                 long_stream = pool.submit(send_long_stream, gateways[1], token)
-                wait_until(lambda: any(r.headers.get("x-test-probe") == "long" for r in fake.requests), 10, "the long stream")
+                poll_until(lambda: any(r.headers.get("x-test-probe") == "long" for r in fake.requests), 10, "the long stream")
 
                 fake.set_api_keys({OLD, NEW})
                 settings.ANTHROPIC_BASE_URL = fake.base_url  # the command checks the new key first
@@ -126,18 +119,18 @@ def test_rotating_under_load_fails_no_request_and_the_old_key_is_never_used_afte
                     "rotate_upstream_key", ENVIRONMENT_KEY_NAME, "--new-name", "rotated", stdin=io.StringIO(NEW), stdout=output
                 )
                 assert output.getvalue().startswith("Upstream key 'rotated' (…N3W8) is active.\n")
-                wait_until(
+                poll_until(
                     lambda: {r.headers.get("x-test-gateway") for r in fake.requests if r.api_key_used == NEW[-4:]} >= {"0", "1"},
                     10,
                     "both gateways on the new key",
                 )
 
-                retired = wait_until(retire_drained_upstream_keys_task, 20, "the drain task to retire the old key")
+                retired = poll_until(retire_drained_upstream_keys_task, 20, "the drain task to retire the old key")
                 retired_at = time.monotonic()
                 assert retired == [ENVIRONMENT_KEY_NAME]
                 fake.set_api_keys({NEW})  # the operator revokes the old key at Anthropic
                 after_drain = len(fake.requests)
-                wait_until(lambda: len(fake.requests) >= after_drain + 40, 15, "load after the drain")
+                poll_until(lambda: len(fake.requests) >= after_drain + 40, 15, "load after the drain")
                 stop.set()
                 outcomes = [outcome for future in load for outcome in future.result()]
                 long_outcome = long_stream.result()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 import proxyproject.asgi  # noqa: F401  (set up Django's logging now, not under caplog's handler)
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, call_gateway
+from tests.gateway.conftest import call_gateway
+from tests.support import MASTER_KEY, MESSAGE_BODY
 
 SEED_LINES = ["Incoming request", "Proxying request to Anthropic", "Usage tracked", "Request completed"]
 

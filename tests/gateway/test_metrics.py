@@ -74,7 +74,8 @@ async def test_metrics_need_a_credential(transactional_db):
 
 
 async def test_scrape_token_reads_request_counts_and_platform_state(token, fake_upstream, settings):
-    from tests.gateway.conftest import MESSAGE_BODY, call_gateway
+    from tests.gateway.conftest import call_gateway
+    from tests.support import MESSAGE_BODY
 
     settings.METRICS_TOKEN = "scrape-" + "s" * 30
     answer = await call_gateway(

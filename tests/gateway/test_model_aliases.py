@@ -7,7 +7,8 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.gateway.conftest import bearer, call_gateway, capture_final_usage, enroll_device
+from tests.gateway.conftest import bearer, call_gateway
+from tests.support import enroll_device
 from tokens.models import Device, Organization
 from tokens.revocation import policy_changed
 
@@ -31,9 +32,9 @@ def put_in_organization(token_device: str, **org_fields: object) -> None:
 
 
 async def test_claude_codes_default_model_is_served_by_the_alias_for_a_device_limited_to_sonnet(
-    transactional_db, fake_upstream, monkeypatch
+    transactional_db, fake_upstream, usage_events
 ):
-    events = capture_final_usage(monkeypatch)
+    events = usage_events
     token = await enroll_device(allowed_models="claude-sonnet-*", model_aliases=OPUS_TO_SONNET)
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=body_for("claude-opus-4-8", stream=False))
     assert answer.status == 200
@@ -44,9 +45,9 @@ async def test_claude_codes_default_model_is_served_by_the_alias_for_a_device_li
 
 
 async def test_a_model_no_alias_matches_goes_as_asked_and_records_no_requested_model(
-    transactional_db, fake_upstream, monkeypatch
+    transactional_db, fake_upstream, usage_events
 ):
-    events = capture_final_usage(monkeypatch)
+    events = usage_events
     token = await enroll_device(model_aliases=OPUS_TO_SONNET)
     raw = b'{"model":"claude-haiku-4-5",  "max_tokens":16,"messages":[{"role":"user","content":"hi"}]}'
     assert (await call_gateway("POST", "/v1/messages", headers=bearer(token), body=raw)).status == 200

@@ -22,13 +22,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 import proxyproject.asgi  # noqa: F401  (set up Django's logging now, not under caplog's handler)
 import proxyproject.lib.redis
 from gateway import breaker as breaker_module
-from gateway import breaker_redis, proxy
-from gateway.breaker import CircuitBreaker
-from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
-from tests.gateway.conftest import MESSAGE_BODY, Answer, bearer, call_gateway, enroll_device
+from gateway.breaker import CircuitBreaker, RedisBreakerBackend, RedisDeviceBreakers
+from gateway.breaker import redis as breaker_redis
+from tests.gateway.conftest import Answer, bearer, call_gateway
 from tests.servers import free_port
-from usage import spend, spend_redis
-from usage.spend_redis import RedisSpendBackend
+from tests.support import MESSAGE_BODY, enroll_device
+from usage import accounting, spend
+from usage.spend import redis as spend_redis
+from usage.spend.redis import RedisSpendBackend
 
 EXPECTED_MESSAGE = "The gateway's shared state (Redis) is unreachable, so limits and spend caps cannot be checked. Retry shortly."
 
@@ -115,8 +116,8 @@ async def test_a_spend_reservation_timing_out_is_refused_before_going_upstream(
 async def test_a_breaker_that_cannot_reach_redis_refuses_before_going_upstream(fake_upstream, token, patches, caplog):
     client = unreachable_client(free_port())
     breaker = CircuitBreaker(RedisBreakerBackend(), devices=RedisDeviceBreakers(30.0), cache_seconds=0)
-    patches.setattr(breaker_module, "_local_breaker", breaker)
-    patches.setattr(breaker_module, "_redis_breaker", breaker)
+    patches.setitem(breaker_module._breakers, "local", breaker)
+    patches.setitem(breaker_module._breakers, "redis", breaker)
     patches.setattr(breaker_redis, "get_async_redis", lambda: client)
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     await client.aclose()
@@ -133,13 +134,13 @@ async def test_redis_failing_after_the_response_still_records_the_usage(fake_ups
     async def redis_gone(*args: object, **kwargs: object) -> None:
         raise RedisConnectionError("Connection reset by peer")
 
-    patches.setattr(proxy, "settle_spend", redis_gone)
+    patches.setattr(accounting, "settle_spend", redis_gone)
     patches.setattr(breaker_module.CircuitBreaker, "record", redis_gone)
-    patches.setattr(proxy, "submit_usage", submitted.append)
+    patches.setattr(accounting, "submit_usage", submitted.append)
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     assert answer.status == 200
     [event] = submitted
     assert (event.request_id, event.status) == (answer.headers["x-gateway-request-id"], 200)
     assert event.output_tokens == orjson.loads(answer.body)["usage"]["output_tokens"] > 0
     failed = [record.event_fields["step"] for record in caplog.records if record.getMessage() == "Bookkeeping failed"]
-    assert failed == ["circuit breaker", "spend and token counters"]
+    assert failed == ["circuit breaker", "usage and spend"]

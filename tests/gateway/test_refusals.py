@@ -10,9 +10,11 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.gateway.conftest import MESSAGE_BODY, bearer, call_gateway, enroll_device
+from tests.gateway.conftest import bearer, call_gateway
 
 # `redis`: rate limits and spend caps in Redis when REDIS_URL is set, so CI runs these again on a Redis Cluster.
+from tests.support import MESSAGE_BODY, enroll_device
+
 pytestmark = pytest.mark.redis
 
 
@@ -150,21 +152,21 @@ async def test_a_request_that_could_pass_the_spend_cap_gets_429_that_clients_mus
     assert len(fake_upstream.requests) == 1
 
 
-async def test_a_refusal_of_ours_before_the_device_is_known_is_recorded_without_a_device(fake_upstream, token, monkeypatch):
+async def test_a_refusal_of_ours_before_the_device_is_known_is_recorded_without_a_device(
+    fake_upstream, token, usage_events, monkeypatch
+):
     """The database away while the signing keys are read: 503, and a usage event that names the
     request but no device. A refused credential (401) leaves none: those are the client's."""
     from proxyproject.lib.errors import DatabaseUnavailable
 
-    submitted = []
-    monkeypatch.setattr("gateway.proxy.submit_usage", submitted.append)
-
     async def database_away() -> None:
         raise DatabaseUnavailable()
 
-    monkeypatch.setattr("tokens.authentication.aget_keyring", database_away)
-    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+    with monkeypatch.context() as patch:
+        patch.setattr("tokens.authentication.aget_keyring", database_away)
+        answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
     assert error_of(answer) == (503, "api_error", "database_unavailable")
-    [event] = submitted
+    [event] = usage_events
     assert (event.request_id, event.endpoint, event.method, event.status, event.error_type) == (
         answer.headers["request-id"],
         "/v1/messages",
@@ -173,7 +175,5 @@ async def test_a_refusal_of_ours_before_the_device_is_known_is_recorded_without_
         "database_unavailable",
     )
     assert (event.device_id, event.device_pk, event.org_id, event.model) == (None, None, None, None)
-    monkeypatch.undo()
-    monkeypatch.setattr("gateway.proxy.submit_usage", submitted.append)
     assert error_of(await call_gateway("POST", "/v1/messages", headers={"x-api-key": "forged"}, body=MESSAGE_BODY))[0] == 401
-    assert len(submitted) == 1
+    assert len(usage_events) == 1

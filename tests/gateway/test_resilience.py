@@ -7,20 +7,15 @@ import logging
 import time
 
 import orjson
-import pytest
 from asgiref.sync import sync_to_async
 from django.db.backends.utils import CursorWrapper
 from django.test import AsyncClient
 
 from gateway.usage_tally import estimated_tokens
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway, capture_final_usage, enroll_device
+from tests.gateway.conftest import bearer, call_gateway
 from tests.gateway.test_stream_checkpoints import relayed_text_bytes
+from tests.support import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, enroll_device
 from tokens.operators import create_operator_api_key
-
-
-@pytest.fixture
-def usage_events(monkeypatch):
-    return capture_final_usage(monkeypatch)
 
 
 async def test_upstream_dropping_mid_stream_ends_the_client_stream_with_an_error_event(fake_upstream, token, usage_events):

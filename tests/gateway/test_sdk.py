@@ -3,19 +3,15 @@ upstream, on real sockets: what the client sees, and what the upstream received.
 
 from __future__ import annotations
 
-import secrets
-
 import anthropic
-import httpx
 import httpx2
 import orjson
 import pytest
-from asgiref.sync import async_to_sync
 
 from fake_anthropic import FakeAnthropic
 from fake_anthropic.usage import count_prompt_tokens
-from tests.gateway.conftest import MASTER_KEY, _set_policy
 from tests.servers import gateway_process
+from tests.support import MASTER_KEY, enroll
 
 MODEL = "claude-sonnet-5"
 WEATHER_TOOL = {
@@ -47,21 +43,6 @@ def gateway(upstream, django_db_setup, django_db_blocker):
 def fake(upstream, transactional_db):
     upstream.clear_requests()
     return upstream
-
-
-def enroll(gateway, **policy: object) -> str:
-    device_id = f"sdk-{secrets.token_hex(6)}"
-    answer = httpx.post(gateway.url + "/bootstrap", json={"device_id": device_id, "app_version": "1.0.0"}, timeout=10)
-    assert answer.status_code == 200, answer.text
-    if policy:
-        async_to_sync(_sync_policy)(device_id, policy)
-    return answer.json()["wrapper_token"]
-
-
-async def _sync_policy(device_id: str, policy: dict[str, object]) -> None:
-    from asgiref.sync import sync_to_async
-
-    await sync_to_async(_set_policy)(device_id, policy)
 
 
 class SentBodies:

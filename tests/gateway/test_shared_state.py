@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
-from tests.gateway.conftest import MESSAGE_BODY
-from tests.gateway.test_sdk import enroll
+from tests.support import MESSAGE_BODY, enroll, poll_until
 
 
 def post_message(server, token: str, **headers: str) -> httpx.Response:
@@ -33,9 +30,12 @@ def test_a_breaker_opened_through_one_process_refuses_on_the_other(two_gateways)
     assert [
         post_message(first, device_token, **{"x-fake-fault": "500"}).status_code for device_token in (token, other) * 2 + (token,)
     ] == [500] * 5
-    deadline = time.monotonic() + 5
-    while (answer := post_message(second, token)).status_code == 200 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    answer = poll_until(
+        lambda: refused if (refused := post_message(second, token)).status_code != 200 else None,
+        5,
+        "the other process to refuse",
+        interval=0.1,
+    )
     assert answer.status_code == 503
     assert answer.json()["error"]["details"]["error_code"] == "circuit_open"
     upstream_calls = len(fake.requests)

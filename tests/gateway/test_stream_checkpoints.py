@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from gateway.usage_tally import estimated_tokens
-from tests.gateway.conftest import MESSAGE_BODY, STREAM_BODY, bearer, call_gateway
+from tests.gateway.conftest import bearer, call_gateway
+from tests.support import MESSAGE_BODY, STREAM_BODY
 from usage.models import OpenStream, UsageRecord
 from usage.records import record_orphaned_streams
 from usage.writer import flush_usage, stop_usage_writer
@@ -23,7 +24,7 @@ def submitted(monkeypatch):
         "gateway.stream_checkpoints.submit_stream_checkpoint",
         lambda event, sequence: seen.append((sequence, dataclasses.replace(event))),
     )
-    monkeypatch.setattr("gateway.proxy.submit_usage", lambda event: seen.append(("final", event)))
+    monkeypatch.setattr("usage.accounting.submit_usage", lambda event: seen.append(("final", event)))
     return seen
 
 

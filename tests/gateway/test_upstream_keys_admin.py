@@ -7,7 +7,6 @@ import datetime as dt
 import logging
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
 from django.utils import timezone
 
@@ -34,9 +33,8 @@ def upstream(settings):
 
 
 @pytest.fixture
-def admin_client(client):
-    client.force_login(get_user_model().objects.create_superuser("ops", password="ops-password-123"))
-    return client
+def admin_client(operator_client):
+    return operator_client
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from gateway.keypool_shared import (
 from gateway.models import UpstreamKey
 from gateway.upstream_keys import ENVIRONMENT_KEY_NAME, add_upstream_key, rotate_upstream_key
 from proxyproject.lib.redis import get_sync_redis, redis_key, slot_tag
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, bearer, call_gateway
+from tests.gateway.conftest import bearer, call_gateway
+from tests.support import MASTER_KEY, MESSAGE_BODY, STREAM_BODY, apoll_until
 
 SECOND = "sk-ant-api03-second-" + "s" * 30 + "S3C0"
 REJECTED = "sk-ant-api03-revoked-" + "r" * 30 + "R3V0"
@@ -68,14 +69,6 @@ async def message(token: str, **headers: str):
 
 def keys_seen(fake) -> list[str]:
     return [request.api_key_used for request in fake.requests]
-
-
-async def poll(condition, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while not (result := await condition()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-    return result
 
 
 async def test_the_environment_key_seeds_the_pool_on_the_first_request(fake_upstream, token):
@@ -125,7 +118,7 @@ async def test_a_key_the_upstream_rejects_is_flagged_and_the_request_retried_on_
         ]
         + [("/v1/messages", MASTER_KEY[-4:])] * 4
     )
-    flagged = await poll(lambda: UpstreamKey.objects.filter(name="revoked", flagged_at__isnull=False).afirst())
+    flagged = await apoll_until(lambda: UpstreamKey.objects.filter(name="revoked", flagged_at__isnull=False).afirst())
     assert (flagged.state, flagged.flagged_reason) == ("active", "Upstream answered 401")
     assert REJECTED not in caplog.text
 
@@ -150,7 +143,7 @@ async def test_a_key_answered_403_by_the_check_too_is_taken_out(fake_upstream, t
     fake_upstream.set_forbidden_api_keys({SECOND})
     assert [(await message(token)).status for _ in range(2)] == [200, 200]
     assert [path for path, used in calls_seen(fake_upstream)[1:] if used == SECOND[-4:]] == ["/v1/messages", "/v1/models"]
-    flagged = await poll(lambda: UpstreamKey.objects.filter(name="second", flagged_at__isnull=False).afirst())
+    flagged = await apoll_until(lambda: UpstreamKey.objects.filter(name="second", flagged_at__isnull=False).afirst())
     assert flagged.flagged_reason == "Upstream answered 403"
 
 
@@ -234,14 +227,14 @@ async def test_requests_count_in_flight_on_their_key_until_the_stream_ends(fake_
     seeded = await key(ENVIRONMENT_KEY_NAME)
     slow = bearer(token, **{"x-fake-stream": "events=20,interval_ms=50"})
     stream = asyncio.ensure_future(call_gateway("POST", "/v1/messages", headers=slow, body=STREAM_BODY))
-    await poll(lambda: _async(local_in_flight() == {ENVIRONMENT_KEY_NAME: 1}))
+    await apoll_until(lambda: _async(local_in_flight() == {ENVIRONMENT_KEY_NAME: 1}))
     one = shared_count(seeded.pk, settings.REDIS_URL, 1)
-    await poll(lambda: _async(shared_in_flight_counts([seeded.pk]) == one))
+    await apoll_until(lambda: _async(shared_in_flight_counts([seeded.pk]) == one))
     answer = await stream
     assert answer.status == 200 and answer.body.endswith(b'data: {"type":"message_stop"}\n\n')
     assert local_in_flight() == {}
     zero = shared_count(seeded.pk, settings.REDIS_URL, 0)
-    await poll(lambda: _async(shared_in_flight_counts([seeded.pk]) == zero))  # within IN_FLIGHT_REPORT_SECONDS
+    await apoll_until(lambda: _async(shared_in_flight_counts([seeded.pk]) == zero))  # within IN_FLIGHT_REPORT_SECONDS
 
 
 async def test_a_client_leaving_mid_stream_releases_its_key(fake_upstream, token, settings):
@@ -252,7 +245,7 @@ async def test_a_client_leaving_mid_stream_releases_its_key(fake_upstream, token
     assert answer.chunks[0].startswith(b"event: message_start")
     assert local_in_flight() == {}
     zero = shared_count(seeded.pk, settings.REDIS_URL, 0)
-    await poll(lambda: _async(shared_in_flight_counts([seeded.pk]) == zero))
+    await apoll_until(lambda: _async(shared_in_flight_counts([seeded.pk]) == zero))
 
 
 async def _async(value):
@@ -366,4 +359,4 @@ async def test_counters_reach_the_database_when_no_request_follows(fake_upstream
         row = await key(ENVIRONMENT_KEY_NAME)
         return (row.request_count, row.server_error_count) == (2, 1)
 
-    await poll(counted)
+    await apoll_until(counted)

@@ -8,12 +8,12 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.proxyclient.conftest import FAKE_UPSTREAM_KEY, run
+from tests.support import poll_until
 from usage.models import UsageRecord
 
 NPM_PROJECT = Path(__file__).parent / "claude-code"
@@ -68,14 +68,8 @@ def test_claude_code_answers_through_the_gateway_with_the_written_settings(claud
     messages = [request for request in upstream.requests if request.path.startswith("/v1/messages")]
     assert messages and {request.api_key_used for request in messages} == {FAKE_UPSTREAM_KEY[-4:]}
     device_id = (state / "device_id").read_text().strip()
-    assert poll_until(lambda: UsageRecord.objects.filter(device_ref=device_id, endpoint="/v1/messages", status=200).exists())
-
-
-def poll_until(condition, timeout: float = 15.0) -> bool:
-    """The gateway writes usage records off the request path: wait for them with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    poll_until(
+        lambda: UsageRecord.objects.filter(device_ref=device_id, endpoint="/v1/messages", status=200).exists(),
+        15,
+        "the usage record of the request",
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import httpx
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from proxyclient import DeviceBlocked, ProxyClient, ProxySession, TokenSource
 from proxyclient.state import TOKENS_FILE
 from tests.proxyclient.conftest import audit_kinds, client_config
+from tests.support import poll_until
 from tokens.models import AuditEvent, AuditKind, Device
 from tokens.revocation import block_device, revoke_device_tokens
 
@@ -68,10 +68,7 @@ def test_refresh_service_refreshes_before_expiry(short_lived_gateway, tmp_path):
     try:
         first = proxy.session.grant
         assert 2.5 <= first.lifetime <= 3.6  # the JWT exp has whole seconds
-        deadline = time.monotonic() + 10
-        while proxy.session.grant.wrapper_token == first.wrapper_token and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proxy.session.grant.wrapper_token != first.wrapper_token
+        poll_until(lambda: proxy.session.grant.wrapper_token != first.wrapper_token, 10, "the refresh service to renew the token")
     finally:
         proxy.stop()
     kinds = audit_kinds(proxy.device_id)

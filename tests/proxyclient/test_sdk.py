@@ -10,6 +10,7 @@ from fake_anthropic.request_log import last_four
 from proxyclient import ProxyClient, ProxySession
 from proxyclient.sdk import anthropic_client
 from tests.proxyclient.conftest import FAKE_UPSTREAM_KEY, audit_kinds, client_config
+from tests.support import poll_until
 from tokens.models import AuditKind, Device
 from tokens.revocation import revoke_device_tokens
 
@@ -77,9 +78,7 @@ def test_token_the_gateway_calls_expired_is_renewed_once_and_the_request_retried
     session.ensure_token()
     clock_change[0] = -100.0
     stale = session.grant
-    deadline = time.monotonic() + 10
-    while time.time() < stale.expires_at + 1.0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll_until(lambda: time.time() >= stale.expires_at + 1.0, 10, "the token to expire")
     presented = PresentedTokens()
     claude = anthropic_client(session, middleware=[presented], max_retries=0)
     message = claude.messages.create(model=MODEL, max_tokens=32, messages=QUESTION)

@@ -13,8 +13,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from fake_anthropic import FakeAnthropic
-from tests.gateway.conftest import MASTER_KEY
 from tests.servers import BASE_DIR, gateway_process
+from tests.support import MASTER_KEY
 from tests.usage.cast import ensure_seeded_prices
 from usage.models import UsageRecord
 

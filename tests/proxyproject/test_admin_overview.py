@@ -17,12 +17,6 @@ from usage.models import UsageRecord
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def operator_client(client):
-    client.force_login(get_user_model().objects.create_superuser("ops", password="ops-password-123"))
-    return client
-
-
 def record(request_id: str, *, hours_ago: float, status: int = 200, cost: str = "0.50") -> None:
     UsageRecord.objects.create(
         request_id=request_id,

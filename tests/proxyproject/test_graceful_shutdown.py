@@ -10,9 +10,8 @@ import httpx
 import jwt
 
 from fake_anthropic import FakeAnthropic
-from tests.gateway.conftest import MASTER_KEY, STREAM_BODY
-from tests.gateway.test_sdk import enroll
 from tests.servers import gateway_process
+from tests.support import MASTER_KEY, STREAM_BODY, enroll
 from usage.models import UsageRecord
 
 STREAMS = 5

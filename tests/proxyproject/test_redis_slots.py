@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
-from gateway import breaker_redis, keypool_shared
-from gateway.breaker_redis import RedisBreakerBackend
+from gateway import keypool_shared
+from gateway.breaker import RedisBreakerBackend
+from gateway.breaker import redis as breaker_redis
 from gateway.policy import requests_key, tokens_key
 from proxyproject.lib.ratelimit import LimitCheck, RedisRateLimiter
 from proxyproject.lib.redis import redis_key
 from tests.usage.cast import identity_with
 from tokens import device_state
-from usage import queue, spend_redis
+from usage import queue
 from usage.spend import cap_checks
-from usage.spend_redis import RedisSpendBackend
+from usage.spend import redis as spend_redis
+from usage.spend.redis import RedisSpendBackend
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 SOURCE_PACKAGES = ("proxyproject", "tokens", "usage", "gateway")
@@ -193,7 +195,7 @@ async def test_the_breaker_step_declares_its_hash(monkeypatch):
 
 def test_a_key_s_in_flight_reports_are_read_from_one_slot():
     client = RecordingClient(reply=[b"1", None], members=(b"host-a:1:aa", b"host-b:2:bb"))
-    assert keypool_shared._sum_reports(client, 12) == 1
+    assert keypool_shared.redis._sum_reports(client, 12) == 1
     assert_one_slot_per_call(client)
 
 

@@ -10,8 +10,8 @@ import httpx
 import jwt
 from django.contrib.auth import get_user_model
 
-from tests.gateway.test_sdk import enroll
 from tests.gateway.test_shared_state import post_message
+from tests.support import enroll
 from usage.models import UsageRecord
 
 

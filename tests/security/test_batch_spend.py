@@ -13,9 +13,9 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.gateway.conftest import bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
-from tests.gateway.test_sdk import enroll
+from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.security.owned import batch_body, create_batch
+from tests.support import enroll, enroll_device
 from usage.spend import current_spend
 
 pytestmark = pytest.mark.django_db(transaction=True)

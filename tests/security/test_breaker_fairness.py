@@ -14,12 +14,19 @@ import orjson
 import pytest
 
 from fake_anthropic import FakeAnthropic
-from gateway.breaker import CircuitBreaker, get_circuit_breaker
-from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
-from gateway.breaker_state import BreakerConfig, BreakerState, LocalBreakerBackend, LocalDeviceBreakers
-from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
-from tests.gateway.test_sdk import enroll
+from gateway.breaker import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    LocalBreakerBackend,
+    LocalDeviceBreakers,
+    RedisBreakerBackend,
+    RedisDeviceBreakers,
+    get_circuit_breaker,
+)
+from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.servers import free_port, gateway_process
+from tests.support import MASTER_KEY, enroll, enroll_device
 
 CONFIG = BreakerConfig(failure_threshold=5, reset_timeout=30.0, success_threshold=2, min_devices=2)  # the defaults
 ATTACKER, VICTIM = "101", "202"

@@ -16,8 +16,9 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from proxyproject.server import server_argv
-from tests.gateway.conftest import MESSAGE_BODY, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (fixtures)
+from tests.gateway.conftest import fake_upstream, fresh_breaker_and_pool  # noqa: F401  (fixtures)
 from tests.servers import ServerProcess, free_port, server_environment
+from tests.support import MESSAGE_BODY, enroll_device
 from tokens.models import AuditEvent, AuditKind
 
 BALANCERS = "10.9.0.0/16"

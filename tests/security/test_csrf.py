@@ -15,7 +15,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.test import AsyncClient
 
-from tests.gateway.conftest import call_gateway, enroll_device
+from tests.gateway.conftest import call_gateway
+from tests.support import enroll_device
 from tokens.operators import create_operator_api_key
 
 RESET = "/admin/circuit-breaker/reset"

@@ -9,7 +9,8 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from tests.gateway.conftest import bearer, call_gateway, enroll_device
+from tests.gateway.conftest import bearer, call_gateway
+from tests.support import enroll_device
 from tests.usage.claude_code import claude_code_body
 from tests.usage.conftest import live_prices  # noqa: F401
 

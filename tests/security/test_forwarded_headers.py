@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, call_gateway, fake_upstream, fresh_breaker_and_pool, token  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.conftest import call_gateway, fake_upstream, fresh_breaker_and_pool, token  # noqa: F401  (the gateway tests' fixtures)
+from tests.support import MASTER_KEY, MESSAGE_BODY
 
 # Claude Code 2.1's headers on a model call, as captured through a proxy, with the SDK's own extras.
 CLAUDE_CODE_HEADERS = {

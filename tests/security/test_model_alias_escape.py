@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from tests.gateway.conftest import bearer, call_gateway, enroll_device
+from tests.gateway.conftest import bearer, call_gateway
+from tests.support import enroll_device
 
 
 async def test_an_alias_to_a_model_outside_the_allowlist_is_refused_and_nothing_goes_upstream(transactional_db, fake_upstream):

@@ -10,8 +10,9 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from gateway.models import OwnedResource
-from tests.gateway.conftest import bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.security.owned import create_batch, upload_file
+from tests.support import enroll_device
 from tokens.models import OperatorApiKey, Organization
 from tokens.operators import create_operator_api_key
 

@@ -7,8 +7,9 @@ import httpx
 import orjson
 import pytest
 
-from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
+from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.security.owned import create_batch, file_headers, upload_file
+from tests.support import MASTER_KEY, enroll_device
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

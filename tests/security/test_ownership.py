@@ -8,10 +8,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
-from tests.gateway.conftest import MESSAGE_BODY as MESSAGE
-from tests.gateway.test_sdk import enroll
+from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
 from tests.security.owned import batch_body, create_batch, file_headers, listed_ids, not_found_shape, upload_file
+from tests.support import MASTER_KEY, enroll, enroll_device
+from tests.support import MESSAGE_BODY as MESSAGE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

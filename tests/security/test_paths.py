@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from fake_anthropic import FakeAnthropic
-from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY, bearer, call_gateway, enroll_device
+from tests.gateway.conftest import bearer, call_gateway
 from tests.servers import gateway_process
+from tests.support import MASTER_KEY, MESSAGE_BODY, enroll_device
 from tokens.models import Device
 
 DOT_SEGMENT_PATHS = [

@@ -10,7 +10,8 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 
-from tests.gateway.conftest import bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401
+from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401
+from tests.support import enroll_device
 from tests.usage.claude_code import claude_code_body, claude_code_request
 from tests.usage.conftest import live_prices  # noqa: F401
 from tests.usage.test_spend_admission import device_pk_of

@@ -12,8 +12,8 @@ import httpx
 import orjson
 
 from proxyproject.lib import ratelimit
-from tests.gateway.conftest import bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
-from tests.gateway.test_sdk import enroll
+from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401  (the gateway tests' fixtures)
+from tests.support import enroll, enroll_device
 from tests.usage.claude_code import claude_code_body
 from usage.spend_estimate import estimate_prompt_tokens
 

@@ -9,7 +9,8 @@ from asgiref.sync import sync_to_async
 
 from gateway.models import UpstreamKey
 from gateway.upstream_keys import add_upstream_key
-from tests.gateway.conftest import MASTER_KEY, bearer, call_gateway, enroll_device
+from tests.gateway.conftest import bearer, call_gateway
+from tests.support import MASTER_KEY, enroll_device
 
 SECOND = "sk-ant-api03-second-" + "s" * 30 + "S3C0"
 

@@ -7,7 +7,6 @@ import re
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.contrib.auth import get_user_model
 
 from proxyproject.lib.errors import DeviceBlocked, TokenRevoked
 from tests.tokens.client import bootstrap, error_of
@@ -20,14 +19,8 @@ authenticate = async_to_sync(authenticate_wrapper_token)
 
 
 @pytest.fixture
-def operator():
-    return get_user_model().objects.create_superuser("ops", password="ops-password-123")
-
-
-@pytest.fixture
-def admin_client(client, operator):
-    client.force_login(operator)
-    return client
+def admin_client(operator_client):
+    return operator_client
 
 
 def _act(admin_client, action: str, *devices: Device):
@@ -42,13 +35,11 @@ def test_device_list_shows_status_org_version_and_last_seen(admin_client, client
     assert "Last seen at" in html
 
 
-def test_device_list_filters_and_searches(admin_client):
-    Device.objects.create(device_id="alpha-1", status=DeviceStatus.BLOCKED)
-    Device.objects.create(device_id="beta-2")
+def test_device_list_filters_and_searches(admin_client, blocked_device, lone_device):
     blocked = admin_client.get("/admin/tokens/device/?status__exact=blocked").content.decode()
-    assert "alpha-1" in blocked and "beta-2" not in blocked
-    searched = admin_client.get("/admin/tokens/device/?q=beta").content.decode()
-    assert "beta-2" in searched and "alpha-1" not in searched
+    assert "laptop-blocked" in blocked and "laptop-lone" not in blocked
+    searched = admin_client.get("/admin/tokens/device/?q=lone").content.decode()
+    assert "laptop-lone" in searched and "laptop-blocked" not in searched
 
 
 def test_block_action_refuses_the_device_at_once_and_is_audited(admin_client, client, enrolled):

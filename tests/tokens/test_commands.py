@@ -95,8 +95,8 @@ def test_revoke_token_revokes_the_token_with_its_grant_and_nothing_else(client, 
     assert authenticate(other["wrapper_token"]).device_id == "laptop-bob"
 
 
-def test_revoke_org_revokes_every_device_of_the_organization(client):
-    organization = Organization.objects.create(name="Acme")
+def test_revoke_org_revokes_every_device_of_the_organization(client, acme):
+    organization = acme
     for device_id in ("a-1", "a-2"):
         Device.objects.create(device_id=device_id, organization=organization)
     tokens = [bootstrap(client, device_id).json()["wrapper_token"] for device_id in ("a-1", "a-2")]
@@ -149,12 +149,11 @@ def test_list_devices_prints_the_fleet_as_a_table(enrolled):
     assert ada.split()[-2:] == ["$0.00/$5.00", "$0.00/-"]
 
 
-def test_create_operator_key_prints_the_secret_of_a_key_scoped_to_the_named_organization():
+def test_create_operator_key_prints_the_secret_of_a_key_scoped_to_the_named_organization(acme):
     import hashlib
 
     from tokens.models import OperatorApiKey
 
-    acme = Organization.objects.create(name="Acme")
     secret = _run("create_operator_key", "acme-ops", "--org", "Acme").strip()
     key = OperatorApiKey.objects.get(secret_sha256=hashlib.sha256(secret.encode()).hexdigest())
     assert (key.name, key.organization) == ("acme-ops", acme)

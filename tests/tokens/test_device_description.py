@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from tests.tokens.client import bootstrap
 from tokens.models import Device
@@ -46,10 +45,10 @@ def test_a_later_bootstrap_updates_the_description(client):
     assert described("dev-renamed") == ("new-name", "", "1.0", "Linux 6.9")
 
 
-def test_admin_lists_and_searches_the_description(client):
+def test_admin_lists_and_searches_the_description(client, operator):
     bootstrap(client, "dev-ada", device_name="ada-laptop", app_name="Scribe", os="macOS 15.1")
     bootstrap(client, "dev-bob", device_name="bob-desktop", app_name="Ledger", os="Windows 11")
-    client.force_login(get_user_model().objects.create_superuser("ops", password="ops-password-123"))
+    client.force_login(operator)
     listing = client.get("/admin/tokens/device/").content.decode()
     assert all(text in listing for text in ("ada-laptop", "Scribe", "macOS 15.1", "bob-desktop", "Ledger", "Windows 11"))
     for query, found, hidden in (

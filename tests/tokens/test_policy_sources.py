@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from tokens.models import Device, Organization
 from tokens.policy import resolve_policy
@@ -51,10 +50,11 @@ def test_each_value_names_the_device_the_organization_or_the_setting(settings):
     )
 
 
-def test_the_device_and_organization_pages_show_the_table(client):
-    client.force_login(get_user_model().objects.create_superuser("ops", password="ops-password-123"))
-    acme = Organization.objects.create(name="Acme", requests_per_window=42)
-    device = Device.objects.create(device_id="laptop-ada", organization=acme)
+def test_the_device_and_organization_pages_show_the_table(operator_client, acme, acme_device):
+    client = operator_client
+    acme.requests_per_window = 42
+    acme.save()
+    device = acme_device
     device_page = client.get(f"/admin/tokens/device/{device.pk}/change/").content.decode()
     assert "<tr><td>Requests per window</td><td>42</td><td>organization Acme</td></tr>" in device_page
     org_page = client.get(f"/admin/tokens/organization/{acme.pk}/change/").content.decode()

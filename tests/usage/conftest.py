@@ -7,7 +7,7 @@ import pytest
 from proxyproject.lib.redis import get_sync_redis, redis_key
 from tests.usage.cast import ensure_seeded_prices
 from usage.pricing import invalidate_price_table
-from usage.spend_redis import SPEND_TAG
+from usage.spend.redis import SPEND_TAG
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from tests.gateway.conftest import bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401
+from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401
+from tests.support import enroll_device
 from tests.usage.webhook_receiver import signature_is_valid
 from tokens.budget_webhooks import set_organization_webhook_secret
 from tokens.models import Device, Organization

@@ -5,7 +5,6 @@ holding for 50 concurrent requests spread over two gateway processes on one Redi
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -15,6 +14,7 @@ import pytest
 
 from fake_anthropic import FakeAnthropic
 from tests.servers import ServerProcess, gateway_process
+from tests.support import enroll, poll_until
 from tests.usage.cast import ensure_seeded_prices
 from tests.usage.claude_code import claude_code_body
 from tokens.models import Device
@@ -67,14 +67,6 @@ def gateway(module_gateway, live_prices) -> ServerProcess:
     return module_gateway
 
 
-def enroll(server: ServerProcess, device_id: str, **policy: object) -> str:
-    response = httpx.post(server.url + "/bootstrap", json={"device_id": device_id, "app_version": "1.0"}, timeout=10)
-    assert response.status_code == 200, response.text
-    if policy:
-        Device.objects.filter(device_id=device_id).update(**policy)
-    return response.json()["wrapper_token"]
-
-
 def message(
     server: ServerProcess,
     token: str,
@@ -96,17 +88,18 @@ def message(
 
 def records_of(device_id: str, count: int, timeout: float = 15.0) -> list[UsageRecord]:
     """The device's records once `count` have landed (the gateway writes them about 50 ms later)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def landed() -> list[UsageRecord]:
         records = list(UsageRecord.objects.filter(device_ref=device_id).order_by("occurred_at"))
-        if len(records) >= count or time.monotonic() > deadline:
-            assert len(records) == count, f"{len(records)} records of {device_id}, expected {count}"
-            return records
-        time.sleep(0.05)
+        return records if len(records) >= count else []
+
+    records = poll_until(landed, timeout, f"{count} records of {device_id}")
+    assert len(records) == count, f"{len(records)} records of {device_id}, expected {count}"
+    return records
 
 
 def test_streamed_and_plain_replies_are_recorded_and_priced_alike(gateway):
-    token = enroll(gateway, "usage-live-ada")
+    token = enroll(gateway, device_id="usage-live-ada")
     plain = message(gateway, token, usage=FAKE_USAGE)
     assert plain.status_code == 200, plain.text
     streamed = message(gateway, token, stream=True, usage=FAKE_USAGE)
@@ -123,10 +116,10 @@ def test_streamed_and_plain_replies_are_recorded_and_priced_alike(gateway):
 
 
 def test_refusals_upstream_errors_and_broken_streams_are_recorded(gateway):
-    token = enroll(gateway, "usage-live-bob", allowed_models="claude-haiku-*")
+    token = enroll(gateway, device_id="usage-live-bob", allowed_models="claude-haiku-*")
     assert message(gateway, token).status_code == 403
     Device.objects.filter(device_id="usage-live-bob").update(allowed_models="")
-    enroll_again = enroll(gateway, "usage-live-bob-2")
+    enroll_again = enroll(gateway, device_id="usage-live-bob-2")
     assert message(gateway, enroll_again, fault="529").status_code == 529
     broken = message(gateway, enroll_again, stream=True, fault="error-mid-stream", usage={"input_tokens": 40, "output_tokens": 9})
     assert broken.status_code == 200 and "event: error" in broken.text
@@ -154,7 +147,7 @@ def test_refusals_upstream_errors_and_broken_streams_are_recorded(gateway):
 
 
 def test_a_client_that_leaves_mid_stream_is_still_recorded(gateway):
-    token = enroll(gateway, "usage-live-dee")
+    token = enroll(gateway, device_id="usage-live-dee")
     headers = {
         "authorization": f"Bearer {token}",
         "anthropic-version": "2023-06-01",
@@ -172,7 +165,7 @@ def test_a_client_that_leaves_mid_stream_is_still_recorded(gateway):
 
 
 def test_an_unknown_model_is_recorded_with_its_tokens_and_no_price(gateway):
-    token = enroll(gateway, "usage-live-cy")
+    token = enroll(gateway, device_id="usage-live-cy")
     assert message(gateway, token, model="claude-nonesuch-9", usage={"input_tokens": 321, "output_tokens": 12}).status_code == 200
     (record,) = records_of("usage-live-cy", 1)
     assert (record.model, record.input_tokens, record.output_tokens) == ("claude-nonesuch-9", 321, 12)
@@ -212,7 +205,7 @@ def test_fifty_concurrent_claude_code_requests_through_two_gateways_never_pass_t
     and the recorded spend stays within the cap."""
     first, _ = two_gateways
     device_id = f"usage-live-capped-{cap}"
-    token = enroll(first, device_id)
+    token = enroll(first, device_id=device_id)
     device = Device.objects.get(device_id=device_id)
     device.daily_spend_cap_usd = Decimal(cap)
     device.save()

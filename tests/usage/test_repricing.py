@@ -19,8 +19,7 @@ from tests.usage.cast import usage_event
 from tokens.operators import create_operator_api_key
 from usage.models import ModelPrice, PriceFlag, RollupPeriod, UsageRecord, UsageRollup
 from usage.rollups import rollup_usage
-from usage.spend import counter_for, database_totals, spend_backend
-from usage.spend_counters import LocalSpendBackend, from_nanos
+from usage.spend import LocalSpendBackend, counter_for, database_totals, from_nanos, spend_backend
 from usage.writer import drain_usage_queue, submit_usage
 
 pytestmark = pytest.mark.usefixtures("prices")

@@ -19,17 +19,18 @@ from proxyproject.lib.redis import get_sync_redis, redis_key
 from tests import servers
 from tests.usage.cast import identity_with, usage_event
 from usage.spend import (
+    LocalSpendBackend,
     SpendLedger,
     cap_checks,
     counter_for,
     current_spend,
     database_totals,
+    from_nanos,
     reconcile_spend_counters,
     reserve_spend,
     settle_spend,
 )
-from usage.spend_counters import LocalSpendBackend, from_nanos
-from usage.spend_redis import SPEND_TAG, RedisSpendBackend
+from usage.spend.redis import SPEND_TAG, RedisSpendBackend
 from usage.writer import drain_usage_queue, flush_usage, stop_usage_writer, submit_usage
 
 UTC = dt.UTC

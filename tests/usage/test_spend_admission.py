@@ -14,7 +14,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from fake_anthropic.usage import count_prompt_tokens
-from tests.gateway.conftest import bearer, call_gateway, enroll_device, fake_upstream, fresh_breaker_and_pool  # noqa: F401
+from tests.gateway.conftest import bearer, call_gateway, fake_upstream, fresh_breaker_and_pool  # noqa: F401
+from tests.support import enroll_device
 from tests.usage.claude_code import OPUS, claude_code_body, claude_code_request
 from tokens.models import Device
 from usage.spend import current_spend

@@ -15,6 +15,7 @@ from django.db import OperationalError, connection
 
 from proxyproject.lib.lifespan import lifespan_app
 from tests import servers
+from tests.support import apoll_until
 from tests.usage.cast import NOV_25, usage_event
 from usage import queue, spool
 from usage.models import UsageRecord
@@ -29,13 +30,11 @@ def stored_ids() -> list[str]:
 
 
 async def wait_for_records(count: int, timeout: float = 10.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def stored() -> list[str]:
         ids = await sync_to_async(stored_ids)()
-        if len(ids) >= count:
-            return ids
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"expected {count} records, have {len(await sync_to_async(stored_ids)())}")
+        return ids if len(ids) >= count else []
+
+    return await apoll_until(stored, timeout, f"{count} records")
 
 
 @pytest.fixture

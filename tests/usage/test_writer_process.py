@@ -135,8 +135,7 @@ def test_make_run_starts_the_writer_process_only_when_asked(settings):
 def test_a_live_gateway_only_queues_and_the_writer_process_records_every_request(transactional_db, settings):
     """End to end: a real gateway server that only queues, and the writer process that writes."""
     from fake_anthropic import FakeAnthropic
-    from tests.gateway.conftest import MASTER_KEY, MESSAGE_BODY
-    from tests.gateway.test_sdk import enroll
+    from tests.support import MASTER_KEY, MESSAGE_BODY, enroll
 
     env = {"USAGE_WRITER": "process", "USAGE_SPOOL_DIR": str(settings.USAGE_SPOOL_DIR), "USAGE_FLUSH_INTERVAL": "0.1"}
     with FakeAnthropic(api_keys={MASTER_KEY}) as fake:

@@ -5,7 +5,7 @@ check and its reservation."""
 from __future__ import annotations
 
 from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key, slot_tag
-from usage.spend_counters import CapCheck, Counter, ReserveOutcome
+from usage.spend.base import CapCheck, Counter, ReserveOutcome
 
 RESERVE_SCRIPT = """
 -- KEYS: one hash per counter. ARGV: nanos, request id, now ms, reservation expiry ms, floor nanos

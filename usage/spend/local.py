@@ -1,6 +1,4 @@
-"""Spend counters and the two places they live: the interface both backends implement, and the
-in-process backend (Redis's is `spend_redis`). Amounts are integer nano-dollars, rounded up, so
-neither Redis nor Lua ever sees a float."""
+"""The per-process spend backend (the embedded default): counters in a dict of this process."""
 
 from __future__ import annotations
 
@@ -10,82 +8,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
-from typing import Protocol
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from proxyproject.lib.logging import log_event
+from usage.spend.base import CapCheck, Counter, ReserveOutcome
 
 logger = logging.getLogger("usage.spend")
-NANO = Decimal("1e-9")
-
-
-def to_nanos(amount: Decimal) -> int:
-    return int((Decimal(amount) / NANO).to_integral_value(rounding=ROUND_CEILING))
-
-
-def from_nanos(units: int) -> Decimal:
-    return (Decimal(units) * NANO).quantize(NANO)
-
-
-@dataclass(frozen=True, slots=True)
-class Counter:
-    """One cap's running total, e.g. `device:12:day:2026-11-25`; it lives until `expires_at` (epoch s)."""
-
-    name: str
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class CapCheck:
-    counter: Counter
-    cap_nanos: int
-    scope: str  # "device", "person" or "org"
-    period: str  # "day", "week" or "month"
-    resets_at: float  # epoch seconds: the period's end
-    subject_pk: int = 0  # the device's or organization's primary key
-    starts_at: float = 0.0  # epoch seconds: the period's start
-    alert_thresholds: tuple[int, ...] = ()  # percentages of the cap at which operators are told
-
-
-@dataclass(frozen=True, slots=True)
-class ReserveOutcome:
-    """`granted` nanos were reserved in every counter; or none were (`granted` None) and `failed`
-    is the index of the first cap without room for the minimum, with that counter's state."""
-
-    granted: int | None
-    failed: int | None = None
-    settled: int = 0
-    reserved: int = 0
-
-
-class SpendBackend(Protocol):
-    async def reserve(
-        self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float, *, floor: int | None = None
-    ) -> ReserveOutcome:
-        """Reserve until `now + ttl_seconds`, in every counter or in none: `nanos` when every cap has
-        room for it, else the least room left when that is at least `floor` (`floor` defaults to
-        `nanos`: all or nothing). A negative `floor` reserves `nanos` whatever the caps say (a soft
-        cap: counted, never refused)."""
-
-    async def finish(
-        self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float
-    ) -> tuple[int, ...]:
-        """Drop the reservation; add `actual_nanos` to the settled totals unless None (released).
-        Returns each counter's settled total after, in the same atomic step: the one settle that
-        moves a counter across a budget threshold is the one that sees it cross."""
-
-    def raise_settled_to(self, totals: dict[Counter, int]) -> None:
-        """Reconciliation: each counter's settled total becomes at least the database's figure."""
-
-    def adjust_settled(self, deltas: dict[Counter, int]) -> None:
-        """Repricing: move each existing counter's settled total by its delta, never below zero.
-        A counter that does not exist yet is left to be loaded from the database."""
-
-    def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
-        """(settled, live reserved) nanos."""
 
 
 @dataclass

@@ -43,8 +43,7 @@ from dataclasses import replace
 
 from django.conf import settings
 
-from gateway.breaker_redis import RedisBreakerBackend, RedisDeviceBreakers
-from gateway.breaker_state import (
+from gateway.breaker.base import (
     ADMITTED,
     Admission,
     BreakerBackend,
@@ -52,14 +51,30 @@ from gateway.breaker_state import (
     BreakerSnapshot,
     BreakerState,
     DeviceBreakers,
-    LocalBreakerBackend,
-    LocalDeviceBreakers,
 )
+from gateway.breaker.local import LocalBreakerBackend, LocalDeviceBreakers
+from gateway.breaker.redis import RedisBreakerBackend, RedisDeviceBreakers
 from gateway.metrics import count_breaker_transition
-from proxyproject.lib.backends import shared_state_backend
+from proxyproject.lib.backends import Backend, select_backend, shared_state_backend
 from proxyproject.lib.errors import refuse_when_shared_state_fails
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.process_state import register_process_state
+
+__all__ = [
+    "Admission",
+    "BreakerBackend",
+    "BreakerConfig",
+    "BreakerSnapshot",
+    "BreakerState",
+    "CircuitBreaker",
+    "DeviceBreakers",
+    "LocalBreakerBackend",
+    "LocalDeviceBreakers",
+    "RedisBreakerBackend",
+    "RedisDeviceBreakers",
+    "get_circuit_breaker",
+    "is_failure_status",
+]
 
 logger = logging.getLogger("gateway.breaker")
 Clock = Callable[[], float]
@@ -213,29 +228,30 @@ class CircuitBreaker:
         self._seen = None
 
 
-_local_breaker: CircuitBreaker | None = None
-_redis_breaker: CircuitBreaker | None = None
+def _new_local_breaker() -> CircuitBreaker:
+    return CircuitBreaker(LocalBreakerBackend(), devices=LocalDeviceBreakers())
+
+
+def _new_redis_breaker() -> CircuitBreaker:
+    return CircuitBreaker(RedisBreakerBackend(), devices=RedisDeviceBreakers(settings.CIRCUIT_BREAKER_RESET_TIMEOUT))
+
+
+_breakers: dict[Backend, CircuitBreaker] = {}
 
 
 def get_circuit_breaker() -> CircuitBreaker:
-    """The Redis-backed breaker when REDIS_URL is set (one for every process), else this process's."""
-    global _local_breaker, _redis_breaker
-    if shared_state_backend() == "redis":
-        if _redis_breaker is None:
-            _redis_breaker = CircuitBreaker(
-                RedisBreakerBackend(), devices=RedisDeviceBreakers(settings.CIRCUIT_BREAKER_RESET_TIMEOUT)
-            )
-        return _redis_breaker
-    if _local_breaker is None:
-        _local_breaker = CircuitBreaker(LocalBreakerBackend(), devices=LocalDeviceBreakers())
-    return _local_breaker
+    """The Redis-backed breaker when REDIS_URL is set (one for every process), else this process's.
+    Made on first use: it reads its settings then."""
+    backend = shared_state_backend()
+    breaker = _breakers.get(backend)
+    if breaker is None:
+        breaker = _breakers[backend] = select_backend(local=_new_local_breaker, redis=_new_redis_breaker)()
+    return breaker
 
 
 def forget_circuit_breakers() -> None:
     """A new breaker object on next use; a breaker kept in Redis keeps its shared state."""
-    global _local_breaker, _redis_breaker
-    _local_breaker = None
-    _redis_breaker = None
+    _breakers.clear()
 
 
 register_process_state("circuit breaker", forget_circuit_breakers)

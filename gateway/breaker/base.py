@@ -1,4 +1,4 @@
-"""The breaker's state machine and its per-process backends (see `gateway.breaker` for the rules).
+"""The breaker's state machine and the interfaces of its backends (see `gateway.breaker` for the rules).
 
 The steps are pure functions of a snapshot, so the local backend, the Redis script that mirrors
 them and the tests all agree on one definition. The upstream's breaker and each device's own run
@@ -7,7 +7,6 @@ the same machine; a device's needs one device to open (`min_devices` 1).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Protocol
@@ -159,37 +158,6 @@ class BreakerBackend(Protocol):
     async def read(self) -> BreakerSnapshot: ...
 
 
-class LocalBreakerBackend:
-    """This process only (the embedded default). Steps return (before, after)."""
-
-    def __init__(self) -> None:
-        self._snapshot = BreakerSnapshot()
-        self._lock = threading.Lock()
-
-    async def admit(self, now: float, config: BreakerConfig) -> tuple[BreakerSnapshot, BreakerSnapshot, Admission]:
-        with self._lock:
-            before = self._snapshot
-            self._snapshot, admission = admit_step(before, now, config)
-            return before, self._snapshot, admission
-
-    async def record(
-        self, now: float, success: bool, trial: bool, config: BreakerConfig, device: str
-    ) -> tuple[BreakerSnapshot, BreakerSnapshot]:
-        with self._lock:
-            before = self._snapshot
-            self._snapshot = record_step(before, now, success, trial, config, device)
-            return before, self._snapshot
-
-    async def reset(self, now: float) -> tuple[BreakerSnapshot, BreakerSnapshot]:
-        with self._lock:
-            before = self._snapshot
-            self._snapshot = reset_step(before, now)
-            return before, self._snapshot
-
-    async def read(self) -> BreakerSnapshot:
-        return self._snapshot
-
-
 class DeviceBreakers(Protocol):
     """Each device's own breaker, one backend per device."""
 
@@ -198,24 +166,3 @@ class DeviceBreakers(Protocol):
     def settled(self, device: str, snapshot: BreakerSnapshot) -> None: ...
 
     async def reset_all(self) -> None: ...
-
-
-class LocalDeviceBreakers:
-    """Each device's breaker in this process. Only devices whose breaker holds something (failures,
-    or not closed) are kept: the others would all be a fresh closed breaker."""
-
-    def __init__(self) -> None:
-        self._backends: dict[str, LocalBreakerBackend] = {}
-
-    def get(self, device: str) -> LocalBreakerBackend:
-        backend = self._backends.get(device)
-        if backend is None:
-            backend = self._backends[device] = LocalBreakerBackend()
-        return backend
-
-    def settled(self, device: str, snapshot: BreakerSnapshot) -> None:
-        if snapshot.clean:
-            self._backends.pop(device, None)
-
-    async def reset_all(self) -> None:
-        self._backends.clear()

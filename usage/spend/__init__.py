@@ -34,20 +34,40 @@ from django.db.models import Sum
 from proxyproject.lib.backends import select_backend
 from proxyproject.lib.errors import SpendCapReached
 from proxyproject.lib.logging import log_event
+from proxyproject.lib.process_state import register_process_state
 from tokens.identity import DeviceIdentity
-from usage.budget_alerts import Crossing, crossings_at_settle, record_budget_alerts
+from usage import budget_alerts  # the module, not its names: it imports `usage.spend.base` in turn
 from usage.models import UsageRecord
 from usage.periods import PERIODS, period_start
-from usage.spend_counters import (
-    CapCheck,
-    Counter,
-    LocalSpendBackend,
-    ReserveOutcome,
-    SpendBackend,
-    from_nanos,
-    to_nanos,
-)
-from usage.spend_redis import RedisSpendBackend
+from usage.spend.base import CapCheck, Counter, ReserveOutcome, SpendBackend, from_nanos, to_nanos
+from usage.spend.local import LocalSpendBackend
+from usage.spend.redis import RedisSpendBackend
+
+__all__ = [
+    "PERIODS",
+    "CapCheck",
+    "Counter",
+    "LocalSpendBackend",
+    "RedisSpendBackend",
+    "ReserveOutcome",
+    "SpendBackend",
+    "SpendLedger",
+    "SpendReservation",
+    "cap_checks",
+    "cap_refusal",
+    "counter_for",
+    "current_spend",
+    "database_totals",
+    "from_nanos",
+    "load_spend_counters",
+    "period_start",
+    "reconcile_spend_counters",
+    "release_spend",
+    "reserve_spend",
+    "settle_spend",
+    "spend_backend",
+    "to_nanos",
+]
 
 logger = logging.getLogger("usage.spend")
 _PERIOD_GRACE_SECONDS = 2 * 86400
@@ -171,6 +191,16 @@ def spend_backend() -> SpendBackend:
     return select_backend(local=_local_backend, redis=_redis_backend)
 
 
+def forget_local_spend() -> None:
+    """Fresh in-process counters, loaded from the database before their first reservation (as a
+    restarted process's are); counters kept in Redis are shared state and stay."""
+    global _local_backend
+    _local_backend = LocalSpendBackend(totals_loader=lambda: database_totals())
+
+
+register_process_state("spend counters", forget_local_spend)
+
+
 @dataclass
 class SpendLedger:
     """The cap rules over a backend, with the clock injectable for tests of expiry and periods."""
@@ -220,7 +250,7 @@ class SpendLedger:
         A budget threshold this settle crosses is recorded as an alert (`usage.budget_alerts`)."""
         nanos = reservation.nanos if actual is None else to_nanos(actual)
         settled = await self._backend().finish(reservation.counters, reservation.request_id, nanos, self.clock())
-        crossings = crossings_at_settle(reservation.checks, settled, nanos)
+        crossings = budget_alerts.crossings_at_settle(reservation.checks, settled, nanos)
         if crossings:
             await _record_alerts(crossings, reservation.request_id)
 
@@ -228,9 +258,9 @@ class SpendLedger:
         await self._backend().finish(reservation.counters, reservation.request_id, None, self.clock())
 
 
-async def _record_alerts(crossings: list[Crossing], request_id: str) -> None:
+async def _record_alerts(crossings: list[budget_alerts.Crossing], request_id: str) -> None:
     try:
-        await sync_to_async(record_budget_alerts)(crossings)
+        await sync_to_async(budget_alerts.record_budget_alerts)(crossings)
     except Exception as exc:  # the database is away: the rollup task's sweep records them later
         log_event(
             logger,

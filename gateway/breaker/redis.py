@@ -1,6 +1,6 @@
 """The breaker's shared backend: its state in one Redis hash, every step one atomic Lua script.
 
-The script is the state machine of `gateway.breaker_state` (admit_step, record_step, reset_step) written
+The script is the state machine of `gateway.breaker.base` (admit_step, record_step, reset_step) written
 once more in Lua, because a step must read and write the state with no other process in between;
 the contract tests run the same cases against both backends. Times are epoch seconds from the
 caller's clock (injectable in tests) and travel as strings: Lua numbers returned to Redis are
@@ -11,10 +11,11 @@ expires `DEVICE_KEY_LIFETIMES` reset timeouts after its last change (a device th
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from redis.commands.core import AsyncScript
 
-from gateway.breaker_state import Admission, BreakerConfig, BreakerSnapshot, BreakerState
+from gateway.breaker.base import Admission, BreakerConfig, BreakerSnapshot, BreakerState
 from proxyproject.lib.redis import AsyncRedis, get_async_redis, redis_key
 
 _FIELDS = ("state", "failures", "successes", "opened_at", "changed_at", "trial_until", "opens", "devices")
@@ -165,7 +166,7 @@ class RedisBreakerBackend:
 
     async def _step(
         self, op: str, now: float, config: BreakerConfig | None, success: bool = False, trial: bool = False, device: str = ""
-    ) -> list:
+    ) -> list[Any]:
         client = get_async_redis()
         if client is None:
             raise RuntimeError("RedisBreakerBackend needs REDIS_URL")
@@ -181,7 +182,8 @@ class RedisBreakerBackend:
             device,
             self._expire_seconds,
         ]
-        return await _script(client)(keys=[redis_key("breaker", self._name)], args=args)
+        answer: list[Any] = await _script(client)(keys=[redis_key("breaker", self._name)], args=args)
+        return answer
 
     async def admit(self, now: float, config: BreakerConfig) -> tuple[BreakerSnapshot, BreakerSnapshot, Admission]:
         raw = await self._step("admit", now, config)
