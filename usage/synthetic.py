@@ -271,6 +271,7 @@ def _row(
         "device_ref": device_ref,
         "device_pk": device_pk,
         "org_pk": org_pk,
+        "person_pk": None,  # generated devices belong to no person
         "session_id": f"{device_ref[-5:]}-{occurred_at:%Y%m%d%H}",
         "model": model,
         "requested_model": "",
