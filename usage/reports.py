@@ -35,18 +35,15 @@ class UsageFilter:
     request_id: str | None = None
     person_pks: tuple[int, ...] | None = None
 
+    def dimensions(self) -> dict[str, object]:
+        """The device, organization and model it names: records and rollups both carry these columns."""
+        named = {"device_pk": self.device_pk, "device_ref": self.device_ref, "org_pk": self.org_pk, "model": self.model}
+        return {column: value for column, value in named.items() if value is not None}
+
     def apply(self, records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
-        records = records.filter(occurred_at__gte=self.since, occurred_at__lt=self.until)
-        if self.device_pk is not None:
-            records = records.filter(device_pk=self.device_pk)
-        if self.device_ref is not None:
-            records = records.filter(device_ref=self.device_ref)
-        if self.org_pk is not None:
-            records = records.filter(org_pk=self.org_pk)
+        records = records.filter(occurred_at__gte=self.since, occurred_at__lt=self.until, **self.dimensions())
         if self.person_pks is not None:
             records = records.filter(person_pk__in=self.person_pks)
-        if self.model is not None:
-            records = records.filter(model=self.model)
         if self.request_id is not None:
             records = records.filter(request_id=self.request_id)
         return records

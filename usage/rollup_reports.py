@@ -96,16 +96,9 @@ def _raw_parts(usage_filter: UsageFilter, span: CompleteDays) -> list[UsageFilte
 
 
 def _rollups(usage_filter: UsageFilter, span: CompleteDays) -> QuerySet[UsageRollup]:
-    rollups = UsageRollup.objects.filter(period=RollupPeriod.DAY, bucket_start__gte=span.start, bucket_start__lt=span.end)
-    if usage_filter.device_pk is not None:
-        rollups = rollups.filter(device_pk=usage_filter.device_pk)
-    if usage_filter.device_ref is not None:
-        rollups = rollups.filter(device_ref=usage_filter.device_ref)
-    if usage_filter.org_pk is not None:
-        rollups = rollups.filter(org_pk=usage_filter.org_pk)
-    if usage_filter.model is not None:
-        rollups = rollups.filter(model=usage_filter.model)
-    return rollups
+    return UsageRollup.objects.filter(
+        period=RollupPeriod.DAY, bucket_start__gte=span.start, bucket_start__lt=span.end, **usage_filter.dimensions()
+    )
 
 
 def _totals_of(row: dict) -> UsageTotals:
