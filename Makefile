@@ -26,8 +26,11 @@ run: $(STAMP)
 	@# Development defaults; export DJANGO_DEBUG=false (and real secrets) for production.
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(PY) manage.py run_platform
 
+# Two pytest-xdist workers, a file each at a time (a file's servers and fixtures stay in one worker); each
+# worker has its own test database, Redis key prefix and var directory. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # ruff (lint rules and formatting), mypy (strict on proxyproject/lib) and the layer contracts.
 lint: $(STAMP)

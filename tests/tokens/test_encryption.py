@@ -24,7 +24,11 @@ def test_default_key_is_derived_from_the_secret_key(settings):
         decrypt_secret(stored)
 
 
-@pytest.mark.parametrize("field_key", [Fernet.generate_key().decode(), "a passphrase-like key of decent length 123"])
+@pytest.mark.parametrize(
+    "field_key",
+    [Fernet.generate_key().decode(), "a passphrase-like key of decent length 123"],
+    ids=["fernet-key", "passphrase"],
+)
 def test_field_encryption_key_is_used_when_set(settings, field_key):
     settings.FIELD_ENCRYPTION_KEY = field_key
     stored = encrypt_secret("value")
