@@ -1,8 +1,9 @@
 """The request body: read within the size limit, and the few fields policy needs.
 
 The body is forwarded byte for byte; only `model`, `stream` and `max_tokens` are read from it (and
-each request's `params.model` in a batch), with orjson, so a key named twice where they are read is
-refused (`gateway/duplicate_keys.py`). Malformed JSON on an endpoint that takes
+each request's `params.model` and `params.max_tokens` in a batch), with orjson, so a key named twice
+where they are read is refused (`gateway/duplicate_keys.py`), and so is a `max_tokens` that is not a
+JSON integer (`usage.spend_estimate.requested_max_tokens`). Malformed JSON on an endpoint that takes
 JSON is refused here, before anything goes upstream. On a route outside the table (forwarded only
 when an operator allows it) nothing is known of the body: a JSON object that names a model has
 that model checked, anything else passes as it is.
@@ -20,6 +21,7 @@ from gateway.duplicate_keys import refuse_duplicate_keys_anywhere, refuse_duplic
 from gateway.routes import Route, RoutePolicy
 from proxyproject.lib.errors import InvalidRequest, RequestTooLarge
 from tokens.identifiers import require_clean_identifier
+from usage.spend_estimate import requested_max_tokens
 
 MESSAGES_PATH = "/v1/messages"
 BATCHES_PATH = "/v1/messages/batches"
@@ -94,10 +96,6 @@ def _parse_object(body: bytes) -> dict[str, Any]:
     return parsed
 
 
-def _max_tokens(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def check_body_readable(route: Route, content_encoding: bytes | None) -> None:
     """A route outside the table has its model checked only if the gateway can read its body: a
     compressed body could hide the model it names, so it is refused there."""
@@ -128,7 +126,7 @@ def summarize_body(route: Route, body: bytes) -> RequestSummary:
         raise InvalidRequest("model: Input should be a valid string")
     require_clean_identifier(model, field="model")
     return RequestSummary(
-        model=model, stream=parsed.get("stream") is True, max_tokens=_max_tokens(parsed.get("max_tokens")), parsed=parsed
+        model=model, stream=parsed.get("stream") is True, max_tokens=requested_max_tokens(parsed), parsed=parsed
     )
 
 
@@ -148,7 +146,7 @@ def _summarize_unknown(body: bytes) -> RequestSummary:
     if not isinstance(model, str):
         raise InvalidRequest("model: Input should be a valid string")
     require_clean_identifier(model, field="model")
-    return RequestSummary(model=model, stream=parsed.get("stream") is True, max_tokens=_max_tokens(parsed.get("max_tokens")))
+    return RequestSummary(model=model, stream=parsed.get("stream") is True, max_tokens=requested_max_tokens(parsed))
 
 
 def _summarize_batch(parsed: dict[str, Any]) -> RequestSummary:
@@ -156,8 +154,10 @@ def _summarize_batch(parsed: dict[str, Any]) -> RequestSummary:
     if not isinstance(requests, list):
         return NO_SUMMARY
     models: list[str] = []
-    for item in requests:
+    for index, item in enumerate(requests):
         params = item.get("params") if isinstance(item, dict) else None
+        if isinstance(params, dict):
+            requested_max_tokens(params, field=f"requests.{index}.params.max_tokens")
         model = params.get("model") if isinstance(params, dict) else None
         if isinstance(model, str) and model not in models:
             require_clean_identifier(model, field="requests.params.model")

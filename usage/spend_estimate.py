@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from proxyproject.lib.errors import InvalidRequest
 from usage.price_table import Rates
 from usage.pricing import BATCH_MULTIPLIER, ONE, PER_MILLION, as_utc, get_price_table
 
@@ -167,6 +168,19 @@ def _min_output_tokens(parsed: dict[str, Any], configured: int) -> int:
     return configured
 
 
+def requested_max_tokens(params: dict[str, Any], *, field: str = "max_tokens") -> int:
+    """The output bound a request asks for (0 when it names none). The spend and tokens-per-minute
+    reservations are sized by it, so a value the API may still read as a number (`"64000"`,
+    `64000.0`) but that is not a JSON integer is refused: reserved as no output at all, it would let
+    one request's answer run past the caps."""
+    if "max_tokens" not in params:
+        return 0
+    value = params["max_tokens"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{field}: Input should be a valid integer")
+    return max(value, 0)
+
+
 def _usd(per_million: Decimal) -> Decimal:
     return (per_million / PER_MILLION).quantize(Decimal("1e-12"), rounding=ROUND_CEILING)
 
@@ -176,8 +190,7 @@ def estimate_message_cost(
 ) -> CostEstimate:
     """The estimate of one Messages request (a batch's `params` with `batch`); raises LookupError
     when no prices are in force. An unknown model takes the dearest rates of every known one."""
-    max_tokens = parsed.get("max_tokens")
-    max_tokens = max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0 else 0
+    max_tokens = requested_max_tokens(parsed)
     scan = _scan(parsed)
     prompt_tokens = _prompt_tokens(parsed, body, scan)
     table = get_price_table()
