@@ -63,16 +63,23 @@ def slot_tag(*parts: object) -> str:
     return "{" + ":".join(str(part) for part in parts) + "}"
 
 
+# Tries after the first when a node does not answer, each after relearning the slot map: enough to
+# follow a failover that is already done; a master that stays silent costs a request at most about
+# (1 + this) × REDIS_SOCKET_TIMEOUT before its 503, where redis-py's 10 would hold it for 20 s or more.
+CLUSTER_COMMAND_RETRIES = 3
+
+
 class _AsyncRedisCluster(aioredis.RedisCluster):
-    """Two fixes over redis-py 8.1's client. It learns the slot map before its first command: commands
-    that arrive together on a new client race its initialization, and some then fail on connections it
-    closes under them. And a command beyond REDIS_MAX_CONNECTIONS waits up to REDIS_POOL_TIMEOUT for
+    """Three changes to redis-py 8.1's client. It retries a silent node CLUSTER_COMMAND_RETRIES times.
+    It learns the slot map before its first command: commands that arrive together on a new client race
+    its initialization, and some then fail on connections it closes under them. And a command beyond REDIS_MAX_CONNECTIONS waits up to REDIS_POOL_TIMEOUT for
     one to finish, as with the blocking pool of a single Redis, where the cluster client would refuse
     it (MaxConnectionsError): no node can then hold more connections than the limit."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._commands_in_flight = asyncio.Semaphore(settings.REDIS_MAX_CONNECTIONS)
+        self.retry.update_retries(CLUSTER_COMMAND_RETRIES)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:

@@ -93,6 +93,16 @@ class RecordingClient:
     def mget(self, keys: list, *more: object) -> object:
         return self.record("mget", [*keys, *more] if isinstance(keys, list) else [keys, *more])
 
+    def pipeline(self, transaction: bool = True) -> RecordingClient:
+        return self
+
+    def execute_command(self, command: str, script: str, numkeys: int, *args: object) -> object:
+        assert command == "EVAL"
+        return self.eval(script, numkeys, *args)
+
+    def execute(self) -> list[object]:
+        return []
+
     def smembers(self, key: str) -> set[bytes]:
         return set(self.members)
 
@@ -153,7 +163,10 @@ async def test_the_rate_limits_of_one_device_share_a_slot(monkeypatch):
     assert len(client.calls[0][1]) == 2
 
 
-async def test_a_reservation_on_device_and_organization_caps_uses_one_slot(monkeypatch):
+async def test_on_a_cluster_a_reservation_takes_one_slot_per_subject(monkeypatch, settings):
+    """A device's counters and its organization's are two scripts on a cluster, one slot each;
+    reconciliation and repricing group counters the same way."""
+    settings.REDIS_CLUSTER = True
     client = AsyncRecordingClient(reply=[100, 0, 0, 0])  # the reserve script's answer: all 100 granted
     sync_client = RecordingClient(reply=0)
     monkeypatch.setattr(spend_redis, "get_async_redis", lambda: client)
@@ -167,11 +180,45 @@ async def test_a_reservation_on_device_and_organization_caps_uses_one_slot(monke
     counters = tuple(check.counter for check in checks)
     await backend.finish(counters, "req-1", 90, 1_800_000_000.0)
     other = cap_checks(identity_with(device_pk=8, org_id=4, device_daily=Decimal(1)), 1_800_000_000.0)[0].counter
-    backend.raise_settled_to({counters[0]: 5, other: 6})
+    backend.raise_settled_to({counters[0]: 5, other: 6, counters[3]: 7})
     backend.adjust_settled({counters[3]: -5, other: 2})
-    assert len(client.calls[0][1]) == 4
+    assert [len(keys) for _, keys in client.calls] == [2, 2, 2, 2]
+    assert [len(keys) for _, keys in sync_client.calls] == [1, 1, 1, 1, 1]
     assert_one_slot_per_call(client)
     assert_one_slot_per_call(sync_client)
+
+
+async def test_on_a_single_redis_a_reservation_is_one_script_over_every_counter(monkeypatch, settings):
+    settings.REDIS_CLUSTER = False
+    settings.REDIS_URL = "redis://127.0.0.1:6379/0"
+    client = AsyncRecordingClient(reply=[100, 0, 0, 0])
+    monkeypatch.setattr(spend_redis, "get_async_redis", lambda: client)
+    identity = identity_with(
+        device_pk=7, org_id=3, person_id=5, device_daily=Decimal(1), org_daily=Decimal(9), person_daily=Decimal(4)
+    )
+    checks = cap_checks(identity, 1_800_000_000.0)
+    assert (await RedisSpendBackend().reserve(checks, 100, "req-1", 1_800_000_000.0, 600)).granted == 100
+    assert [len(keys) for _, keys in client.calls] == [3]
+
+
+def test_the_spend_counters_of_two_organizations_land_in_different_slots():
+    first, second = (
+        cap_checks(identity_with(device_pk=7, org_id=org, org_monthly=Decimal(9)), 1_800_000_000.0) for org in (3, 4)
+    )
+    assert slots([spend_redis._key(first[0].counter)]) != slots([spend_redis._key(second[0].counter)])
+
+
+def test_a_device_s_counters_do_not_depend_on_its_organization_or_person():
+    """So moving a device leaves its counters where they are."""
+    keys = {
+        spend_redis._key(
+            cap_checks(identity_with(device_pk=7, org_id=org, person_id=person, device_monthly=Decimal(5)), 1_800_000_000.0)[
+                0
+            ].counter
+        )
+        for org, person in ((3, None), (4, 5), (None, 6))
+    }
+    assert len(keys) == 1
 
 
 def test_the_usage_queue_claims_returns_and_recovers_within_one_slot(settings):

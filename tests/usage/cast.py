@@ -42,6 +42,9 @@ def identity_with(
     org_monthly: Decimal | None = None,
     device_weekly: Decimal | None = None,
     org_weekly: Decimal | None = None,
+    person_id: int | None = None,
+    person_daily: Decimal | None = None,
+    person_monthly: Decimal | None = None,
     enforcement: str = "clamp",
 ) -> DeviceIdentity:
     """A caller as the gateway sees it after authentication, with the given caps (USD)."""
@@ -56,9 +59,11 @@ def identity_with(
         org_monthly_cap_usd=org_monthly,
         device_weekly_cap_usd=device_weekly,
         org_weekly_cap_usd=org_weekly,
+        person_daily_cap_usd=person_daily,
+        person_monthly_cap_usd=person_monthly,
         spend_cap_enforcement=enforcement,
     )
-    return DeviceIdentity(f"device-{device_pk}", device_pk, org_id, f"jti-{device_pk}", 2_000_000_000.0, policy)
+    return DeviceIdentity(f"device-{device_pk}", device_pk, org_id, f"jti-{device_pk}", 2_000_000_000.0, policy, person_id)
 
 
 def ensure_seeded_prices() -> None:

@@ -7,7 +7,7 @@ import pytest
 from proxyproject.lib.redis import get_sync_redis, redis_key
 from tests.usage.cast import ensure_seeded_prices
 from usage.pricing import invalidate_price_table
-from usage.spend.redis import SPEND_TAG
+from usage.spend.redis import counter_keys_pattern
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def private_usage_queues(settings, tmp_path):
     if client is not None:
         for key in client.scan_iter(redis_key("*usage*")):  # the queue, and the names from before the hash tags
             client.delete(key)
-        for key in client.scan_iter(redis_key(SPEND_TAG, "*")):
+        for key in client.scan_iter(counter_keys_pattern()):
             client.delete(key)
     yield
 

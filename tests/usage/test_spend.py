@@ -5,6 +5,7 @@ day and month; on the in-process backend and on real Redis, within a process and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import random
 import subprocess
@@ -13,6 +14,7 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings as django_settings
+from redis.crc import key_slot
 
 from proxyproject.lib.errors import SpendCapReached, error_response
 from proxyproject.lib.redis import get_sync_redis, redis_key
@@ -30,7 +32,7 @@ from usage.spend import (
     reserve_spend,
     settle_spend,
 )
-from usage.spend.redis import SPEND_TAG, RedisSpendBackend
+from usage.spend.redis import RedisSpendBackend, counter_keys_pattern
 from usage.writer import drain_usage_queue, flush_usage, stop_usage_writer, submit_usage
 
 UTC = dt.UTC
@@ -74,7 +76,7 @@ def fresh_pk() -> int:
 async def test_no_caps_means_no_reservation_and_no_state(ledger):
     assert await ledger.reserve(identity_with(device_pk=fresh_pk(), org_id=3), Decimal("5"), "req-1") is None
     if isinstance(ledger.backend, RedisSpendBackend):
-        assert list(get_sync_redis().scan_iter(redis_key(SPEND_TAG, "*"))) == []
+        assert list(get_sync_redis().scan_iter(counter_keys_pattern())) == []
 
 
 async def test_fifty_concurrent_requests_fit_only_what_the_cap_allows(ledger):
@@ -177,6 +179,128 @@ async def test_a_request_past_the_cap_is_granted_what_is_left_when_that_covers_i
     with pytest.raises(SpendCapReached):
         await ledger.reserve(identity, Decimal("2.10"), "req-c", minimum=Decimal("0.000000001"))
     assert current_spend_of(ledger, "device", identity.device_pk) == (Decimal("0.40"), Decimal("0.60"))
+    assert current_spend_of(ledger, "org", identity.org_id) == (Decimal("0.40"), Decimal("0.60"))  # not the 1.60 it had room for
+
+
+async def test_a_refusal_by_the_organization_cap_leaves_nothing_reserved_for_the_device(ledger):
+    org = fresh_pk()
+    other = identity_with(device_pk=fresh_pk(), org_id=org, org_daily=Decimal("1.00"))
+    await ledger.settle(await ledger.reserve(other, Decimal("0.90"), "req-a"), Decimal("0.90"))
+    identity = identity_with(device_pk=fresh_pk(), device_daily=Decimal("5.00"), org_id=org, org_daily=Decimal("1.00"))
+    with pytest.raises(SpendCapReached) as refused:
+        await ledger.reserve(identity, Decimal("0.50"), "req-b")
+    assert refused.value.details["scope"] == "org"
+    assert current_spend_of(ledger, "device", identity.device_pk) == (Decimal(0), Decimal(0))
+
+
+async def test_the_counters_of_two_organizations_are_kept_in_different_slots(redis_required):
+    ledger = SpendLedger(backend=RedisSpendBackend(), clock=FakeClock(NOON))
+    orgs = [fresh_pk()]
+    while len(orgs) < 2:  # two organizations whose hash tags differ in slot (all but 1 in 16,384 pairs)
+        candidate = fresh_pk()
+        if key_slot(f"{{spend:org:{candidate}}}".encode()) != key_slot(f"{{spend:org:{orgs[0]}}}".encode()):
+            orgs.append(candidate)
+    for org in orgs:
+        await ledger.reserve(
+            identity_with(device_pk=fresh_pk(), org_id=org, org_monthly=Decimal("1.00")), Decimal("0.10"), "req-a"
+        )
+    client = get_sync_redis()
+    stored = [list(client.scan_iter(redis_key(f"{{spend:org:{org}}}:*"))) for org in orgs]
+    assert [len(keys) for keys in stored] == [1, 1]
+    assert [key_slot(keys[0]) for keys in stored] == [key_slot(f"{{spend:org:{org}}}".encode()) for org in orgs]
+
+
+def moved(identity, *, org_id, person_id=None):
+    """The same device as a process sees it once its organization (and person) changed."""
+    return dataclasses.replace(identity, org_id=org_id, person_id=person_id)
+
+
+def month_spend_of(ledger: SpendLedger, scope: str, pk: int) -> tuple[Decimal, Decimal]:
+    counter = counter_for(scope, pk, "month", dt.datetime.fromtimestamp(ledger.clock.now, UTC))
+    settled, reserved = ledger.backend.snapshot(counter, ledger.clock.now)
+    return from_nanos(settled), from_nanos(reserved)
+
+
+async def test_moving_a_device_to_another_organization_keeps_its_months_spend(ledger):
+    first_org, second_org = fresh_pk(), fresh_pk()
+    identity = identity_with(device_pk=fresh_pk(), device_monthly=Decimal("1.00"), org_id=first_org, org_monthly=Decimal("5.00"))
+    await ledger.settle(await ledger.reserve(identity, Decimal("0.80"), "req-a"), Decimal("0.70"))
+    identity = moved(identity, org_id=second_org)
+    with pytest.raises(SpendCapReached) as refused:
+        await ledger.reserve(identity, Decimal("0.40"), "req-b")
+    assert (refused.value.details["scope"], refused.value.details["spent"]) == ("device", "0.7")
+    await ledger.reserve(identity, Decimal("0.30"), "req-c")
+    assert month_spend_of(ledger, "device", identity.device_pk) == (Decimal("0.70"), Decimal("0.30"))
+    assert month_spend_of(ledger, "org", first_org) == (Decimal("0.70"), Decimal(0))  # what it spent there stays there
+    assert month_spend_of(ledger, "org", second_org) == (Decimal(0), Decimal("0.30"))
+
+
+async def test_moving_a_device_to_another_person_keeps_its_months_spend(ledger):
+    first_person, second_person = fresh_pk(), fresh_pk()
+    identity = identity_with(
+        device_pk=fresh_pk(), device_monthly=Decimal("1.00"), person_id=first_person, person_monthly=Decimal("5.00")
+    )
+    await ledger.settle(await ledger.reserve(identity, Decimal("0.60"), "req-a"), Decimal("0.60"))
+    identity = moved(identity, org_id=None, person_id=second_person)
+    with pytest.raises(SpendCapReached):
+        await ledger.reserve(identity, Decimal("0.50"), "req-b")
+    await ledger.settle(await ledger.reserve(identity, Decimal("0.40"), "req-c"), Decimal("0.40"))
+    assert month_spend_of(ledger, "device", identity.device_pk) == (Decimal("1.00"), Decimal(0))
+    assert month_spend_of(ledger, "person", first_person) == (Decimal("0.60"), Decimal(0))
+    assert month_spend_of(ledger, "person", second_person) == (Decimal("0.40"), Decimal(0))
+
+
+async def test_a_reservation_made_before_a_move_settles_where_it_was_reserved(ledger):
+    first_org, second_org = fresh_pk(), fresh_pk()
+    identity = identity_with(device_pk=fresh_pk(), device_monthly=Decimal("1.00"), org_id=first_org, org_monthly=Decimal("5.00"))
+    before = await ledger.reserve(identity, Decimal("0.50"), "req-a")
+    after = await ledger.reserve(moved(identity, org_id=second_org), Decimal("0.50"), "req-b")
+    await ledger.settle(before, Decimal("0.20"))
+    await ledger.settle(after, Decimal("0.30"))
+    assert month_spend_of(ledger, "device", identity.device_pk) == (Decimal("0.50"), Decimal(0))
+    assert month_spend_of(ledger, "org", first_org) == (Decimal("0.20"), Decimal(0))
+    assert month_spend_of(ledger, "org", second_org) == (Decimal("0.30"), Decimal(0))
+
+
+async def test_concurrent_reservations_around_a_move_never_pass_the_device_cap(ledger):
+    """Processes whose cached policy still names the old organization and person reserve alongside
+    those that see the new ones: the device's cap binds them all, and every cent lands once."""
+    first_org, second_org, first_person, second_person = (fresh_pk() for _ in range(4))
+    before = identity_with(
+        device_pk=fresh_pk(),
+        device_monthly=Decimal("1.00"),
+        org_id=first_org,
+        org_monthly=Decimal("50.00"),
+        person_id=first_person,
+        person_monthly=Decimal("50.00"),
+    )
+    after = moved(before, org_id=second_org, person_id=second_person)
+
+    async def request(index: int) -> str | None:
+        identity = before if index % 2 else after
+        try:
+            reservation = await ledger.reserve(identity, Decimal("0.05"), f"req-{index}")
+        except SpendCapReached:
+            return None
+        await asyncio.sleep(0)
+        await ledger.settle(reservation, Decimal("0.05"))
+        return "before" if identity is before else "after"
+
+    outcomes = await asyncio.gather(*(request(index) for index in range(60)))
+    admitted = [outcome for outcome in outcomes if outcome is not None]
+    assert len(admitted) == 20  # 20 × 0.05 is the cap exactly
+    assert month_spend_of(ledger, "device", before.device_pk) == (Decimal("1.00"), Decimal(0))
+    on_each = {side: Decimal("0.05") * admitted.count(side) for side in ("before", "after")}
+    assert (
+        month_spend_of(ledger, "org", first_org)
+        == month_spend_of(ledger, "person", first_person)
+        == (on_each["before"], Decimal(0))
+    )
+    assert (
+        month_spend_of(ledger, "org", second_org)
+        == month_spend_of(ledger, "person", second_person)
+        == (on_each["after"], Decimal(0))
+    )
 
 
 async def test_a_soft_cap_reserves_past_the_cap_and_never_refuses(ledger):

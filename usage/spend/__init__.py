@@ -4,7 +4,8 @@ Before a request goes upstream the gateway reserves its cost bound against every
 (device, person and organization, each per UTC day, ISO week and month; a person's counters are
 shared by all the devices they signed in on, as an organization's are by its devices). Checking all of them and reserving
 in all of them is one atomic step: one Lua script on Redis, or one critical section of plain dict
-operations in process. The step reserves the whole bound when every cap has room for it, else the
+operations in process; on a Redis Cluster each subject's counters are one atomic step, and the
+subjects' steps are made all-or-nothing by releasing (`usage.spend.redis`). The step reserves the whole bound when every cap has room for it, else the
 least room left when that still covers the request's minimum (`gateway.policy` then lowers the
 request's max_tokens to what was granted), else nothing and the request is refused. When usage lands the reservation is replaced by the
 actual cost (`settle_spend`); a request that fails before any usage releases it. A reservation that

@@ -26,6 +26,17 @@ class Counter:
     name: str
     expires_at: float
 
+    @property
+    def subject(self) -> str:
+        """`device:12`: whose spend it counts (a device, person or organization)."""
+        scope, pk, _ = self.name.split(":", 2)
+        return f"{scope}:{pk}"
+
+    @property
+    def period_bucket(self) -> str:
+        """`day:2026-11-25`: which period of the subject's."""
+        return self.name.split(":", 2)[2]
+
 
 @dataclass(frozen=True, slots=True)
 class CapCheck:

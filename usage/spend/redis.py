@@ -1,10 +1,25 @@
-"""The Redis spend backend: every check-and-reserve, settle and reconciliation is one Lua script,
-so all gateway processes sharing the Redis see one set of counters and no race can slip between a
-check and its reservation."""
+"""The Redis spend backend: every check-and-reserve, settle and reconciliation is a Lua script, so all
+gateway processes sharing the Redis see one set of counters and no race can slip between a check and
+its reservation.
+
+Each subject's counters (one device's, one person's, one organization's) carry the subject's hash tag,
+`{spend:device:12}`, and nothing else: a key never depends on which organization or person a device
+belongs to, so moving a device touches no counter. On a single Redis a reservation is one script over
+every counter, atomic as a whole. On a Redis Cluster it is one script per subject (sent together),
+each atomic over its subject's counters; the rules that make the whole all-or-nothing are in
+`reserve` (why this is enough: docs/ARCHITECTURE.md, *Spend counters on a Redis Cluster*).
+"""
 
 from __future__ import annotations
 
-from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key, slot_tag
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from proxyproject.lib.redis import AsyncRedis, SyncRedis, cluster_configured, get_async_redis, get_sync_redis, redis_key, slot_tag
 from usage.spend.base import CapCheck, Counter, ReserveOutcome
 
 RESERVE_SCRIPT = """
@@ -70,6 +85,18 @@ end
 return settled
 """
 
+SHRINK_SCRIPT = """
+-- KEYS: counters holding a reservation. ARGV: request id, the nanos it keeps (less than it holds).
+for i, key in ipairs(KEYS) do
+  local held = redis.call('HGET', key, 'r:' .. ARGV[1])
+  if held and tonumber(held) > tonumber(ARGV[2]) then
+    redis.call('HINCRBY', key, 'reserved', tonumber(ARGV[2]) - tonumber(held))
+    redis.call('HSET', key, 'r:' .. ARGV[1], ARGV[2])
+  end
+end
+return 0
+"""
+
 RAISE_SCRIPT = """
 -- KEYS: counters. ARGV: per counter, database total nanos and expiry.
 for i, key in ipairs(KEYS) do
@@ -95,55 +122,138 @@ return 0
 """
 
 
-# One hash tag for every counter: a reservation checks a device's counters and its organization's in
-# one script, and reconciliation raises any counters together, so on a Redis Cluster they share a slot.
-SPEND_TAG = slot_tag("spend")
+_RECONCILE_CHUNK = 200  # counters per script on a single Redis
+_PIPELINE_SCRIPTS = 100  # scripts per pipeline round trip when reconciling
 
 
 def _key(counter: Counter) -> str:
-    return redis_key(SPEND_TAG, counter.name)
+    return redis_key(slot_tag("spend", counter.subject), counter.period_bucket)
+
+
+def counter_keys_pattern() -> str:
+    """What every spend counter's key matches (for SCAN)."""
+    return redis_key("{spend:*")
+
+
+def _slot_groups(counters: Sequence[Counter]) -> list[list[int]]:
+    """The indices of the counters one script may take together: all of them on a single Redis; on a
+    cluster, each subject's (their keys share its hash tag, so one slot)."""
+    if not cluster_configured():
+        return [list(range(len(counters)))]
+    groups: dict[str, list[int]] = {}
+    for index, counter in enumerate(counters):
+        groups.setdefault(counter.subject, []).append(index)
+    return list(groups.values())
+
+
+async def _each(calls: list[Awaitable[Any]]) -> list[Any]:
+    """The calls' answers in order, sent together; one call is awaited directly (no task)."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    return list(await asyncio.gather(*calls))
+
+
+async def _release_quietly(client: AsyncRedis, counters: list[Counter], request_id: str) -> None:
+    """Undo one group's part of a reservation the request will not get. If Redis does not answer,
+    the part lapses with the reservation's expiry, as an unsettled one does."""
+    with contextlib.suppress(RedisError):
+        keys = [_key(counter) for counter in counters]
+        await client.eval(FINISH_SCRIPT, len(keys), *keys, request_id, "", *[int(c.expires_at) for c in counters])
 
 
 class RedisSpendBackend:
     async def reserve(
         self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float, *, floor: int | None = None
     ) -> ReserveOutcome:
+        """On a cluster each subject's script reserves what its own caps allow, and then: if one
+        refused, the others' parts are released and the request is refused with the first cap (in
+        `checks` order) that had no room, as the single script would; if they granted different
+        amounts, each part is shrunk to the least. Every counter's check-and-reserve stays atomic,
+        so no cap is exceeded; for one round trip a refused or shrunk request holds more than it
+        ends up with, which can only refuse another request near the same cap."""
         client = get_async_redis()
         expires_ms = int((now + ttl_seconds) * 1000)
-        argv: list[object] = [nanos, request_id, int(now * 1000), expires_ms, nanos if floor is None else floor]
-        for check in checks:
-            argv += [check.cap_nanos, int(check.counter.expires_at)]
-        granted, failed, settled, reserved = (
-            int(value) for value in await client.eval(RESERVE_SCRIPT, len(checks), *[_key(c.counter) for c in checks], *argv)
+        head: list[object] = [nanos, request_id, int(now * 1000), expires_ms, nanos if floor is None else floor]
+        groups = _slot_groups([check.counter for check in checks])
+
+        async def reserve_group(group: list[int]) -> list[int]:
+            argv = list(head)
+            for index in group:
+                argv += [checks[index].cap_nanos, int(checks[index].counter.expires_at)]
+            keys = [_key(checks[index].counter) for index in group]
+            return [int(value) for value in await client.eval(RESERVE_SCRIPT, len(keys), *keys, *argv)]
+
+        if len(groups) == 1:
+            granted, failed, settled, reserved = await reserve_group(groups[0])
+            return ReserveOutcome(granted) if granted >= 0 else ReserveOutcome(None, groups[0][failed - 1], settled, reserved)
+        answers = await asyncio.gather(*(reserve_group(group) for group in groups), return_exceptions=True)
+        holding = [group for group, answer in zip(groups, answers) if isinstance(answer, list) and answer[0] >= 0]
+        refusals = sorted(
+            (group[answer[1] - 1], answer[2], answer[3])
+            for group, answer in zip(groups, answers)
+            if isinstance(answer, list) and answer[0] < 0
         )
-        if granted < 0:
-            return ReserveOutcome(None, failed - 1, settled, reserved)
+        failure = next((answer for answer in answers if isinstance(answer, BaseException)), None)
+        if failure is not None or refusals:
+            await asyncio.gather(*(_release_quietly(client, [checks[i].counter for i in group], request_id) for group in holding))
+            if failure is not None:
+                raise failure
+            failed, settled, reserved = refusals[0]
+            return ReserveOutcome(None, failed, settled, reserved)
+        grants = [answer[0] for answer in answers if isinstance(answer, list)]
+        granted = min(grants)
+        shrinks = [
+            client.eval(SHRINK_SCRIPT, len(group), *[_key(checks[i].counter) for i in group], request_id, granted)
+            for group, group_granted in zip(groups, grants)
+            if group_granted > granted
+        ]
+        if shrinks:
+            await asyncio.gather(*shrinks)
         return ReserveOutcome(granted)
 
     async def finish(
         self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float
     ) -> tuple[int, ...]:
+        """On a cluster each subject's part is settled by its own script, sent together; a part whose
+        script does not run (the process died between) lapses as an unsettled reservation does, and
+        reconciliation raises its counters to the recorded cost."""
         client = get_async_redis()
-        argv: list[object] = [request_id, "" if actual_nanos is None else actual_nanos, *[int(c.expires_at) for c in counters]]
-        settled = await client.eval(FINISH_SCRIPT, len(counters), *[_key(c) for c in counters], *argv)
-        return tuple(int(value) for value in settled)
+        actual: object = "" if actual_nanos is None else actual_nanos
+        groups = _slot_groups(counters)
+        answers = await _each(
+            [
+                client.eval(
+                    FINISH_SCRIPT,
+                    len(group),
+                    *[_key(counters[i]) for i in group],
+                    request_id,
+                    actual,
+                    *[int(counters[i].expires_at) for i in group],
+                )
+                for group in groups
+            ]
+        )
+        settled = [0] * len(counters)
+        for group, answer in zip(groups, answers):
+            for index, value in zip(group, answer):
+                settled[index] = int(value)
+        return tuple(settled)
 
     def raise_settled_to(self, totals: dict[Counter, int]) -> None:
-        client = get_sync_redis()
-        items = list(totals.items())
-        for start in range(0, len(items), 200):
-            chunk = items[start : start + 200]
+        calls = []
+        for batch in _reconcile_batches(list(totals)):
             argv: list[object] = []
-            for counter, total in chunk:
-                argv += [total, int(counter.expires_at)]
-            client.eval(RAISE_SCRIPT, len(chunk), *[_key(counter) for counter, _ in chunk], *argv)
+            for counter in batch:
+                argv += [totals[counter], int(counter.expires_at)]
+            calls.append((RAISE_SCRIPT, [_key(counter) for counter in batch], argv))
+        _run_pipelined(get_sync_redis(), calls)
 
     def adjust_settled(self, deltas: dict[Counter, int]) -> None:
-        client = get_sync_redis()
-        items = list(deltas.items())
-        for start in range(0, len(items), 200):
-            chunk = items[start : start + 200]
-            client.eval(ADJUST_SCRIPT, len(chunk), *[_key(counter) for counter, _ in chunk], *[delta for _, delta in chunk])
+        calls = [
+            (ADJUST_SCRIPT, [_key(counter) for counter in batch], [deltas[counter] for counter in batch])
+            for batch in _reconcile_batches(list(deltas))
+        ]
+        _run_pipelined(get_sync_redis(), calls)
 
     def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
         fields = {k.decode(): v.decode() for k, v in get_sync_redis().hgetall(_key(counter)).items()}
@@ -154,3 +264,21 @@ class RedisSpendBackend:
             if name.startswith("r:") and float(fields.get("x:" + name[2:], "0")) > now_ms
         )
         return int(fields.get("settled", 0)), live
+
+
+def _reconcile_batches(counters: list[Counter]) -> list[list[Counter]]:
+    """Counters one reconciliation script takes: chunks on a single Redis, one subject's on a cluster."""
+    if not cluster_configured():
+        return [counters[start : start + _RECONCILE_CHUNK] for start in range(0, len(counters), _RECONCILE_CHUNK)]
+    return [[counters[index] for index in group] for group in _slot_groups(counters)]
+
+
+def _run_pipelined(client: SyncRedis, calls: list[tuple[str, list[str], list[object]]]) -> None:
+    """A fleet's reconciliation is thousands of scripts on a cluster (one per subject): they go a
+    hundred per round trip, which a cluster pipeline splits by node (through `execute_command`: its
+    `eval` method is not the client's)."""
+    for start in range(0, len(calls), _PIPELINE_SCRIPTS):
+        pipeline = client.pipeline(transaction=False)
+        for script, keys, argv in calls[start : start + _PIPELINE_SCRIPTS]:
+            pipeline.execute_command("EVAL", script, len(keys), *keys, *argv)
+        pipeline.execute()

@@ -1,0 +1,193 @@
+"""A Redis Cluster master fails over while requests flow through the gateway: each request is served
+or refused with the documented retryable 503 (`shared_state_unavailable`), never another error, and
+once the replica has taken over the gateway serves again without a restart (README, *Running on
+Redis Cluster*).
+
+Runs only against a cluster with replicas (CI's third pass, `.ci/redis-cluster`); the master failed
+over is the one holding the device's rate-limit slot, which every request uses. The old master is
+made master again afterwards, so the tests after this one see the cluster as it was."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import orjson
+import pytest
+import redis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from redis.crc import key_slot
+
+from gateway.policy import requests_key
+from proxyproject.lib.redis import client_url, cluster_configured
+from tests.gateway.conftest import bearer, call_gateway
+from tests.support import MESSAGE_BODY, enroll_device, new_device_id, poll_until
+from tests.usage.cast import identity_with
+from tokens.models import Device
+
+pytestmark = pytest.mark.redis
+
+FAILOVER_SECONDS = 30.0  # the whole failover, catching up included, on a loaded 2-core machine
+AFTER_FAILOVER_REQUESTS = 20
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    node_id: str
+    port: int
+    master_id: str | None  # None for a master
+    slots: tuple[tuple[int, int], ...]
+
+
+def cluster_nodes(port: int) -> list[ClusterNode]:
+    reply = redis.Redis(host="127.0.0.1", port=port, decode_responses=True).execute_command("CLUSTER NODES")
+    return [
+        ClusterNode(
+            node["node_id"],
+            int(address.rpartition(":")[2]),
+            None if node["master_id"] == "-" else node["master_id"],
+            tuple((int(low), int(high)) for low, high in node["slots"]),
+        )
+        for address, node in reply.items()
+    ]
+
+
+def seed_port() -> int:
+    return redis.Redis.from_url(client_url(settings.REDIS_URL)).connection_pool.connection_kwargs["port"]
+
+
+def master_and_replica_of(slot: int) -> tuple[ClusterNode, ClusterNode]:
+    nodes = cluster_nodes(seed_port())
+    [master] = [node for node in nodes if node.master_id is None and any(low <= slot <= high for low, high in node.slots)]
+    replicas = [node for node in nodes if node.master_id == master.node_id]
+    if not replicas:
+        pytest.skip("the cluster has no replica to fail over to (.ci/redis-cluster starts one per master)")
+    return master, replicas[0]
+
+
+def role_of(port: int) -> str:
+    return redis.Redis(host="127.0.0.1", port=port).execute_command("ROLE")[0].decode()
+
+
+def replica_in_sync(port: int) -> bool:
+    info = redis.Redis(host="127.0.0.1", port=port).info("replication")
+    return info.get("master_link_status") == "up"
+
+
+def fail_over_to(replica_port: int, *, takeover: bool = False) -> None:
+    """A manual failover: the master stops writes, the replica catches up and the masters vote it in.
+    A takeover skips the vote, which the masters refuse for the same slots within twice the node
+    timeout of the last one: it puts the old master back at once, with no traffic to lose."""
+    poll_until(lambda: replica_in_sync(replica_port), FAILOVER_SECONDS, "the replica to be in sync")
+    redis.Redis(host="127.0.0.1", port=replica_port).execute_command("CLUSTER FAILOVER", *(["TAKEOVER"] if takeover else []))
+    poll_until(lambda: role_of(replica_port) == "master", FAILOVER_SECONDS, f"{replica_port} to be master", interval=0.1)
+
+
+@pytest.fixture
+def cluster_with_replicas() -> Iterator[None]:
+    if not settings.REDIS_URL or not cluster_configured():
+        pytest.skip("needs a Redis Cluster (CI's third pass)")
+    yield
+
+
+def outcome_of(status: int, body: bytes) -> str:
+    if status == 200:
+        return "served"
+    error = orjson.loads(body).get("error", {})
+    return f"{status} {error.get('details', {}).get('error_code', error.get('type'))}"
+
+
+async def test_a_master_failing_over_mid_traffic_is_served_or_refused_retryably_and_recovers(
+    cluster_with_replicas, fake_upstream, transactional_db
+):
+    device_id = new_device_id()
+    token = await enroll_device(device_id=device_id, daily_spend_cap_usd=Decimal("100.00"))
+    device_pk = await sync_to_async(lambda: Device.objects.get(device_id=device_id).pk)()
+    slot = key_slot(requests_key(identity_with(device_pk=device_pk)).encode())
+    master, replica = await sync_to_async(master_and_replica_of)(slot)
+
+    outcomes: Counter[str] = Counter()
+    failing_over = True
+
+    async def traffic() -> None:
+        while failing_over:
+            answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+            outcomes[outcome_of(answer.status, answer.body)] += 1
+
+    senders = [asyncio.create_task(traffic()) for _ in range(4)]
+    try:
+        await asyncio.sleep(0.2)  # requests are flowing before the failover starts
+        started = time.monotonic()
+        await sync_to_async(fail_over_to)(replica.port)
+        took = time.monotonic() - started
+        failing_over = False
+        await asyncio.gather(*senders)
+        after = [
+            await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+            for _ in range(AFTER_FAILOVER_REQUESTS)
+        ]
+    finally:
+        failing_over = False
+        await asyncio.gather(*senders, return_exceptions=True)
+        await sync_to_async(fail_over_to)(master.port, takeover=True)  # the cluster as it was
+
+    assert set(outcomes) <= {"served", "503 shared_state_unavailable"}, outcomes
+    assert [outcome_of(answer.status, answer.body) for answer in after] == ["served"] * AFTER_FAILOVER_REQUESTS
+    print(f"failover of {master.port} to {replica.port} in {took:.2f} s; requests during it: {dict(outcomes)}")
+
+
+def process_of(port: int) -> int:
+    return int(redis.Redis(host="127.0.0.1", port=port).info("server")["process_id"])
+
+
+async def test_a_master_that_stops_answering_is_refused_retryably_until_its_replica_takes_over(
+    cluster_with_replicas, fake_upstream, transactional_db
+):
+    """The master is frozen (SIGSTOP), as a hung or unreachable node is: the other masters notice it
+    after the cluster's node timeout and promote its replica. Requests on its slots meanwhile get
+    the retryable 503; once the replica is master the gateway serves them again, with no restart."""
+    device_id = new_device_id()
+    token = await enroll_device(device_id=device_id)
+    device_pk = await sync_to_async(lambda: Device.objects.get(device_id=device_id).pk)()
+    slot = key_slot(requests_key(identity_with(device_pk=device_pk)).encode())
+    master, replica = await sync_to_async(master_and_replica_of)(slot)
+    await sync_to_async(poll_until)(lambda: replica_in_sync(replica.port), FAILOVER_SECONDS, "the replica to be in sync")
+    frozen = process_of(master.port)
+
+    outcomes: Counter[str] = Counter()
+    promoted = False
+
+    async def traffic() -> None:
+        while not promoted:
+            answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+            outcomes[outcome_of(answer.status, answer.body)] += 1
+
+    os.kill(frozen, signal.SIGSTOP)
+    senders = [asyncio.create_task(traffic()) for _ in range(4)]
+    try:
+        started = time.monotonic()
+        await sync_to_async(poll_until)(lambda: role_of(replica.port) == "master", FAILOVER_SECONDS, "the replica's promotion")
+        took = time.monotonic() - started
+        promoted = True
+        await asyncio.gather(*senders)
+        after = [
+            await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+            for _ in range(AFTER_FAILOVER_REQUESTS)
+        ]
+    finally:
+        promoted = True
+        os.kill(frozen, signal.SIGCONT)  # it learns it was replaced and becomes the replica
+        await asyncio.gather(*senders, return_exceptions=True)
+        await sync_to_async(poll_until)(lambda: role_of(master.port) == "slave", FAILOVER_SECONDS, "the old master to rejoin")
+        await sync_to_async(fail_over_to)(master.port, takeover=True)
+
+    assert set(outcomes) <= {"served", "503 shared_state_unavailable"}, outcomes
+    assert [outcome_of(answer.status, answer.body) for answer in after] == ["served"] * AFTER_FAILOVER_REQUESTS
+    print(f"{master.port} frozen, {replica.port} master after {took:.2f} s; requests meanwhile: {dict(outcomes)}")
