@@ -224,3 +224,25 @@ def test_blocked_persons_wrapper_tokens_are_refused_within_5_seconds(people_prov
         except TokenRevoked:
             refused = True
     assert refused, "a blocked person's token was still accepted 5 s later"
+
+
+def test_poll_flood_with_made_up_sign_ins_is_limited_per_address_without_asking_the_database(
+    people_provider, settings, django_assert_num_queries
+):
+    settings.PEOPLE_SIGN_IN_UNKNOWN_POLL_MAX = 3
+    client = Client()
+    made_up = [f"made-up-handle-{n:028d}" for n in range(4)]
+    assert [error_of(poll(client, handle))[2] for handle in made_up[:3]] == ["sign_in_expired"] * 3
+    with django_assert_num_queries(0):
+        response = poll(client, made_up[3])
+    assert error_of(response) == (429, "rate_limit_error", "enrollment_rate_limited")
+
+
+def test_polls_of_one_sign_in_beyond_its_own_limit_are_refused(people_provider, settings):
+    settings.PEOPLE_SIGN_IN_POLL_MAX = 3
+    client = Client()
+    handle = start(client).json()["sign_in"]
+    assert [poll(client, handle).status_code for _ in range(3)] == [202, 202, 202]
+    assert error_of(poll(client, handle)) == (429, "rate_limit_error", "enrollment_rate_limited")
+    other = start(client).json()["sign_in"]
+    assert poll(client, other).status_code == 202  # the limit is the sign-in's, not the address's
