@@ -33,7 +33,7 @@ from .errors import (
 from .grant import TokenGrant, format_timestamp
 from .keystore import KeyringBackend, system_keyring
 from .locking import state_lock
-from .loopback import LoopbackReceiver
+from .loopback import LoopbackReceiver, state_of
 from .state import StateStore
 from .wire import GatewayApi, check_grant_fresh
 
@@ -238,6 +238,7 @@ class ProxySession:
         self, started: dict[str, Any], receiver: LoopbackReceiver, presenter: SignInPresenter
     ) -> tuple[TokenGrant, str | None]:
         url, expires_in = str(started.get("authorization_url", "")), float(started.get("expires_in") or 600)
+        receiver.expect_state(state_of(url))
         presenter(SignInPrompt(verification_uri=url, verification_uri_complete=url, user_code="", expires_in=expires_in))
         redirect = receiver.wait(expires_in)
         if redirect is None or "code" not in redirect or "state" not in redirect:
@@ -260,7 +261,10 @@ class ProxySession:
         )
         deadline = self._clock() + expires_in
         while True:
-            polled = self._api.sign_in_poll(str(started.get("sign_in", "")))
+            try:
+                polled = self._api.sign_in_poll(str(started.get("sign_in", "")))
+            except EnrollmentRateLimited as exc:  # the sign-in goes on: poll again once the gateway allows
+                polled = exc.retry_after or 5.0
             if not isinstance(polled, float):
                 break
             if self._clock() + polled > deadline:
