@@ -37,8 +37,10 @@ def module_people_gateway(django_db_setup, module_provider) -> Iterator[ServerPr
 
 @pytest.fixture
 def people_gateway(module_people_gateway, module_provider, transactional_db) -> ServerProcess:
-    module_provider.disabled_subjects.clear()
+    for subjects in (module_provider.disabled_subjects, module_provider.refused_at_userinfo, module_provider.inactive_subjects):
+        subjects.clear()
     module_provider.interval = 5
+    module_provider.token_endpoint_down = module_provider.userinfo_down = False
     return module_people_gateway
 
 
@@ -117,6 +119,36 @@ def test_without_a_browser_the_person_is_told_to_open_the_address(people_gateway
     )
     assert code == 0
     assert "could not open a browser (OSError); open the address yourself" in err
+
+
+def signed_in_over_http(gateway: ServerProcess, provider: OIDCProvider, device_id: str) -> dict:
+    started = httpx.post(f"{gateway.url}/auth/oidc/start", json={"device_id": device_id, "app_version": "1.0.0"}).json()
+    provider.approve(started["user_code"])
+    polled = httpx.post(f"{gateway.url}/auth/oidc/poll", json={"sign_in": started["sign_in"]})
+    assert polled.status_code == 200, polled.text
+    return polled.json()
+
+
+@pytest.mark.parametrize("shown_as", ["invalid_grant", "userinfo", "inactive"])
+def test_a_person_disabled_at_the_provider_is_refused_at_the_next_refresh(people_gateway, module_provider, shown_as):
+    body = signed_in_over_http(people_gateway, module_provider, f"laptop-{shown_as}")
+    module_provider.disable_account(shown_as)
+    refused = httpx.post(f"{people_gateway.url}/refresh", json={"refresh_token": body["refresh_token"]})
+    expected = "sign_in_required" if shown_as == "invalid_grant" else "person_disabled"
+    assert (refused.status_code, refused.json()["error"]["details"]["error_code"]) == (403, expected)
+    answered = httpx.get(f"{people_gateway.url}/device", headers={"authorization": f"Bearer {body['wrapper_token']}"})
+    assert answered.status_code == 401
+
+
+def test_a_provider_outage_at_refresh_keeps_the_person_signed_in(people_gateway, module_provider):
+    body = signed_in_over_http(people_gateway, module_provider, "laptop-outage")
+    module_provider.token_endpoint_down = True
+    renewed = httpx.post(f"{people_gateway.url}/refresh", json={"refresh_token": body["refresh_token"]})
+    assert renewed.status_code == 200, renewed.text
+    module_provider.token_endpoint_down, module_provider.userinfo_down = False, True
+    renewed = httpx.post(f"{people_gateway.url}/refresh", json={"refresh_token": renewed.json()["refresh_token"]})
+    assert renewed.status_code == 200, renewed.text
+    assert Device.objects.get(device_id="laptop-outage").person.active is True
 
 
 @pytest.fixture

@@ -64,7 +64,11 @@ class Colleague:
         self.waits.append(seconds)
         if len(self.waits) == APPROVED_AFTER_WAITS:
             with self.provider_lock:
-                self.provider.person = {**self.provider.person, "sub": f"person-{self.number}", "email": f"p{self.number}@example.com"}
+                self.provider.person = {
+                    **self.provider.person,
+                    "sub": f"person-{self.number}",
+                    "email": f"p{self.number}@example.com",
+                }
                 self.provider.approve(self.user_code)
         time.sleep(seconds)
 

@@ -5,7 +5,6 @@ on waiting for the real one."""
 
 from __future__ import annotations
 
-
 import httpx
 
 from proxyclient.loopback import LoopbackReceiver, state_of
