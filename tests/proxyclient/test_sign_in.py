@@ -4,11 +4,13 @@ is an HTTP GET of the verification URL, which the test provider takes as the per
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from proxyclient.cli import HELPER_SIGN_IN_WAIT_SECONDS
 from tests.oidc_provider import OIDCProvider
 from tests.proxyclient.conftest import start_gateway
 from tests.proxyclient.test_cli import cli_environment, run_cli
@@ -186,3 +188,57 @@ def test_login_with_a_provider_without_the_device_grant_comes_back_to_the_loopba
     ]
     device_id = (tmp_path / "device_id").read_text().strip()
     assert Device.objects.get(device_id=device_id).person.email == "alice@example.com"
+
+
+class FakeTime:
+    """The CLI's clock, moved on by its waits between polls."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_token_gives_up_before_claude_codes_helper_timeout_and_says_to_run_login(people_gateway, module_provider, tmp_path):
+    """Claude Code gives apiKeyHelper 10 minutes; `token` stops waiting for a sign-in at 9."""
+    module_provider.interval = 60
+    fake = FakeTime()
+    started = fake.now
+    code, out, err = run_cli(
+        ["token"], cli_environment(people_gateway.url, tmp_path), opener=lambda url: None, clock=fake, sleep=fake.sleep
+    )
+    assert (code, out) == (4, "")
+    assert fake.now - started == HELPER_SIGN_IN_WAIT_SECONDS
+    assert err.splitlines()[-2:] == [
+        "proxyclient: The sign-in was not approved within 9 min.",
+        "What to do: The sign-in took too long or was already used; run `proxyclient login` again.",
+    ]
+
+
+def test_token_without_a_browser_and_without_a_reader_says_to_run_login_at_once(people_gateway, tmp_path):
+    """As Claude Code's helper, stderr is a pipe nobody reads until the helper ends: without a
+    browser no one could see the code, so waiting would only hold Claude Code for 10 minutes."""
+    code, out, err = run_cli(
+        ["token"], cli_environment(people_gateway.url, tmp_path), opener=lambda url: False, sleep=never_sleep
+    )
+    assert (code, out) == (4, "")
+    assert err.splitlines()[-2:] == [
+        "proxyclient: A sign-in is needed and no browser could be opened (no browser found).",
+        "What to do: Run `proxyclient login` in a terminal (it shows the address and code to sign in with), then try again.",
+    ]
+
+
+def test_login_without_a_browser_still_waits_for_the_person_who_reads_the_code(people_gateway, module_provider, tmp_path):
+    module_provider.interval = 0
+    code, _, err = run_cli(
+        ["login"],
+        cli_environment(people_gateway.url, tmp_path),
+        opener=lambda url: False,
+        sleep=lambda s: module_provider.approve(),
+    )
+    assert code == 0, err
+    assert "could not open a browser (no browser found); open the address yourself" in err
