@@ -242,3 +242,36 @@ def test_login_without_a_browser_still_waits_for_the_person_who_reads_the_code(p
     )
     assert code == 0, err
     assert "could not open a browser (no browser found); open the address yourself" in err
+
+
+@pytest.fixture
+def tightly_limited_gateway(django_db_setup, transactional_db) -> Iterator[tuple[ServerProcess, OIDCProvider]]:
+    """Two polls per sign-in per second, and a provider that lets the gateway ask at every poll."""
+    provider = OIDCProvider(client_id="gateway-devices", client_secret="devices-secret").start()
+    provider.interval = 0
+    server = start_gateway(
+        ENROLLMENT_MODE="oidc",
+        PEOPLE_SIGN_IN_POLL_MAX="2",
+        ENROLLMENT_RATE_LIMIT_WINDOW="1000",
+        PEOPLE_OIDC_ISSUER=provider.issuer,
+        PEOPLE_OIDC_CLIENT_ID=provider.client_id,
+        PEOPLE_OIDC_CLIENT_SECRET=provider.client_secret,
+    )
+    yield server, provider
+    server.stop()
+    provider.stop()
+
+
+def test_token_waits_out_a_rate_limited_poll_and_the_sign_in_goes_on(tightly_limited_gateway, tmp_path):
+    gateway, provider = tightly_limited_gateway
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if seconds > 0:  # the third poll was answered 429: its retry-after, not the provider's interval
+            provider.approve()
+        time.sleep(seconds)
+
+    code, out, err = run_cli(["token"], cli_environment(gateway.url, tmp_path), opener=lambda url: None, sleep=wait)
+    assert code == 0, err
+    assert waits[:2] == [0.0, 0.0] and len(waits) >= 3 and all(0 < seconds <= 1.0 for seconds in waits[2:])
