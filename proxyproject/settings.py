@@ -381,6 +381,11 @@ PEOPLE_OIDC_CLIENT_SECRET = env_secret("PEOPLE_OIDC_CLIENT_SECRET") or (
 PEOPLE_OIDC_SCOPES = env_str("PEOPLE_OIDC_SCOPES") or "openid email profile offline_access"
 # How long a started sign-in may wait for the person (the provider's own expiry is shorter when it says so).
 PEOPLE_SIGN_IN_SECONDS = env_int("PEOPLE_SIGN_IN_SECONDS", 600, minimum=60)
+# Polls of /auth/oidc/poll are limited per sign-in (a client polls about 12 times a minute), not per
+# address, so people signing in behind one NAT do not share a budget; polls naming no live sign-in
+# are limited per address (tokens/enrollment_limits.py). Both per ENROLLMENT_RATE_LIMIT_WINDOW.
+PEOPLE_SIGN_IN_POLL_MAX = env_int("PEOPLE_SIGN_IN_POLL_MAX", 30, minimum=1)
+PEOPLE_SIGN_IN_UNKNOWN_POLL_MAX = env_int("PEOPLE_SIGN_IN_UNKNOWN_POLL_MAX", 30, minimum=1)
 if OPERATOR_SIGN_IN_OIDC:
     AUTHENTICATION_BACKENDS = [*AUTHENTICATION_BACKENDS, "proxyproject.operator_sign_in.OperatorSignInBackend"]
 

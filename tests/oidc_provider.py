@@ -3,7 +3,9 @@ code flow with PKCE (S256), the device authorization grant (RFC 8628), refresh t
 JWKS whose keys can rotate. An authorization-code sign-in is approved at once for `person`; a device
 grant waits until the test (or a browser opening the verification URL) approves it. The knobs make it
 misbehave the ways a relying party must refuse (another audience or issuer, an expired token, another
-flow's nonce, a key the JWKS does not publish) and disable an account, as an administrator would."""
+flow's nonce, a key the JWKS does not publish), disable an account, as an administrator would (in
+each of the ways providers show that to a relying party), or fail as a provider in an outage does
+(a 503, or no answer in time)."""
 
 from __future__ import annotations
 
@@ -77,7 +79,12 @@ class OIDCProvider:
         self.interval = 5
         self.device_grants: dict[str, DeviceGrant] = {}
         self.refresh_tokens: dict[str, dict[str, Any]] = {}
-        self.disabled_subjects: set[str] = set()
+        self.disabled_subjects: set[str] = set()  # refresh tokens refused: invalid_grant
+        self.refused_at_userinfo: set[str] = set()  # refresh tokens honoured, userinfo 401 invalid_token
+        self.inactive_subjects: set[str] = set()  # refresh tokens honoured, userinfo `active: false`
+        self.userinfo_down = False
+        self.token_delay_seconds = 0.0  # before the token endpoint answers: a hung provider
+        self.userinfo_delay_seconds = 0.0
         self.token_requests: list[dict[str, str]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -156,9 +163,26 @@ class OIDCProvider:
     def deny(self) -> None:
         list(self.device_grants.values())[-1].denied = True
 
-    def disable_account(self) -> None:
-        """An administrator disables the person: their refresh tokens stop working."""
-        self.disabled_subjects.add(self.person["sub"])
+    def disable_account(self, shown_as: str = "invalid_grant") -> None:
+        """An administrator disables the person. How a relying party learns it differs by provider:
+        `invalid_grant`, the common way, their refresh tokens stop working; `userinfo`, refresh
+        tokens keep being renewed until they expire but the userinfo endpoint refuses the account's
+        access tokens (401 invalid_token); `inactive`, userinfo answers the account with `active: false`."""
+        subjects = {
+            "invalid_grant": self.disabled_subjects,
+            "userinfo": self.refused_at_userinfo,
+            "inactive": self.inactive_subjects,
+        }[shown_as]
+        subjects.add(self.person["sub"])
+
+    def userinfo(self, access_token: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Status, claims and headers, as RFC 6750 has a resource server refuse a token."""
+        claims = self.access_tokens.get(access_token)
+        if claims is None or claims["sub"] in self.refused_at_userinfo:
+            return 401, {}, {"www-authenticate": 'Bearer error="invalid_token", error_description="The access token is invalid"'}
+        if claims["sub"] in self.inactive_subjects:
+            return 200, {**claims, "active": False}, {}
+        return 200, claims, {}
 
     def _tokens(self, claims: dict[str, Any], client_id: str, nonce: str | None, scope: str) -> dict[str, Any]:
         access_token = secrets.token_urlsafe(24)
@@ -243,13 +267,20 @@ class OIDCProvider:
             def log_message(self, *args: Any) -> None:
                 return
 
-            def _json(self, status: int, body: dict[str, Any]) -> None:
+            def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _unavailable(self) -> None:
+                self.send_response(503)
+                self.send_header("content-length", "0")
+                self.end_headers()
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
@@ -266,10 +297,11 @@ class OIDCProvider:
                 elif url.path == "/device":
                     provider.approve(query.get("user_code"))
                     self._json(200, {"approved": True})
+                elif url.path == "/userinfo" and provider.userinfo_down:
+                    self._unavailable()
                 elif url.path == "/userinfo":
-                    token = self.headers.get("authorization", "").removeprefix("Bearer ").strip()
-                    claims = provider.access_tokens.get(token)
-                    self._json(200, claims) if claims is not None else self._json(401, {"error": "invalid_token"})
+                    time.sleep(provider.userinfo_delay_seconds)
+                    self._json(*provider.userinfo(self.headers.get("authorization", "").removeprefix("Bearer ").strip()))
                 else:
                     self._json(404, {"error": "not_found"})
 
@@ -278,10 +310,9 @@ class OIDCProvider:
                 form = {name: values[-1] for name, values in parse_qs(self.rfile.read(length).decode()).items()}
                 path = urlsplit(self.path).path
                 if path == "/token" and provider.token_endpoint_down:
-                    self.send_response(503)
-                    self.send_header("content-length", "0")
-                    self.end_headers()
+                    self._unavailable()
                 elif path == "/token":
+                    time.sleep(provider.token_delay_seconds)
                     self._json(*provider.token(form))
                 elif path == "/device_authorization":
                     self._json(*provider.start_device_grant(form))

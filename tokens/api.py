@@ -15,12 +15,13 @@ from proxyproject.lib.errors import AuthenticationFailed, DevicePendingApproval,
 from tokens.audit import ClientInfo
 from tokens.authentication import extract_bearer_token
 from tokens.enrollment import Enrollment, bootstrap_device
-from tokens.enrollment_limits import enforce_enrollment_limit
+from tokens.enrollment_limits import enforce_enrollment_limit, enforce_sign_in_poll_limit
 from tokens.issuance import TokenPair, format_timestamp
 from tokens.payloads import parse_bootstrap_request, parse_refresh_token, parse_sign_in_poll, parse_sign_in_start
 from tokens.provider_sessions import renew_provider_session
 from tokens.refresh import refresh_token_pair
 from tokens.sign_in import poll_sign_in, start_sign_in
+from tokens.sign_in_completion import handle_hash
 
 router = Router(tags=["tokens"])
 
@@ -99,8 +100,8 @@ async def sign_in_start(request: HttpRequest) -> HttpResponse:
 @router.post("/auth/oidc/poll", auth=None, summary="Finish a sign-in: 202 while the person has not approved, then a token pair")
 async def sign_in_poll(request: HttpRequest) -> HttpResponse:
     client = ClientInfo.from_request(request)
-    await enforce_enrollment_limit("sign_in_poll", client.ip)
     polled = parse_sign_in_poll(request)
+    await enforce_sign_in_poll_limit(handle_hash(polled.handle), client.ip)
     outcome = await poll_sign_in(handle=polled.handle, code=polled.code, state=polled.state, client=client)
     enrollment = outcome.enrollment
     if enrollment is None or enrollment.pair is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,16 @@ class ProviderAnswer:
     @property
     def error(self) -> str | None:
         return None if self.status == 200 else str(self.body.get("error") or "invalid_response")
+
+
+@dataclass(frozen=True, slots=True)
+class UserinfoAnswer:
+    """The userinfo endpoint's answer. A refusal's reason is in WWW-Authenticate (RFC 6750 3.1:
+    `invalid_token`, `insufficient_scope`), not in a body."""
+
+    status: int
+    claims: dict[str, Any]
+    bearer_error: str
 
 
 class ProviderCache:
@@ -149,3 +160,34 @@ async def token_request(form: dict[str, str]) -> ProviderAnswer:
     if url is None:
         raise IdentityProviderUnavailable("The discovery document has no token_endpoint.")
     return await post_form(url, form)
+
+
+def _bearer_error(challenge: str) -> str:
+    match = re.search(r'error="?([A-Za-z_]+)', challenge)
+    return match.group(1) if match else ""
+
+
+async def userinfo(access_token: str) -> UserinfoAnswer | None:
+    """What the provider says about the account an access token is for; None when the provider
+    publishes no userinfo endpoint. Raises IdentityProviderUnavailable for no answer or a 5xx."""
+    url = await endpoint("userinfo_endpoint")
+    if url is None:
+        return None
+    try:
+        async with _client() as client:
+            response = await client.get(url, headers={"authorization": f"Bearer {access_token}", "accept": "application/json"})
+    except httpx.HTTPError as exc:
+        raise IdentityProviderUnavailable(f"The identity provider did not answer {url}: {type(exc).__name__}.") from exc
+    if response.status_code >= 500:
+        raise IdentityProviderUnavailable(f"The identity provider answered {url} with HTTP {response.status_code}.")
+    claims: Any = {}
+    if response.status_code == 200:
+        try:
+            claims = response.json()
+        except json.JSONDecodeError as exc:
+            raise IdentityProviderUnavailable(f"The identity provider answered {url} with no JSON.") from exc
+    return UserinfoAnswer(
+        response.status_code,
+        claims if isinstance(claims, dict) else {},
+        _bearer_error(response.headers.get("www-authenticate", "")),
+    )

@@ -44,6 +44,7 @@ from proxyproject.lib.errors import (
 from proxyproject.lib.logging import log_event
 from tokens.audit import ClientInfo
 from tokens.enrollment import Enrollment
+from tokens.enrollment_limits import count_unknown_sign_in_poll
 from tokens.enrollment_modes import sign_in_enabled
 from tokens.id_tokens import verify_id_token
 from tokens.identity_provider import ProviderAnswer, endpoint, post_form, token_request
@@ -215,6 +216,7 @@ async def poll_sign_in(
     now = now or timezone.now()
     sign_in = await sync_to_async(find_sign_in)(handle, now)
     if sign_in is None:
+        await count_unknown_sign_in_poll(client.ip)
         raise SignInExpired()
     try:
         if sign_in.flow == DEVICE_FLOW:

@@ -23,7 +23,8 @@
     │   ├── SignInRequired            403 sign_in_required       (only a person's sign-in enrolls this device)
     │   ├── SignInNotEnabled          403 sign_in_not_enabled    (ENROLLMENT_MODE does not include oidc)
     │   ├── SignInDenied              403 sign_in_denied         (the person declined at the provider)
-    │   └── PersonBlocked             403 person_blocked
+    │   ├── PersonBlocked             403 person_blocked
+    │   └── PersonDisabled            403 person_disabled        (the provider says the account is disabled)
     ├── NotFound                      404 not_found_error
     │   └── RouteNotOffered           404 route_not_offered
     ├── RateLimited                   429 rate_limit_error       (retry-after)
@@ -220,6 +221,12 @@ class SignInDenied(PermissionDenied):
 class PersonBlocked(PermissionDenied):
     error_code = "person_blocked"
     default_message = "This person has been blocked by an operator."
+    should_retry = False
+
+
+class PersonDisabled(PermissionDenied):
+    error_code = "person_disabled"
+    default_message = "The identity provider reports this person's account as disabled: ask your administrator."
     should_retry = False
 
 

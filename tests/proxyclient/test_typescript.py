@@ -1,6 +1,7 @@
 """The TypeScript client's own tests (`npm test`: Node's built-in runner) against live gateways
-started here, with the bundled fake upstream: 24 h tokens and 3.6 s tokens, and one that signs
-people in against the test identity provider."""
+started here, with the bundled fake upstream: 24 h tokens and 3.6 s tokens, and two that sign
+people in against the test identity provider (by the device grant, and by the code flow with a
+loopback redirect for a provider without it)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import subprocess
 
 import pytest
 
-from tests.proxyclient.test_sign_in import module_people_gateway, module_provider, people_gateway  # noqa: F401
+from tests.proxyclient.test_sign_in import (  # noqa: F401
+    code_flow_gateway,
+    module_people_gateway,
+    module_provider,
+    people_gateway,
+)
 from tests.servers import BASE_DIR
 
 PACKAGE = BASE_DIR / "clients" / "typescript"
@@ -30,12 +36,13 @@ def npm_installed() -> None:
 
 
 def test_typescript_client_passes_its_tests_against_live_gateways(
-    npm_installed, gateway, short_lived_gateway, people_gateway, upstream
+    npm_installed, gateway, short_lived_gateway, people_gateway, code_flow_gateway, upstream
 ):
     environment = os.environ | {
         "PROXY_TEST_GATEWAY_URL": gateway.url,
         "PROXY_TEST_SHORT_GATEWAY_URL": short_lived_gateway.url,
         "PROXY_TEST_PEOPLE_GATEWAY_URL": people_gateway.url,
+        "PROXY_TEST_CODE_FLOW_GATEWAY_URL": code_flow_gateway[0].url,
     }
     result = subprocess.run(
         ["npm", "test"], cwd=PACKAGE, env=environment, capture_output=True, text=True, timeout=300, check=False

@@ -13,7 +13,7 @@ from django.test import Client
 
 from proxyproject.lib.errors import TokenRevoked
 from tests.oidc_provider import SigningKey
-from tests.tokens.client import error_of, refresh
+from tests.tokens.client import bootstrap, error_of, refresh
 from tests.tokens.sign_in_client import LOOPBACK, browser_redirect, device_sign_in, pkce_sign_in, poll, start
 from tokens.authentication import authenticate_wrapper_token
 from tokens.models import AuditEvent, AuditKind, Device, Person
@@ -180,6 +180,53 @@ def test_account_disabled_at_the_provider_loses_access_at_the_next_refresh(peopl
     with pytest.raises(TokenRevoked):
         async_to_sync(authenticate_wrapper_token)(body["wrapper_token"])
     assert Device.objects.get().provider_refresh_token == ""
+    assert Person.objects.get().active is False
+
+
+def test_account_the_provider_refuses_at_userinfo_loses_access_on_every_device_at_the_next_refresh(people_provider):
+    """A provider that keeps renewing a disabled account's refresh tokens but refuses its access
+    tokens at the userinfo endpoint (401 invalid_token)."""
+    client = Client()
+    laptop = device_sign_in(client, people_provider, "laptop-alice").json()
+    desktop = device_sign_in(client, people_provider, "desktop-alice").json()
+    people_provider.disable_account("userinfo")
+    response = refresh(client, laptop["refresh_token"])
+    assert error_of(response) == (403, "permission_error", "person_disabled")
+    assert "account as disabled" in response.json()["error"]["message"]
+    for body in (laptop, desktop):
+        with pytest.raises(TokenRevoked):
+            async_to_sync(authenticate_wrapper_token)(body["wrapper_token"])
+    assert refresh(client, desktop["refresh_token"]).status_code == 401
+    person = Person.objects.get()
+    assert person.active is False
+    assert set(Device.objects.values_list("provider_refresh_token", flat=True)) == {""}
+    event = AuditEvent.objects.get(kind=AuditKind.PROVIDER_SESSION_ENDED)
+    assert (event.person, event.detail["reason"]) == (person, "account disabled: userinfo answered 401 invalid_token")
+
+
+def test_account_the_provider_answers_as_inactive_at_userinfo_loses_access_at_the_next_refresh(people_provider):
+    client = Client()
+    body = device_sign_in(client, people_provider).json()
+    people_provider.disable_account("inactive")
+    assert error_of(refresh(client, body["refresh_token"])) == (403, "permission_error", "person_disabled")
+    with pytest.raises(TokenRevoked):
+        async_to_sync(authenticate_wrapper_token)(body["wrapper_token"])
+    event = AuditEvent.objects.get(kind=AuditKind.PROVIDER_SESSION_ENDED)
+    assert event.detail["reason"] == "account disabled: userinfo answered active: false"
+
+
+def test_account_disabled_at_the_provider_cannot_sign_in_again_with_the_device_secret(people_provider):
+    client = Client()
+    body = device_sign_in(client, people_provider).json()
+    people_provider.disable_account("userinfo")
+    assert error_of(refresh(client, body["refresh_token"]))[2] == "person_disabled"
+    response = bootstrap(
+        client,
+        "laptop-alice",
+        device_secret=body["device_secret"],
+        headers={"x-bootstrap-secret": "machines-bootstrap-secret-0123456789"},
+    )
+    assert error_of(response) == (403, "permission_error", "sign_in_required")
 
 
 def test_an_unreachable_provider_does_not_log_people_out(people_provider):
@@ -224,3 +271,25 @@ def test_blocked_persons_wrapper_tokens_are_refused_within_5_seconds(people_prov
         except TokenRevoked:
             refused = True
     assert refused, "a blocked person's token was still accepted 5 s later"
+
+
+def test_poll_flood_with_made_up_sign_ins_is_limited_per_address_without_asking_the_database(
+    people_provider, settings, django_assert_num_queries
+):
+    settings.PEOPLE_SIGN_IN_UNKNOWN_POLL_MAX = 3
+    client = Client()
+    made_up = [f"made-up-handle-{n:028d}" for n in range(4)]
+    assert [error_of(poll(client, handle))[2] for handle in made_up[:3]] == ["sign_in_expired"] * 3
+    with django_assert_num_queries(0):
+        response = poll(client, made_up[3])
+    assert error_of(response) == (429, "rate_limit_error", "enrollment_rate_limited")
+
+
+def test_polls_of_one_sign_in_beyond_its_own_limit_are_refused(people_provider, settings):
+    settings.PEOPLE_SIGN_IN_POLL_MAX = 3
+    client = Client()
+    handle = start(client).json()["sign_in"]
+    assert [poll(client, handle).status_code for _ in range(3)] == [202, 202, 202]
+    assert error_of(poll(client, handle)) == (429, "rate_limit_error", "enrollment_rate_limited")
+    other = start(client).json()["sign_in"]
+    assert poll(client, other).status_code == 202  # the limit is the sign-in's, not the address's

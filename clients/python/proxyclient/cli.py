@@ -15,6 +15,12 @@ Where the gateway enrolls devices by signing their person in, `login` does that 
 other command does it when the gateway asks for it: the URL and code go to stderr (never stdout,
 which is the credential), the browser opens at the URL where it can, and the command goes on once
 the person approved.
+
+Claude Code (2.1.x) gives apiKeyHelper 10 minutes, then reports "apiKeyHelper failed: timed out"
+and sends its request without a key; it shows the helper's stderr only then, not while it waits. So
+`token` waits for a sign-in at most HELPER_SIGN_IN_WAIT_SECONDS, ending with a message Claude Code
+shows (run `proxyclient login`), and when no browser opens and stderr is no terminal (nobody could
+read the code) it says so at once instead of waiting for an approval nobody can give.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any, TextIO
 
 from . import claude_code
 from .config import __version__, load_config
-from .errors import ProxyClientError
+from .errors import ProxyClientError, SignInRequired
 from .grant import TokenGrant, format_timestamp
 from .session import ProxySession, SignInPresenter, SignInPrompt
 from .state import write_private
@@ -44,6 +50,7 @@ HELPER_TTL_VARIABLE = "CLAUDE_CODE_API_KEY_HELPER_TTL_MS"
 DEFAULT_HELPER_TTL_MS = 5 * 60 * 1000  # Claude Code's default
 HELPER_MEMO_FILE = "helper-last-token.json"
 DEFAULT_APP_NAME = "proxyclient"
+HELPER_SIGN_IN_WAIT_SECONDS = 9 * 60  # Claude Code's apiKeyHelper timeout is 10 minutes
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +111,14 @@ def main(
             **config_overrides(arguments, environ),
         )
         config.require_enabled()
-        session = ProxySession(config, clock=clock, sign_in_presenter=terminal_sign_in(err, opener), sleep=sleep)
+        helper = arguments.command == "token"
+        session = ProxySession(
+            config,
+            clock=clock,
+            sign_in_presenter=terminal_sign_in(err, opener, unattended=helper and not err.isatty()),
+            sleep=sleep,
+            sign_in_wait=HELPER_SIGN_IN_WAIT_SECONDS if helper else None,
+        )
         try:
             return command_for(arguments)(session, Invocation(out, err, clock, environ, arguments, opener))
         finally:
@@ -144,15 +158,28 @@ def command_for(arguments: argparse.Namespace) -> Callable[[ProxySession, Invoca
     return {"token": print_token, "env": print_env, "login": log_in}[arguments.command]
 
 
-def terminal_sign_in(err: TextIO, opener: Callable[[str], object]) -> SignInPresenter:
+def terminal_sign_in(err: TextIO, opener: Callable[[str], object], *, unattended: bool = False) -> SignInPresenter:
+    """`unattended`: nobody reads stderr while the command runs (Claude Code's apiKeyHelper), so
+    without a browser the sign-in cannot happen and the command says so at once."""
+
     def present(prompt: SignInPrompt) -> None:
         print(f"proxyclient: sign in with your company account: open {prompt.verification_uri}", file=err)
         if prompt.user_code:
             print(f"proxyclient: and enter the code {prompt.user_code}", file=err)
         try:
-            opener(prompt.verification_uri_complete)
+            opened = opener(prompt.verification_uri_complete) is not False  # webbrowser.open: False when none
+            failure = "no browser found"
         except Exception as exc:  # no browser here (a server, a container): the lines above suffice
-            print(f"proxyclient: could not open a browser ({type(exc).__name__}); open the address yourself", file=err)
+            opened, failure = False, type(exc).__name__
+        if not opened and unattended:
+            raise SignInRequired(
+                f"A sign-in is needed and no browser could be opened ({failure}).",
+                status=403,
+                error_code="sign_in_required",
+                hint="Run `proxyclient login` in a terminal (it shows the address and code to sign in with), then try again.",
+            )
+        if not opened:
+            print(f"proxyclient: could not open a browser ({failure}); open the address yourself", file=err)
         print("proxyclient: waiting for the sign-in to be approved...", file=err, flush=True)
 
     return present

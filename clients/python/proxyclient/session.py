@@ -33,9 +33,9 @@ from .errors import (
 from .grant import TokenGrant, format_timestamp
 from .keystore import KeyringBackend, system_keyring
 from .locking import state_lock
-from .loopback import LoopbackReceiver
+from .loopback import LoopbackReceiver, state_of
 from .state import StateStore
-from .wire import GatewayApi, check_grant_fresh
+from .wire import GatewayApi, check_grant_fresh, describe_duration
 
 log = logging.getLogger("proxyclient")
 
@@ -77,10 +77,12 @@ class ProxySession:
         keyring: KeyringBackend | None = None,
         sign_in_presenter: SignInPresenter | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        sign_in_wait: float | None = None,
     ) -> None:
         """`keyring` replaces the system keyring (tests); with `config.use_keyring` off none is used.
         With `sign_in_presenter`, a gateway that enrolls this device only by a person's sign-in gets
-        one: the presenter shows the URL and code, the session polls (sleeping with `sleep`)."""
+        one: the presenter shows the URL and code, the session polls (sleeping with `sleep`), for
+        as long as the gateway allows or `sign_in_wait` seconds, whichever is shorter."""
         self.config = config
         self._clock = clock
         self._store = StateStore(config, keyring=(keyring or system_keyring()) if config.use_keyring else None)
@@ -90,6 +92,7 @@ class ProxySession:
         self._inline_renewal_after = 0.0  # after a failed renewal, requests use the valid token until then
         self._sign_in_presenter = sign_in_presenter
         self._sleep = sleep
+        self._sign_in_wait = sign_in_wait
 
     @property
     def device_id(self) -> str:
@@ -234,14 +237,27 @@ class ProxySession:
         log.info("proxyclient.signed_in: device %s, expires %s", self.device_id, format_timestamp(fresh.expires_at))
         return fresh
 
+    def _wait_for(self, started: dict[str, Any]) -> float:
+        """How long to wait for the person: the gateway's expiry, or less when the caller cannot wait that long."""
+        expires_in = float(started.get("expires_in") or 600)
+        return expires_in if self._sign_in_wait is None else min(expires_in, self._sign_in_wait)
+
+    def _not_in_time(self, waited: float) -> SignInExpired:
+        return SignInExpired(
+            f"The sign-in was not approved within {describe_duration(waited)}.", status=400, error_code="sign_in_expired"
+        )
+
     def _signed_in_by_code(
         self, started: dict[str, Any], receiver: LoopbackReceiver, presenter: SignInPresenter
     ) -> tuple[TokenGrant, str | None]:
         url, expires_in = str(started.get("authorization_url", "")), float(started.get("expires_in") or 600)
+        receiver.expect_state(state_of(url))
         presenter(SignInPrompt(verification_uri=url, verification_uri_complete=url, user_code="", expires_in=expires_in))
-        redirect = receiver.wait(expires_in)
-        if redirect is None or "code" not in redirect or "state" not in redirect:
-            error = (redirect or {}).get("error", "no answer in time")
+        redirect = receiver.wait(self._wait_for(started))
+        if redirect is None:
+            raise self._not_in_time(self._wait_for(started))
+        if "code" not in redirect or "state" not in redirect:
+            error = redirect.get("error", "no code")
             raise SignInExpired(f"The sign-in did not finish: {error}.", status=400, error_code="sign_in_expired")
         polled = self._api.sign_in_poll(str(started.get("sign_in", "")), code=redirect["code"], state=redirect["state"])
         if isinstance(polled, float):
@@ -258,13 +274,16 @@ class ProxySession:
                 expires_in=expires_in,
             )
         )
-        deadline = self._clock() + expires_in
+        deadline = self._clock() + self._wait_for(started)
         while True:
-            polled = self._api.sign_in_poll(str(started.get("sign_in", "")))
+            try:
+                polled = self._api.sign_in_poll(str(started.get("sign_in", "")))
+            except EnrollmentRateLimited as exc:  # the sign-in goes on: poll again once the gateway allows
+                polled = exc.retry_after or 5.0
             if not isinstance(polled, float):
                 break
             if self._clock() + polled > deadline:
-                raise SignInExpired("The sign-in was not approved in time.", status=400, error_code="sign_in_expired")
+                raise self._not_in_time(self._wait_for(started))
             self._sleep(polled)
         return polled
 

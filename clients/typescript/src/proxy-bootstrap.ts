@@ -15,7 +15,7 @@ import { resolveConfig, type ProxyConfig, type ProxyConfigInput } from "./config
 import { isSignInRequired, isWorthABootstrap, RENEWABLE_ERROR_CODES, TokenRejected } from "./errors.js";
 import { refreshDueInMs, refreshTokenUsable, type TokenGrant } from "./grant.js";
 import type { StoredState, TokenStore } from "./token-store.js";
-import { runDeviceSignIn, type SignInOptions } from "./sign-in.js";
+import { runSignIn, type SignInOptions } from "./sign-in.js";
 import { GatewayApi, type BootstrapAnswer, type DeviceReport, type Fetch } from "./wire.js";
 
 export type TokenSource = "current" | "refresh" | "bootstrap" | "sign_in";
@@ -148,7 +148,7 @@ export class ProxyBootstrap {
     const answer: BootstrapAnswer =
       source === "bootstrap"
         ? await this.api.bootstrap(state.deviceId, state.deviceSecret)
-        : await runDeviceSignIn(this.api, state.deviceId, state.deviceSecret, options ?? {}, this.clock);
+        : await runSignIn(this.api, state.deviceId, state.deviceSecret, options ?? {}, this.clock);
     state.deviceSecret = answer.generatedSecret ?? state.deviceSecret;
     return this.adopt(state, answer.grant, source);
   }

@@ -19,15 +19,22 @@ export interface BootstrapAnswer {
   generatedSecret: string | null;
 }
 
-/** What POST /auth/oidc/start answers for the device grant: what the person must see. */
-export interface SignInStart {
-  sign_in: string;
-  verification_uri: string;
-  verification_uri_complete: string;
-  user_code: string;
-  interval: number;
-  expires_in: number;
-}
+/**
+ * What POST /auth/oidc/start answers: for the device grant, what the person must see; for the code
+ * flow (a provider without the device grant), the provider's sign-in page to open, which comes back
+ * to the loopback listener.
+ */
+export type SignInStart =
+  | {
+      sign_in: string;
+      flow: "device";
+      verification_uri: string;
+      verification_uri_complete: string;
+      user_code: string;
+      interval: number;
+      expires_in: number;
+    }
+  | { sign_in: string; flow: "pkce"; authorization_url: string; expires_in: number };
 
 /** POST /auth/oidc/poll: the grant once approved, else how long to wait before polling again. */
 export type SignInPoll = BootstrapAnswer | { waitMs: number };
@@ -61,15 +68,23 @@ export class GatewayApi {
     return { grant: grantFromResponse(data, this.clock()), generatedSecret: typeof secret === "string" ? secret : null };
   }
 
-  async signInStart(deviceId: string, deviceSecret: string): Promise<SignInStart> {
-    const body = { device_id: deviceId, app_version: this.config.appVersion, device_secret: deviceSecret, flow: "device", ...this.description() };
+  /** The gateway picks the device grant where the provider offers it, else the code flow to `redirectUri`. */
+  async signInStart(deviceId: string, deviceSecret: string, redirectUri: string): Promise<SignInStart> {
+    const body = {
+      device_id: deviceId,
+      app_version: this.config.appVersion,
+      device_secret: deviceSecret,
+      redirect_uri: redirectUri,
+      ...this.description(),
+    };
     const response = await this.post(`${gatewayRoot(this.config.bootstrapUrl)}/auth/oidc/start`, body);
     if (response.status !== 200) throw await refusal(response, SignInFailed, "start a sign-in");
     return (await readJson(response)) as SignInStart;
   }
 
-  async signInPoll(handle: string): Promise<SignInPoll> {
-    const response = await this.post(`${gatewayRoot(this.config.bootstrapUrl)}/auth/oidc/poll`, { sign_in: handle });
+  /** For the code flow, with the loopback redirect's `code` and `state`. */
+  async signInPoll(handle: string, redirect?: { code: string; state: string }): Promise<SignInPoll> {
+    const response = await this.post(`${gatewayRoot(this.config.bootstrapUrl)}/auth/oidc/poll`, { sign_in: handle, ...redirect });
     if (response.status === 202) {
       const interval = (await readJson(response) as { interval?: unknown }).interval;
       return { waitMs: (typeof interval === "number" ? interval : 5) * 1000 };
