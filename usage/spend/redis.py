@@ -4,7 +4,7 @@ check and its reservation."""
 
 from __future__ import annotations
 
-from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key, slot_tag
+from proxyproject.lib.redis import redis_key, require_async_redis, require_sync_redis, slot_tag
 from usage.spend.base import CapCheck, Counter, ReserveOutcome
 
 RESERVE_SCRIPT = """
@@ -104,13 +104,17 @@ def _key(counter: Counter) -> str:
     return redis_key(SPEND_TAG, counter.name)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class RedisSpendBackend:
     async def reserve(
         self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float, *, floor: int | None = None
     ) -> ReserveOutcome:
-        client = get_async_redis()
+        client = require_async_redis()
         expires_ms = int((now + ttl_seconds) * 1000)
-        argv: list[object] = [nanos, request_id, int(now * 1000), expires_ms, nanos if floor is None else floor]
+        argv: list[int | str] = [nanos, request_id, int(now * 1000), expires_ms, nanos if floor is None else floor]
         for check in checks:
             argv += [check.cap_nanos, int(check.counter.expires_at)]
         granted, failed, settled, reserved = (
@@ -123,30 +127,30 @@ class RedisSpendBackend:
     async def finish(
         self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float
     ) -> tuple[int, ...]:
-        client = get_async_redis()
-        argv: list[object] = [request_id, "" if actual_nanos is None else actual_nanos, *[int(c.expires_at) for c in counters]]
+        client = require_async_redis()
+        argv: list[int | str] = [request_id, "" if actual_nanos is None else actual_nanos, *[int(c.expires_at) for c in counters]]
         settled = await client.eval(FINISH_SCRIPT, len(counters), *[_key(c) for c in counters], *argv)
         return tuple(int(value) for value in settled)
 
     def raise_settled_to(self, totals: dict[Counter, int]) -> None:
-        client = get_sync_redis()
+        client = require_sync_redis()
         items = list(totals.items())
         for start in range(0, len(items), 200):
             chunk = items[start : start + 200]
-            argv: list[object] = []
+            argv: list[int | str] = []
             for counter, total in chunk:
                 argv += [total, int(counter.expires_at)]
             client.eval(RAISE_SCRIPT, len(chunk), *[_key(counter) for counter, _ in chunk], *argv)
 
     def adjust_settled(self, deltas: dict[Counter, int]) -> None:
-        client = get_sync_redis()
+        client = require_sync_redis()
         items = list(deltas.items())
         for start in range(0, len(items), 200):
             chunk = items[start : start + 200]
             client.eval(ADJUST_SCRIPT, len(chunk), *[_key(counter) for counter, _ in chunk], *[delta for _, delta in chunk])
 
     def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
-        fields = {k.decode(): v.decode() for k, v in get_sync_redis().hgetall(_key(counter)).items()}
+        fields = {_text(k): _text(v) for k, v in require_sync_redis().hgetall(_key(counter)).items()}
         now_ms = now * 1000
         live = sum(
             int(value)
