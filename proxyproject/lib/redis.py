@@ -155,14 +155,6 @@ def redis_key(*parts: object) -> str:
     return ":".join([settings.REDIS_KEY_PREFIX, *(str(part) for part in parts)])
 
 
-def require_sync_redis() -> SyncRedis:
-    """The synchronous twin of `require_async_redis`, for commands, Celery tasks and threads."""
-    client = get_sync_redis()
-    if client is None:
-        raise RuntimeError("a Redis backend was used without REDIS_URL")
-    return client
-
-
 def require_async_redis() -> AsyncRedis:
     """The client for a Redis backend, which the selector (`proxyproject.lib.backends`) chooses only
     when REDIS_URL is set."""

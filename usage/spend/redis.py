@@ -4,7 +4,7 @@ check and its reservation."""
 
 from __future__ import annotations
 
-from proxyproject.lib.redis import redis_key, require_async_redis, require_sync_redis, slot_tag
+from proxyproject.lib.redis import AsyncRedis, SyncRedis, get_async_redis, get_sync_redis, redis_key, slot_tag
 from usage.spend.base import CapCheck, Counter, ReserveOutcome
 
 RESERVE_SCRIPT = """
@@ -104,6 +104,20 @@ def _key(counter: Counter) -> str:
     return redis_key(SPEND_TAG, counter.name)
 
 
+def _async_client() -> AsyncRedis:
+    client = get_async_redis()
+    if client is None:
+        raise RuntimeError("RedisSpendBackend needs REDIS_URL")
+    return client
+
+
+def _sync_client() -> SyncRedis:
+    client = get_sync_redis()
+    if client is None:
+        raise RuntimeError("RedisSpendBackend needs REDIS_URL")
+    return client
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -112,7 +126,7 @@ class RedisSpendBackend:
     async def reserve(
         self, checks: list[CapCheck], nanos: int, request_id: str, now: float, ttl_seconds: float, *, floor: int | None = None
     ) -> ReserveOutcome:
-        client = require_async_redis()
+        client = _async_client()
         expires_ms = int((now + ttl_seconds) * 1000)
         argv: list[int | str] = [nanos, request_id, int(now * 1000), expires_ms, nanos if floor is None else floor]
         for check in checks:
@@ -127,13 +141,13 @@ class RedisSpendBackend:
     async def finish(
         self, counters: tuple[Counter, ...], request_id: str, actual_nanos: int | None, now: float
     ) -> tuple[int, ...]:
-        client = require_async_redis()
+        client = _async_client()
         argv: list[int | str] = [request_id, "" if actual_nanos is None else actual_nanos, *[int(c.expires_at) for c in counters]]
         settled = await client.eval(FINISH_SCRIPT, len(counters), *[_key(c) for c in counters], *argv)
         return tuple(int(value) for value in settled)
 
     def raise_settled_to(self, totals: dict[Counter, int]) -> None:
-        client = require_sync_redis()
+        client = _sync_client()
         items = list(totals.items())
         for start in range(0, len(items), 200):
             chunk = items[start : start + 200]
@@ -143,14 +157,14 @@ class RedisSpendBackend:
             client.eval(RAISE_SCRIPT, len(chunk), *[_key(counter) for counter, _ in chunk], *argv)
 
     def adjust_settled(self, deltas: dict[Counter, int]) -> None:
-        client = require_sync_redis()
+        client = _sync_client()
         items = list(deltas.items())
         for start in range(0, len(items), 200):
             chunk = items[start : start + 200]
             client.eval(ADJUST_SCRIPT, len(chunk), *[_key(counter) for counter, _ in chunk], *[delta for _, delta in chunk])
 
     def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
-        fields = {_text(k): _text(v) for k, v in require_sync_redis().hgetall(_key(counter)).items()}
+        fields = {_text(k): _text(v) for k, v in _sync_client().hgetall(_key(counter)).items()}
         now_ms = now * 1000
         live = sum(
             int(value)
