@@ -8,6 +8,9 @@ characters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -16,7 +19,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -53,7 +56,7 @@ class RotateUpstreamKeyForm(forms.Form):
 
 
 @admin.register(UpstreamKey)
-class UpstreamKeyAdmin(admin.ModelAdmin):
+class UpstreamKeyAdmin(admin.ModelAdmin[UpstreamKey]):
     class Media:
         css = {"all": ("console/console.css",)}  # .console-alert: no inline styles under the CSP
 
@@ -127,7 +130,7 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
     def failures(self, obj: UpstreamKey) -> str:
         return f"{obj.rejected_count} · {obj.rate_limited_count} · {obj.server_error_count} · {obj.connection_failure_count}"
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if request.method == "GET":
             self._warn(request)
         return super().changelist_view(request, extra_context)
@@ -143,13 +146,13 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
 
-    def save_model(self, request: HttpRequest, obj: UpstreamKey, form: forms.ModelForm, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: UpstreamKey, form: forms.ModelForm[UpstreamKey], change: bool) -> None:
         """Only the weight is editable here; it changes through the service so the pool reloads."""
         if "weight" in form.changed_data:
             set_upstream_key_weight(name=obj.name, weight=obj.weight, actor=request.user)
 
     # --- add and rotate: forms of their own, since a secret is typed -------------------------
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [
             path("<int:key_id>/rotate/", self.admin_site.admin_view(self.rotate_view), name="gateway_upstreamkey_rotate"),
             *super().get_urls(),
@@ -171,7 +174,7 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
     def _changelist(self) -> HttpResponseRedirect:
         return HttpResponseRedirect(reverse("admin:gateway_upstreamkey_changelist"))
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = AddUpstreamKeyForm(request.POST or None)
@@ -228,14 +231,14 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
 
     # --- actions ------------------------------------------------------------------------------
     @admin.action(description="Rotate the selected key (asks for the new secret)", permissions=["change"])
-    def rotate(self, request: HttpRequest, queryset: QuerySet) -> HttpResponseRedirect | None:
+    def rotate(self, request: HttpRequest, queryset: QuerySet[UpstreamKey]) -> HttpResponseRedirect | None:
         keys = list(queryset[:2])
         if len(keys) != 1:
             self.message_user(request, "Select exactly one key to rotate.", messages.ERROR)
             return None
         return HttpResponseRedirect(reverse("admin:gateway_upstreamkey_rotate", args=[keys[0].pk]))
 
-    def _each(self, request: HttpRequest, queryset: QuerySet, act, done: str) -> None:
+    def _each(self, request: HttpRequest, queryset: QuerySet[UpstreamKey], act: Callable[..., object], done: str) -> None:
         for key in queryset:
             try:
                 act(name=key.name, actor=request.user)
@@ -245,7 +248,7 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{key.name}: {done}.", messages.SUCCESS)
 
     @admin.action(description="Test key: ask the upstream whether the selected keys work", permissions=["change"])
-    def test_keys(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def test_keys(self, request: HttpRequest, queryset: QuerySet[UpstreamKey]) -> None:
         for key in queryset:
             try:
                 check = probe_upstream_key(name=key.name, actor=request.user)
@@ -257,16 +260,16 @@ class UpstreamKeyAdmin(admin.ModelAdmin):
             self.message_user(request, f"{key.name}: {check.detail}.{flagged}", level)
 
     @admin.action(description="Retire the selected keys now (requests in flight finish)", permissions=["change"])
-    def retire(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def retire(self, request: HttpRequest, queryset: QuerySet[UpstreamKey]) -> None:
         self._each(request, queryset, retire_upstream_key, "retired")
 
     @admin.action(description="Reactivate the selected keys (stop draining, clear the flag)", permissions=["change"])
-    def reactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def reactivate(self, request: HttpRequest, queryset: QuerySet[UpstreamKey]) -> None:
         self._each(request, queryset, reactivate_upstream_key, "back in rotation")
 
 
 @admin.register(OwnedResource)
-class OwnedResourceAdmin(ReadOnlyAdmin):
+class OwnedResourceAdmin(ReadOnlyAdmin[OwnedResource]):
     """Which device (and organization) owns each batch and file: read-only, rows come from the proxy.
 
     Operator API keys do not reach /v1, so this is where an operator sees an organization's

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
 from django.core.checks import CheckMessage, Warning, register
 
 from gateway.keypool import upstream_key_configured
@@ -9,7 +13,7 @@ from proxyproject.lib.backends import shared_state_backend
 
 
 @register()
-def check_upstream_key(app_configs, **kwargs) -> list[CheckMessage]:
+def check_upstream_key(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     if not upstream_key_configured():
         return [
             Warning(
@@ -23,7 +27,7 @@ def check_upstream_key(app_configs, **kwargs) -> list[CheckMessage]:
 
 
 @register()
-def check_shared_limits(app_configs, **kwargs) -> list[CheckMessage]:
+def check_shared_limits(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     if shared_state_backend() == "local":
         return [
             Warning(

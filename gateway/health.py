@@ -18,7 +18,7 @@ async def check_circuit_breaker() -> str:
     snapshot = await breaker.snapshot()
     if snapshot.state is BreakerState.OPEN:
         raise CircuitBreakerOpen(f"open after {snapshot.failures} consecutive upstream failures")
-    return snapshot.state.value
+    return str(snapshot.state.value)
 
 
 def register_breaker_health_check() -> None:

@@ -112,7 +112,8 @@ class UpstreamItemFetcher:
             return None
         if response.status_code != 200:
             raise UpstreamItemRefused(response.status_code, list(response.headers.raw), body)
-        return orjson.loads(body)
+        item: dict[str, Any] = orjson.loads(body)
+        return item
 
 
 async def list_owned(identity: DeviceIdentity, kind: str, page: PageRequest, fetcher: UpstreamItemFetcher) -> dict[str, Any]:

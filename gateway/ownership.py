@@ -20,6 +20,7 @@ import datetime as dt
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError
@@ -123,7 +124,12 @@ async def check_resource_access(identity: DeviceIdentity, kind: str, resource_id
 
 
 def _record(
-    device_pk: int, org_id: int | None, kind: str, resource_id: str, reservation: dict | None, created_at: dt.datetime | None
+    device_pk: int,
+    org_id: int | None,
+    kind: str,
+    resource_id: str,
+    reservation: dict[str, Any] | None,
+    created_at: dt.datetime | None,
 ) -> None:
     try:
         OwnedResource.objects.create(
@@ -144,7 +150,7 @@ async def record_resource_owner(
     kind: str,
     resource_id: str,
     *,
-    reservation: dict | None = None,
+    reservation: dict[str, Any] | None = None,
     created_at: dt.datetime | None = None,
 ) -> None:
     """The device created this resource: from now on it is the device's alone. `created_at` is the

@@ -9,9 +9,11 @@ the device pages are added by `usage.admin`, which owns spend.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -38,7 +40,23 @@ from tokens.revocation import (
     unblock_device,
 )
 
-POLICY_FIELDSET = (
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldOpts, _FieldsetSpec  # django-stubs: the types of fieldsets
+
+
+class CountsDevices(Protocol):
+    """An organization or person from its admin's queryset, which counts their devices."""
+
+    device_total: int
+
+
+class _RequestWithNewKey(Protocol):
+    """The request that created an operator key carries its secret from save_model to response_add."""
+
+    _operator_key_secret: str
+
+
+POLICY_FIELDSET: tuple[str, _FieldOpts] = (
     "Policy (empty inherits: device → person → organization → settings)",
     {
         "fields": (
@@ -62,7 +80,7 @@ def render_policy_sources(device: Device | None, organization: Organization | No
     )
 
 
-IN_FORCE_FIELDSET = ("Policy in force (saved values)", {"fields": ("effective_policy",)})
+IN_FORCE_FIELDSET: tuple[str, _FieldOpts] = ("Policy in force (saved values)", {"fields": ("effective_policy",)})
 
 
 MIN_WEBHOOK_SECRET_LENGTH = 16
@@ -72,7 +90,7 @@ def _usd_or_dash(amount: Decimal | None) -> str:
     return "-" if amount is None else f"${amount:.2f}"
 
 
-class OrganizationForm(forms.ModelForm):
+class OrganizationForm(forms.ModelForm[Organization]):
     """The webhook secret is write-only: typed once, stored encrypted, never rendered back."""
 
     budget_webhook_url = forms.URLField(
@@ -99,8 +117,9 @@ class OrganizationForm(forms.ModelForm):
         fields = "__all__"
         widgets = {"budget_alert_emails": forms.Textarea(attrs={"rows": 2})}
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         has_secret = bool(self.instance.budget_webhook_secret_encrypted) and not cleaned.get("clear_budget_webhook_secret")
         if cleaned.get("budget_webhook_url") and not (cleaned.get("budget_webhook_secret") or has_secret):
             self.add_error("budget_webhook_secret", "A webhook URL needs a secret to sign its alerts with.")
@@ -108,7 +127,7 @@ class OrganizationForm(forms.ModelForm):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(admin.ModelAdmin[Organization]):
     form = OrganizationForm
     list_display = (
         "name",
@@ -163,7 +182,7 @@ class OrganizationAdmin(admin.ModelAdmin):
     def webhook_secret_state(self, obj: Organization) -> str:
         return "set (stored encrypted, never shown)" if obj.budget_webhook_secret_encrypted else "not set"
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         return super().get_queryset(request).annotate(device_total=Count("devices"))
 
     @admin.display(description="For its devices (unless a device sets its own)")
@@ -172,9 +191,9 @@ class OrganizationAdmin(admin.ModelAdmin):
 
     @admin.display(description="Devices", ordering="device_total")
     def device_count(self, obj: Organization) -> int:
-        return obj.device_total
+        return cast(CountsDevices, obj).device_total
 
-    def save_model(self, request: HttpRequest, obj: Organization, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Organization, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if form.cleaned_data.get("clear_budget_webhook_secret"):
             set_organization_webhook_secret(organization=obj, secret="")
@@ -186,12 +205,12 @@ class OrganizationAdmin(admin.ModelAdmin):
         super().delete_model(request, obj)
         transaction.on_commit(invalidate_all_devices)
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
         super().delete_queryset(request, queryset)
         transaction.on_commit(invalidate_all_devices)
 
     @admin.action(description="Revoke every token of the selected organizations' devices")
-    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
         for organization in queryset:
             result = revoke_organization_tokens(organization=organization, actor=request.user)
             message = f"{organization}: {result.revoked_tokens} tokens of {result.devices} devices revoked."
@@ -203,7 +222,7 @@ def _devices(count: int) -> str:
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(admin.ModelAdmin[Device]):
     list_display: tuple[str, ...] = (
         "device_id",
         "device_name",
@@ -236,7 +255,7 @@ class DeviceAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Device | None = None) -> tuple[str, ...]:
         return (*self.described_fields, *self.state_fields, "effective_policy")
 
-    def get_fieldsets(self, request: HttpRequest, obj: Device | None = None) -> list:
+    def get_fieldsets(self, request: HttpRequest, obj: Device | None = None) -> _FieldsetSpec:
         return [
             (None, {"fields": ("device_id", "organization", "user_label", "app_version")}),
             ("Reported by the device at bootstrap", {"fields": self.described_fields}),
@@ -264,7 +283,7 @@ class DeviceAdmin(admin.ModelAdmin):
         url = reverse("admin:tokens_issuedtoken_changelist") + "?" + urlencode({"device__id__exact": obj.pk})
         return format_html('<a href="{}">Issued tokens</a>', url)
 
-    def save_model(self, request: HttpRequest, obj: Device, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Device, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         policy_changed(device=obj)
 
@@ -273,39 +292,39 @@ class DeviceAdmin(admin.ModelAdmin):
         super().delete_model(request, obj)
         transaction.on_commit(lambda: invalidate_devices([device_id]))
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         device_ids = list(queryset.values_list("device_id", flat=True))
         super().delete_queryset(request, queryset)
         transaction.on_commit(lambda: invalidate_devices(device_ids))
 
     @admin.action(description="Approve selected pending devices")
-    def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def approve(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         devices = list(queryset.filter(status=DeviceStatus.PENDING))
         for device in devices:
             approve_device(device=device, actor=request.user)
         self.message_user(request, f"{_devices(len(devices))} approved.", messages.SUCCESS)
 
     @admin.action(description="Block selected devices: refused until unblocked (their tokens are revoked)")
-    def block(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def block(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         devices = list(queryset)
         for device in devices:
             block_device(device=device, actor=request.user)
         self.message_user(request, f"{_devices(len(devices))} blocked.", messages.SUCCESS)
 
     @admin.action(description="Unblock selected blocked devices (they enroll again)")
-    def unblock(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def unblock(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         devices = list(queryset.filter(status=DeviceStatus.BLOCKED))
         for device in devices:
             unblock_device(device=device, actor=request.user)
         self.message_user(request, f"{_devices(len(devices))} unblocked.", messages.SUCCESS)
 
     @admin.action(description="Revoke all tokens of selected devices (they may enroll again; block to stop them)")
-    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         total = sum(revoke_device_tokens(device=device, actor=request.user).revoked_tokens for device in queryset)
         self.message_user(request, f"{total} tokens revoked.", messages.SUCCESS)
 
     @admin.action(description="Reset device secret (next bootstrap sets a new one)")
-    def reset_secret(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def reset_secret(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
         devices = list(queryset)
         for device in devices:
             reset_device_secret(device=device, actor=request.user)
@@ -313,7 +332,7 @@ class DeviceAdmin(admin.ModelAdmin):
 
 
 @admin.register(IssuedToken)
-class IssuedTokenAdmin(ReadOnlyAdmin):
+class IssuedTokenAdmin(ReadOnlyAdmin[IssuedToken]):
     list_display = ("jti", "kind", "device", "issued_at", "expires_at", "used_at", "revoked_at", "ip")
     list_filter = ("kind",)
     list_select_related = ("device",)
@@ -327,7 +346,7 @@ class IssuedTokenAdmin(ReadOnlyAdmin):
         return request.user.has_perm("tokens.change_device")
 
     @admin.action(description="Revoke selected tokens (each with the other token of its grant)", permissions=["revoke"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def revoke(self, request: HttpRequest, queryset: QuerySet[IssuedToken]) -> None:
         jtis = list(queryset.values_list("jti", flat=True))
         for jti in jtis:
             revoke_token(jti=jti, actor=request.user)
@@ -335,7 +354,7 @@ class IssuedTokenAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(ReadOnlyAdmin[AuditEvent]):
     list_display = ("occurred_at", "kind", "device_ref", "person", "organization", "jti", "ip", "actor")
     list_filter = ("kind",)
     list_select_related = ("organization", "person")
@@ -346,7 +365,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(SigningKey)
-class SigningKeyAdmin(ReadOnlyAdmin):
+class SigningKeyAdmin(ReadOnlyAdmin[SigningKey]):
     """Rotation is `manage.py rotate_signing_key` (and the schedule); secrets are never shown."""
 
     list_display = ("kid", "state", "created_at", "verify_until", "retired_at")
@@ -355,7 +374,7 @@ class SigningKeyAdmin(ReadOnlyAdmin):
 
 
 @admin.register(OperatorApiKey)
-class OperatorApiKeyAdmin(admin.ModelAdmin):
+class OperatorApiKeyAdmin(admin.ModelAdmin[OperatorApiKey]):
     """The secret is shown once, on the page right after creation; only its SHA-256 is stored."""
 
     list_display = ("name", "prefix", "scope", "created_by", "created_at", "last_used_at", "revoked_at")
@@ -377,19 +396,19 @@ class OperatorApiKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    def save_model(self, request: HttpRequest, obj: OperatorApiKey, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: OperatorApiKey, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
-        obj.created_by = request.user
-        request._operator_key_secret = issue_operator_api_key(obj)
+        obj.created_by = request.user if isinstance(request.user, User) else None
+        cast(_RequestWithNewKey, request)._operator_key_secret = issue_operator_api_key(obj)
 
     def response_add(self, request: HttpRequest, obj: OperatorApiKey, post_url_continue: str | None = None) -> HttpResponse:
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "key": obj,
-            "secret": request._operator_key_secret,
+            "secret": cast(_RequestWithNewKey, request)._operator_key_secret,
             "title": "Operator API key created",
         }
         response = TemplateResponse(request, "admin/tokens/operatorapikey/created.html", context)
@@ -397,7 +416,7 @@ class OperatorApiKeyAdmin(admin.ModelAdmin):
         return response
 
     @admin.action(description="Revoke selected keys")
-    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def revoke(self, request: HttpRequest, queryset: QuerySet[OperatorApiKey]) -> None:
         keys = list(queryset)
         for key in keys:
             revoke_operator_api_key(key=key)

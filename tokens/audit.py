@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -36,7 +37,7 @@ class ClientInfo:
 
 SYSTEM = ClientInfo()
 
-Actor = str | AbstractBaseUser
+Actor = str | AbstractBaseUser | AnonymousUser  # AnonymousUser: `request.user` as typed; the admin lets only staff act
 
 
 def actor_label(actor: Actor) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError
@@ -10,7 +14,7 @@ from tokens.enrollment_modes import bootstrap_mode
 
 
 @register(Tags.security, deploy=True)
-def check_enrollment_mode(app_configs, **kwargs) -> list[CheckMessage]:
+def check_enrollment_mode(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     if bootstrap_mode() == "open" and not settings.DEBUG:
         return [
             Warning(
@@ -23,7 +27,7 @@ def check_enrollment_mode(app_configs, **kwargs) -> list[CheckMessage]:
 
 
 @register()
-def check_revocation_delay(app_configs, **kwargs) -> list[CheckMessage]:
+def check_revocation_delay(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     if settings.REVOCATION_CACHE_SECONDS > 5:
         return [
             Warning(
@@ -37,7 +41,9 @@ def check_revocation_delay(app_configs, **kwargs) -> list[CheckMessage]:
 
 
 @register(Tags.database)
-def check_signing_keys_decrypt(app_configs, databases=None, **kwargs) -> list[CheckMessage]:
+def check_signing_keys_decrypt(
+    app_configs: Sequence[AppConfig] | None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     """Only with --database (`manage.py check --database default`), since it reads the table: a
     changed FIELD_ENCRYPTION_KEY (or DJANGO_SECRET_KEY) would make every token issue fail."""
     if not databases:
@@ -67,7 +73,7 @@ def check_signing_keys_decrypt(app_configs, databases=None, **kwargs) -> list[Ch
 
 
 @register(Tags.security, deploy=True)
-def check_development_signing_keys(app_configs, **kwargs) -> list[CheckMessage]:
+def check_development_signing_keys(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     """Reads the signing-key table even without --database: a development key left in a production
     database is the one thing a deploy must not miss (with debug off it is ignored, never used)."""
     from tokens.signing_keys import development_keys_refused, stranded_development_kids

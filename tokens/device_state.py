@@ -161,7 +161,9 @@ class DeviceStateCache:
 
 
 device_state_cache = DeviceStateCache()
-_inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future]] = weakref.WeakKeyDictionary()
+_inflight: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[DeviceState | None]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def _fetch_shared(device_id: str) -> DeviceState | None:

@@ -78,7 +78,10 @@ def locked_device_or_new(device_id: str, status: str, app_version: str) -> tuple
         with transaction.atomic():
             return Device.objects.create(device_id=device_id, status=status, app_version=app_version), True
     except IntegrityError:  # enrolled concurrently, maybe in another spelling
-        return _locked_device(device_id), False
+        device = _locked_device(device_id)
+        if device is None:  # and deleted since: the conflict stands
+            raise
+        return device, False
 
 
 def device_proven(device: Device, created: bool, device_secret: str | None) -> bool:
@@ -142,6 +145,7 @@ def bootstrap_device(
         return _as_if_unknown(device_id)
     if refusal is not None:
         raise refusal
+    assert enrollment is not None  # made whenever nothing refused
     return enrollment
 
 

@@ -87,7 +87,8 @@ def verify_token(raw: str, token_class: type[Token]) -> Token:
     """Verify signature, kid, exp and token type through simplejwt, mapped to our error types.
     Reads only the in-memory keyring; callers load it first."""
     try:
-        return token_class(raw)
+        # simplejwt annotates the encoded token as Optional[Token]; it takes (and stores) the str.
+        return token_class(raw)  # type: ignore[arg-type]
     except ExpiredTokenError:
         raise TokenExpired() from None
     except TokenError as exc:

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.utils import check_csrf
@@ -68,7 +68,7 @@ class Operator:
 
 
 def create_operator_api_key(
-    *, name: str, created_by: AbstractBaseUser | None, organization: Organization | None = None
+    *, name: str, created_by: User | None, organization: Organization | None = None
 ) -> tuple[OperatorApiKey, str]:
     key = OperatorApiKey(name=name, created_by=created_by, organization=organization)
     return key, issue_operator_api_key(key)

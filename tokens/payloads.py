@@ -7,7 +7,7 @@ is a program whose logs a person reads), and so the body limit is checked before
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 from django.http import HttpRequest
@@ -68,6 +68,10 @@ def read_json_object(request: HttpRequest, *, required: bool) -> dict[str, Any]:
     return data
 
 
+@overload
+def _string_field(data: dict[str, Any], name: str, *, max_length: int, required: Literal[True], min_length: int = 1) -> str: ...
+@overload
+def _string_field(data: dict[str, Any], name: str, *, max_length: int, required: bool, min_length: int = 1) -> str | None: ...
 def _string_field(data: dict[str, Any], name: str, *, max_length: int, required: bool, min_length: int = 1) -> str | None:
     if name not in data or data[name] is None:
         if required:
@@ -87,6 +91,10 @@ def _string_field(data: dict[str, Any], name: str, *, max_length: int, required:
     return value
 
 
+@overload
+def _identifier_field(data: dict[str, Any], name: str, *, max_length: int, required: Literal[True]) -> str: ...
+@overload
+def _identifier_field(data: dict[str, Any], name: str, *, max_length: int, required: bool) -> str | None: ...
 def _identifier_field(data: dict[str, Any], name: str, *, max_length: int, required: bool) -> str | None:
     """A string field that names something (see tokens.identifiers): normalised, then checked."""
     value = _string_field(data, name, max_length=max_length, required=required)

@@ -77,7 +77,7 @@ def resolve_policy(device: Device, organization: Organization | None, person: Pe
         requests_per_window=inherited("requests_per_window", settings.RATE_LIMIT_MAX),
         window_ms=inherited("window_ms", settings.RATE_LIMIT_WINDOW),
         tokens_per_minute=inherited("tokens_per_minute", settings.TOKENS_PER_MINUTE_MAX),
-        allowed_models=_first(*(_models(owner) for owner in owners), ()),
+        allowed_models=_first(*(_models(owner) for owner in owners)) or (),
         device_daily_cap_usd=inherited("daily_spend_cap_usd", _settings_cap("DAILY_SPEND_CAP_USD")),
         device_monthly_cap_usd=inherited("monthly_spend_cap_usd", _settings_cap("MONTHLY_SPEND_CAP_USD")),
         org_daily_cap_usd=own(organization, "daily_spend_cap_usd"),

@@ -36,12 +36,12 @@ class PolicyValue:
 
 
 def _own(owner: Device | Person | Organization | None, field: str) -> object | None:
-    value = getattr(owner, field, None)  # a person sets no alert thresholds of its own
+    value: object = getattr(owner, field, None)  # a person sets no alert thresholds of its own
     if value is None:
         return None
-    if field == "allowed_models":
+    if field == "allowed_models" and isinstance(value, str):
         return (", ".join(parse_model_patterns(value)) or "any model") if value.strip() else None
-    if field == "budget_alert_thresholds":
+    if field == "budget_alert_thresholds" and isinstance(value, str):
         return ", ".join(map(str, parse_alert_thresholds(value))) if value.strip() else None
     return value
 

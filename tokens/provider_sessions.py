@@ -82,7 +82,8 @@ def end_provider_session(*, session: ProviderSession, reason: str, client: Clien
         device = Device.objects.select_for_update().get(pk=session.device_pk)
         device.provider_refresh_token = ""
         device.save(update_fields=["provider_refresh_token", "updated_at"])
-        Person.objects.filter(pk=session.person_pk).update(active=False, updated_at=now)
+        if session.person_pk is not None:
+            Person.objects.filter(pk=session.person_pk).update(active=False, updated_at=now)
         record_audit_event(
             AuditKind("provider_session_ended"),
             device=device,
@@ -96,7 +97,11 @@ def end_provider_session(*, session: ProviderSession, reason: str, client: Clien
 
 def disable_person(*, session: ProviderSession, reason: str, client: ClientInfo, now: dt.datetime) -> None:
     """The provider says the account is disabled: not one device's session but the person's, so
-    every device of theirs loses its tokens and its provider session now, not at its own refresh."""
+    every device of theirs loses its tokens and its provider session now, not at its own refresh. A
+    device whose person was deleted has only its own session to end."""
+    if session.person_pk is None:
+        end_provider_session(session=session, reason=reason, client=client, now=now)
+        return
     with transaction.atomic():
         person = Person.objects.select_for_update().get(pk=session.person_pk)
         person.active = False

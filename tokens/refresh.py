@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
 import jwt
 from django.db import transaction
@@ -36,13 +37,13 @@ logger = logging.getLogger("tokens.refresh")
 _TOKEN_CLASSES = {TokenKind.REFRESH.value: DeviceRefreshToken, TokenKind.ACCESS.value: WrapperToken}
 
 
-def _verified_claims(raw_token: str) -> dict:
+def _verified_claims(raw_token: str) -> dict[str, Any]:
     """Pick the token class by its (unverified) type, then verify fully with that class."""
     try:
         token_type = jwt.decode(raw_token, options={"verify_signature": False}).get("token_type")
     except jwt.InvalidTokenError:
         raise AuthenticationFailed("Invalid token.") from None
-    token_class = _TOKEN_CLASSES.get(token_type)
+    token_class = _TOKEN_CLASSES.get(token_type) if isinstance(token_type, str) else None
     if token_class is None:
         raise AuthenticationFailed("Invalid token.")
     return verify_token_loading_keys(raw_token, token_class).payload

@@ -13,6 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from tokens.audit import SYSTEM, Actor, ClientInfo, record_audit_event
@@ -30,7 +31,7 @@ class RevocationResult:
     devices: int
 
 
-def _revoke_rows(tokens, now: dt.datetime) -> int:
+def _revoke_rows(tokens: QuerySet[IssuedToken], now: dt.datetime) -> int:
     return tokens.filter(revoked_at__isnull=True, expires_at__gt=now).update(revoked_at=now)
 
 

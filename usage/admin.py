@@ -5,12 +5,14 @@ webhook deliveries are in `usage.budget_admin`."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any, Protocol, TypeVar, cast
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -21,6 +23,7 @@ from django.utils.http import urlencode
 from proxyproject.lib.admin import CappedCountPaginator, ReadOnlyAdmin
 from proxyproject.lib.admin_filters import DateRangeFilter, ExactValueFilter
 from tokens.admin import DeviceAdmin
+from tokens.identity import DevicePolicy
 from tokens.models import Device
 from tokens.policy import resolve_policy
 from usage.budget_admin import BudgetAlertAdmin, WebhookDeliveryAdmin  # noqa: F401  (they register themselves)
@@ -29,12 +32,12 @@ from usage.dashboard import PERIODS, build_dashboard
 from usage.exports import RECORD_COLUMNS, ROLLUP_COLUMNS, csv_export
 from usage.models import ModelPrice, PriceFlag, UsageRecord, UsageRollup
 from usage.permissions import can_view_usage
-from usage.reports import spend_summary_for_devices
+from usage.reports import DeviceSpend, spend_summary_for_devices
 from usage.repricing import reprice_usage
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
     list_display = (
         "model_pattern",
         "label",
@@ -81,7 +84,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
         ("Multipliers", {"fields": ("us_geo_multiplier", "updated_at")}),
     )
 
-    def save_model(self, request: HttpRequest, obj: ModelPrice, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         url = reverse("admin:usage_modelprice_reprice") + "?" + urlencode({"since": obj.effective_from.date().isoformat()})
         self.message_user(
@@ -123,22 +126,26 @@ class RepriceForm(forms.Form):
     until = forms.DateTimeField(required=False, help_text="Up to this moment, exclusive (default: now).")
     dry_run = forms.BooleanField(required=False, help_text="Report the difference only; write nothing.")
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         since, until = cleaned.get("since"), cleaned.get("until")
         if since and until and since >= until:
             raise forms.ValidationError("since must be before until.")
         return cleaned
 
 
+_UsageModelT = TypeVar("_UsageModelT", UsageRecord, UsageRollup)
+
+
 class PricedFilter(admin.SimpleListFilter):
     title = "price"
     parameter_name = "priced"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [("yes", "Priced"), ("no", "Unknown model (unpriced)")]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
         if self.value() in ("yes", "no"):
             return queryset.filter(priced=self.value() == "yes")
         return queryset
@@ -150,10 +157,10 @@ class PriceFlagFilter(admin.SimpleListFilter):
     title = "price certainty"
     parameter_name = "price_flag"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [("flagged", "Any flag"), *[(flag.value, flag.label) for flag in PriceFlag if flag != PriceFlag.EXACT]]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
         if self.value() == "flagged":
             return queryset.exclude(price_flag=PriceFlag.EXACT)
         if self.value() in PriceFlag.values:
@@ -161,7 +168,7 @@ class PriceFlagFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ReadOnlyUsageAdmin(ReadOnlyAdmin):
+class ReadOnlyUsageAdmin(ReadOnlyAdmin[_UsageModelT]):
     paginator = CappedCountPaginator
     show_full_result_count = False
 
@@ -171,7 +178,7 @@ class ReadOnlyUsageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyUsageAdmin):
+class UsageRecordAdmin(ReadOnlyUsageAdmin[UsageRecord]):
     list_display = (
         "occurred_at",
         "device_ref",
@@ -229,7 +236,7 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
         return f"{record.cost:.6f}"
 
     @admin.action(description="Export selected records as CSV")
-    def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> StreamingHttpResponse:
         return csv_export(queryset.order_by("occurred_at"), RECORD_COLUMNS, f"usage-records-{timezone.now():%Y%m%d-%H%M}.csv")
 
     def get_urls(self) -> list[URLPattern]:
@@ -262,7 +269,7 @@ class UsageRecordAdmin(ReadOnlyUsageAdmin):
 
 
 @admin.register(UsageRollup)
-class UsageRollupAdmin(ReadOnlyUsageAdmin):
+class UsageRollupAdmin(ReadOnlyUsageAdmin[UsageRollup]):
     list_display = (
         "bucket_start",
         "period",
@@ -285,7 +292,7 @@ class UsageRollupAdmin(ReadOnlyUsageAdmin):
     actions = ["export_csv"]
 
     @admin.action(description="Export selected rollups as CSV")
-    def export_csv(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageRollup]) -> StreamingHttpResponse:
         return csv_export(
             queryset.order_by("bucket_start", "device_ref", "model"),
             ROLLUP_COLUMNS,
@@ -297,6 +304,13 @@ def _against_cap(spent: Decimal, cap: Decimal | None) -> str:
     return f"${spent:.2f} / {'$' + format(cap, '.2f') if cap is not None else 'no cap'}"
 
 
+class _DeviceOnPage(Protocol):
+    """A device of the list's page, with what `get_changelist_instance` looked up for the whole page."""
+
+    page_spend: DeviceSpend
+    page_policy: DevicePolicy
+
+
 class DeviceWithSpendAdmin(DeviceAdmin):
     """The device pages with spend today and this month against the caps: `tokens` draws the device,
     usage (which owns spend) adds these columns, so `tokens` never imports `usage`."""
@@ -304,22 +318,25 @@ class DeviceWithSpendAdmin(DeviceAdmin):
     list_display = (*DeviceAdmin.list_display[:-1], "spend_today", "spend_month", DeviceAdmin.list_display[-1])
     state_fields = (*DeviceAdmin.state_fields[:-2], "usage_summary", *DeviceAdmin.state_fields[-2:])
 
-    def get_changelist_instance(self, request: HttpRequest):
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
         """Spend for the whole page in two grouped queries, not two per row."""
         changelist = super().get_changelist_instance(request)
         spend = spend_summary_for_devices([device.pk for device in changelist.result_list])
         for device in changelist.result_list:
-            device.page_spend = spend[device.pk]
-            device.page_policy = resolve_policy(device, device.organization, device.person)
+            on_page = cast(_DeviceOnPage, device)
+            on_page.page_spend = spend[device.pk]
+            on_page.page_policy = resolve_policy(device, device.organization, device.person)
         return changelist
 
     @admin.display(description="Spend today / daily cap")
     def spend_today(self, obj: Device) -> str:
-        return _against_cap(obj.page_spend.today, obj.page_policy.device_daily_cap_usd)
+        on_page = cast(_DeviceOnPage, obj)
+        return _against_cap(on_page.page_spend.today, on_page.page_policy.device_daily_cap_usd)
 
     @admin.display(description="Spend this month / monthly cap")
     def spend_month(self, obj: Device) -> str:
-        return _against_cap(obj.page_spend.month, obj.page_policy.device_monthly_cap_usd)
+        on_page = cast(_DeviceOnPage, obj)
+        return _against_cap(on_page.page_spend.month, on_page.page_policy.device_monthly_cap_usd)
 
     @admin.display(description="Usage")
     def usage_summary(self, obj: Device) -> str:

@@ -21,7 +21,7 @@ def subject_link(alert: BudgetAlert) -> str:
 
 
 @admin.register(BudgetAlert)
-class BudgetAlertAdmin(ReadOnlyAdmin):
+class BudgetAlertAdmin(ReadOnlyAdmin[BudgetAlert]):
     list_display = ("occurred_at", "subject_display", "period_display", "threshold_display", "spent_display", "deliveries_link")
     list_filter = ("scope", "period", "threshold_percent")
     search_fields = ("subject",)
@@ -52,7 +52,7 @@ class BudgetAlertAdmin(ReadOnlyAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdmin[WebhookDelivery]):
     list_display = ("attempted_at", "alert", "target", "attempt", "delivered", "status", "error", "duration")
     list_select_related = ("alert",)
     raw_id_fields = ("alert",)
@@ -69,7 +69,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
         return f"{obj.duration_ms} ms"
 
     @admin.action(description="Redeliver the selected deliveries' alerts to their webhooks")
-    def redeliver(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         sent = {(delivery.alert_id, delivery.target): delivery for delivery in queryset.select_related("alert__organization")}
         for delivery in sent.values():
             alert, target = delivery.alert, delivery.target

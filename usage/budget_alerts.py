@@ -14,6 +14,7 @@ PostgreSQL and SQLite alike, whatever backend keeps the counters.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
@@ -116,8 +117,7 @@ def record_budget_alerts(crossings: list[Crossing], *, now: dt.datetime | None =
             cap=str(alert.cap),
             spent=str(alert.spent),
         )
-        alert_pk = alert.pk
-        transaction.on_commit(lambda alert_pk=alert_pk: dispatch_budget_alert(alert_pk))
+        transaction.on_commit(functools.partial(dispatch_budget_alert, alert.pk))
         created.append(alert)
     return created
 

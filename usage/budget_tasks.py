@@ -5,8 +5,9 @@ retry) until it is delivered or BUDGET_WEBHOOK_MAX_ATTEMPTS attempts have failed
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
@@ -18,7 +19,7 @@ logger = logging.getLogger("usage.budget_alerts")
 
 
 def retry_delay_seconds(retries_so_far: int) -> float:
-    return settings.BUDGET_WEBHOOK_RETRY_SECONDS * 2**retries_so_far
+    return settings.BUDGET_WEBHOOK_RETRY_SECONDS * 2.0**retries_so_far
 
 
 def _alert(alert_id: int) -> BudgetAlert | None:
@@ -26,7 +27,7 @@ def _alert(alert_id: int) -> BudgetAlert | None:
 
 
 @shared_task(bind=True, name="usage.deliver_budget_webhook", max_retries=None)
-def deliver_budget_webhook_task(self, alert_id: int, target: str) -> bool:
+def deliver_budget_webhook_task(self: Task[Any, Any], alert_id: int, target: str) -> bool:
     alert = _alert(alert_id)
     if alert is None:
         return False

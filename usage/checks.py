@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Warning, register
 
@@ -9,7 +13,7 @@ MONTH_DAYS = 31
 
 
 @register()
-def check_retention_covers_a_month(app_configs, **kwargs) -> list[CheckMessage]:
+def check_retention_covers_a_month(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     """Monthly caps are reconciled from raw records: pruning them sooner forgets part of the month."""
     if settings.USAGE_RETENTION_DAYS < MONTH_DAYS:
         return [
@@ -27,7 +31,7 @@ HEARTBEATS_PER_ORPHAN_WINDOW = 3
 
 
 @register()
-def check_orphan_window_spans_heartbeats(app_configs, **kwargs) -> list[CheckMessage]:
+def check_orphan_window_spans_heartbeats(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     """A gateway process sends its streams' heartbeat once per flush interval: a window shorter than a
     few of them records live streams as crashed (their final records replace those later)."""
     shortest = HEARTBEATS_PER_ORPHAN_WINDOW * settings.USAGE_FLUSH_INTERVAL

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
@@ -79,14 +80,14 @@ def _cell(value: object) -> object:
     return "" if value is None else value
 
 
-def _lines(queryset: QuerySet, columns: Sequence[str]) -> Iterator[str]:
+def _lines(queryset: QuerySet[Any], columns: Sequence[str]) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield writer.writerow(columns)
     for row in queryset.values_list(*columns).iterator(chunk_size=2000):
         yield writer.writerow([_cell(value) for value in row])
 
 
-def csv_export(queryset: QuerySet, columns: Sequence[str], filename: str) -> StreamingHttpResponse:
+def csv_export(queryset: QuerySet[Any], columns: Sequence[str], filename: str) -> StreamingHttpResponse:
     response = StreamingHttpResponse(_lines(queryset, columns), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -223,8 +223,7 @@ def _in_event_loop() -> bool:
 
 def get_price_table() -> PriceTable:
     table = _cache.table
-    fresh = table is not None and time.monotonic() - _cache.loaded_at < settings.USAGE_PRICE_CACHE_SECONDS
-    if fresh:
+    if table is not None and time.monotonic() - _cache.loaded_at < settings.USAGE_PRICE_CACHE_SECONDS:
         return table
     if not _in_event_loop():
         return _cache.load_now()

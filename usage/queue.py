@@ -195,7 +195,8 @@ def claim_batch(client: SyncRedis, size: int) -> list[bytes]:
     me = writer_id()
     lease_ms = int(settings.USAGE_WRITER_LEASE_SECONDS * 1000)
     keys = [queue_key(), processing_key(me), lease_key(me), writers_key()]
-    return client.eval(CLAIM_SCRIPT, len(keys), *keys, size, lease_ms, me)
+    batch: list[bytes] = client.eval(CLAIM_SCRIPT, len(keys), *keys, size, lease_ms, me)
+    return batch
 
 
 def acknowledge_batch(client: SyncRedis) -> None:

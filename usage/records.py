@@ -21,7 +21,7 @@ import orjson
 import psycopg
 from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
-from django.db.models import Field
+from django.db.models import DecimalField, Field, ForeignKey
 from django.utils import timezone
 
 from proxyproject.lib.logging import log_event
@@ -143,19 +143,27 @@ def store_events(events: list[UsageEvent], *, interrupted: bool = False) -> list
     return rows
 
 
-def _column_adapter(field: Field) -> Callable[[Any], Any] | None:
+def column_of(field: Field[Any, Any]) -> str:
+    """The column a concrete field is stored in (django-stubs types `column` as optional, for the
+    fields that have none)."""
+    if field.column is None:
+        raise ValueError(f"{field.name} is stored in no column")
+    return field.column
+
+
+def _column_adapter(field: Field[Any, Any]) -> Callable[[Any], Any] | None:
     """The database adaptation of one column's already normalized Python value, or None when the
     driver takes the value as it is. The same final step the field's get_db_prep_save ends in,
     without the conversions `row_from_event` has already made."""
     ops = connection.ops
-    kind = field.target_field.get_internal_type() if field.is_relation else field.get_internal_type()
+    kind = field.target_field.get_internal_type() if isinstance(field, ForeignKey) else field.get_internal_type()
     if kind in _STORED_AS_IS:
         return None
     if kind in _INTEGER_TYPES:
         return lambda value: ops.adapt_integerfield_value(value, kind)
     if kind == "DateTimeField":
         return ops.adapt_datetimefield_value
-    if kind == "DecimalField":
+    if isinstance(field, DecimalField):
         return lambda value: ops.adapt_decimalfield_value(value, field.max_digits, field.decimal_places)
     return lambda value: field.get_db_prep_save(value, connection)
 
@@ -188,7 +196,7 @@ def _on_conflict(replace_interrupted: bool) -> str:
         return f"ON CONFLICT ({_conflict_target()}) DO NOTHING"
     table = quote(UsageRecord._meta.db_table)
     updated = ", ".join(
-        f"{quote(field.column)} = excluded.{quote(field.column)}" for field in _COLUMNS if field.attname != "request_id"
+        f"{quote(column_of(field))} = excluded.{quote(column_of(field))}" for field in _COLUMNS if field.attname != "request_id"
     )
     return (
         f"ON CONFLICT ({_conflict_target()}) DO UPDATE SET {updated} "
@@ -211,7 +219,7 @@ def insert_ignoring_stored(rows: list[StoredRow], *, replace_interrupted: bool =
     """
     quote = connection.ops.quote_name
     columns = [(field.attname, _column_adapter(field)) for field in _COLUMNS]
-    head = f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({', '.join(quote(field.column) for field in _COLUMNS)}) "
+    head = f"INSERT INTO {quote(UsageRecord._meta.db_table)} ({', '.join(quote(column_of(field)) for field in _COLUMNS)}) "
     tail = f" {_on_conflict(replace_interrupted)}"
 
     def adapted(row: StoredRow) -> list[Any]:
@@ -235,7 +243,7 @@ def _unnest_select() -> str:
     """SELECT the columns from one array parameter each; JSON travels as text arrays."""
     arrays = []
     for field in _COLUMNS:
-        kind = field.target_field if field.is_relation else field
+        kind = field.target_field if isinstance(field, ForeignKey) else field
         db_type = "text" if kind.get_internal_type() == "JSONField" else kind.db_type(connection)
         arrays.append(f"%b::{db_type}[]")
     names = [f"c{index}" for index in range(len(_COLUMNS))]

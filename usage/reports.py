@@ -4,10 +4,10 @@ device list's spend column alike."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
@@ -93,7 +93,7 @@ _AGGREGATES = {
 }
 
 
-def _totals(row: dict) -> UsageTotals:
+def _totals(row: Mapping[str, Any]) -> UsageTotals:
     return UsageTotals(
         requests=row["requests"],
         errors=row["errors"],
@@ -137,13 +137,14 @@ def usage_totals(usage_filter: UsageFilter) -> UsageTotals:
 
 
 def _group_expression(group_by: GroupBy) -> TruncDay | TruncHour | F:
-    return {
+    expressions: dict[GroupBy, TruncDay | TruncHour | F] = {
         "day": TruncDay("occurred_at", tzinfo=UTC),
         "hour": TruncHour("occurred_at", tzinfo=UTC),
         "model": F("model"),
         "device": F("device_ref"),
         "person": F("person_pk"),
-    }[group_by]
+    }
+    return expressions[group_by]
 
 
 def usage_groups_by_time_and_model(usage_filter: UsageFilter, over_time: GroupBy) -> list[tuple[str, str, UsageTotals]]:
@@ -161,13 +162,14 @@ def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | N
     if group_by in ("day", "hour"):
         rows = rows.order_by("group_key")
     else:
-        rows = rows.order_by(F("cost_sum").desc(nulls_last=True), "-requests", "group_key")
+        # django-stubs cannot see the annotations passed as **_AGGREGATES, so it refuses "requests".
+        rows = rows.order_by(F("cost_sum").desc(nulls_last=True), "-requests", "group_key")  # type: ignore[misc]
     if limit is not None:
         rows = rows[:limit]
     if group_by == "person":
-        rows = list(rows)
-        names = person_names([row["group_key"] for row in rows if row["group_key"] is not None])
-        return [UsageGroup(names.get(row["group_key"], NO_PERSON), _totals(row)) for row in rows]
+        person_rows = list(rows)
+        names = person_names([row["group_key"] for row in person_rows if row["group_key"] is not None])
+        return [UsageGroup(names.get(row["group_key"], NO_PERSON), _totals(row)) for row in person_rows]
     return [UsageGroup(group_key(group_by, row["group_key"]), _totals(row)) for row in rows]
 
 
@@ -201,7 +203,7 @@ def spend_summary_for_devices(device_pks: Iterable[int], *, now: dt.datetime | N
     month_start = day_start.replace(day=1)
     records = UsageRecord.objects.filter(device_pk__in=pks, cost__isnull=False)
 
-    def totals(since: dt.datetime) -> dict[int, Decimal]:
+    def totals(since: dt.datetime) -> dict[int | None, Decimal]:
         rows = records.filter(occurred_at__gte=since).values("device_pk").annotate(total=Sum("cost"))
         return {row["device_pk"]: row["total"] for row in rows}
 

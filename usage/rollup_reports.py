@@ -18,17 +18,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Any
 
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import QuerySet, Sum
 
+from usage.counts import COUNT_FIELDS
 from usage.models import RolledUpBucket, RollupPeriod, UsageRollup
 from usage.reports import (
-    COUNT_FIELDS,
     GroupBy,
     UsageFilter,
     UsageGroup,
@@ -101,7 +102,7 @@ def _rollups(usage_filter: UsageFilter, span: CompleteDays) -> QuerySet[UsageRol
     )
 
 
-def _totals_of(row: dict) -> UsageTotals:
+def _totals_of(row: Mapping[str, Any]) -> UsageTotals:
     return UsageTotals(
         requests=row["requests"] or 0,
         errors=row["errors"] or 0,

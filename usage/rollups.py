@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -26,7 +27,7 @@ from django.utils import timezone
 from usage.counts import COUNT_FIELDS
 from usage.models import PriceFlag, RolledUpBucket, RollupPeriod, UsageRecord, UsageRollup
 
-PERIOD_LENGTH = {RollupPeriod.HOUR: dt.timedelta(hours=1), RollupPeriod.DAY: dt.timedelta(days=1)}
+PERIOD_LENGTH: dict[str, dt.timedelta] = {RollupPeriod.HOUR: dt.timedelta(hours=1), RollupPeriod.DAY: dt.timedelta(days=1)}
 ESTIMATED_FLAGS = (PriceFlag.ASSUMED, PriceFlag.FALLBACK)
 """Priced, but at a rate that is not published for what the request did."""
 _RECORD_FIELDS = (
@@ -102,7 +103,7 @@ class _Group:
     latencies: list[float] = field(default_factory=list)
     sums: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_SUMMED, 0))
 
-    def add(self, row: dict) -> None:
+    def add(self, row: dict[str, Any]) -> None:
         self.device_pk, self.org_pk = row["device_pk"], row["org_pk"]
         self.device_fk = row["device_id"]
         self.requests += 1

@@ -34,7 +34,7 @@ from usage.events import UsageEvent
 from usage.models import COST_DECIMAL_PLACES, UsageRecord
 from usage.partitions import ensure_month_partitions, usage_table_is_partitioned
 from usage.pricing import CATEGORIES, quote_usage
-from usage.records import StoredRow, insert_ignoring_stored
+from usage.records import StoredRow, column_of, insert_ignoring_stored
 
 SYNTHETIC_PREFIX = "synthetic-"
 """Request ids, device ids and organization names of generated data start with this."""
@@ -78,7 +78,7 @@ class SyntheticPlan:
 class _Cast:
     device_pks: list[int]
     device_refs: list[str]
-    org_pks: list[int]
+    org_pks: list[int | None]
     cumulative_weights: list[float]
 
 
@@ -242,7 +242,7 @@ def _row(
     endpoint: str,
     device_pk: int,
     device_ref: str,
-    org_pk: int,
+    org_pk: int | None,
     recorded_at: dt.datetime,
 ) -> StoredRow:
     failed = status >= 400
@@ -410,7 +410,7 @@ def _copy_rows(rows: Iterator[StoredRow], progress: Callable[[int], None], chunk
     """COPY in one transaction per chunk, so a run stopped half-way keeps what it made. JSON
     columns go as their text, which PostgreSQL parses into jsonb."""
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in _COPY_COLUMNS)
+    columns = ", ".join(quote(column_of(field)) for field in _COPY_COLUMNS)
     names = [field.attname for field in _COPY_COLUMNS]
     json_at = [names.index(name) for name in _JSON_COLUMNS]
     sql = f"COPY {quote(UsageRecord._meta.db_table)} ({columns}) FROM STDIN"

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from proxyproject.lib.backends import shared_state_backend
 from proxyproject.lib.logging import log_event
-from proxyproject.lib.redis import cluster_configured, get_async_redis, get_sync_redis
+from proxyproject.lib.redis import cluster_configured, get_sync_redis, require_async_redis
 from usage import queue, spool
 from usage.events import UsageEvent
 from usage.live import MAX_ROWS_PER_MESSAGE, broadcast_records, live_row
@@ -128,7 +128,7 @@ class _LoopWriter:
         self.drains = drains
         self.wake = asyncio.Event()
         self.outbox: list[bytes] = []
-        self.pushing: asyncio.Task | None = None
+        self.pushing: asyncio.Task[None] | None = None
         self.pending = 0
         self.stopping = False
         self.task = loop.create_task(self.run(), name="usage-writer", context=contextvars.Context())
@@ -149,7 +149,7 @@ class _LoopWriter:
         while self.outbox:
             batch, self.outbox = self.outbox, []
             try:
-                await get_async_redis().rpush(queue.queue_key(), *batch)
+                await require_async_redis().rpush(queue.queue_key(), *batch)
             except Exception as exc:  # Redis down: the local spool keeps them, the writer still drains it
                 _spool_or_log(batch, f"{type(exc).__name__}: {exc}")
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any, TypeVar
 
 from django.contrib import admin
 from django.core.paginator import Paginator
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
+_ModelT = TypeVar("_ModelT", bound=Model)
 
-class CappedCountPaginator(Paginator):
+
+class CappedCountPaginator(Paginator[Any]):
     """Counts at most CAP rows: an exact count of millions of tokens or audit rows is a full scan
     on PostgreSQL, paid on every page view. Unordered: any CAP rows will do, no sort needed."""
 
@@ -17,10 +21,13 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return int(self.object_list.order_by().values("pk")[: self.CAP + 1].count())
+        rows = self.object_list
+        if not isinstance(rows, QuerySet):  # the admin pages querysets; a list is counted as it is
+            return len(rows)
+        return int(rows.order_by().values("pk")[: self.CAP + 1].count())
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin[_ModelT]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

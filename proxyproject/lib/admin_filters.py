@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 
-def _other_parameters(changelist: Any, mine: list[str]) -> list[tuple[str, str]]:
+def _other_parameters(changelist: Any, mine: list[str | None]) -> list[tuple[str, str]]:
     """The rest of the list's query (other filters, search, ordering) for hidden fields, so
     applying this filter keeps them."""
     kept = []
@@ -37,7 +37,7 @@ class DateRangeFilter(admin.FieldListFilter):
         self.until_parameter = f"{field_path}__to"
         super().__init__(field, request, params, model, model_admin, field_path)
 
-    def expected_parameters(self) -> list[str]:
+    def expected_parameters(self) -> list[str | None]:
         return [self.since_parameter, self.until_parameter]
 
     def _day(self, parameter: str) -> dt.date | None:
@@ -46,11 +46,11 @@ class DateRangeFilter(admin.FieldListFilter):
         if not value:
             return None
         try:
-            return dt.date.fromisoformat(value)
+            return dt.date.fromisoformat(str(value))
         except ValueError as exc:
             raise IncorrectLookupParameters(f"{parameter}: {value!r} is not a date (YYYY-MM-DD).") from exc
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         since, until = self._day(self.since_parameter), self._day(self.until_parameter)
         if since is not None:
             queryset = queryset.filter(**{f"{self.field_path}__gte": dt.datetime.combine(since, dt.time.min, tzinfo=dt.UTC)})
@@ -59,7 +59,9 @@ class DateRangeFilter(admin.FieldListFilter):
             queryset = queryset.filter(**{f"{self.field_path}__lt": next_day})
         return queryset
 
-    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:
+    # django-stubs types choices as the stock filters' {selected, query_string, display}; each dict is
+    # this filter's own template's context.
+    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:  # type: ignore[override]
         since, until = self._day(self.since_parameter), self._day(self.until_parameter)
         yield {
             "since_parameter": self.since_parameter,
@@ -81,16 +83,18 @@ class ExactValueFilter(admin.FieldListFilter):
         self.parameter = field_path
         super().__init__(field, request, params, model, model_admin, field_path)
 
-    def expected_parameters(self) -> list[str]:
+    def expected_parameters(self) -> list[str | None]:
         return [self.parameter]
 
     def _value(self) -> str:
         values = self.used_parameters.get(self.parameter)
         return str(values[-1] if isinstance(values, list) else values or "")
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self._value()
         return queryset.filter(**{self.parameter: value}) if value else queryset
 
-    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:
+    # django-stubs types choices as the stock filters' {selected, query_string, display}; each dict is
+    # this filter's own template's context.
+    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:  # type: ignore[override]
         yield {"parameter": self.parameter, "value": self._value(), "hidden": _other_parameters(changelist, [self.parameter])}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from io import TextIOBase
 from typing import TextIO, TypeVar
 
 T = TypeVar("T")
@@ -32,7 +33,9 @@ def _looks_numeric(cell: str) -> bool:
     return stripped.isdigit()
 
 
-def progress(items: Iterable[T], total: int, label: str, stream: TextIO | None = None, width: int = 30) -> Iterator[T]:
+def progress(
+    items: Iterable[T], total: int, label: str, stream: TextIO | TextIOBase | None = None, width: int = 30
+) -> Iterator[T]:
     """Yield items while drawing `label [#####-----] n/total` on a terminal (one final line otherwise)."""
     stream = stream or sys.stderr
     interactive = hasattr(stream, "isatty") and stream.isatty()

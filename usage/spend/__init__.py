@@ -184,8 +184,8 @@ def cap_refusal(check: CapCheck, outcome: ReserveOutcome, needed_nanos: int) -> 
     return SpendCapReached(message, details=details)
 
 
-_local_backend = LocalSpendBackend(totals_loader=lambda: database_totals())
-_redis_backend = RedisSpendBackend()
+_local_backend: SpendBackend = LocalSpendBackend(totals_loader=lambda: database_totals())
+_redis_backend: SpendBackend = RedisSpendBackend()
 
 
 def spend_backend() -> SpendBackend:

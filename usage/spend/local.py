@@ -57,11 +57,11 @@ class LocalSpendBackend:
         self.counters: dict[str, _LocalCounter] = {}
         self.totals_loader = totals_loader
         self.loaded_at: float | None = None
-        self.refresh: asyncio.Task | None = None
+        self.refresh: asyncio.Task[None] | None = None
 
-    async def _load_from_database(self) -> None:
+    async def _load_from_database(self, loader: TotalsLoader) -> None:
         try:
-            totals = await sync_to_async(_load_totals_and_close, thread_sensitive=False)(self.totals_loader)
+            totals = await sync_to_async(_load_totals_and_close, thread_sensitive=False)(loader)
         except Exception as exc:  # database away: enforce on what this process knows, retry in a minute
             log_event(
                 logger, "Spend counters not refreshed from the database", logging.WARNING, error=f"{type(exc).__name__}: {exc}"
@@ -71,12 +71,13 @@ class LocalSpendBackend:
         self.loaded_at = time.monotonic()
 
     async def keep_in_step_with_database(self) -> None:
-        if self.totals_loader is None:
+        loader = self.totals_loader
+        if loader is None:
             return
         if self.loaded_at is None:
-            await self._load_from_database()
+            await self._load_from_database(loader)
         elif time.monotonic() - self.loaded_at >= LOCAL_RECONCILE_SECONDS and (self.refresh is None or self.refresh.done()):
-            self.refresh = asyncio.get_running_loop().create_task(self._load_from_database())
+            self.refresh = asyncio.get_running_loop().create_task(self._load_from_database(loader))
 
     def _counter(self, counter: Counter, now: float) -> _LocalCounter:
         if len(self.counters) > 10_000:

@@ -135,6 +135,24 @@ def counter_keys_pattern() -> str:
     return redis_key("{spend:*")
 
 
+def _async_client() -> AsyncRedis:
+    client = get_async_redis()
+    if client is None:
+        raise RuntimeError("RedisSpendBackend needs REDIS_URL")
+    return client
+
+
+def _sync_client() -> SyncRedis:
+    client = get_sync_redis()
+    if client is None:
+        raise RuntimeError("RedisSpendBackend needs REDIS_URL")
+    return client
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _slot_groups(counters: Sequence[Counter]) -> list[list[int]]:
     """The indices of the counters one script may take together: all of them on a single Redis; on a
     cluster, each subject's (their keys share its hash tag, so one slot)."""
@@ -171,9 +189,9 @@ class RedisSpendBackend:
         amounts, each part is shrunk to the least. Every counter's check-and-reserve stays atomic,
         so no cap is exceeded; for one round trip a refused or shrunk request holds more than it
         ends up with, which can only refuse another request near the same cap."""
-        client = get_async_redis()
+        client = _async_client()
         expires_ms = int((now + ttl_seconds) * 1000)
-        head: list[object] = [nanos, request_id, int(now * 1000), expires_ms, nanos if floor is None else floor]
+        head: list[int | str] = [nanos, request_id, int(now * 1000), expires_ms, nanos if floor is None else floor]
         groups = _slot_groups([check.counter for check in checks])
 
         async def reserve_group(group: list[int]) -> list[int]:
@@ -217,8 +235,8 @@ class RedisSpendBackend:
         """On a cluster each subject's part is settled by its own script, sent together; a part whose
         script does not run (the process died between) lapses as an unsettled reservation does, and
         reconciliation raises its counters to the recorded cost."""
-        client = get_async_redis()
-        actual: object = "" if actual_nanos is None else actual_nanos
+        client = _async_client()
+        actual: int | str = "" if actual_nanos is None else actual_nanos
         groups = _slot_groups(counters)
         answers = await _each(
             [
@@ -242,21 +260,21 @@ class RedisSpendBackend:
     def raise_settled_to(self, totals: dict[Counter, int]) -> None:
         calls = []
         for batch in _reconcile_batches(list(totals)):
-            argv: list[object] = []
+            argv: list[int | str] = []
             for counter in batch:
                 argv += [totals[counter], int(counter.expires_at)]
             calls.append((RAISE_SCRIPT, [_key(counter) for counter in batch], argv))
-        _run_pipelined(get_sync_redis(), calls)
+        _run_pipelined(_sync_client(), calls)
 
     def adjust_settled(self, deltas: dict[Counter, int]) -> None:
         calls = [
             (ADJUST_SCRIPT, [_key(counter) for counter in batch], [deltas[counter] for counter in batch])
             for batch in _reconcile_batches(list(deltas))
         ]
-        _run_pipelined(get_sync_redis(), calls)
+        _run_pipelined(_sync_client(), calls)
 
     def snapshot(self, counter: Counter, now: float) -> tuple[int, int]:
-        fields = {k.decode(): v.decode() for k, v in get_sync_redis().hgetall(_key(counter)).items()}
+        fields = {_text(k): _text(v) for k, v in _sync_client().hgetall(_key(counter)).items()}
         now_ms = now * 1000
         live = sum(
             int(value)
@@ -273,7 +291,7 @@ def _reconcile_batches(counters: list[Counter]) -> list[list[Counter]]:
     return [[counters[index] for index in group] for group in _slot_groups(counters)]
 
 
-def _run_pipelined(client: SyncRedis, calls: list[tuple[str, list[str], list[object]]]) -> None:
+def _run_pipelined(client: SyncRedis, calls: Sequence[tuple[str, list[str], Sequence[int | str]]]) -> None:
     """A fleet's reconciliation is thousands of scripts on a cluster (one per subject): they go a
     hundred per round trip, which a cluster pipeline splits by node (through `execute_command`: its
     `eval` method is not the client's)."""

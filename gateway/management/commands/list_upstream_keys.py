@@ -42,10 +42,10 @@ class Command(BaseCommand):
         parser.add_argument("--all", dest="include_retired", action="store_true", help="Include retired keys.")
 
     def handle(self, *args: Any, include_retired: bool, **options: Any) -> None:
-        keys = UpstreamKey.objects.order_by("state", "-created_at")
+        queryset = UpstreamKey.objects.order_by("state", "-created_at")
         if not include_retired:
-            keys = keys.exclude(state=UpstreamKeyState.RETIRED)
-        keys = list(keys)
+            queryset = queryset.exclude(state=UpstreamKeyState.RETIRED)
+        keys = list(queryset)
         counts = shared_in_flight_counts(key.pk for key in keys)
         now = timezone.now()
         rows = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
 from tokens.models import Person
@@ -13,11 +15,11 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Block a person (by email): every token of every device of theirs revoked; no refresh or sign-in until unblock_person."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("email", help="The person's email (OIDC_PERSON_CLAIM), any case.")
         add_yes_argument(parser)
 
-    def handle(self, *args, email: str, yes: bool, **options) -> None:
+    def handle(self, *args: Any, email: str, yes: bool, **options: Any) -> None:
         people = list(Person.objects.filter(email__iexact=email))
         if not people:
             raise CommandError(f"No person with the email {email!r}.")

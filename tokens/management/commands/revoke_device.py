@@ -6,8 +6,9 @@ end with a table of what was done."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count
 
 from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
@@ -20,13 +21,13 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Revoke all tokens of devices; every gateway process refuses them within seconds."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("device_ids", nargs="*", metavar="DEVICE_ID")
         parser.add_argument("--from-file", type=Path, help="Read device ids from this file, one per line.")
         parser.add_argument("--block", action="store_true", help="Also block the devices, so they cannot bootstrap again.")
         add_yes_argument(parser)
 
-    def handle(self, *args, device_ids: list[str], from_file: Path | None, block: bool, yes: bool, **options) -> None:
+    def handle(self, *args: Any, device_ids: list[str], from_file: Path | None, block: bool, yes: bool, **options: Any) -> None:
         wanted = list(dict.fromkeys(device_ids + self._read_ids(from_file)))
         if not wanted:
             raise CommandError("Name at least one DEVICE_ID (or --from-file).")

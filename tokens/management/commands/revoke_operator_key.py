@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
 from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
@@ -14,11 +16,11 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Revoke an operator API key (name, or the prefix list_operator_keys shows)."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("key", metavar="NAME_OR_PREFIX")
         add_yes_argument(parser)
 
-    def handle(self, *args, key: str, yes: bool, **options) -> None:
+    def handle(self, *args: Any, key: str, yes: bool, **options: Any) -> None:
         prefix = key.rstrip("…")
         matches = list(OperatorApiKey.objects.filter(Q(name=key) | Q(prefix=prefix), revoked_at__isnull=True))
         if not matches:

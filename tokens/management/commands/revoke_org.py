@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
 from tokens.models import Organization
@@ -13,11 +15,11 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Revoke all tokens of an organization's devices."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="The organization's name.")
         add_yes_argument(parser)
 
-    def handle(self, *args, name: str, yes: bool, **options) -> None:
+    def handle(self, *args: Any, name: str, yes: bool, **options: Any) -> None:
         organization = Organization.objects.filter(name=name).first()
         if organization is None:
             raise CommandError(f"No organization named {name!r}.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
 from tokens.models import IssuedToken
@@ -13,11 +15,11 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Revoke one token by jti, with the other token of its grant (the wrapper and refresh token issued together)."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("jti")
         add_yes_argument(parser)
 
-    def handle(self, *args, jti: str, yes: bool, **options) -> None:
+    def handle(self, *args: Any, jti: str, yes: bool, **options: Any) -> None:
         issued = IssuedToken.objects.select_related("device").filter(jti=jti).first()
         if issued is None:
             raise CommandError(f"No token with jti {jti!r}.")

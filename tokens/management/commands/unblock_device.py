@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from proxyproject.lib.confirm import add_yes_argument, confirm_or_abort
 from tokens.models import Device, DeviceStatus
@@ -13,11 +15,11 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Unblock blocked devices so they can enroll again."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("device_ids", nargs="+", metavar="DEVICE_ID")
         add_yes_argument(parser)
 
-    def handle(self, *args, device_ids: list[str], yes: bool, **options) -> None:
+    def handle(self, *args: Any, device_ids: list[str], yes: bool, **options: Any) -> None:
         devices = list(Device.objects.filter(device_id__in=device_ids))
         found = {device.device_id for device in devices}
         missing = [device_id for device_id in device_ids if device_id not in found]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from proxyproject.lib.console import format_table
@@ -19,7 +20,7 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
     help = "Make N realistic usage records spread over --days (COPY on PostgreSQL), then their rollups."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--records", type=int, default=10_000_000)
         parser.add_argument("--days", type=int, default=730)
         parser.add_argument("--devices", type=int, default=2_000)
@@ -28,7 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-rollups", action="store_true", help="Leave the rollups to `rollup_usage`.")
         parser.add_argument("--yes", action="store_true", help="Add to a database that already holds generated records.")
 
-    def handle(self, *args, records: int, days: int, devices: int, organizations: int, seed: int, **options) -> None:
+    def handle(self, *args: Any, records: int, days: int, devices: int, organizations: int, seed: int, **options: Any) -> None:
         if min(records, days, devices, organizations) < 1:
             raise CommandError("--records, --days, --devices and --organizations must be at least 1.")
         if connection.vendor != "postgresql" and records > SQLITE_LIMIT:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from decimal import Decimal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
 
 from proxyproject.lib.console import format_table
 from tokens.models import Device, DeviceStatus
@@ -10,7 +13,7 @@ from tokens.policy import resolve_policy
 from usage.reports import spend_summary_for_devices
 
 
-def _money(amount, cap) -> str:
+def _money(amount: Decimal, cap: Decimal | None) -> str:
     return f"${amount:.2f}/{'$' + format(cap, '.2f') if cap is not None else '-'}"
 
 
@@ -18,11 +21,11 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "List devices with their status and spend today and this month against their caps."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--status", choices=[choice.value for choice in DeviceStatus], help="Only devices in this state.")
         parser.add_argument("--limit", type=int, default=200, help="At most this many devices, most recently seen first.")
 
-    def handle(self, *args, status: str | None, limit: int, **options) -> None:
+    def handle(self, *args: Any, status: str | None, limit: int, **options: Any) -> None:
         devices = Device.objects.select_related("organization", "person").order_by("-last_seen_at", "device_id")
         if status:
             devices = devices.filter(status=status)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from proxyproject.lib.console import format_table
@@ -13,12 +15,12 @@ from usage.repricing import reprice_usage
 class Command(BaseCommand):
     help = "Recompute the cost of usage recorded since --since from the current prices; --dry-run reports the difference only."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--since", required=True, help="Start, inclusive: 2026-11-01 or 2026-11-01T13:00 (UTC).")
         parser.add_argument("--until", help="End, exclusive (default: now).")
         parser.add_argument("--dry-run", action="store_true", help="Compute and report the difference; write nothing.")
 
-    def handle(self, *args, since: str, until: str | None, dry_run: bool, **options) -> None:
+    def handle(self, *args: Any, since: str, until: str | None, dry_run: bool, **options: Any) -> None:
         start = parse_moment(since)
         end = parse_moment(until) if until else timezone.now()
         if start >= end:

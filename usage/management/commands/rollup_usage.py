@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -27,11 +28,11 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []  # warnings about serving (no Redis, no upstream key) are `manage.py check`'s
     help = "Rebuild hourly and daily usage rollups between --since and --until (default: the last 24 hours)."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--since", help="Start, inclusive: 2026-11-01 or 2026-11-01T13:00 (UTC).")
         parser.add_argument("--until", help="End, exclusive (default: now).")
 
-    def handle(self, *args, since: str | None, until: str | None, **options) -> None:
+    def handle(self, *args: Any, since: str | None, until: str | None, **options: Any) -> None:
         end = parse_moment(until) if until else timezone.now()
         start = parse_moment(since) if since else end - dt.timedelta(hours=24)
         if start >= end:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 from django.core.management.base import BaseCommand
 
@@ -14,7 +15,7 @@ from usage.writer import run_usage_writer
 class Command(BaseCommand):
     help = "Write queued usage records to the database continuously (the USAGE_WRITER=process writer)."
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
