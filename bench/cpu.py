@@ -127,7 +127,11 @@ def start(direct: Target, bare: Target, gateway: Target, log) -> None:
     """The upstream, then the pass-through and the gateway (migrated, its device enrolled)."""
     direct.service.start().wait_listening()
     subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=BASE_DIR, env=gateway.service.env, check=True, capture_output=True
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=BASE_DIR,
+        env=gateway.service.env,
+        check=True,
+        capture_output=True,
     )
     for service in (*gateway.companions, bare.service, gateway.service):
         service.start()
