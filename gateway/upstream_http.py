@@ -218,7 +218,7 @@ class ConnectionPool:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._ssl: ssl.SSLContext | None = None
+        self.ssl_context: ssl.SSLContext | None = None  # the system's authorities, made on the first https connection
 
     async def acquire(self, origin: Origin, connect_timeout: float | None, pool_timeout: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -254,8 +254,8 @@ class ConnectionPool:
     async def _connect(self, loop: asyncio.AbstractEventLoop, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
         secure = scheme == b"https"
-        if secure and self._ssl is None:
-            self._ssl = ssl.create_default_context()
+        if secure and self.ssl_context is None:
+            self.ssl_context = ssl.create_default_context()
         hostname = host.decode("ascii")
         try:
             async with asyncio.timeout(timeout):
@@ -263,7 +263,7 @@ class ConnectionPool:
                     lambda: _Connection(origin),
                     hostname.strip("[]"),
                     port,
-                    ssl=self._ssl if secure else None,
+                    ssl=self.ssl_context if secure else None,
                     server_hostname=hostname.strip("[]") if secure else None,
                 )
         except TimeoutError:

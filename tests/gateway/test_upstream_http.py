@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -267,3 +269,50 @@ async def test_requests_beyond_the_connection_limit_wait_for_a_free_one(serve):
     results = await asyncio.gather(first, second)
     await transport.aclose()
     assert ([body for _, body in results], scripted.connections) == ([b"ok", b"ok"], 1)
+
+
+@pytest.fixture
+def certificate(tmp_path) -> tuple[str, str]:
+    """A self-signed certificate for `localhost`, made by the openssl command line."""
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1"]
+        + ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_an_https_upstream_is_reached_over_tls_with_its_name_verified(certificate):
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    received: list[bytes] = []
+
+    async def answer(reader, writer):
+        received.append(await reader.readuntil(b"\r\n\r\n") + await reader.readexactly(7))
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    transport = UpstreamTransport(max_connections=4)
+    transport.pool.ssl_context = ssl.create_default_context(cafile=cert)  # trusts only the test's certificate
+    sent = httpx.Request(
+        "POST",
+        f"https://localhost:{port}/v1/messages",
+        headers=[(b"host", f"localhost:{port}".encode()), (b"content-length", b"7")],
+        stream=httpx.ByteStream(b'{"a":1}'),
+        extensions={"timeout": {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}},
+    )
+    try:
+        _, body = await exchange(transport, sent)
+        assert (body, received[0].split(b"\r\n")[0]) == (b"ok", b"POST /v1/messages HTTP/1.1")
+        untrusted = UpstreamTransport(max_connections=4)  # the system's authorities do not know it
+        with pytest.raises(httpx.ConnectError):
+            await exchange(untrusted, sent)
+    finally:
+        await transport.aclose()
+        server.close()
