@@ -124,6 +124,7 @@ class _Connection(asyncio.Protocol):
             self.headers, self.reason = [], b""
             return
         self.status = status
+        self.informational = False
         if self.head_only:
             self.complete = True
         self.delimited_by_close = (
@@ -222,27 +223,16 @@ class ConnectionPool:
 
     async def acquire(self, origin: Origin, connect_timeout: float | None, pool_timeout: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
-        idle = self._idle.get(origin)
-        now = loop.time()
-        while idle:
-            connection = idle.pop()
-            if not connection.lost and now - connection.idle_since < self._keepalive_seconds:
-                return connection
-            self._discard(connection)
-        while self._open >= self._max_connections:
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                async with asyncio.timeout(pool_timeout):
-                    await waiter
-            except TimeoutError:
-                raise httpx.ConnectTimeout("no upstream connection came free in time") from None
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+        while True:
             idle = self._idle.get(origin)
-            if idle:
-                return idle.pop()
+            while idle:
+                connection = idle.pop()
+                if not connection.lost and loop.time() - connection.idle_since < self._keepalive_seconds:
+                    return connection
+                self._discard(connection)
+            if self._open < self._max_connections:
+                break
+            await self._wait_for_a_free_connection(loop, pool_timeout)
         self._open += 1
         try:
             return await self._connect(loop, origin, connect_timeout)
@@ -250,6 +240,18 @@ class ConnectionPool:
             self._open -= 1
             self._wake_one()
             raise
+
+    async def _wait_for_a_free_connection(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            raise httpx.ConnectTimeout("no upstream connection came free in time") from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin

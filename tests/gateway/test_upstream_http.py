@@ -316,3 +316,23 @@ async def test_an_https_upstream_is_reached_over_tls_with_its_name_verified(cert
     finally:
         await transport.aclose()
         server.close()
+
+
+async def test_an_interim_100_continue_is_skipped_for_the_answer_after_it(serve):
+    async def continue_then_ok(reader, writer):
+        while True:
+            try:
+                await scripted.read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
+            await writer.drain()
+
+    scripted = await serve(continue_then_ok)
+    transport = UpstreamTransport(max_connections=4)
+    answers = [await exchange(transport, request(scripted.port)) for _ in range(2)]
+    await transport.aclose()
+    assert [(response.status_code, response.headers.raw, body) for response, body in answers] == [
+        (200, [(b"content-length", b"2"), (b"X-Up", b"a")], b"ok")
+    ] * 2
+    assert scripted.connections == 1
