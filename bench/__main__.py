@@ -76,6 +76,13 @@ def measure_estimator() -> str:
     return done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-300:]}"
 
 
+def measure_cpu_per_request() -> str:
+    """The gateway's CPU per request beside the bare pass-through's (`bench.cpu`): steadier than
+    wall-clock figures on a machine doing other work."""
+    done = subprocess.run([sys.executable, "-m", "bench.cpu", "--requests", "2000"], capture_output=True, text=True, timeout=600)
+    return done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-300:]}"
+
+
 def measure_redis_client() -> str:
     """With REDIS_URL (the production-like run): a hot-path command through redis-py and the lean client."""
     done = subprocess.run([sys.executable, "-m", "bench.redis_client"], capture_output=True, text=True, timeout=300)
@@ -101,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(record, rows))
     print(f"JSON: {path}")
     print(f"Spend estimator (microseconds per request): {measure_estimator()}")
+    print(f"CPU microseconds per JSON request (gateway, bare ASGI pass-through): {measure_cpu_per_request()}")
     if os.environ.get("REDIS_URL"):
         print(f"Rate-limit script, CPU microseconds per command: {measure_redis_client()}")
     return 0

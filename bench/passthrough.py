@@ -74,7 +74,7 @@ def default_httpx_client() -> httpx.AsyncClient:
 
 class HttpxForwarder:
     """Through an httpx client: its default transport, or the gateway's own client (httpx over
-    the gateway's aiohttp transport, `gateway.upstream.get_upstream_client`)."""
+    the gateway's HTTP/1.1 transport, `gateway.upstream.get_upstream_client`)."""
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client

@@ -3,7 +3,7 @@
 No middleware on purpose: the pass-through is the framework's floor (Django's ASGI handler, URL
 resolution and one ninja operation), the least any view of this project can cost, so the gateway's
 own work (auth, policy, usage) shows as the difference. `BENCH_PASSTHROUGH_TRANSPORT` picks the
-upstream client: `gateway` (the gateway's own: httpx over its aiohttp transport), `httpx` (httpx's
+upstream client: `gateway` (the gateway's own: httpx over its HTTP/1.1 transport), `httpx` (httpx's
 default transport) or `aiohttp` (aiohttp's client directly); the benchmark sets it per server.
 """
 

@@ -19,7 +19,7 @@ DIRECT, ASGI, PASSTHROUGH, GATEWAY, VARIANT = "direct", "asgi", "passthrough", "
 SERVERS = ("uvicorn", "daphne")
 TRANSPORTS = ("gateway", "httpx", "aiohttp")  # see bench/passthrough_settings.py
 TRANSPORT_LABELS = {
-    "gateway": "gateway's client (httpx over aiohttp)",
+    "gateway": "gateway's client (httpx over its own transport)",
     "httpx": "httpx default transport",
     "aiohttp": "aiohttp client",
 }

@@ -1,17 +1,17 @@
-"""The pooled upstream client: httpx's API over an aiohttp transport, one client per event loop.
+"""The pooled upstream client: httpx's request and response types over the gateway's own HTTP/1.1
+transport (`gateway.upstream_http`), one connection pool per event loop.
 
 Why not httpx's own transport: measured on this machine with a bare pass-through on one core (fake
 upstream and load on the other; 256 concurrent streams of 36 events), httpx 0.28's default
-transport carried 27-37 streams/s with a 4.7-5.3 s median first byte, while httpx over this
-transport carried 175-192 streams/s (first byte 317-357 ms), on par with the httpx-aiohttp package
-(82-208/s) and close to bare aiohttp (101-249/s); non-streaming at 64 connections: 134-190 req/s
-for httpx's transport, 554-1,453 for this one. The figures are in the gateway issue's report. This
-transport is ours rather than that package's so that its exceptions mean what the proxy needs: a
-failure before the response is told apart from a read failure, and a connect error is never
-reported as a timeout.
+transport carried 27-37 streams/s with a 4.7-5.3 s median first byte, against 175-192 streams/s
+over aiohttp's client (non-streaming at 64 connections: 134-190 req/s against 554-1,453); the
+figures are in the gateway issue's report. aiohttp's client in turn cost about a fifth of the
+gateway's CPU per request, which the gateway's own transport saves (see its docstring). Either way
+the transport is the gateway's, so that its exceptions mean what the proxy needs: a failure before
+the response is told apart from a read failure, and a connect error is never reported as a timeout.
 
-aiohttp is told not to add headers of its own (User-Agent, Accept, Content-Type) and not to
-decompress: the request is forwarded as the client sent it and the response read as sent.
+Nothing is added to the request (no User-Agent, Accept or Content-Type of the client's own) and
+nothing is decompressed: the request is forwarded as the client sent it and the response read as sent.
 """
 
 from __future__ import annotations
@@ -19,120 +19,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
-import aiohttp
 import httpx
 from django.conf import settings
 
+from gateway.upstream_http import UpstreamTransport
 from proxyproject.lib.errors import GatewayError, UpstreamTimeout, UpstreamUnreachable
 
-_SKIPPED_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
-
-def _connect_failure(exc: Exception) -> httpx.TransportError:
-    """An aiohttp failure before any response byte, as the httpx exception of the same meaning."""
-    if isinstance(exc, (aiohttp.ConnectionTimeoutError, asyncio.TimeoutError)) and not isinstance(
-        exc, aiohttp.SocketTimeoutError
-    ):
-        return httpx.ConnectTimeout(str(exc) or "connect timed out")
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return httpx.ReadTimeout(str(exc) or "no response in time")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(str(exc))
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return httpx.RemoteProtocolError("Server disconnected without sending a response.")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return httpx.RemoteProtocolError(f"Malformed upstream response: {exc.message}")
-    if isinstance(exc, aiohttp.ClientOSError):
-        return httpx.WriteError(str(exc))
-    return httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}")
-
-
-def _read_failure(exc: Exception) -> httpx.TransportError:
-    if isinstance(exc, asyncio.TimeoutError):
-        return httpx.ReadTimeout(str(exc) or "upstream stopped sending")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return httpx.RemoteProtocolError(f"Upstream body ended early: {exc}")
-    return httpx.ReadError(f"{type(exc).__name__}: {exc}")
-
-
-class _AiohttpBody(httpx.AsyncByteStream):
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _read_failure(exc) from exc
-
-    async def aclose(self) -> None:
-        """A body read to its end gives the connection back to the pool; one abandoned half-way
-        (client gone, upstream broken) closes it, which also stops the upstream generating."""
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
-
-
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over one aiohttp session (its connection pool), created on first use
-    because a session belongs to the event loop it was created on."""
-
-    def __init__(self, *, max_connections: int, keepalive_seconds: float = 30.0) -> None:
-        self._max_connections = max_connections
-        self._keepalive_seconds = keepalive_seconds
-        self._session: aiohttp.ClientSession | None = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=0, keepalive_timeout=self._keepalive_seconds, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                skip_auto_headers=_SKIPPED_AUTO_HEADERS,
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeouts.get("pool"), sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read")
-        )
-        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw]
-        body = request.content
-        try:
-            response = await self._get_session().request(
-                request.method,
-                str(request.url),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                compress=None,
-                timeout=timeout,
-            )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _connect_failure(exc) from exc
-        return httpx.Response(
-            response.status,
-            headers=list(response.raw_headers),
-            stream=_AiohttpBody(response),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
-        )
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AiohttpTransport] = weakref.WeakKeyDictionary()
+_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamTransport] = weakref.WeakKeyDictionary()
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 
 
@@ -144,12 +41,12 @@ class _NoCookies(httpx.Cookies):
         return None
 
 
-def get_upstream_transport() -> AiohttpTransport:
+def get_upstream_transport() -> UpstreamTransport:
     """This event loop's connection pool (created on first use)."""
     loop = asyncio.get_running_loop()
     transport = _transports.get(loop)
     if transport is None:
-        transport = AiohttpTransport(max_connections=settings.UPSTREAM_MAX_CONNECTIONS)
+        transport = UpstreamTransport(max_connections=settings.UPSTREAM_MAX_CONNECTIONS)
         _transports[loop] = transport
     return transport
 

@@ -1,0 +1,164 @@
+"""CPU time per request of the gateway process, beside the bare ASGI pass-through's:
+`python -m bench.cpu [--requests N] [--concurrency 1,64] [--rounds 3]`.
+
+Wall-clock figures move with whatever else the machine runs; the CPU time a process spends on a
+fixed number of requests moves far less, so this is the figure to compare changes to the request
+path by. The servers are started as `make bench` starts them (production mode, DATABASE_URL and
+REDIS_URL passed through, the usage writer as its own process); each round sends N JSON requests
+per concurrency to each proxy and reads the nanosecond run time of every thread of its processes
+(`/proc/<pid>/task/<tid>/schedstat`) before and after. Prints one JSON line: microseconds of CPU per
+request for each proxy and concurrency (the median of the rounds), the gateway's excess over the
+pass-through, and the usage writer's CPU per request over the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from bench.loadgen import Endpoint, Workload, build_request
+from bench.processes import BASE_DIR, free_port, plan_cores, raise_open_file_limit, stop_all, wait_until_idle
+from bench.run import LoadGenerator, enroll_device, preflight
+from bench.stores import run_stores
+from bench.targets import (
+    ASGI,
+    MESSAGES_PATH,
+    REALISTIC_STREAM,
+    Secrets,
+    Target,
+    gateway_target,
+    message_body,
+    passthrough_target,
+    production_environment,
+    upstream_target,
+)
+
+
+def run_nanoseconds(pids: list[int]) -> int:
+    """CPU time every thread of these processes has run, in nanoseconds (the kernel's scheduler
+    clock: /proc/<pid>/stat counts in 10 ms ticks, too coarse for a few thousand requests)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
+
+
+def fixed_count(request: bytes, concurrency: int, requests: int) -> Workload:
+    """Exactly `requests` requests, every one counted: no warm-up window, no time limit to hit."""
+    return Workload(request, concurrency, duration=600.0, warmup=0.0, max_requests=requests, timeout=30.0)
+
+
+def cpu_per_request(load: LoadGenerator, target: Target, concurrency: int, requests: int) -> float:
+    """Microseconds of the target's CPU per completed request."""
+    endpoint = Endpoint("127.0.0.1", target.service.port)
+    request = build_request(
+        endpoint, MESSAGES_PATH, message_body(stream=False), {"anthropic-version": "2023-06-01", **target.headers}
+    )
+    pids = target.service.pids()
+    wait_until_idle(pids, limit=3.0)
+    before = run_nanoseconds(pids)
+    samples = load.run(endpoint, fixed_count(request, concurrency, requests))
+    spent = run_nanoseconds(pids) - before
+    if samples["errors"] or not samples["completed"]:
+        raise RuntimeError(f"{target.label}: {samples['completed']} completed, errors {samples['errors']}")
+    return spent / samples["completed"] / 1000
+
+
+def measure(requests: int, concurrencies: list[int], rounds: int, log) -> dict:
+    raise_open_file_limit()
+    cores = plan_cores(os.sched_getaffinity(0))
+    if cores.pinned:
+        os.sched_setaffinity(0, set(cores.load))
+    keys = Secrets.fresh()
+    with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir, run_stores(os.environ) as stores:
+        base_env = {**os.environ, **stores}
+        port = free_port()
+        direct = upstream_target("lean", keys, cores, base_env)
+        env = production_environment(base_env, Path(var_dir), f"http://127.0.0.1:{direct.service.port}", keys, port)
+        bare = passthrough_target("uvicorn", "gateway", ASGI, cores, env)
+        gateway = gateway_target("uvicorn", cores, env, port)
+        services = [direct.service, bare.service, *gateway.services]
+        load = None
+        try:
+            start(direct, bare, gateway, log)
+            load = LoadGenerator(cores.load)
+            for target in (bare, gateway):  # connection pools, caches, the interpreter's specialisations
+                for concurrency in concurrencies:
+                    cpu_per_request(load, target, concurrency, max(requests // 5, 100))
+            writer_before = run_nanoseconds(gateway.companions[0].pids())
+            sent = 0
+            figures: dict[str, list[float]] = {}
+            for _ in range(rounds):
+                for concurrency in concurrencies:
+                    for target in (bare, gateway):
+                        name = f"{'gateway' if target is gateway else 'bare'}_c{concurrency}_us"
+                        figures.setdefault(name, []).append(cpu_per_request(load, target, concurrency, requests))
+                        sent += requests if target is gateway else 0
+                        log(f"{name}: {figures[name][-1]:.1f}")
+            writer_spent = run_nanoseconds(gateway.companions[0].pids()) - writer_before
+        finally:
+            if load is not None:
+                load.close()
+            stop_all(services)
+    result: dict[str, float] = {name: round(statistics.median(values), 1) for name, values in figures.items()}
+    for concurrency in concurrencies:
+        result[f"added_c{concurrency}_us"] = round(result[f"gateway_c{concurrency}_us"] - result[f"bare_c{concurrency}_us"], 1)
+    result["usage_writer_us"] = round(writer_spent / sent / 1000, 1)
+    result["load_average"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def start(direct: Target, bare: Target, gateway: Target, log) -> None:
+    """The upstream, then the pass-through and the gateway (migrated, its device enrolled)."""
+    direct.service.start().wait_listening()
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=BASE_DIR,
+        env=gateway.service.env,
+        check=True,
+        capture_output=True,
+    )
+    for service in (*gateway.companions, bare.service, gateway.service):
+        service.start()
+    bare.service.wait_listening(timeout=60)
+    gateway.service.wait_listening(timeout=60)
+    gateway.headers = {"authorization": f"Bearer {enroll_device(f'http://127.0.0.1:{gateway.service.port}')}"}
+    for target in (bare, gateway):
+        failure = preflight(target, REALISTIC_STREAM)
+        if failure:
+            raise RuntimeError(f"{target.label}: {failure}")
+    log("servers ready")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cpu", description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000, help="requests per measurement (default 5000)")
+    parser.add_argument("--concurrency", default="1,64", help="comma-separated connection counts (default 1,64)")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per cell; the median is printed (default 3)")
+    arguments = parser.parse_args(argv)
+    concurrencies = [int(value) for value in arguments.concurrency.split(",")]
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    print(orjson.dumps(measure(arguments.requests, concurrencies, arguments.rounds, log)).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
