@@ -32,6 +32,10 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 Origin = tuple[bytes, bytes, int]
 
 
+class _UnsolicitedResponse(Exception):
+    """The upstream began an answer no request asked for."""
+
+
 class _Connection(asyncio.Protocol):
     """One connection to the upstream, carrying one exchange at a time."""
 
@@ -90,6 +94,9 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _UnsolicitedResponse):
+                self.close()
+                return
             self._fail(httpx.RemoteProtocolError(f"Malformed upstream response: {exc}"))
             self.close()
 
@@ -111,6 +118,13 @@ class _Connection(asyncio.Protocol):
         """See pause_writing."""
 
     # -- httptools callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        """A second answer to one request (bytes after the answer, in its packet or later): served to
+        the next request on this connection, it would be another device's answer. The parse stops
+        here, the answer already read stands, and the connection is closed."""
+        if self.complete:
+            raise _UnsolicitedResponse
+
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
