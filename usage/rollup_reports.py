@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -174,15 +175,37 @@ _DAILY_SUMS = {
 }
 
 
+_SUM_FIELDS = ("requests", "errors", "unpriced_requests", "estimated_requests", "cost", *COUNT_FIELDS)
+Sums = tuple
+"""A group's `_SUM_FIELDS` as a plain tuple: thousands of device and person groups are merged and
+cached per view, and tuples add and pickle several times faster than UsageTotals."""
+
+
+def _sums(totals: UsageTotals) -> Sums:
+    return (
+        totals.requests,
+        totals.errors,
+        totals.unpriced_requests,
+        totals.estimated_requests,
+        totals.cost,
+        *(totals.counts[name] for name in COUNT_FIELDS),
+    )
+
+
+def _totals_of_sums(sums: Sums) -> UsageTotals:
+    return daily_usage_totals(dict(zip(_SUM_FIELDS, sums, strict=True)))
+
+
+def _add(merged: dict, key: object, sums: Sums) -> None:
+    known = merged.get(key)
+    merged[key] = sums if known is None else tuple(map(operator.add, known, sums))
+
+
 @dataclass(frozen=True)
 class _DailyBreakdown:
     by_time_and_model: list[tuple[str, str, UsageTotals]]
-    by_device: list[tuple[str, UsageTotals]]
-    by_person: list[tuple[int | None, UsageTotals]]
-
-
-def _person_pk(key: str) -> int | None:
-    return int(key) if key else None
+    by_device: dict[str, Sums]
+    by_person: dict[int | None, Sums]
 
 
 def _daily_breakdown(span: CompleteDays) -> _DailyBreakdown:
@@ -197,14 +220,14 @@ def _daily_breakdown(span: CompleteDays) -> _DailyBreakdown:
     if isinstance(cached, _DailyBreakdown):
         return cached
     days = DailyUsage.objects.filter(day__gte=span.start, day__lt=span.end)
-    by_device: list[tuple[str, UsageTotals]] = []
-    by_person: list[tuple[int | None, UsageTotals]] = []
-    grouped = days.filter(dimension__in=(DailyDimension.DEVICE, DailyDimension.PERSON))
-    for row in grouped.values("dimension", "key").annotate(**_DAILY_SUMS).order_by():
-        if row["dimension"] == DailyDimension.DEVICE:
-            by_device.append((row["key"], daily_usage_totals(row)))
+    by_device: dict[str, Sums] = {}
+    by_person: dict[int | None, Sums] = {}
+    grouped = days.filter(dimension__in=(DailyDimension.DEVICE, DailyDimension.PERSON)).values("dimension", "key")
+    for dimension, value, *sums in grouped.annotate(**_DAILY_SUMS).order_by().values_list("dimension", "key", *_SUM_FIELDS):
+        if dimension == DailyDimension.DEVICE:
+            by_device[value] = tuple(sums)
         else:
-            by_person.append((_person_pk(row["key"]), daily_usage_totals(row)))
+            by_person[int(value) if value else None] = tuple(sums)
     breakdown = _DailyBreakdown(
         by_time_and_model=[
             (group_key("day", row.day), row.key, daily_usage_totals(row)) for row in days.filter(dimension=DailyDimension.MODEL)
@@ -246,22 +269,20 @@ def usage_breakdown(since: dt.datetime, until: dt.datetime, over_time: GroupBy, 
     usage_filter = UsageFilter(since, until)
     span = complete_days(since, until, daily_usage=True) if over_time == "day" else None
     by_time_and_model: list[tuple[str, str, UsageTotals]] = []
-    by_device: dict[str, list[UsageTotals]] = {}
-    by_person: dict[int | None, list[UsageTotals]] = {}
+    by_device: dict[str, Sums] = {}
+    by_person: dict[int | None, Sums] = {}
     with _without_jit():
         if span is not None:
             daily = _daily_breakdown(span)
             by_time_and_model += daily.by_time_and_model
-            for device_ref, totals in daily.by_device:
-                by_device.setdefault(device_ref, []).append(totals)
-            for person_pk, totals in daily.by_person:
-                by_person.setdefault(person_pk, []).append(totals)
+            by_device.update(daily.by_device)
+            by_person.update(daily.by_person)
         for part in _raw_parts(usage_filter, span) if span is not None else [usage_filter]:
             by_time_and_model += usage_groups_by_time_and_model(part, over_time)
             for device_ref, totals in usage_totals_by_value(part, "device"):
-                by_device.setdefault(str(device_ref), []).append(totals)
+                _add(by_device, str(device_ref), _sums(totals))
             for person_pk, totals in usage_totals_by_value(part, "person"):
-                by_person.setdefault(person_pk if isinstance(person_pk, int) else None, []).append(totals)
+                _add(by_person, person_pk if isinstance(person_pk, int) else None, _sums(totals))
     by_time: dict[str, list[UsageTotals]] = {}
     by_model: dict[str, list[UsageTotals]] = {}
     for time_key, model, totals in by_time_and_model:
@@ -274,7 +295,7 @@ def usage_breakdown(since: dt.datetime, until: dt.datetime, over_time: GroupBy, 
     return UsageBreakdown(
         totals=sum_totals(totals for _, _, totals in by_time_and_model),
         over_time=groups(by_time, over_time),
-        devices=groups(by_device, "device")[:top],
+        devices=sort_groups([UsageGroup(key, _totals_of_sums(sums)) for key, sums in by_device.items()], "device")[:top],
         models=groups(by_model, "model")[:top],
-        people=rank_person_groups(((pk, sum_totals(parts)) for pk, parts in by_person.items()), limit=top),
+        people=rank_person_groups(((pk, _totals_of_sums(sums)) for pk, sums in by_person.items()), limit=top),
     )
