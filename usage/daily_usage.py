@@ -11,15 +11,12 @@ import datetime as dt
 from decimal import Decimal
 
 from usage.counts import COUNT_FIELDS
-from usage.models import DailyDimension, DailyUsage
+from usage.models import DailyUsage
 from usage.reports import GroupBy, UsageFilter, UsageTotals, usage_totals_by_value
 
 DAY = dt.timedelta(days=1)
-_GROUP_BY: dict[str, GroupBy] = {
-    DailyDimension.MODEL: "model",
-    DailyDimension.DEVICE: "device",
-    DailyDimension.PERSON: "person",
-}
+DIMENSIONS: tuple[GroupBy, ...] = ("model", "device", "person")
+"""The DailyDimension values, which are the names reports group the records by."""
 
 
 def daily_usage_key(value: object) -> str:
@@ -56,8 +53,8 @@ def rebuild_daily_usage(day: dt.datetime) -> int:
             cost=totals.cost,
             **totals.counts,
         )
-        for dimension, group_by in _GROUP_BY.items()
-        for value, totals in usage_totals_by_value(day_filter, group_by)
+        for dimension in DIMENSIONS
+        for value, totals in usage_totals_by_value(day_filter, dimension)
     ]
     DailyUsage.objects.filter(day=day).delete()
     DailyUsage.objects.bulk_create(rows, batch_size=2000)
