@@ -355,6 +355,10 @@ class DailyUsage(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["dimension", "day", "key"], name="usage_daily_usage_unique")]
+        indexes = [
+            # The dashboard sums every sum of its top ten devices and people over 30 days from here.
+            models.Index(fields=["dimension", "key", "day"], name="usage_daily_usage_key_day"),
+        ]
         verbose_name_plural = "daily usage"
 
     def __str__(self) -> str:

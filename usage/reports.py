@@ -160,15 +160,21 @@ def usage_totals_by_value(usage_filter: UsageFilter, group_by: GroupBy) -> list[
     return [(row["group_key"], _totals(row)) for row in rows.order_by()]
 
 
+def _person_rank(group: tuple[int | None, UsageTotals]) -> tuple:
+    """The order `usage_groups(..., "person")` gives on PostgreSQL: dearest first, groups with no
+    priced record (a NULL sum there) after every priced one, then by pk, no person last."""
+    pk, totals = group
+    return (totals.unpriced_requests == totals.requests, -totals.cost, -totals.requests, pk is None, pk or 0)
+
+
+def top_person_pks(groups: Iterable[tuple[int | None, UsageTotals]], *, limit: int) -> list[int | None]:
+    """The pks of the first `limit` people in that order; only requests, unpriced requests and cost count."""
+    return [pk for pk, _ in sorted(groups, key=_person_rank)[:limit]]
+
+
 def rank_person_groups(groups: Iterable[tuple[int | None, UsageTotals]], *, limit: int) -> list[UsageGroup]:
-    """The order and names `usage_groups(..., "person")` gives on PostgreSQL: dearest first, groups
-    with no priced record (a NULL sum there) after every priced one, then by pk, no person last."""
-
-    def rank(group: tuple[int | None, UsageTotals]) -> tuple:
-        pk, totals = group
-        return (totals.unpriced_requests == totals.requests, -totals.cost, -totals.requests, pk is None, pk or 0)
-
-    ranked = sorted(groups, key=rank)[:limit]
+    """The first `limit` people in `usage_groups`' order, named as it names them."""
+    ranked = sorted(groups, key=_person_rank)[:limit]
     names = person_names([pk for pk, _ in ranked if pk is not None])
     return [UsageGroup(NO_PERSON if pk is None else names[pk], totals) for pk, totals in ranked]
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -31,7 +30,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import QuerySet, Sum
 
-from usage.daily_usage import daily_usage_totals
+from usage.daily_usage import daily_usage_key, daily_usage_totals
 from usage.models import DailyDimension, DailyUsage, RolledUpBucket, RollupPeriod, UsageRollup
 from usage.reports import (
     COUNT_FIELDS,
@@ -43,6 +42,7 @@ from usage.reports import (
     rank_person_groups,
     sort_groups,
     sum_totals,
+    top_person_pks,
     usage_groups,
     usage_groups_by_time_and_model,
     usage_totals,
@@ -175,43 +175,34 @@ _DAILY_SUMS = {
 }
 
 
-_SUM_FIELDS = ("requests", "errors", "unpriced_requests", "estimated_requests", "cost", *COUNT_FIELDS)
-Sums = tuple
-"""A group's `_SUM_FIELDS` as a plain tuple: thousands of device and person groups are merged and
-cached per view, and tuples add and pickle several times faster than UsageTotals."""
+_RANK_FIELDS = ("requests", "unpriced_requests", "cost")
+Rank = tuple
+"""A group's requests, unpriced requests and cost: all that orders the top lists. Thousands of device
+and person groups are summed, merged and cached per view; only the top ones need every sum."""
 
 
-def _sums(totals: UsageTotals) -> Sums:
-    return (
-        totals.requests,
-        totals.errors,
-        totals.unpriced_requests,
-        totals.estimated_requests,
-        totals.cost,
-        *(totals.counts[name] for name in COUNT_FIELDS),
-    )
+def _rank_totals(rank: Rank) -> UsageTotals:
+    requests, unpriced_requests, cost = rank
+    return UsageTotals(requests=requests, unpriced_requests=unpriced_requests, cost=cost)
 
 
-def _totals_of_sums(sums: Sums) -> UsageTotals:
-    return daily_usage_totals(dict(zip(_SUM_FIELDS, sums, strict=True)))
-
-
-def _add(merged: dict, key: object, sums: Sums) -> None:
-    known = merged.get(key)
-    merged[key] = sums if known is None else tuple(map(operator.add, known, sums))
+def _add_rank(ranks: dict, key: object, totals: UsageTotals) -> None:
+    known = ranks.get(key, (0, 0, Decimal(0)))
+    ranks[key] = (known[0] + totals.requests, known[1] + totals.unpriced_requests, known[2] + totals.cost)
 
 
 @dataclass(frozen=True)
 class _DailyBreakdown:
     by_time_and_model: list[tuple[str, str, UsageTotals]]
-    by_device: dict[str, Sums]
-    by_person: dict[int | None, Sums]
+    device_ranks: dict[str, Rank]
+    person_ranks: dict[str, Rank]
 
 
 def _daily_breakdown(span: CompleteDays) -> _DailyBreakdown:
-    """The complete days' sums by day and model, by device and by person, from DailyUsage: one
-    query for the model rows as stored (a few per day), one summing the device and person rows.
-    They change only when those days are rebuilt, so they are cached under the latest rebuild's time."""
+    """The complete days' sums by day and model, and the ranking sums of every device and person,
+    from DailyUsage: one query for the model rows as stored (a few per day), one summing the device
+    and person rows (30 days x ~3,800 at ten million records). They change only when those days are
+    rebuilt, so they are cached under the latest rebuild's time."""
     key = "usage:daily-breakdown:" + hashlib.sha256(repr((span.start, span.end, span.rolled_at)).encode()).hexdigest()
     try:
         cached = cache.get(key)
@@ -220,24 +211,29 @@ def _daily_breakdown(span: CompleteDays) -> _DailyBreakdown:
     if isinstance(cached, _DailyBreakdown):
         return cached
     days = DailyUsage.objects.filter(day__gte=span.start, day__lt=span.end)
-    by_device: dict[str, Sums] = {}
-    by_person: dict[int | None, Sums] = {}
-    grouped = days.filter(dimension__in=(DailyDimension.DEVICE, DailyDimension.PERSON)).values("dimension", "key")
-    for dimension, value, *sums in grouped.annotate(**_DAILY_SUMS).order_by().values_list("dimension", "key", *_SUM_FIELDS):
-        if dimension == DailyDimension.DEVICE:
-            by_device[value] = tuple(sums)
-        else:
-            by_person[int(value) if value else None] = tuple(sums)
+    ranks: dict[str, dict[str, Rank]] = {DailyDimension.DEVICE: {}, DailyDimension.PERSON: {}}
+    grouped = days.filter(dimension__in=tuple(ranks)).values("dimension", "key")
+    sums = {name: Sum(name) for name in _RANK_FIELDS}
+    for dimension, value, *rank in grouped.annotate(**sums).order_by().values_list("dimension", "key", *_RANK_FIELDS):
+        ranks[dimension][value] = tuple(rank)
     breakdown = _DailyBreakdown(
         by_time_and_model=[
             (group_key("day", row.day), row.key, daily_usage_totals(row)) for row in days.filter(dimension=DailyDimension.MODEL)
         ],
-        by_device=by_device,
-        by_person=by_person,
+        device_ranks=ranks[DailyDimension.DEVICE],
+        person_ranks=ranks[DailyDimension.PERSON],
     )
     with contextlib.suppress(Exception):  # as above: an unreachable cache only costs the next view the queries
         cache.set(key, breakdown, ROLLED_CACHE_SECONDS)
     return breakdown
+
+
+def _daily_totals_of(span: CompleteDays | None, dimension: str, keys: list[str]) -> dict[str, UsageTotals]:
+    """Every sum of the named devices or people over the complete days."""
+    if span is None or not keys:
+        return {}
+    days = DailyUsage.objects.filter(dimension=dimension, key__in=keys, day__gte=span.start, day__lt=span.end)
+    return {row["key"]: daily_usage_totals(row) for row in days.values("key").annotate(**_DAILY_SUMS).order_by()}
 
 
 def fleet_totals(since: dt.datetime, until: dt.datetime) -> UsageTotals:
@@ -269,20 +265,37 @@ def usage_breakdown(since: dt.datetime, until: dt.datetime, over_time: GroupBy, 
     usage_filter = UsageFilter(since, until)
     span = complete_days(since, until, daily_usage=True) if over_time == "day" else None
     by_time_and_model: list[tuple[str, str, UsageTotals]] = []
-    by_device: dict[str, Sums] = {}
-    by_person: dict[int | None, Sums] = {}
+    device_ranks: dict[str, Rank] = {}
+    person_ranks: dict[str, Rank] = {}
+    raw_devices: dict[str, list[UsageTotals]] = {}
+    raw_people: dict[str, list[UsageTotals]] = {}
     with _without_jit():
         if span is not None:
             daily = _daily_breakdown(span)
             by_time_and_model += daily.by_time_and_model
-            by_device.update(daily.by_device)
-            by_person.update(daily.by_person)
+            device_ranks.update(daily.device_ranks)
+            person_ranks.update(daily.person_ranks)
         for part in _raw_parts(usage_filter, span) if span is not None else [usage_filter]:
             by_time_and_model += usage_groups_by_time_and_model(part, over_time)
-            for device_ref, totals in usage_totals_by_value(part, "device"):
-                _add(by_device, str(device_ref), _sums(totals))
-            for person_pk, totals in usage_totals_by_value(part, "person"):
-                _add(by_person, person_pk if isinstance(person_pk, int) else None, _sums(totals))
+            for dimension, ranks, raw in (("device", device_ranks, raw_devices), ("person", person_ranks, raw_people)):
+                for value, totals in usage_totals_by_value(part, dimension):
+                    key = daily_usage_key(value)
+                    _add_rank(ranks, key, totals)
+                    raw.setdefault(key, []).append(totals)
+        top_devices = [
+            group.key
+            for group in sort_groups([UsageGroup(key, _rank_totals(rank)) for key, rank in device_ranks.items()], "device")[:top]
+        ]
+        top_people = [
+            daily_usage_key(pk)
+            for pk in top_person_pks(((_person_pk(key), _rank_totals(rank)) for key, rank in person_ranks.items()), limit=top)
+        ]
+        daily_devices = _daily_totals_of(span, DailyDimension.DEVICE, top_devices)
+        daily_people = _daily_totals_of(span, DailyDimension.PERSON, top_people)
+
+    def full(key: str, daily: dict[str, UsageTotals], raw: dict[str, list[UsageTotals]]) -> UsageTotals:
+        return sum_totals([daily.get(key, UsageTotals()), *raw.get(key, [])])
+
     by_time: dict[str, list[UsageTotals]] = {}
     by_model: dict[str, list[UsageTotals]] = {}
     for time_key, model, totals in by_time_and_model:
@@ -295,7 +308,11 @@ def usage_breakdown(since: dt.datetime, until: dt.datetime, over_time: GroupBy, 
     return UsageBreakdown(
         totals=sum_totals(totals for _, _, totals in by_time_and_model),
         over_time=groups(by_time, over_time),
-        devices=sort_groups([UsageGroup(key, _totals_of_sums(sums)) for key, sums in by_device.items()], "device")[:top],
+        devices=sort_groups([UsageGroup(key, full(key, daily_devices, raw_devices)) for key in top_devices], "device"),
         models=groups(by_model, "model")[:top],
-        people=rank_person_groups(((pk, _totals_of_sums(sums)) for pk, sums in by_person.items()), limit=top),
+        people=rank_person_groups(((_person_pk(key), full(key, daily_people, raw_people)) for key in top_people), limit=top),
     )
+
+
+def _person_pk(key: str) -> int | None:
+    return int(key) if key else None
