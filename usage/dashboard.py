@@ -18,8 +18,8 @@ from django.utils.safestring import SafeString
 from usage.budget_alerts import budget_subject_url, current_budget_alerts
 from usage.charts import Series, stacked_bar_chart
 from usage.models import BudgetAlert
-from usage.reports import GroupBy, UsageFilter, UsageGroup, UsageTotals, usage_groups
-from usage.rollup_reports import totals_with_rollups, usage_breakdown
+from usage.reports import GroupBy, UsageGroup, UsageTotals
+from usage.rollup_reports import fleet_totals, usage_breakdown
 
 UTC = dt.UTC
 PERIODS: dict[str, tuple[dt.timedelta, GroupBy]] = {
@@ -137,7 +137,8 @@ def _short(key: str, group_by: GroupBy) -> str:
     return key[11:16] if group_by == "hour" else key[5:]
 
 
-def _charts(since: dt.datetime, until: dt.datetime, group_by: GroupBy, groups: list[UsageGroup]) -> dict[str, SafeString]:
+def usage_charts(since: dt.datetime, until: dt.datetime, group_by: GroupBy, groups: list[UsageGroup]) -> dict[str, SafeString]:
+    """Requests, tokens and spend per bucket of [since, until), from the period's groups by hour or day."""
     by_key = {group.key: group.totals for group in groups}
     keys = bucket_keys(since, until, group_by)
     rows = [by_key.get(key, UsageTotals()) for key in keys]
@@ -197,21 +198,20 @@ def build_dashboard(period: str, now: dt.datetime) -> Dashboard:
     length, group_by = PERIODS[period]
     until = now.astimezone(UTC)
     since = until - length
-    usage_filter = UsageFilter(since, until)
     day_start = until.replace(hour=0, minute=0, second=0, microsecond=0)
     breaker, breaker_error = _breaker()
-    breakdown = usage_breakdown(usage_filter, group_by, top=TOP)
+    breakdown = usage_breakdown(since, until, group_by, top=TOP)
     return Dashboard(
         period=period,
         since=since,
         until=until,
         totals=breakdown.totals,
-        charts=_charts(since, until, group_by, breakdown.over_time),
+        charts=usage_charts(since, until, group_by, breakdown.over_time),
         top_devices=breakdown.devices,
         top_models=breakdown.models,
-        top_people=usage_groups(usage_filter, "person", limit=TOP),
-        spend_today=totals_with_rollups(UsageFilter(day_start, until)).cost,
-        spend_month=totals_with_rollups(UsageFilter(day_start.replace(day=1), until)).cost,
+        top_people=breakdown.people,
+        spend_today=fleet_totals(day_start, until).cost,
+        spend_month=fleet_totals(day_start.replace(day=1), until).cost,
         breaker=breaker,
         breaker_error=breaker_error,
         budgets=current_budget_alerts(until),

@@ -33,6 +33,10 @@ class PriceFlag(models.TextChoices):
     UNKNOWN = "unknown", "Unknown model (unpriced)"
 
 
+ESTIMATED_FLAGS = (PriceFlag.ASSUMED, PriceFlag.FALLBACK)
+"""Priced, but at a rate that is not published for what the request did."""
+
+
 class ModelPrice(models.Model):
     """USD per million tokens for the models whose id matches `model_pattern`, from `effective_from` on.
 
@@ -306,9 +310,56 @@ class RolledUpBucket(models.Model):
     period = models.CharField(max_length=8, choices=RollupPeriod.choices)
     bucket_start = models.DateTimeField()
     rolled_at = models.DateTimeField()
+    daily_usage = models.BooleanField(
+        default=False,
+        help_text="Its DailyUsage rows were rebuilt with it (day buckets rebuilt before that table existed have none).",
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["period", "bucket_start"], name="usage_rolled_up_bucket_unique")]
 
     def __str__(self) -> str:
         return f"{self.period} {self.bucket_start:%Y-%m-%d %H:%M} rolled up at {self.rolled_at:%Y-%m-%d %H:%M}"
+
+
+class DailyDimension(models.TextChoices):
+    MODEL = "model", "Model"
+    DEVICE = "device", "Device"
+    PERSON = "person", "Person"
+
+
+class DailyUsage(models.Model):
+    """One UTC day's usage of one model, one device or one person, summed over everything else;
+    rebuilt from the day's raw records with its day bucket (`usage.daily_usage`).
+
+    The dashboard's 30-day view reads these: 30 days of a busy fleet are ~150,000 (device, model)
+    day rollups to sum on every view, but only 30 x (models + devices + people) rows here, and the
+    day rollups have no person at all. `key` is the model id, the device id, or the person's
+    primary key in decimal ("" for records without a person)."""
+
+    day = models.DateTimeField()
+    dimension = models.CharField(max_length=8, choices=DailyDimension.choices)
+    key = models.CharField(max_length=200, blank=True)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    unpriced_requests = models.PositiveIntegerField(default=0)
+    estimated_requests = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_5m_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_1h_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    web_search_requests = models.PositiveBigIntegerField(default=0)
+    web_fetch_requests = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=20, decimal_places=COST_DECIMAL_PLACES, default=0, verbose_name="cost (USD)")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["dimension", "day", "key"], name="usage_daily_usage_unique")]
+        indexes = [
+            # The dashboard sums every sum of its top ten devices and people over 30 days from here.
+            models.Index(fields=["dimension", "key", "day"], name="usage_daily_usage_key_day"),
+        ]
+        verbose_name_plural = "daily usage"
+
+    def __str__(self) -> str:
+        return f"{self.day:%Y-%m-%d} {self.dimension} {self.key or '-'}"

@@ -15,9 +15,8 @@ from django.utils import timezone
 
 from tokens.models import Person
 from usage.counts import COUNT_FIELDS, TOKEN_FIELDS
-from usage.models import UsageRecord
+from usage.models import ESTIMATED_FLAGS, UsageRecord
 from usage.pricing import COST_QUANTUM
-from usage.rollups import ESTIMATED_FLAGS
 
 GroupBy = Literal["day", "hour", "model", "device", "person"]
 NO_PERSON = "(no person)"
@@ -153,6 +152,32 @@ def usage_groups_by_time_and_model(usage_filter: UsageFilter, over_time: GroupBy
     records = usage_filter.apply(UsageRecord.objects.all())
     rows = records.annotate(group_key=_group_expression(over_time)).values("group_key", "model").annotate(**_AGGREGATES)
     return [(group_key(over_time, row["group_key"]), row["model"], _totals(row)) for row in rows.order_by()]
+
+
+def usage_totals_by_value(usage_filter: UsageFilter, group_by: GroupBy) -> list[tuple[object, UsageTotals]]:
+    """Each group's stored value (a person's pk, None for records without one) and totals, in no order."""
+    records = usage_filter.apply(UsageRecord.objects.all())
+    rows = records.annotate(group_key=_group_expression(group_by)).values("group_key").annotate(**_AGGREGATES)
+    return [(row["group_key"], _totals(row)) for row in rows.order_by()]
+
+
+def _person_rank(group: tuple[int | None, UsageTotals]) -> tuple[bool, Decimal, int, bool, int]:
+    """The order `usage_groups(..., "person")` gives on PostgreSQL: dearest first, groups with no
+    priced record (a NULL sum there) after every priced one, then by pk, no person last."""
+    pk, totals = group
+    return (totals.unpriced_requests == totals.requests, -totals.cost, -totals.requests, pk is None, pk or 0)
+
+
+def top_person_pks(groups: Iterable[tuple[int | None, UsageTotals]], *, limit: int) -> list[int | None]:
+    """The pks of the first `limit` people in that order; only requests, unpriced requests and cost count."""
+    return [pk for pk, _ in sorted(groups, key=_person_rank)[:limit]]
+
+
+def rank_person_groups(groups: Iterable[tuple[int | None, UsageTotals]], *, limit: int) -> list[UsageGroup]:
+    """The first `limit` people in `usage_groups`' order, named as it names them."""
+    ranked = sorted(groups, key=_person_rank)[:limit]
+    names = person_names([pk for pk, _ in ranked if pk is not None])
+    return [UsageGroup(NO_PERSON if pk is None else names[pk], totals) for pk, totals in ranked]
 
 
 def usage_groups(usage_filter: UsageFilter, group_by: GroupBy, *, limit: int | None = None) -> list[UsageGroup]:

@@ -10,6 +10,10 @@ figures are the raw ones whatever the rollups hold. A record stored after its da
 (the writer down for hours) is missed until `rollup_usage` runs for that day again, which the
 README asks for after an outage.
 
+The dashboard's breakdown and the fleet's totals read DailyUsage instead (a day's sums by model,
+by device and by person, rebuilt with its day bucket): 30 days of (device, model) rollups are
+~150,000 rows to sum per view at ten million records, and have no person.
+
 Hourly breakdowns (the 24-hour view) stay raw: a day's rollup cannot be split by hour.
 """
 
@@ -28,18 +32,22 @@ from django.db import connection, transaction
 from django.db.models import QuerySet, Sum
 
 from usage.counts import COUNT_FIELDS
-from usage.models import RolledUpBucket, RollupPeriod, UsageRollup
+from usage.daily_usage import daily_usage_key, daily_usage_totals
+from usage.models import DailyDimension, DailyUsage, RolledUpBucket, RollupPeriod, UsageRollup
 from usage.reports import (
     GroupBy,
     UsageFilter,
     UsageGroup,
     UsageTotals,
     group_key,
+    rank_person_groups,
     sort_groups,
     sum_totals,
+    top_person_pks,
     usage_groups,
     usage_groups_by_time_and_model,
     usage_totals,
+    usage_totals_by_value,
 )
 
 DAY = dt.timedelta(days=1)
@@ -67,9 +75,9 @@ class CompleteDays:
     rolled_at: dt.datetime
 
 
-def complete_days(since: dt.datetime, until: dt.datetime) -> CompleteDays | None:
+def complete_days(since: dt.datetime, until: dt.datetime, *, daily_usage: bool = False) -> CompleteDays | None:
     """The longest run of whole UTC days inside [since, until) whose day bucket was rebuilt after
-    the day ended; None when there is none."""
+    the day ended (and with its DailyUsage rows, when `daily_usage`); None when there is none."""
     first = _day_floor(since)
     if first < since:
         first += DAY
@@ -77,6 +85,8 @@ def complete_days(since: dt.datetime, until: dt.datetime) -> CompleteDays | None
     if first >= last:
         return None
     rolled = RolledUpBucket.objects.filter(period=RollupPeriod.DAY, bucket_start__gte=first, bucket_start__lt=last)
+    if daily_usage:
+        rolled = rolled.filter(daily_usage=True)
     rebuilt = dict(rolled.values_list("bucket_start", "rolled_at"))
     complete = sorted(start for start, rolled_at in rebuilt.items() if rolled_at >= start + DAY)
     if not complete:
@@ -161,37 +171,82 @@ def groups_with_rollups(usage_filter: UsageFilter, group_by: GroupBy) -> list[Us
     return sort_groups([UsageGroup(key, sum_totals(parts)) for key, parts in merged.items()], group_by)
 
 
+_DAILY_SUMS = {
+    name: Sum(name) for name in ("requests", "errors", "unpriced_requests", "estimated_requests", "cost", *COUNT_FIELDS)
+}
+
+
+_RANK_FIELDS = ("requests", "unpriced_requests", "cost")
+Rank = tuple[int, int, Decimal]
+"""A group's requests, unpriced requests and cost: all that orders the top lists. Thousands of device
+and person groups are summed, merged and cached per view; only the top ones need every sum."""
+
+
+def _rank_totals(rank: Rank) -> UsageTotals:
+    requests, unpriced_requests, cost = rank
+    return UsageTotals(requests=requests, unpriced_requests=unpriced_requests, cost=cost)
+
+
+def _add_rank(ranks: dict[str, Rank], key: str, totals: UsageTotals) -> None:
+    known = ranks.get(key, (0, 0, Decimal(0)))
+    ranks[key] = (known[0] + totals.requests, known[1] + totals.unpriced_requests, known[2] + totals.cost)
+
+
 @dataclass(frozen=True)
-class _RolledBreakdown:
+class _DailyBreakdown:
     by_time_and_model: list[tuple[str, str, UsageTotals]]
-    by_device: list[tuple[str, UsageTotals]]
+    device_ranks: dict[str, Rank]
+    person_ranks: dict[str, Rank]
 
 
-def _rolled_breakdown(usage_filter: UsageFilter, span: CompleteDays) -> _RolledBreakdown:
-    """The complete days' sums by day and model and by device. They change only when those days
-    are rebuilt, so they are cached under the latest rebuild's time: a view then pays only for the
-    raw stretches (the two rollup queries cost 250 ms at ten million records)."""
-    scope = replace(usage_filter, since=span.start, until=span.end)  # the view's edges move with the clock; the days do not
-    key = "usage:rolled-breakdown:" + hashlib.sha256(repr((scope, span.rolled_at)).encode()).hexdigest()
+def _daily_breakdown(span: CompleteDays) -> _DailyBreakdown:
+    """The complete days' sums by day and model, and the ranking sums of every device and person,
+    from DailyUsage: one query for the model rows as stored (a few per day), one summing the device
+    and person rows (30 days x ~3,800 at ten million records). They change only when those days are
+    rebuilt, so they are cached under the latest rebuild's time."""
+    key = "usage:daily-breakdown:" + hashlib.sha256(repr((span.start, span.end, span.rolled_at)).encode()).hexdigest()
     try:
         cached = cache.get(key)
     except Exception:  # the cache (Redis) away: compute, as without a cache
         cached = None
-    if isinstance(cached, _RolledBreakdown):
+    if isinstance(cached, _DailyBreakdown):
         return cached
-    rollups = _rollups(usage_filter, span)
-    rolled = _RolledBreakdown(
+    days = DailyUsage.objects.filter(day__gte=span.start, day__lt=span.end)
+    ranks: dict[str, dict[str, Rank]] = {DailyDimension.DEVICE: {}, DailyDimension.PERSON: {}}
+    grouped = days.filter(dimension__in=tuple(ranks)).values("dimension", "key")
+    sums = {name: Sum(name) for name in _RANK_FIELDS}
+    for dimension, value, *rank in grouped.annotate(**sums).order_by().values_list("dimension", "key", *_RANK_FIELDS):
+        ranks[dimension][value] = (rank[0], rank[1], rank[2])
+    breakdown = _DailyBreakdown(
         by_time_and_model=[
-            (group_key("day", row["bucket_start"]), row["model"], _totals_of(row))
-            for row in rollups.values("bucket_start", "model").annotate(**_ROLLUP_SUMS).order_by()
+            (group_key("day", row.day), row.key, daily_usage_totals(row)) for row in days.filter(dimension=DailyDimension.MODEL)
         ],
-        by_device=[
-            (row["device_ref"], _totals_of(row)) for row in rollups.values("device_ref").annotate(**_ROLLUP_SUMS).order_by()
-        ],
+        device_ranks=ranks[DailyDimension.DEVICE],
+        person_ranks=ranks[DailyDimension.PERSON],
     )
     with contextlib.suppress(Exception):  # as above: an unreachable cache only costs the next view the queries
-        cache.set(key, rolled, ROLLED_CACHE_SECONDS)
-    return rolled
+        cache.set(key, breakdown, ROLLED_CACHE_SECONDS)
+    return breakdown
+
+
+def _daily_totals_of(span: CompleteDays | None, dimension: str, keys: list[str]) -> dict[str, UsageTotals]:
+    """Every sum of the named devices or people over the complete days."""
+    if span is None or not keys:
+        return {}
+    days = DailyUsage.objects.filter(dimension=dimension, key__in=keys, day__gte=span.start, day__lt=span.end)
+    return {row["key"]: daily_usage_totals(row) for row in days.values("key").annotate(**_DAILY_SUMS).order_by()}
+
+
+def fleet_totals(since: dt.datetime, until: dt.datetime) -> UsageTotals:
+    """Every record's totals in [since, until), as `usage_totals` answers them: the complete days
+    from their DailyUsage model rows (a few a day), the rest from the records."""
+    usage_filter = UsageFilter(since, until)
+    span = complete_days(since, until, daily_usage=True)
+    if span is None:
+        return usage_totals(usage_filter)
+    days = DailyUsage.objects.filter(dimension=DailyDimension.MODEL, day__gte=span.start, day__lt=span.end)
+    rolled = daily_usage_totals(days.aggregate(**_DAILY_SUMS))
+    return sum_totals([rolled, *(usage_totals(part) for part in _raw_parts(usage_filter, span))])
 
 
 @dataclass
@@ -200,25 +255,52 @@ class UsageBreakdown:
     over_time: list[UsageGroup]
     devices: list[UsageGroup]
     models: list[UsageGroup]
+    people: list[UsageGroup]
 
 
-def usage_breakdown(usage_filter: UsageFilter, over_time: GroupBy, *, top: int) -> UsageBreakdown:
-    """The totals, the series by day or hour, and the `top` devices and models, as `usage_totals`
-    and `usage_groups` answer them; two queries per source (complete days' rollups, each stretch of
-    raw records): one by time and model, one by device."""
-    span = _span_for(usage_filter) if over_time == "day" else None
+def usage_breakdown(since: dt.datetime, until: dt.datetime, over_time: GroupBy, *, top: int) -> UsageBreakdown:
+    """The whole fleet's totals, series by day or hour, and `top` devices, models and people in
+    [since, until), as `usage_totals` and `usage_groups` answer them: complete days from DailyUsage
+    (by day), the rest from the records, three queries per raw stretch (by time and model, by
+    device, by person)."""
+    usage_filter = UsageFilter(since, until)
+    span = complete_days(since, until, daily_usage=True) if over_time == "day" else None
     by_time_and_model: list[tuple[str, str, UsageTotals]] = []
-    by_device: dict[str, list[UsageTotals]] = {}
+    device_ranks: dict[str, Rank] = {}
+    person_ranks: dict[str, Rank] = {}
+    raw_devices: dict[str, list[UsageTotals]] = {}
+    raw_people: dict[str, list[UsageTotals]] = {}
     with _without_jit():
         if span is not None:
-            rolled = _rolled_breakdown(usage_filter, span)
-            by_time_and_model += rolled.by_time_and_model
-            for device_ref, totals in rolled.by_device:
-                by_device.setdefault(device_ref, []).append(totals)
+            daily = _daily_breakdown(span)
+            by_time_and_model += daily.by_time_and_model
+            device_ranks.update(daily.device_ranks)
+            person_ranks.update(daily.person_ranks)
         for part in _raw_parts(usage_filter, span) if span is not None else [usage_filter]:
             by_time_and_model += usage_groups_by_time_and_model(part, over_time)
-            for group in usage_groups(part, "device"):
-                by_device.setdefault(group.key, []).append(group.totals)
+            dimensions: tuple[tuple[GroupBy, dict[str, Rank], dict[str, list[UsageTotals]]], ...] = (
+                ("device", device_ranks, raw_devices),
+                ("person", person_ranks, raw_people),
+            )
+            for dimension, ranks, raw in dimensions:
+                for value, totals in usage_totals_by_value(part, dimension):
+                    key = daily_usage_key(value)
+                    _add_rank(ranks, key, totals)
+                    raw.setdefault(key, []).append(totals)
+        top_devices = [
+            group.key
+            for group in sort_groups([UsageGroup(key, _rank_totals(rank)) for key, rank in device_ranks.items()], "device")[:top]
+        ]
+        top_people = [
+            daily_usage_key(pk)
+            for pk in top_person_pks(((_person_pk(key), _rank_totals(rank)) for key, rank in person_ranks.items()), limit=top)
+        ]
+        daily_devices = _daily_totals_of(span, DailyDimension.DEVICE, top_devices)
+        daily_people = _daily_totals_of(span, DailyDimension.PERSON, top_people)
+
+    def full(key: str, daily: dict[str, UsageTotals], raw: dict[str, list[UsageTotals]]) -> UsageTotals:
+        return sum_totals([daily.get(key, UsageTotals()), *raw.get(key, [])])
+
     by_time: dict[str, list[UsageTotals]] = {}
     by_model: dict[str, list[UsageTotals]] = {}
     for time_key, model, totals in by_time_and_model:
@@ -231,6 +313,11 @@ def usage_breakdown(usage_filter: UsageFilter, over_time: GroupBy, *, top: int) 
     return UsageBreakdown(
         totals=sum_totals(totals for _, _, totals in by_time_and_model),
         over_time=groups(by_time, over_time),
-        devices=groups(by_device, "device")[:top],
+        devices=sort_groups([UsageGroup(key, full(key, daily_devices, raw_devices)) for key in top_devices], "device"),
         models=groups(by_model, "model")[:top],
+        people=rank_person_groups(((_person_pk(key), full(key, daily_people, raw_people)) for key in top_people), limit=top),
     )
+
+
+def _person_pk(key: str) -> int | None:
+    return int(key) if key else None

@@ -25,11 +25,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from usage.counts import COUNT_FIELDS
-from usage.models import PriceFlag, RolledUpBucket, RollupPeriod, UsageRecord, UsageRollup
+from usage.daily_usage import rebuild_daily_usage
+from usage.models import ESTIMATED_FLAGS, RolledUpBucket, RollupPeriod, UsageRecord, UsageRollup
 
 PERIOD_LENGTH: dict[str, dt.timedelta] = {RollupPeriod.HOUR: dt.timedelta(hours=1), RollupPeriod.DAY: dt.timedelta(days=1)}
-ESTIMATED_FLAGS = (PriceFlag.ASSUMED, PriceFlag.FALLBACK)
-"""Priced, but at a rate that is not published for what the request did."""
 _RECORD_FIELDS = (
     "price_flag",
     "device_ref",
@@ -119,11 +118,15 @@ class _Group:
 
 
 def rollup_bucket(bucket: Bucket) -> tuple[int, int]:
-    """Rebuild one bucket and note when; returns (records read, rollup rows written)."""
+    """Rebuild one bucket (and a day's DailyUsage rows) and note when; returns (records read, rollup
+    rows written)."""
     with transaction.atomic():
         counts = _rollup_bucket_in_sql(bucket) if connection.vendor == "postgresql" else _rollup_bucket_in_python(bucket)
+        daily = bucket.period == RollupPeriod.DAY
+        if daily:
+            rebuild_daily_usage(bucket.start)
         RolledUpBucket.objects.update_or_create(
-            period=bucket.period, bucket_start=bucket.start, defaults={"rolled_at": timezone.now()}
+            period=bucket.period, bucket_start=bucket.start, defaults={"rolled_at": timezone.now(), "daily_usage": daily}
         )
     return counts
 

@@ -113,3 +113,20 @@ def test_admin_usage_for_one_device_answers_the_sum_of_its_records(client):
     }
     assert Decimal(totals["cost"]) == expected["cost"]
     assert totals["errors"] == mine.filter(is_error=True).count()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="indexes are dropped and rebuilt around the COPY on PostgreSQL")
+def test_generate_usage_rebuilds_every_records_index_valid_on_every_partition():
+    generate(*SMALL)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT parent.relname, bool_and(ix.indisvalid), count(child.inhrelid) "
+            "FROM pg_index ix JOIN pg_class parent ON parent.oid = ix.indexrelid "
+            "LEFT JOIN pg_inherits child ON child.inhparent = ix.indexrelid "
+            "WHERE ix.indrelid = 'usage_usagerecord'::regclass GROUP BY parent.relname"
+        )
+        indexes = {name: (valid, partitions) for name, valid, partitions in cursor.fetchall()}
+        cursor.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'usage_usagerecord'::regclass")
+        months = cursor.fetchone()[0]
+    assert "usage_rec_time_id" in indexes and months > 1
+    assert indexes == {name: (True, months) for name in indexes}

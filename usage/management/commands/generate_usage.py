@@ -10,7 +10,7 @@ from django.db import connection
 
 from proxyproject.lib.console import format_table
 from usage.rollups import rollup_usage
-from usage.synthetic import SyntheticPlan, existing_synthetic_records, generate_usage
+from usage.synthetic import SyntheticPlan, analyze_rollup_tables, existing_synthetic_records, generate_usage
 
 SQLITE_LIMIT = 200_000
 """Beyond this, SQLite takes minutes per million and the figures would say nothing about production."""
@@ -56,6 +56,7 @@ class Command(BaseCommand):
         rows = [["records", f"{generated.records:,}", f"{loaded:.1f}"]]
         if not options["no_rollups"]:
             summary = rollup_usage(generated.since, generated.until, keep_retention=False)
+            analyze_rollup_tables()
             rows.append(["rollup rows", f"{summary.rows['hour'] + summary.rows['day']:,}", f"{summary.seconds:.1f}"])
         self.stdout.write(format_table(["made", "count", "seconds"], rows))
         self.stdout.write(
