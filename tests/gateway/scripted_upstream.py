@@ -37,6 +37,14 @@ class ScriptedServer:
         self.received.append(request)
         return request
 
+    async def next_request(self, reader: asyncio.StreamReader) -> bool:
+        """Read the next request; False once the client has closed the connection instead."""
+        try:
+            await self.read_request(reader)
+        except asyncio.IncompleteReadError:
+            return False
+        return True
+
     @property
     def port(self) -> int:
         assert self.server is not None

@@ -41,11 +41,7 @@ async def test_the_request_is_written_exactly_as_built_and_the_answer_read_as_se
 
 async def test_a_finished_exchange_leaves_its_connection_for_the_next(serve):
     async def answer_each(reader, writer):
-        while not reader.at_eof():
-            try:
-                await scripted.read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
+        while await scripted.next_request(reader):
             writer.write(OK)
             await writer.drain()
 
@@ -160,11 +156,7 @@ async def test_a_body_delimited_by_the_connection_closing_is_read_whole(serve):
 
 async def test_a_head_answer_ends_at_its_headers_and_its_connection_is_not_reused(serve):
     async def head_then_ok(reader, writer):
-        while True:
-            try:
-                await scripted.read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
+        while await scripted.next_request(reader):
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 42\r\n\r\n")
             await writer.drain()
 
@@ -180,11 +172,7 @@ async def test_requests_beyond_the_connection_limit_wait_for_a_free_one(serve):
     release = asyncio.Event()
 
     async def slow_then_ok(reader, writer):
-        while True:
-            try:
-                await scripted.read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
+        while await scripted.next_request(reader):
             await release.wait()
             writer.write(OK)
             await writer.drain()
@@ -251,11 +239,7 @@ async def test_an_https_upstream_is_reached_over_tls_with_its_name_verified(cert
 
 async def test_an_interim_100_continue_is_skipped_for_the_answer_after_it(serve):
     async def continue_then_ok(reader, writer):
-        while True:
-            try:
-                await scripted.read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
+        while await scripted.next_request(reader):
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
             await writer.drain()
 

@@ -16,11 +16,7 @@ FORGED = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged"
 
 async def test_a_second_answer_in_the_same_packet_never_reaches_the_next_request(serve):  # noqa: F811
     async def answer_with_a_stowaway(reader, writer):
-        while True:
-            try:
-                await scripted.read_request(reader)
-            except asyncio.IncompleteReadError:
-                return
+        while await scripted.next_request(reader):
             writer.write(OK + FORGED)
             await writer.drain()
 
@@ -38,9 +34,7 @@ async def test_an_answer_sent_to_an_idle_connection_never_reaches_the_next_reque
     stowaway_sent = asyncio.Event()
 
     async def answer_then_push_unasked(reader, writer):
-        try:
-            await scripted.read_request(reader)
-        except asyncio.IncompleteReadError:
+        if not await scripted.next_request(reader):
             return
         writer.write(OK)
         await writer.drain()
@@ -49,9 +43,7 @@ async def test_an_answer_sent_to_an_idle_connection_never_reaches_the_next_reque
             writer.write(FORGED)
             await writer.drain()
             stowaway_sent.set()
-        try:
-            await scripted.read_request(reader)
-        except asyncio.IncompleteReadError:
+        if not await scripted.next_request(reader):
             return
         writer.write(OK)
         await writer.drain()

@@ -1,8 +1,12 @@
-"""Fixtures of the usage tests: the seeded price table, a private spool, an empty Redis queue."""
+"""Fixtures of the usage tests: the seeded price table, a private spool, an empty Redis queue, ten
+days of generated records."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.core.management import call_command
 
 from proxyproject.lib.redis import get_sync_redis, redis_key
 from tests.usage.cast import ensure_seeded_prices
@@ -15,6 +19,20 @@ def prices(db):
     ensure_seeded_prices()
     yield
     invalidate_price_table()
+
+
+@pytest.fixture
+def ten_days_of_usage():
+    call_command(
+        "generate_usage",
+        "--records=1500",
+        "--days=10",
+        "--devices=15",
+        "--organizations=2",
+        "--no-rollups",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
 
 
 @pytest.fixture

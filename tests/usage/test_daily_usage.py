@@ -4,10 +4,8 @@ and the rest from the records, and shows exactly what a direct computation over 
 from __future__ import annotations
 
 import datetime as dt
-import io
 
 import pytest
-from django.core.management import call_command
 from django.utils import timezone
 
 from usage.daily_usage import rebuild_daily_usage
@@ -18,20 +16,6 @@ from usage.rollup_reports import complete_days, fleet_totals
 from usage.rollups import rollup_usage
 
 pytestmark = pytest.mark.usefixtures("prices")
-
-
-@pytest.fixture
-def ten_days_of_usage():
-    call_command(
-        "generate_usage",
-        "--records=1500",
-        "--days=10",
-        "--devices=15",
-        "--organizations=2",
-        "--no-rollups",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-    )
 
 
 def shown(groups) -> list[tuple[str, dict]]:

@@ -4,10 +4,8 @@ figures as from the raw records."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 
 import pytest
-from django.core.management import call_command
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -30,20 +28,6 @@ def figures(now: dt.datetime) -> tuple:
         [(group.key, group.totals.as_dict()) for group in board.top_models],
         board.spend_today,
         board.spend_month,
-    )
-
-
-@pytest.fixture
-def ten_days_of_usage():
-    call_command(
-        "generate_usage",
-        "--records=1500",
-        "--days=10",
-        "--devices=15",
-        "--organizations=2",
-        "--no-rollups",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
     )
 
 
