@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.report import RESULTS_DIR, build_rows, describe, format_table, report_json, write_json
 from bench.run import BenchConfig, run_benchmark
+from bench.stores import with_local_stores
 from bench.targets import SERVERS, TRANSPORTS
 
 QUICK = {"repetitions": 1, "duration": 1.0, "warmup": 0.2, "held_streams": 200}  # about a minute
@@ -83,9 +84,11 @@ def measure_cpu_per_request() -> str:
     return done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-300:]}"
 
 
-def measure_redis_client() -> str:
-    """With REDIS_URL (the production-like run): a hot-path command through redis-py and the lean client."""
-    done = subprocess.run([sys.executable, "-m", "bench.redis_client"], capture_output=True, text=True, timeout=300)
+def measure_redis_client(environment: dict[str, str]) -> str:
+    """With a Redis (the production-like rows): a hot-path command through redis-py and the lean client."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.redis_client"], env=environment, capture_output=True, text=True, timeout=300
+    )
     return done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr.strip()[-300:]}"
 
 
@@ -109,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"JSON: {path}")
     print(f"Spend estimator (microseconds per request): {measure_estimator()}")
     print(f"CPU microseconds per JSON request (gateway, bare ASGI pass-through): {measure_cpu_per_request()}")
-    if os.environ.get("REDIS_URL"):
-        print(f"Rate-limit script, CPU microseconds per command: {measure_redis_client()}")
+    environment = with_local_stores(os.environ)
+    if environment.get("REDIS_URL"):
+        print(f"Rate-limit script, CPU microseconds per command: {measure_redis_client(environment)}")
     return 0
 
 

@@ -23,12 +23,14 @@ from pathlib import Path
 
 import orjson
 
+from bench.cpu_watch import run_nanoseconds
 from bench.loadgen import Endpoint, Workload, build_request
 from bench.processes import BASE_DIR, free_port, plan_cores, raise_open_file_limit, stop_all, wait_until_idle
 from bench.run import LoadGenerator, enroll_device, preflight
-from bench.stores import run_stores
+from bench.stores import run_stores, with_local_stores
 from bench.targets import (
     ASGI,
+    GATEWAY_PRODUCTION,
     MESSAGES_PATH,
     REALISTIC_STREAM,
     Secrets,
@@ -38,24 +40,8 @@ from bench.targets import (
     passthrough_target,
     production_environment,
     upstream_target,
+    usage_writer,
 )
-
-
-def run_nanoseconds(pids: list[int]) -> int:
-    """CPU time every thread of these processes has run, in nanoseconds (the kernel's scheduler
-    clock: /proc/<pid>/stat counts in 10 ms ticks, too coarse for a few thousand requests)."""
-    total = 0
-    for pid in pids:
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
-            except (OSError, IndexError, ValueError):
-                continue
-    return total
 
 
 def fixed_count(request: bytes, concurrency: int, requests: int) -> Workload:
@@ -85,13 +71,14 @@ def measure(requests: int, concurrencies: list[int], rounds: int, log) -> dict:
     if cores.pinned:
         os.sched_setaffinity(0, set(cores.load))
     keys = Secrets.fresh()
-    with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir, run_stores(os.environ) as stores:
-        base_env = {**os.environ, **stores}
+    environment = with_local_stores(os.environ)
+    with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir, run_stores(environment) as stores:
+        base_env = {**environment, **stores}
         port = free_port()
         direct = upstream_target("lean", keys, cores, base_env)
         env = production_environment(base_env, Path(var_dir), f"http://127.0.0.1:{direct.service.port}", keys, port)
         bare = passthrough_target("uvicorn", "gateway", ASGI, cores, env)
-        gateway = gateway_target("uvicorn", cores, env, port)
+        gateway = gateway_target(GATEWAY_PRODUCTION, "gateway, uvicorn", "uvicorn", env, cores.proxy, [usage_writer(env, cores)])
         services = [direct.service, bare.service, *gateway.services]
         load = None
         try:

@@ -11,12 +11,16 @@ chunked), the first body byte is timed, and a stream counts as good only when it
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
+
+from bench.cpu_watch import PROXY_GROUP_PREFIX, WatchedGroups, established_connections, snapshot, spent_seconds
 
 STREAM_END_MARK = b"event: message_stop"
 STREAM_ERROR_MARK = b"event: error"
 MARK_OVERLAP = max(len(STREAM_END_MARK), len(STREAM_ERROR_MARK))
+LOAD_GENERATOR_GROUP = "load generator"
 END_CHECK_SECONDS = 0.02
 
 
@@ -44,6 +48,8 @@ class Workload:
     timeout: float = 10.0
     min_completed: int = 0
     max_duration: float = 0.0  # 0: `duration`
+    watch: WatchedGroups = ()  # processes whose CPU time over the measured window is reported
+    proxy_port: int = 0  # when set, the connections each watched proxy process holds are counted
 
 
 @dataclass(slots=True)
@@ -55,6 +61,9 @@ class Samples:
     completed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     window: float = 0.0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # per watched group, over `cpu_span`
+    cpu_span: float = 0.0  # wall seconds between the two CPU readings (the measured window)
+    connections: dict[str, int] = field(default_factory=dict)  # per proxy process, as the window closes
 
     def count_error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -66,6 +75,9 @@ class Samples:
             "completed": self.completed,
             "errors": self.errors,
             "window": self.window,
+            "cpu_seconds": self.cpu_seconds,
+            "cpu_span": self.cpu_span,
+            "connections": self.connections,
         }
 
 
@@ -283,6 +295,33 @@ class ClosedLoop:
         self.samples.count_error(kind)
 
 
+class WindowCpu:
+    """The watched processes' CPU time at the start and at the end of the measured window; the
+    load generator's own process is always one of them."""
+
+    def __init__(self, watch: WatchedGroups, proxy_port: int) -> None:
+        self.groups: WatchedGroups = (*watch, (LOAD_GENERATOR_GROUP, (os.getpid(),))) if watch else ()
+        self.proxy_port = proxy_port
+        self.started_at = 0.0
+        self.before: dict[str, int] = {}
+
+    def start(self) -> None:
+        self.started_at = time.perf_counter()
+        self.before = snapshot(self.groups)
+
+    def finish(self, samples: Samples) -> None:
+        if self.before:
+            # Read as the window closes: a busy server may not have accepted every connection yet
+            # when it opens.
+            samples.connections = {
+                name: established_connections(pids, self.proxy_port)
+                for name, pids in self.groups
+                if self.proxy_port and name.startswith(PROXY_GROUP_PREFIX)
+            }
+            samples.cpu_seconds = spent_seconds(self.before, snapshot(self.groups))
+            samples.cpu_span = time.perf_counter() - self.started_at
+
+
 async def open_connection(loop: asyncio.AbstractEventLoop, endpoint: Endpoint, factory) -> asyncio.Protocol:
     _, protocol = await loop.create_connection(factory, endpoint.host, endpoint.port)
     return protocol
@@ -292,6 +331,8 @@ async def run_closed_loop(endpoint: Endpoint, workload: Workload) -> Samples:
     """Run `workload` against `endpoint`; connection failures count as errors, never raise."""
     loop = asyncio.get_running_loop()
     run = ClosedLoop(loop, workload)
+    cpu = WindowCpu(workload.watch, workload.proxy_port)
+    window_opens = loop.call_later(max(0.0, run.measure_from - time.perf_counter()), cpu.start) if cpu.groups else None
     connections: list[LoopConnection] = []
     attempts = [open_connection(loop, endpoint, lambda: LoopConnection(run)) for _ in range(workload.concurrency)]
     for result in await asyncio.gather(*attempts, return_exceptions=True):
@@ -305,6 +346,9 @@ async def run_closed_loop(endpoint: Endpoint, workload: Workload) -> Samples:
     while pending and not run.is_over(time.perf_counter()):
         _, still = await asyncio.wait(pending, timeout=END_CHECK_SECONDS)
         pending = list(still)
+    if window_opens is not None:
+        window_opens.cancel()  # a run that ended before its window opened measured no CPU
+    cpu.finish(run.samples)
     now = time.perf_counter()
     # With nothing completed at all, whatever is still in flight is a hang, not a slow tail.
     overdue_after = workload.timeout if run.samples.completed else 0.0

@@ -9,8 +9,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.run import RunRecord
+from bench.scaling import TwoWorkerScaling
 from bench.stats import CellFigures, Comparison, combine, compare
-from bench.targets import ASGI, DIRECT, GATEWAY, PASSTHROUGH, SCENARIOS, VARIANT, Scenario, Target
+from bench.targets import (
+    ASGI,
+    DIRECT,
+    GATEWAY,
+    GATEWAY_PRODUCTION,
+    GATEWAY_TWO_WORKERS,
+    PASSTHROUGH,
+    SCENARIOS,
+    TWO_WORKER_SCENARIOS,
+    VARIANT,
+    Scenario,
+    Target,
+)
+
+FEWER_CONNECTIONS = next(scenario for scenario in SCENARIOS if scenario.key == "plain-16")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 COLUMNS = (
@@ -24,6 +39,8 @@ COLUMNS = (
     "× ninja",
     "× ASGI",
     "errors",
+    "proxy cores",
+    "CPU µs/resp",
     "peak RSS MB",
     "KB per held stream",
 )
@@ -78,6 +95,8 @@ def format_cells(row: Row) -> list[str]:
         number(comparison.vs_passthrough, decimals=2) if row.target.role == GATEWAY else "",
         number(comparison.vs_asgi, decimals=2) if row.target.role in (PASSTHROUGH, VARIANT, GATEWAY) else "",
         str(figures.errors),
+        number(figures.proxy_cores, decimals=2) if proxy and not math.isnan(figures.proxy_cores) else "",
+        number(figures.proxy_cpu_us) if proxy and not math.isnan(figures.proxy_cpu_us) else "",
         number(figures.peak_rss / 2**20, decimals=0) if proxy and not math.isnan(figures.peak_rss) else "",
         number(figures.bytes_per_stream / 1024, decimals=1) if proxy and not math.isnan(figures.bytes_per_stream) else "",
     ]
@@ -95,6 +114,22 @@ def load_generator_ceiling(rows: list[Row]) -> dict[str, float]:
     return {row.scenario.key: row.comparison.figures.rate for row in rows if row.target.role == DIRECT}
 
 
+def two_worker_scaling(rows: list[Row]) -> list[tuple[str, TwoWorkerScaling]]:
+    """One worker against two, production-like, in each scenario both ran; one worker at 16
+    connections says whether that many fill a core."""
+    by_key = {(row.scenario.key, row.target.key): row for row in rows}
+    fewer = by_key.get((FEWER_CONNECTIONS.key, GATEWAY_PRODUCTION))
+    found = []
+    for scenario in SCENARIOS:
+        one, two = by_key.get((scenario.key, GATEWAY_PRODUCTION)), by_key.get((scenario.key, GATEWAY_TWO_WORKERS))
+        if scenario.key in TWO_WORKER_SCENARIOS and one and two and fewer:
+            scaling = TwoWorkerScaling(
+                one.comparison.figures, two.comparison.figures, fewer.comparison.figures, FEWER_CONNECTIONS.concurrency
+            )
+            found.append((scenario.label, scaling))
+    return found
+
+
 def unmeasured(record: RunRecord) -> dict[str, str]:
     return {target.label: target.unavailable for target in record.targets if target.unavailable}
 
@@ -109,7 +144,9 @@ def describe(record: RunRecord, rows: list[Row]) -> str:
         f"{record.seconds:.0f} s in all; load average {record.load_average.get('before', math.nan):.1f} before, "
         f"{record.load_average.get('after', math.nan):.1f} after (2 cores: above ~2, other work shared the machine).",
         "Latencies: whole response for JSON, first body byte for SSE. 'added p50' is against direct in the same run; "
-        "'× ninja' and '× ASGI' compare rates with the bare ninja pass-through (b) and the bare ASGI one.",
+        "'× ninja' and '× ASGI' compare rates with the bare ninja pass-through (b) and the bare ASGI one. "
+        "'proxy cores' is the CPU the proxy's processes used over the measured window (from /proc), "
+        "'CPU µs/resp' that CPU per response completed in it.",
     ]
     if ceiling:
         lines.append(
@@ -121,6 +158,7 @@ def describe(record: RunRecord, rows: list[Row]) -> str:
         f"The gateway's {name} process (on the load core(s)) used {seconds:.1f} CPU-seconds in the whole run."
         for name, seconds in record.companion_cpu_seconds.items()
     ]
+    lines += [scaling.describe(label) for label, scaling in two_worker_scaling(rows)]
     lines += [f"NOT MEASURED: {label}: {reason}" for label, reason in unmeasured(record).items()]
     return "\n".join(lines)
 
@@ -156,6 +194,18 @@ def report_json(record: RunRecord, rows: list[Row]) -> dict:
                 for target in record.targets
             ],
             "load_generator_ceiling": load_generator_ceiling(rows),
+            "two_workers": [
+                {
+                    "scenario": label,
+                    "measured_ratio": scaling.measured_ratio,
+                    "one_worker_per_core": scaling.one_per_core,
+                    "two_workers_per_core": scaling.two_per_core,
+                    "projected_rate": scaling.projected_rate,
+                    "projected_ratio": scaling.projected_ratio,
+                }
+                for label, scaling in two_worker_scaling(rows)
+                if scaling.complete
+            ],
             "combined": [
                 {
                     "scenario": row.scenario.key,

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench.capacity import CapacityWorkload
+from bench.cpu_watch import WatchedGroups, proxy_groups, store_server_pids
 from bench.loadgen import Endpoint, Workload, build_request
 from bench.processes import (
     BASE_DIR,
@@ -34,26 +35,35 @@ from bench.processes import (
     stop_all,
     wait_until_idle,
 )
-from bench.stats import CellFigures, closed_loop_rate, percentile, summarize
-from bench.stores import run_stores
+from bench.stats import CellFigures, closed_loop_rate, cpu_figures, percentile, summarize
+from bench.stores import run_stores, with_local_stores
 from bench.targets import (
     ASGI,
+    GATEWAY,
+    GATEWAY_EMBEDDED,
+    GATEWAY_PRODUCTION,
+    GATEWAY_TWO_WORKERS,
     MESSAGES_PATH,
     PASSTHROUGH,
     REALISTIC_STREAM,
     SCENARIOS,
     SERVERS,
     TRANSPORTS,
+    TWO_WORKER_SCENARIOS,
     VARIANT,
     Scenario,
     Secrets,
     Target,
+    embedded_environment,
     gateway_target,
+    has_production_stores,
     message_body,
     passthrough_target,
     production_environment,
     slow_stream_shape,
     upstream_target,
+    usage_writer,
+    with_port,
 )
 from bench.worker import serve_workloads
 
@@ -188,42 +198,85 @@ def preflight(target: Target, shape: str) -> str:
 
 
 def plan_targets(config: BenchConfig, cores: CorePlan, var_dir: Path, base_env: dict[str, str]) -> list[Target]:
-    """Every server of the run, not started yet: direct first, the gateway last."""
+    """Every server of the run, not started yet: direct first, the gateway's three targets last.
+
+    The production-like gateways (one worker, and two workers across both cores) share one usage
+    writer and one database; each gateway has a VAR_DIR of its own. Without DATABASE_URL and
+    REDIS_URL they are listed as not measured."""
     keys = Secrets.fresh()
-    gateway_port = free_port()
     direct = upstream_target(config.upstream, keys, cores, base_env)
-    env = production_environment(base_env, var_dir, f"http://127.0.0.1:{direct.service.port}", keys, gateway_port)
+    upstream_url = f"http://127.0.0.1:{direct.service.port}"
+    production = production_environment(base_env, var_dir / "production", upstream_url, keys, free_port())
+    embedded = with_port(embedded_environment(production, var_dir / "embedded"), free_port())
+    two_workers = {**with_port(production, free_port()), "VAR_DIR": str(var_dir / "two-workers"), "WEB_CONCURRENCY": "2"}
+    for env in (production, embedded, two_workers):
+        Path(env["VAR_DIR"]).mkdir(parents=True, exist_ok=True)
     targets = [
         direct,
-        passthrough_target(config.server, config.transport, ASGI, cores, env),
-        passthrough_target(config.server, config.transport, PASSTHROUGH, cores, env),
+        passthrough_target(config.server, config.transport, ASGI, cores, embedded),
+        passthrough_target(config.server, config.transport, PASSTHROUGH, cores, embedded),
     ]
     if config.variants:
         targets += [
-            passthrough_target(server, transport, VARIANT, cores, env)
+            passthrough_target(server, transport, VARIANT, cores, embedded)
             for server in SERVERS
             for transport in TRANSPORTS
             if (server, transport) != (config.server, config.transport)
         ]
-    return [*targets, gateway_target(config.server, cores, env, gateway_port)]
+    writer = usage_writer(production, cores)
+    stores = "PostgreSQL + Redis"
+    gateways = [
+        gateway_target(GATEWAY_EMBEDDED, f"gateway, embedded, {config.server}", config.server, embedded, cores.proxy, []),
+        gateway_target(
+            GATEWAY_PRODUCTION, f"gateway, {stores}, {config.server}", config.server, production, cores.proxy, [writer]
+        ),
+        gateway_target(
+            GATEWAY_TWO_WORKERS,
+            f"gateway, {stores}, 2 workers on cores {sorted(cores.proxy | cores.load)}",
+            config.server,
+            two_workers,
+            cores.proxy | cores.load,
+            [writer],
+            TWO_WORKER_SCENARIOS,
+        ),
+    ]
+    if not has_production_stores(base_env):
+        for target in gateways[1:]:
+            target.unavailable = "production-like: set DATABASE_URL (PostgreSQL) and REDIS_URL"
+    if not cores.pinned:
+        gateways[2].unavailable = "one core: nothing to spread two workers over"
+    if config.server != "uvicorn":
+        gateways[2].unavailable = f"{config.server} runs one worker"
+    return [*targets, *gateways]
+
+
+def migrate(env: dict[str, str]) -> str:
+    """'' when the database `env` names is migrated, else why not."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=BASE_DIR, env=env, capture_output=True, text=True
+    )
+    return "" if done.returncode == 0 else f"migrate failed: {one_line(done.stderr[-600:], 300)}"
 
 
 def start_targets(config: BenchConfig, targets: list[Target], log: Callable[[str], None]) -> None:
-    """Start every server; a proxy that fails to start (or to answer) is kept, marked unavailable."""
-    direct, proxies, gateway = targets[0], targets[1:], targets[-1]
+    """Start every server; a proxy that fails to start (or to answer) is kept, marked unavailable.
+    A database shared by two gateways is migrated once, a companion shared by two is started once."""
+    direct, proxies = targets[0], targets[1:]
     direct.service.start().wait_listening()
-    migrated = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
-        cwd=BASE_DIR,
-        env=gateway.service.env,
-        capture_output=True,
-        text=True,
-    )
-    if migrated.returncode != 0:
-        gateway.unavailable = f"migrate failed: {one_line(migrated.stderr[-600:], 300)}"
-    else:
-        for companion in gateway.companions:
-            companion.start()
+    migrated: dict[str, str] = {}
+    started: set[int] = set()
+    for target in proxies:
+        if target.role != GATEWAY or target.unavailable:
+            continue
+        env = target.service.env
+        database = env.get("DATABASE_URL") or env["VAR_DIR"]
+        if database not in migrated:
+            migrated[database] = migrate(env)
+        target.unavailable = migrated[database]
+        for companion in target.companions:
+            if not target.unavailable and id(companion) not in started:
+                started.add(id(companion))
+                companion.start()
     for target in proxies:
         if not target.unavailable:
             target.service.start()
@@ -234,11 +287,12 @@ def start_targets(config: BenchConfig, targets: list[Target], log: Callable[[str
             target.service.wait_listening(timeout=60)
         except RuntimeError as exc:
             target.unavailable = one_line(str(exc), 300)
-    if not gateway.unavailable:
-        try:
-            gateway.headers = {"authorization": f"Bearer {enroll_device(f'http://127.0.0.1:{gateway.service.port}')}"}
-        except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:
-            gateway.unavailable = f"enrollment failed: {exc}"
+    for target in proxies:
+        if target.role == GATEWAY and not target.unavailable:
+            try:
+                target.headers = {"authorization": f"Bearer {enroll_device(f'http://127.0.0.1:{target.service.port}')}"}
+            except (RuntimeError, httpx.HTTPError, KeyError, ValueError) as exc:
+                target.unavailable = f"enrollment failed: {exc}"
     for target in targets:
         if not target.unavailable:
             target.unavailable = preflight(target, config.stream_shape)
@@ -249,29 +303,57 @@ def start_targets(config: BenchConfig, targets: list[Target], log: Callable[[str
 
 
 def targets_for(scenario: Scenario, targets: list[Target], repetition: int) -> list[Target]:
-    chosen = [target for target in targets if not target.unavailable and (target.role != VARIANT or scenario.with_variants)]
+    chosen = [
+        target
+        for target in targets
+        if not target.unavailable
+        and (target.role != VARIANT or scenario.with_variants)
+        and (not target.scenarios or scenario.key in target.scenarios)
+    ]
     shift = repetition % len(chosen) if chosen else 0
     return chosen[shift:] + chosen[:shift]
 
 
 def plain_workload(
-    target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, duration: float | None = None
+    target: Target,
+    endpoint: Endpoint,
+    config: BenchConfig,
+    concurrency: int,
+    duration: float | None = None,
+    watch: WatchedGroups = (),
 ) -> Workload:
     request = build_request(
         endpoint, MESSAGES_PATH, message_body(stream=False), {"anthropic-version": "2023-06-01", **target.headers}
     )
-    return closed_loop(request, concurrency, duration or config.duration, config, streaming=False)
+    return closed_loop(
+        request, concurrency, duration or config.duration, config, streaming=False, watch=watch, port=endpoint.port
+    )
 
 
 def stream_workload(
-    target: Target, endpoint: Endpoint, config: BenchConfig, concurrency: int, shape: str, duration: float | None = None
+    target: Target,
+    endpoint: Endpoint,
+    config: BenchConfig,
+    concurrency: int,
+    shape: str,
+    duration: float | None = None,
+    watch: WatchedGroups = (),
 ) -> Workload:
     headers = {"anthropic-version": "2023-06-01", STREAM_SHAPE_HEADER: shape, **target.headers}
     request = build_request(endpoint, MESSAGES_PATH, message_body(stream=True), headers)
-    return closed_loop(request, concurrency, duration or config.duration, config, streaming=True)
+    return closed_loop(request, concurrency, duration or config.duration, config, streaming=True, watch=watch, port=endpoint.port)
 
 
-def closed_loop(request: bytes, concurrency: int, duration: float, config: BenchConfig, *, streaming: bool) -> Workload:
+def closed_loop(
+    request: bytes,
+    concurrency: int,
+    duration: float,
+    config: BenchConfig,
+    *,
+    streaming: bool,
+    watch: WatchedGroups,
+    port: int,
+) -> Workload:
     """Every connection completes a response in the window, stretched up to 3x for that."""
     return Workload(
         request,
@@ -282,30 +364,61 @@ def closed_loop(request: bytes, concurrency: int, duration: float, config: Bench
         timeout=config.request_timeout,
         min_completed=concurrency,
         max_duration=3 * duration,
+        watch=watch,
+        proxy_port=port,
     )
 
 
-def run_cell(load: LoadGenerator, target: Target, scenario: Scenario, config: BenchConfig) -> tuple[CellFigures, dict[str, int]]:
+def watched_processes(target: Target, direct: Target) -> WatchedGroups:
+    """The processes whose CPU a cell reads over its window: the proxy's, one group per process,
+    then the upstream, the proxy's companions and the Redis and PostgreSQL servers."""
+    groups = proxy_groups(target.service.pids()) if target.is_proxy else ()
+    companions = tuple(pid for service in target.companions for pid in service.pids())
+    return (
+        *groups,
+        ("upstream", tuple(direct.service.pids())),
+        ("companions", companions),
+        ("stores", store_server_pids()),
+    )
+
+
+def cpu_of(samples: dict) -> dict[str, float]:
+    return cpu_figures(samples["cpu_seconds"], samples["cpu_span"], samples["completed"], samples["connections"])
+
+
+def run_cell(
+    load: LoadGenerator, target: Target, direct: Target, scenario: Scenario, config: BenchConfig
+) -> tuple[CellFigures, dict[str, int]]:
     endpoint = Endpoint("127.0.0.1", target.service.port)
     if scenario.kind == "plain":
-        samples = load.run(endpoint, plain_workload(target, endpoint, config, scenario.concurrency))
+        workload = plain_workload(target, endpoint, config, scenario.concurrency, watch=watched_processes(target, direct))
+        samples = load.run(endpoint, workload)
         errors = samples["errors"]
-        figures = summarize(samples["latencies"], samples["completed"], sum(errors.values()), samples["window"])
+        figures = summarize(
+            samples["latencies"], samples["completed"], sum(errors.values()), samples["window"], **cpu_of(samples)
+        )
         return figures, errors
-    probe = stream_workload(target, endpoint, config, scenario.concurrency, config.stream_shape)
     if scenario.kind == "stream":
-        samples = load.run(endpoint, probe)
+        watch = watched_processes(target, direct)
+        samples = load.run(
+            endpoint, stream_workload(target, endpoint, config, scenario.concurrency, config.stream_shape, watch=watch)
+        )
         errors = samples["errors"]
         rate = closed_loop_rate(scenario.concurrency, samples["latencies"])
-        return summarize(samples["first_bytes"], samples["completed"], sum(errors.values()), samples["window"], rate=rate), errors
+        figures = summarize(
+            samples["first_bytes"], samples["completed"], sum(errors.values()), samples["window"], rate=rate, **cpu_of(samples)
+        )
+        return figures, errors
     hold_seconds = 30 + config.warmup + config.duration + config.request_timeout
     slow = stream_workload(target, endpoint, config, 1, slow_stream_shape(hold_seconds)).request
-    workload = CapacityWorkload(slow, config.held_streams, probe, open_timeout=30.0, settle=1.0)
     if target.is_proxy:
         # A fresh process: one that already carried the 256-stream cells keeps that memory mapped
         # and reuses it, which would hide what the held streams cost.
         target.service.restart()
         warm_up(load, [target], config, concurrency=scenario.concurrency)
+    watch = watched_processes(target, direct)
+    probe = stream_workload(target, endpoint, config, scenario.concurrency, config.stream_shape, watch=watch)
+    workload = CapacityWorkload(slow, config.held_streams, probe, open_timeout=30.0, settle=1.0)
     with RssSampler(target.service.pids if target.is_proxy else list) as sampler:
         time.sleep(2 * RSS_SAMPLE_SECONDS)
         result = load.run(endpoint, workload)
@@ -320,6 +433,7 @@ def run_cell(load: LoadGenerator, target: Target, scenario: Scenario, config: Be
         rate=closed_loop_rate(scenario.concurrency, probe_samples["latencies"]),
         held_streams=result["held_opened"],
         **memory,
+        **cpu_of(probe_samples),
     )
     return figures, errors
 
@@ -346,8 +460,9 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
         + ("" if cores.pinned else " (one core: nothing pinned)")
     )
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir, run_stores(os.environ) as stores:
-        targets = plan_targets(config, cores, Path(var_dir), {**os.environ, **stores})
+    environment = with_local_stores(os.environ)
+    with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir, run_stores(environment) as stores:
+        targets = plan_targets(config, cores, Path(var_dir), {**environment, **stores})
         record = RunRecord(config, cores, targets, load_average={"before": os.getloadavg()[0]})
         load: LoadGenerator | None = None
         try:
@@ -362,7 +477,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
                             [pid for service in target.services + targets[0].services for pid in service.pids()], limit=3.0
                         )
                         try:
-                            figures, error_kinds = run_cell(load, target, scenario, config)
+                            figures, error_kinds = run_cell(load, target, targets[0], scenario, config)
                         except RuntimeError as exc:  # a proxy that did not come back from its restart
                             target.unavailable = f"stopped during the run: {one_line(str(exc), 300)}"
                             log(f"{target.label}: {target.unavailable}")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+
+from bench.cpu_watch import PROXY_GROUP_PREFIX
+from bench.loadgen import LOAD_GENERATOR_GROUP
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -56,6 +59,13 @@ class CellFigures:
     peak_rss: float = math.nan
     bytes_per_stream: float = math.nan
     held_streams: int = 0
+    proxy_cores: float = math.nan  # cores the proxy's processes used over the measured window
+    proxy_cpu_us: float = math.nan  # the proxy's CPU microseconds per response completed in the window
+    busiest_process_share: float = math.nan  # the busiest proxy process's share of the proxy's CPU
+    load_generator_cores: float = math.nan
+    others_cores: float = math.nan  # the upstream, the proxy's companions, Redis and PostgreSQL
+    serving_processes: float = math.nan  # proxy processes holding client connections
+    fewest_connections: float = math.nan  # the connections of the serving process that holds fewest
 
     def as_json(self) -> dict:
         return {name: (None if isinstance(value, float) and math.isnan(value) else value) for name, value in asdict(self).items()}
@@ -73,11 +83,43 @@ def closed_loop_rate(connections: int, durations: Sequence[float]) -> float:
     return connections / statistics.fmean(durations)
 
 
+def cpu_figures(
+    cpu_seconds: Mapping[str, float], span: float, completed: int, connections: Mapping[str, int]
+) -> dict[str, float]:
+    """The proxy's cores and CPU per response over the window, how its CPU and its client
+    connections split between its processes, and the cores everyone else used (`bench.cpu_watch`
+    names the groups)."""
+    proxy = [seconds for name, seconds in cpu_seconds.items() if name.startswith(PROXY_GROUP_PREFIX)]
+    if span <= 0 or not proxy:
+        return {}
+    proxy_total = sum(proxy)
+    others = sum(
+        seconds
+        for name, seconds in cpu_seconds.items()
+        if not name.startswith(PROXY_GROUP_PREFIX) and name != LOAD_GENERATOR_GROUP
+    )
+    return {
+        "proxy_cores": proxy_total / span,
+        "proxy_cpu_us": proxy_total / completed * 1e6 if completed else math.nan,
+        "busiest_process_share": max(proxy) / proxy_total if proxy_total > 0 else math.nan,
+        "load_generator_cores": cpu_seconds.get(LOAD_GENERATOR_GROUP, math.nan) / span,
+        "others_cores": others / span,
+        **connection_figures(connections),
+    }
+
+
+def connection_figures(connections: Mapping[str, int]) -> dict[str, float]:
+    serving = [count for count in connections.values() if count > 0]
+    if not serving:
+        return {}
+    return {"serving_processes": float(len(serving)), "fewest_connections": float(min(serving))}
+
+
 def summarize(
-    latencies: Sequence[float], completed: int, errors: int, window: float, *, rate: float | None = None, **memory: float
+    latencies: Sequence[float], completed: int, errors: int, window: float, *, rate: float | None = None, **extra: float
 ) -> CellFigures:
     """Figures of one cell from its samples (latencies in seconds, `window` the measured span);
-    `rate` replaces completed / window when given."""
+    `rate` replaces completed / window when given; `extra` are memory and CPU figures."""
     if rate is None:
         rate = completed / window if window > 0 else math.nan
     return CellFigures(
@@ -86,7 +128,7 @@ def summarize(
         p99_ms=percentile(latencies, 0.99) * 1000,
         completed=completed,
         errors=errors,
-        **memory,
+        **extra,
     )
 
 

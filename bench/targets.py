@@ -16,6 +16,19 @@ from pathlib import Path
 from bench.processes import CorePlan, Service, free_port
 
 DIRECT, ASGI, PASSTHROUGH, GATEWAY, VARIANT = "direct", "asgi", "passthrough", "gateway", "variant"
+# The gateway's three targets (role GATEWAY): `make run`'s embedded stores, production-like stores on
+# one worker (the headline), and production-like on two workers across both cores (JSON at 64 only).
+GATEWAY_EMBEDDED, GATEWAY_PRODUCTION, GATEWAY_TWO_WORKERS = "gateway-embedded", "gateway", "gateway-2-workers"
+TWO_WORKER_SCENARIOS = frozenset({"plain-64"})
+# Settings that name a server outside the process: the embedded gateway runs without all of them.
+EXTERNAL_STORE_SETTINGS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_CLUSTER",
+    "REDIS_KEY_PREFIX",
+    "CHANNEL_REDIS_URL",
+    "CELERY_BROKER_URL",
+)
 SERVERS = ("uvicorn", "daphne")
 TRANSPORTS = ("gateway", "httpx", "aiohttp")  # see bench/passthrough_settings.py
 TRANSPORT_LABELS = {
@@ -64,6 +77,7 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)  # the credential this target expects
     unavailable: str = ""  # why it was not measured, when it could not be
     companions: list[Service] = field(default_factory=list)  # processes it needs that serve no requests
+    scenarios: frozenset[str] = frozenset()  # the only scenarios it runs in; empty: every one
 
     @property
     def services(self) -> list[Service]:
@@ -119,15 +133,31 @@ def production_environment(base: dict[str, str], var_dir: Path, upstream_url: st
             "ANTHROPIC_API_KEY": keys.api_key,
             "VAR_DIR": str(var_dir),
             "RATE_LIMIT_MAX": str(10**9),
-            "PORT": str(port),
-            "PROXY_BASE_URL": f"http://127.0.0.1:{port}",
             "WEB_CONCURRENCY": "1",
             "USAGE_WRITER": "process",
             "UPSTREAM_EXTRA_REQUEST_HEADERS": "x-fake-stream",  # the benchmark upstream's pacing header
             "PYTHONUNBUFFERED": "1",
         }
     )
+    return with_port(env, port)
+
+
+def with_port(env: dict[str, str], port: int) -> dict[str, str]:
+    return {**env, "PORT": str(port), "PROXY_BASE_URL": f"http://127.0.0.1:{port}"}
+
+
+def embedded_environment(production: dict[str, str], var_dir: Path) -> dict[str, str]:
+    """`make run`'s stores (SQLite and the in-process backends in a VAR_DIR of its own, usage records
+    written by a thread of the gateway) with the production environment's mode, secrets and upstream."""
+    env = {name: value for name, value in production.items() if name not in EXTERNAL_STORE_SETTINGS}
+    env.update({"VAR_DIR": str(var_dir), "USAGE_WRITER": "thread"})
     return env
+
+
+def has_production_stores(env: dict[str, str]) -> bool:
+    """PostgreSQL and Redis are both named: the production-like gateway can be measured."""
+    database = env.get("DATABASE_URL", "")
+    return database.split("://", 1)[0] in ("postgres", "postgresql", "pgsql") and bool(env.get("REDIS_URL"))
 
 
 def server_argv(server: str, application: str, port: int) -> list[str]:
@@ -188,8 +218,21 @@ def passthrough_target(server: str, transport: str, role: str, cores: CorePlan, 
     return Target(key, role, f"{framework}, {server}, {TRANSPORT_LABELS[transport]}", service)
 
 
-def gateway_target(server: str, cores: CorePlan, env: dict[str, str], port: int) -> Target:
-    """The gateway on the proxy core, its usage writer process beside the upstream and the load."""
-    service = Service(f"gateway ({server})", gateway_argv(server, port), {**env, "ASGI_SERVER": server}, port, cores.proxy)
-    writer = Service("usage writer", [sys.executable, "manage.py", "run_usage_writer"], env, 0, cores.load)
-    return Target(GATEWAY, GATEWAY, f"gateway, {server}", service, companions=[writer])
+def usage_writer(env: dict[str, str], cores: CorePlan) -> Service:
+    """The usage writer process (USAGE_WRITER=process), beside the upstream and the load."""
+    return Service("usage writer", [sys.executable, "manage.py", "run_usage_writer"], env, 0, cores.load)
+
+
+def gateway_target(
+    key: str,
+    label: str,
+    server: str,
+    env: dict[str, str],
+    cpus: frozenset[int],
+    companions: list[Service],
+    scenarios: frozenset[str] = frozenset(),
+) -> Target:
+    """The gateway as production starts it, on `cpus`, listening on env's PORT."""
+    port = int(env["PORT"])
+    service = Service(label, gateway_argv(server, port), {**env, "ASGI_SERVER": server}, port, cpus)
+    return Target(key, GATEWAY, label, service, companions=companions, scenarios=scenarios)

@@ -25,8 +25,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from bench.stores import LOCAL_POSTGRES
+
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/postgres"
 TARGETS = (
     ("dashboard, 30-day view", "dashboard_30d_s", "< 300 ms"),
     ("dashboard, 30-day view, nothing cached", "dashboard_30d_cold_s", "< 300 ms"),
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="leave the database afterwards")
     parser.add_argument("--reuse", action="store_true", help="time a database kept by an earlier --keep run")
     args = parser.parse_args(argv)
-    server = os.environ.get("BENCH_POSTGRES_URL", DEFAULT_SERVER)
+    server = os.environ.get("BENCH_POSTGRES_URL", LOCAL_POSTGRES)
     env = {
         **os.environ,
         "DATABASE_URL": database_url(server, args.database),

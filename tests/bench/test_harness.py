@@ -4,6 +4,8 @@ runs of the load generator against the bundled fake and the lean upstream on 127
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import replace
 
 import httpx
 import orjson
@@ -13,9 +15,26 @@ from bench.capacity import CapacityWorkload, run_capacity
 from bench.loadgen import Endpoint, ResponseParser, Workload, build_request, run_closed_loop
 from bench.processes import CorePlan, Service, plan_cores
 from bench.report import Row, format_table
-from bench.run import memory_figures, targets_for
-from bench.stats import CellFigures, closed_loop_rate, combine, compare, percentile, summarize
-from bench.targets import DIRECT, PASSTHROUGH, SCENARIOS, VARIANT, Target, message_body
+from bench.run import BenchConfig, memory_figures, plan_targets, targets_for
+from bench.scaling import TwoWorkerScaling
+from bench.stats import CellFigures, closed_loop_rate, combine, compare, cpu_figures, percentile, summarize
+from bench.targets import (
+    DIRECT,
+    EXTERNAL_STORE_SETTINGS,
+    GATEWAY,
+    GATEWAY_EMBEDDED,
+    GATEWAY_PRODUCTION,
+    GATEWAY_TWO_WORKERS,
+    PASSTHROUGH,
+    SCENARIOS,
+    VARIANT,
+    Secrets,
+    Target,
+    embedded_environment,
+    has_production_stores,
+    message_body,
+    production_environment,
+)
 from bench.upstream import start_lean_server
 from fake_anthropic import FakeAnthropic
 
@@ -113,6 +132,122 @@ def test_variants_run_only_in_their_scenarios_and_order_rotates():
     assert [t.key for t in targets_for(plain_16, targets, 0)] == ["direct", "passthrough"]
 
 
+def test_a_target_with_scenarios_runs_only_in_them():
+    def target(key: str, scenarios: frozenset[str] = frozenset()) -> Target:
+        return Target(key, GATEWAY, key, Service(key, [], {}, 0, frozenset()), scenarios=scenarios)
+
+    targets = [target("gateway"), target("gateway-2-workers", frozenset({"plain-64"}))]
+    by_key = {scenario.key: scenario for scenario in SCENARIOS}
+    assert [t.key for t in targets_for(by_key["plain-64"], targets, 0)] == ["gateway", "gateway-2-workers"]
+    for key in ("plain-1", "plain-16", "stream-256", "capacity"):
+        assert [t.key for t in targets_for(by_key[key], targets, 0)] == ["gateway"]
+
+
+def test_embedded_gateway_names_no_external_store(tmp_path):
+    production = production_environment(
+        {
+            "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/test",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "REDIS_KEY_PREFIX": "bench-1",
+            "CHANNEL_REDIS_URL": "redis://127.0.0.1:6379/1",
+            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/2",
+            "REDIS_CLUSTER": "false",
+        },
+        tmp_path / "production",
+        "http://127.0.0.1:9",
+        Secrets.fresh(),
+        8001,
+    )
+    embedded = embedded_environment(production, tmp_path / "embedded")
+    assert has_production_stores(production) and not has_production_stores(embedded)
+    assert not set(EXTERNAL_STORE_SETTINGS) & set(embedded)
+    assert (embedded["VAR_DIR"], embedded["USAGE_WRITER"], production["USAGE_WRITER"]) == (
+        str(tmp_path / "embedded"),
+        "thread",
+        "process",
+    )
+    assert embedded["JWT_SECRET"] == production["JWT_SECRET"] and embedded["DJANGO_DEBUG"] == "false"
+
+
+def test_without_database_and_redis_urls_the_production_like_gateways_are_not_measured(tmp_path):
+    targets = plan_targets(BenchConfig(variants=False), CorePlan(frozenset({1}), frozenset({0})), tmp_path, {"PATH": "/bin"})
+    gateways = {target.key: target for target in targets if target.role == GATEWAY}
+    assert list(gateways) == [GATEWAY_EMBEDDED, GATEWAY_PRODUCTION, GATEWAY_TWO_WORKERS]
+    assert gateways[GATEWAY_EMBEDDED].unavailable == ""
+    assert "DATABASE_URL" in gateways[GATEWAY_PRODUCTION].unavailable
+    assert "DATABASE_URL" in gateways[GATEWAY_TWO_WORKERS].unavailable
+    two = gateways[GATEWAY_TWO_WORKERS]
+    assert two.service.cpus == frozenset({0, 1}) and two.service.env["WEB_CONCURRENCY"] == "2"
+    assert gateways[GATEWAY_PRODUCTION].companions == two.companions  # one usage writer for both
+    assert len({target.service.env["VAR_DIR"] for target in gateways.values()}) == 3
+
+
+def test_cpu_figures_separate_the_proxy_from_everyone_else():
+    seconds = {"proxy:10": 0.02, "proxy:11": 0.9, "proxy:12": 0.6, "load generator": 0.2, "upstream": 0.3, "stores": 0.1}
+    figures = cpu_figures(seconds, span=2.0, completed=3_000, connections={"proxy:10": 0, "proxy:11": 40, "proxy:12": 24})
+    assert figures["proxy_cores"] == pytest.approx(0.76)
+    assert figures["proxy_cpu_us"] == pytest.approx(506.67, abs=0.01)
+    assert figures["busiest_process_share"] == pytest.approx(0.9 / 1.52)
+    assert figures["load_generator_cores"] == pytest.approx(0.1)
+    assert figures["others_cores"] == pytest.approx(0.2)
+    assert (figures["serving_processes"], figures["fewest_connections"]) == (2.0, 24.0)
+    assert cpu_figures({"upstream": 1.0}, span=1.0, completed=10, connections={}) == {}
+
+
+def scaling(*, fewest: float, fewer_cores: float = 0.95, share: float = 0.55) -> TwoWorkerScaling:
+    one = CellFigures(rate=2_000.0, proxy_cores=1.0, proxy_cpu_us=500.0)
+    two = CellFigures(
+        rate=2_400.0,
+        proxy_cores=1.25,
+        proxy_cpu_us=520.0,
+        busiest_process_share=share,
+        serving_processes=2.0,
+        fewest_connections=fewest,
+    )
+    return TwoWorkerScaling(one, two, CellFigures(rate=1_900.0, proxy_cores=fewer_cores), fewer_connections=16)
+
+
+def test_two_workers_that_each_hold_enough_connections_project_to_twice_their_rate_per_core():
+    result = scaling(fewest=28)
+    assert result.each_worker_fills_a_core
+    assert result.projected_rate == pytest.approx(2 * 2_400 / 1.25)
+    assert result.projected_ratio == pytest.approx(1.92)
+    assert result.measured_ratio == pytest.approx(1.2)
+    assert "1.92× one worker per core (target ≥ 1.8×: met)" in result.describe("JSON, 64 conn")
+
+
+def test_two_workers_with_a_starved_worker_project_only_what_the_busier_one_carries():
+    for starved in (scaling(fewest=3), scaling(fewest=28, fewer_cores=0.6)):
+        assert not starved.each_worker_fills_a_core
+        assert starved.projected_rate == pytest.approx(2_400 / 1.25 / 0.55)
+        assert starved.projected_ratio == pytest.approx(1.745, abs=0.001)
+        assert "NOT met" in starved.describe("JSON, 64 conn")
+    assert not scaling(fewest=28, share=math.nan).complete
+
+
+async def test_load_generator_reads_the_cpu_and_connections_of_the_processes_it_watches():
+    server = await start_lean_server("127.0.0.1", 0, KEY)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        endpoint = Endpoint("127.0.0.1", port)
+        watch = (("proxy:me", (os.getpid(),)), ("upstream", ()))
+        samples = await run_closed_loop(
+            endpoint,
+            Workload(
+                messages_request(endpoint, stream=False), concurrency=3, duration=0.3, warmup=0.05, watch=watch, proxy_port=port
+            ),
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert samples.completed > 0 and samples.errors == {}
+    assert samples.cpu_span >= 0.3
+    assert set(samples.cpu_seconds) == {"proxy:me", "upstream", "load generator"}
+    assert 0 < samples.cpu_seconds["proxy:me"] <= samples.cpu_span * 2  # seconds, not nanoseconds
+    assert samples.cpu_seconds["upstream"] == 0
+    assert samples.connections == {"proxy:me": 3}  # the server's ends only, not the client's
+
+
 def test_table_shows_ratios_only_for_proxies():
     scenario = SCENARIOS[0]
     direct = Target("direct", DIRECT, "direct", Service("d", [], {}, 0, frozenset()))
@@ -125,8 +260,16 @@ def test_table_shows_ratios_only_for_proxies():
         Row(scenario, gateway, compare(gateway_figures, direct_figures, ninja, asgi)),
     ]
     lines = format_table(rows).splitlines()
-    assert lines[2] == "| JSON, 1 conn | direct | 20,000 | 0.05 | 0.10 |  |  |  |  | 0 |  |  |"
-    assert lines[3] == "| JSON, 1 conn | gateway, uvicorn | 900 | 1.05 | 2.50 | 1.00 | 0.045 | 0.75 | 0.30 | 0 | 120 | 30.0 |"
+    assert lines[2] == "| JSON, 1 conn | direct | 20,000 | 0.05 | 0.10 |  |  |  |  | 0 |  |  |  |  |"
+    assert (
+        lines[3] == "| JSON, 1 conn | gateway, uvicorn | 900 | 1.05 | 2.50 | 1.00 | 0.045 | 0.75 | 0.30 | 0 |  |  | 120 | 30.0 |"
+    )
+    measured = replace(gateway_figures, proxy_cores=0.93, proxy_cpu_us=512.4)
+    line = format_table([Row(scenario, gateway, compare(measured, direct_figures, ninja, asgi))]).splitlines()[2]
+    assert (
+        line
+        == "| JSON, 1 conn | gateway, uvicorn | 900 | 1.05 | 2.50 | 1.00 | 0.045 | 0.75 | 0.30 | 0 | 0.93 | 512 | 120 | 30.0 |"
+    )
 
 
 @pytest.mark.parametrize("cut", [1, 7, 40, 70, -3, -1])

@@ -7,8 +7,9 @@ import psycopg
 import pytest
 from django.db import connection
 
-from bench.stores import run_stores, with_database_name
-from proxyproject.lib.redis import get_sync_redis
+from bench.processes import free_port
+from bench.stores import run_stores, with_database_name, with_local_stores
+from proxyproject.lib.redis import cluster_configured, get_sync_redis
 from tests import servers
 
 
@@ -44,3 +45,29 @@ def test_a_run_on_postgres_and_redis_gets_its_own_database_and_prefix_and_remove
         client.set(f"{prefix}:ratelimit:x", 1)
     assert not database_exists(admin_url, name)
     assert client.exists(f"{prefix}:ratelimit:x") == 0
+
+
+def test_urls_that_are_set_are_used_as_they_are():
+    environment = {"DATABASE_URL": "sqlite:////tmp/x.sqlite3", "BENCH_POSTGRES_URL": "postgres://nobody@127.0.0.1:1/x"}
+    assert with_local_stores(environment) == environment
+
+
+def test_local_servers_that_do_not_answer_leave_the_run_embedded():
+    closed = free_port()
+    environment = {
+        "BENCH_POSTGRES_URL": f"postgres://postgres@127.0.0.1:{closed}/postgres",
+        "BENCH_REDIS_URL": f"redis://127.0.0.1:{closed}/0",
+    }
+    assert with_local_stores(environment) == environment
+
+
+@pytest.mark.django_db
+def test_local_servers_that_answer_make_the_run_production_like(redis_required):
+    if connection.vendor != "postgresql" or cluster_configured():
+        pytest.skip("needs PostgreSQL and a single Redis (CI's second pass)")
+    environment = {"BENCH_POSTGRES_URL": servers.test_database_url(), "BENCH_REDIS_URL": redis_required}
+    assert with_local_stores(environment) == {
+        **environment,
+        "DATABASE_URL": servers.test_database_url(),
+        "REDIS_URL": redis_required,
+    }
