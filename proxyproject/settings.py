@@ -46,7 +46,7 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use true or false.")
 
 
-def env_int(name: str, default: int, minimum: int | None = None) -> int:
+def env_int(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -56,6 +56,8 @@ def env_int(name: str, default: int, minimum: int | None = None) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name}={value} must be at most {maximum}.")
     return value
 
 
@@ -484,6 +486,12 @@ USAGE_BATCH_SIZE = env_int("USAGE_BATCH_SIZE", 500, minimum=1)
 USAGE_SPOOL_DIR = Path(env_str("USAGE_SPOOL_DIR", str(VAR_DIR / "usage-spool")))
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 USAGE_WRITER_LEASE_SECONDS = env_float("USAGE_WRITER_LEASE_SECONDS", 60.0, minimum=0.1)
+# The Redis usage queue is this many lists, each under its own hash tag (shard 0 is `{usage}`, as
+# before shards): each gateway process pushes to one, so on a Redis Cluster the usage traffic spreads
+# over the masters. One Redis gains nothing from more than one. Writers drain every shard up to
+# USAGE_QUEUE_MAX_SHARDS whatever this says, so lowering it strands no record.
+USAGE_QUEUE_MAX_SHARDS = 32
+USAGE_QUEUE_SHARDS = env_int("USAGE_QUEUE_SHARDS", 16 if _redis_is_cluster else 1, minimum=1, maximum=USAGE_QUEUE_MAX_SHARDS)
 USAGE_PRICE_CACHE_SECONDS = env_float("USAGE_PRICE_CACHE_SECONDS", 60.0, minimum=0.0)
 # Crash-safe stream accounting: a stream's usage so far is queued when it starts, then again once
 # USAGE_CHECKPOINT_TOKENS more output tokens or USAGE_CHECKPOINT_SECONDS have passed with new output.

@@ -1,10 +1,12 @@
 """Usage records on their way to the database: the wire format, and the Redis queue (when REDIS_URL
 is set) that every gateway process pushes to and any writer drains.
 
-A writer claims a batch by moving it, in one script, from the shared list to its own processing
-list and refreshing its lease; it deletes that list only after the batch is committed. A writer that
-dies leaves its list behind with an expired lease, and the next writer to look returns it to the
-queue. Replays are harmless because records are inserted idempotently by request id.
+The queue is split in shards (`USAGE_QUEUE_SHARDS`), each a list under a hash tag of its own; a
+process pushes to one shard, and writers drain all of them. In a shard, a writer claims a batch by
+moving it, in one script, from the shard's list to its own processing list there and refreshing its
+lease; it deletes that list only after the batch is committed. A writer that dies leaves its list
+behind with an expired lease, and the next writer to look returns it to that shard's queue. Replays
+are harmless because records are inserted idempotently by request id.
 """
 
 from __future__ import annotations
@@ -149,91 +151,169 @@ def decode_item(payload: bytes | str) -> QueuedItem:
     return _event_from(data)
 
 
-# Every key of the queue carries one hash tag: a claim moves records from the queue to a writer's
-# list in one script, so on a Redis Cluster they all live in one slot (the queue is one node's load).
-_QUEUE_TAG = slot_tag("usage")
+# The queue is USAGE_QUEUE_SHARDS lists. Every key of one shard (its queue, the writers' processing
+# lists and leases, the writers set) carries that shard's hash tag: a claim moves records from the
+# shard's queue to a writer's list in one script, so on a Redis Cluster they share one slot, and the
+# shards' slots spread the usage traffic over the masters.
 
 
-def queue_key() -> str:
-    return redis_key(_QUEUE_TAG, "queue")
+def shard_tag(shard: int) -> str:
+    """Shard 0 keeps the tag of the queue from before shards, so a single Redis with one shard, and
+    the records the previous release queued, see no change."""
+    return slot_tag("usage") if shard == 0 else slot_tag("usage", shard)
 
 
-def writers_key() -> str:
-    return redis_key(_QUEUE_TAG, "writers")
+def drained_shards() -> range:
+    """Every shard a writer drains: all that any allowed USAGE_QUEUE_SHARDS pushes to, not only
+    today's, so the records pushed before the count was lowered (or by processes not yet restarted
+    with the lower count) are still written."""
+    return range(settings.USAGE_QUEUE_MAX_SHARDS)
 
 
-class _WriterIdentity:
+def queue_key(shard: int) -> str:
+    return redis_key(shard_tag(shard), "queue")
+
+
+def writers_key(shard: int) -> str:
+    return redis_key(shard_tag(shard), "writers")
+
+
+def processing_key(shard: int, writer: str) -> str:
+    return redis_key(shard_tag(shard), "processing", writer)
+
+
+def lease_key(shard: int, writer: str) -> str:
+    return redis_key(shard_tag(shard), "lease", writer)
+
+
+class _ProcessIdentity:
+    """Who this process is to the queue, drawn again in a forked child: its writer id, unique per
+    process so two processes never share a processing list, and a random draw that picks its shard."""
+
     def __init__(self) -> None:
         self.pid = -1
-        self.value = ""
+        self.writer = ""
+        self.draw = 0
 
-    def get(self) -> str:
+    def current(self) -> _ProcessIdentity:
         if self.pid != os.getpid():
             self.pid = os.getpid()
-            self.value = f"{socket.gethostname()}-{self.pid}-{secrets.token_hex(4)}"
-        return self.value
+            self.writer = f"{socket.gethostname()}-{self.pid}-{secrets.token_hex(4)}"
+            self.draw = secrets.randbelow(1 << 32)
+        return self
 
 
-_identity = _WriterIdentity()
+_identity = _ProcessIdentity()
 
 
 def writer_id() -> str:
-    """Unique per process (and per fork), so two processes never share a processing list."""
-    return _identity.get()
+    return _identity.current().writer
 
 
-def processing_key(writer: str) -> str:
-    return redis_key(_QUEUE_TAG, "processing", writer)
+def push_shard() -> int:
+    """The shard this process pushes to, the same for its whole life: a stream's checkpoints, its
+    final record and its owner's heartbeats then travel in one list, in the order they were queued."""
+    return _identity.current().draw % settings.USAGE_QUEUE_SHARDS
 
 
-def lease_key(writer: str) -> str:
-    return redis_key(_QUEUE_TAG, "lease", writer)
+def push_key() -> str:
+    return queue_key(push_shard())
 
 
-def claim_batch(client: SyncRedis, size: int) -> list[bytes]:
-    """This writer's unacknowledged batch if it has one, else up to `size` records from the queue."""
+def claim_batch(client: SyncRedis, shard: int, size: int) -> list[bytes]:
+    """This writer's unacknowledged batch in the shard if it has one, else up to `size` records from
+    the shard's queue."""
     me = writer_id()
     lease_ms = int(settings.USAGE_WRITER_LEASE_SECONDS * 1000)
-    keys = [queue_key(), processing_key(me), lease_key(me), writers_key()]
+    keys = [queue_key(shard), processing_key(shard, me), lease_key(shard, me), writers_key(shard)]
     batch: list[bytes] = client.eval(CLAIM_SCRIPT, len(keys), *keys, size, lease_ms, me)
     return batch
 
 
-def acknowledge_batch(client: SyncRedis) -> None:
-    client.delete(processing_key(writer_id()))
+def acknowledge_batch(client: SyncRedis, shard: int) -> None:
+    client.delete(processing_key(shard, writer_id()))
 
 
-def return_batch(client: SyncRedis) -> int:
-    """Give this writer's unacknowledged batch back to the queue (its write failed), so no other
-    writer has to wait for this one's lease to run out."""
-    return int(client.eval(RETURN_SCRIPT, 2, queue_key(), processing_key(writer_id())))
+def return_batch(client: SyncRedis, shard: int) -> int:
+    """Give this writer's unacknowledged batch back to the shard's queue (its write failed), so no
+    other writer has to wait for this one's lease to run out."""
+    return int(client.eval(RETURN_SCRIPT, 2, queue_key(shard), processing_key(shard, writer_id())))
 
 
-def recover_abandoned_batches(client: SyncRedis) -> int:
-    """Return the batches of writers whose lease expired (they died) to the queue: one script per
-    writer, each declaring that writer's keys."""
-    recovered = 0
-    for member in client.smembers(writers_key()):
-        writer = member.decode() if isinstance(member, bytes) else member
-        if writer != writer_id():
-            keys = [queue_key(), writers_key(), processing_key(writer), lease_key(writer)]
-            recovered += int(client.eval(RECOVER_SCRIPT, len(keys), *keys, writer))
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShardState:
+    shard: int
+    queued: int
+    held: int  # records of this writer's unacknowledged batch there
+    writers: frozenset[str]  # every writer that has claimed there since it was last recovered
+
+
+def _text(member: bytes | str) -> str:
+    return member.decode() if isinstance(member, bytes) else member
+
+
+def survey_shards(client: SyncRedis) -> list[ShardState]:
+    """Every drained shard's state in one pipeline: one round trip on a single Redis, one per node on
+    a cluster, however many shards, so an idle writer's pass costs little."""
+    me = writer_id()
+    pipe = client.pipeline(transaction=False)
+    for shard in drained_shards():
+        pipe.llen(queue_key(shard))
+        pipe.llen(processing_key(shard, me))
+        pipe.smembers(writers_key(shard))
+    replies = pipe.execute()
+    return [
+        ShardState(shard, int(replies[3 * index]), int(replies[3 * index + 1]), frozenset(map(_text, replies[3 * index + 2])))
+        for index, shard in enumerate(drained_shards())
+    ]
+
+
+def recover_abandoned_batches(client: SyncRedis, shards: list[ShardState]) -> dict[int, int]:
+    """Return the batches of writers whose lease on a shard expired (they died) to that shard's queue:
+    one script per writer and shard, each declaring that writer's keys, all in one pipeline. Answers
+    the records recovered per shard."""
+    me = writer_id()
+    others = [(state.shard, writer) for state in shards for writer in sorted(state.writers) if writer != me]
+    if not others:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for shard, writer in others:
+        keys = [queue_key(shard), writers_key(shard), processing_key(shard, writer), lease_key(shard, writer)]
+        pipe.execute_command("EVAL", RECOVER_SCRIPT, len(keys), *keys, writer)  # a cluster pipeline has no eval()
+    recovered: dict[int, int] = {}
+    for (shard, _), count in zip(others, pipe.execute(), strict=True):
+        recovered[shard] = recovered.get(shard, 0) + int(count)
     return recovered
 
 
+def shards_with_records(client: SyncRedis) -> list[int]:
+    """The shards this writer has records to store from now (queued, recovered, or its own batch not
+    yet acknowledged), starting at its own draw: writers that start together start at different
+    shards."""
+    shards = survey_shards(client)
+    recovered = recover_abandoned_batches(client, shards)
+    start = _identity.current().draw % len(shards)
+    busy = [state.shard for state in shards if state.queued or state.held or recovered.get(state.shard)]
+    return sorted(busy, key=lambda shard: (shard - start) % len(shards))
+
+
 def adopt_pre_cluster_queue(client: SyncRedis) -> int:
-    """On a single Redis, move the records that gateways of the previous release queue under the
-    untagged names (`<prefix>:usage:queue`, and the batches of its writers that died) into the queue,
-    so none is stranded by a rolling upgrade. Only a single Redis can hold those names together with
-    the new ones in one script; a cluster never had them."""
-    adopted = int(client.eval(ADOPT_SCRIPT, 2, queue_key(), redis_key("usage", "queue")))
+    """On a single Redis, move the records that gateways of the release before hash tags queue under
+    the untagged names (`<prefix>:usage:queue`, and the batches of its writers that died) into shard
+    0, so none is stranded by a rolling upgrade. Only a single Redis can hold those names together
+    with the new ones in one script; a cluster never had them."""
+    adopted = int(client.eval(ADOPT_SCRIPT, 2, queue_key(0), redis_key("usage", "queue")))
     for member in client.smembers(redis_key("usage", "writers")):
-        writer = member.decode() if isinstance(member, bytes) else member
+        writer = _text(member)
         if not client.exists(redis_key("usage", "lease", writer)):
-            adopted += int(client.eval(ADOPT_SCRIPT, 2, queue_key(), redis_key("usage", "processing", writer)))
+            adopted += int(client.eval(ADOPT_SCRIPT, 2, queue_key(0), redis_key("usage", "processing", writer)))
             client.srem(redis_key("usage", "writers"), writer)
     return adopted
 
 
 def queued_count(client: SyncRedis) -> int:
-    return int(client.llen(queue_key()))
+    """Records waiting in every drained shard's queue, counted in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for shard in drained_shards():
+        pipe.llen(queue_key(shard))
+    return sum(int(length) for length in pipe.execute())

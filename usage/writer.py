@@ -77,16 +77,22 @@ def _drain_redis(result: DrainResult) -> None:
         return
     if not cluster_configured():
         queue.adopt_pre_cluster_queue(client)
-    queue.recover_abandoned_batches(client)
-    while payloads := queue.claim_batch(client, settings.USAGE_BATCH_SIZE):
-        try:
-            records = store_payloads(payloads)
-            queue.acknowledge_batch(client)
-        except Exception:
-            with contextlib.suppress(RedisError):  # Redis away too: the lease returns the batch later
-                queue.return_batch(client)
-            raise
-        result.add(records)
+    waiting = queue.shards_with_records(client)
+    while waiting:
+        # One batch from each shard in turn, so a backlog in one shard does not hold the others up.
+        for shard in list(waiting):
+            payloads = queue.claim_batch(client, shard, settings.USAGE_BATCH_SIZE)
+            if not payloads:
+                waiting.remove(shard)
+                continue
+            try:
+                records = store_payloads(payloads)
+                queue.acknowledge_batch(client, shard)
+            except Exception:
+                with contextlib.suppress(RedisError):  # Redis away too: the lease returns the batch later
+                    queue.return_batch(client, shard)
+                raise
+            result.add(records)
 
 
 def drain_once() -> DrainResult:
@@ -162,7 +168,7 @@ class _LoopWriter:
         while self.outbox:
             batch, self.outbox = self.outbox, []
             try:
-                await _rpush(queue.queue_key(), batch)
+                await _rpush(queue.push_key(), batch)
             except Exception as exc:  # Redis down: the local spool keeps them, the writer still drains it
                 _spool_or_log(batch, f"{type(exc).__name__}: {exc}")
 
@@ -245,7 +251,7 @@ def submit_usage(event: UsageEvent) -> None:
         spool.append_to_spool([payload])
         return
     try:
-        client.rpush(queue.queue_key(), payload)
+        client.rpush(queue.push_key(), payload)
     except Exception as exc:  # Redis down: the spool keeps it
         _spool_or_log([payload], f"{type(exc).__name__}: {exc}")
 

@@ -133,3 +133,21 @@ def test_models_and_paths_that_clients_choose_cannot_grow_the_metrics_without_bo
     }
     assert counted == {f"{prefix}-0", f"{prefix}-1", f"{prefix}-2", "other"}
     assert sample(text, "gateway_request_errors_total", endpoint="other", status="404", error_type="http_error") >= 3.0
+
+
+def test_the_usage_backlog_counts_the_records_of_every_queue_shard(redis_required, settings):
+    from gateway.platform_metrics import usage_backlog_gauges
+    from proxyproject.lib.redis import get_sync_redis
+    from usage import queue
+
+    settings.REDIS_KEY_PREFIX = f"{settings.REDIS_KEY_PREFIX}-backlog-{uuid.uuid4().hex[:6]}"  # a queue of its own
+    client = get_sync_redis()
+    filled = {0: 3, 7: 2, queue.drained_shards()[-1]: 1}
+    try:
+        for shard, count in filled.items():
+            client.rpush(queue.queue_key(shard), *[b"{}"] * count)
+        [backlog] = [family for family in usage_backlog_gauges() if family.name == "gateway_usage_backlog_records"]
+        assert backlog.samples[0].value == 6
+    finally:
+        for shard in filled:
+            client.delete(queue.queue_key(shard))

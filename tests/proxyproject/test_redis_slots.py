@@ -221,14 +221,40 @@ def test_a_device_s_counters_do_not_depend_on_its_organization_or_person():
     assert len(keys) == 1
 
 
-def test_the_usage_queue_claims_returns_and_recovers_within_one_slot(settings):
+class QueueRecordingClient(RecordingClient):
+    """Also records the survey's reads, and answers a pipeline with one reply per command sent."""
+
+    def pipeline(self, transaction: bool = True) -> QueueRecordingClient:
+        self.pipelined_from = len(self.calls)
+        return self
+
+    def execute(self) -> list[object]:
+        return [self.reply] * (len(self.calls) - self.pipelined_from)
+
+    def llen(self, key: str) -> object:
+        return self.record("llen", [key])
+
+    def smembers(self, key: str) -> set[bytes]:
+        self.record("smembers", [key])
+        return set(self.members)
+
+
+@pytest.mark.parametrize("shard", [0, 5])
+def test_the_usage_queue_claims_returns_and_recovers_within_one_slot_per_shard(settings, shard):
     settings.USAGE_WRITER_LEASE_SECONDS = 30
-    client = RecordingClient(reply=0, members=(b"writer-a", b"writer-b"))
-    queue.claim_batch(client, 100)
-    queue.return_batch(client)
-    queue.recover_abandoned_batches(client)
+    client = QueueRecordingClient(reply=0)
+    queue.claim_batch(client, shard, 100)
+    queue.return_batch(client, shard)
+    queue.recover_abandoned_batches(client, [queue.ShardState(shard, 0, 0, frozenset({"writer-a", "writer-b"}))])
     assert [len(keys) for _, keys in client.calls] == [4, 2, 4, 4]
     assert_one_slot_per_call(client)
+    assert slots([keys[0] for _, keys in client.calls]) == slots([queue.queue_key(shard)])
+
+
+def test_the_usage_queue_shards_have_slots_of_their_own():
+    """Shard 0 keeps the tag from before shards; the others each hash elsewhere."""
+    assert queue.queue_key(0) == redis_key("{usage}", "queue")
+    assert len(slots([queue.queue_key(shard) for shard in queue.drained_shards()])) == len(queue.drained_shards())
 
 
 async def test_the_breaker_step_declares_its_hash(monkeypatch):

@@ -109,6 +109,28 @@ def test_a_cluster_without_a_plain_redis_for_celery_or_the_live_feed_refuses_to_
     assert no_broker.returncode != 0 and "set CELERY_BROKER_URL" in no_broker.stderr
 
 
+def test_the_usage_queue_is_one_shard_on_a_single_redis_and_sixteen_on_a_cluster():
+    plain = read_settings({"DJANGO_DEBUG": "true", "REDIS_URL": "redis://10.0.0.5:6379/0"}, "USAGE_QUEUE_SHARDS")
+    cluster = read_settings(
+        {
+            "DJANGO_DEBUG": "true",
+            "REDIS_URL": "redis+cluster://10.0.0.5:7000",
+            "CHANNEL_REDIS_URL": "redis://10.0.0.9:6379/0",
+            "CELERY_BROKER_URL": "redis://10.0.0.9:6379/1",
+        },
+        "USAGE_QUEUE_SHARDS",
+    )
+    assert json.loads(plain.stdout) == {"USAGE_QUEUE_SHARDS": "1"}, plain.stderr
+    assert json.loads(cluster.stdout) == {"USAGE_QUEUE_SHARDS": "16"}, cluster.stderr
+
+
+def test_more_usage_queue_shards_than_writers_drain_are_refused():
+    allowed = read_settings({"DJANGO_DEBUG": "true", "USAGE_QUEUE_SHARDS": "32"}, "USAGE_QUEUE_SHARDS")
+    assert json.loads(allowed.stdout) == {"USAGE_QUEUE_SHARDS": "32"}, allowed.stderr
+    refused = read_settings({"DJANGO_DEBUG": "true", "USAGE_QUEUE_SHARDS": "33"}, "USAGE_QUEUE_SHARDS")
+    assert refused.returncode != 0 and "USAGE_QUEUE_SHARDS=33 must be at most 32." in refused.stderr
+
+
 def test_a_key_prefix_with_a_brace_is_refused():
     result = read_settings({"DJANGO_DEBUG": "true", "REDIS_KEY_PREFIX": "gw{1}"}, "REDIS_KEY_PREFIX")
     assert result.returncode != 0 and "must not hold { or }" in result.stderr

@@ -31,7 +31,7 @@ def queued_records(settings) -> int:
         return spooled
     from proxyproject.lib.redis import get_sync_redis
 
-    return spooled + get_sync_redis().llen(queue.queue_key())
+    return spooled + queue.queued_count(get_sync_redis())
 
 
 def _released(segments):
