@@ -14,6 +14,14 @@ response is RemoteProtocolError (the proxy retries those once on another key); n
 the read timeout is ReadTimeout; a body cut short is RemoteProtocolError, a body that stops
 arriving ReadTimeout. A body read to its end gives its connection back to the pool; one abandoned
 half-way closes it, which also stops the upstream generating.
+
+llhttp itself puts no bound on a response's head: httptools buffers a header value until it ends,
+so an upstream (or anything answering in its place) sending a header that never ends would grow
+the worker until the read timeout, and a complete one of megabytes would be relayed to the client.
+The answer's status line, header fields and trailers are limited here as the server limits a
+request's (`proxyproject.http_limits`): by the parser's callbacks, and per read while they are
+incomplete (reads that carried no body byte), so a worker holds at most the limit plus one read.
+Over the limit, or with more than `_MAX_HEADERS` fields, the answer is a RemoteProtocolError.
 """
 
 from __future__ import annotations
@@ -29,11 +37,17 @@ import httpx
 _READ_BUFFER_HIGH = 256 * 1024  # body bytes waiting for the relay before the socket stops being read
 _READ_BUFFER_LOW = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
+_MAX_HEAD_BYTES = 64 * 1024  # an Anthropic answer's head is about 2 KiB
+_MAX_HEADERS = 256
 Origin = tuple[bytes, bytes, int]
 
 
 class _UnsolicitedResponse(Exception):
     """The upstream began an answer no request asked for."""
+
+
+class _HeadTooLarge(Exception):
+    """The answer's head (or its trailers) passed `_MAX_HEAD_BYTES` or `_MAX_HEADERS`."""
 
 
 class _Connection(asyncio.Protocol):
@@ -62,6 +76,10 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.head_only = False
         self.keep_alive = False
+        self.head_bytes = 0  # status line and header fields (trailers too), counted by the callbacks
+        self.header_count = 0
+        self.unparsed_head_bytes = 0  # whole reads that carried no body byte and did not end the answer
+        self.body_in_read = False
 
     # -- the exchange -------------------------------------------------------------------------
     def send(self, loop: asyncio.AbstractEventLoop, payload: bytes, *, head_only: bool) -> asyncio.Future[None]:
@@ -91,14 +109,29 @@ class _Connection(asyncio.Protocol):
         if self.head is None:  # bytes no request asked for: nothing after them can be trusted
             self.close()
             return
+        self.body_in_read = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _UnsolicitedResponse):
                 self.close()
                 return
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._head_too_large()
+                return
             self._fail(httpx.RemoteProtocolError(f"Malformed upstream response: {exc}"))
             self.close()
+            return
+        if self.body_in_read or self.complete:
+            self.unparsed_head_bytes = 0
+            return
+        self.unparsed_head_bytes += len(data)
+        if self.unparsed_head_bytes > _MAX_HEAD_BYTES:
+            self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        self._fail(httpx.RemoteProtocolError(f"Upstream response headers over {_MAX_HEAD_BYTES} bytes or {_MAX_HEADERS} fields."))
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -126,10 +159,18 @@ class _Connection(asyncio.Protocol):
             raise _UnsolicitedResponse
 
     def on_status(self, reason: bytes) -> None:
+        self._count_head(len(reason))
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_count += 1
+        self._count_head(len(name) + len(value))
         self.headers.append((name, value))
+
+    def _count_head(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > _MAX_HEAD_BYTES or self.header_count > _MAX_HEADERS:
+            raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -150,6 +191,7 @@ class _Connection(asyncio.Protocol):
             self.head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        self.body_in_read = True
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > _READ_BUFFER_HIGH and not self.paused and self.transport is not None:

@@ -159,14 +159,26 @@ async def start_sign_in(*, requested: SignInStartRequest, now: dt.datetime | Non
     return started
 
 
+def _seconds(value: object, default: int) -> int:
+    """A duration of the provider's device authorization answer, at most the sign-in's own life.
+    A whole number, or one in a string (some providers send `"900"`); anything else is `default`.
+    `int()` of the raw value made "soon" or a list a server error, and 1e300 a poll interval that
+    overflowed the database column and the next poll's time."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return default
+    return min(max(value, 0), settings.PEOPLE_SIGN_IN_SECONDS)
+
+
 async def _start_device_grant(sign_in: SignIn, handle: str, nonce: str) -> SignInStarted:
     url = await endpoint("device_authorization_endpoint")
     answer = await post_form(str(url), {"scope": settings.PEOPLE_OIDC_SCOPES, "nonce": nonce})
     body = answer.body
     if answer.error or not all(isinstance(body.get(name), str) for name in ("device_code", "user_code", "verification_uri")):
         raise IdentityProviderUnavailable(f"The device authorization request failed: {answer.error or 'incomplete answer'}.")
-    interval = max(int(body.get("interval", DEFAULT_INTERVAL_SECONDS)), 0)
-    expires_in = min(int(body.get("expires_in") or settings.PEOPLE_SIGN_IN_SECONDS), settings.PEOPLE_SIGN_IN_SECONDS)
+    interval = _seconds(body.get("interval"), DEFAULT_INTERVAL_SECONDS)
+    expires_in = _seconds(body.get("expires_in"), settings.PEOPLE_SIGN_IN_SECONDS) or settings.PEOPLE_SIGN_IN_SECONDS
     sign_in.encrypted_device_code = encrypt_secret(body["device_code"])
     sign_in.interval = interval
     return SignInStarted(

@@ -25,6 +25,9 @@ from usage.rollup_reports import groups_with_rollups, totals_with_rollups
 router = Router(tags=["usage"])
 DEFAULT_PERIOD = dt.timedelta(days=30)
 EVER = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
+MAX_ID = 2**63 - 1
 
 
 class UsageRecordNotFound(NotFound):
@@ -37,7 +40,7 @@ class UsageQuery(Schema):
     )
     until: dt.datetime | None = Field(None, description="End, exclusive. Default: now.")
     device: str | None = Field(None, description="A device_id. A device token may only name itself.")
-    org: int | None = Field(None, description="An organization id.")
+    org: int | None = Field(None, ge=1, le=MAX_ID, description="An organization id.")
     person: str | None = Field(None, description="A person who signed in on devices: their email, or their id.")
     model: str | None = Field(None, description="Exact model id as the client sent it.")
     group_by: GroupBy | None = Field(None, description="Also break the totals down by day, hour (UTC), model, device or person.")
@@ -142,10 +145,26 @@ async def authenticate_usage_reader(request: HttpRequest) -> Reader:
     return Reader(identity.device_pk, identity.device_id, identity.org_id)
 
 
+def _moment(value: dt.datetime, name: str) -> dt.datetime:
+    """The moment, UTC when it has no offset. One outside [1970, 9000) is refused: the period and
+    whole days are stepped from it, which near year 1 or 9999 (or across its offset) overflows the
+    calendar and would be a server error instead of an answer."""
+    aware = value if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
+    try:
+        inside = EARLIEST <= aware.astimezone(dt.UTC) < LATEST
+    except OverflowError:
+        inside = False
+    if not inside:
+        raise InvalidRequest(f"{name}: must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC).")
+    return aware
+
+
 def usage_filter_for(reader: Reader, query: UsageQuery) -> UsageFilter:
-    until = query.until or timezone.now()
-    since = query.since or (EVER if query.request_id else until - DEFAULT_PERIOD)
-    until, since = (moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC) for moment in (until, since))
+    until = timezone.now() if query.until is None else _moment(query.until, "until")
+    if query.since is not None:
+        since = _moment(query.since, "since")
+    else:
+        since = EVER if query.request_id else until - DEFAULT_PERIOD
     if since >= until:
         raise InvalidRequest("since must be before until.")
     if reader.device_pk is not None:

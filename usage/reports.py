@@ -206,8 +206,10 @@ def person_names(pks: Iterable[int]) -> dict[int, str]:
 
 
 def people_named(name: str) -> tuple[int, ...]:
-    """The people a report's `person` filter names: by email (any case), or by id."""
-    matches = Person.objects.filter(Q(email__iexact=name) | Q(pk=int(name)) if name.isdigit() else Q(email__iexact=name))
+    """The people a report's `person` filter names: by email (any case), or by id. Only ASCII
+    digits are an id: `str.isdigit` also takes `²`, which `int` refuses (a server error)."""
+    is_id = name.isascii() and name.isdigit()
+    matches = Person.objects.filter(Q(email__iexact=name) | Q(pk=int(name)) if is_id else Q(email__iexact=name))
     return tuple(matches.values_list("pk", flat=True))
 
 

@@ -55,6 +55,8 @@ class DateRangeFilter(admin.FieldListFilter):
         if since is not None:
             queryset = queryset.filter(**{f"{self.field_path}__gte": dt.datetime.combine(since, dt.time.min, tzinfo=dt.UTC)})
         if until is not None:
+            if until == dt.date.max:  # the day after it is past the calendar (OverflowError, a server error)
+                raise IncorrectLookupParameters(f"{self.until_parameter}: {until} is the calendar's last day.")
             next_day = dt.datetime.combine(until + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
             queryset = queryset.filter(**{f"{self.field_path}__lt": next_day})
         return queryset

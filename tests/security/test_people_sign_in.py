@@ -293,3 +293,11 @@ def test_polls_of_one_sign_in_beyond_its_own_limit_are_refused(people_provider, 
     assert error_of(poll(client, handle)) == (429, "rate_limit_error", "enrollment_rate_limited")
     other = start(client).json()["sign_in"]
     assert poll(client, other).status_code == 202  # the limit is the sign-in's, not the address's
+
+
+@pytest.mark.parametrize(("interval", "used"), [("soon", 5), ([5], 5), (10**20, 600), ("900", 600)])
+def test_a_provider_interval_of_the_wrong_type_or_past_the_sign_in_s_life_is_no_server_error(people_provider, interval, used):
+    people_provider.interval = interval
+    started = start(Client())
+    assert started.status_code == 200, started.content
+    assert started.json()["interval"] == used

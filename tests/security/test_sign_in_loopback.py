@@ -1,9 +1,12 @@
 """The desktop client's loopback listener in a sign-in by the authorization code flow: any program
 on the computer, or a web page the person has open, can send a request to 127.0.0.1:<port>. Only the
 redirect carrying the sign-in's own state is taken; anything else is refused and the listener goes
-on waiting for the real one."""
+on waiting for the real one, and a connection that sends nothing does not hold it."""
 
 from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -35,3 +38,13 @@ def test_loopback_callback_before_the_sign_in_started_is_refused():
     with LoopbackReceiver() as receiver:
         response = httpx.get(receiver.redirect_uri, params={"code": "early-code", "state": ""})
         assert response.status_code == 400 and receiver.wait(0) is None
+
+
+def test_a_local_program_holding_a_silent_connection_cannot_stall_the_real_redirect():
+    with LoopbackReceiver() as receiver, socket.create_connection(("127.0.0.1", urlsplit(receiver.redirect_uri).port or 0)):
+        receiver.expect_state(state_of(AUTHORIZATION_URL))
+        genuine = httpx.get(
+            receiver.redirect_uri, params={"code": "persons-code", "state": "the-real-state-0123456789"}, timeout=3
+        )
+        assert genuine.status_code == 200
+        assert receiver.wait(0) == {"code": "persons-code", "state": "the-real-state-0123456789"}

@@ -6,19 +6,24 @@ exchanges the code). Bound to 127.0.0.1 on a port the system picks, for one redi
 Only the redirect that carries this sign-in's `state` (read from the authorization URL) is taken:
 any program on the computer, or a web page the person has open, can send a request to the
 listener, and a code of theirs handed to the gateway would sign the device in as someone else (or
-spend the sign-in). Other requests are answered 400 and the listener goes on waiting."""
+spend the sign-in). Other requests are answered 400 and the listener goes on waiting.
+
+Each connection is served on its own thread and given `READ_TIMEOUT_SECONDS` to send its request:
+on one thread, a program that connected and sent nothing held the listener, and the browser's
+redirect waited behind it until the sign-in expired."""
 
 from __future__ import annotations
 
 import hmac
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 CALLBACK_PATH = "/callback"
 DONE_PAGE = b"<!doctype html><title>Signed in</title><p>You can close this window and return to the application.</p>"
 WRONG_STATE_PAGE = b"<!doctype html><title>Not this sign-in</title><p>This is not the sign-in the application started.</p>"
+READ_TIMEOUT_SECONDS = 10.0
 
 
 def state_of(authorization_url: str) -> str:
@@ -32,7 +37,7 @@ class LoopbackReceiver:
         self._received: dict[str, str] | None = None
         self._expected_state = ""
         self._arrived = threading.Event()
-        self._server = HTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -67,6 +72,8 @@ class LoopbackReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = READ_TIMEOUT_SECONDS
+
             def log_message(self, *args: Any) -> None:
                 return
 
