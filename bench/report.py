@@ -15,8 +15,10 @@ from bench.targets import (
     ASGI,
     DIRECT,
     GATEWAY,
+    GATEWAY_ONE_WORKER_SHARED,
     GATEWAY_PRODUCTION,
     GATEWAY_TWO_WORKERS,
+    GATEWAY_TWO_WORKERS_ONE_CORE,
     PASSTHROUGH,
     SCENARIOS,
     TWO_WORKER_SCENARIOS,
@@ -24,8 +26,6 @@ from bench.targets import (
     Scenario,
     Target,
 )
-
-FEWER_CONNECTIONS = next(scenario for scenario in SCENARIOS if scenario.key == "plain-16")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 COLUMNS = (
@@ -115,18 +115,17 @@ def load_generator_ceiling(rows: list[Row]) -> dict[str, float]:
 
 
 def two_worker_scaling(rows: list[Row]) -> list[tuple[str, TwoWorkerScaling]]:
-    """One worker against two, production-like, in each scenario both ran; one worker at 16
-    connections says whether that many fill a core."""
-    by_key = {(row.scenario.key, row.target.key): row for row in rows}
-    fewer = by_key.get((FEWER_CONNECTIONS.key, GATEWAY_PRODUCTION))
+    """The two-worker projection in each scenario the two-worker targets ran in (bench/scaling.py)."""
+    by_key = {(row.scenario.key, row.target.key): row.comparison.figures for row in rows}
+    fewer = by_key.get(("plain-16", GATEWAY_PRODUCTION))
     found = []
     for scenario in SCENARIOS:
-        one, two = by_key.get((scenario.key, GATEWAY_PRODUCTION)), by_key.get((scenario.key, GATEWAY_TWO_WORKERS))
-        if scenario.key in TWO_WORKER_SCENARIOS and one and two and fewer:
-            scaling = TwoWorkerScaling(
-                one.comparison.figures, two.comparison.figures, fewer.comparison.figures, FEWER_CONNECTIONS.concurrency
-            )
-            found.append((scenario.label, scaling))
+        dedicated = by_key.get((scenario.key, GATEWAY_PRODUCTION))
+        two_on_one_core = by_key.get((scenario.key, GATEWAY_TWO_WORKERS_ONE_CORE))
+        if scenario.key in TWO_WORKER_SCENARIOS and dedicated and two_on_one_core:
+            shared_one = by_key.get((scenario.key, GATEWAY_ONE_WORKER_SHARED))
+            shared_two = by_key.get((scenario.key, GATEWAY_TWO_WORKERS))
+            found.append((scenario.label, TwoWorkerScaling(dedicated, two_on_one_core, fewer, shared_one, shared_two)))
     return found
 
 
@@ -197,9 +196,8 @@ def report_json(record: RunRecord, rows: list[Row]) -> dict:
             "two_workers": [
                 {
                     "scenario": label,
-                    "measured_ratio": scaling.measured_ratio,
-                    "one_worker_per_core": scaling.one_per_core,
-                    "two_workers_per_core": scaling.two_per_core,
+                    "second_worker_efficiency": scaling.second_worker_efficiency,
+                    "lower_bound_ratio": scaling.lower_bound_ratio,
                     "projected_rate": scaling.projected_rate,
                     "projected_ratio": scaling.projected_ratio,
                 }

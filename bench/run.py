@@ -41,8 +41,10 @@ from bench.targets import (
     ASGI,
     GATEWAY,
     GATEWAY_EMBEDDED,
+    GATEWAY_ONE_WORKER_SHARED,
     GATEWAY_PRODUCTION,
     GATEWAY_TWO_WORKERS,
+    GATEWAY_TWO_WORKERS_ONE_CORE,
     MESSAGES_PATH,
     PASSTHROUGH,
     REALISTIC_STREAM,
@@ -198,19 +200,18 @@ def preflight(target: Target, shape: str) -> str:
 
 
 def plan_targets(config: BenchConfig, cores: CorePlan, var_dir: Path, base_env: dict[str, str]) -> list[Target]:
-    """Every server of the run, not started yet: direct first, the gateway's three targets last.
+    """Every server of the run, not started yet: direct first, the gateway's targets last.
 
-    The production-like gateways (one worker, and two workers across both cores) share one usage
-    writer and one database; each gateway has a VAR_DIR of its own. Without DATABASE_URL and
-    REDIS_URL they are listed as not measured."""
+    The production-like gateways (one worker on its own core; two workers on that core; one and two
+    workers on both cores) share one usage writer and one database; each gateway has a VAR_DIR of its own. Without
+    DATABASE_URL and REDIS_URL (or local servers that answer) they are listed as not measured."""
     keys = Secrets.fresh()
     direct = upstream_target(config.upstream, keys, cores, base_env)
     upstream_url = f"http://127.0.0.1:{direct.service.port}"
     production = production_environment(base_env, var_dir / "production", upstream_url, keys, free_port())
     embedded = with_port(embedded_environment(production, var_dir / "embedded"), free_port())
-    two_workers = {**with_port(production, free_port()), "VAR_DIR": str(var_dir / "two-workers"), "WEB_CONCURRENCY": "2"}
-    for env in (production, embedded, two_workers):
-        Path(env["VAR_DIR"]).mkdir(parents=True, exist_ok=True)
+    Path(production["VAR_DIR"]).mkdir(parents=True)
+    Path(embedded["VAR_DIR"]).mkdir(parents=True)
     targets = [
         direct,
         passthrough_target(config.server, config.transport, ASGI, cores, embedded),
@@ -225,28 +226,31 @@ def plan_targets(config: BenchConfig, cores: CorePlan, var_dir: Path, base_env: 
         ]
     writer = usage_writer(production, cores)
     stores = "PostgreSQL + Redis"
+    all_cores = cores.proxy | cores.load
+
+    def scaling_target(key: str, workers: int, cpus: frozenset[int]) -> Target:
+        env = {**with_port(production, free_port()), "VAR_DIR": str(var_dir / key), "WEB_CONCURRENCY": str(workers)}
+        Path(env["VAR_DIR"]).mkdir(parents=True)
+        label = f"gateway, {stores}, {workers} worker{'s' if workers > 1 else ''} on core{'s' if len(cpus) > 1 else ''} {sorted(cpus)}"
+        return gateway_target(key, label, config.server, env, cpus, [writer], TWO_WORKER_SCENARIOS)
+
     gateways = [
         gateway_target(GATEWAY_EMBEDDED, f"gateway, embedded, {config.server}", config.server, embedded, cores.proxy, []),
         gateway_target(
             GATEWAY_PRODUCTION, f"gateway, {stores}, {config.server}", config.server, production, cores.proxy, [writer]
         ),
-        gateway_target(
-            GATEWAY_TWO_WORKERS,
-            f"gateway, {stores}, 2 workers on cores {sorted(cores.proxy | cores.load)}",
-            config.server,
-            two_workers,
-            cores.proxy | cores.load,
-            [writer],
-            TWO_WORKER_SCENARIOS,
-        ),
+        scaling_target(GATEWAY_TWO_WORKERS_ONE_CORE, 2, cores.proxy),
+        scaling_target(GATEWAY_ONE_WORKER_SHARED, 1, all_cores),
+        scaling_target(GATEWAY_TWO_WORKERS, 2, all_cores),
     ]
     if not has_production_stores(base_env):
         for target in gateways[1:]:
             target.unavailable = "production-like: set DATABASE_URL (PostgreSQL) and REDIS_URL"
-    if not cores.pinned:
-        gateways[2].unavailable = "one core: nothing to spread two workers over"
-    if config.server != "uvicorn":
-        gateways[2].unavailable = f"{config.server} runs one worker"
+    for target in gateways[2:]:
+        if not cores.pinned:
+            target.unavailable = target.unavailable or "one core: no second core to share"
+        if config.server != "uvicorn":
+            target.unavailable = target.unavailable or f"{config.server} runs one worker"
     return [*targets, *gateways]
 
 

@@ -16,9 +16,13 @@ from pathlib import Path
 from bench.processes import CorePlan, Service, free_port
 
 DIRECT, ASGI, PASSTHROUGH, GATEWAY, VARIANT = "direct", "asgi", "passthrough", "gateway", "variant"
-# The gateway's three targets (role GATEWAY): `make run`'s embedded stores, production-like stores on
-# one worker (the headline), and production-like on two workers across both cores (JSON at 64 only).
-GATEWAY_EMBEDDED, GATEWAY_PRODUCTION, GATEWAY_TWO_WORKERS = "gateway-embedded", "gateway", "gateway-2-workers"
+# The gateway's targets (role GATEWAY): `make run`'s embedded stores; production-like stores on one
+# worker on its own core (the headline); and, for JSON at 64 connections only, production-like with two
+# workers on the proxy's core, and with one and with two workers across both cores (bench/scaling.py
+# compares them).
+GATEWAY_EMBEDDED, GATEWAY_PRODUCTION = "gateway-embedded", "gateway"
+GATEWAY_TWO_WORKERS_ONE_CORE = "gateway-2-workers-one-core"
+GATEWAY_ONE_WORKER_SHARED, GATEWAY_TWO_WORKERS = "gateway-1-worker-both-cores", "gateway-2-workers"
 TWO_WORKER_SCENARIOS = frozenset({"plain-64"})
 # Settings that name a server outside the process: the embedded gateway runs without all of them.
 EXTERNAL_STORE_SETTINGS = (

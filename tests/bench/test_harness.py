@@ -23,8 +23,10 @@ from bench.targets import (
     EXTERNAL_STORE_SETTINGS,
     GATEWAY,
     GATEWAY_EMBEDDED,
+    GATEWAY_ONE_WORKER_SHARED,
     GATEWAY_PRODUCTION,
     GATEWAY_TWO_WORKERS,
+    GATEWAY_TWO_WORKERS_ONE_CORE,
     PASSTHROUGH,
     SCENARIOS,
     VARIANT,
@@ -172,14 +174,22 @@ def test_embedded_gateway_names_no_external_store(tmp_path):
 def test_without_database_and_redis_urls_the_production_like_gateways_are_not_measured(tmp_path):
     targets = plan_targets(BenchConfig(variants=False), CorePlan(frozenset({1}), frozenset({0})), tmp_path, {"PATH": "/bin"})
     gateways = {target.key: target for target in targets if target.role == GATEWAY}
-    assert list(gateways) == [GATEWAY_EMBEDDED, GATEWAY_PRODUCTION, GATEWAY_TWO_WORKERS]
+    assert list(gateways) == [
+        GATEWAY_EMBEDDED,
+        GATEWAY_PRODUCTION,
+        GATEWAY_TWO_WORKERS_ONE_CORE,
+        GATEWAY_ONE_WORKER_SHARED,
+        GATEWAY_TWO_WORKERS,
+    ]
     assert gateways[GATEWAY_EMBEDDED].unavailable == ""
-    assert "DATABASE_URL" in gateways[GATEWAY_PRODUCTION].unavailable
-    assert "DATABASE_URL" in gateways[GATEWAY_TWO_WORKERS].unavailable
-    two = gateways[GATEWAY_TWO_WORKERS]
-    assert two.service.cpus == frozenset({0, 1}) and two.service.env["WEB_CONCURRENCY"] == "2"
-    assert gateways[GATEWAY_PRODUCTION].companions == two.companions  # one usage writer for both
-    assert len({target.service.env["VAR_DIR"] for target in gateways.values()}) == 3
+    for key in list(gateways)[1:]:
+        assert "DATABASE_URL" in gateways[key].unavailable
+    one_core, shared, two = (gateways[key] for key in list(gateways)[2:])
+    assert gateways[GATEWAY_PRODUCTION].service.cpus == one_core.service.cpus == frozenset({1})
+    assert shared.service.cpus == two.service.cpus == frozenset({0, 1})
+    assert [target.service.env["WEB_CONCURRENCY"] for target in (one_core, shared, two)] == ["2", "1", "2"]
+    assert all(target.companions == gateways[GATEWAY_PRODUCTION].companions for target in (one_core, shared, two))
+    assert len({target.service.env["VAR_DIR"] for target in gateways.values()}) == 5
 
 
 def test_cpu_figures_separate_the_proxy_from_everyone_else():
@@ -194,35 +204,35 @@ def test_cpu_figures_separate_the_proxy_from_everyone_else():
     assert cpu_figures({"upstream": 1.0}, span=1.0, completed=10, connections={}) == {}
 
 
-def scaling(*, fewest: float, fewer_cores: float = 0.95, share: float = 0.55) -> TwoWorkerScaling:
-    one = CellFigures(rate=2_000.0, proxy_cores=1.0, proxy_cpu_us=500.0)
-    two = CellFigures(
-        rate=2_400.0,
-        proxy_cores=1.25,
-        proxy_cpu_us=520.0,
-        busiest_process_share=share,
-        serving_processes=2.0,
-        fewest_connections=fewest,
-    )
-    return TwoWorkerScaling(one, two, CellFigures(rate=1_900.0, proxy_cores=fewer_cores), fewer_connections=16)
+def scaling(*, two_per_core: float, shared: bool = True) -> TwoWorkerScaling:
+    dedicated = CellFigures(rate=2_000.0, proxy_cores=0.96)  # 2,083 per core
+    two_on_one_core = CellFigures(rate=two_per_core * 0.98, proxy_cores=0.98, fewest_connections=15.0)
+    fewer = CellFigures(rate=1_900.0, proxy_cores=0.93)
+    shared_one = CellFigures(rate=2_200.0, proxy_cores=1.0) if shared else None
+    shared_two = CellFigures(rate=2_300.0, proxy_cores=1.15, busiest_process_share=0.55) if shared else None
+    return TwoWorkerScaling(dedicated, two_on_one_core, fewer, shared_one, shared_two)
 
 
-def test_two_workers_that_each_hold_enough_connections_project_to_twice_their_rate_per_core():
-    result = scaling(fewest=28)
-    assert result.each_worker_fills_a_core
-    assert result.projected_rate == pytest.approx(2 * 2_400 / 1.25)
-    assert result.projected_ratio == pytest.approx(1.92)
-    assert result.measured_ratio == pytest.approx(1.2)
-    assert "1.92× one worker per core (target ≥ 1.8×: met)" in result.describe("JSON, 64 conn")
+def test_two_workers_are_projected_from_two_saturated_workers_on_one_core_against_one():
+    result = scaling(two_per_core=2_000.0)
+    assert result.second_worker_efficiency == pytest.approx(2_000 / (2_000 / 0.96))
+    assert result.projected_ratio == pytest.approx(2 * 0.96)
+    assert result.projected_rate == pytest.approx(2_000 * 2 * 0.96)
+    described = result.describe("JSON, 64 conn")
+    assert "= 1.92× one worker" in described and "(target ≥ 1.8×: met)" in described
+    assert "held 15 of the connections, and one worker with 16 connections was 0.93 cores busy" in described
+    assert result.lower_bound_ratio == pytest.approx(2_300 / 1.15 / 2_200 / 0.55)
+    assert f"{2_300 / 1.15 / 2_200 / 0.55:.2f}×" in described
 
 
-def test_two_workers_with_a_starved_worker_project_only_what_the_busier_one_carries():
-    for starved in (scaling(fewest=3), scaling(fewest=28, fewer_cores=0.6)):
-        assert not starved.each_worker_fills_a_core
-        assert starved.projected_rate == pytest.approx(2_400 / 1.25 / 0.55)
-        assert starved.projected_ratio == pytest.approx(1.745, abs=0.001)
-        assert "NOT met" in starved.describe("JSON, 64 conn")
-    assert not scaling(fewest=28, share=math.nan).complete
+def test_a_second_worker_that_makes_responses_cost_more_misses_the_target():
+    costly = scaling(two_per_core=1_800.0, shared=False)  # a second worker costs 14% per response
+    assert costly.projected_ratio == pytest.approx(2 * 1_800 / (2_000 / 0.96))
+    described = costly.describe("JSON, 64 conn")
+    assert "NOT met" in described and "Lower bound" not in described
+    assert math.isnan(costly.lower_bound_ratio)
+    missing = TwoWorkerScaling(CellFigures(rate=2_000.0, proxy_cores=0.96), CellFigures(rate=1_900.0))
+    assert not missing.complete and "not projected" in missing.describe("JSON, 64 conn")
 
 
 async def test_load_generator_reads_the_cpu_and_connections_of_the_processes_it_watches():
