@@ -129,10 +129,12 @@ def fresh_process_state():
     forget_process_state()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def usage_spool_of_this_session(tmp_path_factory):
-    """Usage records that tests (and the servers they start) queue on local disk go to this session's
-    temporary directory, not under var/ where they would outlive the test database they belong to."""
+@pytest.fixture(scope="module", autouse=True)
+def usage_spool_of_this_file(tmp_path_factory):
+    """Usage records that tests (and the servers they start) queue on local disk go to a temporary
+    directory of this test file, not under var/ where they would outlive the test database they
+    belong to. One per file: a server stopped before it drained its spool would otherwise leave
+    records there that a later file's drain stores in the middle of that file's tests."""
     spool = tmp_path_factory.mktemp("usage-spool")
     os.environ["USAGE_SPOOL_DIR"] = str(spool)
     settings.USAGE_SPOOL_DIR = spool

@@ -1,5 +1,5 @@
-"""Fixtures of the usage tests: the seeded price table, a private spool, an empty Redis queue, ten
-days of generated records."""
+"""Fixtures of the usage tests: the seeded price table, a private spool, an empty Redis queue, no
+records left by other test files, ten days of generated records."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.core.management import call_command
 
 from proxyproject.lib.redis import get_sync_redis, redis_key
 from tests.usage.cast import ensure_seeded_prices
+from usage.models import OpenStream, UsageRecord
 from usage.pricing import invalidate_price_table
 from usage.spend.redis import counter_keys_pattern
 
@@ -52,6 +53,17 @@ def private_usage_queues(settings, tmp_path):
             client.delete(key)
         for key in client.scan_iter(counter_keys_pattern()):
             client.delete(key)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def no_records_of_other_files(django_db_setup, django_db_blocker):
+    """A gateway process started by another test file writes its last records when it stops, after
+    that file's tests flushed the database; a usage test compares every record with the figures it
+    checks, so it starts with none. (django_db_setup: the rows deleted are the test database's.)"""
+    with django_db_blocker.unblock():
+        UsageRecord.objects.all().delete()
+        OpenStream.objects.all().delete()
     yield
 
 
