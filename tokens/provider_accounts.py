@@ -8,7 +8,8 @@ they have just issued with 401 (or 403), or answers the account with `active: fa
 access token is shown to the userinfo endpoint, and:
 
 - 401, or 403 other than `insufficient_scope`: the account is disabled;
-- 200 with `active: false`: the account is disabled;
+- 200 with `active: false` (or a provider's `"false"`, `0`, `"0"`: RFC 7662 says boolean, not all
+  providers do, and a "no" misread as "yes" keeps a disabled person in): the account is disabled;
 - 200 for another subject: not this person's answer (OpenID Connect Core 5.3.2 forbids using it);
   the gateway's client is misconfigured, not the person: logged, not held against them;
 - 403 `insufficient_scope`, another 4xx: the gateway's client is misconfigured: logged, likewise;
@@ -39,6 +40,18 @@ def account_verdict(answer: UserinfoAnswer, subject: str) -> AccountVerdict:
         return AccountVerdict(False, problem=f"userinfo answered {answer.status} {answer.bearer_error}".rstrip())
     if str(answer.claims.get("sub", "")) != subject:
         return AccountVerdict(False, problem="userinfo answered for another subject")
-    if answer.claims.get("active") is False:
+    if says_inactive(answer.claims.get("active", True)):
         return AccountVerdict(True, "userinfo answered active: false")
     return AccountVerdict(False)
+
+
+INACTIVE_TEXTS = frozenset({"false", "0"})
+
+
+def says_inactive(active: object) -> bool:
+    """`active` as a provider may write "no": the JSON false, 0, or either as a string."""
+    if isinstance(active, bool):
+        return not active
+    if isinstance(active, int):
+        return active == 0
+    return isinstance(active, str) and active.strip().lower() in INACTIVE_TEXTS

@@ -4,17 +4,14 @@ Redis Cluster the shards live on more than one master."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
 from redis.crc import key_slot
 
 from proxyproject.lib.redis import cluster_configured, get_sync_redis
-from tests import servers
 from tests.usage.cast import usage_event
-from tests.usage.test_writer import stored_ids
+from tests.usage.test_writer import stored_ids, usage_process
 from usage import queue
 from usage.writer import drain_usage_queue, submit_usage
 
@@ -82,20 +79,8 @@ def test_a_writer_drains_the_shards_in_turn(settings, monkeypatch):
 def test_a_writer_killed_mid_batch_on_a_shard_has_its_batch_recovered(settings, monkeypatch):
     settings.USAGE_QUEUE_SHARDS = 4
     submit_from_shard(monkeypatch, 3, [f"req_shard_kill-{index:04d}" for index in range(12)])
-    environment = servers.server_environment(
-        USAGE_SPOOL_DIR=str(settings.USAGE_SPOOL_DIR),
-        USAGE_QUEUE_SHARDS="4",
-        USAGE_BATCH_SIZE="5",
-        USAGE_WRITER_LEASE_SECONDS="0.5",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.usage.usage_process", "drain-and-hang", "0", "unused"],
-        cwd=servers.BASE_DIR,
-        env=environment,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = usage_process(
+        "drain-and-hang", 0, "unused", settings, USAGE_QUEUE_SHARDS="4", USAGE_BATCH_SIZE="5", USAGE_WRITER_LEASE_SECONDS="0.5"
     )
     try:
         line = process.stdout.readline()
