@@ -1,9 +1,10 @@
 """CPU time per request of the gateway process, beside the bare ASGI pass-through's:
-`python -m bench.cpu [--requests N] [--concurrency 1,64] [--rounds 3]`.
+`python -m bench.cpu [--requests N] [--concurrency 1,64] [--rounds 3] [--stream]`.
 
 Wall-clock figures move with whatever else the machine runs; the CPU time a process spends on a
 fixed number of requests moves far less, so this is the figure to compare changes to the request
-path by. The servers are started as `make bench` starts them (production mode, DATABASE_URL and
+path by. `--stream` sends streaming requests of `make bench`'s stream shape (30 events, 10 ms apart)
+instead of JSON ones. The servers are started as `make bench` starts them (production mode, DATABASE_URL and
 REDIS_URL passed through, the usage writer as its own process); each round sends N JSON requests
 per concurrency to each proxy and reads the nanosecond run time of every thread of its processes
 (`/proc/<pid>/task/<tid>/schedstat`) before and after. Prints one JSON line: microseconds of CPU per
@@ -26,7 +27,7 @@ import orjson
 from bench.cpu_watch import run_nanoseconds
 from bench.loadgen import Endpoint, Workload, build_request
 from bench.processes import BASE_DIR, free_port, plan_cores, raise_open_file_limit, stop_all, wait_until_idle
-from bench.run import LoadGenerator, enroll_device, preflight
+from bench.run import STREAM_SHAPE_HEADER, LoadGenerator, enroll_device, preflight
 from bench.stores import run_stores, with_local_stores
 from bench.targets import (
     ASGI,
@@ -44,28 +45,29 @@ from bench.targets import (
 )
 
 
-def fixed_count(request: bytes, concurrency: int, requests: int) -> Workload:
+def fixed_count(request: bytes, concurrency: int, requests: int, *, streaming: bool) -> Workload:
     """Exactly `requests` requests, every one counted: no warm-up window, no time limit to hit."""
-    return Workload(request, concurrency, duration=600.0, warmup=0.0, max_requests=requests, timeout=30.0)
+    return Workload(request, concurrency, duration=600.0, warmup=0.0, max_requests=requests, streaming=streaming, timeout=30.0)
 
 
-def cpu_per_request(load: LoadGenerator, target: Target, concurrency: int, requests: int) -> float:
+def cpu_per_request(load: LoadGenerator, target: Target, concurrency: int, requests: int, *, stream: bool = False) -> float:
     """Microseconds of the target's CPU per completed request."""
     endpoint = Endpoint("127.0.0.1", target.service.port)
-    request = build_request(
-        endpoint, MESSAGES_PATH, message_body(stream=False), {"anthropic-version": "2023-06-01", **target.headers}
-    )
+    headers = {"anthropic-version": "2023-06-01", **target.headers}
+    if stream:
+        headers[STREAM_SHAPE_HEADER] = REALISTIC_STREAM
+    request = build_request(endpoint, MESSAGES_PATH, message_body(stream=stream), headers)
     pids = target.service.pids()
     wait_until_idle(pids, limit=3.0)
     before = run_nanoseconds(pids)
-    samples = load.run(endpoint, fixed_count(request, concurrency, requests))
+    samples = load.run(endpoint, fixed_count(request, concurrency, requests, streaming=stream))
     spent = run_nanoseconds(pids) - before
     if samples["errors"] or not samples["completed"]:
         raise RuntimeError(f"{target.label}: {samples['completed']} completed, errors {samples['errors']}")
     return spent / samples["completed"] / 1000
 
 
-def measure(requests: int, concurrencies: list[int], rounds: int, log) -> dict:
+def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream: bool = False) -> dict:
     raise_open_file_limit()
     cores = plan_cores(os.sched_getaffinity(0))
     if cores.pinned:
@@ -86,7 +88,7 @@ def measure(requests: int, concurrencies: list[int], rounds: int, log) -> dict:
             load = LoadGenerator(cores.load)
             for target in (bare, gateway):  # connection pools, caches, the interpreter's specialisations
                 for concurrency in concurrencies:
-                    cpu_per_request(load, target, concurrency, max(requests // 5, 100))
+                    cpu_per_request(load, target, concurrency, max(requests // 5, 100), stream=stream)
             writer_before = run_nanoseconds(gateway.companions[0].pids())
             sent = 0
             figures: dict[str, list[float]] = {}
@@ -94,7 +96,7 @@ def measure(requests: int, concurrencies: list[int], rounds: int, log) -> dict:
                 for concurrency in concurrencies:
                     for target in (bare, gateway):
                         name = f"{'gateway' if target is gateway else 'bare'}_c{concurrency}_us"
-                        figures.setdefault(name, []).append(cpu_per_request(load, target, concurrency, requests))
+                        figures.setdefault(name, []).append(cpu_per_request(load, target, concurrency, requests, stream=stream))
                         sent += requests if target is gateway else 0
                         log(f"{name}: {figures[name][-1]:.1f}")
             writer_spent = run_nanoseconds(gateway.companions[0].pids()) - writer_before
@@ -137,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=5000, help="requests per measurement (default 5000)")
     parser.add_argument("--concurrency", default="1,64", help="comma-separated connection counts (default 1,64)")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per cell; the median is printed (default 3)")
+    parser.add_argument("--stream", action="store_true", help="streaming requests (make bench's stream shape) instead of JSON")
     arguments = parser.parse_args(argv)
     concurrencies = [int(value) for value in arguments.concurrency.split(",")]
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    print(orjson.dumps(measure(arguments.requests, concurrencies, arguments.rounds, log)).decode())
+    print(orjson.dumps(measure(arguments.requests, concurrencies, arguments.rounds, log, stream=arguments.stream)).decode())
     return 0
 
 

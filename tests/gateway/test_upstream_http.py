@@ -131,6 +131,55 @@ async def test_no_answer_within_the_read_timeout_is_a_read_timeout(serve):
     await transport.aclose()
 
 
+async def test_a_body_that_stops_arriving_is_a_read_timeout_after_the_read_timeout(serve):
+    async def two_chunks_then_silence(reader, writer):
+        await scripted.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b"3\r\ntwo\r\n")
+        await writer.drain()
+        await reader.read()
+
+    scripted = await serve(two_chunks_then_silence)
+    transport = UpstreamTransport(max_connections=4)
+    sent = request(scripted.port, read=0.3)
+    sent.read()
+    response = await transport.handle_async_request(sent)
+    received = []
+    loop = asyncio.get_running_loop()
+    with pytest.raises(httpx.ReadTimeout):
+        async for chunk in response.aiter_raw():
+            received.append(chunk)
+            last_at = loop.time()
+    waited = loop.time() - last_at
+    await response.aclose()
+    await transport.aclose()
+    assert received == [b"one", b"two"]
+    assert 0.25 <= waited < 2.0, waited
+
+
+async def test_a_body_whose_chunks_keep_coming_outlives_the_read_timeout(serve):
+    """The read timeout counts from the last chunk, not from the first wait: each chunk moves the
+    deadline of the connection's one timer forward."""
+
+    async def a_chunk_every_tenth_of_a_second(reader, writer):
+        await scripted.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(8):
+            await asyncio.sleep(0.1)
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    scripted = await serve(a_chunk_every_tenth_of_a_second)
+    transport = UpstreamTransport(max_connections=4)
+    response, body = await exchange(transport, request(scripted.port, read=0.3))
+    await transport.aclose()
+    assert (response.status_code, body) == (200, b"x" * 8)
+
+
 async def test_a_refused_connection_is_a_connect_error():
     with socket.socket() as bound:  # a port that is taken but not listening refuses connections
         bound.bind(("127.0.0.1", 0))
