@@ -28,12 +28,11 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.utils import timezone
-from redis.exceptions import RedisError
 
 from proxyproject.lib.database import read_database
 from proxyproject.lib.logging import log_event
 from proxyproject.lib.process_state import register_process_state
-from proxyproject.lib.redis import get_async_redis, get_sync_redis, redis_key, slot_tag
+from proxyproject.lib.redis import REDIS_ERRORS, get_async_redis, get_sync_redis, redis_key, slot_tag
 from tokens.identity import DevicePolicy
 from tokens.models import Device, DeviceStatus, IssuedToken, TokenKind
 from tokens.policy import policy_from_json, policy_to_json, resolve_policy
@@ -179,7 +178,7 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
             pipe.get(_generation_key(device_id))
             pipe.get(_org_generation_key())
             raw, device_gen, orgs_gen = await pipe.execute()
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         # Availability over sharing: the database is the authority, so answer from it.
         log_event(
             logger, "Device state: Redis unavailable, reading the database", logging.WARNING, device_id=device_id, error=str(exc)
@@ -197,7 +196,7 @@ async def _fetch_shared(device_id: str) -> DeviceState | None:
         await client.eval(
             _STORE_IF_CURRENT, 2, _snapshot_key(device_id), _generation_key(device_id), payload, device_gen, SNAPSHOT_TTL_SECONDS
         )
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         log_event(logger, "Device state: snapshot not shared", logging.WARNING, device_id=device_id, error=str(exc))
     return state
 
@@ -243,7 +242,7 @@ def invalidate_devices(device_ids: list[str]) -> None:
                 pipe.incr(_generation_key(device_id))
                 pipe.expire(_generation_key(device_id), GENERATION_TTL_SECONDS)
             pipe.execute()
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         # The change is committed; shared snapshots now age out within SNAPSHOT_TTL_SECONDS instead.
         log_event(logger, "Device state: invalidation not shared", logging.ERROR, devices=len(device_ids), error=str(exc))
 
@@ -265,5 +264,5 @@ def invalidate_all_devices() -> None:
         return
     try:
         client.incr(_org_generation_key())
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         log_event(logger, "Device state: invalidation not shared", logging.ERROR, devices="all", error=str(exc))

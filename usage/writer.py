@@ -29,11 +29,11 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import close_old_connections
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from proxyproject.lib.backends import shared_state_backend
 from proxyproject.lib.logging import log_event
-from proxyproject.lib.redis import cluster_configured, get_sync_redis, require_async_redis
+from proxyproject.lib.redis import REDIS_ERRORS, cluster_configured, get_sync_redis, require_async_redis
 from proxyproject.lib.resp_client import get_resp_client
 from usage import queue, spool
 from usage.events import UsageEvent
@@ -89,7 +89,7 @@ def _drain_redis(result: DrainResult) -> None:
                 records = store_payloads(payloads)
                 queue.acknowledge_batch(client, shard)
             except Exception:
-                with contextlib.suppress(RedisError):  # Redis away too: the lease returns the batch later
+                with contextlib.suppress(*REDIS_ERRORS):  # Redis away too: the lease returns the batch later
                     queue.return_batch(client, shard)
                 raise
             result.add(records)

@@ -12,10 +12,8 @@ import time
 import weakref
 from collections.abc import Iterable
 
-from redis.exceptions import RedisError
-
 from proxyproject.lib.logging import log_event
-from proxyproject.lib.redis import SyncRedis, get_async_redis, get_sync_redis, redis_key, slot_tag
+from proxyproject.lib.redis import REDIS_ERRORS, SyncRedis, get_async_redis, get_sync_redis, redis_key, slot_tag
 
 logger = logging.getLogger("gateway.keypool")
 
@@ -76,7 +74,7 @@ class RedisPoolSharing:
         self._reporters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = weakref.WeakKeyDictionary()
         self._last_redis_warning = 0.0
 
-    def _warn_redis(self, event: str, exc: RedisError) -> None:
+    def _warn_redis(self, event: str, exc: Exception) -> None:
         """At most one line per REDIS_WARNING_INTERVAL: while Redis is down every request would log."""
         now = time.monotonic()
         if now - self._last_redis_warning >= REDIS_WARNING_INTERVAL:
@@ -89,7 +87,7 @@ class RedisPoolSharing:
             return
         try:
             client.incr(_version_key())
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             # Committed anyway; other processes then see the change when their pool ages out (POOL_MAX_AGE_SECONDS).
             log_event(logger, "Upstream key change not announced to other processes", logging.ERROR, error=str(exc))
 
@@ -99,7 +97,7 @@ class RedisPoolSharing:
             return None
         try:
             version = await client.get(_version_key())
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             self._warn_redis("Upstream key pool: Redis unavailable, reading the database", exc)
             return None
         return _text(version).encode() if version else b"0"
@@ -140,7 +138,7 @@ class RedisPoolSharing:
                     pipe.delete(_in_flight_key(key_id, process))
                     pipe.srem(_reporters_key(key_id), process)
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             self._warn_redis("Upstream key in-flight count not shared", exc)
             return
         self._reported = set(counts)
@@ -154,6 +152,6 @@ class RedisPoolSharing:
             return {}
         try:
             return {key_id: _sum_reports(client, key_id) for key_id in ids}
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log_event(logger, "Upstream key in-flight counts unreadable", logging.WARNING, error=str(exc))
             return None

@@ -57,9 +57,9 @@ from contextlib import contextmanager
 
 import orjson
 from django.http import HttpResponse
-from redis.exceptions import RedisError
 
 from proxyproject.lib.logging import log_event
+from proxyproject.lib.redis import REDIS_ERRORS
 
 logger = logging.getLogger("gateway.errors")
 
@@ -318,11 +318,11 @@ class UpstreamTimeout(GatewayError):
 
 @contextmanager
 def refuse_when_shared_state_fails(stage: str, request_id: str | None = None) -> Iterator[None]:
-    """Around a Redis step that must succeed before a request may go upstream: a RedisError
+    """Around a Redis step that must succeed before a request may go upstream: a Redis error
     (refused, timed out, pool exhausted) becomes SharedStateUnavailable instead of a generic 500."""
     try:
         yield
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         log_event(
             logger,
             "Shared state unavailable; request refused",

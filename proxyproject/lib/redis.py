@@ -30,12 +30,18 @@ from django.conf import settings
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from proxyproject.lib.backends import shared_state_backend
 
 AsyncRedis = aioredis.Redis | aioredis.RedisCluster
 SyncRedis = redis.Redis | redis.RedisCluster
+
+# What a Redis that fails raises: redis-py's RedisError and, on a cluster, its RedisClusterException
+# (raised when no node answers to learn the slot map from), which is not a RedisError. Every step that
+# copes with Redis being away catches both.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = weakref.WeakKeyDictionary()
 _sync_client: SyncRedis | None = None
@@ -70,11 +76,12 @@ CLUSTER_COMMAND_RETRIES = 3
 
 
 class _AsyncRedisCluster(aioredis.RedisCluster):
-    """Three changes to redis-py 8.1's client. It retries a silent node CLUSTER_COMMAND_RETRIES times.
-    It learns the slot map before its first command: commands that arrive together on a new client race
-    its initialization, and some then fail on connections it closes under them. And a command beyond REDIS_MAX_CONNECTIONS waits up to REDIS_POOL_TIMEOUT for
-    one to finish, as with the blocking pool of a single Redis, where the cluster client would refuse
-    it (MaxConnectionsError): no node can then hold more connections than the limit."""
+    """Two changes to redis-py's client. It retries a silent node CLUSTER_COMMAND_RETRIES times. And a
+    command beyond REDIS_MAX_CONNECTIONS waits up to REDIS_POOL_TIMEOUT for one to finish, as with the
+    blocking pool of a single Redis, where the cluster client would refuse it (MaxConnectionsError):
+    no node can then hold more connections than the limit. (8.1 also needed the slot map learnt before
+    the first command, which commands arriving together on a new client raced; 8.2 makes them wait
+    for the first initialization itself.)"""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -82,8 +89,6 @@ class _AsyncRedisCluster(aioredis.RedisCluster):
         self.retry.update_retries(CLUSTER_COMMAND_RETRIES)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        if self._initialize:
-            await self.initialize()
         if self._commands_in_flight.locked():
             try:
                 await asyncio.wait_for(self._commands_in_flight.acquire(), settings.REDIS_POOL_TIMEOUT)
@@ -99,7 +104,8 @@ class _AsyncRedisCluster(aioredis.RedisCluster):
 
 def _async_cluster_client() -> aioredis.RedisCluster:
     """The cluster client keeps its own retry, which also refreshes the slot map after a failover
-    (a `retry=` of ours made redis-py 8.1 close connections it had just opened)."""
+    (a `retry=` of ours made redis-py 8.1 close connections it had just opened), and relearns the slot
+    map at most once a second (8.2's default `topology_refresh_min_interval`)."""
     return _AsyncRedisCluster.from_url(
         client_url(settings.REDIS_URL),
         max_connections=settings.REDIS_MAX_CONNECTIONS,

@@ -144,3 +144,19 @@ async def test_redis_failing_after_the_response_still_records_the_usage(fake_ups
     assert event.output_tokens == orjson.loads(answer.body)["usage"]["output_tokens"] > 0
     failed = [record.event_fields["step"] for record in caplog.records if record.getMessage() == "Bookkeeping failed"]
     assert failed == ["circuit breaker", "usage and spend"]
+
+
+async def test_a_redis_cluster_with_no_node_answering_gets_a_retryable_503_and_nothing_goes_upstream(
+    fake_upstream, token, settings, patches, caplog
+):
+    """redis-py's cluster client reports a cluster it cannot reach at all (no node to learn the slot map
+    from) with an exception that is not a RedisError."""
+    settings.REDIS_URL = f"redis+cluster://127.0.0.1:{free_port()}/0"
+    patches.setattr(proxyproject.lib.redis, "_clients", weakref.WeakKeyDictionary())
+    patches.setattr(proxyproject.lib.redis, "_sync_client", None)
+    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=MESSAGE_BODY)
+    for client in list(proxyproject.lib.redis._clients.values()):
+        await client.aclose()
+    assert_refused_before_upstream(
+        answer, fake_upstream, caplog, stage="rate_limit", request_id=answer.headers["request-id"], error="RedisCluster"
+    )

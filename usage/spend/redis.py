@@ -17,9 +17,16 @@ import contextlib
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from proxyproject.lib.redis import AsyncRedis, SyncRedis, cluster_configured, get_async_redis, get_sync_redis, redis_key, slot_tag
+from proxyproject.lib.redis import (
+    REDIS_ERRORS,
+    AsyncRedis,
+    SyncRedis,
+    cluster_configured,
+    get_async_redis,
+    get_sync_redis,
+    redis_key,
+    slot_tag,
+)
 from usage.spend.base import CapCheck, Counter, ReserveOutcome
 
 RESERVE_SCRIPT = """
@@ -174,7 +181,7 @@ async def _each(calls: list[Awaitable[Any]]) -> list[Any]:
 async def _release_quietly(client: AsyncRedis, counters: list[Counter], request_id: str) -> None:
     """Undo one group's part of a reservation the request will not get. If Redis does not answer,
     the part lapses with the reservation's expiry, as an unsettled one does."""
-    with contextlib.suppress(RedisError):
+    with contextlib.suppress(*REDIS_ERRORS):
         keys = [_key(counter) for counter in counters]
         await client.eval(FINISH_SCRIPT, len(keys), *keys, request_id, "", *[int(c.expires_at) for c in counters])
 
