@@ -208,6 +208,15 @@ async def test_a_master_failing_over_mid_traffic_is_served_or_refused_retryably_
     print(f"failover of {master.port} to {replica.port} in {took:.2f} s; requests during it: {dict(outcomes)}")
 
 
+def wait_until_promoted_everywhere(slot: int, master: ClusterNode, replica: ClusterNode) -> None:
+    """Until every live node maps the slot to the replica: the replica's own ROLE says master before
+    the others have accepted it, and they may not (see `cluster_settled`)."""
+    alive = [node.port for node in cluster_nodes(replica.port) if node.port != master.port]
+    poll_until(
+        lambda: owner_everywhere(slot, replica.node_id, alive), FAILOVER_SECONDS, "the cluster to agree on the promoted replica"
+    )
+
+
 def node_timeout_seconds(port: int) -> float:
     return int(redis.Redis(host="127.0.0.1", port=port).config_get("cluster-node-timeout")["cluster-node-timeout"]) / 1000
 
@@ -242,12 +251,7 @@ async def test_a_master_that_stops_answering_is_refused_retryably_until_its_repl
     senders = [asyncio.create_task(traffic()) for _ in range(4)]
     try:
         started = time.monotonic()
-        alive = [node.port for node in await sync_to_async(cluster_nodes)(replica.port) if node.port != master.port]
-        await sync_to_async(poll_until)(
-            lambda: owner_everywhere(slot, replica.node_id, alive),
-            FAILOVER_SECONDS,
-            "the cluster to agree on the promoted replica",
-        )
+        await sync_to_async(wait_until_promoted_everywhere)(slot, master, replica)
         took = time.monotonic() - started
         promoted = True
         await asyncio.gather(*senders)
@@ -326,12 +330,7 @@ async def test_a_master_killed_for_good_is_replaced_by_its_replica_and_the_gatew
         os.kill(killed, signal.SIGKILL)
         dead = True
         started = time.monotonic()
-        alive = [node.port for node in await sync_to_async(cluster_nodes)(replica.port) if node.port != master.port]
-        await sync_to_async(poll_until)(
-            lambda: owner_everywhere(slot, replica.node_id, alive),
-            FAILOVER_SECONDS,
-            "the cluster to agree on the promoted replica",
-        )
+        await sync_to_async(wait_until_promoted_everywhere)(slot, master, replica)
         took = time.monotonic() - started
         promoted = True
         await asyncio.gather(*senders)
