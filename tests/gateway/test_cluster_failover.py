@@ -218,11 +218,24 @@ def wait_until_promoted_everywhere(slot: int, master: ClusterNode, replica: Clus
 
 
 def node_timeout_seconds(port: int) -> float:
-    return int(redis.Redis(host="127.0.0.1", port=port).config_get("cluster-node-timeout")["cluster-node-timeout"]) / 1000
+    config = redis.Redis(host="127.0.0.1", port=port, decode_responses=True).config_get("cluster-node-timeout")
+    return int(str(config["cluster-node-timeout"])) / 1000
 
 
 def process_of(port: int) -> int:
     return int(redis.Redis(host="127.0.0.1", port=port).info("server")["process_id"])
+
+
+async def device_on_a_master_with_its_replica_in_sync() -> tuple[str, int, ClusterNode, ClusterNode]:
+    """A new device's token, its rate-limit slot (which every request uses), the master holding that
+    slot and its replica, once in sync."""
+    device_id = new_device_id()
+    token = await enroll_device(device_id=device_id, requests_per_window=UNLIMITED)
+    device_pk = await sync_to_async(lambda: Device.objects.get(device_id=device_id).pk)()
+    slot = key_slot(requests_key(identity_with(device_pk=device_pk)).encode())
+    master, replica = await sync_to_async(master_and_replica_of)(slot)
+    await sync_to_async(poll_until)(lambda: replica_in_sync(replica.port), FAILOVER_SECONDS, "the replica to be in sync")
+    return token, slot, master, replica
 
 
 async def test_a_master_that_stops_answering_is_refused_retryably_until_its_replica_takes_over(
@@ -231,12 +244,7 @@ async def test_a_master_that_stops_answering_is_refused_retryably_until_its_repl
     """The master is frozen (SIGSTOP), as a hung or unreachable node is: the other masters notice it
     after the cluster's node timeout and promote its replica. Requests on its slots meanwhile get
     the retryable 503; once the replica is master the gateway serves them again, with no restart."""
-    device_id = new_device_id()
-    token = await enroll_device(device_id=device_id, requests_per_window=UNLIMITED)
-    device_pk = await sync_to_async(lambda: Device.objects.get(device_id=device_id).pk)()
-    slot = key_slot(requests_key(identity_with(device_pk=device_pk)).encode())
-    master, replica = await sync_to_async(master_and_replica_of)(slot)
-    await sync_to_async(poll_until)(lambda: replica_in_sync(replica.port), FAILOVER_SECONDS, "the replica to be in sync")
+    token, slot, master, replica = await device_on_a_master_with_its_replica_in_sync()
     frozen = process_of(master.port)
 
     outcomes: Counter[str] = Counter()
@@ -303,12 +311,7 @@ async def test_a_master_killed_for_good_is_replaced_by_its_replica_and_the_gatew
     replica by itself; requests meanwhile are served or get the retryable 503; then the gateway serves
     and writes usage again, with no restart. The dead node is restarted afterwards (same port, same
     nodes.conf), rejoins as a replica, and is made master again."""
-    device_id = new_device_id()
-    token = await enroll_device(device_id=device_id, requests_per_window=UNLIMITED)
-    device_pk = await sync_to_async(lambda: Device.objects.get(device_id=device_id).pk)()
-    slot = key_slot(requests_key(identity_with(device_pk=device_pk)).encode())
-    master, replica = await sync_to_async(master_and_replica_of)(slot)
-    await sync_to_async(poll_until)(lambda: replica_in_sync(replica.port), FAILOVER_SECONDS, "the replica to be in sync")
+    token, slot, master, replica = await device_on_a_master_with_its_replica_in_sync()
     relaunch = await sync_to_async(launch_command)(master.port)
     killed = process_of(master.port)
     # A master votes for a replica of one master at most once per twice the node timeout: right after
