@@ -117,6 +117,10 @@ class _Connection(asyncio.Protocol):
         self.body_in_read = False
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # not an HttpParserError: it would escape to the event loop
+            self._fail(httpx.RemoteProtocolError("The upstream switched protocols (101), which no request asks for."))
+            self.close()
+            return
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _UnsolicitedResponse):
                 self.close()
