@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import secrets
 import socket
@@ -22,9 +23,12 @@ import orjson
 from django.conf import settings
 
 from proxyproject.lib.redis import SyncRedis, redis_key, slot_tag
+from usage.counts import COUNT_FIELDS
 from usage.events import UsageEvent
 
 _EVENT_FIELDS = {f.name for f in dataclasses.fields(UsageEvent)}
+_COUNTED_FIELDS = frozenset({*COUNT_FIELDS, "status"})
+MAX_COUNT = 2_147_483_647  # a record's count columns are 32-bit
 
 CLAIM_SCRIPT = """
 -- KEYS: queue, processing list, lease, writers set. ARGV: batch size, lease ms, writer id.
@@ -122,9 +126,36 @@ def encode_heartbeat(owner: str) -> bytes:
     return orjson.dumps({"heartbeat": owner})
 
 
+def wire_count(value: object) -> int:
+    """A count or status as a queued record gave it. A record may come from an older or a foreign
+    writer: a number (text included) counts as itself up to what a record's column holds, negatives
+    and anything else as zero, so that pricing and storing never meet a count they cannot take."""
+    if isinstance(value, int):
+        count = value
+    else:
+        try:
+            count = int(value or 0)  # type: ignore[call-overload]
+        except (TypeError, ValueError, OverflowError):
+            return 0
+    return min(max(count, 0), MAX_COUNT)
+
+
+def wire_milliseconds(value: object) -> float | None:
+    """A latency as a queued record gave it: a finite, non-negative number, else none."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return max(float(value), 0.0)
+
+
 def _event_from(data: dict[str, Any]) -> UsageEvent:
     """Fields this version does not know (a newer gateway's) are dropped rather than failing the batch."""
     fields = {name: value for name, value in data.items() if name in _EVENT_FIELDS}
+    for name in _COUNTED_FIELDS.intersection(fields):
+        fields[name] = wire_count(fields[name])
+    if "latency_ms" in fields:
+        fields["latency_ms"] = wire_milliseconds(fields["latency_ms"]) or 0.0
+    if "ttfb_ms" in fields:
+        fields["ttfb_ms"] = wire_milliseconds(fields["ttfb_ms"])
     fields["occurred_at"] = dt.datetime.fromisoformat(fields["occurred_at"])
     if fields.get("priced_at") is not None:
         fields["priced_at"] = dt.datetime.fromisoformat(fields["priced_at"])

@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, SupportsInt
+from typing import Any
 
 import orjson
 import psycopg
@@ -38,7 +38,6 @@ logger = logging.getLogger("usage.records")
 REJECTS_FILE = "rejected-records.log"
 STREAM_INTERRUPTED_BY_CRASH = "gateway_crashed"
 _MAX_SMALL = 32767
-_MAX_INT = 2_147_483_647
 
 
 _TEXT_LIMITS = {
@@ -64,18 +63,6 @@ def _text(value: object, attname: str) -> str:
     return ("" if value is None else str(value))[: _TEXT_LIMITS[attname]]
 
 
-def _count(value: object, limit: int = _MAX_INT) -> int:
-    """A count from a queued event, which may come from an older or a foreign writer: anything that
-    is not a number counts zero."""
-    value = value or 0
-    if not isinstance(value, (str, bytes, SupportsInt)):
-        return 0
-    try:
-        return min(max(int(value), 0), limit)
-    except (TypeError, ValueError):
-        return 0
-
-
 def is_error_event(event: UsageEvent) -> bool:
     return event.status >= 400 or bool(event.error_type)
 
@@ -99,17 +86,17 @@ def row_from_event(
         "session_id": _text(event.session_id, "session_id"),
         "model": _text(event.model, "model"),
         "requested_model": _text(event.requested_model, "requested_model"),
-        "status": _count(event.status, _MAX_SMALL),
+        "status": min(event.status, _MAX_SMALL),
         "error_type": _text(event.error_type, "error_type"),
         "is_error": is_error_event(event),
         "streamed": bool(event.streamed),
         "client_disconnected": bool(event.client_disconnected),
-        **{name: _count(getattr(event, name)) for name in COUNT_FIELDS},
+        **{name: getattr(event, name) for name in COUNT_FIELDS},
         "service_tier": _text(event.service_tier, "service_tier"),
         "speed": _text(event.speed, "speed"),
         "inference_geo": _text(event.inference_geo, "inference_geo"),
-        "latency_ms": max(float(event.latency_ms or 0), 0.0),
-        "ttfb_ms": None if event.ttfb_ms is None else max(float(event.ttfb_ms), 0.0),
+        "latency_ms": event.latency_ms,
+        "ttfb_ms": event.ttfb_ms,
         "upstream_key_name": _text(event.upstream_key_name, "upstream_key_name"),
         "cost": quote.cost,
         "priced": quote.cost is not None,
