@@ -131,6 +131,25 @@ async def test_no_answer_within_the_read_timeout_is_a_read_timeout(serve):
     await transport.aclose()
 
 
+async def test_a_reused_connection_times_out_by_its_new_exchanges_read_timeout(serve):
+    async def first_answered_then_silence(reader, writer):
+        await scripted.next_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await scripted.next_request(reader)
+        await reader.read()
+
+    scripted = await serve(first_answered_then_silence)
+    transport = UpstreamTransport(max_connections=1)
+    await exchange(transport, request(scripted.port, read=60))  # leaves the connection's timer set 60 s out
+    sent = request(scripted.port, read=0.2)
+    sent.read()
+    with pytest.raises(httpx.ReadTimeout):
+        await asyncio.wait_for(transport.handle_async_request(sent), 10)
+    await transport.aclose()
+    assert scripted.connections == 1
+
+
 async def test_a_body_that_stops_arriving_is_a_read_timeout_after_the_read_timeout(serve):
     async def two_chunks_then_silence(reader, writer):
         await scripted.read_request(reader)
