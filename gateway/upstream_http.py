@@ -87,13 +87,13 @@ class _Connection(asyncio.Protocol):
         self.body_in_read = False
 
     # -- the exchange -------------------------------------------------------------------------
-    def send(self, loop: asyncio.AbstractEventLoop, payload: bytes, *, head_only: bool) -> asyncio.Future[None]:
+    def send(self, loop: asyncio.AbstractEventLoop, payload: bytes, *, head_only: bool) -> None:
+        """Start an exchange; `wait_for_head` then waits for its answer."""
         self._reset()
         self.head_only = head_only
         self.head = loop.create_future()
         assert self.transport is not None
         self.transport.write(payload)
-        return self.head
 
     @property
     def reusable(self) -> bool:
