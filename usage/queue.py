@@ -131,7 +131,7 @@ def wire_count(value: object) -> int:
     writer: a number (text included) counts as itself up to what a record's column holds, negatives
     and anything else as zero, so that pricing and storing never meet a count they cannot take."""
     if isinstance(value, int):
-        count = value
+        count = int(value)  # a bool as the int it stands for: a column's values must be one type
     else:
         try:
             count = int(value or 0)  # type: ignore[call-overload]
