@@ -45,6 +45,13 @@ class ScriptedServer:
             return False
         return True
 
+    async def answer_until_closed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: bytes) -> None:
+        """Read a request, write `reply`, and return once the client's transport closes its end."""
+        await self.read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+        await reader.read()
+
     @property
     def port(self) -> int:
         assert self.server is not None

@@ -58,10 +58,7 @@ async def test_a_body_abandoned_half_way_closes_its_connection(serve):
     closed = asyncio.Event()
 
     async def half_a_body(reader, writer):
-        await scripted.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
-        await writer.drain()
-        await reader.read()  # returns once the transport closes its end
+        await scripted.answer_until_closed(reader, writer, b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
         closed.set()
 
     scripted = await serve(half_a_body)

@@ -21,10 +21,8 @@ async def test_an_upstream_switching_protocols_is_a_protocol_error_and_its_conne
     loop.set_exception_handler(lambda _, context: unhandled.append(context))
 
     async def switch_protocols(reader, writer):
-        await scripted.read_request(reader)
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n\x81\x05hello")
-        await writer.drain()
-        await reader.read()  # returns once the transport closes its end
+        switching = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n\x81\x05hello"
+        await scripted.answer_until_closed(reader, writer, switching)
         closed.set()
 
     scripted = await serve(switch_protocols)
