@@ -207,7 +207,7 @@ async def reserve_estimate(
         soft=mode == "soft",
         ttl_seconds=ttl_seconds,
     )
-    if reservation is None or clamp_with is None or reservation.nanos >= to_nanos(full):
+    if reservation is None or clamp_with is None or mode != "clamp" or reservation.nanos >= to_nanos(full):
         return SpendAdmission(reservation)
     log_event(logger, "Request clamped to the spend cap", requestId=request_id, reserved=str(reservation.amount), bound=str(full))
     return SpendAdmission(reservation, _clamped_body(clamp_with, reservation.amount))

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import jwt
 import orjson
 import pytest
+from asgiref.sync import sync_to_async
 
 from tests.gateway.conftest import bearer, call_gateway
 from tests.support import enroll_device
 from tests.usage.conftest import live_prices  # noqa: F401
+from tokens.models import Device
+from usage.spend import current_spend
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -72,3 +76,25 @@ async def test_an_integer_max_tokens_still_goes_upstream_byte_for_byte(transacti
     answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=body)
     assert answer.status == 200, answer.body
     assert fake_upstream.requests[-1].body == body
+
+
+@pytest.mark.usefixtures("live_prices")
+async def test_an_absurd_max_tokens_on_a_soft_cap_is_served_not_refused_as_redis_down(transactional_db, fake_upstream):
+    """Soft enforcement reserves a request's whole bound. A bound of 9e18 tokens is hundreds of
+    trillions of dollars: reserved as is, it overflowed the counter in Redis's script, and the
+    gateway answered 503 "shared state unreachable" while Redis was fine."""
+    token = await enroll_device(daily_spend_cap_usd=Decimal("1.00"), spend_cap_enforcement="soft")
+    absurd = orjson.dumps({"model": "claude-opus-4-8", "max_tokens": 9_000_000_000_000_000_000, "messages": MESSAGES})
+    answer = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=absurd)
+    assert answer.status == 200, answer.body
+    assert fake_upstream.requests[-1].body == absurd  # soft enforcement never rewrites the request
+    device_pk = await _device_pk(token)
+    settled, reserved = await sync_to_async(current_spend)("device", device_pk, "day")
+    assert (reserved, Decimal(0) < settled < Decimal("0.01")) == (0, True)
+    ordinary = orjson.dumps({"model": "claude-opus-4-8", "max_tokens": 16, "messages": MESSAGES})
+    assert (await call_gateway("POST", "/v1/messages", headers=bearer(token), body=ordinary)).status == 200
+
+
+async def _device_pk(token: str) -> int:
+    device_id = jwt.decode(token, options={"verify_signature": False})["sub"]
+    return await sync_to_async(lambda: Device.objects.get(device_id=device_id).pk)()

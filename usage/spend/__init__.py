@@ -40,7 +40,7 @@ from tokens.identity import DeviceIdentity
 from usage import budget_alerts  # the module, not its names: it imports `usage.spend.base` in turn
 from usage.models import UsageRecord
 from usage.periods import PERIODS, period_start
-from usage.spend.base import CapCheck, Counter, ReserveOutcome, SpendBackend, from_nanos, to_nanos
+from usage.spend.base import MAX_RESERVATION_NANOS, CapCheck, Counter, ReserveOutcome, SpendBackend, from_nanos, to_nanos
 from usage.spend.local import LocalSpendBackend
 from usage.spend.redis import RedisSpendBackend
 
@@ -229,7 +229,8 @@ class SpendLedger:
         nanos = to_nanos(amount)
         floor = -1 if soft else (nanos if minimum is None else min(to_nanos(minimum), nanos))
         ttl = settings.SPEND_RESERVATION_TTL_SECONDS if ttl_seconds is None else ttl_seconds
-        outcome = await self._backend().reserve(checks, nanos, request_id, now, ttl, floor=floor)
+        held = min(nanos, MAX_RESERVATION_NANOS)  # the floor is not lowered: strict still refuses the whole bound
+        outcome = await self._backend().reserve(checks, held, request_id, now, ttl, floor=floor)
         if outcome.granted is None:
             failed = checks[outcome.failed or 0]
             log_event(

@@ -9,6 +9,10 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Protocol
 
 NANO = Decimal("1e-9")
+# The most one reservation holds: 2**53 nano-dollars (about $9 million) is exact in Lua's numbers, and
+# a few hundred of them still fit a Redis counter. A request's bound is the device's own claim (its
+# max_tokens, up to 2**64): reserved as is, an absurd one overflowed the counter in the Redis script.
+MAX_RESERVATION_NANOS = 2**53
 
 
 def to_nanos(amount: Decimal) -> int:
