@@ -16,9 +16,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from gateway.asgi import mount_proxy  # noqa: E402
 from proxyproject.lib.lifespan import lifespan_app  # noqa: E402
+from proxyproject.lib.logging import skip_unprinted_record_fields  # noqa: E402
 from proxyproject.routing import websocket_urlpatterns  # noqa: E402
 from proxyproject.websocket_origin import ExactOriginValidator  # noqa: E402
 
+skip_unprinted_record_fields()
 application = ProtocolTypeRouter(
     {
         # /v1/* goes straight to the proxy, without Django's handler and middleware (gateway/asgi.py).
