@@ -37,10 +37,10 @@ def _b64decode(segment: str) -> bytes:
     """base64url without padding; anything outside the alphabet is refused, not skipped. Translated
     as bytes: `str.translate` looks each character up in a dict, and did so for the three segments
     of every request's token (3% of a request's instructions)."""
+    if "=" in segment or "+" in segment or "/" in segment:  # padding, and the two letters base64url replaces
+        raise TokenBackendError("Token is invalid")
     try:
         raw = segment.encode("ascii")
-        if b"=" in raw or b"+" in raw or b"/" in raw:  # padding, and the two letters base64url replaces
-            raise ValueError("not base64url")
         return binascii.a2b_base64(raw.translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(raw) % 4), strict_mode=True)
     except (binascii.Error, ValueError):
         raise TokenBackendError("Token is invalid") from None
