@@ -12,6 +12,9 @@ tokens are never dropped: with no split they are all 5-minute writes; where the 
 than the split's sum (a split of zeros, or a partial one, in one object or across a stream's
 events) the remainder is billed at the 5m rate, as the API's pricing rules say; where the split
 sums to more than the total, the split is kept, since it names more written tokens.
+
+What is read comes from a JSON parser, so an object is checked as a `dict`: `isinstance` against the
+`Mapping` ABC costs a Python call, and made a sixtieth of a request's instructions.
 """
 
 from __future__ import annotations
@@ -50,21 +53,21 @@ class UsageTally:
 
     def merge(self, usage: object) -> None:
         """Fold one `usage` object in: every non-null field overrides what was seen before."""
-        if not isinstance(usage, Mapping):
+        if not isinstance(usage, dict):
             return
         self.seen = True
         _merge_into(self.fields, usage)
 
     def observe_message(self, message: object) -> None:
         """A whole message object (a non-streaming reply, or `message_start.message`)."""
-        if not isinstance(message, Mapping):
+        if not isinstance(message, dict):
             return
         self.model = _text(message.get("model")) or self.model
         self.message_id = _text(message.get("id")) or self.message_id
         self.merge(message.get("usage"))
 
     def observe_error(self, envelope: object) -> None:
-        if isinstance(envelope, Mapping) and isinstance(envelope.get("error"), Mapping):
+        if isinstance(envelope, dict) and isinstance(envelope.get("error"), dict):
             self.error_type = _text(envelope["error"].get("type")) or "api_error"
 
     def apply_to(self, event: UsageEvent) -> None:
@@ -77,7 +80,7 @@ class UsageTally:
         if unsplit:
             event.extra["cache_write_unsplit_tokens"] = unsplit
         tools = fields.get("server_tool_use")
-        if isinstance(tools, Mapping):
+        if isinstance(tools, dict):
             event.web_search_requests = _count(tools.get("web_search_requests")) or 0
             event.web_fetch_requests = _count(tools.get("web_fetch_requests")) or 0
         event.service_tier = _text(fields.get("service_tier"))
@@ -108,8 +111,8 @@ def estimate_cut_stream_output(tally: UsageTally, event: UsageEvent) -> None:
 def cache_writes_of(fields: Mapping[str, Any]) -> tuple[int, int, int]:
     """(5m, 1h, unsplit) written tokens: the unsplit remainder of the total is already in the 5m count."""
     split = fields.get("cache_creation")
-    five_minutes = (_count(split.get("ephemeral_5m_input_tokens")) if isinstance(split, Mapping) else None) or 0
-    one_hour = (_count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else None) or 0
+    five_minutes = (_count(split.get("ephemeral_5m_input_tokens")) if isinstance(split, dict) else None) or 0
+    one_hour = (_count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else None) or 0
     total = _count(fields.get("cache_creation_input_tokens")) or 0
     unsplit = max(total - five_minutes - one_hour, 0)
     return five_minutes + unsplit, one_hour, unsplit
@@ -119,7 +122,7 @@ def _merge_into(target: dict[str, Any], update: Mapping[str, Any]) -> None:
     for key, value in update.items():
         if value is None:
             continue
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             nested = target.get(key)
             if not isinstance(nested, dict):
                 nested = target[key] = {}
