@@ -36,6 +36,7 @@ next failure, one request per process at most.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -106,6 +107,7 @@ class CircuitBreaker:
         self._config = config
         self._seen: BreakerSnapshot | None = None
         self._seen_at = 0.0
+        self._reading: asyncio.Task[BreakerSnapshot] | None = None
         self._devices_seen: dict[str, tuple[BreakerSnapshot, float]] = {}
 
     @property
@@ -163,9 +165,35 @@ class CircuitBreaker:
         seen = self._fresh(now)
         if seen is not None and seen.state is BreakerState.CLOSED:
             admission = ADMITTED
+        elif (
+            seen is None and self._seen is not None and self._seen.state is BreakerState.CLOSED and await self._still_closed(now)
+        ):
+            admission = ADMITTED
         else:
             admission = await self._admit_upstream(now, seen)
         return replace(admission, device_trial=True) if own.trial and admission.allowed else admission
+
+    async def _still_closed(self, now: float) -> bool:
+        """Whether a breaker last seen closed still is, once its cache time is over: one read of the
+        backend for every request that finds it stale meanwhile. An admission each sent the
+        requests of one burst (256 streams) to Redis at once, every second, each script on a pooled
+        connection of its own. A breaker no longer closed is left to each request's own admission:
+        a half-open trial is one request's."""
+        loop = asyncio.get_running_loop()
+        reading = self._reading
+        if reading is None or reading.done() or reading.get_loop() is not loop:
+            reading = self._reading = loop.create_task(self._read_backend(now))
+            reading.add_done_callback(_retrieve_failure)
+        with refuse_when_shared_state_fails("circuit_breaker"):
+            snapshot = await asyncio.shield(reading)
+        return snapshot.state is BreakerState.CLOSED
+
+    async def _read_backend(self, now: float) -> BreakerSnapshot:
+        remembered_at = self._seen_at
+        snapshot = await self.backend.read()
+        if snapshot.state is BreakerState.CLOSED and self._seen_at == remembered_at:  # nothing newer seen meanwhile
+            self._seen, self._seen_at = snapshot, now
+        return snapshot
 
     async def _admit_device(self, device: str, now: float) -> Admission:
         config = self.config
@@ -237,6 +265,12 @@ def _new_redis_breaker() -> CircuitBreaker:
 
 
 _breakers: dict[Backend, CircuitBreaker] = {}
+
+
+def _retrieve_failure(reading: asyncio.Task[BreakerSnapshot]) -> None:
+    """A shared read whose waiters all left still has its failure looked at (asyncio would log it)."""
+    if not reading.cancelled():
+        reading.exception()
 
 
 def get_circuit_breaker() -> CircuitBreaker:

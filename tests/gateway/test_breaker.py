@@ -3,6 +3,7 @@ with an injected clock."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
@@ -154,3 +155,50 @@ def test_only_server_errors_count_as_failures():
         True,
         True,
     ]
+
+
+class CountingBackend:
+    """The breaker's backend, counting the steps and reads that reach it."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.admits = self.reads = 0
+
+    async def admit(self, now, config):
+        self.admits += 1
+        return await self.backend.admit(now, config)
+
+    async def record(self, now, success, trial, config, device):
+        return await self.backend.record(now, success, trial, config, device)
+
+    async def reset(self, now):
+        return await self.backend.reset(now)
+
+    async def read(self):
+        self.reads += 1
+        await asyncio.sleep(0.01)  # a round trip, during which the rest of the burst arrives
+        return await self.backend.read()
+
+
+async def test_a_burst_finding_a_closed_breaker_stale_reads_it_once(stores, clock):
+    backend, devices = stores
+    counting = CountingBackend(backend)
+    breaker = CircuitBreaker(counting, devices=devices, clock=clock, cache_seconds=1.0, config=CONFIG)
+    assert (await breaker.admit(DEVICE)).allowed
+    clock.now += 2
+    admissions = await asyncio.gather(*(breaker.admit(f"{n}") for n in range(256)))
+    assert all(admission.allowed for admission in admissions)
+    assert (counting.admits, counting.reads) == (1, 1)
+
+
+async def test_a_burst_finding_the_breaker_opened_elsewhere_is_refused(stores, clock):
+    backend, devices = stores
+    counting = CountingBackend(backend)
+    breaker = CircuitBreaker(counting, devices=devices, clock=clock, cache_seconds=1.0, config=CONFIG)
+    assert (await breaker.admit(DEVICE)).allowed
+    elsewhere = CircuitBreaker(backend, devices=devices, clock=clock, cache_seconds=0.0, config=CONFIG)
+    await fail(elsewhere, 5)
+    clock.now += 2
+    admissions = await asyncio.gather(*(breaker.admit(f"{n}") for n in range(8)))
+    assert not any(admission.allowed for admission in admissions)
+    assert counting.reads == 1
