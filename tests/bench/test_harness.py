@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from bench.capacity import CapacityWorkload, run_capacity
+from bench.instructions import dumped_total
 from bench.loadgen import Endpoint, ResponseParser, Workload, build_request, run_closed_loop
 from bench.processes import CorePlan, Service, plan_cores
 from bench.report import Row, format_table
@@ -403,3 +404,13 @@ async def fetch_body(endpoint: Endpoint, stream: bool) -> list[dict]:
     if not stream:
         return [without_ids(response.json())]
     return [without_ids(orjson.loads(line[len("data: ") :])) for line in response.text.splitlines() if line.startswith("data: ")]
+
+
+def test_the_instruction_count_is_the_counted_dump_not_the_idle_ones(tmp_path):
+    output = tmp_path / "gateway.callgrind"
+    (tmp_path / "gateway.callgrind.41").write_bytes(b"events: Ir\nsummary: 0\ntotals: 0\n")
+    (tmp_path / "gateway.callgrind.41.1").write_bytes(b"events: Ir\nfl=(1) x.c\nfn=(1) f\n3 17\nsummary: 952303739\n")
+    (tmp_path / "bare.callgrind.40.1").write_bytes(b"summary: 999999999999\n")
+    assert dumped_total(output) == 952_303_739
+    with pytest.raises(RuntimeError, match="no counts"):
+        dumped_total(tmp_path / "missing.callgrind")
