@@ -20,13 +20,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 
 from bench.cpu_watch import run_nanoseconds
 from bench.loadgen import Endpoint, Workload, build_request
-from bench.processes import BASE_DIR, free_port, plan_cores, raise_open_file_limit, stop_all, wait_until_idle
+from bench.processes import BASE_DIR, CorePlan, free_port, plan_cores, raise_open_file_limit, stop_all, wait_until_idle
 from bench.run import STREAM_SHAPE_HEADER, LoadGenerator, enroll_device, preflight
 from bench.stores import run_stores, with_local_stores
 from bench.targets import (
@@ -68,19 +70,7 @@ def cpu_per_request(load: LoadGenerator, target: Target, concurrency: int, reque
 
 
 def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream: bool = False) -> dict:
-    raise_open_file_limit()
-    cores = plan_cores(os.sched_getaffinity(0))
-    if cores.pinned:
-        os.sched_setaffinity(0, set(cores.load))
-    keys = Secrets.fresh()
-    environment = with_local_stores(os.environ)
-    with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir, run_stores(environment) as stores:
-        base_env = {**environment, **stores}
-        port = free_port()
-        direct = upstream_target("lean", keys, cores, base_env)
-        env = production_environment(base_env, Path(var_dir), f"http://127.0.0.1:{direct.service.port}", keys, port)
-        bare = passthrough_target("uvicorn", "gateway", ASGI, cores, env)
-        gateway = gateway_target(GATEWAY_PRODUCTION, "gateway, uvicorn", "uvicorn", env, cores.proxy, [usage_writer(env, cores)])
+    with production_targets() as (cores, direct, bare, gateway, _):
         services = [direct.service, bare.service, *gateway.services]
         load = None
         try:
@@ -110,6 +100,26 @@ def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream
     result["usage_writer_us"] = round(writer_spent / sent / 1000, 1)
     result["load_average"] = round(os.getloadavg()[0], 2)
     return result
+
+
+@contextmanager
+def production_targets() -> Iterator[tuple[CorePlan, Target, Target, Target, Path]]:
+    """(cores, the direct upstream, the bare ASGI pass-through, the gateway, a scratch directory),
+    set up as `make bench` sets up its production-like row, not started yet; this process is moved
+    to the load core(s)."""
+    raise_open_file_limit()
+    cores = plan_cores(os.sched_getaffinity(0))
+    if cores.pinned:
+        os.sched_setaffinity(0, set(cores.load))
+    keys = Secrets.fresh()
+    environment = with_local_stores(os.environ)
+    with tempfile.TemporaryDirectory(prefix="bench-var-") as scratch, run_stores(environment) as stores:
+        base_env = {**environment, **stores}
+        direct = upstream_target("lean", keys, cores, base_env)
+        env = production_environment(base_env, Path(scratch), f"http://127.0.0.1:{direct.service.port}", keys, free_port())
+        bare = passthrough_target("uvicorn", "gateway", ASGI, cores, env)
+        gateway = gateway_target(GATEWAY_PRODUCTION, "gateway, uvicorn", "uvicorn", env, cores.proxy, [usage_writer(env, cores)])
+        yield cores, direct, bare, gateway, Path(scratch)
 
 
 def start(direct: Target, bare: Target, gateway: Target, log) -> None:

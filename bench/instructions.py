@@ -16,34 +16,19 @@ less time than its count suggests. Confirm a change's time with `python -m bench
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import orjson
 
-from bench.cpu import fixed_count, start
+from bench.cpu import fixed_count, production_targets, start
 from bench.loadgen import Endpoint, build_request
-from bench.processes import free_port, plan_cores, raise_open_file_limit, stop_all
+from bench.processes import stop_all
 from bench.run import LoadGenerator
-from bench.stores import run_stores, with_local_stores
-from bench.targets import (
-    ASGI,
-    GATEWAY_PRODUCTION,
-    MESSAGES_PATH,
-    Secrets,
-    Target,
-    gateway_target,
-    message_body,
-    passthrough_target,
-    production_environment,
-    upstream_target,
-    usage_writer,
-)
+from bench.targets import MESSAGES_PATH, Target, message_body
 
 WARM_UP_REQUESTS = 300  # connection pools, caches, the interpreter's specialisations
 _TOTALS = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
@@ -92,20 +77,9 @@ def dumped_total(output: Path) -> int:
 
 
 def measure(requests: int, concurrency: int, log) -> dict[str, int]:
-    raise_open_file_limit()
-    cores = plan_cores(os.sched_getaffinity(0))
-    if cores.pinned:
-        os.sched_setaffinity(0, set(cores.load))
-    keys = Secrets.fresh()
-    environment = with_local_stores(os.environ)
     result: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as work, run_stores(environment) as stores:
-        base_env = {**environment, **stores}
-        direct = upstream_target("lean", keys, cores, base_env)
-        env = production_environment(base_env, Path(work), f"http://127.0.0.1:{direct.service.port}", keys, free_port())
-        bare = passthrough_target("uvicorn", "gateway", ASGI, cores, env)
-        gateway = gateway_target(GATEWAY_PRODUCTION, "gateway, uvicorn", "uvicorn", env, cores.proxy, [usage_writer(env, cores)])
-        outputs = {"bare": Path(work) / "bare.callgrind", "gateway": Path(work) / "gateway.callgrind"}
+    with production_targets() as (cores, direct, bare, gateway, scratch):
+        outputs = {"bare": scratch / "bare.callgrind", "gateway": scratch / "gateway.callgrind"}
         under_callgrind(bare, outputs["bare"])
         under_callgrind(gateway, outputs["gateway"])
         load = None
