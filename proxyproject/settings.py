@@ -9,6 +9,7 @@ can never run on the development fallbacks below.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -221,6 +222,11 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True)}
+# Seconds a new database connection may take to open (libpq's connect_timeout, whole seconds, at
+# least 2) and a /v1 request waits for a database read before answering 503. Without it a database
+# that accepts connections and never answers (a hung server, a pooler with no backend left) held
+# start-up and every request that needed it for good, and a host dropping packets for 2 minutes.
+DB_TIMEOUT = env_float("DB_TIMEOUT", 5.0, minimum=2.0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so servers started by tests in other processes see the same test data.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
@@ -228,6 +234,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A peer that vanished without a reset (a failed-over host, a dropped route) is given up in
+    # about a minute when idle (keepalives) and 30 s after data it never acknowledged
+    # (tcp_user_timeout), rather than after the kernel's default of 15 minutes or more.
+    DATABASES["default"]["OPTIONS"] = {
+        **DATABASES["default"].get("OPTIONS", {}),
+        "connect_timeout": math.ceil(DB_TIMEOUT),
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache, channels, Celery: Redis when REDIS_URL is set, embedded otherwise ---------------

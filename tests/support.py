@@ -36,11 +36,21 @@ OPERATOR_PASSWORD = "ops-password-123"
 T = TypeVar("T")
 
 
-def poll_until(condition: Callable[[], T], timeout: float = 10.0, what: str = "the condition", *, interval: float = 0.05) -> T:
-    """The condition's first truthy answer; the test fails once `timeout` seconds pass without one."""
+def poll_until(
+    condition: Callable[[], T],
+    timeout: float = 10.0,
+    what: str = "the condition",
+    *,
+    interval: float = 0.05,
+    context: Callable[[], str] | None = None,
+) -> T:
+    """The condition's first truthy answer; the test fails once `timeout` seconds pass without one,
+    with what `context` tells then (a server's log, say)."""
     deadline = time.monotonic() + timeout
     while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}" + (
+            f"\n{context()}" if context else ""
+        )
         time.sleep(interval)
     return result
 

@@ -12,11 +12,13 @@ stays away becomes DatabaseUnavailable (503, retry-after) instead of a 500.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from proxyproject.lib.errors import DatabaseUnavailable
@@ -60,5 +62,12 @@ def read_with_fresh_connection(read: Callable[P, T], *args: P.args, **kwargs: P.
 
 
 async def read_database(read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """`read_with_fresh_connection` from async code, in Django's thread for database work."""
-    return await sync_to_async(read_with_fresh_connection)(read, *args, **kwargs)
+    """`read_with_fresh_connection` from async code, in Django's thread for database work, given up
+    after DB_TIMEOUT: a database that accepts connections and never answers (a hung server, a pooler
+    with no backend left) becomes a 503 rather than a request that never ends. The read itself
+    cannot be interrupted; reads queued behind it in that thread are given up the same way."""
+    try:
+        return await asyncio.wait_for(sync_to_async(read_with_fresh_connection)(read, *args, **kwargs), settings.DB_TIMEOUT)
+    except TimeoutError:
+        log_event(logger, "Database unavailable", logging.ERROR, error=f"no answer within {settings.DB_TIMEOUT} s")
+        raise DatabaseUnavailable() from None

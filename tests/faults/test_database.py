@@ -16,6 +16,7 @@ from fake_anthropic import FakeAnthropic
 from tests.servers import free_port, gateway_process
 from tests.support import MASTER_KEY, MESSAGE_BODY, poll_until
 from usage.models import UsageRecord
+from usage.writer import MAX_BACKOFF_SECONDS
 
 
 def messages(server, token: str) -> httpx.Response:
@@ -88,14 +89,43 @@ def test_v1_answers_503_database_unavailable_while_the_database_is_away(transact
         server.stop()
 
 
+def test_v1_answers_503_while_the_database_accepts_connections_and_never_answers(transactional_db):
+    """A hung server, or a pooler with no backend left: the connection opens at the TCP level and
+    nothing comes back. The gateway used to hang in start-up, and every request with it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (CI's second pass)")
+    enrolled = Client().post("/bootstrap", {"device_id": "db-hung", "app_version": "1.0.0"}, content_type="application/json")
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:
+        db = connection.settings_dict
+        server = gateway_process(
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:{silent.getsockname()[1]}/{db['NAME']}", REDIS_URL="", DB_TIMEOUT="2"
+        ).start(timeout=60)
+        try:
+            answer = messages(server, enrolled.json()["wrapper_token"])
+            assert answer.status_code == 503, answer.text
+            assert orjson.loads(answer.content)["error"]["details"]["error_code"] == "database_unavailable"
+            assert "Database unavailable" in server.log()
+        finally:
+            server.stop()
+
+
 class DatabaseLink:
     """A TCP relay between the gateway and PostgreSQL that the test cuts and restores: while it is
-    down, connections are refused, as from a database host that is restarting."""
+    down, connections are refused, as from a database host that is restarting. While it is frozen,
+    what either side sends is taken and held, as by a server that has hung."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.listener: socket.socket | None = None
         self.sockets: list[socket.socket] = []
+        self.flowing = threading.Event()
+        self.flowing.set()
+
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
 
     def up(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", self.port))
@@ -115,15 +145,20 @@ class DatabaseLink:
                 client, _ = listener.accept()
             except OSError:
                 return
-            server = socket.create_connection((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
+            try:
+                server = socket.create_connection((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)), timeout=5)
+            except OSError:  # refused as the database would be: the gateway retries on its next read
+                client.close()
+                continue
+            server.settimeout(None)
             self.sockets += [client, server]
             for source, target in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self.flowing.wait()
                 target.sendall(data)
         except OSError:
             pass
@@ -133,6 +168,43 @@ class DatabaseLink:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def test_v1_answers_503_while_its_open_database_connection_has_gone_silent(transactional_db):
+    """The server hangs mid-session: the gateway's connection is open, the query is sent and taken,
+    and no answer comes. A device whose state must be read gets 503 after DB_TIMEOUT instead of a
+    request that never ends; once the server answers again, the device is served."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (CI's second pass)")
+    link = DatabaseLink()
+    link.up()
+    db = connection.settings_dict
+    with FakeAnthropic(api_keys={MASTER_KEY}) as fake:
+        server = gateway_process(
+            DATABASE_URL=f"postgres://{db['USER'] or 'postgres'}@127.0.0.1:{link.port}/{db['NAME']}",
+            ANTHROPIC_BASE_URL=fake.base_url,
+            ANTHROPIC_API_KEY=MASTER_KEY,
+            DB_CONN_MAX_AGE="60",
+            DB_TIMEOUT="2",
+            REDIS_URL="",
+            REVOCATION_CACHE_SECONDS="60",  # the first device stays cached through the freeze
+        ).start()
+        try:
+            first, second = bootstrap(server, "db-silent-first"), bootstrap(server, "db-silent-second")
+            assert messages(server, first).status_code == 200
+            link.freeze()
+            answer = messages(server, second)  # its device state is read on the connection that went silent
+            assert answer.status_code == 503, answer.text
+            assert orjson.loads(answer.content)["error"]["details"]["error_code"] == "database_unavailable"
+            assert messages(server, first).status_code == 200  # cached: the stuck read holds up no one else
+            link.thaw()
+            served = poll_until(
+                lambda: messages(server, second).status_code == 200, 20, "the device served again", context=server.log
+            )
+            assert served
+        finally:
+            server.stop()
+            link.down()
 
 
 def test_a_request_refused_while_the_database_is_away_is_recorded_once_it_is_back(transactional_db):
@@ -159,7 +231,13 @@ def test_a_request_refused_while_the_database_is_away_is_recorded_once_it_is_bac
         request_id = answer.headers["request-id"]
         assert not UsageRecord.objects.filter(request_id=request_id).exists()
         link.up()
-        poll_until(lambda: UsageRecord.objects.filter(request_id=request_id).exists(), 30, "the record once the database is back")
+        # The writer backs off up to MAX_BACKOFF_SECONDS between tries while the database is away.
+        poll_until(
+            lambda: UsageRecord.objects.filter(request_id=request_id).exists(),
+            MAX_BACKOFF_SECONDS + 15,
+            "the record once the database is back",
+            context=server.log,
+        )
     finally:
         server.stop()
         link.down()
