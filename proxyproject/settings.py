@@ -480,6 +480,9 @@ SIMPLE_JWT = {
 # --- Policy: rate limits, spend, breaker ----------------------------------------------------
 RATE_LIMIT_MAX = env_int("RATE_LIMIT_MAX", 100, minimum=1)
 RATE_LIMIT_WINDOW = env_int("RATE_LIMIT_WINDOW", 60000, minimum=1000)
+# With Redis, a busy process leases a share of a device's request limit and admits from it without a
+# round trip, for at most this long (proxyproject/lib/ratelimit/leases.py); 0: one script per request.
+RATE_LIMIT_LEASE_MS = env_int("RATE_LIMIT_LEASE_MS", 200, minimum=0)
 TOKENS_PER_MINUTE_MAX = env_int("TOKENS_PER_MINUTE_MAX", 0, minimum=0)
 DAILY_SPEND_CAP_USD = env_str("DAILY_SPEND_CAP_USD")
 MONTHLY_SPEND_CAP_USD = env_str("MONTHLY_SPEND_CAP_USD")

@@ -56,7 +56,9 @@ async def test_twenty_concurrent_streams_against_a_200_token_limit_do_not_all_pa
 async def test_a_finished_request_gives_back_what_it_reserved_beyond_its_real_count(fake_upstream, transactional_db, monkeypatch):
     """A fixed clock keeps both requests in one window, so `remaining` is exact."""
     monkeypatch.setattr(ratelimit, "_local_limiter", ratelimit.LocalRateLimiter(clock=lambda: 1_000_020.0))
-    monkeypatch.setattr(ratelimit, "_redis_limiter", ratelimit.RedisRateLimiter(clock=lambda: 1_000_020.0))
+    monkeypatch.setattr(
+        ratelimit, "_redis_limiter", ratelimit.LeasingRateLimiter(ratelimit.RedisRateLimiter(clock=lambda: 1_000_020.0))
+    )
     token = await enroll_device(tokens_per_minute=1000)
     first = await call_gateway("POST", "/v1/messages", headers=bearer(token), body=PLAIN)
     usage = orjson.loads(first.body)["usage"]
@@ -70,7 +72,9 @@ async def test_a_claude_code_request_reserves_the_estimators_prompt_tokens_not_a
     fake_upstream, transactional_db, monkeypatch
 ):
     monkeypatch.setattr(ratelimit, "_local_limiter", ratelimit.LocalRateLimiter(clock=lambda: 1_000_020.0))
-    monkeypatch.setattr(ratelimit, "_redis_limiter", ratelimit.RedisRateLimiter(clock=lambda: 1_000_020.0))
+    monkeypatch.setattr(
+        ratelimit, "_redis_limiter", ratelimit.LeasingRateLimiter(ratelimit.RedisRateLimiter(clock=lambda: 1_000_020.0))
+    )
     body = claude_code_body(100_000, stream=False)
     estimated = estimate_prompt_tokens(orjson.loads(body), body)
     assert estimated < len(body) / 2.5  # far below a token a byte

@@ -16,13 +16,23 @@ from __future__ import annotations
 from proxyproject.lib.backends import select_backend
 from proxyproject.lib.process_state import register_process_state
 from proxyproject.lib.ratelimit.base import Clock, LimitCheck, LimitDecision, RateLimiter
+from proxyproject.lib.ratelimit.leases import LeasingRateLimiter
 from proxyproject.lib.ratelimit.local import LocalRateLimiter
 from proxyproject.lib.ratelimit.redis import RedisRateLimiter
 
-__all__ = ["Clock", "LimitCheck", "LimitDecision", "LocalRateLimiter", "RateLimiter", "RedisRateLimiter", "get_rate_limiter"]
+__all__ = [
+    "Clock",
+    "LeasingRateLimiter",
+    "LimitCheck",
+    "LimitDecision",
+    "LocalRateLimiter",
+    "RateLimiter",
+    "RedisRateLimiter",
+    "get_rate_limiter",
+]
 
 _local_limiter: RateLimiter = LocalRateLimiter()
-_redis_limiter: RateLimiter = RedisRateLimiter()
+_redis_limiter = LeasingRateLimiter(RedisRateLimiter())
 
 
 def get_rate_limiter() -> RateLimiter:
@@ -33,6 +43,7 @@ def get_rate_limiter() -> RateLimiter:
 def forget_local_limits() -> None:
     global _local_limiter
     _local_limiter = LocalRateLimiter()
+    _redis_limiter.forget()
 
 
 register_process_state("rate limiter", forget_local_limits)

@@ -8,6 +8,7 @@ checks of one decision must share a hash tag on a Redis Cluster (`proxyproject.l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.commands.core import AsyncScript
@@ -78,9 +79,59 @@ redis.call('PEXPIRE', KEYS[1], window * 2 + 1000)
 return 1
 """
 
+# KEYS[1]: the limit's hash. ARGV: now_ms ('' = Redis server time), limit, window_ms, the units
+# wanted, then the bucket and units of a lapsed lease to hand back (0 units: none). Grants what fits,
+# up to the units wanted: returns granted, estimate * 1000 (before the grant), window index,
+# window_start_ms, previous, now_ms.
+_LEASE_SCRIPT = """
+local now_ms = tonumber(ARGV[1])
+if not now_ms then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local wanted = tonumber(ARGV[4])
+local returned = tonumber(ARGV[6])
+if returned > 0 then
+  local held = tonumber(redis.call('HGET', KEYS[1], ARGV[5]) or '0')
+  if held > 0 then
+    redis.call('HINCRBY', KEYS[1], ARGV[5], -math.min(held, returned))
+  end
+end
+local index = math.floor(now_ms / window)
+local start = index * window
+local counts = redis.call('HMGET', KEYS[1], index, index - 1)
+local current = tonumber(counts[1] or '0')
+local previous = tonumber(counts[2] or '0')
+local estimate = previous * (1 - (now_ms - start) / window) + current
+local granted = math.min(wanted, math.floor(limit - estimate))
+if granted < 1 then
+  granted = 0
+else
+  redis.call('HINCRBY', KEYS[1], index, granted)
+  redis.call('HDEL', KEYS[1], index - 2)
+  redis.call('PEXPIRE', KEYS[1], window * 2 + 1000)
+end
+return {granted, math.floor(estimate * 1000), index, start, previous, now_ms}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """What one lease script answered: `granted` units (0: no room), counted in window `bucket`."""
+
+    granted: int
+    estimate: float
+    bucket: int
+    window_start_ms: float
+    previous: int
+    now_ms: float
+
 
 _HIT = LeanScript(_HIT_SCRIPT)
 _ADD = LeanScript(_ADD_SCRIPT)
+_LEASE = LeanScript(_LEASE_SCRIPT)
 
 
 class RedisRateLimiter:
@@ -130,3 +181,16 @@ class RedisRateLimiter:
 
     async def add(self, key: str, window_ms: int, amount: int) -> None:
         await self._run(_ADD, [redis_key("rl", key)], [window_ms, amount, self._now_arg()])
+
+    async def lease(self, check: LimitCheck, wanted: int, returned_bucket: int, returned: int) -> LeaseGrant:
+        """Up to `wanted` units of `check`'s limit in one script, handing back `returned` units
+        counted in `returned_bucket` (`proxyproject.lib.ratelimit.leases`)."""
+        raw = await self._run(
+            _LEASE,
+            [redis_key("rl", check.key)],
+            [self._now_arg(), check.limit, check.window_ms, wanted, returned_bucket, returned],
+        )
+        granted, estimate_milli, bucket, window_start, previous, now_ms = raw
+        return LeaseGrant(
+            int(granted), int(estimate_milli) / 1000.0, int(bucket), float(window_start), int(previous), float(now_ms)
+        )

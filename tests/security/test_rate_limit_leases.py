@@ -1,0 +1,33 @@
+"""A device spreading a burst over two gateway processes that each hold a lease on its request limit
+(`proxyproject.lib.ratelimit.leases`) gets no more than its limit: every request a lease admits was
+counted in Redis first. Real gateway processes, real Redis (CI's second pass)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.support import MESSAGE_BODY, enroll
+
+pytestmark = pytest.mark.redis
+
+LIMIT = 256  # a share of 4 requests per lease
+
+
+def test_a_burst_over_two_leasing_gateways_is_admitted_up_to_the_limit_and_no_further(two_gateways):
+    fake, first, second = two_gateways
+    token = enroll(first, requests_per_window=LIMIT)
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json", "anthropic-version": "2023-06-01"}
+
+    def send(server_url: str) -> int:
+        with httpx.Client(base_url=server_url, timeout=30) as client:
+            return client.post("/v1/messages", content=MESSAGE_BODY, headers=headers).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(send, [first.url, second.url] * 200))
+    admitted = statuses.count(200)
+    assert set(statuses) == {200, 429}
+    assert LIMIT - 2 * 4 <= admitted <= LIMIT
+    assert len([seen for seen in fake.requests if seen.path == "/v1/messages"]) == admitted
