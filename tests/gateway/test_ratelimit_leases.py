@@ -166,3 +166,12 @@ async def test_lapsed_leases_are_dropped_once_many_keys_have_one(shared, clock, 
     await limiter.hit([LimitCheck(keys[0], 64_000, WINDOW_MS)])  # renewed, not a new key: nothing dropped
     await limiter.hit([LimitCheck(new_key(), 64_000, WINDOW_MS)])
     assert len(limiter._leases) == 2  # the renewed lease and the new key's
+
+
+async def test_a_changed_limit_hands_back_the_room_leased_under_the_old_one(shared, clock):
+    limiter, key = leasing(shared, clock), new_key()
+    for _ in range(4):
+        await limiter.hit([LimitCheck(key, 64_000, WINDOW_MS)])  # leases of 1, 2 and 4: 3 left
+    [decision] = await limiter.hit([LimitCheck(key, 32_000, WINDOW_MS)])
+    assert decision.remaining == 32_000 - 5
+    assert counted(key, clock) == 4 + 2  # the 3 handed back; the next lease halved

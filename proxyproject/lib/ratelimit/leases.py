@@ -89,7 +89,7 @@ class LeasingRateLimiter:
             if lease is None or not lease.fits(check):
                 if lease is None and len(self._leases) >= KEPT_LEASES:
                     self._drop_lapsed()
-                lease = self._leases[check.key] = _Lease(check.limit, check.window_ms, size=1 if lease is None else lease.size)
+                lease = self._leases[check.key] = _replacing(lease, check)
             if lease.units > 0 and self._clock() < lease.expires:
                 return lease.take()
             fetching = lease.fetching
@@ -129,6 +129,16 @@ class LeasingRateLimiter:
 
     def forget(self) -> None:
         self._leases.clear()
+
+
+def _replacing(lease: _Lease | None, check: LimitCheck) -> _Lease:
+    """A lease for `check`'s limit; one of the same window that the limit changed under keeps its
+    room, lapsed, so the next script hands it back."""
+    if lease is None:
+        return _Lease(check.limit, check.window_ms)
+    if lease.window_ms != check.window_ms:
+        return _Lease(check.limit, check.window_ms, size=lease.size)
+    return _Lease(check.limit, check.window_ms, units=lease.units, bucket=lease.bucket, size=lease.size)
 
 
 def _retrieve_failure(fetching: asyncio.Task[LimitDecision | None]) -> None:
