@@ -17,16 +17,23 @@ from proxyproject.lib.ratelimit.base import Clock, LimitCheck, LimitDecision, de
 from proxyproject.lib.redis import redis_key, require_async_redis
 from proxyproject.lib.resp_client import LeanScript, get_resp_client
 
+
+def _now_ms_from_argv(index: int) -> str:
+    """The Lua that sets `now_ms` from ARGV[index], or from Redis's clock when that is ''."""
+    return f"""local now_ms = tonumber(ARGV[{index}])
+if not now_ms then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end"""
+
+
 # KEYS: one hash per check, its fields the window buckets (window index -> count), so the script
 # declares every key it touches (a Redis Cluster routes on them) and still takes the window from
 # Redis's clock. ARGV: now_ms ('' = Redis server time), then limit, window_ms, cost per check.
 # Returns, per check: allowed (0/1), estimate * 1000 (integer), window_start_ms, previous.
-_HIT_SCRIPT = """
-local now_ms = tonumber(ARGV[1])
-if not now_ms then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+_HIT_SCRIPT = (
+    _now_ms_from_argv(1)
+    + """
 local out = {}
 local all_ok = true
 local starts = {}
@@ -63,14 +70,12 @@ end
 table.insert(out, now_ms)
 return out
 """
+)
 
 # KEYS[1]: the limit's hash. ARGV: window_ms, amount, now_ms ('' = Redis server time).
-_ADD_SCRIPT = """
-local now_ms = tonumber(ARGV[3])
-if not now_ms then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+_ADD_SCRIPT = (
+    _now_ms_from_argv(3)
+    + """
 local window = tonumber(ARGV[1])
 local index = math.floor(now_ms / window)
 redis.call('HINCRBY', KEYS[1], index, tonumber(ARGV[2]))
@@ -78,17 +83,15 @@ redis.call('HDEL', KEYS[1], index - 2)
 redis.call('PEXPIRE', KEYS[1], window * 2 + 1000)
 return 1
 """
+)
 
 # KEYS[1]: the limit's hash. ARGV: now_ms ('' = Redis server time), limit, window_ms, the units
 # wanted, then the bucket and units of a lapsed lease to hand back (0 units: none). Grants what fits,
 # up to the units wanted: returns granted, estimate * 1000 (before the grant), window index,
 # window_start_ms, previous, now_ms.
-_LEASE_SCRIPT = """
-local now_ms = tonumber(ARGV[1])
-if not now_ms then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+_LEASE_SCRIPT = (
+    _now_ms_from_argv(1)
+    + """
 local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local wanted = tonumber(ARGV[4])
@@ -115,6 +118,7 @@ else
 end
 return {granted, math.floor(estimate * 1000), index, start, previous, now_ms}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
