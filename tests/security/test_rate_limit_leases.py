@@ -4,11 +4,13 @@ counted in Redis first. Real gateway processes, real Redis (CI's second pass).""
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from proxyproject.lib.ratelimit import LeasingRateLimiter, LimitCheck, RedisRateLimiter
 from tests.support import MESSAGE_BODY, enroll
 
 pytestmark = pytest.mark.redis
@@ -31,3 +33,32 @@ def test_a_burst_over_two_leasing_gateways_is_admitted_up_to_the_limit_and_no_fu
     assert set(statuses) == {200, 429}
     assert LIMIT - 2 * 4 <= admitted <= LIMIT
     assert len([seen for seen in fake.requests if seen.path == "/v1/messages"]) == admitted
+
+
+async def test_a_flood_of_new_keys_pays_one_sweep_per_lease_time_not_one_per_key(redis_required, monkeypatch):
+    """Enrollment limits are keyed by client address, before any credential: an address range can
+    bring a new key per request. Past KEPT_LEASES keys each one used to scan every lease."""
+    monkeypatch.setattr("proxyproject.lib.ratelimit.leases.KEPT_LEASES", 8)
+    now = [1_200_000.0]
+    limiter = LeasingRateLimiter(RedisRateLimiter(clock=lambda: now[0]), clock=lambda: now[0], lease_ms=200)
+    scanned = []
+    monkeypatch.setattr(limiter, "_leases", CountingDict(scanned))
+    for _ in range(100):
+        await limiter.hit([LimitCheck(f"test:flood:{uuid.uuid4().hex}", 1_000, 60_000)])
+    assert len(scanned) == 1
+    now[0] += 0.25
+    await limiter.hit([LimitCheck(f"test:flood:{uuid.uuid4().hex}", 1_000, 60_000)])
+    assert len(scanned) == 2
+    assert len(limiter._leases) == 1  # every lapsed lease dropped by that sweep
+
+
+class CountingDict(dict):
+    """Notes each full scan of the leases."""
+
+    def __init__(self, scans: list[int]) -> None:
+        super().__init__()
+        self.scans = scans
+
+    def items(self):
+        self.scans.append(len(self))
+        return super().items()

@@ -38,8 +38,10 @@ MAX_SHARE = 64
 """A lease holds at most 1/MAX_SHARE of its limit."""
 
 KEPT_LEASES = 4096
-"""Past this many keys, lapsed leases are dropped when a new key arrives: a fleet's devices would
-otherwise each leave one behind in every process. What a dropped lease held stays counted."""
+"""Past this many keys, lapsed leases are dropped when a new key arrives, at most once per lease
+time: a fleet's devices would otherwise each leave one behind in every process, and a flood of new
+keys (addresses polling enrollment) would otherwise pay a sweep each. What a dropped lease held
+stays counted."""
 
 
 @dataclass(slots=True)
@@ -70,6 +72,7 @@ class LeasingRateLimiter:
         self._clock = clock or time.monotonic
         self._lease_ms = lease_ms
         self._leases: dict[str, _Lease] = {}
+        self._swept_at = -math.inf
 
     def _lease_seconds(self) -> float:
         return (settings.RATE_LIMIT_LEASE_MS if self._lease_ms is None else self._lease_ms) / 1000.0
@@ -123,6 +126,9 @@ class LeasingRateLimiter:
 
     def _drop_lapsed(self) -> None:
         now = self._clock()
+        if now - self._swept_at < self._lease_seconds():
+            return
+        self._swept_at = now
         for key, lease in list(self._leases.items()):
             if now >= lease.expires and (lease.fetching is None or lease.fetching.done()):
                 del self._leases[key]
