@@ -17,9 +17,10 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import ParamSpec, TypeVar
 
 import orjson
 import pytest
@@ -45,6 +46,16 @@ RELEARN_SECONDS = 10.0  # from the promotion to the first request served again, 
 # The traffic loops run as fast as the gateway answers for as long as the failover takes: the rate limit
 # (still checked on every request, on the cluster) must not be what refuses them.
 UNLIMITED = 1_000_000
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def off_the_database_thread(wait: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+    """A blocking wait on the cluster, run in a thread of its own. `sync_to_async`'s default runs it in
+    the one thread every database read of this process queues in: a wait there longer than DB_TIMEOUT
+    would hold the in-process gateway's device reads past their deadline, and they would get
+    503 database_unavailable for a fault that is the test's, not the cluster's."""
+    return sync_to_async(wait, thread_sensitive=False)
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,7 @@ async def test_a_master_failing_over_mid_traffic_is_served_or_refused_retryably_
     token = await enroll_device(device_id=device_id, daily_spend_cap_usd=Decimal("100.00"), requests_per_window=UNLIMITED)
     device_pk = await sync_to_async(lambda: Device.objects.get(device_id=device_id).pk)()
     slot = key_slot(requests_key(identity_with(device_pk=device_pk)).encode())
-    master, replica = await sync_to_async(master_and_replica_of)(slot)
+    master, replica = await off_the_database_thread(master_and_replica_of)(slot)
 
     outcomes: Counter[str] = Counter()
     failing_over = True
@@ -190,7 +201,7 @@ async def test_a_master_failing_over_mid_traffic_is_served_or_refused_retryably_
     try:
         await asyncio.sleep(0.2)  # requests are flowing before the failover starts
         started = time.monotonic()
-        await sync_to_async(fail_over_to)(replica.port)
+        await off_the_database_thread(fail_over_to)(replica.port)
         took = time.monotonic() - started
         failing_over = False
         await asyncio.gather(*senders)
@@ -201,7 +212,7 @@ async def test_a_master_failing_over_mid_traffic_is_served_or_refused_retryably_
     finally:
         failing_over = False
         await asyncio.gather(*senders, return_exceptions=True)
-        await sync_to_async(fail_over_to)(master.port, takeover=True)  # the cluster as it was
+        await off_the_database_thread(fail_over_to)(master.port, takeover=True)  # the cluster as it was
 
     assert set(outcomes) <= {"served", "503 shared_state_unavailable"}, outcomes
     assert [outcome_of(answer.status, answer.body) for answer in after] == ["served"] * AFTER_FAILOVER_REQUESTS
@@ -233,8 +244,10 @@ async def device_on_a_master_with_its_replica_in_sync() -> tuple[str, int, Clust
     token = await enroll_device(device_id=device_id, requests_per_window=UNLIMITED)
     device_pk = await sync_to_async(lambda: Device.objects.get(device_id=device_id).pk)()
     slot = key_slot(requests_key(identity_with(device_pk=device_pk)).encode())
-    master, replica = await sync_to_async(master_and_replica_of)(slot)
-    await sync_to_async(poll_until)(lambda: replica_in_sync(replica.port), FAILOVER_SECONDS, "the replica to be in sync")
+    master, replica = await off_the_database_thread(master_and_replica_of)(slot)
+    await off_the_database_thread(poll_until)(
+        lambda: replica_in_sync(replica.port), FAILOVER_SECONDS, "the replica to be in sync"
+    )
     return token, slot, master, replica
 
 
@@ -259,7 +272,7 @@ async def test_a_master_that_stops_answering_is_refused_retryably_until_its_repl
     senders = [asyncio.create_task(traffic()) for _ in range(4)]
     try:
         started = time.monotonic()
-        await sync_to_async(wait_until_promoted_everywhere)(slot, master, replica)
+        await off_the_database_thread(wait_until_promoted_everywhere)(slot, master, replica)
         took = time.monotonic() - started
         promoted = True
         await asyncio.gather(*senders)
@@ -271,8 +284,10 @@ async def test_a_master_that_stops_answering_is_refused_retryably_until_its_repl
         promoted = True
         os.kill(frozen, signal.SIGCONT)  # it learns it was replaced and becomes the replica
         await asyncio.gather(*senders, return_exceptions=True)
-        await sync_to_async(poll_until)(lambda: role_of(master.port) == "slave", FAILOVER_SECONDS, "the old master to rejoin")
-        await sync_to_async(fail_over_to)(master.port, takeover=True)
+        await off_the_database_thread(poll_until)(
+            lambda: role_of(master.port) == "slave", FAILOVER_SECONDS, "the old master to rejoin"
+        )
+        await off_the_database_thread(fail_over_to)(master.port, takeover=True)
 
     assert set(outcomes) <= {"served", "503 shared_state_unavailable"}, outcomes
     assert [outcome_of(answer.status, answer.body) for answer in after] == ["served"] * AFTER_FAILOVER_REQUESTS
@@ -312,12 +327,12 @@ async def test_a_master_killed_for_good_is_replaced_by_its_replica_and_the_gatew
     and writes usage again, with no restart. The dead node is restarted afterwards (same port, same
     nodes.conf), rejoins as a replica, and is made master again."""
     token, slot, master, replica = await device_on_a_master_with_its_replica_in_sync()
-    relaunch = await sync_to_async(launch_command)(master.port)
+    relaunch = await off_the_database_thread(launch_command)(master.port)
     killed = process_of(master.port)
     # A master votes for a replica of one master at most once per twice the node timeout: right after
     # the tests before this one failed this master over, the votes for its replica would be refused,
     # and the replica would only try again later than the test waits.
-    await asyncio.sleep(2 * await sync_to_async(node_timeout_seconds)(master.port))
+    await asyncio.sleep(2 * await off_the_database_thread(node_timeout_seconds)(master.port))
 
     outcomes: Counter[str] = Counter()
     promoted = dead = False
@@ -333,7 +348,7 @@ async def test_a_master_killed_for_good_is_replaced_by_its_replica_and_the_gatew
         os.kill(killed, signal.SIGKILL)
         dead = True
         started = time.monotonic()
-        await sync_to_async(wait_until_promoted_everywhere)(slot, master, replica)
+        await off_the_database_thread(wait_until_promoted_everywhere)(slot, master, replica)
         took = time.monotonic() - started
         promoted = True
         await asyncio.gather(*senders)
@@ -368,10 +383,10 @@ async def test_a_master_killed_for_good_is_replaced_by_its_replica_and_the_gatew
         await asyncio.gather(*senders, return_exceptions=True)
         if dead:
             subprocess.run(relaunch, check=True)
-            await sync_to_async(poll_until)(
+            await off_the_database_thread(poll_until)(
                 lambda: role_of(master.port) == "slave", FAILOVER_SECONDS, "the killed master to rejoin"
             )
-            await sync_to_async(fail_over_to)(master.port, takeover=True)
+            await off_the_database_thread(fail_over_to)(master.port, takeover=True)
 
     assert set(outcomes) <= {"served", "503 shared_state_unavailable"}, outcomes
     assert [outcome_of(answer.status, answer.body) for answer in after] == ["served"] * AFTER_FAILOVER_REQUESTS
