@@ -317,15 +317,15 @@ def recover_abandoned_batches(client: SyncRedis, shards: list[ShardState]) -> di
     return recovered
 
 
-def shards_with_records(client: SyncRedis) -> list[int]:
-    """The shards this writer has records to store from now (queued, recovered, or its own batch not
-    yet acknowledged), starting at its own draw: writers that start together start at different
-    shards."""
+def shards_with_records(client: SyncRedis) -> dict[int, int]:
+    """The shards this writer has records to store from now, each with how many are waiting there
+    (queued, recovered, or its own batch not yet acknowledged), starting at its own draw: writers
+    that start together start at different shards."""
     shards = survey_shards(client)
     recovered = recover_abandoned_batches(client, shards)
     start = _identity.current().draw % len(shards)
-    busy = [state.shard for state in shards if state.queued or state.held or recovered.get(state.shard)]
-    return sorted(busy, key=lambda shard: (shard - start) % len(shards))
+    waiting = {state.shard: state.queued + state.held + recovered.get(state.shard, 0) for state in shards}
+    return {shard: waiting[shard] for shard in sorted(waiting, key=lambda shard: (shard - start) % len(shards)) if waiting[shard]}
 
 
 def adopt_pre_cluster_queue(client: SyncRedis) -> int:

@@ -12,7 +12,7 @@ from redis.crc import key_slot
 from proxyproject.lib.redis import cluster_configured, get_sync_redis
 from tests.usage.cast import usage_event
 from tests.usage.test_writer import stored_ids, usage_process
-from usage import queue
+from usage import queue, writer
 from usage.writer import drain_usage_queue, submit_usage
 
 pytestmark = [pytest.mark.usefixtures("live_prices", "redis_required")]
@@ -74,6 +74,52 @@ def test_a_writer_drains_the_shards_in_turn(settings, monkeypatch):
     monkeypatch.setattr(queue, "claim_batch", recording_claim)
     assert drain_usage_queue() == 8
     assert sorted(claimed[:2]) == [0, 2] and claimed[2:] == [0, 0]
+
+
+def arrivals_while_storing(monkeypatch: pytest.MonkeyPatch, per_store: int, stores: int) -> list[int]:
+    """`per_store` new records queued while each of the first `stores` batches is stored, as steady
+    traffic queues them during a drain; answers the sizes of the batches stored."""
+    store = writer.store_payloads
+    sizes: list[int] = []
+
+    def storing_with_arrivals(payloads: list[bytes]) -> list:
+        sizes.append(len(payloads))
+        if len(sizes) <= stores:
+            for index in range(per_store):
+                submit_usage(usage_event(request_id=f"req_arrived_{len(sizes)}_{index}"))
+        return store(payloads)
+
+    monkeypatch.setattr(writer, "store_payloads", storing_with_arrivals)
+    return sizes
+
+
+def test_a_drain_stores_what_was_waiting_and_leaves_what_arrives_meanwhile_to_the_next(settings, monkeypatch):
+    """Chasing each record that arrived while the last batch was stored, a writer under steady light
+    traffic stored batches of a few records each, every one paying a claim, an acknowledgement and a
+    transaction: the writer and PostgreSQL spent about 300 µs of CPU per record."""
+    settings.USAGE_QUEUE_SHARDS = 1
+    for index in range(3):
+        submit_usage(usage_event(request_id=f"req_waiting_{index}"))
+    sizes = arrivals_while_storing(monkeypatch, per_store=1, stores=5)
+
+    assert drain_usage_queue() == 3
+    assert sizes == [3]
+    assert queue.queued_count(get_sync_redis()) == 1
+    assert drain_usage_queue() == 1  # the next drain takes it, and what arrived during it waits again
+    assert queue.queued_count(get_sync_redis()) == 1
+
+
+def test_a_drain_keeps_on_while_batches_come_back_full(settings, monkeypatch):
+    """A backlog (batches full) is drained without waiting for the next tick."""
+    settings.USAGE_QUEUE_SHARDS = 1
+    settings.USAGE_BATCH_SIZE = 2
+    for index in range(4):
+        submit_usage(usage_event(request_id=f"req_backlog_{index}"))
+    sizes = arrivals_while_storing(monkeypatch, per_store=2, stores=3)
+
+    assert drain_usage_queue() == 10
+    assert sizes == [2, 2, 2, 2, 2]
+    assert queue.queued_count(get_sync_redis()) == 0
 
 
 def test_a_writer_killed_mid_batch_on_a_shard_has_its_batch_recovered(settings, monkeypatch):
