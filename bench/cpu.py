@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.cpu_watch import run_nanoseconds
+from bench.cpu_watch import machine_ticks, run_nanoseconds, steal_share
 from bench.loadgen import Endpoint, Workload, build_request
 from bench.processes import BASE_DIR, CorePlan, free_port, plan_cores, raise_open_file_limit, stop_all, wait_until_idle
 from bench.run import STREAM_SHAPE_HEADER, LoadGenerator, enroll_device, preflight
@@ -80,6 +80,7 @@ def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream
                 for concurrency in concurrencies:
                     cpu_per_request(load, target, concurrency, max(requests // 5, 100), stream=stream)
             writer_before = run_nanoseconds(gateway.companions[0].pids())
+            ticks_before = machine_ticks()
             sent = 0
             figures: dict[str, list[float]] = {}
             for _ in range(rounds):
@@ -90,6 +91,7 @@ def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream
                         sent += requests if target is gateway else 0
                         log(f"{name}: {figures[name][-1]:.1f}")
             writer_spent = run_nanoseconds(gateway.companions[0].pids()) - writer_before
+            stolen = steal_share(ticks_before, machine_ticks())
         finally:
             if load is not None:
                 load.close()
@@ -99,6 +101,7 @@ def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream
         result[f"added_c{concurrency}_us"] = round(result[f"gateway_c{concurrency}_us"] - result[f"bare_c{concurrency}_us"], 1)
     result["usage_writer_us"] = round(writer_spent / sent / 1000, 1)
     result["load_average"] = round(os.getloadavg()[0], 2)
+    result["steal_share"] = round(stolen, 3)
     return result
 
 

@@ -36,6 +36,23 @@ def run_nanoseconds(pids: list[int] | tuple[int, ...]) -> int:
     return total
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(ticks stolen, ticks in all) of the whole machine so far, from /proc/stat's first line. On a
+    virtual machine the hypervisor may run other guests on our cores: that time is "steal", and a
+    run that lost much of it measures the host's other tenants as much as the code."""
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time the hypervisor withheld between two `machine_ticks`."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def snapshot(groups: WatchedGroups) -> dict[str, int]:
     return {name: run_nanoseconds(pids) for name, pids in groups}
 

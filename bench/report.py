@@ -141,7 +141,9 @@ def describe(record: RunRecord, rows: list[Row]) -> str:
         f"proxy on core(s) {sorted(record.cores.proxy)}, upstream and load generator on {sorted(record.cores.load)}; "
         f"stream shape {config.stream_shape}; {config.held_streams} held slow streams (one event a second); "
         f"{record.seconds:.0f} s in all; load average {record.load_average.get('before', math.nan):.1f} before, "
-        f"{record.load_average.get('after', math.nan):.1f} after (2 cores: above ~2, other work shared the machine).",
+        f"{record.load_average.get('after', math.nan):.1f} after (2 cores: above ~2, other work shared the machine); "
+        f"the hypervisor took {record.steal_share:.1%} of the machine's CPU time (steal, /proc/stat: "
+        "above a few percent, the figures measure the host's other guests too).",
         "Latencies: whole response for JSON, first body byte for SSE. 'added p50' is against direct in the same run; "
         "'× ninja' and '× ASGI' compare rates with the bare ninja pass-through (b) and the bare ASGI one. "
         "'proxy cores' is the CPU the proxy's processes used over the measured window (from /proc), "
@@ -181,6 +183,7 @@ def report_json(record: RunRecord, rows: list[Row]) -> dict:
             "config": asdict(record.config),
             "cores": {"proxy": sorted(record.cores.proxy), "load": sorted(record.cores.load), "pinned": record.cores.pinned},
             "load_average": record.load_average,
+            "steal_share": record.steal_share,
             "companion_cpu_seconds": record.companion_cpu_seconds,
             "targets": [
                 {

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench.capacity import CapacityWorkload
-from bench.cpu_watch import WatchedGroups, proxy_groups, store_server_pids
+from bench.cpu_watch import WatchedGroups, machine_ticks, proxy_groups, steal_share, store_server_pids
 from bench.loadgen import Endpoint, Workload, build_request
 from bench.processes import (
     BASE_DIR,
@@ -105,6 +105,7 @@ class RunRecord:
     started_at: float = field(default_factory=time.time)
     seconds: float = 0.0
     load_average: dict[str, float] = field(default_factory=dict)  # the machine's, before and after: others' work skews a run
+    steal_share: float = 0.0  # of the machine's CPU time over the run, taken by the hypervisor (`cpu_watch.machine_ticks`)
     companion_cpu_seconds: dict[str, float] = field(default_factory=dict)  # e.g. the usage writer's, over the whole run
 
 
@@ -468,6 +469,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
     with tempfile.TemporaryDirectory(prefix="bench-var-") as var_dir, run_stores(environment) as stores:
         targets = plan_targets(config, cores, Path(var_dir), {**environment, **stores})
         record = RunRecord(config, cores, targets, load_average={"before": os.getloadavg()[0]})
+        ticks_before = machine_ticks()
         load: LoadGenerator | None = None
         try:
             start_targets(config, targets, log)
@@ -501,4 +503,5 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None]) -> RunRecord:
             stop_all([service for target in targets for service in target.services])
     record.seconds = time.monotonic() - started
     record.load_average["after"] = os.getloadavg()[0]
+    record.steal_share = steal_share(ticks_before, machine_ticks())
     return record

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from bench.capacity import CapacityWorkload, run_capacity
+from bench.cpu_watch import machine_ticks, steal_share
 from bench.instructions import dumped_total
 from bench.loadgen import Endpoint, ResponseParser, Workload, build_request, run_closed_loop
 from bench.processes import CorePlan, Service, plan_cores
@@ -414,3 +415,10 @@ def test_the_instruction_count_is_the_counted_dump_not_the_idle_ones(tmp_path):
     assert dumped_total(output) == 952_303_739
     with pytest.raises(RuntimeError, match="no counts"):
         dumped_total(tmp_path / "missing.callgrind")
+
+
+def test_the_steal_share_is_the_hypervisors_part_of_the_machines_time():
+    assert steal_share((100, 10_000), (400, 12_000)) == pytest.approx(0.15)
+    assert steal_share((5, 100), (5, 100)) == 0.0  # no time passed: nothing to divide
+    stolen, total = machine_ticks()
+    assert total > 0 and 0 <= stolen <= total  # read from this machine's /proc/stat
