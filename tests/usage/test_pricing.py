@@ -11,7 +11,8 @@ import pytest
 
 from tests.usage.cast import NOV_25, usage_event
 from usage.models import ModelPrice, PriceFlag, Provenance
-from usage.pricing import get_price_table, price_usage, quote_usage
+from usage.price_table import PriceMatch, PriceRow, Rates
+from usage.pricing import ONE, PriceQuote, get_price_table, price_usage, quote_usage
 from usage.spend_estimate import CostEstimate, estimate_message_cost
 
 pytestmark = pytest.mark.usefixtures("prices")
@@ -267,3 +268,29 @@ def test_a_prompt_estimated_past_a_tier_is_priced_at_the_tier():
     assert estimate_of("claude-sonnet-4-5-20250929", {"max_tokens": 1, "system": "x" * 700_000}).output_rate == Decimal(
         "0.0000225"
     )
+
+
+def test_a_basis_prints_each_rows_rates_as_that_row_has_them():
+    """Bases are made once per price row; two rows equal as numbers but printed differently (3 and
+    3.00) must each keep their own printing, so the rows are told apart by identity, not equality."""
+
+    def quote_from(rate: str, row_id: int) -> PriceQuote:
+        rates = Rates(Decimal(rate), Decimal("15"), Decimal("3.75"), Decimal("6"), Decimal("0.3"), Decimal("1.1"))
+        row = PriceRow("claude-x*", "", 0, NOV_25, rates, id=row_id)
+        return PriceQuote(Decimal("1"), PriceFlag.EXACT, NOV_25, PriceMatch(row, False), ONE, ONE)
+
+    plain, padded = quote_from("3", 7), quote_from("3.00", 7)
+    assert plain.match == padded.match  # equal rows: an equality-keyed cache would print the first twice
+    assert [plain.basis()["rates"]["input"], padded.basis()["rates"]["input"]] == ["3", "3.00"]
+    assert plain.basis() == {
+        "at": NOV_25.isoformat(),
+        "row": 7,
+        "pattern": "claude-x*",
+        "effective_from": NOV_25.isoformat(),
+        "speed": "",
+        "tier_above": 0,
+        "provenance": "published",
+        "rates": {"input": "3", "output": "15", "cache_write_5m": "3.75", "cache_write_1h": "6", "cache_read": "0.3"},
+        "batch": "1",
+        "geo": "1",
+    }
