@@ -9,7 +9,9 @@ REDIS_URL passed through, the usage writer as its own process); each round sends
 per concurrency to each proxy and reads the nanosecond run time of every thread of its processes
 (`/proc/<pid>/task/<tid>/schedstat`) before and after. Prints one JSON line: microseconds of CPU per
 request for each proxy and concurrency (the median of the rounds), the gateway's excess over the
-pass-through, and the usage writer's CPU per request over the whole run.
+pass-through, the usage writer's and the Redis and PostgreSQL servers' CPU per gateway request over
+the whole run (`usage_writer_us`, `stores_us`), and the share of the machine's CPU time the
+hypervisor took meanwhile (`steal_share`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.cpu_watch import machine_ticks, run_nanoseconds, steal_share
+from bench.cpu_watch import machine_ticks, run_nanoseconds, steal_share, store_server_pids
 from bench.loadgen import Endpoint, Workload, build_request
 from bench.processes import BASE_DIR, CorePlan, free_port, plan_cores, raise_open_file_limit, stop_all, wait_until_idle
 from bench.run import STREAM_SHAPE_HEADER, LoadGenerator, enroll_device, preflight
@@ -69,6 +71,13 @@ def cpu_per_request(load: LoadGenerator, target: Target, concurrency: int, reque
     return spent / samples["completed"] / 1000
 
 
+def stores_nanoseconds() -> dict[int, int]:
+    """Each Redis and PostgreSQL server process's CPU so far: only the gateway's requests and its usage
+    writer use them here (the pass-through touches neither), so over the run they are its cost too,
+    on the same two cores. A process that ends before the run does is not counted."""
+    return {pid: run_nanoseconds([pid]) for pid in store_server_pids()}
+
+
 def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream: bool = False) -> dict:
     with production_targets() as (cores, direct, bare, gateway, _):
         services = [direct.service, bare.service, *gateway.services]
@@ -80,6 +89,7 @@ def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream
                 for concurrency in concurrencies:
                     cpu_per_request(load, target, concurrency, max(requests // 5, 100), stream=stream)
             writer_before = run_nanoseconds(gateway.companions[0].pids())
+            stores_before = stores_nanoseconds()
             ticks_before = machine_ticks()
             sent = 0
             figures: dict[str, list[float]] = {}
@@ -91,6 +101,7 @@ def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream
                         sent += requests if target is gateway else 0
                         log(f"{name}: {figures[name][-1]:.1f}")
             writer_spent = run_nanoseconds(gateway.companions[0].pids()) - writer_before
+            stores_spent = sum(spent - stores_before.get(pid, 0) for pid, spent in stores_nanoseconds().items())
             stolen = steal_share(ticks_before, machine_ticks())
         finally:
             if load is not None:
@@ -100,6 +111,7 @@ def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream
     for concurrency in concurrencies:
         result[f"added_c{concurrency}_us"] = round(result[f"gateway_c{concurrency}_us"] - result[f"bare_c{concurrency}_us"], 1)
     result["usage_writer_us"] = round(writer_spent / sent / 1000, 1)
+    result["stores_us"] = round(stores_spent / sent / 1000, 1)
     result["load_average"] = round(os.getloadavg()[0], 2)
     result["steal_share"] = round(stolen, 3)
     return result
