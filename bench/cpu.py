@@ -79,34 +79,25 @@ def stores_nanoseconds() -> dict[int, int]:
 
 
 def measure(requests: int, concurrencies: list[int], rounds: int, log, *, stream: bool = False) -> dict:
-    with production_targets() as (cores, direct, bare, gateway, _):
-        services = [direct.service, bare.service, *gateway.services]
-        load = None
-        try:
-            start(direct, bare, gateway, log)
-            load = LoadGenerator(cores.load)
-            for target in (bare, gateway):  # connection pools, caches, the interpreter's specialisations
-                for concurrency in concurrencies:
-                    cpu_per_request(load, target, concurrency, max(requests // 5, 100), stream=stream)
-            writer_before = run_nanoseconds(gateway.companions[0].pids())
-            stores_before = stores_nanoseconds()
-            ticks_before = machine_ticks()
-            sent = 0
-            figures: dict[str, list[float]] = {}
-            for _ in range(rounds):
-                for concurrency in concurrencies:
-                    for target in (bare, gateway):
-                        name = f"{'gateway' if target is gateway else 'bare'}_c{concurrency}_us"
-                        figures.setdefault(name, []).append(cpu_per_request(load, target, concurrency, requests, stream=stream))
-                        sent += requests if target is gateway else 0
-                        log(f"{name}: {figures[name][-1]:.1f}")
-            writer_spent = run_nanoseconds(gateway.companions[0].pids()) - writer_before
-            stores_spent = sum(spent - stores_before.get(pid, 0) for pid, spent in stores_nanoseconds().items())
-            stolen = steal_share(ticks_before, machine_ticks())
-        finally:
-            if load is not None:
-                load.close()
-            stop_all(services)
+    with started_production_targets(log) as (_, bare, gateway, load):
+        for target in (bare, gateway):  # connection pools, caches, the interpreter's specialisations
+            for concurrency in concurrencies:
+                cpu_per_request(load, target, concurrency, max(requests // 5, 100), stream=stream)
+        writer_before = run_nanoseconds(gateway.companions[0].pids())
+        stores_before = stores_nanoseconds()
+        ticks_before = machine_ticks()
+        sent = 0
+        figures: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            for concurrency in concurrencies:
+                for target in (bare, gateway):
+                    name = f"{'gateway' if target is gateway else 'bare'}_c{concurrency}_us"
+                    figures.setdefault(name, []).append(cpu_per_request(load, target, concurrency, requests, stream=stream))
+                    sent += requests if target is gateway else 0
+                    log(f"{name}: {figures[name][-1]:.1f}")
+        writer_spent = run_nanoseconds(gateway.companions[0].pids()) - writer_before
+        stores_spent = sum(spent - stores_before.get(pid, 0) for pid, spent in stores_nanoseconds().items())
+        stolen = steal_share(ticks_before, machine_ticks())
     result: dict[str, float] = {name: round(statistics.median(values), 1) for name, values in figures.items()}
     for concurrency in concurrencies:
         result[f"added_c{concurrency}_us"] = round(result[f"gateway_c{concurrency}_us"] - result[f"bare_c{concurrency}_us"], 1)
@@ -135,6 +126,22 @@ def production_targets() -> Iterator[tuple[CorePlan, Target, Target, Target, Pat
         bare = passthrough_target("uvicorn", "gateway", ASGI, cores, env)
         gateway = gateway_target(GATEWAY_PRODUCTION, "gateway, uvicorn", "uvicorn", env, cores.proxy, [usage_writer(env, cores)])
         yield cores, direct, bare, gateway, Path(scratch)
+
+
+@contextmanager
+def started_production_targets(log) -> Iterator[tuple[Target, Target, Target, LoadGenerator]]:
+    """(the direct upstream, the bare ASGI pass-through, the gateway, a load generator on the load
+    cores): `production_targets`, started; every server and the load generator stopped on exit."""
+    with production_targets() as (cores, direct, bare, gateway, _):
+        load = None
+        try:
+            start(direct, bare, gateway, log)
+            load = LoadGenerator(cores.load)
+            yield direct, bare, gateway, load
+        finally:
+            if load is not None:
+                load.close()
+            stop_all([direct.service, bare.service, *gateway.services])
 
 
 def start(direct: Target, bare: Target, gateway: Target, log) -> None:

@@ -19,10 +19,9 @@ import sys
 
 import orjson
 
-from bench.cpu import production_targets, start
+from bench.cpu import started_production_targets
 from bench.cpu_watch import machine_ticks, steal_share
 from bench.loadgen import Endpoint, Workload, build_request
-from bench.processes import stop_all
 from bench.run import LoadGenerator
 from bench.stats import percentile
 from bench.targets import MESSAGES_PATH, Target, message_body
@@ -40,29 +39,20 @@ def median_latency_ms(load: LoadGenerator, target: Target, seconds: float) -> fl
 
 
 def measure(rounds: int, seconds: float, log) -> dict:
-    with production_targets() as (cores, direct, bare, gateway, _):
-        services = [direct.service, bare.service, *gateway.services]
-        load = None
-        try:
-            start(direct, bare, gateway, log)
-            load = LoadGenerator(cores.load)
-            for target in (direct, bare, gateway):  # connection pools, caches, the interpreter's specialisations
-                median_latency_ms(load, target, 1.0)
-            ticks_before = machine_ticks()
-            over_direct, over_bare = [], []
-            for index in range(rounds):
-                direct_ms, bare_ms, gateway_ms = (median_latency_ms(load, target, seconds) for target in (direct, bare, gateway))
-                over_direct.append(gateway_ms - direct_ms)
-                over_bare.append(gateway_ms - bare_ms)
-                log(
-                    f"round {index + 1}: direct {direct_ms:.3f} ms, bare {bare_ms:.3f}, gateway {gateway_ms:.3f}; "
-                    f"gateway over direct {over_direct[-1]:.3f}, over bare {over_bare[-1]:.3f}"
-                )
-            stolen = steal_share(ticks_before, machine_ticks())
-        finally:
-            if load is not None:
-                load.close()
-            stop_all(services)
+    with started_production_targets(log) as (direct, bare, gateway, load):
+        for target in (direct, bare, gateway):  # connection pools, caches, the interpreter's specialisations
+            median_latency_ms(load, target, 1.0)
+        ticks_before = machine_ticks()
+        over_direct, over_bare = [], []
+        for index in range(rounds):
+            direct_ms, bare_ms, gateway_ms = (median_latency_ms(load, target, seconds) for target in (direct, bare, gateway))
+            over_direct.append(gateway_ms - direct_ms)
+            over_bare.append(gateway_ms - bare_ms)
+            log(
+                f"round {index + 1}: direct {direct_ms:.3f} ms, bare {bare_ms:.3f}, gateway {gateway_ms:.3f}; "
+                f"gateway over direct {over_direct[-1]:.3f}, over bare {over_bare[-1]:.3f}"
+            )
+        stolen = steal_share(ticks_before, machine_ticks())
     return {
         "gateway_over_direct_ms": round(statistics.median(over_direct), 3),
         "gateway_over_bare_ms": round(statistics.median(over_bare), 3),
