@@ -505,6 +505,9 @@ USAGE_FLUSH_INTERVAL = env_float("USAGE_FLUSH_INTERVAL", 1.0, minimum=0.01)
 # process: gateway workers only queue them; `manage.py run_usage_writer` (one process) writes them.
 USAGE_WRITER = env_choice("USAGE_WRITER", "thread", ("thread", "process"))
 USAGE_BATCH_SIZE = env_int("USAGE_BATCH_SIZE", 500, minimum=1)
+# With Redis, a worker gathers usage records this long and sends them in one RPUSH (usage/writer.py);
+# a process killed outright loses what it gathered. 0: one push per record.
+USAGE_PUSH_DELAY_MS = env_int("USAGE_PUSH_DELAY_MS", 3, minimum=0)
 USAGE_SPOOL_DIR = Path(env_str("USAGE_SPOOL_DIR", str(VAR_DIR / "usage-spool")))
 USAGE_RETENTION_DAYS = env_int("USAGE_RETENTION_DAYS", 90, minimum=1)
 USAGE_WRITER_LEASE_SECONDS = env_float("USAGE_WRITER_LEASE_SECONDS", 60.0, minimum=0.1)

@@ -1,5 +1,6 @@
-"""Usage off the request path: `submit_usage` persists a record at once (Redis list, or the local
-spool), and a writer batches queued records into the database.
+"""Usage off the request path: `submit_usage` persists a record at once (the local spool; with Redis,
+a list, within USAGE_PUSH_DELAY_MS so a worker's records of that span share one push), and a writer
+batches queued records into the database.
 
 Each ASGI worker runs one writer task, started by the lifespan hook or by the first submit (daphne
 has no lifespan). With USAGE_WRITER=thread it wakes every USAGE_FLUSH_INTERVAL seconds, or as soon as
@@ -158,6 +159,7 @@ class _LoopWriter:
         self.wake = asyncio.Event()
         self.outbox: list[bytes] = []
         self.pushing: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.pending = 0
         self.stopping = False
         self.task = loop.create_task(self.run(), name="usage-writer", context=contextvars.Context())
@@ -165,13 +167,28 @@ class _LoopWriter:
     def submit(self, payload: bytes) -> None:
         if shared_state_backend() == "redis":
             self.outbox.append(payload)
-            if self.pushing is None or self.pushing.done():
-                self.pushing = self.loop.create_task(self.push_outbox(), context=contextvars.Context())
+            self.schedule_push()
         else:
             spool.append_to_spool([payload])
         self.pending += 1
         if self.drains and self.pending >= settings.USAGE_BATCH_SIZE:
             self.wake.set()
+
+    def schedule_push(self) -> None:
+        """Push within USAGE_PUSH_DELAY_MS, so the records of that span share one RPUSH; a push in
+        flight takes what arrives meanwhile when it returns."""
+        if self.timer is not None or (self.pushing is not None and not self.pushing.done()):
+            return
+        delay = settings.USAGE_PUSH_DELAY_MS / 1000
+        if delay > 0:
+            self.timer = self.loop.call_later(delay, self.start_push)
+        else:
+            self.start_push()
+
+    def start_push(self) -> None:
+        self.timer = None
+        if self.pushing is None or self.pushing.done():
+            self.pushing = self.loop.create_task(self.push_outbox(), context=contextvars.Context())
 
     async def push_outbox(self) -> None:
         """One RPUSH for every record submitted meanwhile; the spool takes them if Redis will not."""
@@ -183,6 +200,9 @@ class _LoopWriter:
                 _spool_or_log(batch, f"{type(exc).__name__}: {exc}")
 
     async def push_pending(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.pushing is not None:
             await self.pushing
         await self.push_outbox()
@@ -245,8 +265,8 @@ def _writer_for(loop: asyncio.AbstractEventLoop, *, drains: bool | None = None) 
 def submit_usage(event: UsageEvent) -> None:
     """Queue one request's usage durably and return at once; never waits on the database.
 
-    From async code the record goes to this loop's writer (a Redis push is started now; the spool
-    write happens now). From sync code it is pushed or spooled synchronously.
+    From async code the record goes to this loop's writer (pushed to Redis within
+    USAGE_PUSH_DELAY_MS; the spool write happens now). From sync code it is pushed or spooled synchronously.
     """
     payload = queue.encode_event(event)
     try:

@@ -167,6 +167,38 @@ async def test_a_partial_batch_is_written_on_the_interval(settings, loop_writer)
     assert await wait_for_records(1) == ["req_interval"]
 
 
+async def test_records_submitted_within_the_push_delay_share_one_rpush(redis_required, settings, monkeypatch, loop_writer):
+    """At one connection every request used to push its own record: one RPUSH, one write that wakes
+    Redis and one reply to read per request."""
+    from usage import writer
+
+    settings.USAGE_FLUSH_INTERVAL = 3600
+    settings.USAGE_PUSH_DELAY_MS = 1000
+    pushed: list[int] = []
+    push = writer._rpush
+
+    async def counted(key: str, payloads: list[bytes]) -> None:
+        pushed.append(len(payloads))
+        await push(key, payloads)
+
+    monkeypatch.setattr(writer, "_rpush", counted)
+    for index in range(4):
+        submit_usage(usage_event(request_id=f"req_coalesced_{index}"))
+        await asyncio.sleep(0.01)
+    assert pushed == []
+    await apoll_until(lambda: pushed, 5.0, "the delayed push")
+    assert pushed == [4]
+
+
+async def test_a_flush_sends_the_records_still_waiting_for_the_push_delay(redis_required, settings, loop_writer):
+    settings.USAGE_FLUSH_INTERVAL = 3600
+    settings.USAGE_PUSH_DELAY_MS = 600_000
+    for index in range(3):
+        submit_usage(usage_event(request_id=f"req_delayed_{index}"))
+    assert await asyncio.wait_for(flush_usage(), 10) == 3
+    assert await sync_to_async(stored_ids)() == [f"req_delayed_{index}" for index in range(3)]
+
+
 def test_a_crash_between_commit_and_acknowledgement_replays_without_duplicates(settings, monkeypatch):
     settings.USAGE_BATCH_SIZE = 3
     for index in range(7):
