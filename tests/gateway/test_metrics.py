@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from decimal import Decimal
 
-from gateway.metrics import BoundedLabel, endpoint_label, observe_request, render_metrics
+import pytest
+from asgiref.sync import sync_to_async
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.utils import floatToGoString
+
+from gateway.metrics import LATENCY_BUCKETS, BoundedLabel, endpoint_label, observe_request, render_metrics
+from tests.support import apoll_until
 from usage.events import UsageEvent
 
 
@@ -58,6 +66,81 @@ def test_observed_request_is_counted_with_tokens_and_spend(db):
     assert sample(text, "gateway_tokens_total", model=model, kind="cache_read") == 2000.0
     assert sample(text, "gateway_spend_usd_total", model=model) == 0.0246
     assert 'gateway_request_duration_seconds_bucket{endpoint="/v1/messages",le="0.25"}' in text
+
+
+def written_samples() -> str:
+    """What every worker's files hold now, without writing this process's gathered counts first."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry).decode()
+
+
+def written_requests(model: str) -> float:
+    text = written_samples()
+    return sample(text, "gateway_requests_total", model=model) if f'model="{model}"' in text else 0.0
+
+
+def observed_event(model: str, latency_ms: float) -> UsageEvent:
+    return UsageEvent(
+        request_id=f"req_{uuid.uuid4().hex[:8]}",
+        occurred_at=dt.datetime.now(dt.UTC),
+        endpoint="/v1/messages",
+        method="POST",
+        model=model,
+        status=200,
+        input_tokens=10,
+        output_tokens=5,
+        latency_ms=latency_ms,
+        ttfb_ms=latency_ms / 2,
+    )
+
+
+async def test_gathered_observations_render_as_prometheus_client_would_have_counted_them(db):
+    endpoint = f"/v1/gathered_{uuid.uuid4().hex[:8]}"
+    reference = Histogram(
+        "reference_duration_seconds", "Observed directly.", ["endpoint"], buckets=LATENCY_BUCKETS, registry=None
+    )
+    seconds = [0.0004, 0.001, 0.003, 0.003, 0.7, 45.0, 900.0]
+    for value in seconds:
+        event = observed_event("claude-gathered", value * 1000)
+        event.endpoint = endpoint
+        observe_request(event, None)
+        reference.labels(endpoint).observe(value)
+    text = await sync_to_async(render_metrics)()
+    text = text.decode()
+    for bound in [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]:
+        ours = sample(text, "gateway_request_duration_seconds_bucket", endpoint=endpoint, le=bound)
+        assert ours == sample(text, "reference_duration_seconds_bucket", endpoint=endpoint, le=bound), bound
+    for suffix in ("_count", "_sum"):
+        ours = sample(text, f"gateway_request_duration_seconds{suffix}", endpoint=endpoint)
+        assert ours == pytest.approx(sample(text, f"reference_duration_seconds{suffix}", endpoint=endpoint))
+    assert sample(text, "gateway_request_duration_seconds_count", endpoint=endpoint) == len(seconds)
+
+
+async def test_a_worker_writes_its_gathered_counts_within_a_second_without_a_scrape(db):
+    model = f"claude-unscraped-{uuid.uuid4().hex[:8]}"
+    for _ in range(3):
+        observe_request(observed_event(model, 12.0), Decimal("0.001"))
+    assert written_requests(model) == 0.0
+    await apoll_until(lambda: written_requests(model) == 3.0, 5.0, "the flush")
+    assert sample(written_samples(), "gateway_tokens_total", model=model, kind="output") == 15.0
+
+
+def test_counts_gathered_on_an_event_loop_that_closed_are_written_with_the_next_loops(db):
+    """Tests and management commands run many event loops in one process: a flush that was due on a
+    closed loop must not keep the next loop's counts from being written."""
+    model = f"claude-two-loops-{uuid.uuid4().hex[:8]}"
+
+    async def observe_once() -> None:
+        observe_request(observed_event(model, 3.0), None)
+
+    asyncio.run(observe_once())
+
+    async def observe_and_wait() -> None:
+        await observe_once()
+        await apoll_until(lambda: written_requests(model) == 2.0, 5.0, "the flush")
+
+    asyncio.run(observe_and_wait())
 
 
 async def scrape(headers: dict[str, str]) -> tuple[int, str]:
