@@ -43,21 +43,22 @@ def gauge(text: str, name: str) -> float:
     raise AssertionError(f"no gauge {name}")
 
 
-def test_observed_request_is_counted_with_tokens_and_spend(db):
-    model = f"claude-test-{uuid.uuid4().hex[:8]}"
-    event = UsageEvent(
-        request_id="req_1",
+def observed_event(model: str, latency_ms: float, **fields) -> UsageEvent:
+    return UsageEvent(
+        request_id=f"req_{uuid.uuid4().hex[:8]}",
         occurred_at=dt.datetime.now(dt.UTC),
         endpoint="/v1/messages",
         method="POST",
         model=model,
         status=200,
-        input_tokens=120,
-        output_tokens=30,
-        cache_read_tokens=1000,
-        latency_ms=250.0,
-        ttfb_ms=40.0,
+        latency_ms=latency_ms,
+        **{"input_tokens": 10, "output_tokens": 5, "ttfb_ms": latency_ms / 2, **fields},
     )
+
+
+def test_observed_request_is_counted_with_tokens_and_spend(db):
+    model = f"claude-test-{uuid.uuid4().hex[:8]}"
+    event = observed_event(model, 250.0, input_tokens=120, output_tokens=30, cache_read_tokens=1000, ttfb_ms=40.0)
     observe_request(event, Decimal("0.0123"), upstream_latency_ms=35.0)
     observe_request(event, Decimal("0.0123"), upstream_latency_ms=35.0)
     text = render_metrics().decode()
@@ -78,21 +79,6 @@ def written_samples() -> str:
 def written_requests(model: str) -> float:
     text = written_samples()
     return sample(text, "gateway_requests_total", model=model) if f'model="{model}"' in text else 0.0
-
-
-def observed_event(model: str, latency_ms: float) -> UsageEvent:
-    return UsageEvent(
-        request_id=f"req_{uuid.uuid4().hex[:8]}",
-        occurred_at=dt.datetime.now(dt.UTC),
-        endpoint="/v1/messages",
-        method="POST",
-        model=model,
-        status=200,
-        input_tokens=10,
-        output_tokens=5,
-        latency_ms=latency_ms,
-        ttfb_ms=latency_ms / 2,
-    )
 
 
 async def test_gathered_observations_render_as_prometheus_client_would_have_counted_them(db):
